@@ -1,0 +1,368 @@
+"""Configuration: pptpd.conf, pppd options files, and the typed settings the products run on.
+
+fastpptp-server is a drop-in for pptpd, so it reads pptpd's own ``pptpd.conf`` and the pppd
+options file it names (``option /etc/ppp/pptpd-options``); fastpptp-client reads pppd options
+(``file FILE``) the way ``pppd call``/``pptp`` users write them.  Both files are parsed here into
+frozen dataclasses; nothing here opens sockets.
+
+Unknown or unimplemented pppd options are collected by name (``PppOptions.ignored``) so the
+caller can warn about each once — never silently ignored.  A malformed line raises
+:class:`ConfigError` carrying file, line and reason.
+"""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import shlex
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+
+class ConfigError(ValueError):
+    """A configuration file is wrong: says where and why."""
+
+    def __init__(self, path: str, line: int, reason: str):
+        self.path, self.line, self.reason = path, line, reason
+        super().__init__(f"{path}:{line}: {reason}")
+
+
+# pppd authentication / MPPE switches (pppd(8), pppd/chap_ms.c, pppd/ccp.c).  They are
+# forwarded by name to fastpptp.ppp.auth.policy, which owns their semantics.
+AUTH_FLAGS = frozenset({
+    "auth", "noauth",
+    "require-pap", "require-chap", "require-mschap", "require-mschap-v2", "require-eap",
+    "refuse-pap", "refuse-chap", "refuse-mschap", "refuse-mschap-v2", "refuse-eap",
+    "require-mppe", "require-mppe-40", "require-mppe-56", "require-mppe-128",
+    "nomppe", "nomppe-40", "nomppe-56", "nomppe-128", "mppe-stateful", "nomppe-stateful",
+    "+pap", "-pap", "+chap", "-chap", "+mschap", "-mschap", "+mschap-v2", "-mschap-v2",
+})
+
+# Options that are harmless on a PPTP link or already how we behave: accepted silently.
+# (pppd's defaults for synchronous PPTP links make these no-ops.)
+NOOP_FLAGS = frozenset({
+    "lock", "nolock", "nobsdcomp", "nodeflate", "novj", "novjccomp", "nologfd", "noipdefault",
+    "nodetach", "updetach", "noproxyarp", "nodefaultroute", "noipx", "passive", "silent",
+    "local", "modem", "crtscts", "nocrtscts", "default-asyncmap", "hide-password",
+    "show-password", "nomultilink", "nomp", "nopredictor1",
+})
+
+# Options taking one argument, with the attribute they set (None: accepted, unimplemented).
+ARG_OPTIONS = {
+    "name": "name", "remotename": "remotename", "user": "user", "password": "password",
+    "mtu": "mtu", "mru": "mru", "lcp-echo-interval": "lcp_echo_interval",
+    "lcp-echo-failure": "lcp_echo_failure", "logfile": "logfile", "ipparam": "ipparam",
+    "maxfail": "maxfail", "holdoff": "holdoff", "idle": "idle",
+    "ms-dns": "ms_dns", "ms-wins": "ms_wins", "file": None, "connect-delay": "connect_delay",
+    "lcp-restart": "lcp_restart", "lcp-max-configure": "lcp_max_configure",
+    "lcp-max-failure": "lcp_max_failure", "lcp-max-terminate": "lcp_max_terminate",
+    "ipcp-restart": "ipcp_restart", "ipcp-max-configure": "ipcp_max_configure",
+    "chap-restart": "chap_restart", "chap-max-challenge": "chap_max_challenge",
+    "chap-interval": None, "pap-restart": "pap_restart", "pap-max-authreq": "pap_max_authreq",
+    "linkname": "linkname", "unit": "unit", "asyncmap": None, "plugin": None, "pty": None,
+    "bsdcomp": None, "deflate": None, "vj-max-slots": None, "mppc": None,
+}
+INT_OPTIONS = {
+    "mtu", "mru", "lcp_echo_interval", "lcp_echo_failure", "maxfail", "holdoff", "idle",
+    "lcp_restart", "lcp_max_configure", "lcp_max_failure", "lcp_max_terminate", "ipcp_restart",
+    "ipcp_max_configure", "chap_restart", "chap_max_challenge", "pap_restart", "pap_max_authreq",
+    "unit", "connect_delay",
+}
+BOOL_FLAGS = {
+    "debug": ("debug", True), "defaultroute": ("defaultroute", True),
+    "replacedefaultroute": ("replacedefaultroute", True), "usepeerdns": ("usepeerdns", True),
+    "persist": ("persist", True), "nopersist": ("persist", False), "+ipv6": ("ipv6", True),
+    "ipv6": ("ipv6", True), "noipv6": ("ipv6", False), "-ipv6": ("ipv6", False),
+    "kdebug": ("debug", True),
+}
+# pppd options that change behaviour we do not implement: warned about by name.
+UNSUPPORTED = frozenset({
+    "callback", "mrru", "mp", "multilink",
+    "endpoint", "proxyarp", "require-eap", "eap-restart", "demand", "active-filter", "pass-filter",
+    "ipx", "ktune", "noaccomp", "nopcomp", "noccp", "ipcp-accept-local", "ipcp-accept-remote",
+    "receive-all", "sync", "lcp-echo-adaptive",
+})
+
+
+@dataclass(frozen=True)
+class PppOptions:
+    """The pppd options fastpptp understands (field names follow pppd's option names)."""
+
+    name: str | None = None
+    remotename: str | None = None
+    user: str | None = None
+    password: str | None = None
+    auth_flags: tuple[str, ...] = ()
+    ms_dns: tuple[str, ...] = ()
+    ms_wins: tuple[str, ...] = ()
+    mtu: int | None = None
+    mru: int | None = None
+    lcp_echo_interval: int | None = None
+    lcp_echo_failure: int | None = None
+    lcp_restart: int | None = None
+    lcp_max_configure: int | None = None
+    lcp_max_failure: int | None = None
+    lcp_max_terminate: int | None = None
+    ipcp_restart: int | None = None
+    ipcp_max_configure: int | None = None
+    chap_restart: int | None = None
+    chap_max_challenge: int | None = None
+    pap_restart: int | None = None
+    pap_max_authreq: int | None = None
+    debug: bool = False
+    logfile: str | None = None
+    defaultroute: bool = False
+    replacedefaultroute: bool = False
+    usepeerdns: bool = False
+    persist: bool = False
+    maxfail: int | None = None
+    holdoff: int | None = None
+    idle: int | None = None
+    connect_delay: int | None = None
+    ipparam: str | None = None
+    linkname: str | None = None
+    unit: int | None = None
+    ipv6: bool = False
+    local_ip: str | None = None          # "a.b.c.d:" form
+    remote_ip: str | None = None         # ":w.x.y.z" form
+    ignored: tuple[str, ...] = ()        # recognised but not implemented: warn once each
+    unknown: tuple[str, ...] = ()        # not pppd options we know: warn once each
+
+
+def _tokens(text: str, path: str) -> Iterator[tuple[int, str]]:
+    """pppd's option-file lexer: words, '#' comments, "quoted strings" and \\ escapes."""
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        lex = shlex.shlex(raw, posix=True)
+        lex.whitespace_split = True
+        lex.commenters = "#"
+        lex.escapedquotes = '"'
+        try:
+            for tok in lex:
+                yield lineno, tok
+        except ValueError as exc:  # unbalanced quote
+            raise ConfigError(path, lineno, f"cannot parse: {exc}") from None
+
+
+def parse_ppp_options(text: str, path: str = "<options>", *, base: PppOptions | None = None,
+                      read_file=None, _depth: int = 0) -> PppOptions:
+    """Parse a pppd options file (or ``pppd`` argv joined as text) into :class:`PppOptions`.
+
+    ``read_file(path) -> str`` is used for ``file FILE`` includes (pppd allows nesting; we
+    bound it at 8 levels)."""
+    values = dataclasses.asdict(base or PppOptions())
+    for key in ("auth_flags", "ms_dns", "ms_wins", "ignored", "unknown"):
+        values[key] = list(values[key])
+    toks = list(_tokens(text, path))
+    i = 0
+    while i < len(toks):
+        lineno, opt = toks[i]
+        i += 1
+        if opt in AUTH_FLAGS:
+            values["auth_flags"].append(opt)
+        elif opt in BOOL_FLAGS:
+            attr, val = BOOL_FLAGS[opt]
+            values[attr] = val
+        elif opt in NOOP_FLAGS:
+            pass
+        elif opt in ARG_OPTIONS:
+            if i >= len(toks):
+                raise ConfigError(path, lineno, f"option '{opt}' needs an argument")
+            arg = toks[i][1]
+            i += 1
+            attr = ARG_OPTIONS[opt]
+            if opt == "file":
+                if read_file is None or _depth >= 8:
+                    raise ConfigError(path, lineno, f"cannot include '{arg}' here")
+                try:
+                    sub = read_file(arg)
+                except OSError as exc:
+                    raise ConfigError(path, lineno, f"cannot read '{arg}': {exc.strerror}") from None
+                merged = parse_ppp_options(sub, arg, base=PppOptions(**_freeze(values)),
+                                           read_file=read_file, _depth=_depth + 1)
+                values = dataclasses.asdict(merged)
+                for key in ("auth_flags", "ms_dns", "ms_wins", "ignored", "unknown"):
+                    values[key] = list(values[key])
+            elif attr is None:
+                values["ignored"].append(opt)
+            elif attr in ("ms_dns", "ms_wins"):
+                _check_ipv4(arg, path, lineno, opt)
+                values[attr].append(arg)
+            elif attr in INT_OPTIONS:
+                try:
+                    values[attr] = int(arg, 0)
+                except ValueError:
+                    raise ConfigError(path, lineno, f"option '{opt}' needs a number, got '{arg}'") from None
+                if values[attr] < 0:
+                    raise ConfigError(path, lineno, f"option '{opt}' must not be negative")
+            else:
+                values[attr] = arg
+        elif ":" in opt and _looks_like_addr_pair(opt):
+            local, _, remote = opt.partition(":")
+            if local:
+                _check_ipv4(local, path, lineno, "local address")
+                values["local_ip"] = local
+            if remote:
+                _check_ipv4(remote, path, lineno, "remote address")
+                values["remote_ip"] = remote
+        elif opt in UNSUPPORTED:
+            values["ignored"].append(opt)
+        else:
+            values["unknown"].append(opt)
+    if values["mtu"] is not None and not 64 <= values["mtu"] <= 65535:
+        raise ConfigError(path, 0, f"mtu {values['mtu']} out of range 64-65535")
+    if values["mru"] is not None and not 128 <= values["mru"] <= 65535:
+        raise ConfigError(path, 0, f"mru {values['mru']} out of range 128-65535")
+    return PppOptions(**_freeze(values))
+
+
+def _freeze(values: dict) -> dict:
+    return {k: tuple(dict.fromkeys(v)) if k in ("ignored", "unknown") else
+            (tuple(v) if isinstance(v, list) else v) for k, v in values.items()}
+
+
+def _looks_like_addr_pair(tok: str) -> bool:
+    local, _, remote = tok.partition(":")
+    return all(part == "" or part.count(".") == 3 for part in (local, remote))
+
+
+def _check_ipv4(text: str, path: str, lineno: int, what: str) -> None:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        raise ConfigError(path, lineno, f"{what}: '{text}' is not an IPv4 address") from None
+
+
+def expand_ip_list(spec: str, path: str = "<config>", lineno: int = 0) -> list[str]:
+    """pptpd's address lists: ``192.0.2.10-20,192.0.2.30,198.51.100.1-198.51.100.5``.
+
+    A range's end may be a last octet (pptpd style) or a whole address."""
+    out: list[str] = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        if "-" in part:
+            start_s, end_s = part.split("-", 1)
+            try:
+                start = ipaddress.IPv4Address(start_s)
+                if "." in end_s:
+                    end = ipaddress.IPv4Address(end_s)
+                else:
+                    last = int(end_s)
+                    if not 0 <= last <= 255:
+                        raise ValueError
+                    end = ipaddress.IPv4Address((int(start) & ~0xFF) | last)
+            except ValueError:
+                raise ConfigError(path, lineno, f"bad address range '{part}'") from None
+            if end < start:
+                raise ConfigError(path, lineno, f"address range '{part}' runs backwards")
+            if int(end) - int(start) > 65535:
+                raise ConfigError(path, lineno, f"address range '{part}' is larger than 65536")
+            out.extend(str(ipaddress.IPv4Address(a)) for a in range(int(start), int(end) + 1))
+        else:
+            _check_ipv4(part, path, lineno, "address")
+            out.append(part)
+    return out
+
+
+@dataclass(frozen=True)
+class PptpdConfig:
+    """What pptpd.conf says (pptpd.conf(5))."""
+
+    listen: str | None = None
+    localip: tuple[str, ...] = ()
+    remoteip: tuple[str, ...] = ()
+    connections: int = 100
+    option: str | None = None
+    debug: bool = False
+    stimeout: int = 10
+    logwtmp: bool = False
+    ignored: tuple[str, ...] = ()
+
+
+PPTPD_IGNORED = {"noipparam", "logwtmp", "bcrelay", "delegate", "speed", "ppp", "noipparam",
+                 "pidfile", "vrf"}
+
+
+def parse_pptpd_conf(text: str, path: str = "/etc/pptpd.conf") -> PptpdConfig:
+    vals: dict = {"localip": [], "remoteip": [], "ignored": []}
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        key, _, arg = line.partition(" ")
+        key, arg = key.strip().lower(), arg.strip()
+        if key == "localip":
+            vals["localip"].extend(expand_ip_list(arg, path, lineno))
+        elif key == "remoteip":
+            vals["remoteip"].extend(expand_ip_list(arg, path, lineno))
+        elif key == "listen":
+            try:
+                ipaddress.ip_address(arg)
+            except ValueError:
+                raise ConfigError(path, lineno, f"listen: '{arg}' is not an IP address") from None
+            vals["listen"] = arg
+        elif key in ("connections", "stimeout"):
+            try:
+                vals[key] = int(arg)
+            except ValueError:
+                raise ConfigError(path, lineno, f"{key} needs a number, got '{arg}'") from None
+            if vals[key] <= 0:
+                raise ConfigError(path, lineno, f"{key} must be positive")
+        elif key == "option":
+            if not arg:
+                raise ConfigError(path, lineno, "option needs a file name")
+            vals["option"] = arg
+        elif key == "debug":
+            vals["debug"] = True
+        elif key == "logwtmp":
+            vals["logwtmp"] = True
+            vals["ignored"].append(key)
+        elif key in PPTPD_IGNORED:
+            vals["ignored"].append(key)
+        else:
+            raise ConfigError(path, lineno, f"unknown pptpd.conf keyword '{key}'")
+    if vals["remoteip"] and vals["localip"] and len(vals["localip"]) not in (1, len(vals["remoteip"])):
+        # pptpd pairs them up; with fewer local than remote addresses it stops at the shorter list.
+        pass
+    return PptpdConfig(localip=tuple(vals["localip"]), remoteip=tuple(vals["remoteip"]),
+                       ignored=tuple(dict.fromkeys(vals["ignored"])),
+                       **{k: v for k, v in vals.items() if k not in ("localip", "remoteip", "ignored")})
+
+
+class AddressPool:
+    """Tunnel addresses for peers: a pool (pptpd's ``remoteip``) plus per-user statics.
+
+    Addresses are handed out lowest first and returned on release; a static address (from
+    chap-secrets) is honoured even when it lies in the pool, and then it is not handed to
+    anyone else meanwhile."""
+
+    def __init__(self, addresses: Iterable[str]):
+        self._free = list(dict.fromkeys(addresses))
+        self._all = set(self._free)
+        self._used: set[str] = set()
+
+    def allocate(self, wanted: str | None = None) -> str | None:
+        if wanted is not None:
+            if wanted in self._used:
+                return None
+            self._used.add(wanted)
+            if wanted in self._free:
+                self._free.remove(wanted)
+            return wanted
+        while self._free:
+            addr = self._free.pop(0)
+            if addr not in self._used:
+                self._used.add(addr)
+                return addr
+        return None
+
+    def release(self, addr: str) -> None:
+        if addr in self._used:
+            self._used.discard(addr)
+            if addr in self._all:
+                self._free.append(addr)
+                self._free.sort(key=lambda a: int(ipaddress.IPv4Address(a)))
+
+    @property
+    def in_use(self) -> frozenset[str]:
+        return frozenset(self._used)
+
+    def __len__(self) -> int:
+        return len(self._free)
