@@ -1,0 +1,250 @@
+"""One PPTP call's PPP link, glued to the data-plane engine.
+
+Flow of a call (both roles):
+
+1. The PPTP control connection establishes the call (OCRQ/OCRP); the owner creates a
+   :class:`CallSession` with our call ID, the peer's call ID and the peer's address.
+2. ``start()`` registers the call in the engine (so GRE for it is accepted) and brings the
+   PPP link's lower layer up: LCP starts.
+3. PPP control frames arrive from the engine's control queue (``EngineHub``) and go to the
+   link; frames the link wants to send go back through ``engine.send_control`` so the GRE
+   sequence numbers of the call stay coherent.
+4. Link events drive the engine: LCP opened -> framing (ACFC/PFC, MTU); MPPE keys -> engine
+   MPPE; network up -> routes and ``set_data``; link down -> data stops, the call is cleared.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .driver import DeadlineTimer
+
+log = logging.getLogger("fastpptp.session")
+
+EV_MPPE_RESET_NEEDED = 0x10001
+
+
+class EngineHub:
+    """Reads the engine's control queue on the event loop and routes frames to sessions."""
+
+    def __init__(self, engine, loop: asyncio.AbstractEventLoop | None = None):
+        self.engine = engine
+        self.loop = loop or asyncio.get_running_loop()
+        self.sessions: dict[int, "CallSession"] = {}
+        self.loop.add_reader(engine.control_fd, self._readable)
+
+    def register(self, session: "CallSession") -> None:
+        self.sessions[session.call_id] = session
+
+    def unregister(self, call_id: int) -> None:
+        self.sessions.pop(call_id, None)
+
+    def _readable(self) -> None:
+        while True:
+            frames = self.engine.recv_control(64)
+            if not frames:
+                return
+            for call_id, protocol, payload in frames:
+                session = self.sessions.get(call_id)
+                if session is None:
+                    continue  # call went away while the frame was queued
+                try:
+                    session.on_frame(protocol, payload)
+                except Exception:  # one session's bug must not disturb the others
+                    log.exception("call %d: error handling PPP frame 0x%04x", call_id, protocol)
+                    session.abort("internal error")
+
+    def close(self) -> None:
+        try:
+            self.loop.remove_reader(self.engine.control_fd)
+        except Exception:
+            pass
+
+
+@dataclass
+class SessionInfo:
+    """What `fastpptp status` shows of a session."""
+
+    call_id: int
+    peer_call_id: int
+    peer: str
+    started: float
+    user: str | None = None
+    auth: str | None = None
+    mppe: str | None = None
+    local_ip: str | None = None
+    remote_ip: str | None = None
+    dns: tuple = ()
+    up: bool = False
+    reason: str | None = None
+
+
+class CallSession:
+    """The PPP side of one call: a sans-I/O PPPLink pumped against the engine."""
+
+    def __init__(self, hub: EngineHub, link, *, call_id: int, peer_call_id: int, peer_addr: str,
+                 tun: int = 0, peer_rwin: int = 64, peer_ppd: int = 0,
+                 on_network_up: Callable | None = None, on_network_down: Callable | None = None,
+                 on_closed: Callable | None = None, on_auth: Callable | None = None):
+        self.hub = hub
+        self.engine = hub.engine
+        self.link = link
+        self.call_id = call_id
+        self.tun = tun
+        self.peer_rwin = peer_rwin
+        self.peer_ppd = peer_ppd
+        self.info = SessionInfo(call_id, peer_call_id, peer_addr, hub.loop.time())
+        self._on_network_up = on_network_up
+        self._on_network_down = on_network_down
+        self._on_closed = on_closed
+        self._on_auth = on_auth
+        self._timer = DeadlineTimer(hub.loop, self._on_timer)
+        self._routes: list[str] = []
+        self.closed = False
+        self.up_event = asyncio.Event()
+        self.closed_event = asyncio.Event()
+
+    @property
+    def now(self) -> float:
+        return self.hub.loop.time()
+
+    def start(self) -> None:
+        self.engine.add_session(self.call_id, self.info.peer_call_id, self.info.peer, tun=self.tun,
+                                peer_rwin=self.peer_rwin, peer_ppd=self.peer_ppd)
+        self.hub.register(self)
+        self.link.lower_up(self.now)
+        self.pump()
+
+    def on_frame(self, protocol: int, payload: bytes) -> None:
+        if self.closed:
+            return
+        if protocol >= 0x10000:
+            self.link.engine_event(protocol, self.now)
+        else:
+            self.link.receive(protocol, payload, self.now)
+        self.pump()
+
+    def close(self, reason: str) -> None:
+        """Administrative close: LCP Terminate, then teardown when the link reports down."""
+        if self.closed:
+            return
+        self.link.close(self.now, reason)
+        self.pump()
+
+    def abort(self, reason: str) -> None:
+        """Tear down now, without PPP goodbyes (control connection gone, internal error)."""
+        self._teardown(reason)
+
+    # ------------------------------------------------------------------------------------
+    def pump(self) -> None:
+        if self.closed:
+            return
+        for protocol, payload in self.link.frames_to_send():
+            self.engine.send_control(self.call_id, protocol, payload)
+        while not self.closed:
+            ev = self.link.next_event()
+            if ev is None:
+                break
+            self._handle(ev)
+        if not self.closed:
+            # events may have produced frames (e.g. Terminate after MPPE failure)
+            for protocol, payload in self.link.frames_to_send():
+                self.engine.send_control(self.call_id, protocol, payload)
+            self._timer.arm(self.link.get_timer())
+
+    def _on_timer(self, now: float) -> None:
+        if self.closed:
+            return
+        self.link.handle_timer(now)
+        self.pump()
+
+    def _handle(self, ev) -> None:
+        name = type(ev).__name__
+        if name == "LcpOpened":
+            r = ev.result
+            self.engine.set_ppp(self.call_id, tx_acfc=bool(getattr(r, "tx_acfc", False)),
+                                tx_pfc=bool(getattr(r, "tx_pfc", False)),
+                                mtu=int(getattr(r, "peer_mru", 1500) or 1500))
+        elif name == "Authenticated":
+            self.info.user = ev.user
+            self.info.auth = ev.method.label if hasattr(ev.method, "label") else str(ev.method)
+            log.info("call %d peer %s: authenticated %r with %s", self.call_id, self.info.peer,
+                     ev.user, self.info.auth)
+            if self._on_auth is not None:
+                self._on_auth(self, ev)
+        elif name == "AuthFailed":
+            log.warning("call %d peer %s: authentication failed for %r with %s: %s", self.call_id,
+                        self.info.peer, ev.user, getattr(ev.method, "label", ev.method), ev.reason)
+            if self._on_auth is not None:
+                self._on_auth(self, ev)
+        elif name == "MppeUp":
+            self.engine.set_mppe(self.call_id, ev.send_key, ev.recv_key, ev.bits, ev.stateful)
+            self.info.mppe = f"{ev.bits} {'stateful' if ev.stateful else 'stateless'}"
+        elif name == "MppeReset":
+            self.engine.mppe_reset(self.call_id)
+        elif name == "NetworkUp":
+            self._network_up(ev)
+        elif name == "NetworkDown":
+            self.engine.set_data(self.call_id, False, False)
+            if self._on_network_down is not None:
+                self._on_network_down(self, ev)
+        elif name == "LinkDown":
+            self._teardown(ev.reason)
+        else:
+            log.debug("call %d: event %s", self.call_id, ev)
+
+    def _network_up(self, ev) -> None:
+        if ev.family in (4, "ipv4"):
+            self.info.local_ip, self.info.remote_ip = str(ev.local), str(ev.remote)
+            self.info.dns = tuple(str(d) for d in (ev.dns or ()))
+            if self._on_network_up is not None:
+                self._on_network_up(self, ev)
+            self.engine.add_route(self.call_id, str(ev.remote))
+            self._routes.append(str(ev.remote))
+            self.engine.set_data(self.call_id, True, getattr(self, "_ipv6_up", False))
+            self.info.up = True
+            log.info("call %d peer %s: IPCP up local %s remote %s%s", self.call_id, self.info.peer,
+                     ev.local, ev.remote, f" MPPE {self.info.mppe}" if self.info.mppe else "")
+            self.up_event.set()
+        else:
+            self._ipv6_up = True
+            if ev.remote:
+                self.engine.add_route(self.call_id, str(ev.remote))
+                self._routes.append(str(ev.remote))
+            self.engine.set_data(self.call_id, bool(self.info.up), True)
+            if self._on_network_up is not None:
+                self._on_network_up(self, ev)
+
+    def _teardown(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.info.reason = reason
+        self._timer.cancel()
+        counters = {}
+        try:
+            counters = self.engine.counters(self.call_id)
+        except Exception:
+            pass
+        try:
+            self.engine.set_data(self.call_id, False, False)
+            for r in self._routes:
+                self.engine.remove_route(r)
+            self.engine.remove_session(self.call_id)
+        except Exception:
+            log.exception("call %d: engine teardown", self.call_id)
+        self.hub.unregister(self.call_id)
+        self.final_counters = counters
+        log.info("call %d peer %s: down (%s) rx %d pkts %d bytes, tx %d pkts %d bytes",
+                 self.call_id, self.info.peer, reason, counters.get("rx_packets", 0),
+                 counters.get("rx_bytes", 0), counters.get("tx_packets", 0), counters.get("tx_bytes", 0))
+        if self.info.up and self._on_network_down is not None:
+            try:
+                self._on_network_down(self, None)
+            except Exception:
+                log.exception("call %d: network-down hook", self.call_id)
+        self.closed_event.set()
+        if self._on_closed is not None:
+            self._on_closed(self, reason)
