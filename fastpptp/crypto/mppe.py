@@ -1,0 +1,217 @@
+"""Pure-Python MPPE (RFC 3078) with RFC 3079 rekeying: the readable twin of _mppe.pyx.
+
+One object per direction: ``MppeEncryptor`` for what we send, ``MppeDecryptor`` for what we
+receive, each built from that direction's start key (crypto/mschap.py) and the CCP result
+(key strength in bits, stateful or stateless = CCP "H" bit clear/set).
+
+Packet (the information field of PPP protocol 0x00FD, RFC 3078 §3):
+
+    +-+-+-+-+---------------------+------------------------------------------+
+    |A|B|C|D| coherency count (12)| RC4(PPP protocol (1-2 octets) + payload) |
+    +-+-+-+-+---------------------+------------------------------------------+
+    A = 0x80 flushed (RC4 re-initialised), C = 0x20 compressed (MPPC, unused),
+    D = 0x10 encrypted.
+
+Theory of operation (Linux drivers/net/ppp/ppp_mppe.c, which pppd drives; where it differs
+from RFC 3078 we follow Linux, since interop beats the RFC):
+
+  1. Start: session key = GetNewKeyFromSHA(start, start) salted to the strength, *no* RC4
+     step (RFC 3079 §3.5; Linux mppe_rekey(initial_key=1)); RC4 is keyed with it; the
+     coherency count starts at 4095 so the first packet carries 0.  The first packet does
+     not carry A in stateful mode (Linux: "contrary to RFC 3078, sec. 3.1").
+  2. Rekey (RFC 3078 §7.3): interim = GetNewKeyFromSHA(start, session);
+     session = RC4(interim)(interim), salted (40-bit: D1 26 9E, 56-bit: D1); RC4 re-keyed.
+  3. Stateless (RFC 3078 §7.2/§8.1): the sender rekeys before *every* packet (including the
+     first) and sets A.  The receiver rekeys once per coherency count it advances, so it
+     catches up over lost packets; a packet that is not 1..2048 counts ahead (mod 4096) is
+     late or a duplicate and is dropped without rekeying (Linux "discard late packet";
+     Linux lets a duplicate through and decrypts it with a spent RC4 stream, we drop it).
+  4. Stateful (RFC 3078 §7.1/§8.2): RC4 runs on across packets.  The sender rekeys and
+     sets A on the "flag" packet (count & 0xFF == 0xFF) and on the first packet after a
+     CCP Reset-Request.  The receiver rekeys on every A packet.  RFC 3078 says an A packet
+     that is not a flag packet only re-initialises RC4 with the *current* session key;
+     Linux rekeys instead, and so do we (a Linux peer would otherwise lose sync).
+  5. Stateful loss: a count gap puts the receiver in "discard" state and raises
+     MppeNeedReset once (the owner sends CCP Reset-Request, RFC 1962 §2.1); further packets
+     raise MppeDiscarding until one with A arrives, which resyncs: one rekey per flag
+     packet missed (per 256-count boundary crossed), then the usual A rekey.
+"""
+from __future__ import annotations
+
+from Crypto.Cipher import ARC4
+
+from .mschap import get_new_key_from_sha, key_length_for_bits, reduce_session_key
+
+__all__ = [
+    "MppeError", "MppeTruncated", "MppeNotEncrypted", "MppeNotFlushed", "MppeTooOld",
+    "MppeNeedReset", "MppeDiscarding", "MppeEncryptor", "MppeDecryptor",
+    "MPPE_BIT_FLUSHED", "MPPE_BIT_COMPRESSED", "MPPE_BIT_ENCRYPTED", "MPPE_OVERHEAD",
+    "CCOUNT_SPACE", "parse_header",
+]
+
+MPPE_BIT_FLUSHED = 0x80     # A
+MPPE_BIT_COMPRESSED = 0x20  # C (MPPC)
+MPPE_BIT_ENCRYPTED = 0x10   # D
+MPPE_OVERHEAD = 2
+CCOUNT_SPACE = 4096
+_CCOUNT_MASK = CCOUNT_SPACE - 1
+# Stateless: how far ahead a packet may be and still be caught up with (Linux: half space).
+MAX_CATCH_UP = CCOUNT_SPACE // 2
+
+
+# --- errors (codes equal the MPPE_ERR_* constants of _mppe.pxd) ----------------------------
+
+class MppeError(ValueError):
+    """A received MPPE packet was not decrypted (dropped; count it as drop_mppe)."""
+
+    code = 0
+
+
+class MppeTruncated(MppeError):
+    """Fewer than 2 header octets plus 1 octet of ciphertext."""
+
+    code = -1
+
+
+class MppeNotEncrypted(MppeError):
+    """D bit clear, or C bit set (MPPC compression is never negotiated by us)."""
+
+    code = -2
+
+
+class MppeNotFlushed(MppeError):
+    """Stateless packet, or stateful flag packet, without the A (flushed) bit."""
+
+    code = -3
+
+
+class MppeTooOld(MppeError):
+    """Stateless: coherency count not 1..2048 ahead of the last one (late or duplicate)."""
+
+    code = -4
+
+
+class MppeNeedReset(MppeError):
+    """Stateful: a coherency count gap was just detected; send CCP Reset-Request."""
+
+    code = -5
+
+
+class MppeDiscarding(MppeError):
+    """Stateful: still out of sync, waiting for a packet with A set."""
+
+    code = -6
+
+
+ERRORS_BY_CODE = {cls.code: cls for cls in (
+    MppeTruncated, MppeNotEncrypted, MppeNotFlushed, MppeTooOld, MppeNeedReset,
+    MppeDiscarding)}
+
+
+def parse_header(pkt: bytes) -> tuple[int, int]:
+    """(flag bits in the high nibble, 12-bit coherency count) of an MPPE packet."""
+    if len(pkt) < MPPE_OVERHEAD:
+        raise MppeTruncated("MPPE header needs 2 octets")
+    return pkt[0] & 0xF0, ((pkt[0] & 0x0F) << 8) | pkt[1]
+
+
+class _MppeKeys:
+    """Key schedule shared by both directions (steps 1 and 2 of the module doc)."""
+
+    def __init__(self, start_key: bytes, bits: int, stateful: bool) -> None:
+        self.key_len = key_length_for_bits(bits)
+        start_key = bytes(start_key)
+        if len(start_key) < self.key_len:
+            raise ValueError(f"{bits}-bit MPPE needs a {self.key_len}-octet start key")
+        self.bits = bits
+        self.stateful = bool(stateful)
+        self._start = start_key[:self.key_len]
+        self._session = reduce_session_key(
+            get_new_key_from_sha(self._start, self._start, self.key_len), bits)
+        self._rc4 = ARC4.new(self._session)
+        self.ccount = CCOUNT_SPACE - 1
+        self.rekeys = 0
+
+    def _rekey(self) -> None:
+        interim = get_new_key_from_sha(self._start, self._session, self.key_len)
+        self._session = reduce_session_key(ARC4.new(interim).encrypt(interim), self.bits)
+        self._rc4 = ARC4.new(self._session)
+        self.rekeys += 1
+
+    @property
+    def session_key(self) -> bytes:
+        """The current session key (for tests; never log it)."""
+        return self._session
+
+
+class MppeEncryptor(_MppeKeys):
+    """Our sending direction: ``encrypt(protocol + payload) -> MPPE header + ciphertext``."""
+
+    def __init__(self, start_key: bytes, bits: int, stateful: bool) -> None:
+        super().__init__(start_key, bits, stateful)
+        self._flush_pending = False
+
+    def request_flush(self) -> None:
+        """The peer sent CCP Reset-Request (RFC 3078 §7.1): the next packet is rekeyed and
+        carries A.  Several requests before that packet still mean one rekey (Linux
+        mppe_comp_reset: the peer cannot know how many times we rekeyed)."""
+        self._flush_pending = True
+
+    def encrypt(self, data: bytes) -> bytes:
+        if len(data) < 1:
+            raise ValueError("MPPE encrypts at least the PPP protocol field")
+        self.ccount = (self.ccount + 1) & _CCOUNT_MASK
+        flags = MPPE_BIT_ENCRYPTED
+        if (not self.stateful or (self.ccount & 0xFF) == 0xFF or self._flush_pending):
+            self._rekey()
+            flags |= MPPE_BIT_FLUSHED
+            self._flush_pending = False
+        hdr = bytes((flags | (self.ccount >> 8), self.ccount & 0xFF))
+        return hdr + self._rc4.encrypt(bytes(data))
+
+
+class MppeDecryptor(_MppeKeys):
+    """The peer's sending direction: ``decrypt(MPPE header + ciphertext) -> protocol +
+    payload`` (protocol field returned as received: 2 octets, or 1 if PFC-compressed)."""
+
+    def __init__(self, start_key: bytes, bits: int, stateful: bool) -> None:
+        super().__init__(start_key, bits, stateful)
+        self.discard = False
+
+    def decrypt(self, pkt: bytes) -> bytes:
+        if len(pkt) < MPPE_OVERHEAD + 1:
+            raise MppeTruncated(f"MPPE packet of {len(pkt)} octets")
+        flags, ccount = parse_header(pkt)
+        flushed = bool(flags & MPPE_BIT_FLUSHED)
+        # Sanity checks first: they leave the state untouched (Linux mppe_decompress).
+        if not flags & MPPE_BIT_ENCRYPTED or flags & MPPE_BIT_COMPRESSED:
+            raise MppeNotEncrypted(f"MPPE flags {flags:#04x}")
+        if not flushed and (not self.stateful or (ccount & 0xFF) == 0xFF):
+            raise MppeNotFlushed(f"coherency count {ccount} without the flushed bit")
+        if not self.stateful:
+            ahead = (ccount - self.ccount) & _CCOUNT_MASK
+            if ahead == 0 or ahead > MAX_CATCH_UP:
+                raise MppeTooOld(f"coherency count {ccount}, expected after {self.ccount}")
+            # RFC 3078 §8.1: one rekey per count, catching up over lost packets.
+            for _ in range(ahead):
+                self._rekey()
+            self.ccount = ccount
+        else:
+            if not self.discard:
+                self.ccount = (self.ccount + 1) & _CCOUNT_MASK
+                if ccount != self.ccount:
+                    self.discard = True
+                    raise MppeNeedReset(f"coherency count {ccount}, expected {self.ccount}")
+            else:
+                if not flushed:
+                    raise MppeDiscarding(f"coherency count {ccount} while out of sync")
+                # One rekey per flag packet we missed (Linux: "rekey for every missed
+                # flag packet"), i.e. per 256-count block boundary crossed.
+                while (ccount & ~0xFF) != (self.ccount & ~0xFF):
+                    self._rekey()
+                    self.ccount = (self.ccount + 256) & _CCOUNT_MASK
+                self.discard = False
+                self.ccount = ccount
+            if flushed:
+                self._rekey()
+        return self._rc4.decrypt(bytes(pkt[MPPE_OVERHEAD:]))
