@@ -1,0 +1,264 @@
+"""Command lines: ``fastpptp-server``, ``fastpptp-client`` and the ``fastpptp`` umbrella.
+
+argv -> typed config -> run.  No protocol logic lives here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import logging.handlers
+import os
+import sys
+
+from .config import ConfigError, PppOptions, parse_ppp_options, parse_pptpd_conf, expand_ip_list
+
+log = logging.getLogger("fastpptp")
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read()
+
+
+def setup_logging(level: str = "info", syslog: bool = False, logfile: str | None = None,
+                  name: str = "fastpptp") -> None:
+    root = logging.getLogger()
+    root.handlers.clear()
+    if syslog and os.path.exists("/dev/log"):
+        handler: logging.Handler = logging.handlers.SysLogHandler(
+            address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+        handler.setFormatter(logging.Formatter(f"{name}[%(process)d]: %(message)s"))
+    elif logfile:
+        handler = logging.FileHandler(logfile)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+
+
+def _warn_options(opts: PppOptions) -> None:
+    for name in opts.ignored:
+        log.warning("pppd option '%s' is not implemented by fastpptp and has no effect", name)
+    for name in opts.unknown:
+        log.warning("unknown pppd option '%s' ignored", name)
+
+
+# ----------------------------------------------------------------------------- server
+def server_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fastpptp-server",
+        description="PPTP server (PAC), a drop-in for pptpd + pppd. Reads pptpd.conf, the pppd "
+                    "options file it names, and chap-secrets.")
+    p.add_argument("-c", "--conf", default=None,
+                   help="pptpd.conf to read (default /etc/pptpd.conf if it exists)")
+    p.add_argument("-o", "--option", dest="option_file", help="pppd options file (overrides pptpd.conf's 'option')")
+    p.add_argument("--secrets", default="/etc/ppp/chap-secrets", help="pppd chap-secrets file")
+    p.add_argument("-l", "--listen", help="address to listen on (pptpd.conf 'listen'; default all)")
+    p.add_argument("--port", type=int, default=1723)
+    p.add_argument("--localip", help="server tunnel address(es), pptpd syntax")
+    p.add_argument("--remoteip", help="client address pool, pptpd syntax (e.g. 198.51.100.2-9)")
+    p.add_argument("--connections", type=int, help="maximum simultaneous calls")
+    p.add_argument("--ppp", action="append", default=[], metavar="OPTION",
+                   help="extra pppd option (repeatable), e.g. --ppp require-mppe-128 --ppp 'ms-dns 192.0.2.53'")
+    p.add_argument("--name", help="our PPP name (pppd 'name')")
+    p.add_argument("--ms-dns", action="append", default=[], help="DNS server offered to clients")
+    p.add_argument("--ms-wins", action="append", default=[], help="WINS server offered to clients")
+    p.add_argument("--mtu", type=int); p.add_argument("--mru", type=int)
+    p.add_argument("--lcp-echo-interval", type=int); p.add_argument("--lcp-echo-failure", type=int)
+    p.add_argument("--pptp-echo-interval", type=float, default=60.0,
+                   help="seconds of control-connection idle before a PPTP Echo-Request")
+    p.add_argument("--interface", default="fpptp0",
+                   help="name of the shared TUN device (one device for all sessions)")
+    p.add_argument("--per-session-interfaces", action="store_true",
+                   help="one ppp0, ppp1, ... TUN device per session, like pppd")
+    p.add_argument("--ip-up", default="/etc/ppp/ip-up"); p.add_argument("--ip-down", default="/etc/ppp/ip-down")
+    p.add_argument("--rate-limit", type=int, default=20,
+                   help="new control connections allowed per source address per 10 s")
+    p.add_argument("--max-auth-failures", type=int, default=5,
+                   help="failed logins per source address per 5 min before it is refused")
+    p.add_argument("--control-socket", default=None, help="status socket path")
+    p.add_argument("--impl", choices=("compiled", "reference"), default="compiled",
+                   help=argparse.SUPPRESS)
+    p.add_argument("--no-offload", action="store_true", help="do not use TUN offloads (TSO/GRO)")
+    p.add_argument("-f", "--foreground", action="store_true", help="do not detach (pptpd -f)")
+    p.add_argument("-d", "--debug", action="store_true", help="debug logging")
+    p.add_argument("--log-level", default=None, choices=("debug", "info", "warning", "error"))
+    p.add_argument("--syslog", action="store_true", help="log to syslog (daemon facility)")
+    p.add_argument("--logfile")
+    return p
+
+
+def build_server_config(args: argparse.Namespace):
+    from .server import ServerConfig
+    conf_path = args.conf or ("/etc/pptpd.conf" if os.path.exists("/etc/pptpd.conf") and args.conf is None else None)
+    pptpd = parse_pptpd_conf(_read(conf_path), conf_path) if conf_path else parse_pptpd_conf("")
+    opt_path = args.option_file or pptpd.option
+    opts = PppOptions()
+    if opt_path:
+        try:
+            opts = parse_ppp_options(_read(opt_path), opt_path, read_file=_read)
+        except OSError as exc:
+            raise ConfigError(opt_path, 0, f"cannot read: {exc.strerror}") from None
+    extra = list(args.ppp)
+    for flag, name in (("name", "name"), ("mtu", "mtu"), ("mru", "mru"),
+                       ("lcp_echo_interval", "lcp-echo-interval"), ("lcp_echo_failure", "lcp-echo-failure")):
+        v = getattr(args, flag)
+        if v is not None:
+            extra.append(f"{name} {v}")
+    extra += [f"ms-dns {d}" for d in args.ms_dns] + [f"ms-wins {d}" for d in args.ms_wins]
+    if extra:
+        opts = parse_ppp_options("\n".join(extra), "<command line>", base=opts, read_file=_read)
+    localip = expand_ip_list(args.localip) if args.localip else list(pptpd.localip)
+    remoteip = expand_ip_list(args.remoteip) if args.remoteip else list(pptpd.remoteip)
+    if not localip:
+        localip = ["198.51.100.1"]
+    if not remoteip:
+        raise ConfigError(conf_path or "<command line>", 0, "no client addresses: set remoteip")
+    level = args.log_level or ("debug" if (args.debug or pptpd.debug or opts.debug) else "info")
+    return ServerConfig(
+        listen=args.listen or pptpd.listen or "0.0.0.0", port=args.port,
+        local_ips=tuple(localip), remote_ips=tuple(remoteip),
+        connections=args.connections or pptpd.connections, ppp=opts,
+        secrets_file=args.secrets, interface=args.interface,
+        per_session_interfaces=args.per_session_interfaces,
+        ip_up=args.ip_up, ip_down=args.ip_down, rate_limit=args.rate_limit,
+        max_auth_failures=args.max_auth_failures,
+        control_socket=args.control_socket or None, impl=args.impl, offload=not args.no_offload,
+        pptp_echo_interval=args.pptp_echo_interval, log_level=level,
+    ), (args.syslog, args.logfile or opts.logfile)
+
+
+def server_main(argv: list[str] | None = None) -> int:
+    args = server_parser().parse_args(argv)
+    try:
+        config, (syslog, logfile) = build_server_config(args)
+    except ConfigError as exc:
+        print(f"fastpptp-server: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_level, syslog=syslog, logfile=logfile, name="fastpptp-server")
+    _warn_options(config.ppp)
+    if not args.foreground:
+        _daemonize()
+    from .server import run_server
+    return run_server(config)
+
+
+def _daemonize() -> None:
+    if os.fork():
+        os._exit(0)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1):
+        os.dup2(devnull, fd)
+
+
+# ----------------------------------------------------------------------------- client
+def client_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fastpptp-client",
+        description="PPTP client (PNS), a drop-in for pptp + pppd. Trailing words are pppd options "
+                    "(require-mppe-128 defaultroute persist maxfail 0 usepeerdns file FILE ...).")
+    p.add_argument("server", help="PPTP server address or host name")
+    p.add_argument("pppd_options", nargs="*", help="pppd options, as pppd takes them")
+    p.add_argument("-u", "--user", help="user name (pppd 'user')")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-p", "--password", help="password (visible in ps; prefer --password-file)")
+    g.add_argument("--password-file", help="file whose first line is the password")
+    p.add_argument("--port", type=int, default=1723)
+    p.add_argument("--route", action="append", default=[], metavar="NET",
+                   help="route NET through the tunnel (split tunnel; repeatable)")
+    p.add_argument("--interface", default=None, help="TUN device name (default pptpN)")
+    p.add_argument("--pptp-echo-interval", type=float, default=60.0)
+    p.add_argument("--impl", choices=("compiled", "reference"), default="compiled", help=argparse.SUPPRESS)
+    p.add_argument("--no-offload", action="store_true")
+    p.add_argument("--up-file", help="write a JSON line here when the tunnel is up (for scripts/tests)")
+    p.add_argument("-d", "--debug", action="store_true")
+    p.add_argument("--log-level", default=None, choices=("debug", "info", "warning", "error"))
+    p.add_argument("--syslog", action="store_true"); p.add_argument("--logfile")
+    return p
+
+
+def build_client_config(args: argparse.Namespace):
+    from .client import ClientConfig
+    opts = parse_ppp_options("\n".join(args.pppd_options), "<command line>", read_file=_read)
+    password = args.password
+    if args.password_file:
+        try:
+            password = _read(args.password_file).splitlines()[0] if _read(args.password_file) else ""
+        except OSError as exc:
+            raise ConfigError(args.password_file, 0, f"cannot read: {exc.strerror}") from None
+    password = password if password is not None else opts.password
+    user = args.user or opts.user
+    if not user:
+        raise ConfigError("<command line>", 0, "no user name: give --user (or pppd 'user')")
+    if password is None:
+        raise ConfigError("<command line>", 0, "no password: give --password-file or --password")
+    level = args.log_level or ("debug" if (args.debug or opts.debug) else "info")
+    return ClientConfig(server=args.server, port=args.port, user=user, password=password, ppp=opts,
+                        routes=tuple(args.route), interface=args.interface, impl=args.impl,
+                        offload=not args.no_offload, pptp_echo_interval=args.pptp_echo_interval,
+                        up_file=args.up_file, log_level=level), (args.syslog, args.logfile or opts.logfile)
+
+
+def client_main(argv: list[str] | None = None) -> int:
+    args = client_parser().parse_args(argv)
+    try:
+        config, (syslog, logfile) = build_client_config(args)
+    except ConfigError as exc:
+        print(f"fastpptp-client: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_level, syslog=syslog, logfile=logfile, name="fastpptp-client")
+    _warn_options(config.ppp)
+    from .client import run_client
+    return run_client(config)
+
+
+# ----------------------------------------------------------------------------- umbrella
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    p = argparse.ArgumentParser(prog="fastpptp", description="fastpptp: PPTP server, client, demo and benchmarks")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("server", help="run the server (same flags as fastpptp-server)", add_help=False)
+    sub.add_parser("client", help="run the client (same flags as fastpptp-client)", add_help=False)
+    d = sub.add_parser("demo", help="server + client in two network namespaces, traffic, summary")
+    d.add_argument("--json", action="store_true")
+    d.add_argument("--bytes", type=int, default=32 * 1024 * 1024, help="bulk transfer size")
+    s = sub.add_parser("status", help="sessions of a running server")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--control-socket", default=None)
+    b = sub.add_parser("bench", help="benchmarks")
+    b.add_argument("what", choices=("dataplane", "tunnel"))
+    b.add_argument("--json", action="store_true")
+    if argv and argv[0] == "server":
+        return server_main(argv[1:])
+    if argv and argv[0] == "client":
+        return client_main(argv[1:])
+    args = p.parse_args(argv)
+    if args.cmd == "status":
+        from .status import DEFAULT_CONTROL_SOCKET, format_status, query_status
+        try:
+            doc = query_status(args.control_socket or DEFAULT_CONTROL_SOCKET)
+        except OSError as exc:
+            print(f"fastpptp status: cannot reach the server's control socket: {exc}", file=sys.stderr)
+            return 1
+        print(json.dumps(doc, indent=2) if args.json else format_status(doc))
+        return 0
+    if args.cmd == "demo":
+        from .demo import run_demo
+        return run_demo(json_out=args.json, nbytes=args.bytes)
+    if args.cmd == "bench":
+        if args.what == "dataplane":
+            from .benchcmd import run_dataplane_bench
+            return run_dataplane_bench(json=args.json)
+        from .benchtunnel import run_tunnel_bench
+        return run_tunnel_bench(json=args.json)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

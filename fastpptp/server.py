@@ -1,0 +1,432 @@
+"""fastpptp-server: the PAC side, a drop-in for pptpd + pppd.
+
+Flow:
+
+1. Start-up: one TUN device for every session (the engine maps each client's tunnel address
+   to its call), the raw GRE socket, the engine's native loop, the TCP listener on 1723 and
+   the status socket.
+2. Each TCP connection gets a sans-I/O PPTP control connection (PAC role) driven by
+   :class:`~fastpptp.aio.driver.ControlStream`.  Admission control first: connection limit,
+   per-source rate limit, per-source failed-login limit.
+3. An Outgoing-Call-Request gets a fresh, unpredictable call ID; the call is registered in the
+   engine and a server-role PPP link starts (LCP -> MS-CHAPv2/... -> CCP/MPPE -> IPCP).
+4. IPCP up: a /32 route to the client's address via the TUN, ip-up hook; link down: the
+   route, the address and the call ID are released, ip-down hook, Call-Disconnect-Notify.
+5. SIGTERM: every call is cleared (LCP Terminate, Call-Disconnect-Notify,
+   Stop-Control-Connection-Request) before exit.  SIGHUP: secrets and options reloaded; live
+   sessions are untouched.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import logging
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .aio.driver import ControlStream
+from .aio.session import CallSession, EngineHub
+from .config import AddressPool, PppOptions, parse_ppp_options
+from .hooks import run_hook
+from .status import DEFAULT_CONTROL_SOCKET, StatusServer
+
+log = logging.getLogger("fastpptp.server")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen: str = "0.0.0.0"
+    port: int = 1723
+    local_ips: tuple[str, ...] = ("198.51.100.1",)
+    remote_ips: tuple[str, ...] = ()
+    connections: int = 100
+    ppp: PppOptions = PppOptions()
+    secrets_file: str | None = "/etc/ppp/chap-secrets"
+    interface: str = "fpptp0"
+    per_session_interfaces: bool = False
+    ip_up: str | None = "/etc/ppp/ip-up"
+    ip_down: str | None = "/etc/ppp/ip-down"
+    rate_limit: int = 20                 # new control connections per source per 10 s
+    max_auth_failures: int = 5           # per source per 5 minutes
+    control_socket: str | None = None
+    impl: str = "compiled"
+    offload: bool = True
+    pptp_echo_interval: float = 60.0
+    log_level: str = "info"
+    option_file: str | None = None       # re-read on SIGHUP
+
+
+class RateLimiter:
+    """Sliding-window counter per key: at most ``limit`` events per ``window`` seconds."""
+
+    def __init__(self, limit: int, window: float, max_keys: int = 65536):
+        self.limit, self.window, self.max_keys = limit, window, max_keys
+        self._events: dict[str, collections.deque] = {}
+
+    def _prune(self, key: str, now: float) -> collections.deque:
+        q = self._events.setdefault(key, collections.deque())
+        while q and q[0] <= now - self.window:
+            q.popleft()
+        return q
+
+    def allow(self, key: str, now: float) -> bool:
+        if len(self._events) > self.max_keys:  # bound memory under a spray of sources
+            for k in [k for k, q in self._events.items() if not q or q[-1] <= now - self.window]:
+                del self._events[k]
+        q = self._prune(key, now)
+        if len(q) >= self.limit:
+            return False
+        q.append(now)
+        return True
+
+    def count(self, key: str, now: float) -> int:
+        return len(self._prune(key, now))
+
+    def add(self, key: str, now: float) -> None:
+        self._prune(key, now).append(now)
+
+
+class Server:
+    """The embeddable server.  ``await server.start()`` then ``await server.serve_forever()``.
+
+    ``auth_backend``: anything with ``get_secret(user, server_name)`` and
+    ``check_password(user, password, server_name)`` (see fastpptp.ppp.auth.secrets); default:
+    chap-secrets.  ``assign_address(user) -> str | None`` overrides the pool.  ``on_event(kind,
+    info)`` is told of session events ("up", "down", "auth-failed").
+    """
+
+    def __init__(self, config: ServerConfig, *, auth_backend=None,
+                 assign_address: Callable[[str], str | None] | None = None,
+                 on_event: Callable[[str, dict], None] | None = None, engine=None, tun=None,
+                 gre_sock=None):
+        self.config = config
+        self._auth_backend = auth_backend
+        self._assign_address = assign_address
+        self._on_event = on_event
+        self.engine = engine
+        self._tun = tun
+        self._gre = gre_sock
+        self.pool = AddressPool(config.remote_ips)
+        self.sessions: dict[int, CallSession] = {}
+        self._calls_of: dict[ControlStream, set[int]] = {}
+        self._streams: set[ControlStream] = set()
+        self._conn_limiter = RateLimiter(config.rate_limit, 10.0)
+        self._auth_failures = RateLimiter(config.max_auth_failures, 300.0)
+        self._rng = random.SystemRandom()
+        self._tcp_server = None
+        self._status: StatusServer | None = None
+        self._stopping = False
+        self._stopped = asyncio.Event()
+        self.hub: EngineHub | None = None
+        self._owns_engine = engine is None
+        self._call_ids = None
+        self._ppp = config.ppp
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        from .pptp.control import CallIdAllocator
+        loop = asyncio.get_running_loop()
+        self._call_ids = CallIdAllocator(self._rng)
+        if self._auth_backend is None:
+            self._auth_backend = self._load_secrets()
+        if self.engine is None:
+            self._open_dataplane()
+        self.hub = EngineHub(self.engine, loop)
+        self._tcp_server = await loop.create_server(self._make_stream, self.config.listen, self.config.port,
+                                                    reuse_address=True)
+        path = self.config.control_socket or DEFAULT_CONTROL_SOCKET
+        self._status = StatusServer(path, self.snapshot)
+        try:
+            await self._status.start()
+        except OSError as exc:
+            log.warning("status socket %s unavailable: %s", path, exc)
+            self._status = None
+        log.info("listening on %s:%d, tunnel %s, pool %d addresses, MPPE policy %s", self.config.listen,
+                 self.config.port, self.config.local_ips[0], len(self.pool), self._policy_summary())
+
+    def _policy_summary(self) -> str:
+        flags = [f for f in self._ppp.auth_flags if "mppe" in f]
+        return ",".join(flags) or "default"
+
+    def _load_secrets(self):
+        from .ppp.auth.secrets import SecretsFile, SecretsFileBackend
+        path = self.config.secrets_file
+        if path and os.path.exists(path):
+            return SecretsFileBackend(SecretsFile.load(path))
+        log.warning("no secrets file %s: every login will fail", path)
+        return SecretsFileBackend(SecretsFile([], path or "<none>"))
+
+    def _open_dataplane(self) -> None:
+        from .dataplane import EngineConfig, load_engine
+        from .net import netlink, rawgre, tun
+        mtu = self._ppp.mtu or 1400
+        self._tun = tun.open_tun(self.config.interface, vnet_hdr=self.config.offload,
+                                 offload=self.config.offload)
+        netlink.set_mtu(self._tun.name, mtu)
+        netlink.add_address(self._tun.name, f"{self.config.local_ips[0]}/32")
+        netlink.set_link_up(self._tun.name)
+        bind = self.config.listen if self.config.listen not in ("0.0.0.0", "::") else None
+        self._gre = rawgre.open_gre_socket(bind)
+        Engine = load_engine(self.config.impl)
+        self.engine = Engine(EngineConfig(mtu=mtu, mru=self._ppp.mru or 1500, offload=self.config.offload))
+        self.engine.start([self._tun.fd], self._gre.fileno())
+
+    async def serve_forever(self) -> None:
+        await self._stopped.wait()
+
+    async def stop(self, reason: str = "administrative shutdown") -> None:
+        """Clear every call (LCP Terminate, Call-Disconnect-Notify, StopCCRQ), then close."""
+        if self._stopping:
+            return
+        self._stopping = True
+        log.info("stopping: %s (%d sessions)", reason, len(self.sessions))
+        if self._tcp_server is not None:
+            self._tcp_server.close()
+        for s in list(self.sessions.values()):
+            s.close(reason)
+        deadline = time.monotonic() + 3.0
+        while any(not s.closed for s in self.sessions.values()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for s in list(self.sessions.values()):
+            s.abort(reason)
+        for stream in list(self._streams):
+            with contextlib.suppress(Exception):
+                stream.conn.stop("admin-shutdown", asyncio.get_running_loop().time())
+                stream.pump()
+        deadline = time.monotonic() + 2.0
+        while self._streams and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for stream in list(self._streams):
+            stream.close()
+        if self._status is not None:
+            await self._status.close()
+        if self.hub is not None:
+            self.hub.close()
+        if self._owns_engine and self.engine is not None:
+            self.engine.stop()
+            with contextlib.suppress(Exception):
+                self._gre.close()
+            with contextlib.suppress(Exception):
+                self._tun.close()
+        self._stopped.set()
+
+    def reload(self) -> None:
+        """SIGHUP: re-read secrets and the options file; live sessions keep what they have."""
+        if self.config.secrets_file and hasattr(self._auth_backend, "reload"):
+            try:
+                self._auth_backend.reload()
+            except Exception as exc:
+                log.error("reload of %s failed, keeping the old secrets: %s", self.config.secrets_file, exc)
+        elif self.config.secrets_file and os.path.exists(self.config.secrets_file):
+            try:
+                self._auth_backend = self._load_secrets()
+            except Exception as exc:
+                log.error("reload of %s failed, keeping the old secrets: %s", self.config.secrets_file, exc)
+        if self.config.option_file:
+            try:
+                with open(self.config.option_file) as f:
+                    self._ppp = parse_ppp_options(f.read(), self.config.option_file)
+            except Exception as exc:
+                log.error("reload of %s failed, keeping the old options: %s", self.config.option_file, exc)
+        log.info("reloaded secrets and options")
+
+    # ------------------------------------------------------------------ control connections
+    def _make_stream(self) -> ControlStream:
+        from .pptp.control import ControlConfig, ControlConnection, Role
+        loop = asyncio.get_running_loop()
+        conn = ControlConnection(Role.PAC, ControlConfig(echo_interval=self.config.pptp_echo_interval),
+                                 loop.time(), self._rng)
+        holder: dict = {}
+
+        def on_event(ev):
+            self._control_event(holder["stream"], ev)
+
+        def on_lost(exc):
+            self._control_lost(holder["stream"], exc)
+
+        stream = ControlStream(conn, on_event, on_lost, on_made=self._admit)
+        holder["stream"] = stream
+        return stream
+
+    def _admit(self, stream: ControlStream) -> None:
+        peer = stream.peername[0] if stream.peername else "?"
+        now = time.monotonic()
+        if self._stopping:
+            stream.close()
+            return
+        if len(self._streams) >= max(self.config.connections * 2, 8):
+            log.warning("control connection from %s refused: too many connections", peer)
+            stream.close()
+            return
+        if not self._conn_limiter.allow(peer, now):
+            log.warning("control connection from %s refused: rate limit (%d per 10 s)", peer,
+                        self.config.rate_limit)
+            stream.close()
+            return
+        if self._auth_failures.count(peer, now) >= self.config.max_auth_failures:
+            log.warning("control connection from %s refused: %d failed logins in 5 min", peer,
+                        self.config.max_auth_failures)
+            stream.close()
+            return
+        self._streams.add(stream)
+        self._calls_of[stream] = set()
+        log.info("control connection from %s", peer)
+
+    def _control_event(self, stream: ControlStream, ev) -> None:
+        name = type(ev).__name__
+        peer = stream.peername[0] if stream.peername else "?"
+        now = asyncio.get_running_loop().time()
+        if name == "CallRequested":
+            if len(self.sessions) >= self.config.connections or self._stopping:
+                log.warning("call from %s refused: %d sessions (limit %d)", peer, len(self.sessions),
+                            self.config.connections)
+                stream.conn.reject_call(ev, now=now)
+                return
+            call_id = self._call_ids.allocate(now)
+            stream.conn.accept_call(ev, call_id, now=now)
+            self._start_call(stream, call_id, ev)
+        elif name == "CallCleared":
+            s = self.sessions.get(ev.call_id)
+            if s is not None:
+                s.abort(f"peer cleared the call ({getattr(ev, 'reason', 'Call-Clear-Request')})")
+        elif name in ("ControlClosed", "EchoTimeout"):
+            log.info("control connection from %s closing: %s", peer, getattr(ev, "reason", name))
+            stream.close()
+        elif name == "ControlConnected":
+            log.info("control connection from %s: %s", peer, ev)
+        else:
+            log.debug("control %s: %s", peer, ev)
+
+    def _control_lost(self, stream: ControlStream, exc) -> None:
+        self._streams.discard(stream)
+        for call_id in self._calls_of.pop(stream, set()):
+            s = self.sessions.get(call_id)
+            if s is not None:
+                s.abort("control connection closed")
+
+    # ------------------------------------------------------------------ calls
+    def _start_call(self, stream: ControlStream, call_id: int, req) -> None:
+        from .ppp.link import PPPLink
+        peer = stream.peername[0]
+        link = PPPLink(self._link_config(), "server", self._auth_backend, self._rng)
+        session = CallSession(self.hub, link, call_id=call_id, peer_call_id=req.peer_call_id,
+                              peer_addr=peer, peer_rwin=getattr(req, "peer_rwin", 64) or 64,
+                              peer_ppd=getattr(req, "peer_ppd", 0) or 0,
+                              on_network_up=self._network_up, on_network_down=self._network_down,
+                              on_closed=lambda s, r: self._call_closed(stream, s, r),
+                              on_auth=lambda s, ev: self._auth_event(s, ev))
+        self.sessions[call_id] = session
+        self._calls_of.setdefault(stream, set()).add(call_id)
+        session.start()
+
+    def _link_config(self):
+        from .ppp.link import LinkConfig
+        return LinkConfig.for_server(self._ppp, local_ip=self.config.local_ips[0],
+                                     assign_address=self._allocate_address,
+                                     release_address=self.pool.release)
+
+    def _allocate_address(self, user: str) -> str | None:
+        if self._assign_address is not None:
+            return self._assign_address(user)
+        static = None
+        if hasattr(self._auth_backend, "static_address"):
+            static = self._auth_backend.static_address(user, self._ppp.name or "*")
+        return self.pool.allocate(static)
+
+    def _auth_event(self, session: CallSession, ev) -> None:
+        if type(ev).__name__ == "AuthFailed":
+            self._auth_failures.add(session.info.peer, time.monotonic())
+            self._emit("auth-failed", {"user": ev.user, "peer": session.info.peer})
+
+    def _network_up(self, session: CallSession, ev) -> None:
+        if ev.family not in (4, "ipv4"):
+            return
+        if self._owns_engine:
+            from .net import netlink
+            try:
+                netlink.add_route(f"{ev.remote}/32", dev=self._tun.name, src=self.config.local_ips[0],
+                                  replace=True)
+            except Exception as exc:
+                log.error("call %d: route to %s failed: %s", session.call_id, ev.remote, exc)
+        asyncio.get_running_loop().create_task(run_hook(
+            self.config.ip_up, ifname=self._tun.name if self._tun else self.config.interface,
+            local=str(ev.local), remote=str(ev.remote), ipparam=self._ppp.ipparam,
+            peer=session.info.user))
+        self._emit("up", self._session_doc(session))
+
+    def _network_down(self, session: CallSession, ev) -> None:
+        if ev is not None:      # IPCP down while the link lives on: nothing to free yet
+            return
+        remote = session.info.remote_ip
+        if remote and self._owns_engine:
+            from .net import netlink
+            with contextlib.suppress(Exception):
+                netlink.delete_route(f"{remote}/32", dev=self._tun.name, missing_ok=True)
+        c = getattr(session, "final_counters", {}) or {}
+        if remote:
+            asyncio.get_running_loop().create_task(run_hook(
+                self.config.ip_down, ifname=self._tun.name if self._tun else self.config.interface,
+                local=session.info.local_ip or "", remote=remote, ipparam=self._ppp.ipparam,
+                peer=session.info.user, connect_time=int(time.monotonic() - session.info.started),
+                bytes_sent=c.get("tx_bytes", 0), bytes_rcvd=c.get("rx_bytes", 0)))
+
+    def _call_closed(self, stream: ControlStream, session: CallSession, reason: str) -> None:
+        now = asyncio.get_running_loop().time()
+        self.sessions.pop(session.call_id, None)
+        self._calls_of.get(stream, set()).discard(session.call_id)
+        if session.info.remote_ip:
+            self.pool.release(session.info.remote_ip)
+        self._call_ids.release(session.call_id, now)
+        self._emit("down", {**self._session_doc(session), "reason": reason})
+        if stream in self._streams:
+            with contextlib.suppress(Exception):
+                stream.conn.clear_call(session.call_id, reason, now=now)
+                stream.pump()
+
+    def _emit(self, kind: str, info: dict) -> None:
+        if self._on_event is not None:
+            try:
+                self._on_event(kind, info)
+            except Exception:
+                log.exception("on_event hook failed")
+
+    # ------------------------------------------------------------------ status
+    def _session_doc(self, s: CallSession) -> dict:
+        try:
+            c = self.engine.counters(s.call_id) if not s.closed else (getattr(s, "final_counters", {}) or {})
+        except Exception:
+            c = {}
+        return {
+            "user": s.info.user, "peer": s.info.peer, "call_id": s.call_id,
+            "local_ip": s.info.local_ip, "remote_ip": s.info.remote_ip, "auth": s.info.auth,
+            "mppe": s.info.mppe, "uptime_s": round(self.hub.loop.time() - s.info.started, 3),
+            "rx_packets": c.get("rx_packets", 0), "tx_packets": c.get("tx_packets", 0),
+            "rx_bytes": c.get("rx_bytes", 0), "tx_bytes": c.get("tx_bytes", 0),
+            "drops": {k[5:]: v for k, v in c.items() if k.startswith("drop_")},
+        }
+
+    def snapshot(self) -> dict:
+        return {"sessions": [self._session_doc(s) for s in self.sessions.values() if not s.closed]}
+
+
+def run_server(config: ServerConfig) -> int:
+    async def main() -> int:
+        server = Server(config)
+        try:
+            await server.start()
+        except OSError as exc:
+            log.error("cannot start: %s", exc)
+            return 1
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, lambda: loop.create_task(server.stop("SIGTERM")))
+        loop.add_signal_handler(signal.SIGINT, lambda: loop.create_task(server.stop("SIGINT")))
+        loop.add_signal_handler(signal.SIGHUP, server.reload)
+        await server.serve_forever()
+        return 0
+    return asyncio.run(main())
