@@ -1,0 +1,891 @@
+"""Pure-Python reference data plane: the readable spec of ``fastpptp._gre``.
+
+Same API and byte-for-byte the same behaviour as the compiled engine (differential tests
+hold the two to it); it is also the benchmark baseline.  Semantics, in packet order:
+
+Encapsulation (IP packet read from TUN ``tun``):
+ 1. IPv4/IPv6 header sanity (version, minimum length), else ``totals.drop_malformed``.
+ 2. Destination address -> session through the route table (``add_route``); if no route and
+    the TUN carries exactly one session, that one; else ``totals.drop_no_route``.
+ 3. The family must be open (``set_data``), else ``drop_not_ready``.
+ 4. TCP SYN MSS clamped to the session MTU minus 40 (IPv4) / 60 (IPv6) when ``clamp_mss``.
+ 5. PPP header: FF 03 unless tx ACFC, protocol 1 byte when tx PFC and it is < 0x100.
+    With MPPE: outer protocol 0x00FD, 2-byte MPPE header, then the encrypted inner
+    2-byte protocol and datagram (RFC 3078 §3; Linux sends the inner protocol uncompressed).
+ 6. GRE (RFC 2637 §4.1): K=1, S=1, version 1, protocol 0x880B, peer's call ID,
+    seq = ++seq_sent, ack = seq_recv piggybacked only if it changed since last sent (A=1).
+ 7. ``flow_control=True``: held in a bounded per-call queue while the peer's receive window
+    is full (``drop_window_full`` when the queue is full).  Default: never held.
+
+Decapsulation (IPv4 datagram from the raw GRE socket):
+ 1. IPv4: version 4, IHL >= 5, total length within the datagram, protocol 47, not a
+    fragment; GRE as Linux pptp.c accepts it: C=R=K?=... exactly K=1, s=recur=0, flags 0,
+    version 1, protocol 0x880B, payload length within what is left.  ``totals.drop_malformed``.
+ 2. Call ID -> session (``totals.drop_unknown_call``); the IPv4 source must be the session's
+    peer (``drop_wrong_source``).
+ 3. A=1: ack processed (RFC 1982 serial comparison).  S=0: ack-only, no payload allowed.
+ 4. Sequence (RFC 2637 §4.3): the first packet is accepted whatever its number (peers start
+    at 0 or at 1).  Next expected -> delivered, then the reorder buffer drains.  Ahead ->
+    buffered (``reordered``), at most ``reorder_depth`` ahead (further ahead forces older
+    gaps to be given up: ``lost``); a gap held longer than ``reorder_timeout`` is given up
+    (``lost`` and ``drop_reorder_timeout`` count the sequence numbers skipped).  Behind ->
+    ``drop_duplicate`` if that number was delivered (64-entry history), else
+    ``drop_too_old``.  LCP Echo-Request/Reply bypass ordering (Linux does the same), so
+    keepalives survive reordering.
+ 5. Delivery (in order, after the reorder buffer): PPP header parsed (FF 03 optional,
+    protocol 1 or 2 bytes: RFC 1661 §2 validity), MPPE decrypted when on (plaintext data
+    is refused: ``drop_mppe``), IPv4/IPv6 -> TUN (``rx_packets``/``rx_bytes``), anything else
+    -> control queue (``rx_control``; ``drop_queue_full``) and the control eventfd.
+
+Acks: when an ack is pending and nothing carried it for ``ack_delay`` seconds, one ack-only
+packet (S=0, A=1, ack in the sequence slot) goes out (``tx_acks``): one per call per timer,
+never one per received packet.
+"""
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import select
+import socket
+import threading
+import time
+from collections import deque
+
+from fastpptp.dataplane import (COUNTER_NAMES, EV_MPPE_RESET_NEEDED, HEADROOM, TOTAL_NAMES,
+                                EngineConfig)
+
+PPP_IPV4 = 0x0021
+PPP_IPV6 = 0x0057
+PPP_COMP = 0x00FD
+PPP_LCP = 0xC021
+GRE_PROTO_PPP = 0x880B
+TXQ_DEPTH = 64          # frames held per call while the peer's window is full
+FRAME_SLACK = 32        # GRE payload may exceed the MRU by the PPP/MPPE headers
+ATO_MIN, ATO_MAX, ATO_INIT = 0.1, 10.0, 1.0   # Appendix A ack time-out bounds (seconds)
+U32 = 0xFFFFFFFF
+M64 = (1 << 64) - 1
+
+
+def serial_diff(a: int, b: int) -> int:
+    """a - b as a signed 32-bit serial-number distance (RFC 1982)."""
+    return ((a - b + 0x80000000) & U32) - 0x80000000
+
+
+def _csum_adjust(csum: int, old: int, new: int) -> int:
+    """RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m')."""
+    s = (~csum & 0xFFFF) + (~old & 0xFFFF) + new
+    s = (s & 0xFFFF) + (s >> 16)
+    s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def clamp_mss(pkt: bytearray, off: int, n: int, mtu: int) -> None:
+    """Lower the MSS option of a TCP SYN in pkt[off:off+n] to fit ``mtu``; fix the checksum."""
+    v = pkt[off] >> 4
+    if v == 4:
+        ihl = (pkt[off] & 15) * 4
+        if ihl < 20 or n < ihl + 20 or pkt[off + 9] != 6:
+            return
+        if ((pkt[off + 6] << 8) | pkt[off + 7]) & 0x1FFF:
+            return                      # not the first fragment
+        t = off + ihl
+        mss = mtu - 40
+    elif v == 6:
+        if n < 60 or pkt[off + 6] != 6:
+            return
+        t = off + 40
+        mss = mtu - 60
+    else:
+        return
+    if not pkt[t + 13] & 0x02:          # SYN
+        return
+    doff = (pkt[t + 12] >> 4) * 4
+    end = t + doff
+    if doff < 20 or end > off + n:
+        return
+    i = t + 20
+    while i < end:
+        kind = pkt[i]
+        if kind == 0:
+            return
+        if kind == 1:
+            i += 1
+            continue
+        if i + 1 >= end:
+            return
+        olen = pkt[i + 1]
+        if olen < 2 or i + olen > end:
+            return
+        if kind == 2 and olen == 4:
+            old = (pkt[i + 2] << 8) | pkt[i + 3]
+            if old > mss:
+                cs = (pkt[t + 16] << 8) | pkt[t + 17]
+                if (i + 2 - t) & 1:     # odd offset: one's complement sum is byte-swap invariant
+                    so, sn = ((old & 0xFF) << 8) | (old >> 8), ((mss & 0xFF) << 8) | (mss >> 8)
+                else:
+                    so, sn = old, mss
+                cs = _csum_adjust(cs, so, sn)
+                pkt[i + 2], pkt[i + 3] = mss >> 8, mss & 0xFF
+                pkt[t + 16], pkt[t + 17] = cs >> 8, cs & 0xFF
+            return
+        i += olen
+
+
+def _is_lcp_echo(frame) -> bool:
+    """LCP Echo-Request/Reply (RFC 1661 §5.8), sent with FF 03 and a 2-byte protocol."""
+    return (len(frame) >= 5 and frame[0] == 0xFF and frame[1] == 0x03 and frame[2] == 0xC0
+            and frame[3] == 0x21 and frame[4] in (9, 10))
+
+
+def _parse_addr(addr: str) -> bytes:
+    return ipaddress.ip_address(addr).packed
+
+
+class Output:
+    """What one ``process`` call produced."""
+
+    __slots__ = ("tun_out", "gre_out")
+
+    def __init__(self):
+        self.tun_out: list[tuple[int, bytes]] = []
+        self.gre_out: list[tuple[str, bytes]] = []
+
+
+class _Session:
+    def __init__(self, call_id, peer_call_id, peer_addr, peer_bin, tun, peer_rwin, peer_ppd, mtu):
+        self.call_id = call_id
+        self.peer_call_id = peer_call_id
+        self.peer_addr = peer_addr
+        self.peer_bin = peer_bin
+        self.tun = tun
+        self.peer_rwin = max(1, peer_rwin)
+        self.peer_ppd = peer_ppd
+        self.tx_acfc = False
+        self.tx_pfc = False
+        self.mtu = mtu
+        self.ipv4 = False
+        self.ipv6 = False
+        # RFC 2637 §4.2-4.4, named as Linux pptp.c names them.
+        self.seq_sent = U32         # last sequence number sent (first sent is 0)
+        self.ack_recv = U32         # last of ours the peer acknowledged
+        self.seq_recv = U32         # last in-order sequence number received
+        self.ack_sent = U32         # last ack we sent
+        self.rx_started = False
+        self.rx_hist = 0            # bit k: seq_recv - k was delivered
+        self.reorder: dict[int, tuple[float, bytes]] = {}   # seq -> (arrival, frame or b"" = done)
+        self.reorder_deadline = None
+        self.ack_deadline = None
+        # Flow control (opt-in, Appendix A).
+        self.txq: deque = deque()
+        self.fc_window = self.peer_rwin
+        self.fc_deadline = None
+        self.srtt = None
+        self.rttdev = 0.0
+        self.ato = ATO_INIT
+        self.probe = None           # (seq, sent_at) RTT sample in flight
+        self.mppe_tx = None
+        self.mppe_rx = None
+        self.mppe_stateful = False
+        self.mppe_resync_pending = False
+        self.c = dict.fromkeys(COUNTER_NAMES, 0)
+
+
+class Engine:
+    """Reference engine: see the module docstring for the semantics."""
+
+    HEADROOM = HEADROOM
+
+    def __init__(self, config: EngineConfig | None = None):
+        self.config = cfg = config or EngineConfig()
+        self._sessions: dict[int, _Session] = {}
+        self._routes: dict[bytes, int] = {}
+        self._timers: dict[int, None] = {}          # call IDs with a deadline, insertion order
+        self._ctlq: deque = deque()
+        self._ctl_out: deque = deque()              # (call_id, PPP frame) waiting for process()
+        self._totals = dict.fromkeys(TOTAL_NAMES, 0)
+        self._lock = threading.Lock()
+        self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._thread = None
+        self._running = False
+        self._max_frame = cfg.mru + FRAME_SLACK
+
+    # ------------------------------------------------------------------ sessions
+    def add_session(self, call_id, peer_call_id, peer_addr, *, tun=0, peer_rwin=64, peer_ppd=0):
+        if not 0 <= call_id <= 0xFFFF or not 0 <= peer_call_id <= 0xFFFF:
+            raise ValueError("call IDs are 16-bit")
+        peer_bin = _parse_addr(peer_addr)
+        if len(peer_bin) != 4:
+            raise ValueError("PPTP GRE runs over IPv4: peer_addr must be an IPv4 address")
+        if not 0 <= tun < 256:
+            raise ValueError("tun index out of range")
+        with self._lock:
+            if call_id in self._sessions:
+                raise ValueError(f"call ID {call_id} already has a session")
+            self._sessions[call_id] = _Session(call_id, peer_call_id, peer_addr, peer_bin, tun,
+                                               peer_rwin, peer_ppd, self.config.mtu)
+        self._kick()
+
+    def remove_session(self, call_id):
+        with self._lock:
+            s = self._sessions.pop(call_id)
+            self._timers.pop(call_id, None)
+            for k in [k for k, v in self._routes.items() if v == call_id]:
+                del self._routes[k]
+            self._ctl_out = deque(x for x in self._ctl_out if x[0] != call_id)
+        del s
+
+    def _get(self, call_id) -> _Session:
+        try:
+            return self._sessions[call_id]
+        except KeyError:
+            raise KeyError(f"no session for call ID {call_id}") from None
+
+    def set_ppp(self, call_id, *, tx_acfc, tx_pfc, mtu):
+        if not 64 <= mtu <= 65535:
+            raise ValueError("mtu must be 64..65535")
+        with self._lock:
+            s = self._get(call_id)
+            s.tx_acfc, s.tx_pfc, s.mtu = bool(tx_acfc), bool(tx_pfc), int(mtu)
+
+    def set_data(self, call_id, ipv4, ipv6):
+        with self._lock:
+            s = self._get(call_id)
+            s.ipv4, s.ipv6 = bool(ipv4), bool(ipv6)
+
+    def add_route(self, call_id, addr):
+        key = _parse_addr(addr)
+        with self._lock:
+            self._get(call_id)
+            self._routes[key] = call_id
+
+    def remove_route(self, addr):
+        with self._lock:
+            self._routes.pop(_parse_addr(addr), None)
+
+    def set_mppe(self, call_id, send_key, recv_key, bits, stateful):
+        from fastpptp.crypto import mppe as _m   # the pure-Python MPPE reference
+        if bits not in (40, 56, 128):
+            raise ValueError("MPPE bits must be 40, 56 or 128")
+        with self._lock:
+            s = self._get(call_id)
+            s.mppe_tx = _m.MppeState(bytes(send_key), bits, bool(stateful))
+            s.mppe_rx = _m.MppeState(bytes(recv_key), bits, bool(stateful))
+            s.mppe_stateful = bool(stateful)
+            s.mppe_resync_pending = False
+
+    def clear_mppe(self, call_id):
+        with self._lock:
+            s = self._get(call_id)
+            s.mppe_tx = s.mppe_rx = None
+
+    def mppe_reset(self, call_id):
+        with self._lock:
+            s = self._get(call_id)
+            if s.mppe_tx is not None:
+                s.mppe_tx.request_flush()
+
+    # ------------------------------------------------------------------ control queue
+    def send_control(self, call_id, protocol, payload):
+        if not 0 < protocol <= 0xFFFF:
+            raise ValueError("bad PPP protocol")
+        payload = bytes(payload)
+        with self._lock:
+            s = self._get(call_id)
+            if len(payload) > max(s.mtu, self.config.mru):
+                raise ValueError("control frame longer than the MTU")
+            self._ctl_out.append((call_id, self._ppp_header(s, protocol, force_full=protocol == PPP_LCP)
+                                  + payload))
+        self._kick()
+
+    def recv_control(self, max=64):
+        out = []
+        with self._lock:
+            while self._ctlq and len(out) < max:
+                out.append(self._ctlq.popleft())
+            if not self._ctlq:
+                try:
+                    os.eventfd_read(self._efd)
+                except BlockingIOError:
+                    pass
+        return out
+
+    @property
+    def control_fd(self):
+        return self._efd
+
+    def _queue_control(self, s, protocol, info):
+        if len(self._ctlq) >= self.config.control_queue:
+            s.c["drop_queue_full"] += 1
+            return
+        self._ctlq.append((s.call_id, protocol, bytes(info)))
+        if protocol < 0x10000:
+            s.c["rx_control"] += 1
+        os.eventfd_write(self._efd, 1)
+
+    # ------------------------------------------------------------------ counters
+    def counters(self, call_id):
+        with self._lock:
+            return dict(self._get(call_id).c)
+
+    def totals(self):
+        with self._lock:
+            return dict(self._totals)
+
+    # ------------------------------------------------------------------ sans-I/O core
+    def process(self, now, tun_in=(), gre_in=()):
+        if self._running:
+            raise RuntimeError("process() while the I/O thread runs")
+        out = Output()
+        with self._lock:
+            for d in gre_in:
+                self._decap(bytes(d), now, out.tun_out)
+            self._flush_control(now, out.gre_out)
+            for tun, pkt in tun_in:
+                self._encap(tun, bytearray(pkt), now, out.gre_out)
+            self._fire_timers(now, out.tun_out, out.gre_out)
+        return out
+
+    def next_deadline(self):
+        with self._lock:
+            return self._next_deadline()
+
+    def _next_deadline(self):
+        best = None
+        for cid in self._timers:
+            s = self._sessions[cid]
+            for d in (s.reorder_deadline, s.ack_deadline, s.fc_deadline):
+                if d is not None and (best is None or d < best):
+                    best = d
+        return best
+
+    def _arm(self, s):
+        if s.call_id not in self._timers:
+            self._timers[s.call_id] = None
+
+    # ---- encapsulation
+    def _ppp_header(self, s, protocol, force_full=False):
+        h = b"" if (s.tx_acfc and not force_full) else b"\xff\x03"
+        if s.tx_pfc and not force_full and protocol < 0x100:
+            return h + bytes((protocol,))
+        return h + protocol.to_bytes(2, "big")
+
+    def _encap(self, tun, pkt: bytearray, now, gre_out):
+        n = len(pkt)
+        v = pkt[0] >> 4 if n else 0
+        if v == 4 and n >= 20:
+            dst, proto = bytes(pkt[16:20]), PPP_IPV4
+        elif v == 6 and n >= 40:
+            dst, proto = bytes(pkt[24:40]), PPP_IPV6
+        else:
+            self._totals["drop_malformed"] += 1
+            return
+        cid = self._routes.get(dst)
+        s = self._sessions.get(cid) if cid is not None else None
+        if s is None:
+            only = [x for x in self._sessions.values() if x.tun == tun]
+            if len(only) != 1:
+                self._totals["drop_no_route"] += 1
+                return
+            s = only[0]
+        if not (s.ipv4 if proto == PPP_IPV4 else s.ipv6):
+            s.c["drop_not_ready"] += 1
+            return
+        if self.config.clamp_mss:
+            clamp_mss(pkt, 0, n, s.mtu)
+        if self.config.flow_control and (s.txq or serial_diff(s.seq_sent, s.ack_recv) >= s.fc_window):
+            if len(s.txq) >= TXQ_DEPTH:
+                s.c["drop_window_full"] += 1
+                return
+            s.txq.append((proto, bytes(pkt)))
+            self._arm(s)
+            return
+        self._emit_data(s, proto, pkt, now, gre_out)
+
+    def _emit_data(self, s, proto, pkt, now, gre_out):
+        if s.mppe_tx is not None:
+            hdr2, ct = s.mppe_tx.encrypt(proto.to_bytes(2, "big") + bytes(pkt))
+            frame = self._ppp_header(s, PPP_COMP) + hdr2 + ct
+        else:
+            frame = self._ppp_header(s, proto) + bytes(pkt)
+        self._emit_gre(s, frame, now, gre_out)
+        s.c["tx_packets"] += 1
+        s.c["tx_bytes"] += len(pkt)
+
+    def _emit_gre(self, s, frame, now, gre_out):
+        s.seq_sent = (s.seq_sent + 1) & U32
+        ack = s.rx_started and s.seq_recv != s.ack_sent
+        hdr = bytearray(b"\x30\x01\x88\x0b")
+        hdr += len(frame).to_bytes(2, "big") + s.peer_call_id.to_bytes(2, "big")
+        hdr += s.seq_sent.to_bytes(4, "big")
+        if ack:
+            hdr[1] |= 0x80
+            hdr += s.seq_recv.to_bytes(4, "big")
+            s.ack_sent = s.seq_recv
+            s.ack_deadline = None
+        if self.config.flow_control:
+            if s.probe is None:
+                s.probe = (s.seq_sent, now)
+            if s.fc_deadline is None:
+                s.fc_deadline = now + s.ato
+                self._arm(s)
+        gre_out.append((s.peer_addr, bytes(hdr) + bytes(frame)))
+
+    def _flush_control(self, now, gre_out):
+        while self._ctl_out:
+            cid, frame = self._ctl_out.popleft()
+            s = self._sessions.get(cid)
+            if s is None:
+                continue
+            self._emit_gre(s, frame, now, gre_out)
+            s.c["tx_control"] += 1
+
+    # ---- decapsulation
+    def _decap(self, d: bytes, now, tun_out):
+        n = len(d)
+        t = self._totals
+        if n < 20 or d[0] >> 4 != 4 or d[0] & 15 < 5:
+            t["drop_malformed"] += 1
+            return
+        ihl = (d[0] & 15) * 4
+        tot = (d[2] << 8) | d[3]
+        if tot < ihl or tot > n or d[9] != 47 or ((d[6] << 8) | d[7]) & 0x3FFF:
+            t["drop_malformed"] += 1
+            return
+        g, rem = ihl, tot - ihl
+        if rem < 8:
+            t["drop_malformed"] += 1
+            return
+        f0, f1 = d[g], d[g + 1]
+        # RFC 2637 §4.1 / Linux pptp.c: K=1, C=R=s=recur=0, flags 0, version 1, PPP.
+        if (f0 & 0xEF) != 0x20 or (f1 & 0x7F) != 0x01 or ((d[g + 2] << 8) | d[g + 3]) != GRE_PROTO_PPP:
+            t["drop_malformed"] += 1
+            return
+        has_seq, has_ack = bool(f0 & 0x10), bool(f1 & 0x80)
+        hl = 8 + 4 * has_seq + 4 * has_ack
+        plen = (d[g + 4] << 8) | d[g + 5]
+        if rem < hl or plen > rem - hl:
+            t["drop_malformed"] += 1
+            return
+        s = self._sessions.get((d[g + 6] << 8) | d[g + 7])
+        if s is None:
+            t["drop_unknown_call"] += 1
+            return
+        if d[12:16] != s.peer_bin:
+            s.c["drop_wrong_source"] += 1
+            return
+        o = g + 8
+        seq = 0
+        if has_seq:
+            seq = int.from_bytes(d[o:o + 4], "big")
+            o += 4
+        if has_ack:
+            self._on_ack(s, int.from_bytes(d[o:o + 4], "big"), now)
+            o += 4
+        if not has_seq:
+            if plen:
+                s.c["drop_malformed"] += 1      # payload without a sequence number
+            return
+        if plen == 0 or plen > self._max_frame:
+            s.c["drop_malformed"] += 1
+            return
+        self._on_seq(s, seq, d[o:o + plen], now, tun_out)
+
+    def _on_ack(self, s, ack, now):
+        if serial_diff(ack, s.ack_recv) <= 0 or serial_diff(ack, s.seq_sent) > 0:
+            return
+        s.ack_recv = ack
+        if not self.config.flow_control:
+            return
+        # RFC 2637 Appendix A: RTT estimate -> adaptive ack time-out; window opens again.
+        if s.probe is not None and serial_diff(ack, s.probe[0]) >= 0:
+            sample = now - s.probe[1]
+            if s.srtt is None:
+                s.srtt, s.rttdev = sample, sample / 2
+            else:
+                diff = sample - s.srtt
+                s.srtt += diff / 8
+                s.rttdev += (abs(diff) - s.rttdev) / 4
+            s.ato = min(ATO_MAX, max(ATO_MIN, s.srtt + 4 * s.rttdev))
+            s.probe = None
+        s.fc_window = min(s.peer_rwin, s.fc_window + 1)
+        s.fc_deadline = now + s.ato if serial_diff(s.seq_sent, s.ack_recv) > 0 else None
+        if s.txq:
+            self._arm(s)
+
+    def _advance(self, s, seq, delivered, now):
+        """seq_recv moves forward to ``seq``; the history remembers what was delivered and
+        an ack becomes pending (sent alone after ack_delay unless data carries it)."""
+        k = serial_diff(seq, s.seq_recv)
+        s.rx_hist = ((s.rx_hist << k) & M64) if k < 64 else 0
+        if delivered:
+            s.rx_hist |= 1
+        s.seq_recv = seq
+        if s.ack_deadline is None:
+            s.ack_deadline = now + self.config.ack_delay
+            self._arm(s)
+
+    def _on_seq(self, s, seq, frame, now, tun_out):
+        if not s.rx_started:
+            s.rx_started = True
+            s.seq_recv = (seq - 1) & U32
+            self._advance(s, seq, True, now)
+            self._deliver(s, frame, now, tun_out)
+            return
+        d = serial_diff(seq, (s.seq_recv + 1) & U32)
+        if d == 0:
+            self._advance(s, seq, True, now)
+            self._deliver(s, frame, now, tun_out)
+            self._drain(s, now, tun_out)
+            return
+        echo = _is_lcp_echo(frame)
+        if d < 0:
+            if echo:
+                self._deliver(s, frame, now, tun_out)
+                return
+            back = -d - 1                   # 0: seq == seq_recv
+            if back < 64 and (s.rx_hist >> back) & 1:
+                s.c["drop_duplicate"] += 1
+            else:
+                s.c["drop_too_old"] += 1
+            return
+        if seq in s.reorder:
+            s.c["drop_duplicate"] += 1
+            return
+        depth = self.config.reorder_depth
+        if d >= depth:
+            # Too far ahead for the buffer: give up the oldest gaps (lost) to make room.
+            self._skip_to(s, (seq - depth + 1) & U32, now, tun_out, timeout=False)
+            if serial_diff(seq, (s.seq_recv + 1) & U32) == 0:
+                self._advance(s, seq, True, now)
+                self._deliver(s, frame, now, tun_out)
+                self._drain(s, now, tun_out)
+                return
+        if echo:
+            self._deliver(s, frame, now, tun_out)
+            frame = b""                     # placeholder: counts as delivered when reached
+        s.reorder[seq] = (now, frame)
+        s.c["reordered"] += 1
+        if s.reorder_deadline is None:
+            s.reorder_deadline = now + self.config.reorder_timeout
+            self._arm(s)
+
+    def _drain(self, s, now, tun_out):
+        r = s.reorder
+        while r:
+            nxt = (s.seq_recv + 1) & U32
+            item = r.pop(nxt, None)
+            if item is None:
+                break
+            self._advance(s, nxt, True, now)
+            if item[1]:
+                self._deliver(s, item[1], now, tun_out)
+        self._reorder_rearm(s)
+
+    def _reorder_rearm(self, s):
+        if s.reorder:
+            s.reorder_deadline = min(a for a, _ in s.reorder.values()) + self.config.reorder_timeout
+        else:
+            s.reorder_deadline = None
+
+    def _skip_to(self, s, new_expected, now, tun_out, timeout):
+        """Give up every gap before ``new_expected``: buffered frames there are delivered in
+        order, missing sequence numbers are counted lost."""
+        exp = (s.seq_recv + 1) & U32
+        span = serial_diff(new_expected, exp)
+        if span <= 0:
+            return
+        for q in sorted((q for q in s.reorder if serial_diff(q, new_expected) < 0),
+                        key=lambda q: serial_diff(q, exp)):
+            gap = serial_diff(q, (s.seq_recv + 1) & U32)
+            self._lost(s, gap, timeout)
+            _, fr = s.reorder.pop(q)
+            self._advance(s, q, True, now)
+            if fr:
+                self._deliver(s, fr, now, tun_out)
+        gap = serial_diff(new_expected, (s.seq_recv + 1) & U32)
+        if gap > 0:
+            self._lost(s, gap, timeout)
+            self._advance(s, (new_expected - 1) & U32, False, now)
+        self._drain(s, now, tun_out)
+
+    @staticmethod
+    def _lost(s, gap, timeout):
+        s.c["lost"] += gap
+        if timeout:
+            s.c["drop_reorder_timeout"] += gap
+
+    # ---- delivery of an in-order PPP frame
+    def _deliver(self, s, frame, now, tun_out):
+        n = len(frame)
+        o = 2 if n >= 2 and frame[0] == 0xFF and frame[1] == 0x03 else 0
+        proto, o = self._ppp_proto(frame, o)
+        if proto is None:
+            s.c["drop_malformed"] += 1
+            return
+        if proto == PPP_COMP and s.mppe_rx is not None:
+            if n - o < 3:
+                s.c["drop_malformed"] += 1
+                return
+            rc, plain = s.mppe_rx.decrypt(bytes(frame[o:o + 2]), bytes(frame[o + 2:]))
+            if rc < 0:
+                s.c["drop_mppe"] += 1
+                if s.mppe_stateful and not s.mppe_resync_pending:
+                    s.mppe_resync_pending = True
+                    self._queue_control(s, EV_MPPE_RESET_NEEDED, b"")
+                return
+            s.mppe_resync_pending = False
+            frame, o = plain, 0
+            proto, o = self._ppp_proto(frame, 0)
+            if proto is None:
+                s.c["drop_malformed"] += 1
+                return
+        elif (proto == PPP_IPV4 or proto == PPP_IPV6) and s.mppe_rx is not None:
+            s.c["drop_mppe"] += 1               # MPPE is on: refuse plaintext data
+            return
+        if proto == PPP_IPV4 or proto == PPP_IPV6:
+            ip = bytearray(frame[o:])
+            m = len(ip)
+            if proto == PPP_IPV4:
+                ok, ready = m >= 20 and ip[0] >> 4 == 4, s.ipv4
+            else:
+                ok, ready = m >= 40 and ip[0] >> 4 == 6, s.ipv6
+            if not ok:
+                s.c["drop_malformed"] += 1
+                return
+            if not ready:
+                s.c["drop_not_ready"] += 1
+                return
+            if self.config.clamp_mss:
+                clamp_mss(ip, 0, m, s.mtu)
+            tun_out.append((s.tun, bytes(ip)))
+            s.c["rx_packets"] += 1
+            s.c["rx_bytes"] += m
+            return
+        self._queue_control(s, proto, frame[o:])
+
+    @staticmethod
+    def _ppp_proto(frame, o):
+        """RFC 1661 §2: protocol is 1 byte when PFC sent it (odd first byte), else 2 bytes with
+        the low byte odd."""
+        n = len(frame)
+        if o >= n:
+            return None, o
+        b = frame[o]
+        if b & 1:
+            return b, o + 1
+        if o + 1 >= n or not frame[o + 1] & 1:
+            return None, o
+        return (b << 8) | frame[o + 1], o + 2
+
+    # ---- timers
+    def _fire_timers(self, now, tun_out, gre_out):
+        for cid in list(self._timers):
+            s = self._sessions.get(cid)
+            if s is None:
+                self._timers.pop(cid, None)
+                continue
+            while s.reorder_deadline is not None and s.reorder_deadline <= now:
+                first = min(s.reorder, key=lambda q: serial_diff(q, s.seq_recv))
+                self._skip_to(s, first, now, tun_out, timeout=True)
+            if self.config.flow_control:
+                if s.fc_deadline is not None and s.fc_deadline <= now:
+                    # Appendix A: no ack within the time-out -> assume the window was lost,
+                    # back off the time-out and shrink the window.
+                    s.ack_recv = s.seq_sent
+                    s.fc_deadline = None
+                    s.probe = None
+                    s.ato = min(ATO_MAX, s.ato * 2)
+                    s.fc_window = max(1, s.fc_window // 2)
+                while s.txq and serial_diff(s.seq_sent, s.ack_recv) < s.fc_window:
+                    proto, pkt = s.txq.popleft()
+                    self._emit_data(s, proto, pkt, now, gre_out)
+            if s.ack_deadline is not None and s.ack_deadline <= now:
+                s.ack_deadline = None
+                if s.seq_recv != s.ack_sent:
+                    gre_out.append((s.peer_addr, b"\x20\x81\x88\x0b\x00\x00"
+                                    + s.peer_call_id.to_bytes(2, "big")
+                                    + s.seq_recv.to_bytes(4, "big")))
+                    s.ack_sent = s.seq_recv
+                    s.c["tx_acks"] += 1
+            if (s.reorder_deadline is None and s.ack_deadline is None and s.fc_deadline is None
+                    and not s.txq):
+                del self._timers[cid]
+
+    # ------------------------------------------------------------------ slab API
+    def encap_slab(self, tun, slab, lens, n, out_dst):
+        """Encapsulate rows 0..n-1 of ``slab`` (uint8 [rows, row_size]); row i holds an IP
+        packet of ``lens[i]`` bytes at ``HEADROOM``.  Each frame is built in place in front
+        of its packet.  On return ``out_dst[i] = (peer IPv4 as host-order uint32 or 0 when
+        the packet was dropped or queued, frame start offset in the row, frame length)``
+        (``out_dst``: uint32 [rows, 3]).  Returns the number of frames ready to send."""
+        if self._running:
+            raise RuntimeError("encap_slab() while the I/O thread runs")
+        now = time.monotonic()
+        ready = 0
+        with self._lock:
+            for i in range(n):
+                out_dst[i, 0] = out_dst[i, 1] = out_dst[i, 2] = 0
+                pkt = bytearray(slab[i, HEADROOM:HEADROOM + int(lens[i])].tobytes())
+                go = []
+                self._encap(tun, pkt, now, go)
+                if go:
+                    addr, frame = go[0]
+                    start = HEADROOM + int(lens[i]) - len(frame)
+                    slab[i, start:start + len(frame)] = memoryview(frame)
+                    out_dst[i, 0] = int.from_bytes(_parse_addr(addr), "big")
+                    out_dst[i, 1] = start
+                    out_dst[i, 2] = len(frame)
+                    ready += 1
+        return ready
+
+    def decap_slab(self, slab, lens, n, out_tun, out_off, out_len):
+        """Decapsulate rows 0..n-1 of ``slab``: row i holds an IPv4+GRE datagram of ``lens[i]``
+        bytes at offset ``HEADROOM``.  IP packets for TUN come back in delivery order:
+        ``out_tun[j], out_off[j], out_len[j]`` for j < the returned count, where ``out_off`` is
+        the flat offset into the slab (row * row_size + column).  In-order packets are left in
+        place (decrypted in place); packets released from the reorder buffer are copied into
+        spare rows n, n+1, ... (the slab needs n + reorder_depth rows)."""
+        if self._running:
+            raise RuntimeError("decap_slab() while the I/O thread runs")
+        now = time.monotonic()
+        rows, width = slab.shape
+        m = 0
+        spare = n
+        flat = slab.reshape(-1)
+        with self._lock:
+            for i in range(n):
+                d = slab[i, HEADROOM:HEADROOM + int(lens[i])].tobytes()
+                to = []
+                self._decap(d, now, to)
+                for j, (tun, ip) in enumerate(to):
+                    k = len(ip)
+                    if j == 0 and HEADROOM + k <= width:
+                        off = i * width + HEADROOM      # row i is free again: reuse it
+                    else:
+                        if spare >= rows:
+                            continue
+                        off = spare * width + HEADROOM
+                        spare += 1
+                    flat[off:off + k] = memoryview(ip)
+                    out_tun[m], out_off[m], out_len[m] = tun, off, k
+                    m += 1
+        return m
+
+    # ------------------------------------------------------------------ I/O mode
+    def start(self, tun_fds, gre_fd):
+        if self._thread is not None:
+            raise RuntimeError("already started")
+        self._tun_fds = list(tun_fds)
+        self._gre_fd = gre_fd
+        dom = socket.socket(fileno=os.dup(gre_fd))
+        self._gre_is_inet = dom.family == socket.AF_INET
+        self._gre_sock = dom
+        self._running = True
+        self._stop = False
+        self._thread = threading.Thread(target=self._routine_io, name="RoutineGreRef", daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        if self._thread is None:
+            return
+        self._stop = True
+        self._kick()
+        self._thread.join()
+        self._thread = None
+        self._running = False
+        self._gre_sock.close()
+
+    def _kick(self):
+        os.eventfd_write(self._wake, 1)
+
+    def _send_gre(self, gre_out):
+        for addr, frame in gre_out:
+            try:
+                if self._gre_is_inet:
+                    self._gre_sock.sendto(frame, (addr, 0))
+                else:
+                    self._gre_sock.send(frame)
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError as e:
+                if e.errno in (errno.ENOPROTOOPT, errno.ECONNREFUSED, errno.EHOSTUNREACH,
+                               errno.ENETUNREACH):
+                    self._totals["icmp_errors"] += 1
+                else:
+                    raise
+
+    def _write_tun(self, tun_out):
+        for tun, ip in tun_out:
+            if 0 <= tun < len(self._tun_fds):
+                try:
+                    os.write(self._tun_fds[tun], ip)
+                except (BlockingIOError, InterruptedError):
+                    pass
+
+    def _routine_io(self):
+        ep = select.epoll()
+        try:
+            for i, fd in enumerate(self._tun_fds):
+                ep.register(fd, select.EPOLLIN)
+            ep.register(self._gre_fd, select.EPOLLIN)
+            ep.register(self._wake, select.EPOLLIN)
+            batch = self.config.batch
+            while not self._stop:
+                with self._lock:
+                    dl = self._next_deadline()
+                now = time.monotonic()
+                timeout = -1 if dl is None else max(0.0, dl - now)
+                ep.poll(timeout)
+                try:
+                    os.eventfd_read(self._wake)
+                except BlockingIOError:
+                    pass
+                if self._stop:
+                    break
+                now = time.monotonic()
+                tun_out, gre_out = [], []
+                with self._lock:
+                    for _ in range(batch):
+                        try:
+                            d = self._gre_sock.recv(65535)
+                        except (BlockingIOError, InterruptedError):
+                            break
+                        except OSError as e:
+                            if e.errno in (errno.ENOPROTOOPT, errno.ECONNREFUSED,
+                                           errno.EHOSTUNREACH, errno.ENETUNREACH):
+                                self._totals["icmp_errors"] += 1
+                                continue
+                            raise
+                        self._decap(d, now, tun_out)
+                    self._flush_control(now, gre_out)
+                    for t, fd in enumerate(self._tun_fds):
+                        for _ in range(batch):
+                            try:
+                                p = os.read(fd, 65535)
+                            except (BlockingIOError, InterruptedError):
+                                break
+                            if not p:
+                                break
+                            self._encap(t, bytearray(p), now, gre_out)
+                    self._fire_timers(now, tun_out, gre_out)
+                self._write_tun(tun_out)
+                self._send_gre(gre_out)
+        finally:
+            ep.close()
+
+    def close(self):
+        self.stop()
+        for fd in (self._efd, self._wake):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._efd = self._wake = -1
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

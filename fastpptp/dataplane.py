@@ -1,0 +1,95 @@
+"""The one place that picks the data-plane engine.
+
+``Engine`` is the compiled engine (``fastpptp._gre``).  The pure-Python twin
+(``fastpptp._gre_ref``) is only used when asked for by name: ``load_engine("reference")``.
+If the compiled module is missing we raise :class:`EngineUnavailable` (an ImportError)
+with the build command, never fall back silently to the (30x slower) reference.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+
+__all__ = ["EngineConfig", "EngineUnavailable", "load_engine", "Engine",
+           "EV_MPPE_RESET_NEEDED", "COUNTER_NAMES", "HEADROOM"]
+
+#: Engine events ride the control queue with pseudo-protocol numbers >= 0x10000.
+EV_MPPE_RESET_NEEDED = 0x10001
+
+#: Bytes kept free in front of each packet in a slab row for the GRE/PPP/MPPE headers
+#: (16 GRE + 2 FF03 + 2 protocol + 2 MPPE header + 2 inner protocol = 24, rounded up),
+#: and room for a 12-byte virtio_net_hdr before it.
+HEADROOM = 64
+
+#: Per-session counters (docs/DESIGN.md, "Engine API"); totals() has the same keys
+#: plus ``drop_no_route`` (a TUN packet for an address no session owns).
+COUNTER_NAMES = (
+    "rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "rx_control", "tx_control", "tx_acks",
+    "lost", "reordered", "drop_malformed", "drop_unknown_call", "drop_wrong_source",
+    "drop_duplicate", "drop_too_old", "drop_reorder_timeout", "drop_queue_full",
+    "drop_window_full", "drop_mppe", "drop_not_ready", "icmp_errors",
+)
+TOTAL_NAMES = COUNTER_NAMES + ("drop_no_route",)
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineConfig:
+    batch: int = 64                 # packets drained per side per wake-up
+    mtu: int = 1400                 # PPP MTU towards the peer (default for new sessions)
+    mru: int = 1500                 # largest PPP information field we accept
+    reorder_depth: int = 64         # sequence numbers the reorder buffer can hold ahead
+    reorder_timeout: float = 0.1    # seconds a gap is held open before it is declared lost
+    ack_delay: float = 0.02         # seconds before a pending ack goes out alone (<= 0.1)
+    flow_control: bool = False      # RFC 2637 sliding window + Appendix A ack timeout
+    clamp_mss: bool = True          # clamp TCP MSS of SYNs both ways to fit the tunnel
+    control_queue: int = 256        # PPP control frames held for Python
+    rcvbuf: int = 4 << 20
+    sndbuf: int = 4 << 20
+    offload: bool = True            # TUN virtio_net_hdr / TSO / GRO when the TUN has them
+
+    def __post_init__(self):
+        if not 1 <= self.batch <= 1024:
+            raise ValueError("batch must be 1..1024")
+        if not 64 <= self.mtu <= 65535 or not 64 <= self.mru <= 65535:
+            raise ValueError("mtu and mru must be 64..65535")
+        if not 1 <= self.reorder_depth <= 1024:
+            raise ValueError("reorder_depth must be 1..1024")
+        if not 0 < self.reorder_timeout <= 10:
+            raise ValueError("reorder_timeout must be in (0, 10] seconds")
+        if not 0 <= self.ack_delay <= 0.1:
+            raise ValueError("ack_delay must be in [0, 0.1] seconds (RFC 2637 §4.4 wants acks soon)")
+        if not 1 <= self.control_queue <= 65536:
+            raise ValueError("control_queue must be 1..65536")
+
+
+class EngineUnavailable(ImportError):
+    """The compiled engine is not built (or failed to import)."""
+
+
+_MODULES = {"compiled": "fastpptp._gre", "reference": "fastpptp._gre_ref"}
+
+
+def load_engine(impl: str = "compiled"):
+    """Return the Engine class of ``impl`` ("compiled" or "reference")."""
+    try:
+        name = _MODULES[impl]
+    except KeyError:
+        raise ValueError(f"unknown engine implementation {impl!r} (compiled|reference)") from None
+    try:
+        mod = importlib.import_module(name)
+    except ImportError as exc:
+        if impl == "reference":
+            raise
+        raise EngineUnavailable(
+            "the compiled data plane fastpptp._gre is not built "
+            f"({exc}); build it with: python3 setup.py build_ext --inplace "
+            "(or pip install .). The pure-Python reference is only used when asked for "
+            "explicitly: load_engine('reference')") from exc
+    return mod.Engine
+
+
+def __getattr__(name):
+    # `from fastpptp.dataplane import Engine` -> the compiled engine, or a clear error.
+    if name == "Engine":
+        return load_engine("compiled")
+    raise AttributeError(name)
