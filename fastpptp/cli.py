@@ -206,7 +206,7 @@ def build_client_config(args: argparse.Namespace):
 
 
 def client_main(argv: list[str] | None = None) -> int:
-    args = client_parser().parse_args(argv)
+    args = client_parser().parse_intermixed_args(argv)
     try:
         config, (syslog, logfile) = build_client_config(args)
     except ConfigError as exc:
