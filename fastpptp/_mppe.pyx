@@ -243,6 +243,7 @@ cdef int mppe_decrypt(mppe_state* st, const uint8_t* hdr2, uint8_t* data,
     cdef uint16_t ccount = ((<uint16_t>(hdr2[0] & 0x0F)) << 8) | hdr2[1]
     cdef int flushed = (flags & MPPE_BIT_FLUSHED) != 0
     cdef int ahead
+    cdef int resync
     if not st.initialized:
         return MPPE_ERR_BAD_ARGS
     if len < 1:
@@ -261,14 +262,19 @@ cdef int mppe_decrypt(mppe_state* st, const uint8_t* hdr2, uint8_t* data,
             ahead -= 1
         st.ccount = ccount
     else:
+        resync = 0
         if not st.discard:
             st.ccount = (st.ccount + 1) & (MPPE_CCOUNT_SPACE - 1)
             if ccount != st.ccount:
-                st.discard = 1
-                return MPPE_ERR_NEED_RESET
+                if not flushed:
+                    st.discard = 1
+                    return MPPE_ERR_NEED_RESET
+                resync = 1          # gap revealed by an A packet: resync now
+        elif not flushed:
+            return MPPE_ERR_DISCARDING
         else:
-            if not flushed:
-                return MPPE_ERR_DISCARDING
+            resync = 1
+        if resync:
             # One rekey per missed flag packet (256-count boundary crossed).
             while (ccount & 0xF00) != (st.ccount & 0xF00):
                 _rekey(st)

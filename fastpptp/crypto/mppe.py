@@ -34,7 +34,9 @@ from RFC 3078 we follow Linux, since interop beats the RFC):
   5. Stateful loss: a count gap puts the receiver in "discard" state and raises
      MppeNeedReset once (the owner sends CCP Reset-Request, RFC 1962 §2.1); further packets
      raise MppeDiscarding until one with A arrives, which resyncs: one rekey per flag
-     packet missed (per 256-count boundary crossed), then the usual A rekey.
+     packet missed (per 256-count boundary crossed), then the usual A rekey.  A gap found
+     on a packet that itself has A resyncs at once (Linux drops that packet and asks for
+     a reset first; the keys come out the same).
 """
 from __future__ import annotations
 
@@ -197,14 +199,24 @@ class MppeDecryptor(_MppeKeys):
                 self._rekey()
             self.ccount = ccount
         else:
+            resync = False
             if not self.discard:
                 self.ccount = (self.ccount + 1) & _CCOUNT_MASK
                 if ccount != self.ccount:
-                    self.discard = True
-                    raise MppeNeedReset(f"coherency count {ccount}, expected {self.ccount}")
+                    if not flushed:
+                        self.discard = True
+                        raise MppeNeedReset(
+                            f"coherency count {ccount}, expected {self.ccount}")
+                    # Gap revealed by an A packet (a flag packet, or the answer to an
+                    # earlier Reset-Request): it carries all we need to resync, so do it
+                    # now.  Linux drops it and asks for a reset; the result is the same
+                    # keys, minus one round trip of losses.
+                    resync = True
+            elif not flushed:
+                raise MppeDiscarding(f"coherency count {ccount} while out of sync")
             else:
-                if not flushed:
-                    raise MppeDiscarding(f"coherency count {ccount} while out of sync")
+                resync = True
+            if resync:
                 # One rekey per flag packet we missed (Linux: "rekey for every missed
                 # flag packet"), i.e. per 256-count block boundary crossed.
                 while (ccount & ~0xFF) != (self.ccount & ~0xFF):
