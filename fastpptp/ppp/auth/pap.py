@@ -1,0 +1,217 @@
+"""PAP, the Password Authentication Protocol (RFC 1334 §2), both roles, sans-I/O.
+
+Wire format (RFC 1334 §2.2), protocol 0xC023::
+
+    Authenticate-Request  Code=1 | Identifier | Length(2) | Peer-ID Length(1) | Peer-ID
+                          | Passwd-Length(1) | Password
+    Authenticate-Ack/Nak  Code=2/3 | Identifier | Length(2) | Msg-Length(1) | Message
+
+Theory of operation: the *peer* sends Authenticate-Request and retransmits it every
+``restart`` seconds (RFC 1334 §2.1: the authenticator never retransmits) until an Ack or
+Nak with the same Identifier arrives or ``max_transmits`` is reached.  The *authenticator*
+waits (bounded by ``wait``) for a request, checks it with the backend and answers Ack
+"Login ok" or Nak "Login incorrect" -- pppd's texts.  A retransmitted request for which we
+already answered is answered again with the same verdict (the Ack may have been lost).
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hmac
+import struct
+
+from fastpptp.ppp.auth.base import (
+    AuthBackend, AuthResult, AuthTimers, DecodeError, LocalProtocolError, Role, _Machine,
+)
+from fastpptp.ppp.constants import AuthMethod, Protocol
+
+PAP_ACK_MESSAGE = "Login ok"            # pppd upap.c
+PAP_NAK_MESSAGE = "Login incorrect"
+
+
+class PapCode(enum.IntEnum):
+    AUTHENTICATE_REQUEST = 1
+    AUTHENTICATE_ACK = 2
+    AUTHENTICATE_NAK = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class PapRequest:
+    identifier: int
+    peer_id: bytes
+    password: bytes = dataclasses.field(repr=False)
+
+    def encode(self) -> bytes:
+        if len(self.peer_id) > 255 or len(self.password) > 255:
+            raise LocalProtocolError("PAP Peer-ID and Password are at most 255 octets")
+        body = (bytes([len(self.peer_id)]) + self.peer_id
+                + bytes([len(self.password)]) + self.password)
+        return struct.pack("!BBH", PapCode.AUTHENTICATE_REQUEST, self.identifier,
+                           4 + len(body)) + body
+
+
+@dataclasses.dataclass(frozen=True)
+class PapReply:
+    code: PapCode         # AUTHENTICATE_ACK or AUTHENTICATE_NAK
+    identifier: int
+    message: bytes = b""
+
+    def encode(self) -> bytes:
+        msg = self.message[:255]
+        return struct.pack("!BBHB", self.code, self.identifier, 5 + len(msg), len(msg)) + msg
+
+
+def decode_pap(payload: bytes) -> PapRequest | PapReply:
+    """Decode one PAP packet; octets beyond Length are padding (RFC 1661 §5) and ignored."""
+    if len(payload) < 4:
+        raise DecodeError(f"PAP packet of {len(payload)} octets is shorter than its header")
+    code, ident, length = struct.unpack_from("!BBH", payload)
+    if length < 4 or length > len(payload):
+        raise DecodeError(f"PAP Length {length} does not fit the {len(payload)}-octet packet")
+    body = payload[4:length]
+    if code == PapCode.AUTHENTICATE_REQUEST:
+        if not body:
+            raise DecodeError("PAP Authenticate-Request without Peer-ID Length")
+        n = body[0]
+        if 1 + n + 1 > len(body):
+            raise DecodeError("PAP Peer-ID Length overruns the packet")
+        peer_id = body[1:1 + n]
+        m = body[1 + n]
+        if 2 + n + m > len(body):
+            raise DecodeError("PAP Passwd-Length overruns the packet")
+        return PapRequest(ident, bytes(peer_id), bytes(body[2 + n:2 + n + m]))
+    if code in (PapCode.AUTHENTICATE_ACK, PapCode.AUTHENTICATE_NAK):
+        if not body:
+            # RFC 1334 requires Msg-Length; some peers omit it -- accept an empty message.
+            return PapReply(PapCode(code), ident, b"")
+        m = body[0]
+        if 1 + m > len(body):
+            raise DecodeError("PAP Msg-Length overruns the packet")
+        return PapReply(PapCode(code), ident, bytes(body[1:1 + m]))
+    raise DecodeError(f"unknown PAP code {code}")
+
+
+def _text(b: bytes) -> str:
+    return b.decode("utf-8", "replace")
+
+
+class PapPeer(_Machine):
+    """The side that authenticates itself with PAP (the client, usually)."""
+
+    protocol = Protocol.PAP
+    method = AuthMethod.PAP
+    role = Role.PEER
+
+    def __init__(self, user: str, password: str, rng, timers: AuthTimers | None = None) -> None:
+        super().__init__(timers)
+        self.user = user
+        self._password = password.encode("utf-8")
+        self._identifier = rng.randrange(256)
+        self._transmits = 0
+        self._started = False
+
+    def __repr__(self) -> str:
+        return f"PapPeer(user={self.user!r}, finished={self.finished})"
+
+    def start(self, now: float) -> None:
+        if self._started:
+            raise LocalProtocolError("PapPeer already started")
+        self._started = True
+        self._transmit(now)
+
+    def _transmit(self, now: float) -> None:
+        self._transmits += 1
+        self._send(PapRequest(self._identifier, self.user.encode("utf-8"),
+                              self._password).encode())
+        self._deadline = now + self.timers.restart
+
+    def handle_timer(self, now: float) -> None:
+        if self.finished or self._deadline is None or now < self._deadline:
+            return
+        if self._transmits >= self.timers.max_transmits:
+            self._fail(self.user, "no response to PAP Authenticate-Request")
+            return
+        self._transmit(now)
+
+    def receive(self, payload: bytes, now: float) -> None:
+        try:
+            pkt = decode_pap(payload)
+        except DecodeError:
+            self.malformed += 1
+            return
+        if (not isinstance(pkt, PapReply) or pkt.identifier != self._identifier
+                or not self._started or self.finished):
+            self.discarded += 1
+            return
+        if pkt.code == PapCode.AUTHENTICATE_ACK:
+            self._succeed(AuthResult(AuthMethod.PAP, self.user, _text(pkt.message)))
+        else:
+            self._fail(self.user, "PAP authentication rejected by the peer", _text(pkt.message))
+
+
+class PapAuthenticator(_Machine):
+    """The side that checks a PAP password (the server, usually)."""
+
+    protocol = Protocol.PAP
+    method = AuthMethod.PAP
+    role = Role.AUTHENTICATOR
+
+    def __init__(self, backend: AuthBackend, rng=None, timers: AuthTimers | None = None,
+                 server_name: str = "*") -> None:
+        super().__init__(timers)
+        self.backend = backend
+        self.server_name = server_name
+        self._answered: tuple[int, PapReply] | None = None
+        self._started = False
+
+    def start(self, now: float) -> None:
+        if self._started:
+            raise LocalProtocolError("PapAuthenticator already started")
+        self._started = True
+        self._arm_wait(now)
+
+    def handle_timer(self, now: float) -> None:
+        if (not self.finished and self._wait_deadline is not None
+                and now >= self._wait_deadline):
+            self._fail("", "peer did not send a PAP Authenticate-Request in time")
+
+    def receive(self, payload: bytes, now: float) -> None:
+        try:
+            pkt = decode_pap(payload)
+        except DecodeError:
+            self.malformed += 1
+            return
+        if not isinstance(pkt, PapRequest) or not self._started:
+            self.discarded += 1
+            return
+        if self._answered is not None:
+            ident, reply = self._answered
+            # RFC 1334 §2.2.1 / pppd: a retransmitted request gets the same answer again.
+            if ident == pkt.identifier or self.succeeded:
+                self._send(PapReply(reply.code, pkt.identifier, reply.message).encode())
+            else:
+                self.discarded += 1
+            return
+        user = _text(pkt.peer_id)
+        try:
+            ok = bool(self.backend.check_password(user, pkt.password.decode("utf-8"),
+                                                  self.server_name))
+        except UnicodeDecodeError:
+            ok = False
+        if ok:
+            reply = PapReply(PapCode.AUTHENTICATE_ACK, pkt.identifier,
+                             PAP_ACK_MESSAGE.encode())
+        else:
+            reply = PapReply(PapCode.AUTHENTICATE_NAK, pkt.identifier,
+                             PAP_NAK_MESSAGE.encode())
+        self._answered = (pkt.identifier, reply)
+        self._send(reply.encode())
+        if ok:
+            self._succeed(AuthResult(AuthMethod.PAP, user, PAP_ACK_MESSAGE))
+        else:
+            self._fail(user, "wrong PAP user name or password", PAP_NAK_MESSAGE)
+
+
+def constant_time_equal(a: str, b: str) -> bool:
+    """Compare two secrets without leaking where they differ."""
+    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
