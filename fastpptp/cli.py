@@ -128,6 +128,7 @@ def build_server_config(args: argparse.Namespace):
         max_auth_failures=args.max_auth_failures,
         control_socket=args.control_socket or None, impl=args.impl, offload=not args.no_offload,
         pptp_echo_interval=args.pptp_echo_interval, log_level=level,
+        option_file=opt_path,
     ), (args.syslog, args.logfile or opts.logfile)
 
 

@@ -127,6 +127,7 @@ class Server:
         self._owns_engine = engine is None
         self._call_ids = None
         self._ppp = config.ppp
+        self._secrets_from_file = False
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -135,6 +136,7 @@ class Server:
         self._call_ids = CallIdAllocator(self._rng)
         if self._auth_backend is None:
             self._auth_backend = self._load_secrets()
+            self._secrets_from_file = True
         if self.engine is None:
             self._open_dataplane()
         self.hub = EngineHub(self.engine, loop)
@@ -218,12 +220,7 @@ class Server:
 
     def reload(self) -> None:
         """SIGHUP: re-read secrets and the options file; live sessions keep what they have."""
-        if self.config.secrets_file and hasattr(self._auth_backend, "reload"):
-            try:
-                self._auth_backend.reload()
-            except Exception as exc:
-                log.error("reload of %s failed, keeping the old secrets: %s", self.config.secrets_file, exc)
-        elif self.config.secrets_file and os.path.exists(self.config.secrets_file):
+        if self._secrets_from_file:
             try:
                 self._auth_backend = self._load_secrets()
             except Exception as exc:
