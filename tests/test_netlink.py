@@ -5,6 +5,7 @@ import errno
 import json
 import os
 import socket
+import subprocess
 
 import pytest
 
@@ -277,3 +278,12 @@ def test_ipv6_route_and_lookup():
         assert r.family == 6 and r.gateway == "2001:db8:5::2" and r.ifname == "v6a"
         assert "2001:db8:6::/48" in {x.dst for x in netlink.list_routes(6, netns=ns)}
         netlink.delete_route("2001:db8:6::/48", gateway="2001:db8:5::2", netns=ns)
+
+
+def test_popen_runs_the_command_inside_the_namespace():
+    with namespace() as ns:
+        proc = netns.popen(ns, ["readlink", "/proc/self/ns/net"], stdout=subprocess.PIPE,
+                           text=True)
+        out, _ = proc.communicate(timeout=10)
+        assert proc.returncode == 0
+        assert out.strip() == f"net:[{os.stat(netns.path(ns)).st_ino}]"

@@ -21,6 +21,7 @@ import errno
 import os
 import re
 import socket
+import subprocess
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -48,6 +49,7 @@ __all__ = [
     "entered",
     "run_in",
     "open_socket",
+    "popen",
 ]
 
 
@@ -66,11 +68,15 @@ class NetnsNotFoundError(NetnsError):
 _libc: ctypes.CDLL | None = None
 
 
-def _setns(fd: int) -> None:
+def _get_libc() -> ctypes.CDLL:
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    if _libc.setns(fd, _CLONE_NEWNET) != 0:
+    return _libc
+
+
+def _setns(fd: int) -> None:
+    if _get_libc().setns(fd, _CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise NetnsError(err, f"setns: {os.strerror(err)}")
 
@@ -163,3 +169,21 @@ def open_socket(
     """A socket created inside ``name`` (it stays bound to that namespace)."""
     with entered(name):
         return socket.socket(family, type, proto)
+
+
+def popen(name: str, argv: list[str], **kwargs) -> subprocess.Popen:
+    """Start ``argv`` inside ``name`` (like ``ip netns exec``, without ``ip``).
+
+    The child enters the namespace between fork and exec; the returned Popen's pid is the
+    command's own, so it can be signalled by PID.
+    """
+    fd = open_fd(name)
+    _get_libc()  # load libc before fork: the child only calls into it
+
+    def enter() -> None:  # runs in the child only
+        _setns(fd)
+
+    try:
+        return subprocess.Popen(argv, preexec_fn=enter, pass_fds=(fd,), **kwargs)
+    finally:
+        os.close(fd)
