@@ -431,6 +431,10 @@ class FSM:
     def reset_negotiation(self) -> None:
         """Called on irc/scr from a non-negotiating state: start from the configured wishes."""
 
+    def up_failure(self) -> str | None:
+        """Checked on tlu: a reason why the agreed result is unusable, or None."""
+        return None
+
     def this_layer_up(self, now: float) -> None:
         """Extra work on tlu (after ThisLayerUp is queued)."""
 
@@ -615,6 +619,12 @@ class FSM:
     # RFC 1661 §4.4 actions.  `rest` is the list of actions still to run in this cell.
 
     def _a_tlu(self, rest) -> None:
+        problem = self.up_failure()
+        if problem is not None:
+            # The options were agreed but are unusable (e.g. MPPE required but absent, no
+            # local address): do not report Up; close once this event is processed.
+            self.defer_close(problem)
+            return
         self.emit(ThisLayerUp(self.result()))
         self.this_layer_up(self._now)
 
