@@ -98,6 +98,8 @@ class LcpConfig(FsmConfig):
     echo_failure:  unanswered Echo-Requests after which the peer is declared dead:
                    EchoFailure is emitted and LCP closes; 0 disables (pppd lcp-echo-failure).
     max_loopback:  Magic-Number collisions (§6.4) before LoopbackDetected and close.
+    magic_number:  a fixed Magic-Number to request first (replays, tests); None = random.
+                   A collision or a Nak still replaces it with a random one.
     """
 
     mru: int | None = 1400
@@ -110,6 +112,7 @@ class LcpConfig(FsmConfig):
     echo_interval: float = 30.0
     echo_failure: int = 4
     max_loopback: int = 10
+    magic_number: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,7 +215,7 @@ class LCP(FSM):
     def reset_negotiation(self) -> None:
         cfg = self.config
         self._want_mru = cfg.mru if cfg.mru is not None and cfg.mru != DEFAULT_MRU else None
-        self._want_magic = self._new_magic() if cfg.magic else None
+        self._want_magic = (cfg.magic_number or self._new_magic()) if cfg.magic else None
         self._auth_tried: list[AuthMethod] = []
         self._want_auth = cfg.auth_require[0] if cfg.auth_require else None
         if self._want_auth is not None:
