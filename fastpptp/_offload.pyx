@@ -586,26 +586,30 @@ def segment(pkt, vhdr, int max_ip_len, int max_out=DEFAULT_MAX_OUT) -> list:
         raise ValueError("max_ip_len must be 1..65535")
     _load_vnet(vhdr, &vh)
     cdef const uint8_t* src = <const uint8_t*>PyBytes_AS_STRING(data)
-    # nseg <= payload bytes <= n, so fewer rows than max_out never changes the outcome
-    rows = max_out if <size_t>max_out < n else (<int>n if n > 0 else 1)
-    if rows < 1:
-        rows = 1
-    out = <uint8_t*>malloc(<size_t>rows * <size_t>max_ip_len)
-    lens = <uint32_t*>malloc(<size_t>rows * sizeof(uint32_t))
-    try:
-        if out == NULL or lens == NULL:
-            raise MemoryError()
-        with nogil:
-            r = tso_segment(src, n, &vh,
-                            <uint16_t>max_ip_len, out, <size_t>max_ip_len, 0,
-                            rows if max_out >= 1 else 0, lens)
-        if r < 0:
-            raise OffloadError(r, "tso_segment")
-        return [PyBytes_FromStringAndSize(<char*>out + <size_t>k * <size_t>max_ip_len, lens[k])
-                for k in range(r)]
-    finally:
-        free(out)
-        free(lens)
+    if max_out < 0:
+        max_out = 0
+    # start small and grow: only "more than rows segments" can make tso_segment say ENOSPC,
+    # since a row of max_ip_len bytes always holds a segment
+    rows = max_out if max_out < 64 else 64
+    while True:
+        out = <uint8_t*>malloc(<size_t>(rows if rows > 0 else 1) * <size_t>max_ip_len)
+        lens = <uint32_t*>malloc(<size_t>(rows if rows > 0 else 1) * sizeof(uint32_t))
+        try:
+            if out == NULL or lens == NULL:
+                raise MemoryError()
+            with nogil:
+                r = tso_segment(src, n, &vh, <uint16_t>max_ip_len, out, <size_t>max_ip_len, 0,
+                                rows, lens)
+            if r == OFFLOAD_ENOSPC and rows < max_out:
+                rows = max_out if max_out // 4 < rows else rows * 4
+                continue
+            if r < 0:
+                raise OffloadError(r, "tso_segment")
+            return [PyBytes_FromStringAndSize(<char*>out + <size_t>k * <size_t>max_ip_len,
+                                              lens[k]) for k in range(r)]
+        finally:
+            free(out)
+            free(lens)
 
 
 def coalesce(pkts, size_t dst_cap=GRO_MAX_IP_LEN) -> list:
