@@ -20,6 +20,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -93,6 +94,7 @@ class NsPair:
     addr_a: str = ADDR_A
     addr_b: str = ADDR_B
     procs: list[subprocess.Popen] = field(default_factory=list)
+    relay: "Relay | None" = None  # impaired_namespaces() only
 
     def spawn(self, ns: str, argv: Sequence[str], **kw) -> subprocess.Popen:
         """Start ``argv`` inside ``ns``; it is killed by PID when the rig closes."""
@@ -200,3 +202,222 @@ def netem(ns: str, dev: str, *, loss: float | None = None, reorder: float | None
 def netem_stats(ns: str, dev: str) -> str:
     """``tc -s qdisc show dev DEV`` (for failure messages)."""
     return run_in(ns, ["tc", "-s", "qdisc", "show", "dev", dev], timeout=10, check=False).stdout
+
+
+# ------------------------------------------------------------------------------ impairment
+#
+# This kernel may lack sch_netem ("Specified qdisc kind is unknown"), and netem's own counts
+# are not per GRE data packet anyway.  The impaired rig therefore puts a third namespace M
+# between A and B and bridges it in user space: AF_PACKET on both veth ends in M, every frame
+# forwarded, and A->B GRE packets that carry a sequence number (S=1, RFC 2637 §4.1) dropped,
+# duplicated or held back behind the next 1-3 packets with a seeded RNG.  It counts exactly
+# what it did, so the test can hold the engine's counters against the truth.
+
+ETH_P_ALL = 0x0003
+PACKET_OUTGOING = 4
+
+
+@dataclass
+class Impairment:
+    loss: float = 0.0  # percent of A->B GRE data packets dropped
+    duplicate: float = 0.0  # percent sent twice
+    reorder: float = 0.0  # percent held back behind the next 1-3 packets
+    seed: int = 2637
+
+
+def _is_gre_data(frame: bytes) -> bool:
+    """Ethernet + IPv4 + protocol 47 + GRE with the S (sequence present) bit."""
+    if len(frame) < 14 + 20 + 8 or frame[12:14] != b"\x08\x00":
+        return False
+    ihl = (frame[14] & 0x0F) * 4
+    if frame[14 + 9] != 47 or len(frame) < 14 + ihl + 8:
+        return False
+    return bool(frame[14 + ihl] & 0x10)
+
+
+def relay_main(argv: list[str]) -> int:
+    """`python3 tests/netnsrig.py relay ...`: the bridge in M (see above)."""
+    import argparse
+    import json
+    import random
+    import select
+    import socket
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--a-dev", required=True)
+    p.add_argument("--b-dev", required=True)
+    p.add_argument("--loss", type=float, default=0.0)
+    p.add_argument("--duplicate", type=float, default=0.0)
+    p.add_argument("--reorder", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=2637)
+    p.add_argument("--stats", required=True)
+    args = p.parse_args(argv)
+    rng = random.Random(args.seed)
+    st = {"a_to_b": 0, "b_to_a": 0, "gre_data": 0, "dropped": 0, "duplicated": 0,
+          "held": 0, "send_errors": 0, "snapshot": 0, "final": False}
+    flags = {"stop": False, "dump": False}
+
+    def on_signal(signum, _f):
+        flags["dump" if signum == signal.SIGUSR1 else "stop"] = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        signal.signal(sig, on_signal)
+
+    def dump():
+        tmp = args.stats + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(st, f)
+        os.replace(tmp, args.stats)
+
+    socks = {}
+    for side, dev in (("a", args.a_dev), ("b", args.b_dev)):
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        s.bind((dev, 0))
+        s.setblocking(False)
+        s.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)  # SO_RCVBUFFORCE
+        socks[side] = s
+    by_fd = {s.fileno(): side for side, s in socks.items()}
+    held: list[list] = []  # [remaining packets to wait, frame]
+    p_loss, p_dup, p_reo = args.loss / 100, args.duplicate / 100, args.reorder / 100
+
+    def send(s, frame):
+        try:
+            s.send(frame)
+        except OSError:
+            st["send_errors"] += 1
+
+    print("READY", flush=True)
+    while not flags["stop"]:
+        if flags["dump"]:
+            flags["dump"] = False
+            st["snapshot"] += 1
+            dump()
+        try:
+            ready, _, _ = select.select(list(by_fd), [], [], 0.002 if held else 0.2)
+        except InterruptedError:
+            continue
+        if not ready and held:  # idle: let held packets go rather than strand them
+            for _, frame in held:
+                send(socks["b"], frame)
+            held.clear()
+        for fd in ready:
+            side = by_fd[fd]
+            src = socks[side]
+            dst = socks["b" if side == "a" else "a"]
+            for _ in range(256):
+                try:
+                    frame, addr = src.recvfrom(65536)
+                except (BlockingIOError, InterruptedError):
+                    break
+                if addr[2] == PACKET_OUTGOING:
+                    continue  # our own transmissions on this device
+                if side == "b":
+                    st["b_to_a"] += 1
+                    send(dst, frame)
+                    continue
+                st["a_to_b"] += 1
+                if not _is_gre_data(frame):
+                    send(dst, frame)
+                    continue
+                st["gre_data"] += 1
+                r = rng.random()
+                if r < p_loss:
+                    st["dropped"] += 1
+                    continue
+                if r < p_loss + p_dup:
+                    st["duplicated"] += 1
+                    send(dst, frame)
+                    send(dst, frame)
+                elif r < p_loss + p_dup + p_reo:
+                    st["held"] += 1
+                    held.append([rng.randint(1, 3), frame])
+                    continue
+                else:
+                    send(dst, frame)
+                # a held packet goes out behind the next 1-3 forwarded ones
+                for h in held:
+                    h[0] -= 1
+                due = [h for h in held if h[0] <= 0]
+                if due:
+                    held[:] = [h for h in held if h[0] > 0]
+                    for _, f in due:
+                        send(dst, f)
+    for _, frame in held:
+        send(socks["b"], frame)
+    st["final"] = True
+    dump()
+    return 0
+
+
+@dataclass
+class Relay:
+    proc: subprocess.Popen
+    stats_path: str
+
+    def snapshot(self, timeout: float = 5.0) -> dict:
+        import json
+        before = 0
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            with open(self.stats_path) as f:
+                before = json.load(f)["snapshot"]
+        os.kill(self.proc.pid, signal.SIGUSR1)
+
+        def read():
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                with open(self.stats_path) as f:
+                    doc = json.load(f)
+                if doc["snapshot"] > before:
+                    return doc
+            return None
+
+        return wait_for(read, timeout, what="relay counters snapshot")
+
+
+@contextlib.contextmanager
+def impaired_namespaces(imp: Impairment, stats_dir: str, prefix: str = "fpt") -> Iterator[NsPair]:
+    """A and B as in two_namespaces(), but joined through a user-space bridge in a third
+    namespace M that impairs A->B GRE data packets as ``imp`` says.  The pair's ``relay``
+    attribute gives its counters."""
+    sfx = unique_suffix()
+    a, m, b = f"{prefix}a{sfx}", f"{prefix}m{sfx}", f"{prefix}b{sfx}"
+    tail = sfx[-11:]
+    va, ma, vb, mb = f"va{tail}", f"ma{tail}", f"vb{tail}", f"mb{tail}"
+    created: list[str] = []
+    rig = NsPair(a, b, va, vb)
+    try:
+        for ns in (a, m, b):
+            netns.create(ns)
+            created.append(ns)
+            netlink.set_link_up("lo", netns=ns)
+        netlink.create_veth(ma, va, netns=m, peer_netns=a)
+        netlink.create_veth(mb, vb, netns=m, peer_netns=b)
+        netlink.add_address(va, f"{ADDR_A}/{PREFIX}", netns=a)
+        netlink.add_address(vb, f"{ADDR_B}/{PREFIX}", netns=b)
+        for ns, dev in ((a, va), (b, vb), (m, ma), (m, mb)):
+            netlink.set_link_up(dev, netns=ns)
+        stats = os.path.join(stats_dir, "relay.json")
+        here = os.path.dirname(os.path.abspath(__file__))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(here), here]))
+        proc = rig.spawn(m, [sys.executable, os.path.abspath(__file__), "relay", "--a-dev", ma,
+                             "--b-dev", mb, "--loss", str(imp.loss), "--duplicate",
+                             str(imp.duplicate), "--reorder", str(imp.reorder), "--seed",
+                             str(imp.seed), "--stats", stats], env=env)
+        line = proc.stdout.readline()
+        if line.strip() != b"READY":
+            raise RuntimeError(f"relay did not start: {line!r} {proc.stderr.read()!r}")
+        rig.relay = Relay(proc, stats)
+        yield rig
+    finally:
+        try:
+            rig.kill_all()
+        finally:
+            for ns in created:
+                netns.remove(ns, missing_ok=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "relay":
+        sys.exit(relay_main(sys.argv[2:]))
+    print("usage: netnsrig.py relay --a-dev DEV --b-dev DEV [--loss P] ... --stats FILE",
+          file=sys.stderr)
+    sys.exit(2)
