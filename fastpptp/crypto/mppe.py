@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from Crypto.Cipher import ARC4
 
+from ..pptp.errors import DecodeError, RemoteProtocolError
 from .mschap import get_new_key_from_sha, key_length_for_bits, reduce_session_key
 
 __all__ = [
@@ -63,13 +64,14 @@ MAX_CATCH_UP = CCOUNT_SPACE // 2
 
 # --- errors (codes equal the MPPE_ERR_* constants of _mppe.pxd) ----------------------------
 
-class MppeError(ValueError):
-    """A received MPPE packet was not decrypted (dropped; count it as drop_mppe)."""
+class MppeError(RemoteProtocolError, ValueError):
+    """A received MPPE packet was not decrypted (the peer's fault or the link's: drop it
+    and count it as drop_mppe; never fatal by itself)."""
 
     code = 0
 
 
-class MppeTruncated(MppeError):
+class MppeTruncated(DecodeError, MppeError):
     """Fewer than 2 header octets plus 1 octet of ciphertext."""
 
     code = -1
