@@ -1,0 +1,652 @@
+"""The PPP link: RFC 1661 §3 phases over LCP, authentication, CCP/MPPE, IPCP and IPv6CP.
+
+Theory of operation
+-------------------
+One :class:`PPPLink` per PPTP call, sans-I/O like its parts (docs/DESIGN.md "PPP link")::
+
+    Dead --lower_up--> Establish --LCP Opened--> Authenticate --both directions done-->
+    Network (CCP, then IPCP/IPv6CP) ... --close / LCP down--> Terminate --> Dead
+
+1. Establish (§3.3): only LCP runs; every other frame is silently discarded (§3.5).
+2. Authenticate (§3.5): LCP's result says who authenticates whom
+   (``authenticate_peer``: we are the authenticator; ``authenticate_self``: the peer
+   authenticates us); one PAP/CHAP machine runs per direction.  Only LCP and the
+   authentication protocols pass; NCP frames are discarded.  A failure closes LCP
+   ("Authentication failed" / "Failed to authenticate ourselves to peer", pppd's texts).
+3. Network (§3.6): when MPPE is allowed, CCP runs first and IPCP/IPv6CP start only once
+   CCP is settled, so IP data never flows before the MPPE keys are in place (their early
+   Configure-Requests are held, a few at most, and replayed).  MPPE start keys come from
+   the MS-CHAP result (RFC 3079); :class:`MppeUp` is emitted before any
+   :class:`NetworkUp`.  MPPE required but not agreed -- CCP refused or failed, or the
+   authentication was not MS-CHAP -- closes the link: ``LinkDown("MPPE required but not
+   negotiated")``.  CCP or IPv6CP when disabled are Protocol-Rejected, as pppd does.
+4. Terminate (§3.7): ``close()`` or the peer's Terminate-Request; LCP finishing gives one
+   :class:`LinkDown` with the first reason recorded (auth failure, echo failure, MPPE...).
+
+Unknown protocols are answered with LCP Protocol-Reject (§5.7) while LCP is Opened; IPv4,
+IPv6 and compressed datagrams that reach the link (the engine carries those) are dropped
+and counted.  Outgoing frames keep the order in which the parts produced them (an auth
+Failure goes out before the LCP Terminate-Request it causes).
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import enum
+import logging
+import random
+from ipaddress import IPv4Address
+from typing import Any, Callable
+
+from .auth.base import AuthBackend, AuthFailed as _AuthFailedEv, AuthSucceeded, AuthTimers
+from .auth.chap import ChapAuthenticator, ChapPeer
+from .auth.pap import PapAuthenticator, PapPeer
+from .auth.policy import MS_CHAP_METHODS, AuthPolicy
+from .ccp import CCP, CcpConfig, MppeFailed, ResetRequested
+from .constants import AuthMethod, Protocol
+from .fsm import ThisLayerDown, ThisLayerFinished, ThisLayerUp
+from .ipcp import IPCP, IpcpConfig
+from .ipv6cp import IPV6CP, Ipv6cpConfig
+from .lcp import LCP, EchoFailure, LcpConfig, LoopbackDetected, ProtocolRejected
+
+__all__ = [
+    "PPPLink", "LinkConfig", "Phase", "LinkEvent", "LcpOpened", "Authenticated", "AuthFailed",
+    "MppeUp", "MppeReset", "NetworkUp", "NetworkDown", "LinkDown", "EV_MPPE_RESET_NEEDED",
+    "MPPE_NOT_NEGOTIATED",
+]
+
+log = logging.getLogger(__name__)
+
+EV_MPPE_RESET_NEEDED = 0x10001      # engine pseudo-protocol (docs/DESIGN.md, Engine API)
+MPPE_NOT_NEGOTIATED = "MPPE required but not negotiated"
+MAX_HELD_FRAMES = 8                  # NCP frames held while CCP settles (bounded)
+MAX_EVENTS = 256
+
+_DATA_PROTOCOLS = frozenset({Protocol.IPV4, Protocol.IPV6, Protocol.COMPRESSED})
+_AUTH_PROTOCOLS = frozenset({Protocol.PAP, Protocol.CHAP})
+
+
+class Phase(enum.Enum):
+    """RFC 1661 §3.2 link phases."""
+
+    DEAD = "Dead"
+    ESTABLISH = "Establish"
+    AUTHENTICATE = "Authenticate"
+    NETWORK = "Network"
+    TERMINATE = "Terminate"
+
+
+# --------------------------------------------------------------------------- events
+
+@dataclasses.dataclass(frozen=True)
+class LinkEvent:
+    """Base of the events :meth:`PPPLink.next_event` returns."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LcpOpened(LinkEvent):
+    """LCP reached Opened; ``result`` is the LcpResult (MRUs, ACFC/PFC -> engine.set_ppp)."""
+
+    result: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Authenticated(LinkEvent):
+    """One direction of authentication succeeded.
+
+    ``direction`` "peer": we authenticated the peer, ``user`` is the peer's name (server);
+    "self": the peer accepted us, ``user`` is our own name (client)."""
+
+    user: str
+    method: AuthMethod
+    direction: str = "peer"
+
+
+@dataclasses.dataclass(frozen=True)
+class AuthFailed(LinkEvent):
+    """One direction of authentication failed; the link is closing."""
+
+    user: str
+    method: AuthMethod
+    reason: str
+    direction: str = "peer"
+
+
+@dataclasses.dataclass(frozen=True)
+class MppeUp(LinkEvent):
+    """CCP agreed MPPE: RFC 3079 start keys for engine.set_mppe (ours to send with first)."""
+
+    send_key: bytes = dataclasses.field(repr=False)
+    recv_key: bytes = dataclasses.field(repr=False)
+    bits: int = 128
+    stateful: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class MppeReset(LinkEvent):
+    """The peer sent CCP Reset-Request (Reset-Ack already queued): engine.mppe_reset()."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkUp(LinkEvent):
+    """An NCP opened: ``family`` 4 (IPCP) or 6 (IPv6CP; link-local addresses)."""
+
+    family: int
+    local: Any
+    remote: Any
+    dns: tuple = ()
+    nbns: tuple = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkDown(LinkEvent):
+    family: int
+
+
+@dataclasses.dataclass(frozen=True)
+class LinkDown(LinkEvent):
+    """The link is dead (phase Dead); ``reason`` is the first cause recorded."""
+
+    reason: str
+
+
+# --------------------------------------------------------------------------- config
+
+@dataclasses.dataclass(frozen=True)
+class LinkConfig:
+    """Everything one PPP link needs, for either role.
+
+    lcp / ipcp / ipv6cp / ccp: the control protocols' configs (timers, MRU, addresses...);
+        the link fills in from ``policy`` what depends on it (LCP auth lists, CCP MPPE).
+        ``ipv6cp`` None disables IPv6CP (pppd noipv6).
+    policy:     AuthPolicy (pppd auth/require-*/refuse-*/MPPE options).
+    name:       our name (pppd ``name``): in CHAP Challenges, and the server column when
+                looking secrets up.  remotename: the peer's (pppd ``remotename``).
+    user, password: client credentials (pppd ``user`` / ``password``); without a password
+                the backend is asked for the secret of (user, remotename).
+    assign_address: server: ``user -> IPv4 address | None`` for the peer (a pool or the
+                secrets file); None: the backend's per-user static address if it has one
+                (``static_address``), else ``ipcp.peer_address``.
+    dns / nbns: server: name servers to hand out (RFC 1877); client: see ipcp.request_dns.
+    auth_timers: PAP/CHAP restart, max transmits and wait.  mschap_retries: MS-CHAP
+                Failure R=1 retries the authenticator allows (0 = pppd's behaviour).
+    """
+
+    lcp: LcpConfig = dataclasses.field(default_factory=LcpConfig)
+    ipcp: IpcpConfig = dataclasses.field(default_factory=IpcpConfig)
+    ipv6cp: Ipv6cpConfig | None = None
+    ccp: CcpConfig | None = None
+    policy: AuthPolicy = dataclasses.field(default_factory=AuthPolicy)
+    name: str = ""
+    remotename: str = ""
+    user: str = ""
+    password: str = dataclasses.field(default="", repr=False)
+    assign_address: Callable[[str], IPv4Address | str | None] | None = None
+    dns: tuple[IPv4Address | str, ...] = ()
+    nbns: tuple[IPv4Address | str, ...] = ()
+    auth_timers: AuthTimers = dataclasses.field(default_factory=AuthTimers)
+    mschap_retries: int = 0
+
+
+# --------------------------------------------------------------------------- the link
+
+class _LinkLCP(LCP):
+    """LCP that tells the link why it closes itself (no common auth method, loopback,
+    echo failure...): those reasons never reach ThisLayerFinished otherwise."""
+
+    def __init__(self, config: LcpConfig, rng: random.Random, on_close) -> None:
+        super().__init__(config, rng)
+        self._on_close = on_close
+
+    def close(self, now: float, reason: str = "") -> None:
+        self._on_close(reason)
+        super().close(now, reason)
+
+
+class PPPLink:
+    """RFC 1661 §3 phase machine driving LCP, PAP/CHAP, CCP, IPCP and IPv6CP."""
+
+    def __init__(self, config: LinkConfig, role: str, auth_backend: AuthBackend | None,
+                 rng: random.Random | None = None) -> None:
+        if role not in ("server", "client"):
+            raise ValueError("role must be 'server' or 'client'")
+        self.config = config
+        self.role = role
+        self.backend = auth_backend
+        self.rng = rng or random.Random()
+        policy = config.policy
+        self.lcp = _LinkLCP(dataclasses.replace(config.lcp, auth_require=policy.auth_require,
+                                                auth_accept=policy.auth_accept),
+                            self.rng, self._note_reason)
+        self.phase = Phase.DEAD
+        self.lcp_result = None
+        self.authenticator = None        # our PAP/CHAP machine checking the peer
+        self.authenticatee = None        # our PAP/CHAP machine proving ourselves
+        self.peer_user: str | None = None
+        self.auth_result = None          # the result MPPE keys come from
+        self.ccp: CCP | None = None
+        self.ipcp: IPCP | None = None
+        self.ipv6cp: IPV6CP | None = None
+        self.mppe: MppeUp | None = None
+        self.counters: dict[str, int] = collections.Counter()
+        self._frames: list[tuple[int, bytes]] = []
+        self._events: collections.deque[LinkEvent] = collections.deque()
+        self._held: list[tuple[int, bytes]] = []     # NCP frames waiting for CCP
+        self._ncps_started = False
+        self._down_reason: str | None = None
+        self._network_up: set[int] = set()
+        self._now = 0.0
+
+    # ---- public API ---------------------------------------------------------------------
+
+    def lower_up(self, now: float) -> None:
+        """The PPTP call is connected: start LCP (Dead -> Establish)."""
+        self._now = now
+        if self.phase is not Phase.DEAD:
+            return
+        self.phase = Phase.ESTABLISH
+        self._down_reason = None
+        self.lcp.open(now)
+        self.lcp.up(now)
+        self._pump(now)
+
+    def lower_down(self, now: float) -> None:
+        """The PPTP call is gone: everything stops without Terminate (RFC 1661 'Down')."""
+        self._note_reason("lower layer down")
+        if self.lcp.state.name not in ("Initial", "Starting"):
+            self.lcp.down(now)
+        self._pump(now)
+        if self.phase is not Phase.DEAD:
+            self._to_dead()
+
+    def close(self, now: float, reason: str = "") -> None:
+        """Administrative close: LCP Terminate-Request with ``reason``."""
+        self._note_reason(reason or "closed by us")
+        if self.phase in (Phase.ESTABLISH, Phase.AUTHENTICATE, Phase.NETWORK):
+            self.phase = Phase.TERMINATE
+        self.lcp.close(now, reason)
+        self._pump(now)
+
+    def receive(self, protocol: int, payload: bytes, now: float) -> None:
+        """One received PPP frame (protocol, information field)."""
+        self._now = now
+        self.counters["rx_frames"] += 1
+        phase = self.phase
+        if phase is Phase.DEAD:
+            self._discard("dead", protocol)
+        elif protocol == Protocol.LCP:
+            self.lcp.receive(payload, now)
+        elif protocol in _DATA_PROTOCOLS:
+            self._discard("data", protocol)            # the engine's business
+        elif phase is Phase.ESTABLISH:
+            self._discard("establish", protocol)       # §3.5: only LCP before auth
+        elif protocol in _AUTH_PROTOCOLS:
+            self._receive_auth(protocol, payload, now)
+        elif phase is Phase.AUTHENTICATE:
+            self._discard("authenticate", protocol)    # §3.5: no NCP before auth is done
+        elif phase is Phase.TERMINATE:
+            self._discard("terminate", protocol)
+        elif protocol == Protocol.CCP:
+            if self.ccp is None:
+                self.lcp.protocol_reject(protocol, payload, now)
+            else:
+                self.ccp.receive(payload, now)
+        elif protocol == Protocol.IPCP:
+            self._receive_ncp(protocol, payload, now, self.ipcp)
+        elif protocol == Protocol.IPV6CP:
+            if self.config.ipv6cp is None:
+                self.lcp.protocol_reject(protocol, payload, now)
+            else:
+                self._receive_ncp(protocol, payload, now, self.ipv6cp)
+        else:
+            self.counters["protocol_reject"] += 1
+            self.lcp.protocol_reject(protocol, payload, now)
+        self._pump(now)
+
+    def engine_event(self, event: int, now: float) -> None:
+        """An engine pseudo-frame (>= 0x10000), e.g. EV_MPPE_RESET_NEEDED."""
+        if event == EV_MPPE_RESET_NEEDED:
+            if self.ccp is not None and self.mppe is not None:
+                self.ccp.send_reset_request(now)
+            else:
+                self.counters["reset_needed_ignored"] += 1
+        else:
+            self.counters["unknown_engine_event"] += 1
+        self._pump(now)
+
+    def frames_to_send(self) -> list[tuple[int, bytes]]:
+        out, self._frames = self._frames, []
+        return out
+
+    def next_event(self) -> LinkEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def events(self) -> list[LinkEvent]:
+        out = list(self._events)
+        self._events.clear()
+        return out
+
+    def get_timer(self) -> float | None:
+        ts = [t for t in (p.get_timer() for p in self._parts()) if t is not None]
+        return min(ts) if ts else None
+
+    def handle_timer(self, now: float) -> None:
+        self._now = now
+        for part in self._parts():
+            t = part.get_timer()
+            if t is not None and now >= t:
+                part.handle_timer(now)
+        self._pump(now)
+
+    # ---- internals ----------------------------------------------------------------------
+
+    def _parts(self) -> list[Any]:
+        return [p for p in (self.lcp, self.authenticator, self.authenticatee, self.ccp,
+                            self.ipcp, self.ipv6cp) if p is not None]
+
+    def _discard(self, why: str, protocol: int) -> None:
+        self.counters[f"discard_{why}"] += 1
+        log.debug("PPP %s phase: discarded protocol 0x%04x", self.phase.value, protocol)
+
+    def _emit(self, ev: LinkEvent) -> None:
+        if len(self._events) >= MAX_EVENTS:
+            self._events.popleft()
+            self.counters["events_dropped"] += 1
+        self._events.append(ev)
+
+    def _note_reason(self, reason: str) -> None:
+        if self._down_reason is None and reason:
+            self._down_reason = reason
+
+    def _receive_auth(self, protocol: int, payload: bytes, now: float) -> None:
+        delivered = False
+        for m in (self.authenticator, self.authenticatee):
+            if m is not None and m.protocol == protocol:
+                m.receive(payload, now)
+                delivered = True
+        if not delivered:
+            self._discard("auth_not_negotiated", protocol)
+
+    def _receive_ncp(self, protocol: int, payload: bytes, now: float, ncp) -> None:
+        if ncp is not None:
+            ncp.receive(payload, now)
+        elif len(self._held) < MAX_HELD_FRAMES:
+            self._held.append((protocol, payload))     # replayed when CCP settles
+        else:
+            self._discard("held_full", protocol)
+
+    def _pump(self, now: float) -> None:
+        """Move frames out of the parts and act on their events until all is quiet."""
+        for _ in range(64):                      # bounded: each round consumes events
+            busy = False
+            for part in self._parts():
+                self._frames.extend(part.frames_to_send())
+                while (ev := part.next_event()) is not None:
+                    busy = True
+                    self._on_event(part, ev, now)
+                    self._frames.extend(part.frames_to_send())
+            if not busy:
+                return
+        log.warning("PPP link: event loop did not settle")
+
+    def _on_event(self, part, ev, now: float) -> None:
+        if part is self.lcp:
+            self._on_lcp(ev, now)
+        elif part is self.authenticator or part is self.authenticatee:
+            self._on_auth(part, ev, now)
+        elif part is self.ccp:
+            self._on_ccp(ev, now)
+        elif part is self.ipcp or part is self.ipv6cp:
+            self._on_ncp(part, ev, now)
+
+    # ---- LCP ----------------------------------------------------------------------------
+
+    def _on_lcp(self, ev, now: float) -> None:
+        if isinstance(ev, ThisLayerUp):
+            self.lcp_result = ev.result
+            self._emit(LcpOpened(ev.result))
+            self._start_auth(ev.result, now)
+        elif isinstance(ev, ThisLayerDown):
+            self._note_reason(ev.reason)
+            self._stop_upper(now)
+            if self.phase is not Phase.DEAD:
+                # LCP left Opened: renegotiating (Establish) or terminating.
+                self.phase = (Phase.TERMINATE if self.phase is Phase.TERMINATE
+                              or "terminated" in ev.reason else Phase.ESTABLISH)
+        elif isinstance(ev, ThisLayerFinished):
+            self._note_reason(ev.reason)
+            self._stop_upper(now)
+            self._to_dead()
+        elif isinstance(ev, EchoFailure):
+            self._note_reason(f"peer not responding ({ev.missed} LCP Echo-Requests "
+                              "unanswered)")
+        elif isinstance(ev, LoopbackDetected):
+            self._note_reason(f"loopback detected ({ev.where})")
+        elif isinstance(ev, ProtocolRejected):
+            self._on_protocol_rejected(ev.protocol, now)
+
+    def _on_protocol_rejected(self, protocol: int, now: float) -> None:
+        ncp = {Protocol.CCP: self.ccp, Protocol.IPCP: self.ipcp,
+               Protocol.IPV6CP: self.ipv6cp}.get(protocol)
+        if ncp is not None:
+            ncp.protocol_rejected(now)
+        elif protocol == Protocol.CCP and self.config.policy.mppe.required:
+            self._fatal(MPPE_NOT_NEGOTIATED, now)
+
+    def _to_dead(self) -> None:
+        self.phase = Phase.DEAD
+        self.authenticator = self.authenticatee = None
+        self.ccp = self.ipcp = self.ipv6cp = None
+        self._held.clear()
+        self._ncps_started = False
+        self._emit(LinkDown(self._down_reason or "link terminated"))
+
+    def _stop_upper(self, now: float) -> None:
+        """LCP left Opened: NCPs go down (§3.7); auth restarts on the next LCP Up."""
+        for ncp, family in ((self.ipcp, 4), (self.ipv6cp, 6)):
+            if ncp is not None:
+                ncp.down(now)
+                if family in self._network_up:
+                    self._network_up.discard(family)
+                    self._emit(NetworkDown(family))
+        if self.ccp is not None:
+            self.ccp.down(now)
+        # drain what they said while going down, but do not act on it any more
+        for part in (self.ipcp, self.ipv6cp, self.ccp):
+            if part is not None:
+                part.frames_to_send()
+                part.events()
+        self.authenticator = self.authenticatee = None
+        self.ccp = self.ipcp = self.ipv6cp = None
+        self.mppe = None
+        self._held.clear()
+        self._ncps_started = False
+
+    def _fatal(self, reason: str, now: float) -> None:
+        log.info("PPP link closing: %s", reason)
+        self._note_reason(reason)
+        self.phase = Phase.TERMINATE
+        self.lcp.close(now, reason)
+
+    # ---- Authenticate phase -------------------------------------------------------------
+
+    def _client_password(self) -> str:
+        cfg = self.config
+        if cfg.password:
+            return cfg.password
+        if self.backend is not None:
+            secret = self.backend.get_secret(self._our_user(), cfg.remotename or "*")
+            if secret is not None:
+                return secret
+        return ""
+
+    def _our_user(self) -> str:
+        return self.config.user or self.config.name
+
+    def _start_auth(self, result, now: float) -> None:
+        self.phase = Phase.AUTHENTICATE
+        cfg = self.config
+        theirs, ours = result.authenticate_peer, result.authenticate_self
+        if cfg.policy.auth_required and theirs is None:
+            self._fatal("peer refused to authenticate", now)
+            return
+        if theirs is not None:
+            if self.backend is None:
+                self._fatal("no authentication backend to check the peer", now)
+                return
+            if theirs is AuthMethod.PAP:
+                m = PapAuthenticator(self.backend, self.rng, cfg.auth_timers,
+                                     server_name=cfg.name or "*")
+            else:
+                m = ChapAuthenticator(theirs, self.backend, self.rng, cfg.name,
+                                      cfg.auth_timers, retries=cfg.mschap_retries)
+            self.authenticator = m
+            m.start(now)
+        if ours is not None:
+            user, password = self._our_user(), self._client_password()
+            if ours is AuthMethod.PAP:
+                m = PapPeer(user, password, self.rng, cfg.auth_timers)
+            else:
+                m = ChapPeer(ours, user, password, self.rng, cfg.auth_timers)
+            self.authenticatee = m
+            m.start(now)
+        self._maybe_network(now)
+
+    def _on_auth(self, machine, ev, now: float) -> None:
+        direction = "peer" if machine is self.authenticator else "self"
+        if isinstance(ev, AuthSucceeded):
+            if direction == "peer":
+                self.peer_user = ev.user
+            self._emit(Authenticated(ev.user, ev.method, direction))
+            self._maybe_network(now)
+        elif isinstance(ev, _AuthFailedEv):
+            self._emit(AuthFailed(ev.user, ev.method, ev.reason, direction))
+            # pppd's Terminate-Request texts
+            text = ("Authentication failed" if direction == "peer"
+                    else "Failed to authenticate ourselves to peer")
+            self._note_reason(f"{text}: {ev.reason}")
+            self.phase = Phase.TERMINATE
+            self.lcp.close(now, text)
+
+    def _maybe_network(self, now: float) -> None:
+        if self.phase is not Phase.AUTHENTICATE:
+            return
+        for m in (self.authenticator, self.authenticatee):
+            if m is not None and not m.succeeded:
+                return
+        self._start_network(now)
+
+    # ---- Network phase ------------------------------------------------------------------
+
+    def _ms_result(self):
+        """The MS-CHAP result MPPE keys come from: ours as authenticator on a server,
+        as authenticatee on a client (RFC 3079 is written for that pairing)."""
+        first, second = ((self.authenticator, self.authenticatee) if self.role == "server"
+                         else (self.authenticatee, self.authenticator))
+        for m in (first, second):
+            if m is not None and m.result is not None \
+                    and m.result.method in MS_CHAP_METHODS:
+                return m.result
+        return None
+
+    def _start_network(self, now: float) -> None:
+        self.phase = Phase.NETWORK
+        mppe = self.config.policy.mppe
+        self.auth_result = self._ms_result()
+        if mppe.required and self.auth_result is None:
+            log.info("MPPE required but authentication was not MS-CHAP")
+            self._fatal(MPPE_NOT_NEGOTIATED, now)
+            return
+        if mppe.allowed and mppe.bits and self.auth_result is not None:
+            base = self.config.ccp or CcpConfig()
+            self.ccp = CCP(dataclasses.replace(
+                base, mppe_bits=tuple(sorted(mppe.bits, reverse=True)),
+                mppe_required=mppe.required, mppe_stateful=mppe.stateful), self.rng)
+            self.ccp.open(now)
+            self.ccp.up(now)
+        else:
+            self._start_ncps(now)
+
+    def _ipcp_config(self) -> IpcpConfig:
+        cfg = self.config
+        ipcp = cfg.ipcp
+        changes: dict[str, Any] = {}
+        if cfg.dns and not ipcp.dns:
+            changes["dns"] = tuple(cfg.dns)
+        if cfg.nbns and not ipcp.nbns:
+            changes["nbns"] = tuple(cfg.nbns)
+        if self.role == "server" and self.peer_user is not None:
+            addr = None
+            if cfg.assign_address is not None:
+                addr = cfg.assign_address(self.peer_user)
+            elif self.backend is not None and hasattr(self.backend, "static_address"):
+                addr = self.backend.static_address(self.peer_user, cfg.name or "*")
+            if addr is not None:
+                changes["peer_address"] = IPv4Address(addr)
+        return dataclasses.replace(ipcp, **changes) if changes else ipcp
+
+    def _start_ncps(self, now: float) -> None:
+        if self._ncps_started or self.phase is not Phase.NETWORK:
+            return
+        self._ncps_started = True
+        self.ipcp = IPCP(self._ipcp_config(), self.rng)
+        self.ipcp.open(now)
+        self.ipcp.up(now)
+        if self.config.ipv6cp is not None:
+            self.ipv6cp = IPV6CP(self.config.ipv6cp, self.rng)
+            self.ipv6cp.open(now)
+            self.ipv6cp.up(now)
+        held, self._held = self._held, []
+        for protocol, payload in held:
+            ncp = self.ipcp if protocol == Protocol.IPCP else self.ipv6cp
+            if ncp is not None:
+                ncp.receive(payload, now)
+
+    def _on_ccp(self, ev, now: float) -> None:
+        if isinstance(ev, ThisLayerUp):
+            res = ev.result
+            if res.mppe_bits:
+                if self.mppe is None:
+                    key_len = 16 if res.mppe_bits == 128 else 8
+                    r = self.auth_result
+                    self.mppe = MppeUp(r.mppe_send_key[:key_len], r.mppe_recv_key[:key_len],
+                                       res.mppe_bits, res.stateful)
+                    self._emit(self.mppe)
+            elif self.config.policy.mppe.required:
+                self._fatal(MPPE_NOT_NEGOTIATED, now)
+                return
+            self._start_ncps(now)
+        elif isinstance(ev, MppeFailed):
+            log.info("MPPE failed: %s", ev.reason)
+            self._fatal(MPPE_NOT_NEGOTIATED, now)
+        elif isinstance(ev, ResetRequested):
+            self._emit(MppeReset())
+        elif isinstance(ev, ThisLayerDown):
+            if self.mppe is not None and self.config.policy.mppe.required:
+                self._fatal("MPPE disabled: CCP went down", now)
+        elif isinstance(ev, ThisLayerFinished):
+            if self.config.policy.mppe.required:
+                self._fatal(MPPE_NOT_NEGOTIATED, now)
+            else:
+                self._start_ncps(now)      # no compression then; IP may flow in clear
+
+    def _on_ncp(self, ncp, ev, now: float) -> None:
+        family = 4 if ncp is self.ipcp else 6
+        if isinstance(ev, ThisLayerUp):
+            r = ev.result
+            if family == 4:
+                up = NetworkUp(4, r.local, r.remote, tuple(r.dns), tuple(r.nbns))
+            else:
+                up = NetworkUp(6, r.local_link_local, r.peer_link_local)
+            self._network_up.add(family)
+            self._emit(up)
+        elif isinstance(ev, ThisLayerDown):
+            if family in self._network_up:
+                self._network_up.discard(family)
+                self._emit(NetworkDown(family))
+        elif isinstance(ev, ThisLayerFinished):
+            # pppd: with no network protocol left, the link has no purpose.
+            others = [n for n in (self.ipcp, self.ipv6cp) if n is not None and n is not ncp
+                      and n.state.name not in ("Initial", "Starting", "Closed", "Stopped")]
+            if not others and self.phase is Phase.NETWORK:
+                self._fatal(f"No network protocols running ({ncp.name}: {ev.reason})", now)
