@@ -73,8 +73,10 @@ cdef int mppe_init(mppe_state* st, const uint8_t* start_key, int bits,
 cdef int mppe_encrypt(mppe_state* st, uint8_t* hdr2, uint8_t* data, size_t len) noexcept nogil
 # Decrypt ``data`` in place given the received header.  MPPE_OK or a negative MPPE_ERR_*;
 # on error ``data`` is left as received.  MPPE_ERR_NEED_RESET is returned once per loss
-# (the owner raises EV_MPPE_RESET_NEEDED), then MPPE_ERR_DISCARDING until an A packet.
+# (the owner raises EV_MPPE_RESET_NEEDED), then MPPE_ERR_DISCARDING until an A packet
+# resyncs (a gap revealed by an A packet resyncs at once).
 cdef int mppe_decrypt(mppe_state* st, const uint8_t* hdr2, uint8_t* data,
                       size_t len) noexcept nogil
 # The peer sent CCP Reset-Request: the next encrypted packet is flushed (A) and rekeyed.
+# Not atomic: call it from the thread that encrypts (e.g. via the engine's control queue).
 cdef void mppe_request_flush(mppe_state* st) noexcept nogil
