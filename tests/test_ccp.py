@@ -1,0 +1,212 @@
+"""CCP (RFC 1962) with the MPPE option (RFC 3078 §2): key lengths, stateless, failures,
+Reset-Request/Ack."""
+from __future__ import annotations
+
+import random
+import struct
+
+import pytest
+
+from test_ppp_fsm import codes, pump
+from fastpptp.ppp.ccp import (CCP, MPPE_C, MPPE_H, MPPE_L, MPPE_M, MPPE_S, CcpConfig,
+                              CcpResult, MppeFailed, ResetAcked, ResetRequested,
+                              describe_mppe, mppe_option)
+from fastpptp.ppp.constants import Code, Protocol
+from fastpptp.ppp.fsm import State, ThisLayerUp
+from fastpptp.ppp.packet import Option, Packet, encode_options
+
+
+def mk(seed=1, **kw) -> CCP:
+    return CCP(CcpConfig(**kw), random.Random(seed))
+
+
+def start(p) -> Packet:
+    p.open(0.0)
+    p.up(0.0)
+    return Packet.decode(p.frames_to_send()[0][1])
+
+
+def pair(akw=None, bkw=None):
+    a, b = mk(1, **(akw or {})), mk(2, **(bkw or {}))
+    for p in (a, b):
+        p.open(0.0)
+        p.up(0.0)
+    rounds = pump(a, b)
+    return a, b, rounds
+
+
+def up_result(p):
+    return next((e.result for e in p.events() if isinstance(e, ThisLayerUp)), None)
+
+
+def reply_to(p, *opts, ident=0x31) -> Packet:
+    p.receive(Packet(Code.CONFIGURE_REQUEST, ident, encode_options(opts)).encode(), 1.0)
+    (out,) = p.frames_to_send()
+    assert out[0] == Protocol.CCP
+    return Packet.decode(out[1])
+
+
+def test_bit_layout_matches_pppd_and_rfc3078():
+    assert describe_mppe(MPPE_H | MPPE_S) == "<mppe +H -M +S -L -D -C>"
+    assert mppe_option(MPPE_H | MPPE_S).encode() == bytes.fromhex("120601000040")
+    assert (MPPE_M, MPPE_L, MPPE_C) == (0x80, 0x20, 0x01)
+
+
+def test_pair_default_is_128_stateless_in_one_round_trip():
+    a, b, rounds = pair()
+    assert rounds <= 2 and a.state is b.state is State.Opened
+    assert up_result(a) == up_result(b) == CcpResult(128, True)
+
+
+def test_pair_settles_on_common_key_length():
+    a, b, _ = pair({"mppe_bits": (128, 40)}, {"mppe_bits": (40,)})
+    assert a.state is b.state is State.Opened
+    assert up_result(a) == up_result(b) == CcpResult(40, True)
+
+
+def test_several_lengths_nakked_to_strongest_and_stateful_to_stateless():
+    p = mk(mppe_bits=(128, 40))
+    start(p)
+    nak = reply_to(p, mppe_option(MPPE_H | MPPE_S | MPPE_L))
+    assert nak.code == Code.CONFIGURE_NAK and nak.options() == [mppe_option(MPPE_H | MPPE_S)]
+    nak = reply_to(p, mppe_option(MPPE_S | MPPE_C), ident=2)     # stateful + MPPC
+    assert nak.options() == [mppe_option(MPPE_H | MPPE_S)]
+    nak = reply_to(p, mppe_option(MPPE_H | MPPE_M), ident=3)     # 56-bit not allowed
+    assert nak.options() == [mppe_option(MPPE_H | MPPE_S)]
+    assert reply_to(p, mppe_option(MPPE_H | MPPE_S), ident=4).code == Code.CONFIGURE_ACK
+
+
+def test_stateful_accepted_when_allowed():
+    p = mk(mppe_stateful=True)
+    req = start(p)
+    assert reply_to(p, mppe_option(MPPE_S)).code == Code.CONFIGURE_ACK
+    p.receive(Packet(Code.CONFIGURE_NAK, req.identifier,
+                     mppe_option(MPPE_S).encode()).encode(), 1.0)
+    again = Packet.decode(p.frames_to_send()[0][1])
+    assert again.options() == [mppe_option(MPPE_S)]
+    p.receive(Packet(Code.CONFIGURE_ACK, again.identifier, again.data).encode(), 1.0)
+    assert p.state is State.Opened and up_result(p) == CcpResult(128, False)
+
+
+def test_peer_demanding_stateful_fails_when_not_allowed():
+    p = mk()
+    req = start(p)
+    p.receive(Packet(Code.CONFIGURE_NAK, req.identifier,
+                     mppe_option(MPPE_S).encode()).encode(), 1.0)
+    ev = p.events()
+    assert any(isinstance(e, MppeFailed) and "stateful" in e.reason for e in ev)
+    assert p.state is State.Closing
+    assert codes(p.frames_to_send()) == [Code.TERMINATE_REQUEST]
+
+
+@pytest.mark.parametrize("opt", [Option(26, b"\x78\x00"), Option(21, b"\x2f"),
+                                 Option(1, b""), Option(2, b""), Option(18, b"\x00\x00\x40")])
+def test_other_compressors_and_malformed_mppe_rejected(opt):
+    p = mk()
+    start(p)
+    rej = reply_to(p, opt, mppe_option(MPPE_H | MPPE_S))
+    assert rej.code == Code.CONFIGURE_REJECT and rej.options() == [opt]
+
+
+def test_peer_rejecting_mppe_is_fatal_when_required():
+    p = mk()
+    req = start(p)
+    p.receive(Packet(Code.CONFIGURE_REJECT, req.identifier, req.data).encode(), 1.0)
+    ev = p.events()
+    assert [e for e in ev if isinstance(e, MppeFailed)] == \
+        [MppeFailed("MPPE required but the peer rejected it")]
+    assert p.state is State.Closing
+
+
+def test_no_common_key_length_is_fatal():
+    p = mk(mppe_bits=(128,))
+    req = start(p)
+    p.receive(Packet(Code.CONFIGURE_NAK, req.identifier,
+                     mppe_option(MPPE_H | MPPE_L).encode()).encode(), 1.0)
+    assert any(isinstance(e, MppeFailed) for e in p.events())
+
+
+def test_peer_without_mppe_is_asked_then_failed_after_max_failure():
+    p = mk()
+    req = start(p)
+    p.receive(Packet(Code.CONFIGURE_ACK, req.identifier, req.data).encode(), 1.0)
+    p.frames_to_send()
+    answers = []
+    for i in range(6):
+        p.receive(Packet(Code.CONFIGURE_REQUEST, i, b"").encode(), 1.0)
+        answers.append(codes(p.frames_to_send()))
+    assert answers[:5] == [[Code.CONFIGURE_NAK]] * 5
+    assert answers[5] == [Code.CONFIGURE_ACK, Code.TERMINATE_REQUEST]
+    assert any(isinstance(e, MppeFailed) for e in p.events())
+    assert p.state is State.Closing
+
+
+def test_not_required_and_rejected_opens_without_mppe():
+    a, b, _ = pair({"mppe_required": False}, {"mppe_bits": (), "mppe_required": False})
+    assert a.state is b.state is State.Opened
+    assert up_result(a) == CcpResult(0, True)
+    assert not any(isinstance(e, MppeFailed) for e in a.events())
+
+
+def test_ccp_protocol_rejected_or_timing_out_reports_mppe_failure():
+    p = mk()
+    start(p)
+    p.protocol_rejected(1.0)
+    assert p.state is State.Stopped
+    assert any(isinstance(e, MppeFailed) for e in p.events())
+    q = mk()
+    start(q)
+    for _ in range(12):
+        t = q.get_timer()
+        if t is None:
+            break
+        q.handle_timer(t)
+    assert q.state is State.Stopped and any(isinstance(e, MppeFailed) for e in q.events())
+
+
+def test_administrative_close_is_not_an_mppe_failure():
+    a, b, _ = pair()
+    a.close(1.0, "User request")
+    pump(a, b, 1.0)
+    a.down(2.0)
+    assert not any(isinstance(e, MppeFailed) for e in a.events())
+
+
+def test_peer_terminating_ccp_with_required_mppe_is_fatal():
+    a, b, _ = pair()
+    a.events()
+    b.close(1.0, "bye")
+    pump(a, b, 1.0)
+    assert any(isinstance(e, MppeFailed) for e in a.events())
+
+
+def test_reset_request_and_ack():
+    a, b, _ = pair()
+    a.events(), b.events()
+    a.send_reset_request(3.0)
+    (out,) = a.frames_to_send()
+    req = Packet.decode(out[1])
+    assert out[0] == Protocol.CCP and req.code == Code.RESET_REQUEST
+    b.receive(out[1], 3.0)
+    assert b.events() == [ResetRequested(req.identifier)]
+    (ack,) = b.frames_to_send()
+    assert Packet.decode(ack[1]) == Packet(Code.RESET_ACK, req.identifier, b"")
+    a.receive(ack[1], 3.1)
+    assert a.events() == [ResetAcked(req.identifier)]
+    a.receive(ack[1], 3.2)                              # duplicate: no second event
+    assert a.events() == []
+
+
+def test_reset_request_outside_opened_is_not_sent_or_answered():
+    p = mk()
+    start(p)
+    p.send_reset_request(1.0)
+    assert p.frames_to_send() == []
+    p.receive(Packet(Code.RESET_REQUEST, 1, b"").encode(), 1.0)
+    assert p.frames_to_send() == [] and p.counters["rx_wrong_state"] == 1
+    assert not any(isinstance(e, ResetRequested) for e in p.events())
+
+
+def test_config_validates_key_lengths():
+    with pytest.raises(ValueError):
+        CcpConfig(mppe_bits=(64,))
