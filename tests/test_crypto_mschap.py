@@ -167,3 +167,28 @@ def test_mschapv1_8_octet_default_is_pppd_style():
 def test_bad_lengths_raise_value_error(call):
     with pytest.raises(ValueError):
         call()
+
+
+def test_des_key_from_7_keeps_all_56_bits():
+    from hypothesis import given, settings, strategies as st
+
+    @given(st.binary(min_size=7, max_size=7))
+    @settings(max_examples=300, deadline=None)
+    def check(k7):
+        k8 = m.des_key_from_7(k7)
+        bits = 0
+        for b in k8:
+            bits = (bits << 7) | (b >> 1)
+        assert bits.to_bytes(7, "big") == k7
+
+    check()
+
+
+def test_mppe_keys_are_prefixes_across_key_lengths():
+    # pppd derives 16 octets and Linux uses the first 8 for 40-bit: same as key_len=8.
+    for is_server in (False, True):
+        k16 = m.mppe_keys_mschapv2(PASSWORD, NT_RESPONSE, is_server, 16)
+        k8 = m.mppe_keys_mschapv2(PASSWORD, NT_RESPONSE, is_server, 8)
+        assert (k16[0][:8], k16[1][:8]) == k8
+    assert m.mppe_keys_mschapv1(PASSWORD, V1_CHAL, 16)[:8] == m.mppe_keys_mschapv1(
+        PASSWORD, V1_CHAL, 8)
