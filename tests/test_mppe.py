@@ -332,3 +332,17 @@ def test_stateless_request_flush_is_harmless(impl):
     enc.request_flush()
     assert dec.decrypt(enc.encrypt(IP + b"a")) == IP + b"a"
     assert enc.rekeys == 1
+
+
+@pytest.mark.parametrize("bits", [40, 56, 128])
+def test_stateless_matches_spec_built_from_mschap_primitives(impl, bits):
+    """RFC 3078 §7.3 rekey spelled out with mschap functions and pycryptodome's ARC4."""
+    klen = mschap.key_length_for_bits(bits)
+    start = SERVER_SEND_128[:klen]
+    session = mschap.initial_session_key(start, bits)
+    enc = impl.enc(SERVER_SEND_128, bits, False)
+    for count in range(5):
+        interim = mschap.get_new_key_from_sha(start, session, klen)
+        session = mschap.reduce_session_key(ARC4.new(interim).encrypt(interim), bits)
+        data = IP + b"packet %d" % count
+        assert enc.encrypt(data) == bytes((0x90, count)) + ARC4.new(session).encrypt(data)
