@@ -52,6 +52,7 @@ import threading
 import time
 from collections import deque
 
+from fastpptp.crypto import mppe as _mppe
 from fastpptp.dataplane import (COUNTER_NAMES, EV_MPPE_RESET_NEEDED, HEADROOM, TOTAL_NAMES,
                                 EngineConfig)
 
@@ -186,8 +187,6 @@ class _Session:
         self.probe = None           # (seq, sent_at) RTT sample in flight
         self.mppe_tx = None
         self.mppe_rx = None
-        self.mppe_stateful = False
-        self.mppe_resync_pending = False
         self.c = dict.fromkeys(COUNTER_NAMES, 0)
 
 
@@ -265,15 +264,12 @@ class Engine:
             self._routes.pop(_parse_addr(addr), None)
 
     def set_mppe(self, call_id, send_key, recv_key, bits, stateful):
-        from fastpptp.crypto import mppe as _m   # the pure-Python MPPE reference
         if bits not in (40, 56, 128):
             raise ValueError("MPPE bits must be 40, 56 or 128")
         with self._lock:
             s = self._get(call_id)
-            s.mppe_tx = _m.MppeState(bytes(send_key), bits, bool(stateful))
-            s.mppe_rx = _m.MppeState(bytes(recv_key), bits, bool(stateful))
-            s.mppe_stateful = bool(stateful)
-            s.mppe_resync_pending = False
+            s.mppe_tx = _mppe.MppeEncryptor(bytes(send_key), bits, bool(stateful))
+            s.mppe_rx = _mppe.MppeDecryptor(bytes(recv_key), bits, bool(stateful))
 
     def clear_mppe(self, call_id):
         with self._lock:
@@ -405,8 +401,7 @@ class Engine:
 
     def _emit_data(self, s, proto, pkt, now, gre_out):
         if s.mppe_tx is not None:
-            hdr2, ct = s.mppe_tx.encrypt(proto.to_bytes(2, "big") + bytes(pkt))
-            frame = self._ppp_header(s, PPP_COMP) + hdr2 + ct
+            frame = self._ppp_header(s, PPP_COMP) + s.mppe_tx.encrypt(proto.to_bytes(2, "big") + bytes(pkt))
         else:
             frame = self._ppp_header(s, proto) + bytes(pkt)
         self._emit_gre(s, frame, now, gre_out)
@@ -510,7 +505,11 @@ class Engine:
             s.ato = min(ATO_MAX, max(ATO_MIN, s.srtt + 4 * s.rttdev))
             s.probe = None
         s.fc_window = min(s.peer_rwin, s.fc_window + 1)
-        s.fc_deadline = now + s.ato if serial_diff(s.seq_sent, s.ack_recv) > 0 else None
+        if serial_diff(s.seq_sent, s.ack_recv) > 0:
+            s.fc_deadline = now + s.ato
+            self._arm(s)
+        else:
+            s.fc_deadline = None
         if s.txq:
             self._arm(s)
 
@@ -628,15 +627,13 @@ class Engine:
             if n - o < 3:
                 s.c["drop_malformed"] += 1
                 return
-            rc, plain = s.mppe_rx.decrypt(bytes(frame[o:o + 2]), bytes(frame[o + 2:]))
-            if rc < 0:
+            try:
+                frame = s.mppe_rx.decrypt(bytes(frame[o:]))
+            except _mppe.MppeError as exc:
                 s.c["drop_mppe"] += 1
-                if s.mppe_stateful and not s.mppe_resync_pending:
-                    s.mppe_resync_pending = True
+                if isinstance(exc, _mppe.MppeNeedReset):   # stateful loss: CCP Reset-Request
                     self._queue_control(s, EV_MPPE_RESET_NEEDED, b"")
                 return
-            s.mppe_resync_pending = False
-            frame, o = plain, 0
             proto, o = self._ppp_proto(frame, 0)
             if proto is None:
                 s.c["drop_malformed"] += 1

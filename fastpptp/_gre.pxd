@@ -1,0 +1,237 @@
+# cython: language_level=3
+"""Contract of the compiled data plane (fastpptp/_gre.pyx): per-call state and the fast path.
+
+All per-packet functions are ``noexcept nogil`` and touch no Python object, except the
+``emit_*`` sinks in MODE_PROCESS (the sans-I/O ``process()`` path, which holds the GIL and
+turns frames into bytes).  Semantics: fastpptp/_gre_ref.py, the readable twin.
+"""
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
+from fastpptp._sys cimport pthread_mutex_t, mmsghdr, iovec, sockaddr_in
+from fastpptp._mppe cimport mppe_state
+
+cdef enum:
+    HEADROOM = 64           # free bytes in front of each packet in a slab row
+    FRAME_SLACK = 32        # a GRE payload may exceed the MRU by the PPP/MPPE headers
+    TXQ_DEPTH = 64          # flow control: frames held per call while the window is full
+    TXQ_SLOT = 2048         # flow control: largest IP packet that can be held
+    MAX_TUN = 256
+    IO_ROW = 65536 + 128    # I/O slab row: a 64 KB read plus headroom and vnet header
+
+# Per-session counter indices: the order of dataplane.COUNTER_NAMES.
+cdef enum:
+    C_RX_PACKETS = 0
+    C_RX_BYTES
+    C_TX_PACKETS
+    C_TX_BYTES
+    C_RX_CONTROL
+    C_TX_CONTROL
+    C_TX_ACKS
+    C_LOST
+    C_REORDERED
+    C_DROP_MALFORMED
+    C_DROP_UNKNOWN_CALL
+    C_DROP_WRONG_SOURCE
+    C_DROP_DUPLICATE
+    C_DROP_TOO_OLD
+    C_DROP_REORDER_TIMEOUT
+    C_DROP_QUEUE_FULL
+    C_DROP_WINDOW_FULL
+    C_DROP_MPPE
+    C_DROP_NOT_READY
+    C_ICMP_ERRORS
+    C_DROP_NO_ROUTE          # totals only
+    N_COUNTERS
+
+cdef enum:
+    MODE_PROCESS = 0        # process(): frames become Python bytes (GIL held)
+    MODE_SLAB = 1           # encap_slab/decap_slab: results described in caller's arrays
+    MODE_IO = 2             # I/O thread: TUN write() / sendmmsg(), no GIL
+
+cdef struct reorder_slot:
+    uint32_t seq
+    uint8_t used
+    uint8_t done            # LCP Echo delivered early: a placeholder, nothing to deliver
+    uint32_t len
+    double arrival
+    uint8_t* data
+
+cdef struct txq_item:
+    uint16_t proto
+    uint32_t len
+    uint8_t* row            # TXQ_SLOT + HEADROOM bytes, packet at HEADROOM
+
+cdef struct session:
+    uint16_t call_id
+    uint16_t peer_call_id
+    uint32_t peer_be        # peer IPv4, network byte order (as in the IP header)
+    int tun
+    uint32_t peer_rwin
+    uint32_t peer_ppd
+    int tx_acfc
+    int tx_pfc
+    uint32_t mtu
+    int ipv4
+    int ipv6
+    # RFC 2637 §4.2-4.4, Linux pptp.c names
+    uint32_t seq_sent
+    uint32_t ack_recv
+    uint32_t seq_recv
+    uint32_t ack_sent
+    int rx_started
+    uint64_t rx_hist        # bit k: seq_recv - k was delivered
+    reorder_slot* reorder   # reorder_depth slots (index seq % depth), allocated on first use
+    uint8_t* reorder_mem
+    int reorder_count
+    int has_reorder_dl
+    double reorder_dl
+    int has_ack_dl
+    double ack_dl
+    # flow control (opt-in, RFC 2637 Appendix A)
+    int has_fc_dl
+    double fc_dl
+    txq_item* txq
+    uint8_t* txq_mem
+    int txq_head
+    int txq_count
+    uint32_t fc_window
+    int has_srtt
+    double srtt
+    double rttdev
+    double ato
+    int has_probe
+    uint32_t probe_seq
+    double probe_time
+    # MPPE (RFC 3078), one state per direction
+    int mppe_on
+    mppe_state mppe_tx
+    mppe_state mppe_rx
+    uint64_t c[N_COUNTERS]
+    # timer list (sessions with a deadline or queued data), insertion order
+    int in_timers
+    session* tnext
+    session* tprev
+
+cdef struct route_entry:
+    uint8_t fam             # 0 empty, 4, 6
+    uint16_t call_id
+    uint8_t key[16]
+
+cdef struct ctl_entry:
+    int32_t call_id         # -1: cancelled (session removed)
+    uint32_t proto
+    uint32_t len
+    uint8_t* data
+
+
+cdef class Engine:
+    cdef readonly object config
+    cdef pthread_mutex_t lock
+    cdef session** calls            # 65536 pointers, by our call ID
+    cdef int nsessions
+    cdef int tun_count[MAX_TUN]
+    cdef object peer_strs           # call ID -> peer address str (for gre_out)
+    cdef route_entry* routes
+    cdef uint32_t route_cap
+    cdef uint32_t route_count
+    cdef session* thead
+    cdef session* ttail
+    cdef double next_dl             # I/O mode: earliest deadline (lower bound)
+    cdef uint64_t totals_c[N_COUNTERS]
+    # config, copied to C
+    cdef int batch
+    cdef uint32_t cfg_mtu
+    cdef uint32_t mru
+    cdef uint32_t max_frame
+    cdef int depth
+    cdef double reorder_timeout
+    cdef double ack_delay
+    cdef int flow_control
+    cdef int clamp
+    # control queues
+    cdef int efd
+    cdef int wake_fd
+    cdef ctl_entry* ctlq            # to Python
+    cdef uint8_t* ctlq_mem
+    cdef int ctlq_cap
+    cdef int ctlq_head
+    cdef int ctlq_count
+    cdef ctl_entry* ctlo            # from Python (send_control) to the wire
+    cdef uint8_t* ctlo_mem
+    cdef int ctlo_head
+    cdef int ctlo_count
+    cdef uint8_t* work              # process(): one row, HEADROOM + 65535 + slack
+    cdef uint8_t* ackbuf
+    # output sinks
+    cdef int mode
+    cdef object py_tun_out
+    cdef object py_gre_out
+    # MODE_SLAB state
+    cdef uint8_t* slab_base
+    cdef size_t slab_row
+    cdef size_t slab_rows
+    cdef size_t slab_cur
+    cdef size_t slab_spare
+    cdef int slab_first
+    cdef int32_t* o_tun
+    cdef int64_t* o_off
+    cdef uint32_t* o_len
+    cdef uint32_t* o_dst
+    cdef int o_n
+    # MODE_IO state
+    cdef int running
+    cdef int stopping
+    cdef object thread
+    cdef int ntun
+    cdef int tun_fds[MAX_TUN]
+    cdef int gre_fd
+    cdef int gre_inet
+    cdef uint8_t* io_tun_slab
+    cdef uint8_t* io_gre_slab
+    cdef uint8_t* io_scratch
+    cdef size_t io_scratch_used
+    cdef size_t io_scratch_cap
+    cdef mmsghdr* io_out
+    cdef iovec* io_out_iov
+    cdef sockaddr_in* io_out_addr
+    cdef int io_out_n
+    cdef mmsghdr* io_in
+    cdef iovec* io_in_iov
+    cdef uint64_t io_loops
+
+    cdef void _free_session(self, session* s) noexcept nogil
+    cdef void _lock(self) noexcept
+    cdef void _unlock(self) noexcept
+    cdef void _kick(self) noexcept nogil
+    cdef session* _get(self, int call_id) except NULL
+    cdef session* route_lookup(self, const uint8_t* key, uint8_t fam) noexcept nogil
+    cdef int _route_insert(self, const uint8_t* key, uint8_t fam, uint16_t call_id) noexcept nogil
+    cdef void _route_delete_at(self, uint32_t i) noexcept nogil
+    cdef int _route_grow(self) except -1
+    cdef void _queue_control(self, session* s, uint32_t proto, const uint8_t* p, uint32_t n) noexcept nogil
+    cdef void _arm(self, session* s, double dl) noexcept nogil
+    cdef void _timer_unlink(self, session* s) noexcept nogil
+    cdef double _next_deadline(self) noexcept nogil
+    cdef void fire_timers(self, double now) noexcept nogil
+    cdef void _send_ack_only(self, session* s) noexcept nogil
+    cdef void encap_one(self, int tun, uint8_t* pkt, uint32_t n, double now) noexcept nogil
+    cdef session* _only_session(self, int tun) noexcept nogil
+    cdef void _emit_data(self, session* s, uint16_t proto, uint8_t* pkt, uint32_t n, double now) noexcept nogil
+    cdef void _emit_gre_hdr(self, session* s, uint8_t* p, uint32_t L, double now) noexcept nogil
+    cdef void flush_control(self, double now) noexcept nogil
+    cdef void decap_one(self, uint8_t* d, uint32_t n, double now) noexcept nogil
+    cdef void _on_ack(self, session* s, uint32_t ack, double now) noexcept nogil
+    cdef void _advance(self, session* s, uint32_t seq, bint delivered, double now) noexcept nogil
+    cdef void _on_seq(self, session* s, uint32_t seq, uint8_t* f, uint32_t n, double now) noexcept nogil
+    cdef bint _alloc_reorder(self, session* s) noexcept nogil
+    cdef void _drain(self, session* s, double now) noexcept nogil
+    cdef void _reorder_rearm(self, session* s) noexcept nogil
+    cdef uint32_t _lowest_buffered(self, session* s) noexcept nogil
+    cdef void _skip_to(self, session* s, uint32_t new_expected, double now, bint timeout) noexcept nogil
+    cdef void _lost(self, session* s, int32_t gap, bint timeout) noexcept nogil
+    cdef void _deliver(self, session* s, uint8_t* f, uint32_t n, double now) noexcept nogil
+    cdef void emit_tun(self, session* s, uint8_t* p, uint32_t n) noexcept nogil
+    cdef void emit_gre(self, session* s, uint8_t* p, uint32_t n) noexcept nogil
+    cdef int _io_alloc(self) except -1
+    cdef void _io_free(self) noexcept
+    cdef void io_flush_gre(self) noexcept nogil
+    cdef void io_loop(self) noexcept nogil
