@@ -126,6 +126,10 @@ def _key_lengths(bits: int) -> set[int]:
 class CCP(FSM):
     protocol = Protocol.CCP
     name = "CCP"
+    option_names = {
+        OPT_PREDICTOR1: "predictor1", OPT_PREDICTOR2: "predictor2", OPT_MPPE: "mppe",
+        OPT_BSD_COMPRESS: "bsd", OPT_DEFLATE: "deflate",
+    }
 
     def __init__(self, config: CcpConfig, rng: random.Random):
         super().__init__(config, rng)

@@ -376,10 +376,10 @@ class FSM:
             return
         if self._state in (State.Initial, State.Starting):
             # RFC 1661 §4.2: no packets are expected before the lower layer is up.
-            self._drop("not_up", f"{Code_name(pkt.code)} in state {self._state.name}")
+            self._drop("not_up", f"{code_name(pkt.code)} in state {self._state.name}")
             return
-        log.debug("%s rcvd %s id=%d len=%d", self.name, Code_name(pkt.code), pkt.identifier,
-                  len(pkt.data) + 4)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s rcvd %s", self.name, self.describe(pkt))
         code = pkt.code
         if code == Code.CONFIGURE_REQUEST:
             self._rcv_configure_request(pkt, now)
@@ -457,11 +457,29 @@ class FSM:
     def send_packet(self, code: int, data: bytes, identifier: int | None = None) -> int:
         if identifier is None:
             identifier = self._next_id()
-        self._queue_frame(Packet(code, identifier, data).encode())
+        pkt = Packet(code, identifier, data)
+        self._queue_frame(pkt.encode())
         self.counters["tx_packets"] += 1
-        log.debug("%s sent %s id=%d len=%d", self.name, Code_name(code), identifier,
-                  len(data) + 4)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s sent %s", self.name, self.describe(pkt))
         return identifier
+
+    #: option type -> name, for log lines (subclasses fill it in)
+    option_names: dict[int, str] = {}
+
+    def describe(self, pkt: Packet) -> str:
+        """One log line per packet with every field, as pppd prints them (interop debugging)."""
+        head = f"{code_name(pkt.code)} id={pkt.identifier} len={len(pkt.data) + 4}"
+        if pkt.code in (Code.CONFIGURE_REQUEST, Code.CONFIGURE_ACK, Code.CONFIGURE_NAK,
+                        Code.CONFIGURE_REJECT):
+            try:
+                opts = decode_options(pkt.data)
+            except DecodeError:
+                return head + " <malformed options>"
+            return head + " [" + " ".join(
+                f"{self.option_names.get(o.type, o.type)}:{o.value.hex() or '-'}"
+                for o in opts) + "]"
+        return head + (f" data={pkt.data[:32].hex()}" if pkt.data else "")
 
     def emit(self, event: ProtoEvent) -> None:
         if len(self._events) >= MAX_QUEUE:
@@ -574,7 +592,7 @@ class FSM:
         rejected = pkt.data[0] if pkt.data else 0
         if rejected in self.catastrophic_codes:
             self._event(Event.RXJ_minus, now, pkt=pkt,
-                        reason=f"peer Code-Rejected {Code_name(rejected)}")
+                        reason=f"peer Code-Rejected {code_name(rejected)}")
         else:
             self.code_rejected(rejected)
             self._event(Event.RXJ_plus, now, pkt=pkt)
@@ -713,7 +731,8 @@ def _is_subsequence(sub: list[Option], full: list[Option]) -> bool:
     return all(any(o == f for f in it) for o in sub)
 
 
-def Code_name(code: int) -> str:
+def code_name(code: int) -> str:
+    """'CONFIGURE_REQUEST' for 1, 'code-99' for an unknown code (log lines)."""
     try:
         return Code(code).name
     except ValueError:

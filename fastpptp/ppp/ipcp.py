@@ -106,6 +106,11 @@ def _opt(t: int, a: IPv4Address) -> Option:
 class IPCP(FSM):
     protocol = Protocol.IPCP
     name = "IPCP"
+    option_names = {
+        OPT_IP_ADDRESSES: "addrs", OPT_IP_COMPRESSION: "compress", OPT_IP_ADDRESS: "addr",
+        OPT_PRIMARY_DNS: "ms-dns1", OPT_PRIMARY_NBNS: "ms-wins1", OPT_SECONDARY_DNS: "ms-dns3",
+        OPT_SECONDARY_NBNS: "ms-wins3",
+    }
 
     def __init__(self, config: IpcpConfig, rng: random.Random):
         super().__init__(config, rng)

@@ -60,6 +60,7 @@ def _opt(iid: int) -> Option:
 class IPV6CP(FSM):
     protocol = Protocol.IPV6CP
     name = "IPV6CP"
+    option_names = {OPT_INTERFACE_ID: "addr", OPT_IPV6_COMPRESSION: "compress"}
 
     def __init__(self, config: Ipv6cpConfig, rng: random.Random):
         super().__init__(config, rng)

@@ -198,6 +198,11 @@ class LCP(FSM):
 
     protocol = Protocol.LCP
     name = "LCP"
+    option_names = {
+        OPT_MRU: "mru", OPT_ACCM: "asyncmap", OPT_AUTH: "auth", OPT_QUALITY: "quality",
+        OPT_MAGIC: "magic", OPT_PFC: "pcomp", OPT_ACFC: "accomp", OPT_CALLBACK: "callback",
+        OPT_MRRU: "mrru", OPT_ENDPOINT_DISC: "endpoint", OPT_LINK_DISC: "linkdisc",
+    }
 
     def __init__(self, config: LcpConfig, rng: random.Random):
         super().__init__(config, rng)
@@ -378,8 +383,6 @@ class LCP(FSM):
         return struct.unpack("!I", o.value)[0] if o is not None else 0
 
     # ---- LCP-only codes -----------------------------------------------------------------
-
-    catastrophic_codes = frozenset(range(1, 8))
 
     def handle_code(self, pkt: Packet, now: float) -> bool:
         code = pkt.code

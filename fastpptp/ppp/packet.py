@@ -101,7 +101,8 @@ class Option:
 
     def encode(self) -> bytes:
         if not 0 <= self.type <= 0xFF or len(self.value) > 253:
-            raise LocalProtocolError(f"option type {self.type} / {len(self.value)} octets invalid")
+            raise LocalProtocolError(
+                f"option type {self.type} / {len(self.value)} octets invalid")
         return bytes((self.type, len(self.value) + 2)) + self.value
 
     def __repr__(self) -> str:
