@@ -339,3 +339,106 @@ def test_code_reject_of_identification_is_permitted():
     a, _ = opened_pair()
     a.receive(Packet(Code.CODE_REJECT, 3, bytes([12, 1, 0, 8, 0, 0, 0, 0])).encode(), 1.0)
     assert a.state is S.Opened and a.frames_to_send() == []
+
+
+# ---- robustness ------------------------------------------------------------------------
+
+def _lossy_converge(a, b, seed: int, loss: float, limit: float = 120.0) -> float:
+    """Two automata through a lossy link on a fake clock; return the time both are Opened."""
+    rng = random.Random(seed)
+    now = 0.0
+    for p in (a, b):
+        p.open(now)
+        p.up(now)
+    for _ in range(2000):
+        moved = False
+        for src, dst in ((a, b), (b, a)):
+            for _, info in src.frames_to_send():
+                moved = True
+                if rng.random() >= loss:
+                    dst.receive(info, now)
+        if a.state is b.state is S.Opened and not moved:
+            return now
+        if not moved:
+            deadlines = [t for t in (a.get_timer(), b.get_timer()) if t is not None]
+            if not deadlines:
+                break
+            now = min(deadlines)
+            assert now <= limit
+            a.handle_timer(now)
+            b.handle_timer(now)
+    raise AssertionError(f"no convergence: {a.state.name} {b.state.name}")
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_pair_converges_through_a_lossy_link(seed):
+    a, b = quiet_lcp(seed), quiet_lcp(seed + 100)
+    t = _lossy_converge(a, b, seed, loss=0.3)
+    assert t <= 60.0
+    # a lost Ack can make one side renegotiate from Opened (tld, scr, sca): use the last Up
+    ra = [e.result for e in a.events() if isinstance(e, ThisLayerUp)][-1]
+    rb = [e.result for e in b.events() if isinstance(e, ThisLayerUp)][-1]
+    assert ra.local_magic == rb.peer_magic and rb.local_magic == ra.peer_magic
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from fastpptp.ppp.ccp import CCP, CcpConfig  # noqa: E402
+from fastpptp.ppp.ipcp import IPCP, IpcpConfig  # noqa: E402
+from fastpptp.ppp.ipv6cp import IPV6CP, Ipv6cpConfig  # noqa: E402
+from fastpptp.ppp.constants import AuthMethod  # noqa: E402
+
+_FACTORIES = [
+    lambda: quiet_lcp(3, auth_require=(AuthMethod.MSCHAP_V2,), echo_interval=5.0),
+    lambda: IPCP(IpcpConfig(local_address="198.51.100.1", peer_address="198.51.100.2",
+                            dns=("192.0.2.53",)), random.Random(3)),
+    lambda: IPV6CP(Ipv6cpConfig(), random.Random(3)),
+    lambda: CCP(CcpConfig(mppe_bits=(128, 40)), random.Random(3)),
+]
+
+_packet = st.one_of(
+    st.binary(max_size=40),
+    st.builds(lambda c, i, opts: Packet(c, i, b"".join(
+        bytes((t, len(v) + 2)) + v for t, v in opts)).encode(),
+        st.integers(1, 16), st.integers(0, 255),
+        st.lists(st.tuples(st.integers(0, 140), st.binary(max_size=10)), max_size=5)),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 3), st.lists(st.tuples(st.sampled_from(
+    ["pkt", "pkt", "pkt", "timer", "open", "close", "down", "up"]), _packet), max_size=30))
+def test_random_input_never_breaks_the_automaton(which, steps):
+    p = _FACTORIES[which]()
+    p.open(0.0)
+    p.up(0.0)
+    now = 0.0
+    for kind, raw in steps:
+        now += 0.5
+        if kind == "pkt":
+            p.receive(raw, now)
+        elif kind == "timer":
+            t = p.get_timer()
+            if t is not None:
+                now = max(now, t)
+                p.handle_timer(now)
+        elif kind == "open":
+            p.open(now)
+        elif kind == "close":
+            p.close(now, "x")
+        elif kind == "down":
+            p.down(now)
+        elif kind == "up" and p.state in (S.Initial, S.Starting):
+            p.up(now)
+        for proto, info in p.frames_to_send():
+            assert proto == p.protocol
+            out = Packet.decode(info)           # everything we send is well-formed
+            if out.code <= Code.CONFIGURE_REJECT:
+                out.options()
+            assert len(info) <= 1500
+        p.events()
+        assert isinstance(p.state, State)
+        t = p.get_timer()
+        assert t is None or isinstance(t, float)
+        if p.state not in (S.Closing, S.Stopping, S.ReqSent, S.AckRcvd, S.AckSent):
+            assert p._timer is None          # the restart timer runs only where §4 says

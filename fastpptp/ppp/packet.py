@@ -82,7 +82,8 @@ class Packet:
     def encode(self) -> bytes:
         length = HEADER_LEN + len(self.data)
         if not (0 <= self.code <= 0xFF and 0 <= self.identifier <= 0xFF):
-            raise LocalProtocolError(f"code {self.code} / identifier {self.identifier} out of range")
+            raise LocalProtocolError(
+                f"code {self.code} / identifier {self.identifier} out of range")
         if length > MAX_PACKET_LEN:
             raise LocalProtocolError(f"packet of {length} octets does not fit the Length field")
         return struct.pack("!BBH", self.code, self.identifier, length) + self.data
