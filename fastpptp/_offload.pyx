@@ -682,3 +682,38 @@ def bench_segment(pkt, vhdr, int max_ip_len, long iterations, size_t headroom=64
         return r
     finally:
         free(out)
+
+
+def bench_coalesce(pkts, long iterations):
+    """Benchmark helper: coalesce the batch `pkts` `iterations` times into one preallocated
+    64 KB buffer without the GIL (as the engine does).  Returns outputs per run."""
+    cdef list items = [bytes(p) for p in pkts]
+    cdef int n = len(items), i, r, k, outs = 0
+    cdef long it
+    cdef uint8_t** ptrs = <uint8_t**>malloc(max(n, 1) * sizeof(uint8_t*))
+    cdef uint32_t* lens = <uint32_t*>malloc(max(n, 1) * sizeof(uint32_t))
+    cdef uint8_t* dst = <uint8_t*>malloc(GRO_MAX_IP_LEN)
+    cdef vnet_hdr vh
+    cdef uint32_t dst_len
+    try:
+        if ptrs == NULL or lens == NULL or dst == NULL:
+            raise MemoryError()
+        for k in range(n):
+            ptrs[k] = <uint8_t*>PyBytes_AS_STRING(items[k])
+            lens[k] = <uint32_t>PyBytes_GET_SIZE(items[k])
+        with nogil:
+            for it in range(iterations):
+                i = 0
+                outs = 0
+                while i < n:
+                    r = gro_coalesce(ptrs + i, lens + i, n - i, dst, GRO_MAX_IP_LEN, &vh,
+                                     &dst_len)
+                    if r < 0:
+                        break
+                    i += r
+                    outs += 1
+        return outs
+    finally:
+        free(ptrs)
+        free(lens)
+        free(dst)
