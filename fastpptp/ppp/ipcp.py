@@ -63,7 +63,9 @@ class IpcpConfig(FsmConfig):
                     Client: None (accept the server's own address as it states it).
     assign_peer_address: optional callback(requested) -> address, consulted when
                     `peer_address` is None and the peer asks for `requested` (0.0.0.0
-                    included); return None to refuse (the option is rejected).
+                    included); return None to refuse (the option is rejected). It is
+                    called for every Configure-Request, so it must be idempotent (return
+                    the same lease for the same session).
     accept_local_address: client: take the address the server Naks us with (pppd
                     ipcp-accept-local); False = insist on `local_address`.
     request_dns:    client: ask for Primary/Secondary DNS (pppd usepeerdns).
