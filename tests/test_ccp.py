@@ -210,3 +210,16 @@ def test_reset_request_outside_opened_is_not_sent_or_answered():
 def test_config_validates_key_lengths():
     with pytest.raises(ValueError):
         CcpConfig(mppe_bits=(64,))
+
+
+@pytest.mark.parametrize("bits", [MPPE_H | MPPE_S | MPPE_L | MPPE_C, MPPE_S | MPPE_L,
+                                  MPPE_H | MPPE_S | MPPE_L | MPPE_M])
+def test_windows_like_offer_is_nakked_to_128_stateless_and_converges(bits):
+    """Windows offers several key lengths (and MPPC); we Nak to <mppe +H +S>, it complies."""
+    p = mk()
+    ours = start(p)
+    nak = reply_to(p, mppe_option(bits), ident=0)
+    assert nak.code == Code.CONFIGURE_NAK and nak.options() == [mppe_option(MPPE_H | MPPE_S)]
+    assert reply_to(p, *nak.options(), ident=1).code == Code.CONFIGURE_ACK
+    p.receive(Packet(Code.CONFIGURE_ACK, ours.identifier, ours.data).encode(), 1.0)
+    assert up_result(p) == CcpResult(128, True)

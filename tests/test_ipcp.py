@@ -145,3 +145,19 @@ def test_bad_address_length_rejected(value):
     start(s)
     rej = reply_to(s, Option(3, value))
     assert rej.code == Code.CONFIGURE_REJECT
+
+
+def test_windows_like_client_with_dns_and_wins_requests():
+    """Synthetic Windows request: address, DNS and WINS primary/secondary, all 0.0.0.0."""
+    s = mk(**SRV, dns=("192.0.2.53",))
+    (ours,) = start(s)
+    z = "0.0.0.0"
+    win = [addr(z), addr(z, 129), addr(z, 130), addr(z, 131), addr(z, 132)]
+    rej = reply_to(s, *win, ident=1)
+    assert rej.code == Code.CONFIGURE_REJECT and rej.options() == win[2:]
+    nak = reply_to(s, *win[:2], ident=2)
+    assert nak.code == Code.CONFIGURE_NAK
+    assert nak.options() == [addr("198.51.100.2"), addr("192.0.2.53", 129)]
+    assert reply_to(s, *nak.options(), ident=3).code == Code.CONFIGURE_ACK
+    s.receive(Packet(Code.CONFIGURE_ACK, ours.identifier, ours.data).encode(), 1.0)
+    assert result(s) == IpcpResult(A("198.51.100.1"), A("198.51.100.2"), (A("192.0.2.53"),))

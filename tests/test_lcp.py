@@ -295,3 +295,21 @@ def test_identification_and_time_remaining_reported_even_before_opened():
     assert p.events() == [IdentificationReceived(0, b"MSRASV5.20"),
                           TimeRemainingReceived(1, 60, b"bye")]
     assert p.frames_to_send() == [] and p.state is State.ReqSent
+
+
+def test_windows_like_client_request_converges_after_one_reject():
+    """Synthetic Windows PPTP client ConfReq: MRU 1400, magic, PFC, ACFC, Callback (CBCP),
+    multilink MRRU and Endpoint-Discriminator -- the last three are rejected together."""
+    s = mk(auth_require=(V2,))
+    start(s)
+    ours = Packet.decode(s.frames_to_send()[0][1])
+    win = [Option(1, b"\x05\x78"), Option(5, bytes.fromhex("3a1f7c2e")), Option(7), Option(8),
+           Option(13, b"\x06"), Option(17, b"\x06\x4e"),
+           Option(19, bytes.fromhex("0170a8e3d5a5a94e1ab7fd6f8e5b7a3c5d00000000"))]
+    rej = reply_to(s, confreq(*win, ident=0))
+    assert rej.code == Code.CONFIGURE_REJECT and rej.options() == win[4:]
+    ack = reply_to(s, confreq(*win[:4], ident=1))
+    assert ack.code == Code.CONFIGURE_ACK
+    s.receive(Packet(Code.CONFIGURE_ACK, ours.identifier, ours.data).encode(), 1.0)
+    res = result(s)
+    assert s.state is State.Opened and res.peer_mru == 1400 and res.peer_magic == 0x3A1F7C2E
