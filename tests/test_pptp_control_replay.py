@@ -1,0 +1,137 @@
+"""Replay the reference captures (pptp-linux 1.10 PNS <-> pptpd 1.4.0 PAC) into our control
+connection: the PAC side into our PNS and the PNS side into our PAC.  Configured like the
+reference peer, ours produces the very bytes it produced, and reaches the same outcome (call
+established with the same call IDs and window sizes, the same teardown)."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from fastpptp.pptp import messages as m
+from fastpptp.pptp.control import (CallCleared, CallEstablished, CallRequested, ControlClosed,
+                                   ControlConfig, ControlConnected, ControlConnection, Role)
+from fastpptp.pptp.framer import PptpFramer
+from pcap import capture_files, read_pcap, tcp_streams
+
+CAPTURES = capture_files()
+pytestmark = pytest.mark.skipif(not CAPTURES, reason="no reference captures present")
+
+# What pptp-linux and pptpd put in their messages (see the captures).
+PPTP_LINUX = ControlConfig(host_name="local", vendor_string="cananian", firmware_revision=1,
+                           maximum_channels=65535, recv_window=3, minimum_bps=2400,
+                           maximum_bps=10_000_000)
+PPTPD = ControlConfig(host_name="local", vendor_string="linux", firmware_revision=1,
+                      maximum_channels=1, framing_capabilities=0, bearer_capabilities=0,
+                      recv_window=3, connect_speed=10_000_000)
+
+
+def timeline(path):
+    """[(time, side, [Message, ...], raw bytes)] for each PPTP segment, in capture order."""
+    frames = read_pcap(path)
+    times = {f.number: f.time for f in frames}
+    items = []
+    for (_src, sport, _dst, dport), segments in tcp_streams(frames).items():
+        side = "client" if dport == m.PPTP_PORT else "server"
+        framer = PptpFramer()
+        for number, data in segments:
+            framer.feed(data)
+            items.append((number, times[number], side, list(framer), data))
+    items.sort()
+    fin = max(f.time for f in frames)
+    return [item[1:] for item in items], fin
+
+
+def drain(conn):
+    evs = []
+    while (ev := conn.next_event()) is not None:
+        evs.append(ev)
+    return evs
+
+
+@pytest.mark.parametrize("path", CAPTURES, ids=lambda p: p.name)
+def test_pac_side_into_our_pns(path):
+    items, end = timeline(path)
+    t0 = items[0][0]
+    pns = ControlConnection(Role.PNS, PPTP_LINUX, t0, random.Random(0))
+    events, sent, expected = [], b"", b""
+    for now, side, msgs, raw in items:
+        if pns.get_timer() is not None and pns.get_timer() <= now:
+            pns.handle_timer(now)
+        if side == "server":
+            pns.receive_data(raw, now)
+        else:
+            for msg in msgs:
+                if isinstance(msg, m.SCCRQ):
+                    pns.start(now)
+                elif isinstance(msg, m.OCRQ):
+                    assert pns.place_call(now, call_id=msg.call_id) == msg.call_id
+                elif isinstance(msg, m.CCRQ):
+                    pns.clear_call(msg.call_id, "user", now=now)
+                if not isinstance(msg, m.EchoRequest):     # ours is timer-driven
+                    expected += msg.encode()
+        sent += pns.data_to_send()
+        events += drain(pns)
+    pns.receive_data(b"", end)                               # the TCP FIN
+    events += drain(pns)
+    assert sent == expected                                  # byte for byte as pptp-linux
+
+    client = [x for _, s, msgs, _ in items if s == "client" for x in msgs]
+    ocrq = next(x for x in client if isinstance(x, m.OCRQ))
+    assert isinstance(events[0], ControlConnected)
+    assert events[0].peer_host_name == b"local" and events[0].peer_vendor == b"linux"
+    (est,) = [e for e in events if isinstance(e, CallEstablished)]
+    assert (est.call_id, est.peer_call_id, est.peer_rwin, est.peer_ppd, est.connect_speed) == \
+        (ocrq.call_id, 0, 3, 0, 10_000_000)
+    (cleared,) = [e for e in events if isinstance(e, CallCleared)]
+    assert cleared.call_id == ocrq.call_id and cleared.by_peer
+    if path.name == "server-shutdown.pcap":
+        assert cleared.result == m.CallDisconnectResult.ADMIN_SHUTDOWN
+        assert "Stop-Control-Connection-Request" in events[-1].reason
+    else:
+        assert cleared.result == m.CallDisconnectResult.REQUEST
+        assert "TCP closed after Call-Clear-Request" in cleared.reason
+    assert isinstance(events[-1], ControlClosed)
+    assert sum(isinstance(e, ControlClosed) for e in events) == 1
+
+
+@pytest.mark.parametrize("path", CAPTURES, ids=lambda p: p.name)
+def test_pns_side_into_our_pac(path):
+    items, end = timeline(path)
+    t0 = items[0][0]
+    pac = ControlConnection(Role.PAC, PPTPD, t0 - 0.01, random.Random(0))
+    events, sent, expected = [], b"", b""
+    for now, side, msgs, raw in items:
+        if pac.get_timer() is not None and pac.get_timer() <= now:
+            pac.handle_timer(now)
+        if side == "client":
+            pac.receive_data(raw, now)
+            for ev in drain(pac):
+                events.append(ev)
+                if isinstance(ev, CallRequested):
+                    pac.accept_call(ev, 0, now=now)          # pptpd's Call ID
+                    events += drain(pac)
+            if any(isinstance(x, m.CCRQ) for x in msgs):
+                expected += m.CDN(call_id=0, result_code=4).encode()  # pptpd closes instead
+        else:
+            if any(isinstance(x, m.CDN) for x in msgs):
+                pac.stop("SIGTERM", now)                     # pptpctrl got SIGTERM
+            expected += raw
+        sent += pac.data_to_send()
+        events += drain(pac)
+    if not pac.closed:
+        pac.receive_data(b"", end)
+        events += drain(pac)
+    assert sent == expected                                  # byte for byte as pptpd
+
+    client = [x for _, s, msgs, _ in items if s == "client" for x in msgs]
+    ocrq = next(x for x in client if isinstance(x, m.OCRQ))
+    assert events[0] == ControlConnected(b"local", b"cananian", 0x0100, 1, 3, 3, 65535)
+    (req,) = [e for e in events if isinstance(e, CallRequested)]
+    assert (req.peer_call_id, req.peer_rwin, req.peer_ppd) == (ocrq.call_id, 3, 0)
+    assert (req.minimum_bps, req.maximum_bps) == (2400, 10_000_000)
+    (est,) = [e for e in events if isinstance(e, CallEstablished)]
+    assert (est.call_id, est.peer_call_id, est.peer_rwin) == (0, ocrq.call_id, 3)
+    (cleared,) = [e for e in events if isinstance(e, CallCleared)]
+    assert cleared.call_id == 0 and cleared.peer_call_id == ocrq.call_id
+    assert isinstance(events[-1], ControlClosed)
