@@ -223,3 +223,22 @@ def test_windows_like_offer_is_nakked_to_128_stateless_and_converges(bits):
     assert reply_to(p, *nak.options(), ident=1).code == Code.CONFIGURE_ACK
     p.receive(Packet(Code.CONFIGURE_ACK, ours.identifier, ours.data).encode(), 1.0)
     assert up_result(p) == CcpResult(128, True)
+
+
+def test_unanswered_reset_request_is_resent_with_same_identifier():
+    a, b, _ = pair()
+    a.send_reset_request(5.0)
+    first = a.frames_to_send()
+    a.send_reset_request(5.1)                       # one outstanding at a time
+    assert a.frames_to_send() == [] and a.get_timer() == pytest.approx(6.0)
+    a.handle_timer(6.0)
+    assert a.frames_to_send() == first
+    b.receive(first[0][1], 6.0)
+    a.receive(b.frames_to_send()[0][1], 6.1)
+    assert a.get_timer() is None
+    a.send_reset_request(7.0)
+    assert codes(a.frames_to_send()) == [Code.RESET_REQUEST]
+    for t in range(8, 30):
+        a.handle_timer(float(t))
+    resent = codes(a.frames_to_send())
+    assert resent == [Code.RESET_REQUEST] * 9 and a.get_timer() is None   # Max-Configure

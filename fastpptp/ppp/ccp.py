@@ -47,6 +47,7 @@ MPPE_L = 0x00000020
 MPPE_D = 0x00000010
 MPPE_C = 0x00000001
 KEY_BITS = {128: MPPE_S, 56: MPPE_M, 40: MPPE_L}
+RESET_ACK_TIMEOUT = 1.0      # seconds before an unanswered Reset-Request is resent (pppd)
 
 
 def mppe_option(bits: int) -> Option:
@@ -140,6 +141,8 @@ class CCP(FSM):
         self._failed = False
         self._admin_stop = False     # we were told to close/down: no MppeFailed for that
         self._reset_id: int | None = None
+        self._reset_deadline: float | None = None
+        self._reset_tries = 0
         self.reset_negotiation()
 
     def open(self, now: float) -> None:
@@ -261,6 +264,7 @@ class CCP(FSM):
         self._failed = False
 
     def this_layer_down(self, now: float) -> None:
+        self._reset_id = self._reset_deadline = None
         if self.config.mppe_required and self._acked_bits and not self._admin_stop:
             self._fail("MPPE disabled: CCP went down")
 
@@ -282,6 +286,7 @@ class CCP(FSM):
         if pkt.code == Code.RESET_ACK:
             if self.state is State.Opened and pkt.identifier == self._reset_id:
                 self._reset_id = None
+                self._reset_deadline = None
                 self.emit(ResetAcked(pkt.identifier))
             else:
                 self._drop("bad_reply", "unexpected Reset-Ack")
@@ -294,4 +299,27 @@ class CCP(FSM):
         if self.state is not State.Opened:
             self.counters["reset_request_suppressed"] += 1
             return
+        if self._reset_id is not None:
+            return                       # one outstanding Reset-Request at a time
         self._reset_id = self.send_packet(Code.RESET_REQUEST, b"")
+        self._reset_tries = 1
+        self._reset_deadline = now + RESET_ACK_TIMEOUT
+
+    def _extra_deadline(self) -> float | None:
+        return self._reset_deadline
+
+    def _extra_timer(self, now: float) -> None:
+        # Like pppd (RACKTIMEOUT): resend an unanswered Reset-Request, same Identifier,
+        # at most Max-Configure times.
+        if self._reset_deadline is None or now < self._reset_deadline:
+            return
+        self._reset_deadline = None
+        if self.state is not State.Opened or self._reset_id is None:
+            self._reset_id = None
+            return
+        if self._reset_tries >= self.config.max_configure:
+            self._reset_id = None
+            return
+        self.send_packet(Code.RESET_REQUEST, b"", self._reset_id)
+        self._reset_tries += 1
+        self._reset_deadline = now + RESET_ACK_TIMEOUT
