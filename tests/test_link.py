@@ -420,3 +420,58 @@ def test_server_auth_timeout_brings_link_down():
     (sf,) = w.of(s, AuthFailed)
     assert "Challenges" in sf.reason
     assert w.of(s, LinkDown)
+
+
+# --------------------------------------------------------------------------- from pppd options
+
+def test_for_server_and_for_client_from_pppd_options():
+    from fastpptp.config import parse_ppp_options
+    sopts = parse_ppp_options("name pptpd\nrequire-mschap-v2\nrequire-mppe-128\n"
+                              "ms-dns 192.0.2.53\nlcp-echo-interval 0\n")
+    copts = parse_ppp_options("noauth\nrequire-mppe-128\nusepeerdns\nremotename pptpd\n"
+                              "lcp-echo-interval 0\n")
+    given, released = [], []
+
+    def assign(user):
+        given.append(user)
+        return "198.51.100.5"
+
+    scfg = LinkConfig.for_server(sopts, local_ip=SERVER_IP, assign_address=assign,
+                                 release_address=released.append)
+    assert scfg.policy.auth_require == (AuthMethod.MSCHAP_V2,) and scfg.name == "pptpd"
+    ccfg = LinkConfig.for_client(copts, user="fastpptp", password="fastpptp-secret")
+    assert ccfg.ipcp.request_dns and ccfg.remotename == "pptpd"
+    s = PPPLink(scfg, "server", StaticBackend(USERS), random.Random(1))
+    c = PPPLink(ccfg, "client", None, random.Random(2))
+    w = connect(s, c)
+    (cn,) = w.of(c, NetworkUp)
+    assert cn.local == IPv4Address("198.51.100.5")
+    assert cn.dns == (IPv4Address("192.0.2.53"),)
+    assert w.of(c, MppeUp)
+    c.close(w.now, "bye")
+    w.run()
+    w.advance(3.1)
+    assert w.of(s, LinkDown) and released == ["198.51.100.5"] and given == ["fastpptp"]
+
+
+def test_for_server_implies_auth():
+    from fastpptp.config import parse_ppp_options
+    cfg = LinkConfig.for_server(parse_ppp_options("require-mppe-128\n"), local_ip=SERVER_IP)
+    assert cfg.policy.auth_required
+    assert cfg.policy.auth_require == (AuthMethod.MSCHAP_V2, AuthMethod.MSCHAP_V1)
+    open_cfg = LinkConfig.for_server(parse_ppp_options("noauth\n"), local_ip=SERVER_IP)
+    assert not open_cfg.policy.auth_required
+
+
+def test_server_without_an_address_for_the_peer_closes():
+    cfg = LinkConfig(lcp=LcpConfig(echo_interval=0),
+                     policy=AuthPolicy.from_options("auth require-mschap-v2"),
+                     ipcp=IpcpConfig(local_address=SERVER_IP), name="pptpd",
+                     assign_address=lambda user: None)          # pool exhausted
+    s = PPPLink(cfg, "server", StaticBackend(USERS), random.Random(1))
+    c = client_link("noauth")
+    w = connect(s, c)
+    w.advance(3.1)
+    (sd,) = w.of(s, LinkDown)
+    assert sd.reason == "no IP address available for the peer"
+    assert not w.of(c, NetworkUp)

@@ -186,6 +186,94 @@ class LinkConfig:
     nbns: tuple[IPv4Address | str, ...] = ()
     auth_timers: AuthTimers = dataclasses.field(default_factory=AuthTimers)
     mschap_retries: int = 0
+    release_address: Callable[[str], None] | None = None
+
+    # ---- from pppd options (fastpptp.config.PppOptions) --------------------------------
+
+    @classmethod
+    def for_server(cls, ppp: Any, *, local_ip: str | IPv4Address,
+                   assign_address: Callable[[str], IPv4Address | str | None] | None = None,
+                   release_address: Callable[[str], None] | None = None,
+                   **overrides: Any) -> "LinkConfig":
+        """A server link from pppd options (``auth`` is implied unless ``noauth`` or a
+        ``require-*`` says otherwise -- a PPTP server that lets anyone in is a mistake).
+
+        ``assign_address(user)`` gives the peer its address (pool, static); whatever it
+        handed out is given back through ``release_address(addr)`` when the link dies."""
+        flags = tuple(getattr(ppp, "auth_flags", ()) or ())
+        if not any(f in ("auth", "noauth") or f.startswith(("require-", "+"))
+                   and "mppe" not in f for f in flags):
+            flags = ("auth",) + flags
+        peer = _pppd_addr(getattr(ppp, "remote_ip", None))
+        values: dict[str, Any] = dict(
+            lcp=_lcp_from(ppp),
+            ipcp=IpcpConfig(**_fsm_from(ppp, "ipcp"), local_address=IPv4Address(local_ip),
+                            peer_address=peer),
+            ipv6cp=Ipv6cpConfig() if getattr(ppp, "ipv6", False) else None,
+            policy=AuthPolicy.from_options(flags),
+            name=getattr(ppp, "name", None) or "pptpd",
+            remotename=getattr(ppp, "remotename", None) or "",
+            assign_address=assign_address, release_address=release_address,
+            dns=tuple(getattr(ppp, "ms_dns", ()) or ()),
+            nbns=tuple(getattr(ppp, "ms_wins", ()) or ()),
+            auth_timers=_auth_timers_from(ppp))
+        values.update(overrides)
+        return cls(**values)
+
+    @classmethod
+    def for_client(cls, ppp: Any, *, user: str | None = None, password: str | None = None,
+                   **overrides: Any) -> "LinkConfig":
+        """A client link from pppd options (``user``/``password`` override the options')."""
+        values: dict[str, Any] = dict(
+            lcp=_lcp_from(ppp),
+            ipcp=IpcpConfig(**_fsm_from(ppp, "ipcp"),
+                            local_address=_pppd_addr(getattr(ppp, "local_ip", None)),
+                            request_dns=bool(getattr(ppp, "usepeerdns", False))),
+            ipv6cp=Ipv6cpConfig() if getattr(ppp, "ipv6", False) else None,
+            policy=AuthPolicy.from_options(tuple(getattr(ppp, "auth_flags", ()) or ())),
+            name=getattr(ppp, "name", None) or "",
+            remotename=getattr(ppp, "remotename", None) or "",
+            user=user or getattr(ppp, "user", None) or "",
+            password=password or getattr(ppp, "password", None) or "",
+            auth_timers=_auth_timers_from(ppp))
+        values.update(overrides)
+        return cls(**values)
+
+
+def _pppd_addr(text: str | None) -> IPv4Address | None:
+    """pppd's ``local:remote`` halves ("198.51.100.1:" / ":198.51.100.2")."""
+    text = (text or "").strip(": ")
+    return IPv4Address(text) if text else None
+
+
+def _fsm_from(ppp: Any, prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for opt, field in (("restart", "restart_timer"), ("max_configure", "max_configure"),
+                       ("max_failure", "max_failure"), ("max_terminate", "max_terminate")):
+        v = getattr(ppp, f"{prefix}_{opt}", None)
+        if v is not None:
+            out[field] = v
+    return out
+
+
+def _lcp_from(ppp: Any) -> LcpConfig:
+    kw = _fsm_from(ppp, "lcp")
+    if getattr(ppp, "mru", None):
+        kw["mru"] = ppp.mru
+    if getattr(ppp, "lcp_echo_interval", None) is not None:
+        kw["echo_interval"] = float(ppp.lcp_echo_interval)
+    if getattr(ppp, "lcp_echo_failure", None) is not None:
+        kw["echo_failure"] = int(ppp.lcp_echo_failure)
+    return LcpConfig(**kw)
+
+
+def _auth_timers_from(ppp: Any) -> AuthTimers:
+    restart = getattr(ppp, "chap_restart", None) or getattr(ppp, "pap_restart", None)
+    tries = getattr(ppp, "chap_max_challenge", None) or getattr(ppp, "pap_max_authreq", None)
+    base = AuthTimers()
+    return AuthTimers(restart=float(restart) if restart else base.restart,
+                      max_transmits=int(tries) if tries else base.max_transmits,
+                      wait=base.wait)
 
 
 # --------------------------------------------------------------------------- the link
@@ -235,6 +323,7 @@ class PPPLink:
         self._ncps_started = False
         self._down_reason: str | None = None
         self._network_up: set[int] = set()
+        self._assigned_address: str | None = None
         self._now = 0.0
 
     # ---- public API ---------------------------------------------------------------------
@@ -439,6 +528,9 @@ class PPPLink:
         self.ccp = self.ipcp = self.ipv6cp = None
         self._held.clear()
         self._ncps_started = False
+        if self._assigned_address is not None and self.config.release_address is not None:
+            addr, self._assigned_address = self._assigned_address, None
+            self.config.release_address(addr)
         self._emit(LinkDown(self._down_reason or "link terminated"))
 
     def _stop_upper(self, now: float) -> None:
@@ -579,6 +671,8 @@ class PPPLink:
             addr = None
             if cfg.assign_address is not None:
                 addr = cfg.assign_address(self.peer_user)
+                if addr is not None:
+                    self._assigned_address = str(addr)
             elif self.backend is not None and hasattr(self.backend, "static_address"):
                 addr = self.backend.static_address(self.peer_user, cfg.name or "*")
             if addr is not None:
@@ -589,7 +683,14 @@ class PPPLink:
         if self._ncps_started or self.phase is not Phase.NETWORK:
             return
         self._ncps_started = True
-        self.ipcp = IPCP(self._ipcp_config(), self.rng)
+        ipcp_config = self._ipcp_config()
+        if self.role == "server" and ipcp_config.peer_address is None \
+                and ipcp_config.assign_peer_address is None:
+            # Never let a client pick its own address on a server (pppd: "Peer is not
+            # authorized to use remote address").
+            self._fatal("no IP address available for the peer", now)
+            return
+        self.ipcp = IPCP(ipcp_config, self.rng)
         self.ipcp.open(now)
         self.ipcp.up(now)
         if self.config.ipv6cp is not None:

@@ -32,6 +32,7 @@ import enum
 import logging
 from typing import Protocol as _TypingProtocol
 
+from fastpptp.ppp import packet as _packet
 from fastpptp.ppp.constants import AuthMethod
 
 log = logging.getLogger("fastpptp.ppp.auth")
@@ -39,19 +40,22 @@ log = logging.getLogger("fastpptp.ppp.auth")
 
 # --------------------------------------------------------------------------- errors
 
+# Subclasses of the PPP-wide classes (fastpptp.ppp.packet): `except DecodeError` around any
+# PPP codec catches ours too.
+
 class AuthError(Exception):
     """Base class of authentication errors."""
 
 
-class LocalProtocolError(AuthError):
+class LocalProtocolError(AuthError, _packet.LocalProtocolError):
     """We misused the API (our bug): e.g. starting a machine twice."""
 
 
-class RemoteProtocolError(AuthError):
+class RemoteProtocolError(AuthError, _packet.RemoteProtocolError):
     """The peer broke the protocol; the machines count these and drop the packet."""
 
 
-class DecodeError(RemoteProtocolError, ValueError):
+class DecodeError(RemoteProtocolError, _packet.DecodeError):
     """A PAP/CHAP packet could not be decoded (bad length, truncated field ...)."""
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import hmac
 import struct
 
 from fastpptp.ppp.auth.base import (
@@ -211,7 +210,3 @@ class PapAuthenticator(_Machine):
         else:
             self._fail(user, "wrong PAP user name or password", PAP_NAK_MESSAGE)
 
-
-def constant_time_equal(a: str, b: str) -> bool:
-    """Compare two secrets without leaking where they differ."""
-    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
