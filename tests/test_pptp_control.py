@@ -252,8 +252,36 @@ def test_owner_that_never_answers_a_call_request():
     p.advance(30)
     (cleared,) = p.of("pns", CallCleared)
     assert cleared.result == m.OutgoingCallResult.TIME_OUT and not cleared.established
+    # answering late is a race, not a bug: no exception, no bytes, the call is reported dead
+    assert p.pac.accept_call(req, 0x99, now=p.now) == 0x99
+    assert p.pac.data_to_send() == b""
+    late = p.pac.next_event()
+    assert isinstance(late, CallCleared) and late.call_id == 0x99 and not late.established
     with pytest.raises(LocalProtocolError):
-        p.pac.accept_call(req, now=p.now)
+        p.pac.accept_call(req, now=p.now)      # but answering twice is our bug
+
+
+def test_clear_request_before_the_owner_accepts():
+    pac = pac_up()
+    pac.receive_data(m.OCRQ(call_id=5).encode() + m.CCRQ(call_id=5).encode(), 1.0)
+    (req,) = pac.events()
+    assert pac.accept_call(req, 77, now=1.0) == 77
+    out = PptpFramer()
+    out.feed(pac.data_to_send())
+    assert [type(x) for x in out] == [m.OCRP, m.CDN]
+    est, cleared = pac.events()
+    assert isinstance(est, CallEstablished) and isinstance(cleared, CallCleared)
+    assert cleared.call_id == 77 and cleared.by_peer and pac.calls() == {}
+
+
+def test_accept_after_the_connection_closed_in_the_same_read():
+    pac = pac_up()
+    pac.receive_data(m.OCRQ(call_id=5).encode() + b"\xff" * 16, 1.0)   # then garbage
+    req, closed = pac.events()
+    assert isinstance(req, CallRequested) and isinstance(closed, ControlClosed)
+    pac.accept_call(req, 12, now=1.0)
+    assert isinstance(pac.next_event(), CallCleared)
+    assert pac.data_to_send() == b""
 
 
 def test_no_cdn_after_clear_request_times_out():

@@ -274,6 +274,7 @@ class _Call:
     deadline: float | None
     owned_id: bool                    # we allocated call_id from our allocator: release it
     request_id: int = 0
+    clear_requested: bool = False     # PAC: CCRQ arrived before the owner answered the OCRQ
     peer_rwin: int = 0
     peer_ppd: int = 0
     connect_speed: int = 0
@@ -305,6 +306,9 @@ class ControlConnection:
         self._events: collections.deque[Event] = collections.deque()
         self._calls: list[_Call] = []          # small: ≤ max_calls, kept in creation order
         self._next_request = 1
+        # requests whose call died before the owner answered (request ID -> why): answering
+        # them later is a race, not a bug, so it must not raise
+        self._gone_requests: collections.OrderedDict[int, str] = collections.OrderedDict()
         self._serial = 0
         self._echo_id = self._rng.randrange(0, 1 << 32)
         self._echo_outstanding: tuple[int, float] | None = None   # (identifier, sent at)
@@ -434,7 +438,8 @@ class ControlConnection:
             elif call.state is CallState.WAIT_ACCEPT:
                 self._send(m.OCRP(call_id=0, peer_call_id=call.peer_call_id,
                                   result_code=m.OutgoingCallResult.TIME_OUT))
-                self._calls.remove(call)
+                self._drop_call(call, now, result=m.OutgoingCallResult.TIME_OUT,
+                                reason="the call request was not answered in time")
                 log.warning("OCRQ from peer call %d not answered by the owner: refused",
                             call.peer_call_id)
 
@@ -497,6 +502,13 @@ class ControlConnection:
         an explicit one stays the owner's to release."""
         now = self._clock(now)
         call = self._pending(req)
+        if call is None:       # the call died first (timeout, CCRQ, close): report it ended
+            reason = self._gone_requests.pop(req.request_id)
+            call_id = 0 if call_id is None else call_id
+            self._events.append(CallCleared(call_id, req.peer_call_id,
+                                            m.CallDisconnectResult.GENERAL_ERROR,
+                                            reason=reason, by_peer=True, established=False))
+            return call_id
         owned = call_id is None
         if owned:
             call_id = self.allocator.allocate(now)
@@ -514,6 +526,10 @@ class ControlConnection:
         call.state, call.deadline, call.connect_speed = CallState.ESTABLISHED, None, speed
         self._events.append(CallEstablished(call_id, call.peer_call_id, call.peer_rwin,
                                             call.peer_ppd, speed))
+        if call.clear_requested:
+            self._send(m.CDN(call_id=call_id, result_code=m.CallDisconnectResult.REQUEST))
+            self._drop_call(call, now, result=m.CallDisconnectResult.REQUEST, by_peer=True,
+                            reason="peer sent Call-Clear-Request")
         return call_id
 
     def reject_call(self, req: CallRequested, result: int = m.OutgoingCallResult.GENERAL_ERROR,
@@ -523,6 +539,9 @@ class ControlConnection:
         Code defaults to No-Resource for General Error, None otherwise)."""
         self._clock(now)
         call = self._pending(req)
+        if call is None:
+            self._gone_requests.pop(req.request_id)
+            return
         if error is None:
             error = (m.GeneralErrorCode.NO_RESOURCE
                      if result == m.OutgoingCallResult.GENERAL_ERROR else m.GeneralErrorCode.NONE)
@@ -584,7 +603,8 @@ class ControlConnection:
                 self._send(m.OCRP(call_id=0, peer_call_id=call.peer_call_id,
                                   result_code=m.OutgoingCallResult.GENERAL_ERROR,
                                   error_code=m.GeneralErrorCode.NO_RESOURCE))
-                self._calls.remove(call)
+                self._drop_call(call, now, result=m.OutgoingCallResult.GENERAL_ERROR,
+                                reason=f"control connection stopping: {text}")
                 continue
             if self.role is Role.PAC:
                 self._send(m.CDN(call_id=call.call_id,
@@ -750,6 +770,11 @@ class ControlConnection:
         # PNS -> PAC; Call ID is the PNS's, i.e. our peer call ID (RFC 2637 §2.12)
         call = next((c for c in self._calls if c.peer_call_id == msg.call_id
                      and c.state is CallState.ESTABLISHED), None)
+        pending = next((c for c in self._calls if c.peer_call_id == msg.call_id
+                        and c.state is CallState.WAIT_ACCEPT), None)
+        if self.role is Role.PAC and call is None and pending is not None:
+            pending.clear_requested = True     # answered once the owner accepts (or rejects)
+            return
         if self.role is not Role.PAC or call is None:
             self._wrong_state(msg, now)
             return
@@ -831,13 +856,14 @@ class ControlConnection:
     def _by_call_id(self, call_id: int) -> _Call | None:
         return next((c for c in self._calls if c.call_id == call_id), None)
 
-    def _pending(self, req: CallRequested) -> _Call:
+    def _pending(self, req: CallRequested) -> _Call | None:
+        """The waiting call of ``req``; None if it died before the owner answered."""
         if self.role is not Role.PAC:
             raise LocalProtocolError("only the PAC answers Outgoing-Call-Requests")
         call = next((c for c in self._calls if c.state is CallState.WAIT_ACCEPT
                      and c.request_id == req.request_id), None)
-        if call is None:
-            raise LocalProtocolError("this call request was already answered or has expired")
+        if call is None and req.request_id not in self._gone_requests:
+            raise LocalProtocolError("this call request was already answered or never made")
         return call
 
     def _drop_call(self, call: _Call, now: float, *, result: int, reason: str,
@@ -846,7 +872,10 @@ class ControlConnection:
         self._calls.remove(call)
         if call.owned_id and call.call_id is not None:
             self.allocator.release(call.call_id, now)
-        if call.call_id is None:
+        if call.call_id is None:           # a request the owner has not answered yet
+            self._gone_requests[call.request_id] = reason
+            while len(self._gone_requests) > 4 * self.config.max_calls:
+                self._gone_requests.popitem(last=False)
             return
         self._events.append(CallCleared(
             call.call_id, call.peer_call_id if peer_call_id is None else peer_call_id,
