@@ -234,6 +234,22 @@ def test_gso_none_needs_csum_is_completed(impl, maker, proto, version):
     assert impl.complete_csum(pkt, vh) == seg
 
 
+@pytest.mark.parametrize("version", [4, 6])
+def test_udp_checksum_that_computes_to_zero_is_sent_as_ffff(impl, version):
+    # pick the 2 payload bytes so the one's complement sum is 0xFFFF: checksum 0 -> 0xFFFF
+    base = udp_packet(version, b"\0\0", partial=True)
+    l3 = 20 if version == 4 else 40
+    vh = ref.pack_vnet_hdr(NEEDS_CSUM, GSO_NONE, 0, 0, l3, 6)
+    word = 0xFFFF - inet_sum(base[l3:])
+    pkt = base[:-2] + struct.pack("!H", word)
+    [seg] = impl.segment(pkt, vh, 1400)
+    assert seg[l3 + 6:l3 + 8] == b"\xff\xff"
+    check_packet(seg, proto=17)
+    uso = ref.pack_vnet_hdr(NEEDS_CSUM, GSO_UDP_L4, l3 + 8, 100, l3, 6)
+    [seg] = impl.segment(pkt, uso, 1400)
+    assert seg[l3 + 6:l3 + 8] == b"\xff\xff"
+
+
 def test_gso_none_without_flags_is_copied_verbatim(impl):
     pkt = bytes(udp_packet(4, b"x" * 100))
     assert impl.segment(pkt, bytes(12), 1400) == [pkt]
