@@ -1,0 +1,83 @@
+"""Property tests: decoders raise only typed DecodeErrors; machines and the link never
+raise on arbitrary peer input; the secrets parser raises only SecretsSyntaxError."""
+import random
+
+from hypothesis import given, settings, strategies as st
+
+from fastpptp.ppp.auth.base import DecodeError
+from fastpptp.ppp.auth.chap import (
+    ChapAuthenticator, ChapPeer, decode_chap, parse_ms_failure, parse_mschapv2_success,
+)
+from fastpptp.ppp.auth.pap import PapAuthenticator, PapPeer, decode_pap
+from fastpptp.ppp.auth.policy import AuthPolicy
+from fastpptp.ppp.auth.secrets import SecretsSyntaxError, StaticBackend, parse_secrets
+from fastpptp.ppp.constants import AuthMethod, Protocol
+from fastpptp.ppp.ipcp import IpcpConfig
+from fastpptp.ppp.lcp import LcpConfig
+from fastpptp.ppp.link import LinkConfig, PPPLink
+
+packets = st.binary(max_size=80) | st.builds(
+    lambda code, ident, body: bytes([code, ident]) + (4 + len(body)).to_bytes(2, "big") + body,
+    st.integers(1, 5), st.integers(0, 255), st.binary(max_size=70))
+
+
+@given(packets)
+def test_decoders_raise_only_decode_error(raw):
+    for decode in (decode_chap, decode_pap):
+        try:
+            decode(raw)
+        except DecodeError:
+            pass
+
+
+@given(st.text(max_size=120))
+def test_ms_message_parsers_total(text):
+    parse_ms_failure(text)
+    s, _ = parse_mschapv2_success(text)
+    assert s is None or len(s) == 42
+
+
+@given(st.lists(packets, max_size=6))
+@settings(max_examples=60)
+def test_machines_survive_garbage(frames):
+    backend = StaticBackend({"u": "pw"})
+    machines = [PapPeer("u", "pw", random.Random(1)), PapAuthenticator(backend)]
+    for m in AuthMethod.CHAP_MD5, AuthMethod.MSCHAP_V1, AuthMethod.MSCHAP_V2:
+        machines += [ChapPeer(m, "u", "pw", random.Random(2)),
+                     ChapAuthenticator(m, backend, random.Random(3), "srv")]
+    for mach in machines:
+        mach.start(0.0)
+        for i, f in enumerate(frames):
+            mach.receive(f, float(i))
+        mach.frames_to_send()
+        while mach.next_event() is not None:
+            pass
+
+
+@given(st.text(alphabet=st.sampled_from(list("ab *#'\"\\\n\tx0-!.1/")), max_size=80))
+def test_secrets_parser_raises_only_syntax_error(text):
+    try:
+        parse_secrets(text, "f")
+    except SecretsSyntaxError as exc:
+        assert exc.filename == "f" and exc.line >= 1
+
+
+@given(st.lists(st.tuples(st.sampled_from([Protocol.LCP, Protocol.CHAP, Protocol.PAP,
+                                           Protocol.CCP, Protocol.IPCP, Protocol.IPV6CP,
+                                           0x8207, Protocol.IPV4]), packets), max_size=8))
+@settings(max_examples=60)
+def test_link_survives_garbage(frames):
+    for role in ("server", "client"):
+        cfg = LinkConfig(lcp=LcpConfig(echo_interval=0),
+                         policy=AuthPolicy.from_options(
+                             "auth require-mschap-v2" if role == "server" else "noauth"),
+                         ipcp=IpcpConfig(local_address="198.51.100.1",
+                                         peer_address="198.51.100.2"),
+                         user="u", password="pw")
+        link = PPPLink(cfg, role, StaticBackend({"u": "pw"}), random.Random(4))
+        link.lower_up(0.0)
+        for i, (proto, payload) in enumerate(frames):
+            link.receive(proto, payload, float(i))
+        link.handle_timer(100.0)
+        link.frames_to_send()
+        link.events()
