@@ -585,3 +585,26 @@ def test_shared_allocator_releases_only_what_the_connection_took():
     assert len(shared) == 1 and not shared.available(own, p.now)
     shared.release(explicit, p.now)
     assert len(shared) == 0
+
+
+def test_timer_fired_a_hair_early_still_acts():
+    # asyncio runs a call_at handle up to its clock resolution before the deadline
+    pac = ControlConnection(Role.PAC, ControlConfig(setup_timeout=15), 0.0, random.Random(0))
+    pac.handle_timer(pac.get_timer() - 1e-9)
+    assert isinstance(pac.next_event(), ControlClosed)
+
+
+def test_pns_clears_a_call_before_the_reply():
+    p = Pair(accept=False)
+    p.pns.start(p.now)
+    p.run()
+    call_id = p.pns.place_call(p.now)
+    p.pns.clear_call(call_id, "changed my mind", now=p.now)
+    p.run()                                    # the PAC sees OCRQ and CCRQ in one read
+    (req,) = p.of("pac", CallRequested)
+    p.pac.accept_call(req, 0x1111, now=p.now)  # OCRP then CDN at once
+    p.run()
+    assert not p.of("pns", CallEstablished)
+    (cleared,) = p.of("pns", CallCleared)
+    assert cleared.call_id == call_id and cleared.peer_call_id == 0x1111 and cleared.by_peer
+    assert p.pns.calls() == {} and p.pns.stats["wrong_state"] == 0

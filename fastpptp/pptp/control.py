@@ -62,6 +62,7 @@ __all__ = [
 log = logging.getLogger("fastpptp.pptp.control")
 
 MAX_OUTPUT = 64 * 1024      # bound on bytes queued for a peer that does not read
+_TIMER_SLACK = 1e-6         # seconds
 
 
 class Role(enum.Enum):
@@ -275,6 +276,7 @@ class _Call:
     owned_id: bool                    # we allocated call_id from our allocator: release it
     request_id: int = 0
     clear_requested: bool = False     # PAC: CCRQ arrived before the owner answered the OCRQ
+    awaiting_reply: bool = False      # PNS: OCRQ sent, no OCRP yet (even if clearing since)
     peer_rwin: int = 0
     peer_ppd: int = 0
     connect_speed: int = 0
@@ -399,7 +401,9 @@ class ControlConnection:
         self._now = now
         if self.state is State.CLOSED:
             return
-        if self._state_deadline is not None and now >= self._state_deadline:
+        # asyncio may fire a timer up to its clock resolution early: compare with a margin
+        due = now + _TIMER_SLACK
+        if self._state_deadline is not None and due >= self._state_deadline:
             what = {State.WAIT_CTL_REQUEST: "no Start-Control-Connection-Request",
                     State.WAIT_CTL_REPLY: "no Start-Control-Connection-Reply",
                     State.WAIT_STOP_REPLY: "no Stop-Control-Connection-Reply"}.get(
@@ -408,24 +412,24 @@ class ControlConnection:
             self._close(f"timeout: {what}", now)
             return
         if self._partial_since is not None and \
-                now >= self._after(self._partial_since, self.config.setup_timeout):
+                due >= self._after(self._partial_since, self.config.setup_timeout):
             self.stats["timeout"] += 1
             self._close("timeout: peer stopped in the middle of a control message", now)
             return
         if self.state is State.ESTABLISHED:
             if self._echo_outstanding is not None:
-                if now >= self._after(self._echo_outstanding[1], self.config.echo_timeout):
+                if due >= self._after(self._echo_outstanding[1], self.config.echo_timeout):
                     self.stats["echo_timeout"] += 1
                     self._events.append(EchoTimeout(
                         f"no Echo-Reply within {self.config.echo_timeout:g} s"))
                     self._close("echo timeout", now)
                     return
-            elif self.config.echo_interval and now >= self._last_rx + self.config.echo_interval:
+            elif self.config.echo_interval and due >= self._last_rx + self.config.echo_interval:
                 self._echo_id = (self._echo_id + 1) & 0xFFFFFFFF
                 self._echo_outstanding = (self._echo_id, now)
                 self._send(m.EchoRequest(identifier=self._echo_id))
         for call in list(self._calls):
-            if call.deadline is None or now < call.deadline:
+            if call.deadline is None or due < call.deadline:
                 continue
             if call.state is CallState.WAIT_REPLY:
                 # RFC 2637 §3.2 (PNS): no OCRP -> clear the call
@@ -490,7 +494,8 @@ class ControlConnection:
                                      else processing_delay),
             phone_number=_as_bytes(phone_number), subaddress=_as_bytes(subaddress)))
         self._calls.append(_Call(call_id, 0, CallState.WAIT_REPLY,
-                                 self._after(now, cfg.setup_timeout), owned_id=True))
+                                 self._after(now, cfg.setup_timeout), owned_id=True,
+                                 awaiting_reply=True))
         return call_id
 
     def accept_call(self, req: CallRequested, call_id: int | None = None,
@@ -736,9 +741,14 @@ class ControlConnection:
 
     def _on_OutgoingCallReply(self, msg: m.OCRP, now: float) -> None:
         call = next((c for c in self._calls if c.call_id == msg.peer_call_id
-                     and c.state is CallState.WAIT_REPLY), None)
+                     and c.awaiting_reply), None)
         if self.role is not Role.PNS or call is None:
             self._wrong_state(msg, now)
+            return
+        call.awaiting_reply = False
+        if call.state is CallState.WAIT_DISCONNECT:
+            # cleared before the reply came: learn the PAC's call ID so its CDN matches
+            call.peer_call_id = msg.call_id
             return
         if not _ok(msg.result_code):
             self._drop_call(call, now, result=msg.result_code, error=msg.error_code,
