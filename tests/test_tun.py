@@ -253,8 +253,70 @@ def scenario_tso(version: int) -> dict:
             "gro_vh": list(ref.unpack_vnet_hdr(gro_vh)), "gro_received_ok": received == back}
 
 
+def scenario_forward(version: int) -> dict:
+    """Router case (the PPTP server): a GRO super-packet written to one TUN is forwarded by
+    the kernel out of a second TUN.  Without offloads there, the kernel must segment it in
+    software from our NEEDS_CSUM partial checksum; with offloads it hands it on whole."""
+    from fastpptp import _offload as off
+    from fastpptp import _offload_ref as ref
+    from test_offload import check_packet, tcp_packet
+
+    fam = "ipv4" if version == 4 else "ipv6"
+    key = "ip_forward" if version == 4 else "conf/all/forwarding"
+    Path(f"/proc/sys/net/{fam}/{key}").write_text("1")
+    inner = tun.open_tun("fpo6")
+    _configure(inner.name, version)                      # peer 192.0.2.2 / 2001:db8::2
+    found = {}
+    for mode, kw in (("plain", {"vnet_hdr": False}), ("offload", {})):
+        outer = tun.open_tun("fpo7", **kw)
+        _sh("ip", "link", "set", "dev", outer.name, "mtu", "1500", "up")
+        if version == 4:
+            src, dst = "192.0.2.2", "203.0.113.2"
+            _sh("ip", "addr", "add", "203.0.113.1", "peer", dst, "dev", outer.name)
+        else:
+            src, dst = "2001:db8::2", "2001:db8:2::2"
+            _sh("ip", "-6", "addr", "add", "2001:db8:2::1", "peer", dst, "dev", outer.name,
+                "nodad")
+        time.sleep(0.05)                                 # let the routes settle
+        data = bytes((i * 7 + 3) & 0xFF for i in range(30 * 1200 + 500))
+        segs = [tcp_packet(version, data[k:k + 1200], seq=10_000 + k, ip_id=50 + k // 1200,
+                           src=src, dst=dst, flags=0x18 if k + 1200 >= len(data) else 0x10)
+                for k in range(0, len(data), 1200)]
+        [(vh, sup)] = off.coalesce(segs)
+        inner.write_packet(sup, vh)
+        got, packets, ok, deadline = bytearray(), 0, True, time.monotonic() + 5
+        while len(got) < len(data) and time.monotonic() < deadline:
+            for raw_vh, pkt in _read_ready(outer, 0.5):
+                info = _tcp_info(pkt)
+                if not info or info[1]["sport"] != 40000:
+                    continue
+                pieces = off.segment(pkt, raw_vh, 1500) if outer.vnet_hdr_len else [pkt]
+                packets += 1
+                if outer.vnet_hdr_len:
+                    # the forwarded super-packet's partial sum (TTL changed on the way),
+                    # completed as a NIC would, must verify
+                    try:
+                        check_packet(off.complete_csum(pkt, raw_vh))
+                    except AssertionError:
+                        ok = False
+                    found.setdefault("offload_vh", list(ref.unpack_vnet_hdr(raw_vh)))
+                for piece in pieces:
+                    try:
+                        if not outer.vnet_hdr_len:
+                            check_packet(piece)          # the kernel's own checksums
+                    except AssertionError:
+                        ok = False
+                    got += _tcp_info(piece)[1]["payload"]
+        found[mode] = {"ok": ok and bytes(got) == data, "reads": packets, "bytes": len(got),
+                       "segs": len(segs)}
+        outer.close()
+    inner.close()
+    return found
+
+
 SCENARIOS = {"open": scenario_open, "fallback": scenario_fallback,
-             "tso4": lambda: scenario_tso(4), "tso6": lambda: scenario_tso(6)}
+             "tso4": lambda: scenario_tso(4), "tso6": lambda: scenario_tso(6),
+             "forward4": lambda: scenario_forward(4), "forward6": lambda: scenario_forward(6)}
 
 
 # -- the netns tests ----------------------------------------------------------------------------
@@ -326,6 +388,19 @@ def test_tcp_transfer_reads_super_packets_and_accepts_gro_writes(netns_name, ver
     assert r["gro_written"] == r["gro_len"] == l3 + 20 + 40000
     assert r["gro_vh"][:6] == [1, gso, l3 + 20, 1000, l3, 16]
     assert r["gro_received_ok"]
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("version", [4, 6])
+def test_forwarded_gro_super_packet_is_segmented_by_the_kernel(netns_name, version):
+    r = run_scenario(netns_name, f"forward{version}")
+    # out of a plain TUN: software GSO from our partial checksum, one valid packet each
+    assert r["plain"]["ok"], r
+    assert r["plain"]["reads"] == r["plain"]["segs"] == 31
+    # out of an offloading TUN: the super-packet travels whole (our segment() then cuts it)
+    assert r["offload"]["ok"], r
+    assert r["offload"]["reads"] < r["offload"]["segs"]
+    assert r["offload_vh"][:2] == [1, 1 if version == 4 else 4]    # NEEDS_CSUM, TCPV4/6
 
 
 if __name__ == "__main__":
