@@ -25,7 +25,10 @@ from dataclasses import dataclass
 __all__ = ["Frame", "PcapError", "read_pcap", "tcp_streams", "CAPTURES", "capture_files",
            "PROTO_TCP", "PROTO_GRE"]
 
-CAPTURES = pathlib.Path("/work/shared/interop/captures")
+try:                                     # ../shared beside the repository, or /work/shared
+    from paths import CAPTURES
+except ImportError:                      # used outside the test directory
+    CAPTURES = pathlib.Path("/work/shared/interop/captures")
 PROTO_TCP = 6
 PROTO_GRE = 47
 

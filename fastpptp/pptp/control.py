@@ -709,6 +709,7 @@ class ControlConnection:
     def _on_EchoReply(self, msg: m.EchoReply, now: float) -> None:
         if self._echo_outstanding is not None and msg.identifier == self._echo_outstanding[0]:
             self._echo_outstanding = None
+            self.stats["echo_ok"] += 1
         else:
             self._wrong_state(msg, now, close_if_not_up=False)
 
