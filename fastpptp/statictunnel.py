@@ -151,7 +151,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = EngineConfig(**cfg_kw)
     Engine = load_engine(args.impl)
 
-    offload = not args.no_offload
+    # A TUN opened with IFF_VNET_HDR prefixes every packet with a virtio_net_hdr; only an
+    # engine that says it parses one (class attribute ``supports_vnet_hdr``) may get such a
+    # TUN, otherwise the headers would be taken for IP.
+    offload = not args.no_offload and bool(getattr(Engine, "supports_vnet_hdr", False))
     dev = tunmod.open_tun(args.tun_name, vnet_hdr=offload, offload=offload)
     gre = None
     eng = None
