@@ -36,6 +36,8 @@ cdef enum:
 
     # Largest IP packet gro_coalesce builds (IPv4 total length / IPv6 40 + payload length).
     GRO_MAX_IP_LEN = 65535
+    # Most packets gro_group_flows reorders in one call.
+    GRO_MAX_BATCH = 256
 
     # Return codes (< 0)
     OFFLOAD_EMALFORMED = -1    # truncated / inconsistent headers, bad csum_start, ...
@@ -109,6 +111,16 @@ cdef int tso_segment(const uint8_t* pkt, size_t len, const vnet_hdr* vh,
 # With 1 consumed: the packet is copied unchanged, vh_out = all zero (GSO_NONE, no flags).
 cdef int gro_coalesce(uint8_t** pkts, const uint32_t* lens, int n, uint8_t* dst,
                       size_t dst_cap, vnet_hdr* vh_out, uint32_t* dst_len) noexcept nogil
+
+
+# Make each flow's packets consecutive so gro_coalesce can merge interleaved flows (two TCP
+# streams decapsulated alternately, say): a stable grouping of pkts/lens in place, groups in
+# order of first appearance, packet order within a flow unchanged.  Flow key: IP version,
+# addresses, protocol, and for unfragmented TCP/UDP the ports (so a FIN or a pure ACK stays
+# in order with its flow's data).  Unparseable packets form one group.  Different flows may
+# be reordered relative to each other, which IP allows.  Returns the number of groups, or
+# OFFLOAD_ENOSPC if n > GRO_MAX_BATCH (nothing moved).
+cdef int gro_group_flows(uint8_t** pkts, uint32_t* lens, int n) noexcept nogil
 
 
 # -- TCP MSS clamping --------------------------------------------------------------------------

@@ -462,6 +462,66 @@ cdef int gro_coalesce(uint8_t** pkts, const uint32_t* lens, int n, uint8_t* dst,
     return merged
 
 
+cdef enum:
+    FLOW_KEY_MAX = 40
+
+
+cdef int flow_key(const uint8_t* p, size_t n, uint8_t* key) noexcept nogil:
+    """gro_group_flows' key into key[FLOW_KEY_MAX]; returns its length (0: unparseable)."""
+    cdef size_t ihl
+    cdef int k = 0
+    if n >= 20 and p[0] >> 4 == 4:
+        ihl = (p[0] & 0x0F) * 4
+        key[0] = 4
+        memcpy(key + 1, p + 12, 8)
+        key[9] = p[9]
+        k = 10
+        if ((p[9] == IPPROTO_TCP or p[9] == IPPROTO_UDP) and not (rd16(p + 6) & 0x3FFF)
+                and ihl >= 20 and n >= ihl + 4):
+            memcpy(key + 10, p + ihl, 4)
+            k = 14
+        return k
+    if n >= 40 and p[0] >> 4 == 6:
+        key[0] = 6
+        memcpy(key + 1, p + 8, 32)
+        key[33] = p[6]
+        k = 34
+        if (p[6] == IPPROTO_TCP or p[6] == IPPROTO_UDP) and n >= 44:
+            memcpy(key + 34, p + 40, 4)
+            k = 38
+        return k
+    return 0
+
+
+cdef int gro_group_flows(uint8_t** pkts, uint32_t* lens, int n) noexcept nogil:
+    cdef uint8_t keys[GRO_MAX_BATCH][FLOW_KEY_MAX]
+    cdef int klen[GRO_MAX_BATCH]
+    cdef uint8_t done[GRO_MAX_BATCH]
+    cdef uint8_t* tp[GRO_MAX_BATCH]
+    cdef uint32_t tl[GRO_MAX_BATCH]
+    cdef int i, j, out = 0, groups = 0
+    if n > GRO_MAX_BATCH:
+        return OFFLOAD_ENOSPC
+    for i in range(n):
+        klen[i] = flow_key(pkts[i], lens[i], keys[i])
+        done[i] = 0
+    for i in range(n):
+        if done[i]:
+            continue
+        groups += 1
+        for j in range(i, n):
+            if (not done[j] and klen[j] == klen[i]
+                    and memcmp(keys[j], keys[i], <size_t>klen[i]) == 0):
+                tp[out] = pkts[j]
+                tl[out] = lens[j]
+                out += 1
+                done[j] = 1
+    for i in range(n):
+        pkts[i] = tp[i]
+        lens[i] = tl[i]
+    return groups
+
+
 # -- MSS clamping ---------------------------------------------------------------------------
 
 cdef inline uint32_t csum_replace16(uint32_t check, uint32_t old, uint32_t new) noexcept nogil:
@@ -612,8 +672,29 @@ def segment(pkt, vhdr, int max_ip_len, int max_out=DEFAULT_MAX_OUT) -> list:
             free(lens)
 
 
-def coalesce(pkts, size_t dst_cap=GRO_MAX_IP_LEN) -> list:
-    """Coalesce a batch of IP packets: [(vnet_hdr bytes, packet), ...] in order."""
+def group_flows(pkts) -> list:
+    """gro_group_flows on a list: each flow's packets made consecutive, order kept per flow."""
+    cdef list items = [bytes(p) for p in pkts]
+    cdef int n = len(items), k, r
+    cdef uint8_t* ptrs[GRO_MAX_BATCH]
+    cdef uint32_t lens[GRO_MAX_BATCH]
+    if n > GRO_MAX_BATCH:
+        raise OffloadError(OFFLOAD_ENOSPC, "gro_group_flows")
+    index = {}
+    for k in range(n):
+        ptrs[k] = <uint8_t*>PyBytes_AS_STRING(items[k])
+        lens[k] = <uint32_t>PyBytes_GET_SIZE(items[k])
+        index.setdefault(<size_t>ptrs[k], items[k])
+    with nogil:
+        r = gro_group_flows(ptrs, lens, n)
+    return [index[<size_t>ptrs[k]] for k in range(n)]
+
+
+def coalesce(pkts, size_t dst_cap=GRO_MAX_IP_LEN, bint group=False) -> list:
+    """Coalesce a batch of IP packets: [(vnet_hdr bytes, packet), ...] in order (after
+    gro_group_flows when group=True)."""
+    if group:
+        pkts = group_flows(pkts)
     cdef list items = [bytes(p) for p in pkts]
     cdef int n = len(items), i = 0, r, k
     cdef uint8_t** ptrs = <uint8_t**>malloc(max(n, 1) * sizeof(uint8_t*))

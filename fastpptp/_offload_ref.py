@@ -36,6 +36,7 @@ VIRTIO_NET_HDR_GSO_UDP_L4 = 5
 VIRTIO_NET_HDR_GSO_ECN = 0x80
 
 GRO_MAX_IP_LEN = 65535
+GRO_MAX_BATCH = 256
 
 OFFLOAD_EMALFORMED = -1
 OFFLOAD_EUNSUPPORTED = -2
@@ -432,6 +433,34 @@ def gro_coalesce(pkts: list, dst_cap: int) -> tuple[int, VnetHdr, bytes] | int:
     return len(parts), vh, bytes(out)
 
 
+def _flow_key(p) -> bytes:
+    """gro_group_flows' key: version, addresses, protocol [, ports]; b"" if unparseable."""
+    n = len(p)
+    if n >= 20 and p[0] >> 4 == 4:
+        ihl = (p[0] & 0x0F) * 4
+        key = bytes([4]) + bytes(p[12:20]) + bytes([p[9]])
+        if (p[9] in (IPPROTO_TCP, IPPROTO_UDP) and not _be16(p, 6) & 0x3FFF
+                and ihl >= 20 and n >= ihl + 4):
+            key += bytes(p[ihl:ihl + 4])
+        return key
+    if n >= 40 and p[0] >> 4 == 6:
+        key = bytes([6]) + bytes(p[8:40]) + bytes([p[6]])
+        if p[6] in (IPPROTO_TCP, IPPROTO_UDP) and n >= 44:
+            key += bytes(p[40:44])
+        return key
+    return b""
+
+
+def gro_group_flows(pkts: list) -> tuple[int, list] | int:
+    """The nogil gro_group_flows: (groups, reordered list) or OFFLOAD_ENOSPC."""
+    if len(pkts) > GRO_MAX_BATCH:
+        return OFFLOAD_ENOSPC
+    groups: dict[bytes, list] = {}                 # dicts keep first-appearance order
+    for p in pkts:
+        groups.setdefault(_flow_key(p), []).append(p)
+    return len(groups), [p for members in groups.values() for p in members]
+
+
 # -- MSS clamping -----------------------------------------------------------------------------
 
 def _csum_replace16(check: int, old: int, new: int) -> int:
@@ -532,8 +561,20 @@ def segment(pkt: bytes, vnet_hdr, max_ip_len: int, max_out: int = DEFAULT_MAX_OU
     return [bytes(s) for s in r]
 
 
-def coalesce(pkts: list[bytes], dst_cap: int = GRO_MAX_IP_LEN) -> list[tuple[bytes, bytes]]:
-    """Coalesce a batch of IP packets: [(vnet_hdr bytes, packet), ...] in order."""
+def group_flows(pkts: list[bytes]) -> list[bytes]:
+    """gro_group_flows on a list: each flow's packets made consecutive, order kept per flow."""
+    r = gro_group_flows([bytes(p) for p in pkts])
+    if isinstance(r, int):
+        raise OffloadError(r, "gro_group_flows")
+    return r[1]
+
+
+def coalesce(pkts: list[bytes], dst_cap: int = GRO_MAX_IP_LEN,
+             group: bool = False) -> list[tuple[bytes, bytes]]:
+    """Coalesce a batch of IP packets: [(vnet_hdr bytes, packet), ...] in order (after
+    gro_group_flows when group=True)."""
+    if group:
+        pkts = group_flows(pkts)
     out = []
     i = 0
     while i < len(pkts):

@@ -532,3 +532,57 @@ def test_differential_garbage_after_valid_headers(version, tail, cut):
         except ref.OffloadError as e:
             return e.code
     assert run(compiled) == run(ref)
+
+
+# -- grouping interleaved flows --------------------------------------------------------------
+
+def test_group_flows_lets_interleaved_streams_coalesce(impl):
+    a = flow(4, [1000] * 8)
+    b = flow(4, [1000] * 8, sport=40001, seq=77)
+    c = flow(6, [1200] * 4)
+    ping = ip_packet(4, 1, bytes(64))                                  # ICMP
+    mixed = [p for k in range(8) for p in (a[k], b[k], ping)] + c
+    assert len(impl.coalesce(mixed)) == 24 + 1                        # only the tail c merges
+    grouped = impl.group_flows(mixed)
+    assert grouped == a + b + [ping] * 8 + c
+    out = impl.coalesce(mixed, group=True)
+    assert _merged_counts(impl, grouped) == [8, 8] + [1] * 8 + [4]
+    assert [ref.unpack_vnet_hdr(vh).gso_type for vh, _ in out] == \
+        [GSO_TCPV4, GSO_TCPV4] + [GSO_NONE] * 8 + [GSO_TCPV6]
+
+
+def test_group_flows_keeps_a_flows_control_segments_in_place(impl):
+    data = flow(4, [1000] * 3)
+    fin = tcp_packet(4, seq=4000, flags=ACK | FIN)
+    other = flow(4, [500], sport=1)
+    pkts = [data[0], other[0], data[1], data[2], fin]
+    assert impl.group_flows(pkts) == [data[0], data[1], data[2], fin, other[0]]
+
+
+def test_group_flows_bounded_batch(impl):
+    with pytest.raises(ref.OffloadError) as e:
+        impl.group_flows([b""] * (ref.GRO_MAX_BATCH + 1))
+    assert e.value.code == ref.OFFLOAD_ENOSPC
+    udp = udp_packet(4, bytes(10))
+    assert impl.group_flows([b"", udp, b"\x45"]) == [b"", b"\x45", udp]   # junk: one group
+
+
+_FLOWS = {v6: [flow(6 if v6 and k == 1 else 4, [300] * 60, sport=1000 + k) for k in range(3)]
+          for v6 in (False, True)}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(range(5)), min_size=1, max_size=60), st.booleans())
+def test_differential_group_flows(choices, v6):
+    flows = _FLOWS[v6]
+    streams = [iter(f) for f in flows]
+    noise = [udp_packet(4, bytes(10)), b"\x00" * 3]
+    pkts = [next(streams[c]) if c < 3 else noise[c - 3] for c in choices]
+    g = compiled.group_flows(pkts)
+    assert g == ref.group_flows(pkts)
+    assert compiled.coalesce(pkts, group=True) == ref.coalesce(pkts, group=True)
+    # a permutation that keeps every flow's internal order
+    assert sorted(g) == sorted(pkts)
+    for f in flows:
+        members = set(f)
+        assert [p for p in g if p in members] == [p for p in pkts if p in members]
