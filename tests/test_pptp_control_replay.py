@@ -135,3 +135,54 @@ def test_pns_side_into_our_pac(path):
     (cleared,) = [e for e in events if isinstance(e, CallCleared)]
     assert cleared.call_id == 0 and cleared.peer_call_id == ocrq.call_id
     assert isinstance(events[-1], ControlClosed)
+
+
+def _h(text: str) -> bytes:
+    return bytes.fromhex("".join(text.split()))
+
+
+# [MS-PTPT] §4 example (Windows Vista client <-> Windows Server 2008), TEST-VECTORS §9.
+MS_SCCRQ = _h("009C 0001 1A2B3C4D 0001 0000 0100 0000 00000001 00000001 0000 0000") + bytes(64) \
+    + b"Microsoft" + bytes(55)
+MS_SCCRP = _h("009C 0001 1A2B3C4D 0002 0000 0100 01 00 00000001 00000001 0000 0000") + bytes(64) \
+    + b"Microsoft" + bytes(55)
+MS_OCRQ = _h("00A8 0001 1A2B3C4D 0007 0000 FAEA 0001 0000012C 05F5E100 00000003 00000003 0040"
+             " 0000 0000 0000") + bytes(64) + _h("E3572A57E0A2BD41B826F1454106F261") + bytes(48)
+MS_OCRP = _h("0020 0001 1A2B3C4D 0008 0000 E40A FAEA 01 00 0000 00512502 4000 0000 00000000")
+MS_CCRQ = _h("0010 0001 1A2B3C4D 000C 0000 FAEA 0000")
+MS_CDN = _h("0094 0001 1A2B3C4D 000D 0000 E40A 00 00 0000 0000") + bytes(128)
+
+
+def test_windows_server_into_our_pns():
+    pns = ControlConnection(Role.PNS, ControlConfig(), 0.0, random.Random(0))
+    pns.start(0.0)
+    pns.receive_data(MS_SCCRP, 0.1)
+    assert pns.next_event().peer_vendor == b"Microsoft"
+    pns.place_call(0.2, call_id=0xFAEA)
+    pns.receive_data(MS_OCRP, 0.3)
+    est = pns.next_event()
+    assert est == CallEstablished(0xFAEA, 0xE40A, 0x4000, 0, 0x00512502)
+    pns.clear_call(0xFAEA, now=0.4)
+    assert pns.data_to_send().endswith(MS_CCRQ)
+    pns.receive_data(MS_CDN, 0.5)              # Windows: Result Code 0 in the CDN
+    cleared = pns.next_event()
+    assert isinstance(cleared, CallCleared) and cleared.call_id == 0xFAEA
+    assert cleared.result == 0 and cleared.by_peer
+
+
+def test_windows_client_into_our_pac():
+    pac = ControlConnection(Role.PAC, ControlConfig(), 0.0, random.Random(0))
+    pac.receive_data(MS_SCCRQ, 0.1)
+    assert pac.next_event().peer_host_name == b""       # Windows sends no host name
+    pac.receive_data(MS_OCRQ, 0.2)
+    req = pac.next_event()
+    assert (req.peer_call_id, req.call_serial_number, req.peer_rwin) == (0xFAEA, 1, 64)
+    assert req.subaddress.startswith(_h("E3572A57"))
+    pac.accept_call(req, 0xE40A, now=0.2)
+    est = pac.next_event()
+    assert (est.call_id, est.peer_call_id, est.peer_rwin) == (0xE40A, 0xFAEA, 64)
+    pac.data_to_send()
+    pac.receive_data(MS_CCRQ, 0.3)
+    cdn = m.decode(pac.data_to_send())
+    assert cdn.call_id == 0xE40A and cdn.result_code == m.CallDisconnectResult.REQUEST
+    assert pac.next_event().call_id == 0xE40A
