@@ -43,7 +43,8 @@ def control_messages(path):
 
 def raw_stream(path, side):
     for (_s, sport, _d, dport), segments in tcp_streams(read_pcap(path)).items():
-        if (side == "client" and dport == m.PPTP_PORT) or (side == "server" and sport == m.PPTP_PORT):
+        to_server = dport == m.PPTP_PORT
+        if (side == "client" and to_server) or (side == "server" and sport == m.PPTP_PORT):
             return b"".join(data for _, data in segments)
     return b""
 

@@ -94,7 +94,8 @@ class ControlConfig:
     vendor_string: bytes | str = b"fastpptp"
     firmware_revision: int = 1
     maximum_channels: int = 0              # PAC: announced in SCCRP (pptpd says 1)
-    framing_capabilities: int = m.FramingCapabilities.ASYNCHRONOUS | m.FramingCapabilities.SYNCHRONOUS
+    framing_capabilities: int = (m.FramingCapabilities.ASYNCHRONOUS
+                                 | m.FramingCapabilities.SYNCHRONOUS)
     bearer_capabilities: int = m.BearerCapabilities.ANALOG | m.BearerCapabilities.DIGITAL
     recv_window: int = 64                  # our Packet Recv Window Size
     processing_delay: int = 0              # our Packet Processing Delay (1/10 s)
