@@ -56,7 +56,10 @@ TUN_F_USO4 = 0x20
 TUN_F_USO6 = 0x40
 
 VNET_HDR_LEN = 12            # struct virtio_net_hdr_mrg_rxbuf; == fastpptp._offload VNET_HDR_LEN
-MAX_READ = 65535 + VNET_HDR_LEN
+# A TUN read never exceeds the device's gso_max_size (64 KB; an IPv6 super-packet can be
+# 65536 bytes, one more than IPv4's total length allows) plus the header.  A smaller buffer
+# would silently truncate the packet.
+MAX_READ = 65536 + VNET_HDR_LEN
 
 # Tried in order; the first the kernel accepts wins.
 OFFLOAD_SETS = (
