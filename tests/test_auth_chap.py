@@ -427,3 +427,26 @@ def test_mschapv2_retries_exhausted_r0():
     assert failures == [True, False]
     (ae,) = drain(auth)
     assert isinstance(ae, AuthFailed)
+
+
+@pytest.mark.parametrize("method", [MD5, V2])
+def test_domain_prefixed_name_falls_back_to_bare_user(method):
+    auth = ChapAuthenticator(method, StaticBackend({"alice": "pw"}), random.Random(1), "srv")
+    peer = ChapPeer(method, "CORP\\alice", "pw", random.Random(2))
+    auth.start(0.0)
+    peer.start(0.0)
+    pump(peer, auth, 0.0)
+    (ae,), (pe,) = drain(auth), drain(peer)
+    assert isinstance(ae, AuthSucceeded) and ae.user == "alice"
+    assert isinstance(pe, AuthSucceeded)
+
+
+def test_domain_prefixed_name_exact_entry_wins():
+    backend = StaticBackend({"CORP\\alice": "pw1", "alice": "pw2"})
+    auth = ChapAuthenticator(V2, backend, random.Random(1), "srv")
+    peer = ChapPeer(V2, "CORP\\alice", "pw1", random.Random(2))
+    auth.start(0.0)
+    peer.start(0.0)
+    pump(peer, auth, 0.0)
+    (ae,) = drain(auth)
+    assert isinstance(ae, AuthSucceeded) and ae.user == "CORP\\alice"

@@ -475,3 +475,20 @@ def test_server_without_an_address_for_the_peer_closes():
     (sd,) = w.of(s, LinkDown)
     assert sd.reason == "no IP address available for the peer"
     assert not w.of(c, NetworkUp)
+
+
+def test_mutual_authentication_both_directions_mschapv2_mppe():
+    # pppd "auth" on both ends: each side authenticates the other with MS-CHAPv2.
+    s = server_link(users={"fastpptp": "fastpptp-secret"}, user="pptpd",
+                    password="server-secret")
+    ccfg = LinkConfig(lcp=LcpConfig(echo_interval=0),
+                      policy=AuthPolicy.from_options("auth require-mschap-v2 require-mppe-128"),
+                      user="fastpptp", password="fastpptp-secret", name="fastpptp",
+                      remotename="pptpd")
+    c = PPPLink(ccfg, "client", StaticBackend({"pptpd": "server-secret"}), random.Random(8))
+    w = connect(s, c)
+    assert sorted(e.direction for e in w.of(s, Authenticated)) == ["peer", "self"]
+    assert sorted(e.direction for e in w.of(c, Authenticated)) == ["peer", "self"]
+    (sm,), (cm,) = w.of(s, MppeUp), w.of(c, MppeUp)
+    assert sm.send_key == cm.recv_key and sm.recv_key == cm.send_key
+    assert w.of(s, NetworkUp) and w.of(c, NetworkUp)

@@ -327,6 +327,14 @@ class ChapAuthenticator(_Machine):
     def _verify(self, pkt: ChapValuePacket, now: float) -> None:
         user = _text(pkt.name)
         secret = self.backend.get_secret(user, self.name or "*")
+        if secret is None and "\\" in user:
+            # Windows sends DOMAIN\user when the user typed a domain; pppd would need
+            # that exact name in chap-secrets -- also try the bare user name.  The
+            # MS-CHAPv2 hashes use the bare name anyway (RFC 2759 §4).
+            bare = user.rsplit("\\", 1)[1]
+            secret = self.backend.get_secret(bare, self.name or "*")
+            if secret is not None:
+                user = bare
         ok, message, result = False, "", None
         if self.method is AuthMethod.CHAP_MD5:
             if secret is not None and len(pkt.value) == 16:
