@@ -107,7 +107,8 @@ class Client:
     # ------------------------------------------------------------------ one attempt
     async def _attempt(self) -> bool:
         from .dataplane import EngineConfig, load_engine
-        from .net import netlink, rawgre, tun
+        from .aio.offloop import netlink
+        from .net import rawgre, tun
         from .pptp.control import ControlConfig, ControlConnection, Role
         loop = asyncio.get_running_loop()
         cfg = self.config
@@ -229,7 +230,7 @@ class Client:
             log.error("authentication failed: %s", ev.reason)
 
     def _network_up(self, session: CallSession, ev, tundev, server_ip: str) -> None:
-        from .net import netlink
+        from .aio.offloop import netlink
         cfg = self.config
         if ev.family not in (4, "ipv4"):
             return

@@ -166,7 +166,8 @@ class Server:
 
     def _open_dataplane(self) -> None:
         from .dataplane import EngineConfig, load_engine
-        from .net import netlink, rawgre, tun
+        from .aio.offloop import netlink
+        from .net import rawgre, tun
         mtu = self._ppp.mtu or 1400
         self._tun = tun.open_tun(self.config.interface, vnet_hdr=self.config.offload,
                                  offload=self.config.offload)
@@ -345,7 +346,7 @@ class Server:
         if ev.family not in (4, "ipv4"):
             return
         if self._owns_engine:
-            from .net import netlink
+            from .aio.offloop import netlink
             try:
                 netlink.add_route(f"{ev.remote}/32", dev=self._tun.name, src=self.config.local_ips[0],
                                   replace=True)
@@ -362,7 +363,7 @@ class Server:
             return
         remote = session.info.remote_ip
         if remote and self._owns_engine:
-            from .net import netlink
+            from .aio.offloop import netlink
             with contextlib.suppress(Exception):
                 netlink.delete_route(f"{remote}/32", dev=self._tun.name, missing_ok=True)
         c = getattr(session, "final_counters", {}) or {}
