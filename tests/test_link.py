@@ -492,3 +492,28 @@ def test_mutual_authentication_both_directions_mschapv2_mppe():
     (sm,), (cm,) = w.of(s, MppeUp), w.of(c, MppeUp)
     assert sm.send_key == cm.recv_key and sm.recv_key == cm.send_key
     assert w.of(s, NetworkUp) and w.of(c, NetworkUp)
+
+
+def test_link_can_come_up_again_after_link_down():
+    s, c = server_link(), client_link()
+    w = connect(s, c)
+    c.close(w.now, "again")
+    w.run()
+    w.advance(3.1)
+    assert s.phase is Phase.DEAD and c.phase is Phase.DEAD
+    for link in (s, c):
+        w.events[id(link)].clear()
+    c.lower_up(w.now)
+    s.lower_up(w.now)
+    w.run()
+    assert kinds(w, s) == ["LcpOpened", "Authenticated", "MppeUp", "NetworkUp"]
+
+
+def test_lower_down_ends_the_link_without_terminate():
+    s, c = server_link(), client_link()
+    w = connect(s, c)
+    s.lower_down(w.now)
+    assert [p for p, _ in s.frames_to_send()] == []
+    evs = s.events()
+    assert [type(e).__name__ for e in evs] == ["NetworkDown", "LinkDown"]
+    assert evs[-1].reason == "lower layer down" and s.phase is Phase.DEAD

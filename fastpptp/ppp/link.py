@@ -302,10 +302,7 @@ class PPPLink:
         self.role = role
         self.backend = auth_backend
         self.rng = rng or random.Random()
-        policy = config.policy
-        self.lcp = _LinkLCP(dataclasses.replace(config.lcp, auth_require=policy.auth_require,
-                                                auth_accept=policy.auth_accept),
-                            self.rng, self._note_reason)
+        self.lcp = self._new_lcp()
         self.phase = Phase.DEAD
         self.lcp_result = None
         self.authenticator = None        # our PAP/CHAP machine checking the peer
@@ -326,6 +323,12 @@ class PPPLink:
         self._assigned_address: str | None = None
         self._now = 0.0
 
+    def _new_lcp(self) -> "_LinkLCP":
+        policy = self.config.policy
+        return _LinkLCP(dataclasses.replace(self.config.lcp, auth_require=policy.auth_require,
+                                            auth_accept=policy.auth_accept),
+                        self.rng, self._note_reason)
+
     # ---- public API ---------------------------------------------------------------------
 
     def lower_up(self, now: float) -> None:
@@ -333,6 +336,8 @@ class PPPLink:
         self._now = now
         if self.phase is not Phase.DEAD:
             return
+        if self.lcp.state.name not in ("Initial", "Starting"):
+            self.lcp = self._new_lcp()          # a finished LCP: start from scratch
         self.phase = Phase.ESTABLISH
         self._down_reason = None
         self.lcp.open(now)
