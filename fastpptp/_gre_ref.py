@@ -776,7 +776,11 @@ class Engine:
             raise RuntimeError("already started")
         self._tun_fds = list(tun_fds)
         self._gre_fd = gre_fd
+        for fd in self._tun_fds:
+            os.set_blocking(fd, False)
+        os.set_blocking(gre_fd, False)
         dom = socket.socket(fileno=os.dup(gre_fd))
+        dom.setblocking(False)
         self._gre_is_inet = dom.family == socket.AF_INET
         self._gre_sock = dom
         self._running = True

@@ -14,8 +14,14 @@ DEFAULT_BUF = 4 << 20
 
 
 def open_gre_socket(local: str | None = None, *, rcvbuf: int = DEFAULT_BUF,
-                    sndbuf: int = DEFAULT_BUF) -> socket.socket:
-    """Open a non-blocking raw GRE socket, with big buffers, optionally bound to ``local``."""
+                    sndbuf: int = DEFAULT_BUF, peer: str | None = None) -> socket.socket:
+    """Open a non-blocking raw GRE socket, with big buffers, optionally bound to ``local``.
+
+    ``peer`` connects it (a client with one server): the kernel then only delivers that
+    peer's GRE, and reports ICMP errors about earlier packets (protocol/host unreachable) as
+    ENOPROTOOPT/EHOSTUNREACH/ECONNREFUSED on a later call, which the engine counts
+    (``icmp_errors``).  An unconnected raw socket never sees those errors (Linux raw_err).
+    """
     s = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_GRE)
     try:
         s.setblocking(False)
@@ -26,6 +32,8 @@ def open_gre_socket(local: str | None = None, *, rcvbuf: int = DEFAULT_BUF,
                 s.setsockopt(socket.SOL_SOCKET, opt, size)     # capped by net.core.*mem_max
         if local:
             s.bind((local, 0))
+        if peer:
+            s.connect((peer, 0))
     except BaseException:
         s.close()
         raise
