@@ -13,7 +13,8 @@
    * ``fastpptp-mppe128``: the same with stateless MPPE-128;
    * ``openvpn``: OpenVPN 2.6 p2p over UDP, no crypto (``--cipher none --data-ciphers none
      --auth none --disable-dco``), tun devices, ``--tun-mtu 1400``;
-3. report Gbit/s (receiver side) and the ratios to veth and to OpenVPN; ``--json`` prints one
+3. with ``--rounds N`` all of it N times, paths interleaved, keeping each test's median;
+4. report Gbit/s (receiver side) and the ratios to veth and to OpenVPN; ``--json`` prints one
    JSON document instead of the table.
 
 iperf3 and openvpn are Debian packages: when missing and we are root with apt-get, they are
@@ -250,41 +251,57 @@ def iperf(pair: Pair, target: str, test: str, seconds: int) -> dict:
     return out
 
 
-def run_bench(seconds: int = 5, paths: tuple[str, ...] = PATHS) -> dict:
+def run_bench(seconds: int = 5, paths: tuple[str, ...] = PATHS, rounds: int = 1) -> dict:
+    """Measure every path ``rounds`` times (paths interleaved, so a busy moment on the
+    machine hits all of them alike) and keep the median run of each test."""
     missing = ensure_tools(["iperf3", "openvpn"] if "openvpn" in paths else ["iperf3"])
-    result: dict = {"seconds": seconds, "tun_mtu": TUN_MTU, "udp_payload": UDP_LEN,
-                    "cpus": os.cpu_count(), "paths": {}, "skipped": {}}
+    result: dict = {"seconds": seconds, "rounds": rounds, "tun_mtu": TUN_MTU,
+                    "udp_payload": UDP_LEN, "cpus": os.cpu_count(), "paths": {},
+                    "skipped": {}}
     if "iperf3" in missing:
         result["skipped"] = {p: missing["iperf3"] for p in paths}
         return result
+    runs: dict[str, dict[str, list[dict]]] = {}
+    counters: dict[str, dict] = {}
     with veth_pair() as pair, tempfile.TemporaryDirectory(prefix="fpbench") as tmp:
         pair.spawn(pair.b, ["iperf3", "-s"])
-        for path in paths:
-            if path == "openvpn" and "openvpn" in missing:
-                result["skipped"][path] = missing["openvpn"]
-                continue
-            if path == "veth":
-                cm = no_tunnel(pair, tmp)
-            elif path.startswith("fastpptp"):
-                cm = fastpptp_tunnel(pair, tmp, mppe=path.endswith("mppe128"))
+        for rnd in range(rounds):
+            for path in paths:
+                if path in result["skipped"]:
+                    continue
+                if path == "openvpn" and "openvpn" in missing:
+                    result["skipped"][path] = missing["openvpn"]
+                    continue
+                if path == "veth":
+                    cm = no_tunnel(pair, tmp)
+                elif path.startswith("fastpptp"):
+                    cm = fastpptp_tunnel(pair, tmp, mppe=path.endswith("mppe128"))
+                else:
+                    cm = openvpn_tunnel(pair, tmp)
+                _log(f"round {rnd + 1}/{rounds} {path}: starting")
+                try:
+                    with cm as info:
+                        if not _wait_reachable(pair, info["target"], 15):
+                            raise RuntimeError(f"{info['target']} unreachable through {path}")
+                        for test in TESTS:
+                            m = iperf(pair, info["target"], test, seconds)
+                            runs.setdefault(path, {}).setdefault(test, []).append(m)
+                            _log(f"{path} {test}: {m}")
+                            time.sleep(0.3)
+                    counters[path] = {k: v for k, v in info.items() if k.startswith("counters")}
+                except Exception as exc:
+                    result["skipped"][path] = f"{type(exc).__name__}: {exc}"
+    for path, tests in runs.items():
+        entry: dict = {}
+        for test, ms in tests.items():
+            good = sorted((m for m in ms if "gbps" in m), key=lambda m: m["gbps"])
+            if good:
+                entry[test] = dict(good[len(good) // 2], samples=[m["gbps"] for m in ms
+                                                                   if "gbps" in m])
             else:
-                cm = openvpn_tunnel(pair, tmp)
-            _log(f"{path}: starting")
-            entry: dict = {}
-            try:
-                with cm as info:
-                    if not _wait_reachable(pair, info["target"], 15):
-                        raise RuntimeError(f"{info['target']} unreachable through {path}")
-                    for test in TESTS:
-                        entry[test] = iperf(pair, info["target"], test, seconds)
-                        _log(f"{path} {test}: {entry[test]}")
-                        time.sleep(0.3)
-                entry.update({k: v for k, v in info.items() if k.startswith("counters")})
-                result["paths"][path] = entry
-            except Exception as exc:
-                result["skipped"][path] = f"{type(exc).__name__}: {exc}"
-                if entry:
-                    result["paths"][path] = entry
+                entry[test] = ms[-1]
+        entry.update(counters.get(path, {}))
+        result["paths"][path] = entry
     _ratios(result)
     return result
 
@@ -315,10 +332,12 @@ def _ratios(result: dict) -> None:
 
 
 def format_table(result: dict) -> str:
-    lines = [f"iperf3 A -> B, {result['seconds']} s per test, tunnel MTU {result['tun_mtu']}, "
-             f"{result['cpus']} CPUs (Gbit/s at the receiver; x veth / x OpenVPN)"]
+    lines = [f"iperf3 A -> B, {result['seconds']} s per test, median of {result['rounds']} "
+             f"round(s), tunnel MTU {result['tun_mtu']}, {result['cpus']} CPUs "
+             f"(Gbit/s at the receiver; x veth / x OpenVPN)"]
     lines.append(f"{'path':18}" + "".join(f"{t:>26}" for t in TESTS))
-    for path, entry in result["paths"].items():
+    for path in sorted(result["paths"], key=lambda p: PATHS.index(p) if p in PATHS else 99):
+        entry = result["paths"][path]
         cells = []
         for test in TESTS:
             v = entry.get(test, {})
@@ -339,12 +358,12 @@ def format_table(result: dict) -> str:
 
 
 def run_tunnel_bench(json: bool = False, seconds: int = 5,
-                     paths: tuple[str, ...] = PATHS) -> int:
+                     paths: tuple[str, ...] = PATHS, rounds: int = 1) -> int:
     """Entry point of `fastpptp bench tunnel`; returns the exit status."""
     if os.geteuid() != 0:
         print("bench tunnel: needs root (network namespaces, TUN)", file=sys.stderr)
         return 2
-    result = run_bench(seconds, paths)
+    result = run_bench(seconds, paths, rounds)
     if json:
         print(jsonlib.dumps(result, indent=1, sort_keys=True))
     else:
@@ -356,17 +375,21 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python3 -m fastpptp.benchtunnel", description=__doc__.split("\n")[0])
     p.add_argument("--json", action="store_true")
     p.add_argument("--time", type=int, default=5, help="seconds per iperf3 test (1..60)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="measure each path N times, interleaved; report the median (1..9)")
     p.add_argument("--only", help=f"comma list of paths out of {','.join(PATHS)}")
     args = p.parse_args(argv)
     if not 1 <= args.time <= 60:
         p.error("--time must be 1..60")
+    if not 1 <= args.rounds <= 9:
+        p.error("--rounds must be 1..9")
     paths = PATHS
     if args.only:
         paths = tuple(x for x in args.only.split(",") if x)
         bad = set(paths) - set(PATHS)
         if bad:
             p.error(f"unknown path(s): {', '.join(sorted(bad))}")
-    return run_tunnel_bench(json=args.json, seconds=args.time, paths=paths)
+    return run_tunnel_bench(json=args.json, seconds=args.time, paths=paths, rounds=args.rounds)
 
 
 if __name__ == "__main__":
