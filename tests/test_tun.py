@@ -314,9 +314,61 @@ def scenario_forward(version: int) -> dict:
     return found
 
 
+def scenario_rate(seconds: float = 1.5) -> dict:
+    """TCP socket -> TUN -> this (Python) reader for `seconds`, with offloads (each read cut
+    into 1400-byte IP packets by the compiled segmenter) and without (one packet per read)."""
+    from fastpptp import _offload as off
+    from test_offload import tcp_packet
+
+    found = {}
+    for mode in ("offload", "plain"):
+        offload = mode == "offload"
+        dev = tun.open_tun("fpo8", vnet_hdr=offload, offload=offload)
+        local, peer = _configure(dev.name, 4)
+        # a long queue: our peer does no SACK, so TUN queue drops would stall the transfer
+        _sh("ip", "link", "set", "dev", dev.name, "txqueuelen", "20000")
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex((peer, 5001))
+        syn, deadline = None, time.monotonic() + 5
+        while syn is None and time.monotonic() < deadline:
+            for _vh, pkt in _read_ready(dev, 0.5):
+                info = _tcp_info(pkt)
+                if info and info[1]["flags"] & 0x02:
+                    syn = info[1]
+        kw = dict(src=peer, dst=local, sport=5001, dport=syn["sport"])
+        dev.write_packet(tcp_packet(4, seq=1, ack=syn["seq"] + 1, flags=0x12, window=65535,
+                                    opts=bytes([2, 4, 0x05, 0xB4, 1, 3, 3, 9]), **kw))
+        select.select([], [s], [], 5)
+        chunk = bytes(1 << 20)
+        nxt, got, reads, out_pkts = syn["seq"] + 1, 0, 0, 0
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            try:
+                while True:
+                    s.send(chunk)
+            except BlockingIOError:
+                pass
+            for vh, pkt in _read_ready(dev, 0.1):
+                reads += 1
+                out_pkts += len(off.segment(pkt, vh, 1400)) if offload else 1
+                info = _tcp_info(pkt)
+                if info and info[1]["seq"] == nxt:
+                    got += len(info[1]["payload"])
+                    nxt = (nxt + len(info[1]["payload"])) & 0xFFFFFFFF
+            dev.write_packet(tcp_packet(4, seq=2, ack=nxt, flags=0x10, window=65535, **kw))
+        dt = time.perf_counter() - t0
+        s.close()
+        dev.close()
+        found[mode] = {"gbit_s": round(got * 8 / dt / 1e9, 3), "reads": reads,
+                       "bytes_per_read": got // max(reads, 1), "ip_packets": out_pkts}
+    return found
+
+
 SCENARIOS = {"open": scenario_open, "fallback": scenario_fallback,
              "tso4": lambda: scenario_tso(4), "tso6": lambda: scenario_tso(6),
-             "forward4": lambda: scenario_forward(4), "forward6": lambda: scenario_forward(6)}
+             "forward4": lambda: scenario_forward(4), "forward6": lambda: scenario_forward(6),
+             "rate": scenario_rate}
 
 
 # -- the netns tests ----------------------------------------------------------------------------
@@ -401,6 +453,17 @@ def test_forwarded_gro_super_packet_is_segmented_by_the_kernel(netns_name, versi
     assert r["offload"]["ok"], r
     assert r["offload"]["reads"] < r["offload"]["segs"]
     assert r["offload_vh"][:2] == [1, 1 if version == 4 else 4]    # NEEDS_CSUM, TCPV4/6
+
+
+@pytest.mark.netns
+@pytest.mark.slow
+def test_offload_reads_carry_many_packets_per_syscall(netns_name, record_property):
+    r = run_scenario(netns_name, "rate")
+    record_property("tun_rate", r)
+    print(f"\nTUN -> Python reader, 1.5 s each: {r}")
+    assert r["offload"]["bytes_per_read"] > 16 * 1024                 # super-packets
+    assert r["plain"]["bytes_per_read"] <= 1500                        # one MTU packet a read
+    assert r["offload"]["ip_packets"] > 10 * r["offload"]["reads"]
 
 
 if __name__ == "__main__":
