@@ -119,11 +119,15 @@ class Client:
         server_ip = infos[0][4][0]
         mtu = cfg.ppp.mtu or 1400
         self._undo = []
-        tundev = tun.open_tun(cfg.interface, vnet_hdr=cfg.offload, offload=cfg.offload)
+        Engine = load_engine(cfg.impl)
+        # IFF_VNET_HDR puts a virtio_net_hdr before every packet: only an engine that says it
+        # parses one may get such a TUN, otherwise the header is taken for IP (no traffic).
+        offload = cfg.offload and bool(getattr(Engine, "supports_vnet_hdr", False))
+        tundev = tun.open_tun(cfg.interface, vnet_hdr=offload, offload=offload)
         self._undo.append(tundev.close)
         gre = rawgre.open_gre_socket(None)
         self._undo.append(gre.close)
-        engine = load_engine(cfg.impl)(EngineConfig(mtu=mtu, mru=cfg.ppp.mru or 1500, offload=cfg.offload))
+        engine = Engine(EngineConfig(mtu=mtu, mru=cfg.ppp.mru or 1500, offload=offload))
         engine.start([tundev.fd], gre.fileno())
         self._undo.append(engine.stop)
         hub = EngineHub(engine, loop)

@@ -169,15 +169,17 @@ class Server:
         from .aio.offloop import netlink
         from .net import rawgre, tun
         mtu = self._ppp.mtu or 1400
-        self._tun = tun.open_tun(self.config.interface, vnet_hdr=self.config.offload,
-                                 offload=self.config.offload)
+        Engine = load_engine(self.config.impl)
+        # IFF_VNET_HDR puts a virtio_net_hdr before every packet: only an engine that says it
+        # parses one may get such a TUN, otherwise the header is taken for IP (no traffic).
+        offload = self.config.offload and bool(getattr(Engine, "supports_vnet_hdr", False))
+        self._tun = tun.open_tun(self.config.interface, vnet_hdr=offload, offload=offload)
         netlink.set_mtu(self._tun.name, mtu)
         netlink.add_address(self._tun.name, f"{self.config.local_ips[0]}/32")
         netlink.set_link_up(self._tun.name)
         bind = self.config.listen if self.config.listen not in ("0.0.0.0", "::") else None
         self._gre = rawgre.open_gre_socket(bind)
-        Engine = load_engine(self.config.impl)
-        self.engine = Engine(EngineConfig(mtu=mtu, mru=self._ppp.mru or 1500, offload=self.config.offload))
+        self.engine = Engine(EngineConfig(mtu=mtu, mru=self._ppp.mru or 1500, offload=offload))
         self.engine.start([self._tun.fd], self._gre.fileno())
 
     async def serve_forever(self) -> None:
@@ -238,8 +240,9 @@ class Server:
     def _make_stream(self) -> ControlStream:
         from .pptp.control import ControlConfig, ControlConnection, Role
         loop = asyncio.get_running_loop()
-        conn = ControlConnection(Role.PAC, ControlConfig(echo_interval=self.config.pptp_echo_interval),
-                                 loop.time(), self._rng)
+        conn = ControlConnection(Role.PAC, ControlConfig(echo_interval=self.config.pptp_echo_interval,
+                                                         maximum_channels=self.config.connections),
+                                 loop.time(), self._rng, allocator=self._call_ids)
         holder: dict = {}
 
         def on_event(ev):
@@ -286,9 +289,9 @@ class Server:
                             self.config.connections)
                 stream.conn.reject_call(ev, now=now)
                 return
-            call_id = self._call_ids.allocate(now)
-            stream.conn.accept_call(ev, call_id, now=now)
-            self._start_call(stream, call_id, ev)
+            call_id = stream.conn.accept_call(ev, now=now)   # fresh ID from the shared allocator
+            if call_id in stream.conn.calls():
+                self._start_call(stream, call_id, ev)
         elif name == "CallCleared":
             s = self.sessions.get(ev.call_id)
             if s is not None:
@@ -380,7 +383,6 @@ class Server:
         self._calls_of.get(stream, set()).discard(session.call_id)
         if session.info.remote_ip:
             self.pool.release(session.info.remote_ip)
-        self._call_ids.release(session.call_id, now)
         self._emit("down", {**self._session_doc(session), "reason": reason})
         if stream in self._streams:
             with contextlib.suppress(Exception):
