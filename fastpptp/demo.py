@@ -169,7 +169,15 @@ def run_demo(json_out: bool = False, nbytes: int = 32 * 1024 * 1024) -> int:
     procs: list[subprocess.Popen] = []
     tmp = tempfile.mkdtemp(prefix="fastpptp-demo-")
     summary: dict = {"ok": False}
-    old_term = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    main_pid = os.getpid()
+
+    def on_sigterm(*_):
+        # pyroute2 forks helpers that inherit this handler: only the demo itself cleans up
+        if os.getpid() != main_pid:
+            os._exit(0)
+        raise KeyboardInterrupt()
+
+    old_term = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         say = (lambda *a: None) if json_out else (lambda *a: print(*a, flush=True))
         say(f"fastpptp demo: namespaces {sns} (server {SERVER_ADDR}) and {cns} (client {CLIENT_ADDR})")

@@ -324,7 +324,7 @@ class Server:
                               on_auth=lambda s, ev: self._auth_event(s, ev))
         self.sessions[call_id] = session
         self._calls_of.setdefault(stream, set()).add(call_id)
-        session.start()
+        session.start(wait_for_peer=1.0)
 
     def _link_config(self):
         from .ppp.link import LinkConfig

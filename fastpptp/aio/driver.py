@@ -82,8 +82,16 @@ class ControlStream(asyncio.Protocol):
         return False  # close our side too
 
     def connection_lost(self, exc) -> None:
+        # Tell the core first: a PNS waiting for Call-Disconnect-Notify after its
+        # Call-Clear-Request takes pptpd's TCP close as the call's end (pptpd never sends CDN).
         self._closed = True
         self._timer.cancel()
+        try:
+            self.conn.connection_lost(self._loop.time())
+            while (ev := self.conn.next_event()) is not None:
+                self._on_event(ev)
+        except Exception:
+            log.exception("control connection: error while closing")
         self._on_lost(exc)
 
     # pumping ----------------------------------------------------------------------------

@@ -110,16 +110,37 @@ class CallSession:
     def now(self) -> float:
         return self.hub.loop.time()
 
-    def start(self) -> None:
+    def start(self, wait_for_peer: float = 0.0) -> None:
+        """Register the call and start LCP.
+
+        ``wait_for_peer`` (PAC side): hold our first Configure-Request until the peer's first
+        frame arrives, at most that many seconds.  The PNS only learns our call ID from the
+        Outgoing-Call-Reply, so a Configure-Request we send at once can reach it before it
+        has registered the call and be dropped, costing a whole 3 s restart period."""
         self.engine.add_session(self.call_id, self.info.peer_call_id, self.info.peer, tun=self.tun,
                                 peer_rwin=self.peer_rwin, peer_ppd=self.peer_ppd)
         self.hub.register(self)
+        if wait_for_peer > 0:
+            self._lower_up_pending = True
+            self.hub.loop.call_later(wait_for_peer, self._lower_up)
+        else:
+            self._lower_up()
+
+    _lower_up_pending = False
+
+    def _lower_up(self) -> None:
+        if self.closed or getattr(self, "_lower_is_up", False):
+            return
+        self._lower_is_up = True
+        self._lower_up_pending = False
         self.link.lower_up(self.now)
         self.pump()
 
     def on_frame(self, protocol: int, payload: bytes) -> None:
         if self.closed:
             return
+        if self._lower_up_pending:
+            self._lower_up()
         if protocol >= 0x10000:
             self.link.engine_event(protocol, self.now)
         else:
