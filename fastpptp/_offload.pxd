@@ -12,6 +12,19 @@ fastpptp.net.tun.open_tun.  Why 12: the IP header that follows lands 4-byte alig
 4-byte aligned buffer.  Fields are in host byte order (little endian here; TUNSETVNETLE not
 used), so `vnet_hdr` can be memcpy'd to/from the wire: it is exactly VNET_HDR_LEN bytes.
 
+How the engine uses it (TunDevice.vnet_hdr_len from fastpptp.net.tun says whether a TUN fd
+carries the header: 12, or 0 after a fallback -- then none of this applies):
+  TUN read:  n = read(fd, buf, VNET_HDR_LEN + 65536); memcpy(&vh, buf, VNET_HDR_LEN);
+             k = tso_segment(buf + VNET_HDR_LEN, n - VNET_HDR_LEN, &vh, ppp_mtu,
+                             slab, row_size, HEADROOM, rows, lens);
+             k < 0: count a drop (k == OFFLOAD_ETOOBIG: a non-TCP packet over the MTU);
+             else mss_clamp_mtu(row + HEADROOM, lens[i], ppp_mtu) and encapsulate rows 0..k-1.
+  TUN write: gro_group_flows(ptrs, lens, n) once per decapsulated batch (n <= GRO_MAX_BATCH),
+             then while i < n: r = gro_coalesce(ptrs + i, lens + i, n - i,
+                     dst + VNET_HDR_LEN, GRO_MAX_IP_LEN, <vnet_hdr*>dst, &len);
+             write(fd, dst, VNET_HDR_LEN + len); i += r.
+  Every write to a vnet TUN needs the header, even for one plain packet (all zero then).
+
 Every function here is nogil, touches no Python object, and never writes outside the
 bounds it is given.  Negative return values are OFFLOAD_E* codes: the engine drops the packet
 and counts it (drop_malformed for EMALFORMED, the others as it sees fit); nothing raises.
