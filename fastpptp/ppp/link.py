@@ -61,6 +61,7 @@ EV_MPPE_RESET_NEEDED = 0x10001      # engine pseudo-protocol (docs/DESIGN.md, En
 MPPE_NOT_NEGOTIATED = "MPPE required but not negotiated"
 MAX_HELD_FRAMES = 8                  # NCP frames held while CCP settles (bounded)
 MAX_EVENTS = 256
+MAX_FRAMES = 1024                    # frames queued for an owner that does not drain
 
 _DATA_PROTOCOLS = frozenset({Protocol.IPV4, Protocol.IPV6, Protocol.COMPRESSED})
 _AUTH_PROTOCOLS = frozenset({Protocol.PAP, Protocol.CHAP})
@@ -479,6 +480,9 @@ class PPPLink:
                     busy = True
                     self._on_event(part, ev, now)
                     self._frames.extend(part.frames_to_send())
+            if len(self._frames) > MAX_FRAMES:
+                self.counters["tx_dropped"] += len(self._frames) - MAX_FRAMES
+                del self._frames[:len(self._frames) - MAX_FRAMES]
             if not busy:
                 return
         log.warning("PPP link: event loop did not settle")
