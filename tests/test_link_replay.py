@@ -181,3 +181,99 @@ def test_replay_client_into_server_link(name):
         (down,) = [e for e in events if isinstance(e, LinkDown)]
         assert down.reason.startswith("peer terminated")
         assert link.phase is Phase.DEAD
+
+
+class CapturedPeerRng(random.Random):
+    """Identifiers = the client's captured PAP Identifier; 16 random octets = the captured
+    MS-CHAPv2 Peer-Challenge (the test hook for the client side)."""
+
+    def __init__(self, ident, peer_challenge):
+        super().__init__(2)
+        self.ident, self.peer_challenge = ident, peer_challenge
+
+    def randrange(self, *a):
+        return self.ident
+
+    def randbytes(self, n):
+        return self.peer_challenge if self.peer_challenge and n == 16 \
+            else super().randbytes(n)
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_replay_server_into_client_link(name):
+    """The pptpd/pppd *server* side of each capture fed to a client PPPLink: our Response
+    (with the captured Peer-Challenge injected) and our answers to pppd's requests must be
+    what pptp-linux/pppd sent, and the server's MPPE datagrams must decrypt."""
+    path = CAPTURES / name
+    if not path.exists():
+        pytest.skip(f"capture {path} not present")
+    frames = ppp_frames(path)
+    options, method = SCENARIOS[name]
+    mppe_on = "require-mppe" in options
+    resp = next((i for s, p, i in frames if s == CLIENT and p in (Protocol.CHAP, Protocol.PAP)
+                 and i[0] in (1, 2)), None)
+    peer_challenge = resp[5:21] if method is AuthMethod.MSCHAP_V2 else b""
+    cfg = LinkConfig(lcp=LcpConfig(mru=None, echo_interval=0),
+                     policy=AuthPolicy.from_options(
+                         "noauth " + ("require-mppe-128" if mppe_on else "nomppe")),
+                     user="fastpptp", password="fastpptp-secret", remotename="pptpd")
+    link = PPPLink(cfg, "client", None, CapturedPeerRng(resp[1], peer_challenge))
+    link.lower_up(0.0)
+    sent = {p: [] for p in CONTROL}
+    events, encrypted, compared = [], [], 0
+
+    def collect():
+        for p, info in link.frames_to_send():
+            sent.setdefault(p, []).append(info)
+        events.extend(link.events())
+
+    collect()
+    for i, (src, proto, info) in enumerate(frames):
+        if src != SERVER:
+            continue
+        if proto == Protocol.COMPRESSED:
+            encrypted.append(info)
+            continue
+        if proto not in CONTROL:
+            continue
+        if proto in (Protocol.LCP, Protocol.CCP, Protocol.IPCP) and info[0] in (2, 3, 4):
+            ours = [r for r in sent[proto] if r[0] == Code.CONFIGURE_REQUEST]
+            assert ours, f"pppd answered a {proto:#x} request we never sent"
+            if info[0] == Code.CONFIGURE_ACK:
+                info = bytes([Code.CONFIGURE_ACK]) + ours[-1][1:]
+            else:                                  # Nak/Reject: pppd's options, our id
+                info = info[:1] + ours[-1][1:2] + info[2:]
+        before = {p: len(v) for p, v in sent.items()}
+        link.receive(proto, info, 1.0 + i / 100)
+        collect()
+        new = [(p, r) for p, v in sent.items() for r in v[before.get(p, 0):]]
+        if proto in (Protocol.LCP, Protocol.CCP, Protocol.IPCP) and \
+                info[0] == Code.CONFIGURE_REQUEST:
+            ours = [r for p, r in new if p == proto and r[0] in (2, 3, 4)]
+            ident = info[1]
+            theirs = next(r for s, p, r in frames[i + 1:]
+                          if s == CLIENT and p == proto and r[0] in (2, 3, 4) and r[1] == ident)
+            assert ours and ours[0] == theirs, (proto, ours, theirs)
+            compared += 1
+        elif proto == Protocol.CHAP and info[0] == 1:
+            assert [r for p, r in new if p == proto] == [resp]   # byte-identical Response
+            compared += 1
+    if method is AuthMethod.PAP:
+        assert sent[Protocol.PAP][0] == resp                     # byte-identical request
+        compared += 1
+    assert compared >= 3
+    kinds = [type(e) for e in events]
+    (auth,) = [e for e in events if isinstance(e, Authenticated)]
+    assert (auth.user, auth.method, auth.direction) == ("fastpptp", method, "self")
+    (up,) = [e for e in events if isinstance(e, NetworkUp)]
+    assert (up.local, up.remote) == (IPv4Address("198.51.100.2"), IPv4Address("198.51.100.1"))
+    if mppe_on:
+        (mu,) = [e for e in events if isinstance(e, MppeUp)]
+        assert kinds.index(MppeUp) < kinds.index(NetworkUp)
+        dec = mppe.MppeDecryptor(mu.recv_key, 128, stateful=False)
+        assert encrypted
+        for pkt in encrypted:
+            plain = dec.decrypt(pkt)
+            assert plain[:2] == b"\x00\x21" and plain[2] >> 4 == 4
+    else:
+        assert MppeUp not in kinds and not encrypted
