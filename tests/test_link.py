@@ -517,3 +517,19 @@ def test_lower_down_ends_the_link_without_terminate():
     evs = s.events()
     assert [type(e).__name__ for e in evs] == ["NetworkDown", "LinkDown"]
     assert evs[-1].reason == "lower layer down" and s.phase is Phase.DEAD
+
+
+def test_lcp_renegotiation_restarts_authentication_and_network():
+    # RFC 1661 §3.7 / §4 (Opened + RCR): the peer renegotiates LCP mid-session; the
+    # network layers go down, authentication runs again, then the network comes back.
+    s, c = server_link(), client_link()
+    w = connect(s, c)
+    req = Packet(Code.CONFIGURE_REQUEST, 77, Option(5, b"\x0a\x0b\x0c\x0d").encode())
+    s.receive(Protocol.LCP, req.encode(), w.now)      # as if the client renegotiated
+    w.run()
+    assert w.of(s, NetworkDown) and w.of(c, NetworkDown)
+    assert [type(e).__name__ for e in w.events[id(s)]].count("Authenticated") == 2
+    assert [type(e).__name__ for e in w.events[id(s)]].count("NetworkUp") == 2
+    assert s.phase is Phase.NETWORK and c.phase is Phase.NETWORK
+    (k1, k2) = w.of(s, MppeUp)
+    assert k1.send_key != k2.send_key                   # fresh challenge, fresh keys
