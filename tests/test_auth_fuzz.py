@@ -21,6 +21,7 @@ packets = st.binary(max_size=80) | st.builds(
     st.integers(1, 5), st.integers(0, 255), st.binary(max_size=70))
 
 
+@settings(deadline=None)
 @given(packets)
 def test_decoders_raise_only_decode_error(raw):
     for decode in (decode_chap, decode_pap):
@@ -38,7 +39,7 @@ def test_ms_message_parsers_total(text):
 
 
 @given(st.lists(packets, max_size=6))
-@settings(max_examples=60)
+@settings(max_examples=60, deadline=None)
 def test_machines_survive_garbage(frames):
     backend = StaticBackend({"u": "pw"})
     machines = [PapPeer("u", "pw", random.Random(1)), PapAuthenticator(backend)]
@@ -65,7 +66,7 @@ def test_secrets_parser_raises_only_syntax_error(text):
 @given(st.lists(st.tuples(st.sampled_from([Protocol.LCP, Protocol.CHAP, Protocol.PAP,
                                            Protocol.CCP, Protocol.IPCP, Protocol.IPV6CP,
                                            0x8207, Protocol.IPV4]), packets), max_size=8))
-@settings(max_examples=60)
+@settings(max_examples=60, deadline=None)
 def test_link_survives_garbage(frames):
     for role in ("server", "client"):
         cfg = LinkConfig(lcp=LcpConfig(echo_interval=0),
