@@ -149,3 +149,13 @@ def test_callable_backend():
     assert calls[0] == ("r1", "gw")
     custom = CallableBackend(lambda u, s: None, check_password=lambda u, p, s: p == "ok")
     assert custom.check_password("any", "ok")
+
+
+def test_at_file_secret(tmp_path):
+    secret_file = tmp_path / "alice.secret"
+    secret_file.write_text("from-file pw\nignored second line\n")
+    sf = SecretsFile.from_text(f"alice pptpd @{secret_file}\nbob pptpd @{tmp_path}/absent\n")
+    b = SecretsFileBackend(sf, server_name="pptpd")
+    assert b.get_secret("alice") == "from-file pw"
+    assert b.check_password("alice", "from-file pw")
+    assert b.get_secret("bob") is None and not b.check_password("bob", "")

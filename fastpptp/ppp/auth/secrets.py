@@ -302,6 +302,21 @@ class SecretsFile:
 
 # --------------------------------------------------------------------------- backends
 
+MAX_SECRET_FILE = 4096
+
+
+def resolve_secret(secret: str) -> str | None:
+    """pppd: a secret ``@FILE`` is read from the first line of FILE (None if unreadable)."""
+    if not secret.startswith("@") or len(secret) == 1:
+        return secret
+    try:
+        with open(secret[1:], encoding="utf-8", errors="surrogateescape") as f:
+            first = f.readline(MAX_SECRET_FILE)
+    except OSError:
+        return None
+    return first.rstrip("\r\n")
+
+
 def _same_secret(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode("utf-8", "surrogateescape"),
                                b.encode("utf-8", "surrogateescape"))
@@ -334,13 +349,14 @@ class SecretsFileBackend:
 
     def get_secret(self, user: str, server_name: str = WILDCARD) -> str | None:
         entry = self.lookup(user, server_name)
-        return None if entry is None else entry.secret
+        return None if entry is None else resolve_secret(entry.secret)
 
     def check_password(self, user: str, password: str, server_name: str = WILDCARD) -> bool:
         if self.pap is None:
             return False
         entry = self.pap.lookup(user, self._server(server_name))
-        return entry is not None and _same_secret(entry.secret, password)
+        secret = None if entry is None else resolve_secret(entry.secret)
+        return secret is not None and _same_secret(secret, password)
 
     def static_address(self, user: str, server_name: str = WILDCARD) -> str | None:
         """The per-user static IPv4 address from the addresses column, if there is one."""
