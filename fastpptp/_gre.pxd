@@ -16,6 +16,9 @@ cdef enum:
     TXQ_SLOT = 2048         # flow control: largest IP packet that can be held
     MAX_TUN = 256
     IO_ROW = 65536 + 128    # I/O slab row: a 64 KB read plus headroom and vnet header
+    SEG_ROW = HEADROOM + 4096   # TSO segment row (segments are at most min(MTU, 4096))
+    SEG_MAX = 256           # segments of one TSO super-packet
+    GRO_MAX = 256           # delivered packets held for one coalescing pass
 
 # Per-session counter indices: the order of dataplane.COUNTER_NAMES.
 cdef enum:
@@ -183,6 +186,15 @@ cdef class Engine:
     cdef object thread
     cdef int ntun
     cdef int tun_fds[MAX_TUN]
+    cdef int tun_vnet[MAX_TUN]      # virtio_net_hdr length on each TUN (0, 10 or 12)
+    cdef int offload
+    cdef uint8_t* io_seg_slab
+    cdef uint32_t* io_seg_lens
+    cdef uint8_t** gro_ptrs
+    cdef uint32_t* gro_lens
+    cdef int gro_n
+    cdef int gro_tun
+    cdef uint8_t* gro_dst
     cdef int gre_fd
     cdef int gre_inet
     cdef uint8_t* io_tun_slab
@@ -234,4 +246,7 @@ cdef class Engine:
     cdef int _io_alloc(self) except -1
     cdef void _io_free(self) noexcept
     cdef void io_flush_gre(self) noexcept nogil
+    cdef void io_flush_tun(self) noexcept nogil
+    cdef void io_write_tun(self, int tun, uint8_t* p, uint32_t n) noexcept nogil
+    cdef void io_tun_read(self, int t, uint8_t* row, uint32_t nr, double now) noexcept nogil
     cdef void io_loop(self) noexcept nogil

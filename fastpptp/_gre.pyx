@@ -31,6 +31,9 @@ from fastpptp._sys cimport (pthread_mutex_lock, pthread_mutex_unlock, pthread_mu
                             timespec)
 from fastpptp._mppe cimport (mppe_state, mppe_init, mppe_encrypt, mppe_decrypt,
                              mppe_request_flush, MPPE_OK, MPPE_ERR_NEED_RESET)
+from fastpptp._offload cimport (vnet_hdr, tso_segment, gro_coalesce, csum_complete,
+                                mss_clamp_mtu, VIRTIO_NET_HDR_GSO_NONE,
+                                VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_F_NEEDS_CSUM)
 
 import ipaddress
 import os
@@ -38,7 +41,7 @@ import threading
 import time
 
 from fastpptp.dataplane import (COUNTER_NAMES, EV_MPPE_RESET_NEEDED, TOTAL_NAMES,
-                                EngineConfig)
+                                EngineConfig, vnet_lengths)
 
 DEF_HEADROOM = HEADROOM
 cdef uint32_t EV_RESET = 0x10001
@@ -81,73 +84,6 @@ cdef inline uint32_t hash_key(const uint8_t* k, uint8_t fam) noexcept nogil:
     for i in range(n):
         h = (h ^ k[i]) * 16777619u
     return h ^ (h >> 15)
-
-cdef inline uint16_t csum_adjust(uint16_t cs, uint16_t old, uint16_t new) noexcept nogil:
-    """RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m')."""
-    cdef uint32_t s = (<uint32_t>(~cs & 0xFFFF)) + (~old & 0xFFFF) + new
-    s = (s & 0xFFFF) + (s >> 16)
-    s = (s & 0xFFFF) + (s >> 16)
-    return <uint16_t>(~s & 0xFFFF)
-
-cdef void clamp_mss(uint8_t* p, uint32_t n, uint32_t mtu) noexcept nogil:
-    """Lower the MSS option of a TCP SYN to fit ``mtu`` (IPv4: -40, IPv6: -60)."""
-    cdef uint32_t ihl, t, doff, end, i, kind, olen, mss
-    cdef uint16_t old, cs, so, sn
-    if n < 1:
-        return
-    if p[0] >> 4 == 4:
-        ihl = (p[0] & 15) * 4
-        if ihl < 20 or n < ihl + 20 or p[9] != 6:
-            return
-        if rd16(p + 6) & 0x1FFF:
-            return
-        t = ihl
-        if mtu <= 40:
-            return
-        mss = mtu - 40
-    elif p[0] >> 4 == 6:
-        if n < 60 or p[6] != 6:
-            return
-        t = 40
-        if mtu <= 60:
-            return
-        mss = mtu - 60
-    else:
-        return
-    if not (p[t + 13] & 0x02):
-        return
-    doff = (p[t + 12] >> 4) * 4
-    end = t + doff
-    if doff < 20 or end > n:
-        return
-    i = t + 20
-    while i < end:
-        kind = p[i]
-        if kind == 0:
-            return
-        if kind == 1:
-            i += 1
-            continue
-        if i + 1 >= end:
-            return
-        olen = p[i + 1]
-        if olen < 2 or i + olen > end:
-            return
-        if kind == 2 and olen == 4:
-            old = rd16(p + i + 2)
-            if old > mss:
-                cs = rd16(p + t + 16)
-                if (i + 2 - t) & 1:
-                    so = <uint16_t>(((old & 0xFF) << 8) | (old >> 8))
-                    sn = <uint16_t>(((mss & 0xFF) << 8) | (mss >> 8))
-                else:
-                    so = old
-                    sn = <uint16_t>mss
-                cs = csum_adjust(cs, so, sn)
-                wr16(p + i + 2, mss)
-                wr16(p + t + 16, cs)
-            return
-        i += olen
 
 cdef inline bint is_lcp_echo(const uint8_t* f, uint32_t n) noexcept nogil:
     return (n >= 5 and f[0] == 0xFF and f[1] == 0x03 and f[2] == 0xC0 and f[3] == 0x21
@@ -727,7 +663,7 @@ cdef class Engine:
             s.c[C_DROP_NOT_READY] += 1
             return
         if self.clamp:
-            clamp_mss(pkt, n, s.mtu)
+            mss_clamp_mtu(pkt, n, <uint16_t>s.mtu)
         if self.flow_control and (s.txq_count > 0 or
                                   sdiff(s.seq_sent, s.ack_recv) >= <int32_t>s.fc_window):
             if s.txq_count >= TXQ_DEPTH or n > TXQ_SLOT:
@@ -1142,7 +1078,7 @@ cdef class Engine:
                 s.c[C_DROP_NOT_READY] += 1
                 return
             if self.clamp:
-                clamp_mss(f + o, m, s.mtu)
+                mss_clamp_mtu(f + o, m, <uint16_t>s.mtu)
             self.emit_tun(s, f + o, m)
             s.c[C_RX_PACKETS] += 1
             s.c[C_RX_BYTES] += m
@@ -1154,8 +1090,22 @@ cdef class Engine:
         cdef size_t off
         cdef uint8_t* row
         if self.mode == MODE_IO:
-            if 0 <= s.tun < self.ntun:
+            if s.tun < 0 or s.tun >= self.ntun:
+                return
+            if self.tun_vnet[s.tun] == 0:
                 sys_.write(self.tun_fds[s.tun], p, n)
+                return
+            if self.offload and p >= self.io_gre_slab and p < self.io_gre_slab + <size_t>self.batch * IO_ROW:
+                # held for GRO until the end of the batch (the slab row stays valid till then)
+                if self.gro_n and (self.gro_tun != s.tun or self.gro_n >= GRO_MAX):
+                    self.io_flush_tun()
+                self.gro_ptrs[self.gro_n] = p
+                self.gro_lens[self.gro_n] = n
+                self.gro_tun = s.tun
+                self.gro_n += 1
+                return
+            self.io_flush_tun()                  # keep the order of what is held
+            self.io_write_tun(s.tun, p, n)
         elif self.mode == MODE_SLAB:
             row = self.slab_base + self.slab_cur * self.slab_row
             if self.slab_first and HEADROOM + n <= self.slab_row:
@@ -1188,7 +1138,8 @@ cdef class Engine:
                 self.io_flush_gre()
             i = self.io_out_n
             q = p
-            if not (p >= self.io_tun_slab and p < self.io_tun_slab + <size_t>self.batch * IO_ROW):
+            if not ((p >= self.io_tun_slab and p < self.io_tun_slab + <size_t>self.batch * IO_ROW) or
+                    (p >= self.io_seg_slab and p < self.io_seg_slab + <size_t>SEG_MAX * SEG_ROW)):
                 # not in the TUN slab (control, ack, queued): copy until the sendmmsg
                 if self.io_scratch_used + n > self.io_scratch_cap:
                     self.io_flush_gre()
@@ -1343,6 +1294,16 @@ cdef class Engine:
         self.io_out_addr = <sockaddr_in*>calloc(b * 2, sizeof(sockaddr_in))
         self.io_in = <mmsghdr*>calloc(b, sizeof(mmsghdr))
         self.io_in_iov = <iovec*>calloc(b, sizeof(iovec))
+        self.io_seg_slab = <uint8_t*>malloc(<size_t>SEG_MAX * SEG_ROW)
+        self.io_seg_lens = <uint32_t*>calloc(SEG_MAX, sizeof(uint32_t))
+        self.gro_ptrs = <uint8_t**>calloc(GRO_MAX, sizeof(uint8_t*))
+        self.gro_lens = <uint32_t*>calloc(GRO_MAX, sizeof(uint32_t))
+        self.gro_dst = <uint8_t*>malloc(65536 + 64)
+        self.gro_n = 0
+        if (self.io_seg_slab == NULL or self.io_seg_lens == NULL or self.gro_ptrs == NULL
+                or self.gro_lens == NULL or self.gro_dst == NULL):
+            self._io_free()
+            raise MemoryError()
         if (self.io_tun_slab == NULL or self.io_gre_slab == NULL or self.io_scratch == NULL
                 or self.io_out == NULL or self.io_out_iov == NULL or self.io_out_addr == NULL
                 or self.io_in == NULL or self.io_in_iov == NULL):
@@ -1370,15 +1331,28 @@ cdef class Engine:
         free(self.io_out_addr)
         free(self.io_in)
         free(self.io_in_iov)
+        free(self.io_seg_slab)
+        free(self.io_seg_lens)
+        free(self.gro_ptrs)
+        free(self.gro_lens)
+        free(self.gro_dst)
+        self.io_seg_slab = self.gro_dst = NULL
+        self.io_seg_lens = self.gro_lens = NULL
+        self.gro_ptrs = NULL
         self.io_tun_slab = self.io_gre_slab = self.io_scratch = NULL
         self.io_out = self.io_in = NULL
         self.io_out_iov = self.io_in_iov = NULL
         self.io_out_addr = NULL
 
-    def start(self, tun_fds, int gre_fd):
+    supports_vnet_hdr = True
+
+    def start(self, tun_fds, int gre_fd, *, vnet_hdr_len=None):
         """Start the native I/O thread on ``tun_fds`` (TUN index = list position) and the raw
         GRE socket ``gre_fd`` (an AF_UNIX datagram socket is accepted as a test fake: frames
-        are then sent without an address)."""
+        are then sent without an address).  ``vnet_hdr_len``: None = ask each TUN (IFF_VNET_HDR
+        and TUNGETVNETHDRSZ); an int or a list = what each fd carries (fakes in tests).  With a
+        virtio_net_hdr, TSO super-packets are segmented to the session MTU and, when
+        ``offload``, in-order TCP segments are coalesced (GRO) into one write."""
         if self.thread is not None:
             raise RuntimeError("already started")
         fds = list(tun_fds)
@@ -1391,9 +1365,12 @@ cdef class Engine:
         self.gre_inet = 1 if dom == sys_.AF_INET else 0
         self.gre_fd = gre_fd
         self.ntun = len(fds)
+        vl = vnet_lengths(fds, vnet_hdr_len)
         for i in range(self.ntun):
             self.tun_fds[i] = fds[i]
+            self.tun_vnet[i] = vl[i]
             os.set_blocking(fds[i], False)
+        self.offload = 1 if self.config.offload else 0
         os.set_blocking(gre_fd, False)
         self._io_alloc()
         self.stopping = 0
@@ -1423,6 +1400,84 @@ cdef class Engine:
     def loops(self):
         """Wake-ups of the I/O thread so far (tests, diagnostics)."""
         return self.io_loops
+
+    cdef void io_tun_read(self, int t, uint8_t* row, uint32_t n, double now) noexcept nogil:
+        """One TUN read: row[0:n] is an IP packet, its virtio_net_hdr (if the TUN has one) is
+        just before it.  TSO super-packets are cut to the session MTU (RFC 2637 has no
+        fragmentation of its own: each PPP frame must fit the peer's MRU)."""
+        cdef int V = self.tun_vnet[t]
+        cdef vnet_hdr vh
+        cdef session* s
+        cdef int k, i, gso
+        cdef uint32_t maxlen
+        if V == 0:
+            self.encap_one(t, row, n, now)
+            return
+        memset(&vh, 0, sizeof(vnet_hdr))
+        memcpy(&vh, row - V, V if V <= <int>sizeof(vnet_hdr) else sizeof(vnet_hdr))
+        gso = vh.gso_type & ~VIRTIO_NET_HDR_GSO_ECN
+        s = NULL
+        if n >= 20 and row[0] >> 4 == 4:
+            s = self.route_lookup(row + 16, 4)
+        elif n >= 40 and row[0] >> 4 == 6:
+            s = self.route_lookup(row + 24, 6)
+        if s == NULL and 0 <= t < MAX_TUN and self.tun_count[t] == 1:
+            s = self._only_session(t)
+        if s == NULL:
+            self.encap_one(t, row, n, now)       # counts it (malformed / no route)
+            return
+        maxlen = s.mtu if s.mtu < SEG_ROW - HEADROOM else SEG_ROW - HEADROOM
+        if gso == VIRTIO_NET_HDR_GSO_NONE and n <= maxlen:
+            if (vh.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) and csum_complete(row, n, &vh) < 0:
+                s.c[C_DROP_MALFORMED] += 1
+                return
+            self.encap_one(t, row, n, now)
+            return
+        k = tso_segment(row, n, &vh, <uint16_t>maxlen, self.io_seg_slab, SEG_ROW, HEADROOM,
+                        SEG_MAX, self.io_seg_lens)
+        if k < 0:
+            s.c[C_DROP_MALFORMED] += 1
+            return
+        for i in range(k):
+            self.encap_one(t, self.io_seg_slab + <size_t>i * SEG_ROW + HEADROOM,
+                           self.io_seg_lens[i], now)
+        self.io_flush_gre()                      # frames point into the segment slab
+
+    cdef void io_write_tun(self, int tun, uint8_t* p, uint32_t n) noexcept nogil:
+        """One packet to a TUN that carries a virtio_net_hdr: an all-zero header (no GSO, no
+        checksum to do) in front, by writev (no copy)."""
+        cdef uint8_t zero[16]
+        cdef iovec iov[2]
+        memset(zero, 0, 16)
+        iov[0].iov_base = zero
+        iov[0].iov_len = self.tun_vnet[tun]
+        iov[1].iov_base = p
+        iov[1].iov_len = n
+        sys_.writev(self.tun_fds[tun], iov, 2)
+
+    cdef void io_flush_tun(self) noexcept nogil:
+        """Write the packets held for GRO: runs of in-order segments of one TCP flow become
+        one super-packet with a GSO virtio_net_hdr (fastpptp._offload.gro_coalesce)."""
+        cdef int i = 0, k, tun = self.gro_tun
+        cdef vnet_hdr vh
+        cdef uint32_t dlen
+        cdef iovec iov[2]
+        while i < self.gro_n:
+            k = 1
+            if self.gro_n - i > 1:
+                k = gro_coalesce(self.gro_ptrs + i, self.gro_lens + i, self.gro_n - i,
+                                 self.gro_dst, 65536, &vh, &dlen)
+            if k <= 1:
+                self.io_write_tun(tun, self.gro_ptrs[i], self.gro_lens[i])
+                i += 1
+                continue
+            iov[0].iov_base = &vh
+            iov[0].iov_len = self.tun_vnet[tun]
+            iov[1].iov_base = self.gro_dst
+            iov[1].iov_len = dlen
+            sys_.writev(self.tun_fds[tun], iov, 2)
+            i += k
+        self.gro_n = 0
 
     cdef void io_flush_gre(self) noexcept nogil:
         cdef int done = 0, r, e, icmp = 0
@@ -1511,6 +1566,7 @@ cdef class Engine:
                     self.decap_one(self.io_gre_slab + <size_t>i * IO_ROW + HEADROOM,
                                    self.io_in[i].msg_len, now)
                 break
+            self.io_flush_tun()
             # control frames from Python
             self.flush_control(now)
             # TUN side: read a batch per TUN into the slab at HEADROOM, encapsulate in place
@@ -1518,18 +1574,24 @@ cdef class Engine:
                 k = 0
                 while k < self.batch:
                     row = self.io_tun_slab + <size_t>k * IO_ROW + HEADROOM
-                    nr = sys_.read(self.tun_fds[t], row, IO_ROW - HEADROOM - 64)
+                    # the virtio_net_hdr (if any) lands just before HEADROOM, the packet at it
+                    nr = sys_.read(self.tun_fds[t], row - self.tun_vnet[t],
+                                   IO_ROW - HEADROOM - 64 + self.tun_vnet[t])
                     if nr < 0:
                         if sys_.errno == sys_.EINTR:
                             continue
                         break
                     if nr == 0:
                         break
-                    self.encap_one(t, row, <uint32_t>nr, now)
                     k += 1
+                    if nr <= self.tun_vnet[t]:
+                        self.totals_c[C_DROP_MALFORMED] += 1
+                        continue
+                    self.io_tun_read(t, row, <uint32_t>(nr - self.tun_vnet[t]), now)
                 self.io_flush_gre()
             if now >= self.next_dl:
                 self.fire_timers(now)
+                self.io_flush_tun()
             self.io_flush_gre()
             pthread_mutex_unlock(&self.lock)
         self.mode = MODE_PROCESS

@@ -52,9 +52,10 @@ import threading
 import time
 from collections import deque
 
+from fastpptp import _offload_ref as _offload
 from fastpptp.crypto import mppe as _mppe
 from fastpptp.dataplane import (COUNTER_NAMES, EV_MPPE_RESET_NEEDED, HEADROOM, TOTAL_NAMES,
-                                EngineConfig)
+                                EngineConfig, vnet_lengths)
 
 PPP_IPV4 = 0x0021
 PPP_IPV6 = 0x0057
@@ -71,66 +72,6 @@ M64 = (1 << 64) - 1
 def serial_diff(a: int, b: int) -> int:
     """a - b as a signed 32-bit serial-number distance (RFC 1982)."""
     return ((a - b + 0x80000000) & U32) - 0x80000000
-
-
-def _csum_adjust(csum: int, old: int, new: int) -> int:
-    """RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m')."""
-    s = (~csum & 0xFFFF) + (~old & 0xFFFF) + new
-    s = (s & 0xFFFF) + (s >> 16)
-    s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
-def clamp_mss(pkt: bytearray, off: int, n: int, mtu: int) -> None:
-    """Lower the MSS option of a TCP SYN in pkt[off:off+n] to fit ``mtu``; fix the checksum."""
-    v = pkt[off] >> 4
-    if v == 4:
-        ihl = (pkt[off] & 15) * 4
-        if ihl < 20 or n < ihl + 20 or pkt[off + 9] != 6:
-            return
-        if ((pkt[off + 6] << 8) | pkt[off + 7]) & 0x1FFF:
-            return                      # not the first fragment
-        t = off + ihl
-        mss = mtu - 40
-    elif v == 6:
-        if n < 60 or pkt[off + 6] != 6:
-            return
-        t = off + 40
-        mss = mtu - 60
-    else:
-        return
-    if not pkt[t + 13] & 0x02:          # SYN
-        return
-    doff = (pkt[t + 12] >> 4) * 4
-    end = t + doff
-    if doff < 20 or end > off + n:
-        return
-    i = t + 20
-    while i < end:
-        kind = pkt[i]
-        if kind == 0:
-            return
-        if kind == 1:
-            i += 1
-            continue
-        if i + 1 >= end:
-            return
-        olen = pkt[i + 1]
-        if olen < 2 or i + olen > end:
-            return
-        if kind == 2 and olen == 4:
-            old = (pkt[i + 2] << 8) | pkt[i + 3]
-            if old > mss:
-                cs = (pkt[t + 16] << 8) | pkt[t + 17]
-                if (i + 2 - t) & 1:     # odd offset: one's complement sum is byte-swap invariant
-                    so, sn = ((old & 0xFF) << 8) | (old >> 8), ((mss & 0xFF) << 8) | (mss >> 8)
-                else:
-                    so, sn = old, mss
-                cs = _csum_adjust(cs, so, sn)
-                pkt[i + 2], pkt[i + 3] = mss >> 8, mss & 0xFF
-                pkt[t + 16], pkt[t + 17] = cs >> 8, cs & 0xFF
-            return
-        i += olen
 
 
 def _is_lcp_echo(frame) -> bool:
@@ -389,7 +330,7 @@ class Engine:
             s.c["drop_not_ready"] += 1
             return
         if self.config.clamp_mss:
-            clamp_mss(pkt, 0, n, s.mtu)
+            _offload.mss_clamp_mtu(pkt, s.mtu)
         if self.config.flow_control and (s.txq or serial_diff(s.seq_sent, s.ack_recv) >= s.fc_window):
             if len(s.txq) >= TXQ_DEPTH:
                 s.c["drop_window_full"] += 1
@@ -655,7 +596,7 @@ class Engine:
                 s.c["drop_not_ready"] += 1
                 return
             if self.config.clamp_mss:
-                clamp_mss(ip, 0, m, s.mtu)
+                _offload.mss_clamp_mtu(ip, s.mtu)
             tun_out.append((s.tun, bytes(ip)))
             s.c["rx_packets"] += 1
             s.c["rx_bytes"] += m
@@ -771,10 +712,14 @@ class Engine:
         return m
 
     # ------------------------------------------------------------------ I/O mode
-    def start(self, tun_fds, gre_fd):
+    supports_vnet_hdr = True
+
+    def start(self, tun_fds, gre_fd, *, vnet_hdr_len=None):
+        """Run the I/O loop in a thread; see fastpptp._gre.Engine.start."""
         if self._thread is not None:
             raise RuntimeError("already started")
         self._tun_fds = list(tun_fds)
+        self._tun_vnet = vnet_lengths(self._tun_fds, vnet_hdr_len)
         self._gre_fd = gre_fd
         for fd in self._tun_fds:
             os.set_blocking(fd, False)
@@ -818,12 +763,74 @@ class Engine:
                     raise
 
     def _write_tun(self, tun_out):
-        for tun, ip in tun_out:
-            if 0 <= tun < len(self._tun_fds):
+        """Write what decapsulation produced; on a TUN with a virtio_net_hdr, runs of
+        in-order segments of one TCP flow are coalesced into one write (GRO)."""
+        i = 0
+        while i < len(tun_out):
+            tun = tun_out[i][0]
+            j = i
+            while j < len(tun_out) and tun_out[j][0] == tun:
+                j += 1
+            run = [ip for _, ip in tun_out[i:j]]
+            i = j
+            if not 0 <= tun < len(self._tun_fds):
+                continue
+            v = self._tun_vnet[tun]
+            if v == 0:
+                writes = run
+            elif self.config.offload:
+                writes = [vh[:v] + p for vh, p in _offload.coalesce(run)]
+            else:
+                writes = [bytes(v) + p for p in run]
+            for w in writes:
                 try:
-                    os.write(self._tun_fds[tun], ip)
+                    os.write(self._tun_fds[tun], w)
                 except (BlockingIOError, InterruptedError):
                     pass
+
+    def _tun_read(self, t, data, now, gre_out):
+        """One TUN read: [virtio_net_hdr] + IP packet; TSO super-packets are cut to the
+        session MTU before encapsulation."""
+        v = self._tun_vnet[t]
+        if v == 0:
+            self._encap(t, bytearray(data), now, gre_out)
+            return
+        if len(data) <= v:
+            self._totals["drop_malformed"] += 1
+            return
+        vh = _offload.unpack_vnet_hdr(bytes(data[:v]) + bytes(12 - v))
+        pkt = bytearray(data[v:])
+        s = self._session_for(t, pkt)
+        if s is None:
+            self._encap(t, pkt, now, gre_out)
+            return
+        maxlen = min(s.mtu, 4096)
+        gso = vh.gso_type & ~_offload.VIRTIO_NET_HDR_GSO_ECN
+        try:
+            if gso == _offload.VIRTIO_NET_HDR_GSO_NONE and len(pkt) <= maxlen:
+                if vh.flags & _offload.VIRTIO_NET_HDR_F_NEEDS_CSUM:
+                    pkt = bytearray(_offload.complete_csum(bytes(pkt), vh))
+                segs = [pkt]
+            else:
+                segs = _offload.segment(bytes(pkt), vh, maxlen, 256)
+        except _offload.OffloadError:
+            s.c["drop_malformed"] += 1
+            return
+        for seg in segs:
+            self._encap(t, bytearray(seg), now, gre_out)
+
+    def _session_for(self, tun, pkt):
+        n = len(pkt)
+        key = None
+        if n >= 20 and pkt[0] >> 4 == 4:
+            key = bytes(pkt[16:20])
+        elif n >= 40 and pkt[0] >> 4 == 6:
+            key = bytes(pkt[24:40])
+        cid = self._routes.get(key) if key is not None else None
+        if cid is not None:
+            return self._sessions.get(cid)
+        only = [x for x in self._sessions.values() if x.tun == tun]
+        return only[0] if len(only) == 1 else None
 
     def _routine_io(self):
         ep = select.epoll()
@@ -864,12 +871,12 @@ class Engine:
                     for t, fd in enumerate(self._tun_fds):
                         for _ in range(batch):
                             try:
-                                p = os.read(fd, 65535)
+                                p = os.read(fd, 65535 + 12)
                             except (BlockingIOError, InterruptedError):
                                 break
                             if not p:
                                 break
-                            self._encap(t, bytearray(p), now, gre_out)
+                            self._tun_read(t, p, now, gre_out)
                     self._fire_timers(now, tun_out, gre_out)
                 self._write_tun(tun_out)
                 self._send_gre(gre_out)

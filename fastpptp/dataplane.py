@@ -8,9 +8,11 @@ with the build command, never fall back silently to the (30x slower) reference.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import importlib
+import struct
 
-__all__ = ["EngineConfig", "EngineUnavailable", "load_engine", "Engine",
+__all__ = ["EngineConfig", "EngineUnavailable", "load_engine", "Engine", "vnet_lengths",
            "EV_MPPE_RESET_NEEDED", "COUNTER_NAMES", "HEADROOM"]
 
 #: Engine events ride the control queue with pseudo-protocol numbers >= 0x10000.
@@ -86,6 +88,34 @@ def load_engine(impl: str = "compiled"):
             "(or pip install .). The pure-Python reference is only used when asked for "
             "explicitly: load_engine('reference')") from exc
     return mod.Engine
+
+
+def vnet_lengths(fds, vnet_hdr_len=None):
+    """virtio_net_hdr length carried by each TUN fd: given, or asked from the kernel
+    (TUNGETIFF flags & IFF_VNET_HDR, then TUNGETVNETHDRSZ); 0 for anything not a TUN."""
+    if vnet_hdr_len is not None:
+        if isinstance(vnet_hdr_len, int):
+            vl = [vnet_hdr_len] * len(fds)
+        else:
+            vl = [int(v) for v in vnet_hdr_len]
+        if len(vl) != len(fds) or any(v not in (0, 10, 12) for v in vl):
+            raise ValueError("vnet_hdr_len must be 0, 10 or 12 per TUN")
+        return vl
+    out = []
+    for fd in fds:
+        try:
+            ifr = fcntl.ioctl(fd, 0x800454D2, bytes(40))          # TUNGETIFF
+        except OSError:
+            out.append(0)
+            continue
+        if not struct.unpack_from("=H", ifr, 16)[0] & 0x4000:     # IFF_VNET_HDR
+            out.append(0)
+            continue
+        try:
+            out.append(struct.unpack("=i", fcntl.ioctl(fd, 0x800454D7, bytes(4)))[0])
+        except OSError:
+            out.append(10)
+    return out
 
 
 def __getattr__(name):

@@ -107,3 +107,26 @@ def parse_gre(frame: bytes) -> dict:
     assert proto == 0x880B and f1 & 0x7F == 1 and f0 & 0xEF == 0x20
     assert plen == len(frame) - o
     return {"call_id": cid, "seq": seq, "ack": ack, "payload": frame[o:]}
+
+
+def tcp_segment(src: str, dst: str, seq: int, payload: bytes, ack: int = 1, flags: int = 0x10,
+                ident: int = 0, partial: bool = False) -> bytes:
+    """IPv4 (DF) + TCP segment with valid checksums; ``partial``: the TCP checksum field holds
+    the folded pseudo-header sum instead (what a TUN hands over with VIRTIO_NET_HDR_F_NEEDS_CSUM)."""
+    tcp = struct.pack("!HHIIBBHHH", 40000, 5201, seq, ack, 5 << 4, flags, 502, 0, 0) + payload
+    pseudo = (ipaddress.IPv4Address(src).packed + ipaddress.IPv4Address(dst).packed
+              + struct.pack("!BBH", 0, 6, len(tcp)))
+    if partial:
+        s = sum(struct.unpack("!6H", pseudo))
+        while s >> 16:
+            s = (s & 0xFFFF) + (s >> 16)
+        c = s
+    else:
+        c = csum(pseudo + tcp)
+    tcp = tcp[:16] + struct.pack("!H", c) + tcp[18:]
+    return ipv4(src, dst, tcp, proto=6, ident=ident, frag=0x4000)
+
+
+def vnet(flags=0, gso_type=0, hdr_len=0, gso_size=0, csum_start=0, csum_offset=0) -> bytes:
+    """virtio_net_hdr_mrg_rxbuf (12 bytes, host = little endian)."""
+    return struct.pack("<BBHHHHH", flags, gso_type, hdr_len, gso_size, csum_start, csum_offset, 0)

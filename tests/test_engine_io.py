@@ -239,3 +239,68 @@ def test_raw_gre_icmp_errors_counted_loop_survives(request):
             s.close()
     assert got == 20
     assert a.totals()["icmp_errors"] >= 1
+
+
+# ------------------------------------------------------------------ TUN offloads (virtio_net_hdr)
+def test_io_tso_super_packet_is_segmented_to_the_mtu(Engine, fakes):
+    from engine_helpers import tcp_ok, tcp_segment, vnet
+    e = Engine(EngineConfig())
+    e.add_session(CID, PCID, PEER)
+    e.set_ppp(CID, tx_acfc=False, tx_pfc=False, mtu=1400)
+    e.set_data(CID, True, True)
+    e.start([fakes.tun_eng.fileno()], fakes.gre_eng.fileno(), vnet_hdr_len=12)
+    try:
+        data = bytes(i * 7 & 0xFF for i in range(5000))
+        sp = tcp_segment(T_IN, T_PEER, 1000, data, partial=True)
+        fakes.tun.send(vnet(flags=1, gso_type=1, hdr_len=40, gso_size=1460, csum_start=20,
+                            csum_offset=16) + sp)
+        # a small plain packet after it, with a zero header
+        fakes.tun.send(vnet() + udp_packet(dst=T_PEER))
+        frames = [parse_gre(fakes.gre.recv(65535)) for _ in range(5)]
+        ips = [f["payload"][4:] for f in frames]
+        assert [len(ip) for ip in ips[:4]] == [1400, 1400, 1400, 40 + 5000 - 3 * 1360]
+        assert all(len(ip) <= 1400 and tcp_ok(ip) for ip in ips[:4])
+        assert b"".join(ip[40:] for ip in ips[:4]) == data
+        assert [struct.unpack("!I", ip[24:28])[0] for ip in ips[:4]] == [1000 + 1360 * k for k in range(4)]
+        assert ips[4] == udp_packet(dst=T_PEER)
+        assert [f["seq"] for f in frames] == list(range(5))
+    finally:
+        e.stop()
+
+
+def test_io_gro_coalesces_in_order_segments(Engine, fakes):
+    from engine_helpers import tcp_segment
+    e = Engine(EngineConfig())
+    e.add_session(CID, PCID, PEER)
+    e.set_data(CID, True, True)
+    segs = [tcp_segment(T_PEER, T_IN, 5000 + 1000 * k, bytes([k]) * 1000, ident=k) for k in range(4)]
+    for k, sg in enumerate(segs):
+        fakes.gre.send(data_in(CID, k, sg))
+    fakes.gre.send(data_in(CID, 4, udp_packet(dst=T_IN)))
+    e.start([fakes.tun_eng.fileno()], fakes.gre_eng.fileno(), vnet_hdr_len=12)
+    try:
+        m = fakes.tun.recv(65535)
+        flags, gso_type, hdr_len, gso_size, cs, co, _ = struct.unpack("<BBHHHHH", m[:12])
+        ip = m[12:]
+        assert (gso_type, gso_size, cs, co) == (1, 1000, 20, 16) and flags & 1
+        assert len(ip) == 40 + 4000 and ip[40:] == b"".join(bytes([k]) * 1000 for k in range(4))
+        m = fakes.tun.recv(65535)
+        assert m == bytes(12) + udp_packet(dst=T_IN)
+        assert e.counters(CID)["rx_packets"] == 5
+    finally:
+        e.stop()
+
+
+def test_io_vnet_without_offload_writes_one_by_one(Engine, fakes):
+    from engine_helpers import tcp_segment
+    e = Engine(EngineConfig(offload=False))
+    e.add_session(CID, PCID, PEER)
+    e.set_data(CID, True, True)
+    segs = [tcp_segment(T_PEER, T_IN, 5000 + 100 * k, b"x" * 100, ident=k) for k in range(3)]
+    for k, sg in enumerate(segs):
+        fakes.gre.send(data_in(CID, k, sg))
+    e.start([fakes.tun_eng.fileno()], fakes.gre_eng.fileno(), vnet_hdr_len=12)
+    try:
+        assert [fakes.tun.recv(65535) for _ in range(3)] == [bytes(12) + sg for sg in segs]
+    finally:
+        e.stop()
