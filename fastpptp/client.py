@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from .aio.driver import ControlStream
 from .aio.session import CallSession, EngineHub
 from .config import PppOptions
+from .aio.nl import nl
 from .hooks import run_hook
 
 log = logging.getLogger("fastpptp.client")
@@ -134,9 +135,9 @@ class Client:
         self._undo.append(hub.close)
         if cfg.ppp.defaultroute or cfg.ppp.replacedefaultroute:
             with contextlib.suppress(Exception):
-                pinned = netlink.pin_host_route(server_ip)
+                pinned = nl(netlink.pin_host_route, server_ip)
                 if pinned is not None:
-                    self._undo.append(lambda: netlink.delete_route(f"{server_ip}/32", missing_ok=True))
+                    self._undo.append(lambda: nl(netlink.delete_route, f"{server_ip}/32", missing_ok=True))
         established = False
         done = asyncio.Event()
         result: dict = {}
@@ -237,23 +238,27 @@ class Client:
         from .aio.offloop import netlink
         cfg = self.config
         if ev.family not in (4, "ipv4"):
+            try:   # IPv6CP: pppd's "local LL address / remote LL address" on the link
+                nl(netlink.add_address, tundev.name, f"{ev.local}/128", peer=str(ev.remote), nodad=True)
+            except Exception as exc:
+                log.warning("IPv6 link-local %s: %s", ev.local, exc)
             return
         local, remote = str(ev.local), str(ev.remote)
-        netlink.set_mtu(tundev.name, cfg.ppp.mtu or 1400)
-        netlink.add_address(tundev.name, local, peer=remote)
-        netlink.set_link_up(tundev.name)
+        nl(netlink.set_mtu, tundev.name, cfg.ppp.mtu or 1400)
+        nl(netlink.add_address, tundev.name, local, peer=remote)
+        nl(netlink.set_link_up, tundev.name)
         if cfg.ppp.replacedefaultroute:
-            old = netlink.replace_default_route(dev=tundev.name)
-            self._undo.append(lambda: netlink.restore_default_route(old))
+            old = nl(netlink.replace_default_route, dev=tundev.name)
+            self._undo.append(lambda: nl(netlink.restore_default_route, old))
         elif cfg.ppp.defaultroute:
-            if netlink.get_default_route() is None:
-                netlink.add_route("0.0.0.0/0", dev=tundev.name)
-                self._undo.append(lambda: netlink.delete_route("0.0.0.0/0", dev=tundev.name, missing_ok=True))
+            if nl(netlink.get_default_route) is None:
+                nl(netlink.add_route, "0.0.0.0/0", dev=tundev.name)
+                self._undo.append(lambda: nl(netlink.delete_route, "0.0.0.0/0", dev=tundev.name, missing_ok=True))
             else:
                 log.warning("defaultroute: a default route exists already; not replaced "
                             "(use replacedefaultroute)")
         for net in cfg.routes:
-            netlink.add_route(net, dev=tundev.name, replace=True)
+            nl(netlink.add_route, net, dev=tundev.name, replace=True)
         if cfg.ppp.usepeerdns and ev.dns:
             self._write_peer_dns(ev.dns)
         info = {"event": "up", "interface": tundev.name, "local_ip": local, "remote_ip": remote,

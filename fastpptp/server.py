@@ -33,6 +33,7 @@ from typing import Callable
 from .aio.driver import ControlStream
 from .aio.session import CallSession, EngineHub
 from .config import AddressPool, PppOptions, parse_ppp_options
+from .aio.nl import nl
 from .hooks import run_hook
 from .status import DEFAULT_CONTROL_SOCKET, StatusServer
 
@@ -174,9 +175,9 @@ class Server:
         # parses one may get such a TUN, otherwise the header is taken for IP (no traffic).
         offload = self.config.offload and bool(getattr(Engine, "supports_vnet_hdr", False))
         self._tun = tun.open_tun(self.config.interface, vnet_hdr=offload, offload=offload)
-        netlink.set_mtu(self._tun.name, mtu)
-        netlink.add_address(self._tun.name, f"{self.config.local_ips[0]}/32")
-        netlink.set_link_up(self._tun.name)
+        nl(netlink.set_mtu, self._tun.name, mtu)
+        nl(netlink.add_address, self._tun.name, f"{self.config.local_ips[0]}/32")
+        nl(netlink.set_link_up, self._tun.name)
         bind = self.config.listen if self.config.listen not in ("0.0.0.0", "::") else None
         self._gre = rawgre.open_gre_socket(bind)
         self.engine = Engine(EngineConfig(mtu=mtu, mru=self._ppp.mru or 1500, offload=offload))
@@ -347,11 +348,19 @@ class Server:
 
     def _network_up(self, session: CallSession, ev) -> None:
         if ev.family not in (4, "ipv4"):
+            # IPv6CP (RFC 5072): link-local addresses from the interface identifiers; the
+            # peer's gets a host route through the shared TUN like an IPv4 peer.
+            if self._owns_engine:
+                from .net import netlink
+                try:
+                    nl(netlink.add_address, self._tun.name, f"{ev.local}/128", peer=str(ev.remote), nodad=True)
+                except Exception as exc:
+                    log.warning("call %d: IPv6 link-local %s: %s", session.call_id, ev.local, exc)
             return
         if self._owns_engine:
             from .aio.offloop import netlink
             try:
-                netlink.add_route(f"{ev.remote}/32", dev=self._tun.name, src=self.config.local_ips[0],
+                nl(netlink.add_route, f"{ev.remote}/32", dev=self._tun.name, src=self.config.local_ips[0],
                                   replace=True)
             except Exception as exc:
                 log.error("call %d: route to %s failed: %s", session.call_id, ev.remote, exc)
@@ -368,7 +377,7 @@ class Server:
         if remote and self._owns_engine:
             from .aio.offloop import netlink
             with contextlib.suppress(Exception):
-                netlink.delete_route(f"{remote}/32", dev=self._tun.name, missing_ok=True)
+                nl(netlink.delete_route, f"{remote}/32", dev=self._tun.name, missing_ok=True)
         c = getattr(session, "final_counters", {}) or {}
         if remote:
             asyncio.get_running_loop().create_task(run_hook(

@@ -280,3 +280,37 @@ def test_static_address_from_chap_secrets(lab):
     p, up = lab.start_client(0, "static", "staticpw")
     _wait(lambda: lab.ups(up), 60, "client up", p)
     assert lab.ups(up)[0]["local_ip"] == "198.51.100.77"
+
+
+def _ping6(ns, dst, ifname, timeout=3.0):
+    """One ICMPv6 echo to a link-local address from inside ``ns`` (the kernel fills the checksum)."""
+    import struct
+    s = netns.open_socket(ns, socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    try:
+        s.settimeout(timeout)
+        ifindex = netns.run_in(ns, socket.if_nametoindex, ifname)
+        s.sendto(struct.pack("!BBHHH", 128, 0, 0, 0x1234, 1) + b"fastpptp", (dst, 0, 0, ifindex))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            data, _ = s.recvfrom(2048)
+            if data[0] == 129 and data[4:6] == b"\x12\x34":
+                return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+    return False
+
+
+def test_ipv6cp_link_local_crosses_the_tunnel(lab):
+    lab.write("options", "name fastpptp-test\nrequire-mschap-v2\nrequire-mppe-128\n+ipv6\n")
+    lab.start_server()
+    p, up = lab.start_client(0, "user0", "pass0", "+ipv6")
+    _wait(lambda: lab.ups(up), 60, "client up", p)
+    def peer_ll():
+        for a in netlink.list_addresses("fpic0", netns=lab.clients[0]):
+            if a.family == 6 and a.local.startswith("fe80::") and a.peer:
+                return str(a.peer)
+        return None
+    remote = _wait(peer_ll, 10, "IPv6CP link-local addresses on the client TUN", p)
+    assert _ping6(lab.clients[0], remote, "fpic0")
