@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from .aio.driver import ControlStream
 from .aio.session import CallSession, EngineHub
 from .config import PppOptions
-from .aio.nl import nl
+from .aio.offloop import netlink
 from .hooks import run_hook
 
 log = logging.getLogger("fastpptp.client")
@@ -53,6 +53,7 @@ class ClientConfig:
     ip_up: str | None = "/etc/ppp/ip-up"
     ip_down: str | None = "/etc/ppp/ip-down"
     connect_timeout: float = 30.0
+    local_address: str | None = None     # pptp --localbind: source of TCP and GRE
 
 
 class AttemptFailed(Exception):
@@ -64,8 +65,14 @@ class AttemptFailed(Exception):
 class Client:
     """The embeddable client: ``await client.run()`` until stopped (or maxfail reached)."""
 
-    def __init__(self, config: ClientConfig, *, on_event=None):
+    def __init__(self, config: ClientConfig, *, on_event=None, tun_factory=None,
+                 configure_network: bool = True):
+        """``tun_factory(name) -> TunDevice-like`` (fd, name, vnet_hdr_len, close) replaces the
+        real TUN (tests, or a router that owns its interfaces); with ``configure_network``
+        False no address, route or DNS is touched (the embedder does it from ``on_event``)."""
         self.config = config
+        self._tun_factory = tun_factory
+        self._configure_network = configure_network
         self._on_event = on_event
         self._rng = random.SystemRandom()
         self._stop = asyncio.Event()
@@ -108,7 +115,6 @@ class Client:
     # ------------------------------------------------------------------ one attempt
     async def _attempt(self) -> bool:
         from .dataplane import EngineConfig, load_engine
-        from .aio.offloop import netlink
         from .net import rawgre, tun
         from .pptp.control import ControlConfig, ControlConnection, Role
         loop = asyncio.get_running_loop()
@@ -124,20 +130,23 @@ class Client:
         # IFF_VNET_HDR puts a virtio_net_hdr before every packet: only an engine that says it
         # parses one may get such a TUN, otherwise the header is taken for IP (no traffic).
         offload = cfg.offload and bool(getattr(Engine, "supports_vnet_hdr", False))
-        tundev = tun.open_tun(cfg.interface, vnet_hdr=offload, offload=offload)
+        if self._tun_factory is not None:
+            tundev = self._tun_factory(cfg.interface)
+        else:
+            tundev = tun.open_tun(cfg.interface, vnet_hdr=offload, offload=offload)
         self._undo.append(tundev.close)
-        gre = rawgre.open_gre_socket(None)
+        gre = rawgre.open_gre_socket(cfg.local_address)
         self._undo.append(gre.close)
         engine = Engine(EngineConfig(mtu=mtu, mru=cfg.ppp.mru or 1500, offload=offload))
-        engine.start([tundev.fd], gre.fileno())
+        engine.start([tundev.fd], gre.fileno(), vnet_hdr_len=getattr(tundev, "vnet_hdr_len", 0))
         self._undo.append(engine.stop)
         hub = EngineHub(engine, loop)
         self._undo.append(hub.close)
-        if cfg.ppp.defaultroute or cfg.ppp.replacedefaultroute:
+        if self._configure_network and (cfg.ppp.defaultroute or cfg.ppp.replacedefaultroute):
             with contextlib.suppress(Exception):
-                pinned = nl(netlink.pin_host_route, server_ip)
+                pinned = netlink.pin_host_route(server_ip)
                 if pinned is not None:
-                    self._undo.append(lambda: nl(netlink.delete_route, f"{server_ip}/32", missing_ok=True))
+                    self._undo.append(lambda: netlink.delete_route(f"{server_ip}/32", missing_ok=True))
         established = False
         done = asyncio.Event()
         result: dict = {}
@@ -191,7 +200,8 @@ class Client:
         try:
             try:
                 _, stream = await asyncio.wait_for(
-                    loop.create_connection(lambda: ControlStream(conn, on_event, on_lost), server_ip, cfg.port),
+                    loop.create_connection(lambda: ControlStream(conn, on_event, on_lost), server_ip, cfg.port,
+                                           local_addr=(cfg.local_address, 0) if cfg.local_address else None),
                     cfg.connect_timeout)
             except (OSError, asyncio.TimeoutError) as exc:
                 raise AttemptFailed(f"cannot connect to {server_ip}:{cfg.port}: {exc}")
@@ -235,32 +245,20 @@ class Client:
             log.error("authentication failed: %s", ev.reason)
 
     def _network_up(self, session: CallSession, ev, tundev, server_ip: str) -> None:
-        from .aio.offloop import netlink
         cfg = self.config
-        if ev.family not in (4, "ipv4"):
+        if not self._configure_network:
+            pass
+        elif ev.family not in (4, "ipv4"):
             try:   # IPv6CP: pppd's "local LL address / remote LL address" on the link
-                nl(netlink.add_address, tundev.name, f"{ev.local}/128", peer=str(ev.remote), nodad=True)
+                netlink.add_address(tundev.name, f"{ev.local}/128", peer=str(ev.remote), nodad=True)
             except Exception as exc:
                 log.warning("IPv6 link-local %s: %s", ev.local, exc)
             return
+        if ev.family not in (4, "ipv4"):
+            return
         local, remote = str(ev.local), str(ev.remote)
-        nl(netlink.set_mtu, tundev.name, cfg.ppp.mtu or 1400)
-        nl(netlink.add_address, tundev.name, local, peer=remote)
-        nl(netlink.set_link_up, tundev.name)
-        if cfg.ppp.replacedefaultroute:
-            old = nl(netlink.replace_default_route, dev=tundev.name)
-            self._undo.append(lambda: nl(netlink.restore_default_route, old))
-        elif cfg.ppp.defaultroute:
-            if nl(netlink.get_default_route) is None:
-                nl(netlink.add_route, "0.0.0.0/0", dev=tundev.name)
-                self._undo.append(lambda: nl(netlink.delete_route, "0.0.0.0/0", dev=tundev.name, missing_ok=True))
-            else:
-                log.warning("defaultroute: a default route exists already; not replaced "
-                            "(use replacedefaultroute)")
-        for net in cfg.routes:
-            nl(netlink.add_route, net, dev=tundev.name, replace=True)
-        if cfg.ppp.usepeerdns and ev.dns:
-            self._write_peer_dns(ev.dns)
+        if self._configure_network:
+            self._configure(tundev, local, remote, ev)
         info = {"event": "up", "interface": tundev.name, "local_ip": local, "remote_ip": remote,
                 "dns": [str(d) for d in (ev.dns or ())], "auth": session.info.auth, "mppe": session.info.mppe,
                 "server": server_ip, "call_id": session.call_id}
@@ -275,6 +273,26 @@ class Client:
         self.up.set()
         if self._on_event is not None:
             self._on_event("up", info)
+
+    def _configure(self, tundev, local: str, remote: str, ev) -> None:
+        cfg = self.config
+        netlink.set_mtu(tundev.name, cfg.ppp.mtu or 1400)
+        netlink.add_address(tundev.name, local, peer=remote)
+        netlink.set_link_up(tundev.name)
+        if cfg.ppp.replacedefaultroute:
+            old = netlink.replace_default_route(dev=tundev.name)
+            self._undo.append(lambda: netlink.restore_default_route(old))
+        elif cfg.ppp.defaultroute:
+            if netlink.get_default_route() is None:
+                netlink.add_route("0.0.0.0/0", dev=tundev.name)
+                self._undo.append(lambda: netlink.delete_route("0.0.0.0/0", dev=tundev.name, missing_ok=True))
+            else:
+                log.warning("defaultroute: a default route exists already; not replaced "
+                            "(use replacedefaultroute)")
+        for net in cfg.routes:
+            netlink.add_route(net, dev=tundev.name, replace=True)
+        if cfg.ppp.usepeerdns and ev.dns:
+            self._write_peer_dns(ev.dns)
 
     def _write_peer_dns(self, dns) -> None:
         """usepeerdns: pppd writes /etc/ppp/resolv.conf; we do the same and remove it on down."""

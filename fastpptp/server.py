@@ -33,7 +33,7 @@ from typing import Callable
 from .aio.driver import ControlStream
 from .aio.session import CallSession, EngineHub
 from .config import AddressPool, PppOptions, parse_ppp_options
-from .aio.nl import nl
+from .aio.offloop import netlink
 from .hooks import run_hook
 from .status import DEFAULT_CONTROL_SOCKET, StatusServer
 
@@ -104,15 +104,17 @@ class Server:
 
     def __init__(self, config: ServerConfig, *, auth_backend=None,
                  assign_address: Callable[[str], str | None] | None = None,
-                 on_event: Callable[[str, dict], None] | None = None, engine=None, tun=None,
-                 gre_sock=None):
+                 on_event: Callable[[str, dict], None] | None = None,
+                 tun_factory: Callable | None = None, configure_network: bool = True):
         self.config = config
         self._auth_backend = auth_backend
         self._assign_address = assign_address
         self._on_event = on_event
-        self.engine = engine
-        self._tun = tun
-        self._gre = gre_sock
+        self.engine = None
+        self._tun = None
+        self._gre = None
+        self._tun_factory = tun_factory
+        self._configure_network = configure_network
         self.pool = AddressPool(config.remote_ips)
         self.sessions: dict[int, CallSession] = {}
         self._calls_of: dict[ControlStream, set[int]] = {}
@@ -125,7 +127,7 @@ class Server:
         self._stopping = False
         self._stopped = asyncio.Event()
         self.hub: EngineHub | None = None
-        self._owns_engine = engine is None
+        self._owns_engine = True
         self._call_ids = None
         self._ppp = config.ppp
         self._secrets_from_file = False
@@ -138,8 +140,7 @@ class Server:
         if self._auth_backend is None:
             self._auth_backend = self._load_secrets()
             self._secrets_from_file = True
-        if self.engine is None:
-            self._open_dataplane()
+        self._open_dataplane()
         self.hub = EngineHub(self.engine, loop)
         self._tcp_server = await loop.create_server(self._make_stream, self.config.listen, self.config.port,
                                                     reuse_address=True)
@@ -167,21 +168,25 @@ class Server:
 
     def _open_dataplane(self) -> None:
         from .dataplane import EngineConfig, load_engine
-        from .aio.offloop import netlink
         from .net import rawgre, tun
         mtu = self._ppp.mtu or 1400
         Engine = load_engine(self.config.impl)
         # IFF_VNET_HDR puts a virtio_net_hdr before every packet: only an engine that says it
         # parses one may get such a TUN, otherwise the header is taken for IP (no traffic).
         offload = self.config.offload and bool(getattr(Engine, "supports_vnet_hdr", False))
-        self._tun = tun.open_tun(self.config.interface, vnet_hdr=offload, offload=offload)
-        nl(netlink.set_mtu, self._tun.name, mtu)
-        nl(netlink.add_address, self._tun.name, f"{self.config.local_ips[0]}/32")
-        nl(netlink.set_link_up, self._tun.name)
+        if self._tun_factory is not None:
+            self._tun = self._tun_factory(self.config.interface)
+        else:
+            self._tun = tun.open_tun(self.config.interface, vnet_hdr=offload, offload=offload)
+        if self._configure_network:
+            netlink.set_mtu(self._tun.name, mtu)
+            netlink.add_address(self._tun.name, f"{self.config.local_ips[0]}/32")
+            netlink.set_link_up(self._tun.name)
         bind = self.config.listen if self.config.listen not in ("0.0.0.0", "::") else None
         self._gre = rawgre.open_gre_socket(bind)
         self.engine = Engine(EngineConfig(mtu=mtu, mru=self._ppp.mru or 1500, offload=offload))
-        self.engine.start([self._tun.fd], self._gre.fileno())
+        self.engine.start([self._tun.fd], self._gre.fileno(),
+                          vnet_hdr_len=getattr(self._tun, "vnet_hdr_len", 0))
 
     async def serve_forever(self) -> None:
         await self._stopped.wait()
@@ -350,17 +355,15 @@ class Server:
         if ev.family not in (4, "ipv4"):
             # IPv6CP (RFC 5072): link-local addresses from the interface identifiers; the
             # peer's gets a host route through the shared TUN like an IPv4 peer.
-            if self._owns_engine:
-                from .net import netlink
+            if self._configure_network:
                 try:
-                    nl(netlink.add_address, self._tun.name, f"{ev.local}/128", peer=str(ev.remote), nodad=True)
+                    netlink.add_address(self._tun.name, f"{ev.local}/128", peer=str(ev.remote), nodad=True)
                 except Exception as exc:
                     log.warning("call %d: IPv6 link-local %s: %s", session.call_id, ev.local, exc)
             return
         if self._owns_engine:
-            from .aio.offloop import netlink
             try:
-                nl(netlink.add_route, f"{ev.remote}/32", dev=self._tun.name, src=self.config.local_ips[0],
+                netlink.add_route(f"{ev.remote}/32", dev=self._tun.name, src=self.config.local_ips[0],
                                   replace=True)
             except Exception as exc:
                 log.error("call %d: route to %s failed: %s", session.call_id, ev.remote, exc)
@@ -374,10 +377,9 @@ class Server:
         if ev is not None:      # IPCP down while the link lives on: nothing to free yet
             return
         remote = session.info.remote_ip
-        if remote and self._owns_engine:
-            from .aio.offloop import netlink
+        if remote and self._configure_network:
             with contextlib.suppress(Exception):
-                nl(netlink.delete_route, f"{remote}/32", dev=self._tun.name, missing_ok=True)
+                netlink.delete_route(f"{remote}/32", dev=self._tun.name, missing_ok=True)
         c = getattr(session, "final_counters", {}) or {}
         if remote:
             asyncio.get_running_loop().create_task(run_hook(
