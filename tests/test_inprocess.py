@@ -13,6 +13,7 @@ import asyncio
 import os
 import socket
 import struct
+import time
 
 import pytest
 
@@ -154,3 +155,41 @@ def test_wrong_password_refused_in_process(loopback_ns, tmp_path):
     assert "e=691" in (r["client"].exit_reason or "").lower()   # MS-CHAPv2 Failure, RFC 2759 §6
     assert [k for k, _ in r["events"]][:1] == ["auth-failed"]
     assert r["server"].snapshot()["sessions"] == []
+
+
+async def _closed_by_server(port: int, wait: float = 0.3, source: str = "127.0.0.1") -> bool:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    try:
+        data = await asyncio.wait_for(reader.read(1), wait)
+        return data == b""
+    except asyncio.TimeoutError:
+        return False       # still open: the server is waiting for our SCCRQ
+    finally:
+        writer.close()
+
+
+def test_admission_control_rate_and_failed_logins(loopback_ns, tmp_path):
+    async def main():
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        server = Server(ServerConfig(listen="127.0.0.1", port=port, remote_ips=("198.51.100.2",),
+                                     ppp=parse_ppp_options("require-mschap-v2"), rate_limit=2,
+                                     control_socket=str(tmp_path / "ctl.sock")),
+                        auth_backend=CallableBackend(lambda u, s: None),
+                        tun_factory=FakeTun, configure_network=False)
+        await server.start()
+        try:
+            rate = [await _closed_by_server(port) for _ in range(3)]
+            # a source with max_auth_failures failed logins in 5 minutes is refused outright
+            before = await _closed_by_server(port, source="127.0.0.3")
+            for _ in range(server.config.max_auth_failures):
+                server._auth_failures.add("127.0.0.3", time.monotonic())
+            after = await _closed_by_server(port, source="127.0.0.3")
+            return rate, before, after
+        finally:
+            await server.stop("test over")
+
+    rate, before, after = asyncio.run(main())
+    assert rate == [False, False, True]          # rate_limit=2 per source per 10 s
+    assert (before, after) == (False, True)
