@@ -314,3 +314,25 @@ def test_ipv6cp_link_local_crosses_the_tunnel(lab):
         return None
     remote = _wait(peer_ll, 10, "IPv6CP link-local addresses on the client TUN", p)
     assert _ping6(lab.clients[0], remote, "fpic0")
+
+
+def test_client_routes_applied_and_restored(lab):
+    lab.start_server()
+    ns = lab.client_ns(0)
+    netlink.add_route("0.0.0.0/0", gateway=SERVER_IP, netns=ns)
+    p, up = lab.start_client(0, "user0", "pass0", "replacedefaultroute", "--route", "203.0.113.0/24")
+    _wait(lambda: lab.ups(up), 60, "client up", p)
+
+    def routes():
+        return {(r.dst, r.gateway, r.ifname) for r in netlink.list_routes(netns=ns)}
+    during = routes()
+    assert any(d in ("0.0.0.0/0", "default") and dev == "fpic0" for d, _, dev in during), during
+    assert ("192.0.2.1/32", None, f"fpic0x{lab.tag}"[:15]) in during or any(
+        d == "192.0.2.1/32" for d, _, _ in during), during          # GRE/TCP path pinned
+    assert any(d == "203.0.113.0/24" and dev == "fpic0" for d, _, dev in during), during
+    assert ping(ns, TUN_SERVER, count=1)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(15) == 0
+    after = routes()
+    assert any(d in ("0.0.0.0/0", "default") and gw == SERVER_IP for d, gw, _ in after), after
+    assert not any(d == "192.0.2.1/32" for d, _, _ in after), after
