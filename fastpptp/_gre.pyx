@@ -442,7 +442,7 @@ cdef class Engine:
             s = self._get(call_id)
             if <uint32_t>len(pl) > (s.mtu if s.mtu > self.mru else self.mru):
                 raise ValueError("control frame longer than the MTU")
-            if <uint32_t>len(pl) + 4 > self.max_frame + 4:
+            if <uint32_t>len(pl) > self.max_frame:
                 raise ValueError("control frame too long")
             if self.ctlo_count >= self.ctlq_cap:
                 s.c[C_DROP_QUEUE_FULL] += 1

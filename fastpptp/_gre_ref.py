@@ -232,6 +232,11 @@ class Engine:
             s = self._get(call_id)
             if len(payload) > max(s.mtu, self.config.mru):
                 raise ValueError("control frame longer than the MTU")
+            if len(payload) > self._max_frame:
+                raise ValueError("control frame too long")
+            if len(self._ctl_out) >= self.config.control_queue:
+                s.c["drop_queue_full"] += 1         # bounded: PPP retransmits control frames
+                return
             self._ctl_out.append((call_id, self._ppp_header(s, protocol, force_full=protocol == PPP_LCP)
                                   + payload))
         self._kick()
@@ -277,9 +282,15 @@ class Engine:
         out = Output()
         with self._lock:
             for d in gre_in:
+                if len(d) > 65535:                  # larger than any IPv4 datagram
+                    self._totals["drop_malformed"] += 1
+                    continue
                 self._decap(bytes(d), now, out.tun_out)
             self._flush_control(now, out.gre_out)
             for tun, pkt in tun_in:
+                if len(pkt) > 65535:
+                    self._totals["drop_malformed"] += 1
+                    continue
                 self._encap(tun, bytearray(pkt), now, out.gre_out)
             self._fire_timers(now, out.tun_out, out.gre_out)
         return out

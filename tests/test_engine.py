@@ -527,3 +527,19 @@ def test_mppe_stateful_loss_raises_reset_event(Engine):
     b.mppe_reset(PCID)
     f = b.process(1.0, tun_in=[(0, pkt(9, dst=T_IN))]).gre_out[0][1]
     assert a.process(1.0, gre_in=[dgram(f)]).tun_out == [(0, pkt(9, dst=T_IN))]
+
+
+def test_send_control_queue_is_bounded(Engine):
+    e = make(Engine, control_queue=3)
+    for i in range(5):
+        e.send_control(CID, 0x8021, bytes([1, i, 0, 4]))
+    assert len(e.process(0.0).gre_out) == 3
+    assert e.counters(CID)["drop_queue_full"] == 2
+    with pytest.raises(ValueError):
+        e.send_control(CID, 0x8021, b"x" * 2000)
+
+
+def test_oversized_inputs_are_counted(Engine):
+    e = make(Engine)
+    e.process(0.0, tun_in=[(0, b"\x45" + bytes(70000))], gre_in=[b"\x45" + bytes(70000)])
+    assert e.totals()["drop_malformed"] == 2
