@@ -132,6 +132,7 @@ cdef class Engine:
     cdef session** calls            # 65536 pointers, by our call ID
     cdef int nsessions
     cdef int tun_count[MAX_TUN]
+    cdef session* tun_single[MAX_TUN]  # the session of a TUN that has exactly one
     cdef object peer_strs           # call ID -> peer address str (for gre_out)
     cdef route_entry* routes
     cdef uint32_t route_cap
@@ -227,6 +228,7 @@ cdef class Engine:
     cdef void _send_ack_only(self, session* s) noexcept nogil
     cdef void encap_one(self, int tun, uint8_t* pkt, uint32_t n, double now) noexcept nogil
     cdef session* _only_session(self, int tun) noexcept nogil
+    cdef session* _scan_tun_session(self, int tun) noexcept nogil
     cdef void _emit_data(self, session* s, uint16_t proto, uint8_t* pkt, uint32_t n, double now) noexcept nogil
     cdef void _emit_gre_hdr(self, session* s, uint8_t* p, uint32_t L, double now) noexcept nogil
     cdef void flush_control(self, double now) noexcept nogil

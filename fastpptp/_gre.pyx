@@ -235,6 +235,8 @@ cdef class Engine:
         self.calls[call_id] = s
         self.nsessions += 1
         self.tun_count[tun] += 1
+        if self.tun_count[tun] == 1:
+            self.tun_single[tun] = s
         self.peer_strs[call_id] = str(peer_addr)
         self._unlock()
         self._kick()
@@ -251,6 +253,7 @@ cdef class Engine:
         self.calls[call_id] = NULL
         self.nsessions -= 1
         self.tun_count[s.tun] -= 1
+        self.tun_single[s.tun] = self._scan_tun_session(s.tun) if self.tun_count[s.tun] == 1 else NULL
         self._timer_unlink(s)
         # drop its routes (backward-shift deletion keeps probing chains intact)
         i = 0
@@ -691,6 +694,10 @@ cdef class Engine:
         self._emit_data(s, proto, pkt, n, now)
 
     cdef session* _only_session(self, int tun) noexcept nogil:
+        return self.tun_single[tun] if self.tun_count[tun] == 1 else NULL
+
+    cdef session* _scan_tun_session(self, int tun) noexcept nogil:
+        # O(65536), only when a session is removed
         cdef int i
         cdef session* s
         for i in range(65536):

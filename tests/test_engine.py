@@ -160,6 +160,10 @@ def test_single_session_tun_needs_no_route(Engine):
     e.add_session(8, 9, "192.0.2.3", tun=0)
     e.process(0.0, tun_in=[(0, pkt(dst="203.0.113.77"))])
     assert e.totals()["drop_no_route"] == 1
+    e.set_data(8, True, True)
+    e.remove_session(CID)                       # one left on TUN 0: it takes everything again
+    out = e.process(0.0, tun_in=[(0, pkt(dst="203.0.113.77"))])
+    assert [(a, parse_gre(f)["call_id"]) for a, f in out.gre_out] == [("192.0.2.3", 9)]
 
 
 def test_mss_clamp_both_directions(Engine):
