@@ -2,8 +2,9 @@
 
     python3 -m fastpptp.benchtunnel [--json] [--time 5] [--skip-openvpn] [--only NAME,...]
 
-1. make two namespaces joined by a veth pair (192.0.2.1/24 <-> 192.0.2.2/24), lo up, and an
-   ``iperf3 -s`` in B; nothing is routed to or from the root namespace;
+1. make two namespaces joined by a veth pair (192.0.2.1/24 <-> 192.0.2.2/24), lo up;
+   nothing is routed to or from the root namespace; each test gets a fresh one-shot
+   ``iperf3 -s -1`` in B (an errored test is retried once);
 2. for each path: bring the tunnel up, run iperf3 from A to B's tunnel address — TCP 1 stream,
    TCP 4 streams (-P 4), UDP with 1400-byte IP datagrams (-u -b 0 -l 1372) — each ``-t T``,
    then take the tunnel down:
@@ -227,13 +228,41 @@ def openvpn_tunnel(pair: Pair, tmp: str) -> Iterator[dict]:
 # --------------------------------------------------------------------------- iperf3
 
 
+def _iperf_server(pair: Pair, timeout: float = 5.0) -> subprocess.Popen:
+    """A one-test ``iperf3 -s -1`` in B, returned once it listens.  A fresh server per test:
+    an iperf3 server whose client died mid-test can stay wedged and fail every later test."""
+    import select as _select
+    srv = pair.spawn(pair.b, ["iperf3", "-s", "-1", "--forceflush"])
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while b"listening" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0 or srv.poll() is not None:
+            kill(srv)
+            pair.procs.remove(srv)
+            raise RuntimeError(f"iperf3 server did not start: {buf[-200:]!r}")
+        if _select.select([srv.stdout], [], [], min(left, 0.2))[0]:
+            chunk = os.read(srv.stdout.fileno(), 4096)
+            if not chunk:
+                continue
+            buf += chunk
+    return srv
+
+
 def iperf(pair: Pair, target: str, test: str, seconds: int) -> dict:
-    argv = ["iperf3", "-c", target, "-t", str(seconds), "-J"]
+    argv = ["iperf3", "-c", target, "-t", str(seconds), "-J", "--connect-timeout", "3000"]
     if test == "tcp4":
         argv += ["-P", "4"]
     elif test == "udp1400":
         argv += ["-u", "-b", "0", "-l", str(UDP_LEN), "-w", "4M"]
-    r = pair.run(pair.a, argv, timeout=seconds + 20)
+    srv = _iperf_server(pair)
+    try:
+        r = pair.run(pair.a, argv, timeout=seconds + 20)
+    except subprocess.TimeoutExpired:
+        return {"error": f"iperf3 client timed out after {seconds + 20}s"}
+    finally:
+        kill(srv)
+        pair.procs.remove(srv)
     try:
         doc = jsonlib.loads(r.stdout)
     except ValueError:
@@ -264,7 +293,6 @@ def run_bench(seconds: int = 5, paths: tuple[str, ...] = PATHS, rounds: int = 1)
     runs: dict[str, dict[str, list[dict]]] = {}
     counters: dict[str, dict] = {}
     with veth_pair() as pair, tempfile.TemporaryDirectory(prefix="fpbench") as tmp:
-        pair.spawn(pair.b, ["iperf3", "-s"])
         for rnd in range(rounds):
             for path in paths:
                 if path in result["skipped"]:
@@ -285,6 +313,9 @@ def run_bench(seconds: int = 5, paths: tuple[str, ...] = PATHS, rounds: int = 1)
                             raise RuntimeError(f"{info['target']} unreachable through {path}")
                         for test in TESTS:
                             m = iperf(pair, info["target"], test, seconds)
+                            if "error" in m:  # one retry: a busy machine, a wedged iperf3
+                                _log(f"{path} {test}: {m['error']}; retrying")
+                                m = iperf(pair, info["target"], test, seconds)
                             runs.setdefault(path, {}).setdefault(test, []).append(m)
                             _log(f"{path} {test}: {m}")
                             time.sleep(0.3)

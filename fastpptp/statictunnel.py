@@ -4,7 +4,7 @@ runner.
     python3 -m fastpptp.statictunnel --local 192.0.2.1 --peer 192.0.2.2 \\
         --call-id 1 --peer-call-id 2 --tun-addr 198.51.100.1 --tun-peer 198.51.100.2 \\
         [--mppe-key HEX[:HEX]] [--mtu 1400] [--impl compiled|reference] [--no-offload] \\
-        [--stats-json FILE] [--tun-name NAME]
+        [--stats-json FILE] [--tun-name NAME] [--tun-addr6 A6 --tun-peer6 B6]
 
 Run one in each of two namespaces (call IDs crossed) and they carry IP between their TUNs as
 two PPTP peers would after IPCP (and CCP, with a key) opened, with no control connection:
@@ -71,6 +71,13 @@ def _ipv4(text: str) -> str:
         raise argparse.ArgumentTypeError(f"not an IPv4 address: {text!r}") from None
 
 
+def _ipv6(text: str) -> str:
+    try:
+        return str(ipaddress.IPv6Address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IPv6 address: {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python3 -m fastpptp.statictunnel",
@@ -81,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peer-call-id", required=True, type=_call_id, help="the peer's call ID")
     p.add_argument("--tun-addr", required=True, type=_ipv4, help="our tunnel address")
     p.add_argument("--tun-peer", required=True, type=_ipv4, help="the peer's tunnel address")
+    p.add_argument("--tun-addr6", type=_ipv6, help="our tunnel IPv6 address (optional)")
+    p.add_argument("--tun-peer6", type=_ipv6, help="the peer's tunnel IPv6 address")
     p.add_argument("--tun-name", default="", help="TUN name (kernel picks tunN if empty)")
     p.add_argument("--mppe-key", type=_hexkey, help="HEX or SEND:RECV; enables stateless MPPE")
     p.add_argument("--mppe-stateful", action="store_true", help="stateful MPPE (RFC 3078 §3)")
@@ -181,12 +190,19 @@ def run(args: argparse.Namespace) -> int:
         netlink.set_mtu(dev.name, args.mtu)
         netlink.add_address(dev.name, args.tun_addr, peer=args.tun_peer)
         netlink.set_link_up(dev.name)
+        if args.tun_addr6:
+            # After the link is up: the kernel makes the IPv6 route to the peer only then.
+            # No DAD: nobody else is on a point-to-point link, and a tentative address
+            # could not be used for the first second.
+            netlink.add_address(dev.name, args.tun_addr6, peer=args.tun_peer6, nodad=True)
 
         eng = Engine(cfg)
         cid = args.call_id
         eng.add_session(cid, args.peer_call_id, args.peer, tun=0)
         eng.set_ppp(cid, tx_acfc=not args.no_acfc, tx_pfc=not args.no_pfc, mtu=args.mtu)
         eng.add_route(cid, args.tun_peer)
+        if args.tun_peer6:
+            eng.add_route(cid, args.tun_peer6)
         if args.mppe_key is not None:
             send, recv = args.mppe_key
             bits = 128 if len(send) == 16 else 40
@@ -303,7 +319,10 @@ def stop(proc, stats_json: str, timeout: float = 10.0) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if bool(args.tun_addr6) != bool(args.tun_peer6):
+        parser.error("--tun-addr6 and --tun-peer6 go together")
     try:
         return run(args)
     except (OSError, ImportError, ValueError) as exc:

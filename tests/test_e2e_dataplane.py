@@ -35,6 +35,7 @@ pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(120)]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TUN_A, TUN_B = "198.51.100.1", "198.51.100.2"
+TUN6_A, TUN6_B = "2001:db8:100::1", "2001:db8:100::2"
 CALL_A, CALL_B = 0x0100, 0x0200
 UDP_PORT, TCP_PORT = 40001, 40002
 SO_RCVBUFFORCE = 33  # not exported by the socket module
@@ -68,7 +69,7 @@ class Tunnel:
 
 @contextlib.contextmanager
 def static_tunnel(rig: NsPair, tmp, *, mppe_key: str | None = None, impl: str = "compiled",
-                  offload: bool = True, extra: tuple[str, ...] = ()):
+                  offload: bool = True, ipv6: bool = False, extra: tuple[str, ...] = ()):
     """statictunnel in A and in B (call IDs crossed); counters in .stats['a'|'b'] after exit."""
     reason = _engine_available(impl)
     if reason:
@@ -84,10 +85,14 @@ def static_tunnel(rig: NsPair, tmp, *, mppe_key: str | None = None, impl: str = 
     procs = tun.procs
     try:
         for side, (ns, local, peer, cid, pcid, taddr, tpeer) in ends.items():
+            more = extra
+            if ipv6:
+                a6, p6 = (TUN6_A, TUN6_B) if side == "a" else (TUN6_B, TUN6_A)
+                more += ("--tun-addr6", a6, "--tun-peer6", p6)
             argv = statictunnel.command(
                 local=local, peer=peer, call_id=cid, peer_call_id=pcid, tun_addr=taddr,
                 tun_peer=tpeer, mppe_key=mppe_key, impl=impl, offload=offload,
-                stats_json=tun.path(side), extra=extra)
+                stats_json=tun.path(side), extra=more)
             procs[side] = netns.popen(ns, argv, env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
             rig.procs.append(procs[side])  # killed by the rig whatever happens
@@ -144,19 +149,22 @@ def udp_counters(ns: str) -> dict[str, int]:
     return dict(zip(lines[0][1:], map(int, lines[1][1:])))
 
 
-def udp_flood(rig: NsPair, count: int, rate: float, time_limit: float) -> FloodResult:
+def udp_flood(rig: NsPair, count: int, rate: float, time_limit: float,
+              family: int = 4) -> FloodResult:
     """Send ``count`` datagrams A -> B through the tunnel at ~``rate``/s; receive in B.
 
     The receiving thread only queues what it reads (checked afterwards), so it keeps up."""
-    rx = netns.open_socket(rig.b, socket.AF_INET, socket.SOCK_DGRAM)
-    tx = netns.open_socket(rig.a, socket.AF_INET, socket.SOCK_DGRAM)
+    af, src, dst = ((socket.AF_INET, TUN_A, TUN_B) if family == 4
+                    else (socket.AF_INET6, TUN6_A, TUN6_B))
+    rx = netns.open_socket(rig.b, af, socket.SOCK_DGRAM)
+    tx = netns.open_socket(rig.a, af, socket.SOCK_DGRAM)
     received: list[bytes] = []
     done = threading.Event()
     try:
         rx.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
-        rx.bind((TUN_B, UDP_PORT))
+        rx.bind((dst, UDP_PORT))
         rx.settimeout(0.2)
-        tx.bind((TUN_A, 0))
+        tx.bind((src, 0))
 
         def receive():
             quiet_since = None
@@ -183,7 +191,7 @@ def udp_flood(rig: NsPair, count: int, rate: float, time_limit: float) -> FloodR
         for i in range(0, count, burst):
             for p in payloads[i:i + burst]:
                 try:
-                    tx.sendto(p, (TUN_B, UDP_PORT))
+                    tx.sendto(p, (dst, UDP_PORT))
                 except OSError:  # ENOBUFS from a full TUN queue: counted, not retried
                     send_errors += 1
             ahead = (i + burst) / rate - (time.monotonic() - start)
@@ -209,14 +217,16 @@ def udp_flood(rig: NsPair, count: int, rate: float, time_limit: float) -> FloodR
 # ------------------------------------------------------------------------------ TCP transfer
 
 
-def tcp_transfer(rig: NsPair, nbytes: int, time_limit: float) -> tuple[str, str, float]:
+def tcp_transfer(rig: NsPair, nbytes: int, time_limit: float,
+                 family: int = 4) -> tuple[str, str, float]:
     """Send ``nbytes`` pseudo-random bytes A -> B over TCP; (sent sha256, received sha256, s)."""
-    srv = netns.open_socket(rig.b, socket.AF_INET, socket.SOCK_STREAM)
-    cli = netns.open_socket(rig.a, socket.AF_INET, socket.SOCK_STREAM)
+    af, dst = (socket.AF_INET, TUN_B) if family == 4 else (socket.AF_INET6, TUN6_B)
+    srv = netns.open_socket(rig.b, af, socket.SOCK_STREAM)
+    cli = netns.open_socket(rig.a, af, socket.SOCK_STREAM)
     got = {}
     try:
         srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        srv.bind((TUN_B, TCP_PORT))
+        srv.bind((dst, TCP_PORT))
         srv.listen(1)
         srv.settimeout(time_limit)
 
@@ -239,7 +249,7 @@ def tcp_transfer(rig: NsPair, nbytes: int, time_limit: float) -> tuple[str, str,
         data = random.Random(1723).randbytes(nbytes)
         start = time.monotonic()
         cli.settimeout(time_limit)
-        cli.connect((TUN_B, TCP_PORT))
+        cli.connect((dst, TCP_PORT))
         cli.sendall(data)
         cli.shutdown(socket.SHUT_WR)
         t.join(time_limit)
@@ -336,6 +346,21 @@ def test_lossy_reordering_link_udp_flood_and_tcp(tmp_path):
 def test_mppe128_tunnel_udp_and_tcp(tmp_path):
     run_clean(tmp_path, "compiled", 20_000, RATE, 8 << 20,
               mppe_key="00112233445566778899aabbccddeeff")
+
+
+def test_ipv6_through_the_tunnel(tmp_path):
+    """IPv6 (PPP protocol 0x0057) rides the same session: UDP with checksums, then TCP."""
+    with two_namespaces() as rig:
+        with static_tunnel(rig, tmp_path, ipv6=True) as tun:
+            r = udp_flood(rig, 5000, 10_000.0, time_limit=20, family=6)
+            sent_sha, got_sha, _ = tcp_transfer(rig, 4 << 20, time_limit=30, family=6)
+        sb = tun.stats["b"]["session"]
+    info = f"{len(r.seqs)}/5000 delivered; B {sb}"
+    assert r.corrupted == 0 and r.send_errors == 0 and r.rcvbuf_errors == 0, info
+    assert_in_order_and_unique(r.seqs)
+    assert len(r.seqs) == 5000, info
+    assert sent_sha == got_sha
+    assert sb["rx_packets"] >= 5000 and sb["lost"] == 0 and sb["drop_malformed"] == 0, info
 
 
 def test_reference_engine_clean_and_lossy(tmp_path):

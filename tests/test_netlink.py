@@ -178,6 +178,8 @@ def test_addresses_ipv4_ipv6_and_point_to_point_peer():
         # the peer is reachable via a connected host route
         r = netlink.route_to("198.51.100.2", netns=ns)
         assert r.ifname == "va0" and r.gateway is None and r.prefsrc == "198.51.100.1"
+        r6 = netlink.route_to("2001:db8:1::2", netns=ns)  # link was up: peer route exists
+        assert r6.family == 6 and r6.ifname == "va0" and r6.gateway is None
 
         with pytest.raises(netlink.AlreadyExistsError):
             netlink.add_address("va0", "192.0.2.1/24", netns=ns)

@@ -324,6 +324,9 @@ def add_address(
     With ``peer``, a point-to-point address (``ip addr add LOCAL peer PEER``); a bare address
     with a peer is taken as /32 (/128).  ``nodad`` skips IPv6 duplicate address detection
     (right for TUN/PPP links where there is no one to collide with).
+
+    IPv6 with a peer: the kernel adds the route to the peer only if the link is already up,
+    so bring the link up first (IPv4 does not care).
     """
     version, args = _addr_args(cidr, peer)
     if nodad and version == 6:
