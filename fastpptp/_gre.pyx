@@ -190,8 +190,12 @@ cdef class Engine:
         free(s)
 
     cdef void _lock(self) noexcept:
-        with nogil:
-            pthread_mutex_lock(&self.lock)
+        # Python threads take the table lock only while they hold the GIL, and wait for it
+        # without the GIL: the I/O thread is never kept waiting while we get the GIL back.
+        while sys_.pthread_mutex_trylock(&self.lock) != 0:
+            with nogil:
+                pthread_mutex_lock(&self.lock)
+                pthread_mutex_unlock(&self.lock)
 
     cdef void _unlock(self) noexcept:
         pthread_mutex_unlock(&self.lock)

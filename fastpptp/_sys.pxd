@@ -54,6 +54,7 @@ cdef extern from * nogil:
     int pthread_mutex_init(pthread_mutex_t* m, const pthread_mutexattr_t* a)
     int pthread_mutex_destroy(pthread_mutex_t* m)
     int pthread_mutex_lock(pthread_mutex_t* m)
+    int pthread_mutex_trylock(pthread_mutex_t* m)
     int pthread_mutex_unlock(pthread_mutex_t* m)
 
     # epoll(7)
