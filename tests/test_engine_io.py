@@ -304,3 +304,109 @@ def test_io_vnet_without_offload_writes_one_by_one(Engine, fakes):
         assert [fakes.tun.recv(65535) for _ in range(3)] == [bytes(12) + sg for sg in segs]
     finally:
         e.stop()
+
+
+@pytest.mark.netns
+def test_real_tun_offloads_against_the_kernel(Engine, request):
+    """A real TUN with IFF_VNET_HDR + TSO/CSUM offloads: the kernel's TCP super-packets leave
+    as MTU-sized GRE frames with correct checksums and a clamped MSS, and GRO-coalesced
+    writes of the peer's segments are accepted by the kernel's TCP."""
+    from engine_helpers import tcp_ok, tcp_segment
+    from fastpptp.net import tun as tunmod
+    netns, name = _netns(request)
+    with netns.entered(name):
+        dev = tunmod.open_tun("fpte0", vnet_hdr=True, offload=True)
+        assert os.system("ip addr add 198.51.100.1 peer 198.51.100.2 dev fpte0 && "
+                         "ip link set fpte0 mtu 1400 up") == 0
+        cli = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ga = _raw(netns, name, "127.0.0.2")
+    gb = _raw(netns, name, "127.0.0.3")
+    gb.settimeout(5)
+    e = Engine(EngineConfig())
+    e.add_session(1, 2, "127.0.0.3")
+    e.set_ppp(1, tx_acfc=False, tx_pfc=False, mtu=1400)
+    e.set_data(1, True, True)
+
+    def recv_ip():
+        """Next data frame from the engine: the IP packet inside (skips ack-only)."""
+        while True:
+            d = gb.recv(65535)
+            g = parse_gre(d[(d[0] & 15) * 4:])
+            if g["seq"] is not None and g["payload"][:4] == b"\xff\x03\x00\x21":
+                return g["payload"][4:]                # (IPv6 router solicitations skipped)
+
+    peer_seq = [0]
+
+    def to_engine(ip):
+        gb.sendto(gre(1, seq=peer_seq[0], payload=ppp(0x21, ip)), ("127.0.0.2", 0))
+        peer_seq[0] += 1
+
+    try:
+        assert e.start([dev.fd], ga.fileno()) is None
+        cli.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            cli.connect(("198.51.100.2", 5201))
+        syn = recv_ip()
+        sport, _, cseq = struct.unpack("!HHI", syn[20:28])
+        assert syn[33] & 0x02 and tcp_ok(syn)
+        from engine_helpers import tcp_mss
+        assert tcp_mss(syn) <= 1360                   # clamped (or already small)
+        # SYN-ACK from the "server": MSS 1360, window 65535
+        opts = struct.pack("!BBH", 2, 4, 1360)
+        tcp = struct.pack("!HHIIBBHHH", 5201, sport, 777, cseq + 1, 6 << 4, 0x12, 65535, 0, 0) + opts
+        from engine_helpers import csum
+        ps = bytes([198, 51, 100, 2, 198, 51, 100, 1]) + struct.pack("!BBH", 0, 6, len(tcp))
+        tcp = tcp[:16] + struct.pack("!H", csum(ps + tcp)) + tcp[18:]
+        to_engine(ipv4_pkt("198.51.100.2", "198.51.100.1", tcp))
+        t_end = time.monotonic() + 5
+        while True:                                    # handshake done?
+            _, w, _ = select.select([], [cli], [], 0.1)
+            if w or time.monotonic() > t_end:
+                break
+        assert cli.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+        data = bytes(i * 13 & 0xFF for i in range(12000))
+        cli.setblocking(True)
+        cli.sendall(data)
+        got = {}
+        while sum(len(v) for v in got.values()) < len(data):
+            ip = recv_ip()
+            assert len(ip) <= 1400 and tcp_ok(ip)
+            seq = struct.unpack("!I", ip[24:28])[0]
+            if len(ip) > 40 + (ip[32] >> 4) * 4 - 20:
+                got[seq] = ip[20 + (ip[32] >> 4) * 4:]
+        assert b"".join(got[k] for k in sorted(got)) == data
+        # the other way: 4 segments from the server, coalesced into one TUN write
+        srv_data = [bytes([65 + k]) * 1000 for k in range(4)]
+        for k, chunk in enumerate(srv_data):
+            seg = tcp_segment("198.51.100.2", "198.51.100.1", 778 + 1000 * k, chunk,
+                              ack=cseq + 1 + len(data), ident=k)
+            to_engine(_retarget(seg, 5201, sport))
+        cli.settimeout(5)
+        rx = b""
+        while len(rx) < 4000:
+            rx += cli.recv(65536)
+        assert rx == b"".join(srv_data)
+        assert e.counters(1)["rx_packets"] >= 5
+    finally:
+        e.stop()
+        cli.close()
+        dev.close()
+        ga.close()
+        gb.close()
+
+
+def ipv4_pkt(src, dst, tcp):
+    from engine_helpers import ipv4
+    return ipv4(src, dst, tcp, proto=6, frag=0x4000)
+
+
+def _retarget(pkt, sport, dport):
+    """Rewrite the TCP ports of an IPv4/TCP packet and fix its checksum."""
+    from engine_helpers import csum
+    ihl = (pkt[0] & 15) * 4
+    tcp = bytearray(pkt[ihl:])
+    tcp[0:4] = struct.pack("!HH", sport, dport)
+    tcp[16:18] = b"\0\0"
+    ps = pkt[12:20] + struct.pack("!BBH", 0, 6, len(tcp))
+    tcp[16:18] = struct.pack("!H", csum(ps + bytes(tcp)))
+    return pkt[:ihl] + bytes(tcp)
