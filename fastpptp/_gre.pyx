@@ -1593,6 +1593,10 @@ cdef class Engine:
                             continue
                         break
                     if nr == 0:
+                        # EOF (a fake TUN whose far end closed): stop polling it, or
+                        # level-triggered epoll would spin on it
+                        if self.tun_fds[t] >= 0:
+                            sys_.epoll_ctl(ep, sys_.EPOLL_CTL_DEL, self.tun_fds[t], NULL)
                         break
                     k += 1
                     if nr <= self.tun_vnet[t]:

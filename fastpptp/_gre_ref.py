@@ -770,8 +770,7 @@ class Engine:
                 if e.errno in (errno.ENOPROTOOPT, errno.ECONNREFUSED, errno.EHOSTUNREACH,
                                errno.ENETUNREACH):
                     self._totals["icmp_errors"] += 1
-                else:
-                    raise
+                # anything else (EMSGSIZE, ENOBUFS...): this frame is lost, the loop goes on
 
     def _write_tun(self, tun_out):
         """Write what decapsulation produced; on a TUN with a virtio_net_hdr, runs of
@@ -796,8 +795,8 @@ class Engine:
             for w in writes:
                 try:
                     os.write(self._tun_fds[tun], w)
-                except (BlockingIOError, InterruptedError):
-                    pass
+                except OSError:
+                    pass                    # TUN gone or full: the packet is lost, go on
 
     def _tun_read(self, t, data, now, gre_out):
         """One TUN read: [virtio_net_hdr] + IP packet; TSO super-packets are cut to the
@@ -885,7 +884,11 @@ class Engine:
                                 p = os.read(fd, 65535 + 12)
                             except (BlockingIOError, InterruptedError):
                                 break
-                            if not p:
+                            if not p:                   # EOF: stop polling it
+                                try:
+                                    ep.unregister(fd)
+                                except (OSError, ValueError):
+                                    pass
                                 break
                             self._tun_read(t, p, now, gre_out)
                     self._fire_timers(now, tun_out, gre_out)

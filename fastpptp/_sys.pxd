@@ -71,6 +71,7 @@ cdef extern from * nogil:
         EPOLLERR
         EPOLLHUP
         EPOLL_CTL_ADD
+        EPOLL_CTL_DEL
         EPOLL_CLOEXEC
     int epoll_create1(int flags)
     int epoll_ctl(int epfd, int op, int fd, epoll_event* ev)

@@ -410,3 +410,21 @@ def _retarget(pkt, sport, dport):
     ps = pkt[12:20] + struct.pack("!BBH", 0, 6, len(tcp))
     tcp[16:18] = struct.pack("!H", csum(ps + bytes(tcp)))
     return pkt[:ihl] + bytes(tcp)
+
+
+def test_io_tun_eof_does_not_spin(Engine, fakes):
+    e = started(Engine, fakes)
+    try:
+        fakes.tun.close()                               # the far end of the fake TUN goes away
+        time.sleep(0.3)
+        t0 = time.process_time()
+        time.sleep(0.5)
+        assert time.process_time() - t0 < 0.25          # the loop sleeps, it does not spin
+        for i in range(2):                              # the TUN write fails; the loop goes on
+            fakes.gre.send(data_in(CID, i, udp_packet(dst=T_IN)))
+            t_end = time.monotonic() + 5
+            while e.counters(CID)["rx_packets"] == i and time.monotonic() < t_end:
+                time.sleep(0.01)
+        assert e.counters(CID)["rx_packets"] == 2
+    finally:
+        e.stop()
