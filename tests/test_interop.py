@@ -1,0 +1,370 @@
+"""Interoperability with the PPTP stack Linux users run: pppd 2.4.9, pptp-linux 1.10, pptpd 1.4.0,
+booted in QEMU VMs by the shared harness (tests/interop_rig.py drives it).
+
+Matrix (issue 5), both directions:
+
+* ``test_pptp_linux_client_vs_our_server``: a pptp-linux + pppd client VM (192.0.2.20) dials
+  ``fastpptp server`` listening on 192.0.2.1 in the harness namespace;
+* ``test_our_client_vs_pptpd_server``: ``fastpptp client`` dials a pptpd + pppd server VM
+  (192.0.2.10);
+
+for MS-CHAPv2 + MPPE-128 stateless, MS-CHAPv2 + MPPE-128 stateful, MS-CHAPv2 + MPPE-40,
+MS-CHAPv2 without MPPE, CHAP-MD5, PAP, and a wrong password.  One VM boot per scenario and
+direction checks, in order:
+
+1. the link comes up and both ends report the same authentication and MPPE mode (the
+   harness's ``SUMMARY auth=... mppe=...`` against our status / up-file);
+2. ping both ways (VM ``ping -c 3 $PPP_REMOTE``, ours ``fastpptp.demo.ping``);
+3. 2 MiB each way with matching SHA-256 (VM busybox httpd -> our HTTP GET; our one-file HTTP
+   server -> VM ``wget | sha256sum``);
+4. an idle spell of IDLE_S seconds with LCP echo every 2 s on both ends and PPTP echo every
+   2 s from the client side, then ping again;
+5. teardown, started by the VM in some scenarios and by us in the others (both initiators
+   are covered in both directions): pppd's log shows a normal LCP termination, our side
+   releases the session (status empty, host route gone, TUN gone on the client);
+6. Wireshark's dissectors find nothing malformed in the PPTP/GRE/PPP frames we sent.
+
+Everything runs in one namespace per module (name includes our pid), removed at the end.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from dataclasses import dataclass
+
+import pytest
+
+import interop_rig as R
+from fastpptp.demo import ping
+
+pytestmark = [pytest.mark.interop, pytest.mark.slow]
+
+USER, PASSWORD = "alice", "s3cret-Interop"
+IDLE_S = 7                     # > 3 rounds of 2 s LCP / PPTP echo
+UP_TIMEOUT = 60                # VM boot (~3.5 s under TCG) + tunnel set-up (~2 s)
+END_TIMEOUT = 60
+FILE_BYTES = 2 << 20
+VM_HTTP_PORT, OUR_HTTP_PORT, WAITER_PORT = 8080, 8081, 9000
+
+# pppd's own wording for the negotiated authentication, as the harness records it.
+VM_AUTH = {"MS-CHAPv2": "chap-MS-v2", "CHAP-MD5": "chap-MD5", "PAP": "pap"}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    vm_auth: str                 # pptp-vm --auth
+    vm_mppe: str                 # pptp-vm --mppe
+    vm_opts: tuple[str, ...]     # pptp-vm --ppp-opt lines
+    server_opts: tuple[str, ...]  # our server's pppd options
+    client_opts: tuple[str, ...]  # our client's pppd options
+    auth: str                    # our label of the method both must agree on
+    mppe: str | None             # ours: "128 stateless" ...; None = no MPPE
+    vm_ends_a: bool              # client VM vs our server: the VM starts the teardown
+    vm_ends_b: bool              # our client vs server VM: the VM starts the teardown
+
+    @property
+    def vm_mppe_label(self) -> str:
+        if self.mppe is None:
+            return "none"
+        bits, mode = self.mppe.split()
+        return f"{bits}-bit-{mode}"
+
+
+_REFUSE = {"mschapv2": ("refuse-pap", "refuse-chap", "refuse-mschap", "refuse-eap"),
+           "chap": ("refuse-pap", "refuse-mschap", "refuse-mschap-v2", "refuse-eap"),
+           "pap": ("refuse-chap", "refuse-mschap", "refuse-mschap-v2", "refuse-eap")}
+
+SCENARIOS = [
+    Scenario("mschapv2-mppe128-stateless", "mschapv2", "require", (),
+             ("require-mschap-v2", "require-mppe-128"),
+             _REFUSE["mschapv2"] + ("require-mppe-128",), "MS-CHAPv2", "128 stateless", True, False),
+    # pppd's mppe-stateful only *allows* stateful mode: pppd always requests stateless (+H)
+    # and acks a stateless request (ccp.c: "we always request stateless, but will we allow
+    # stateful?").  Our CCP does the same, so with both sides merely allowing it the link
+    # runs stateless, exactly as pppd<->pppd does; this checks that both ends agree on that.
+    Scenario("mschapv2-mppe128-stateful-allowed", "mschapv2", "require", ("mppe-stateful",),
+             ("require-mschap-v2", "require-mppe-128", "mppe-stateful"),
+             _REFUSE["mschapv2"] + ("require-mppe-128", "mppe-stateful"), "MS-CHAPv2", "128 stateless",
+             False, True),
+    Scenario("mschapv2-mppe40", "mschapv2", "default", ("require-mppe-40",),
+             ("require-mschap-v2", "require-mppe-40"),
+             _REFUSE["mschapv2"] + ("require-mppe-40",), "MS-CHAPv2", "40 stateless", True, False),
+    Scenario("mschapv2-nomppe", "mschapv2", "refuse", (),
+             ("require-mschap-v2", "nomppe"), _REFUSE["mschapv2"] + ("nomppe",), "MS-CHAPv2", None,
+             False, True),
+    Scenario("chap-md5", "chap", "default", (), ("require-chap",), _REFUSE["chap"], "CHAP-MD5", None,
+             True, False),
+    Scenario("pap", "pap", "default", (), ("require-pap",), _REFUSE["pap"], "PAP", None, False, True),
+]
+WRONG = SCENARIOS[0]
+
+COMMON_OURS = ("lcp-echo-interval 2", "lcp-echo-failure 4")
+
+
+@pytest.fixture(scope="module")
+def net():
+    ok, out = R.prepare()
+    if not ok:
+        reason = "pptp-vm prepare failed (qemu, an accelerator or packages unavailable): " + out[-400:]
+        print(reason)
+        pytest.skip(reason)
+    assert R.have_tshark(), "pptp-vm prepare installs tshark; it is missing"
+    with R.InteropNet() as n:
+        yield n
+
+
+def _vm_common(sc: Scenario, pcap: str, password: str = PASSWORD) -> list[str]:
+    args = ["--auth", sc.vm_auth, "--mppe", sc.vm_mppe, "--user", USER, "--password", password,
+            "--ppp-opt", "lcp-echo-interval 2", "--capture", pcap]
+    for o in sc.vm_opts:
+        args += ["--ppp-opt", o]
+    return args
+
+
+def _vm_checks_cmds(waiter_then: str = "") -> list[str]:
+    return ["--bg", R.VM_FILE_BG,
+            "--run", "ping -c 3 -W 3 $PPP_REMOTE",
+            "--run", R.vm_fetch_cmd(OUR_HTTP_PORT),
+            "--run", R.vm_waiter_cmd(WAITER_PORT, then=waiter_then)]
+
+
+def _data_checks(vm: R.VmRun, ns: str, vm_tunnel_addr: str, upload: R.FileServer) -> tuple[float, float]:
+    """Ping both ways, 2 MiB each way with matching digests, idle spell with echoes, ping."""
+    # our -> VM ping
+    rtts = ping(ns, vm_tunnel_addr, count=3, interval=0.2, timeout=3.0)
+    assert len(rtts) >= 2, f"our ping to {vm_tunnel_addr}: {len(rtts)}/3 replies"
+    # VM -> our ping (the VM's first --run)
+    vm.wait_marker("RESULT", 30)
+    assert vm.all_markers("RUN")[0].startswith("1: ping"), vm.all_markers("RUN")
+    assert vm.all_markers("RESULT")[0] == "1 rc=0", "VM ping through the tunnel failed:\n" + vm.tail()
+    assert re.search(r"3 packets transmitted, 3 packets received", vm.text()), vm.tail()
+    # VM -> us: 2 MiB from busybox httpd
+    vm_digest = vm.wait_line(R.VM_FILE_RE, 10).group(1)
+    status, n, digest = R.http_get(ns, vm_tunnel_addr, VM_HTTP_PORT, "/f", timeout=90)
+    assert (status, n) == (200, FILE_BYTES)
+    assert digest == vm_digest, "2 MiB from the VM arrived corrupted"
+    # us -> VM: 2 MiB via the VM's wget
+    ours = vm.wait_line(R.OUR_FILE_RE, 90).group(1)
+    assert ours == upload.sha256, "2 MiB to the VM arrived corrupted"
+    # idle spell spanning several LCP and PPTP echo rounds (counted in the capture afterwards:
+    # pppd does not log LCP echoes once the link is up, see docs/INTEROP.md)
+    t0 = time.time()
+    time.sleep(IDLE_S)
+    t1 = time.time()
+    assert len(ping(ns, vm_tunnel_addr, count=2, interval=0.2, timeout=3.0)) >= 1, "tunnel dead after idle"
+    return t0, t1
+
+
+def _vm_auth_mppe_agree(vm: R.VmRun, sc: Scenario, ours: dict) -> None:
+    summ = vm.summary
+    assert summ, "no SUMMARY line from the harness:\n" + vm.tail()
+    assert summ["auth"] == VM_AUTH[sc.auth], summ
+    assert summ["mppe"] == sc.vm_mppe_label, summ
+    assert ours.get("auth") == sc.auth, ours
+    assert (ours.get("mppe") or None) == sc.mppe, ours
+
+
+def _capture_checks(pcap: str, ours: str, theirs: str, idle: tuple[float, float], *,
+                    pptp_echo_from: tuple[str, ...]) -> None:
+    assert os.path.exists(pcap) and os.path.getsize(pcap) > 0, "no capture"
+    assert R.tshark_count(pcap, f"ip.src=={ours} && pptp") > 0
+    assert R.tshark_count(pcap, f"ip.src=={ours} && gre") > 0
+    problems = R.tshark_problems(pcap, ours)
+    assert not problems, "Wireshark flags frames we sent:\n" + "\n".join(problems[:20])
+    # LCP was negotiated once: no renegotiation during the run
+    assert R.tshark_count(pcap, f"ip.src=={ours} && lcp && ppp.code==1") == 1
+    # the idle spell: LCP echo both ways (code 9 answered by code 10), PPTP echo from the
+    # client side (type 5 answered by type 6)
+    win = f"frame.time_epoch >= {idle[0]:.3f} && frame.time_epoch <= {idle[1] + 0.5:.3f}"
+    rounds = IDLE_S // 2 - 1
+    for a, b in ((ours, theirs), (theirs, ours)):
+        assert R.tshark_count(pcap, f"{win} && ip.src=={a} && lcp && ppp.code==9") >= rounds, f"LCP echo from {a}"
+        assert R.tshark_count(pcap, f"{win} && ip.src=={b} && lcp && ppp.code==10") >= rounds, f"LCP echo reply from {b}"
+    for a in pptp_echo_from:
+        b = theirs if a == ours else ours
+        assert R.tshark_count(pcap, f"{win} && ip.src=={a} && pptp.control_message_type==5") >= rounds, a
+        assert R.tshark_count(pcap, f"{win} && ip.src=={b} && pptp.control_message_type==6") >= rounds, b
+
+
+# ============================================================================ client VM -> our server
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("sc", SCENARIOS, ids=[s.name for s in SCENARIOS])
+def test_pptp_linux_client_vs_our_server(net, tmp_path, sc):
+    tmp = str(tmp_path)
+    srv = R.OurServer(net.name, tmp, sc.server_opts + COMMON_OURS, {USER: PASSWORD},
+                      extra=["--pptp-echo-interval", "2"])
+    upload = R.FileServer(net.name, OUR_HTTP_PORT, os.urandom(FILE_BYTES))
+    pcap = os.path.join(tmp, "a.pcap")
+    vm = R.VmRun("client", net, _vm_common(sc, pcap) + _vm_checks_cmds() +
+                 ["--pptp-args=--loglevel 1 --idle-wait 2", "--timeout", "150"],
+                 os.path.join(tmp, "vm.log"))
+    try:
+        up = vm.wait_marker("PPP-UP", UP_TIMEOUT)
+        vm_addr = up["local"]
+        assert up["remote"] == R.TUN_SERVER
+        sessions = R.wait_for(lambda: srv.status()["sessions"], 10, "session in our status", [srv.proc])
+        assert len(sessions) == 1 and sessions[0]["user"] == USER and sessions[0]["remote_ip"] == vm_addr
+        assert srv.status_cli()["sessions"][0]["call_id"] == sessions[0]["call_id"]
+        ours = dict(sessions[0])
+
+        idle = _data_checks(vm, net.name, vm_addr, upload)
+
+        if sc.vm_ends_a:
+            R.tcp_trigger(net.name, vm_addr, WAITER_PORT)
+            vm.wait_marker("DISCONNECT", 20)
+            rc = vm.wait(END_TIMEOUT)
+            assert rc == 0, vm.tail()
+            # pppd stopped by the harness: LCP Terminate-Request from the VM, acked by us
+            assert vm.marker("PPPD-EXIT")["rc"] == "5", vm.tail()
+            assert re.search(r"sent \[LCP TermReq", vm.text()) and re.search(r"rcvd \[LCP TermAck", vm.text()), \
+                vm.tail()
+            R.wait_for(lambda: srv.status()["sessions"] == [], 15, "our session released", [srv.proc])
+            assert R.routes_to(net.name, vm_addr) == [], "host route to the client left behind"
+            assert srv.proc.poll() is None, "server died with the session"
+            assert srv.stop() == 0
+        else:
+            assert srv.stop() == 0, srv.log()[-3000:]
+            rc = vm.wait(END_TIMEOUT)
+            assert rc == 0, vm.tail()
+            text = vm.text()
+            assert "WAITER linkgone" in text
+            assert re.search(r"rcvd \[LCP TermReq", text) and re.search(r"sent \[LCP TermAck", text), vm.tail()
+            assert "LCP terminated by peer" in text
+            assert vm.marker("PPPD-EXIT")["rc"] in ("16", "5"), vm.marker("PPPD-EXIT")
+            assert not R.link_exists(net.name, "fpio0"), "server TUN left behind"
+        assert "Connection terminated" in vm.text()
+        _vm_auth_mppe_agree(vm, sc, ours)
+        _capture_checks(pcap, R.HOST_ADDR, R.CLIENT_VM_ADDR, idle, pptp_echo_from=(R.HOST_ADDR, R.CLIENT_VM_ADDR))
+        assert PASSWORD not in srv.log(), "secret in our log"
+    finally:
+        vm.stop()
+        srv.stop()
+        upload.close()
+        print(f"--- our server log ---\n{srv.log()[-6000:]}\n--- VM tail ---\n{vm.tail(80)}")
+
+
+@pytest.mark.timeout(180)
+def test_pptp_linux_client_wrong_password_refused(net, tmp_path):
+    tmp = str(tmp_path)
+    sc = WRONG
+    srv = R.OurServer(net.name, tmp, sc.server_opts + COMMON_OURS, {USER: PASSWORD})
+    pcap = os.path.join(tmp, "a.pcap")
+    vm = R.VmRun("client", net, _vm_common(sc, pcap, password="not-the-password") + ["--timeout", "60"],
+                 os.path.join(tmp, "vm.log"))
+    try:
+        rc = vm.wait(120)
+        assert rc == 2, vm.tail()                              # tunnel never came up
+        assert vm.marker("PPPD-EXIT")["rc"] == "19", vm.tail()  # authentication failed
+        assert vm.marker("PPP-UP") is None
+        text = vm.text()
+        assert re.search(r"rcvd \[CHAP Failure", text), "pppd did not get a CHAP Failure:\n" + vm.tail()
+        # MS-CHAPv2 failure message per RFC 2759 §6: E=691 R=... C=<challenge> V=3
+        assert re.search(r"E=691", text), vm.tail()
+        assert srv.status()["sessions"] == []
+        log = srv.log()
+        assert "authentication failed" in log.lower() or "failed for" in log.lower(), log[-3000:]
+        assert "not-the-password" not in log and PASSWORD not in log
+        assert srv.proc.poll() is None
+        assert R.routes_to(net.name, "198.51.100.2") == []
+        problems = R.tshark_problems(pcap, R.HOST_ADDR)
+        assert not problems, "\n".join(problems)
+        assert srv.stop() == 0
+    finally:
+        vm.stop()
+        srv.stop()
+        print(f"--- our server log ---\n{srv.log()[-6000:]}\n--- VM tail ---\n{vm.tail(80)}")
+
+
+# ============================================================================ our client -> server VM
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("sc", SCENARIOS, ids=[s.name for s in SCENARIOS])
+def test_our_client_vs_pptpd_server(net, tmp_path, sc):
+    tmp = str(tmp_path)
+    pcap = os.path.join(tmp, "b.pcap")
+    upload = R.FileServer(net.name, OUR_HTTP_PORT, os.urandom(FILE_BYTES))
+    # the VM-side teardown: SIGTERM to the pppd pptpd started (LCP Terminate, then pptpctrl
+    # closes the call); our side ends it with SIGTERM to our client.
+    vm = R.VmRun("server", net, _vm_common(sc, pcap) +
+                 _vm_checks_cmds(waiter_then="kill $(pidof pppd)") +
+                 ["--sessions", "1", "--timeout", "150", "--no-pptpd-debug"], os.path.join(tmp, "vm.log"))
+    cl = None
+    try:
+        vm.wait_marker("SERVER-READY", UP_TIMEOUT)
+        cl = R.OurClient(net.name, tmp, R.SERVER_VM_ADDR, USER, PASSWORD,
+                         options=sc.client_opts + COMMON_OURS + ("remotename", "pptpd"),
+                         extra=["--pptp-echo-interval", "2"])
+        ups = R.wait_for(cl.ups, 30, "our client's tunnel", [cl.proc])
+        ours = ups[0]
+        up = vm.wait_marker("PPP-UP", 10)
+        assert ours["local_ip"] == up["remote"] and ours["remote_ip"] == up["local"] == R.TUN_SERVER, (ours, up)
+        assert up["peer"] == USER
+
+        idle = _data_checks(vm, net.name, R.TUN_SERVER, upload)
+
+        if sc.vm_ends_b:
+            R.tcp_trigger(net.name, R.TUN_SERVER, WAITER_PORT)
+            rc_client = cl.proc.wait(20)
+            assert rc_client is not None
+            text_end = vm.wait(END_TIMEOUT)
+            assert text_end == 0, vm.tail()
+            text = vm.text()
+            assert re.search(r"sent \[LCP TermReq", text) and re.search(r"rcvd \[LCP TermAck", text), vm.tail()
+            assert "Terminating on signal" in text or "Connection terminated" in text
+            log = cl.log().lower()
+            assert "terminat" in log or "cleared" in log or "closed" in log, cl.log()[-3000:]
+        else:
+            assert cl.stop() == 0, cl.log()[-3000:]
+            assert vm.wait(END_TIMEOUT) == 0, vm.tail()
+            text = vm.text()
+            assert re.search(r"rcvd \[LCP TermReq", text) and re.search(r"sent \[LCP TermAck", text), vm.tail()
+            assert "LCP terminated by peer" in text
+            assert "WAITER linkgone" in text
+        assert "Connection terminated" in vm.text()
+        assert vm.marker("SESSION-END") is not None
+        R.wait_for(lambda: not R.link_exists(net.name, cl.interface), 10, "our TUN released")
+        _vm_auth_mppe_agree(vm, sc, ours)
+        _capture_checks(pcap, R.HOST_ADDR, R.SERVER_VM_ADDR, idle, pptp_echo_from=(R.HOST_ADDR,))
+        assert PASSWORD not in cl.log()
+    finally:
+        vm.stop()
+        if cl is not None:
+            cl.stop()
+            print(f"--- our client log ---\n{cl.log()[-6000:]}")
+        upload.close()
+        print(f"--- VM tail ---\n{vm.tail(80)}")
+
+
+@pytest.mark.timeout(180)
+def test_our_client_wrong_password_refused(net, tmp_path):
+    tmp = str(tmp_path)
+    sc = WRONG
+    pcap = os.path.join(tmp, "b.pcap")
+    vm = R.VmRun("server", net, _vm_common(sc, pcap) + ["--sessions", "1", "--timeout", "60"],
+                 os.path.join(tmp, "vm.log"))
+    cl = None
+    try:
+        vm.wait_marker("SERVER-READY", UP_TIMEOUT)
+        cl = R.OurClient(net.name, tmp, R.SERVER_VM_ADDR, USER, "not-the-password",
+                         options=sc.client_opts + ("remotename", "pptpd"))
+        rc = cl.proc.wait(40)
+        assert rc != 0, cl.log()[-3000:]
+        assert cl.ups() == []
+        assert vm.wait(END_TIMEOUT) == 2, vm.tail()     # fewer sessions than asked reached IPCP
+        text = vm.text()
+        assert vm.marker("PPP-UP") is None
+        assert re.search(r"sent \[CHAP Failure", text) and "E=691" in text, vm.tail()
+        assert f"Peer {USER} failed CHAP authentication" in text, vm.tail()   # pppd's auth.c wording
+        assert "not-the-password" not in cl.log()
+        assert "authentication" in cl.log().lower()
+        assert not R.link_exists(net.name, cl.interface)
+        problems = R.tshark_problems(pcap, R.HOST_ADDR)
+        assert not problems, "\n".join(problems)
+    finally:
+        vm.stop()
+        if cl is not None:
+            cl.stop()
+            print(f"--- our client log ---\n{cl.log()[-6000:]}")
+        print(f"--- VM tail ---\n{vm.tail(80)}")
