@@ -4,7 +4,9 @@
         p = rig.spawn(rig.a, ["iperf3", "-s", "-1"])
         wait_for(lambda: port_open(...), timeout=5)
         rig.run(rig.b, ["ping", "-c", "1", rig.addr_a])
-        with netem(rig.a, rig.veth_a, loss=2, reorder=10, delay_ms=1): ...
+        with netem(rig.a, rig.veth_a, loss=2, reorder=10, delay_ms=1): ...  # if netem_supported()
+    with impaired_namespaces(Impairment(loss=2, duplicate=1, reorder=10), tmpdir) as rig:
+        ...   # A <-> user-space impairing bridge in a 3rd namespace <-> B; rig.relay counts
 
 Everything the rig makes is named with the pid (and a counter) so parallel runs never meet;
 processes it starts are killed by PID and namespaces removed on exit, also when the body
@@ -169,6 +171,25 @@ def two_namespaces(mtu: int | None = None, prefix: str = "fpt") -> Iterator[NsPa
 
 def tc_available() -> bool:
     return shutil.which("tc") is not None
+
+
+_netem_probe: bool | None = None
+
+
+def netem_supported() -> bool:
+    """Whether this kernel has sch_netem (probed once in a scratch namespace).  The
+    development and CI kernels do not; the impairment tests use impaired_namespaces()."""
+    global _netem_probe
+    if _netem_probe is None:
+        if not tc_available():
+            _netem_probe = False
+        else:
+            with namespace("fptq") as ns:
+                netlink.create_veth("nq0", "nq1", netns=ns)
+                r = run_in(ns, ["tc", "qdisc", "add", "dev", "nq0", "root", "netem", "loss",
+                                "1%"], timeout=10, check=False)
+                _netem_probe = r.returncode == 0
+    return _netem_probe
 
 
 @contextlib.contextmanager

@@ -289,3 +289,19 @@ def test_popen_runs_the_command_inside_the_namespace():
         out, _ = proc.communicate(timeout=10)
         assert proc.returncode == 0
         assert out.strip() == f"net:[{os.stat(netns.path(ns)).st_ino}]"
+
+
+def test_rig_two_namespaces_cleans_up_even_on_failure():
+    import netnsrig
+    with pytest.raises(RuntimeError):
+        with two_namespaces() as rig:
+            names = (rig.a, rig.b)
+            proc = rig.spawn(rig.a, ["sleep", "30"])
+            assert netlink.get_link(rig.veth_a, netns=rig.a).up
+            raise RuntimeError("test body failed")
+    assert proc.returncode is not None  # killed by PID
+    assert not any(netns.exists(n) for n in names)
+    assert netnsrig.wait_for(lambda: 42, timeout=1) == 42
+    with pytest.raises(TimeoutError):
+        netnsrig.wait_for(lambda: None, timeout=0.1, interval=0.01)
+    assert isinstance(netnsrig.netem_supported(), bool)
