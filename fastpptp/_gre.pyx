@@ -37,6 +37,8 @@ from fastpptp._offload cimport (vnet_hdr, tso_segment, gro_coalesce, csum_comple
 
 import ipaddress
 import os
+
+import numpy as np
 import threading
 import time
 
@@ -1296,8 +1298,14 @@ cdef class Engine:
     cdef int _io_alloc(self) except -1:
         cdef int b = self.batch
         cdef int i
-        self.io_tun_slab = <uint8_t*>malloc(<size_t>b * IO_ROW)
-        self.io_gre_slab = <uint8_t*>malloc(<size_t>b * IO_ROW)
+        # the two slabs are numpy arrays (inspectable from Python); the loop uses their memory
+        cdef uint8_t[:, ::1] tv, gv
+        self.io_tun_np = np.zeros((b, IO_ROW), np.uint8)
+        self.io_gre_np = np.zeros((b, IO_ROW), np.uint8)
+        tv = self.io_tun_np
+        gv = self.io_gre_np
+        self.io_tun_slab = &tv[0, 0]
+        self.io_gre_slab = &gv[0, 0]
         self.io_scratch_cap = <size_t>b * 2 * (self.max_frame + HEADROOM + TXQ_SLOT)
         self.io_scratch = <uint8_t*>malloc(self.io_scratch_cap)
         self.io_out = <mmsghdr*>calloc(b * 2, sizeof(mmsghdr))
@@ -1334,8 +1342,8 @@ cdef class Engine:
         return 0
 
     cdef void _io_free(self) noexcept:
-        free(self.io_tun_slab)
-        free(self.io_gre_slab)
+        self.io_tun_np = None
+        self.io_gre_np = None
         free(self.io_scratch)
         free(self.io_out)
         free(self.io_out_iov)
