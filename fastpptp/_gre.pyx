@@ -904,6 +904,7 @@ cdef class Engine:
         if not s.rx_started:
             s.rx_started = 1
             s.seq_recv = seq - 1
+            s.ack_sent = seq - 1                 # nothing acked yet, whatever seq is
             self._advance(s, seq, 1, now)
             self._deliver(s, f, n, now)
             return

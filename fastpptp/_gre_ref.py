@@ -480,7 +480,7 @@ class Engine:
     def _on_seq(self, s, seq, frame, now, tun_out):
         if not s.rx_started:
             s.rx_started = True
-            s.seq_recv = (seq - 1) & U32
+            s.seq_recv = s.ack_sent = (seq - 1) & U32   # nothing acked yet, whatever seq is
             self._advance(s, seq, True, now)
             self._deliver(s, frame, now, tun_out)
             return

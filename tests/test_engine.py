@@ -547,3 +547,27 @@ def test_oversized_inputs_are_counted(Engine):
     e = make(Engine)
     e.process(0.0, tun_in=[(0, b"\x45" + bytes(70000))], gre_in=[b"\x45" + bytes(70000)])
     assert e.totals()["drop_malformed"] == 2
+
+
+@pytest.mark.parametrize("acfc", [False, True])
+@pytest.mark.parametrize("pfc", [False, True])
+def test_frames_match_the_sans_io_codecs(Engine, acfc, pfc):
+    """What the engine sends is what fastpptp.gre + fastpptp.ppp.frame encode (independent
+    codecs of RFC 2637 §4.1 and RFC 1661/1662 framing)."""
+    from fastpptp import gre as grecodec
+    from fastpptp.ppp import frame as pppframe
+    e = make(Engine)
+    e.set_ppp(CID, tx_acfc=acfc, tx_pfc=pfc, mtu=1400)
+    e.process(0.0, gre_in=[data_in(CID, 0xFFFFFFFF, pkt(dst=T_IN))])
+    ip, ip6 = pkt(), ipv6("2001:db8::1", "2001:db8::2", b"six")
+    e.send_control(CID, 0xC021, b"\x09\x01\x00\x08\x01\x02\x03\x04")
+    e.send_control(CID, 0x8021, b"\x01\x02\x00\x04")
+    out = e.process(0.001, tun_in=[(0, ip), (0, ip6)])
+    want = [grecodec.encode_packet(PCID, pppframe.encode(0xC021, b"\x09\x01\x00\x08\x01\x02\x03\x04", acfc, pfc), 0, 0xFFFFFFFF),
+            grecodec.encode_packet(PCID, pppframe.encode(0x8021, b"\x01\x02\x00\x04", acfc, pfc), 1),
+            grecodec.encode_packet(PCID, pppframe.encode(0x21, ip, acfc, pfc), 2),
+            grecodec.encode_packet(PCID, pppframe.encode(0x57, ip6, acfc, pfc), 3)]
+    assert [f for _, f in out.gre_out] == want
+    for f in want:
+        hdr, frame = grecodec.decode_packet(f)
+        assert hdr.call_id == PCID and pppframe.decode(frame)[0] in (0xC021, 0x8021, 0x21, 0x57)
