@@ -16,7 +16,8 @@
      --auth none --disable-dco``), tun devices, ``--tun-mtu 1400``;
 3. with ``--rounds N`` all of it N times, paths interleaved, keeping each test's median;
 4. report Gbit/s (receiver side) and the ratios to veth and to OpenVPN; ``--json`` prints one
-   JSON document instead of the table.
+   JSON document instead of the table, with each tunnel process's CPU use per test
+   (``cpu_a``/``cpu_b``, percent of one CPU, over the iperf3 run including its set-up).
 
 iperf3 and openvpn are Debian packages: when missing and we are root with apt-get, they are
 installed (``apt-get update`` first); otherwise the paths that need them are reported as
@@ -195,6 +196,7 @@ def fastpptp_tunnel(pair: Pair, tmp: str, mppe: bool) -> Iterator[dict]:
     try:
         for p, _, _ in procs:
             statictunnel.wait_ready(p, timeout=15)
+        info["pids"] = {side: p.pid for p, _, side in procs}
         yield info
     finally:
         for p, path, side in procs:
@@ -218,7 +220,7 @@ def openvpn_tunnel(pair: Pair, tmp: str) -> Iterator[dict]:
                                      "--ifconfig", OVPN_B, OVPN_A]),
     ]
     try:
-        yield {"target": OVPN_B}
+        yield {"target": OVPN_B, "pids": {"a": procs[0].pid, "b": procs[1].pid}}
     finally:
         for p in procs:
             kill(p)
@@ -249,7 +251,33 @@ def _iperf_server(pair: Pair, timeout: float = 5.0) -> subprocess.Popen:
     return srv
 
 
-def iperf(pair: Pair, target: str, test: str, seconds: int) -> dict:
+def _cpu_seconds(pid: int) -> float | None:
+    """utime + stime of ``pid`` (all its threads) from /proc, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def iperf(pair: Pair, target: str, test: str, seconds: int,
+          pids: dict[str, int] | None = None) -> dict:
+    """One iperf3 test A -> ``target``; with ``pids``, also the CPU each of those tunnel
+    processes used meanwhile (percent of one CPU, ``cpu_a``/``cpu_b``)."""
+    pids = pids or {}
+    before = {k: _cpu_seconds(v) for k, v in pids.items()}
+    t0 = time.monotonic()
+    out = _iperf(pair, target, test, seconds)
+    wall = time.monotonic() - t0
+    for k, v in pids.items():
+        after = _cpu_seconds(v)
+        if after is not None and before[k] is not None and wall > 0:
+            out[f"cpu_{k}"] = round(100 * (after - before[k]) / wall, 1)
+    return out
+
+
+def _iperf(pair: Pair, target: str, test: str, seconds: int) -> dict:
     argv = ["iperf3", "-c", target, "-t", str(seconds), "-J", "--connect-timeout", "3000"]
     if test == "tcp4":
         argv += ["-P", "4"]
@@ -312,10 +340,11 @@ def run_bench(seconds: int = 5, paths: tuple[str, ...] = PATHS, rounds: int = 1)
                         if not _wait_reachable(pair, info["target"], 15):
                             raise RuntimeError(f"{info['target']} unreachable through {path}")
                         for test in TESTS:
-                            m = iperf(pair, info["target"], test, seconds)
+                            pids = info.get("pids")
+                            m = iperf(pair, info["target"], test, seconds, pids)
                             if "error" in m:  # one retry: a busy machine, a wedged iperf3
                                 _log(f"{path} {test}: {m['error']}; retrying")
-                                m = iperf(pair, info["target"], test, seconds)
+                                m = iperf(pair, info["target"], test, seconds, pids)
                             runs.setdefault(path, {}).setdefault(test, []).append(m)
                             _log(f"{path} {test}: {m}")
                             time.sleep(0.3)

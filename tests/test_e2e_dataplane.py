@@ -68,12 +68,17 @@ class Tunnel:
 
 
 @contextlib.contextmanager
-def static_tunnel(rig: NsPair, tmp, *, mppe_key: str | None = None, impl: str = "compiled",
+def static_tunnel(rig: NsPair, tmp, *, mppe_key: str | None = None,
+                  impl: str | tuple[str, str] = "compiled",
                   offload: bool = True, ipv6: bool = False, extra: tuple[str, ...] = ()):
-    """statictunnel in A and in B (call IDs crossed); counters in .stats['a'|'b'] after exit."""
-    reason = _engine_available(impl)
-    if reason:
-        pytest.fail(f"engine/TUN/raw GRE modules not importable: {reason}")
+    """statictunnel in A and in B (call IDs crossed); counters in .stats['a'|'b'] after exit.
+
+    ``impl`` is one engine for both ends or an (A, B) pair."""
+    impls = {"a": impl, "b": impl} if isinstance(impl, str) else dict(zip("ab", impl))
+    for which in set(impls.values()):
+        reason = _engine_available(which)
+        if reason:
+            pytest.fail(f"engine/TUN/raw GRE modules not importable: {reason}")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
     os.makedirs(tmp, exist_ok=True)
@@ -91,7 +96,7 @@ def static_tunnel(rig: NsPair, tmp, *, mppe_key: str | None = None, impl: str = 
                 more += ("--tun-addr6", a6, "--tun-peer6", p6)
             argv = statictunnel.command(
                 local=local, peer=peer, call_id=cid, peer_call_id=pcid, tun_addr=taddr,
-                tun_peer=tpeer, mppe_key=mppe_key, impl=impl, offload=offload,
+                tun_peer=tpeer, mppe_key=mppe_key, impl=impls[side], offload=offload,
                 stats_json=tun.path(side), extra=more)
             procs[side] = netns.popen(ns, argv, env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
@@ -274,7 +279,7 @@ def assert_in_order_and_unique(seqs: list[int]) -> None:
     assert not bad, f"{len(bad)} out-of-order/duplicate deliveries, first {bad[:5]}"
 
 
-def run_clean(tmp_path, impl: str, n: int, rate: float, tcp_bytes: int, **kw):
+def run_clean(tmp_path, impl, n: int, rate: float, tcp_bytes: int, **kw):
     with two_namespaces() as rig:
         with static_tunnel(rig, tmp_path, impl=impl, **kw) as tun:
             r = udp_flood(rig, n, rate, time_limit=n / rate + 20)
@@ -367,3 +372,12 @@ def test_reference_engine_clean_and_lossy(tmp_path):
     """The pure-Python twin through the same rig, at the rate it can carry."""
     run_clean(tmp_path / "clean", "reference", 3000, 1500.0, 1 << 20)
     run_lossy(tmp_path / "lossy", "reference", 5000, 1500.0, 256 << 10)
+
+
+@pytest.mark.parametrize("impls", [("compiled", "reference"), ("reference", "compiled")],
+                         ids=["compiled-to-reference", "reference-to-compiled"])
+def test_compiled_and_reference_interoperate_with_mppe(tmp_path, impls):
+    """The twins on the two ends of one tunnel, stateless MPPE-128 on: the wire formats,
+    sequence/ack handling and MPPE of each are what the other expects."""
+    run_clean(tmp_path, impls, 2000, 1500.0, 1 << 20,
+              mppe_key="0123456789abcdef0123456789abcdef")
