@@ -991,7 +991,14 @@ cdef class Engine:
         cdef int i
         cdef double m = 1e300
         if s.reorder_count == 0:
+            # give the slots back: a server with thousands of calls only holds reorder
+            # memory (depth x MRU) for the calls that have a gap open right now
             s.has_reorder_dl = 0
+            if s.reorder != NULL:
+                free(s.reorder)
+                free(s.reorder_mem)
+                s.reorder = NULL
+                s.reorder_mem = NULL
             return
         for i in range(self.depth):
             if s.reorder[i].used and s.reorder[i].arrival < m:
