@@ -395,6 +395,7 @@ class FileServer:
         self.data = data
         self.sha256 = hashlib.sha256(data).hexdigest()
         self.served = 0
+        self.seconds: float | None = None    # accept -> the client's close, last request
         self.sock = netns.open_socket(ns, socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("0.0.0.0", port))
@@ -420,8 +421,13 @@ class FileServer:
                     if not chunk:
                         break
                     req += chunk
+                t0 = time.monotonic()
                 conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\n"
                              b"Content-Length: %d\r\n\r\n" % len(self.data) + self.data)
+                conn.shutdown(socket.SHUT_WR)
+                while conn.recv(4096):       # the client closes once it has every byte
+                    pass
+                self.seconds = time.monotonic() - t0
                 self.served += 1
             except OSError:
                 pass
@@ -523,3 +529,32 @@ def tshark_problems(pcap: str, src: str) -> list[str]:
 
 def have_tshark() -> bool:
     return shutil.which("tshark") is not None
+
+
+PPTP_NAMES = {1: "SCCRQ", 2: "SCCRP", 3: "StopCCRQ", 4: "StopCCRP", 5: "EchoRQ", 6: "EchoRP", 7: "OCRQ",
+              8: "OCRP", 9: "ICRQ", 10: "ICRP", 11: "ICCN", 12: "CCRQ", 13: "CDN", 14: "WEN", 15: "SLI"}
+
+
+def teardown_sequence(pcap: str, since_epoch: float) -> list[tuple[str, str]]:
+    """(source address, event) for the teardown: LCP Terminate-Request/Ack, PPTP control
+    messages other than echo, TCP FIN/RST on port 1723, from ``since_epoch`` on."""
+    flt = (f"frame.time_epoch >= {since_epoch:.3f} && ((lcp && (ppp.code==5 || ppp.code==6)) || "
+           "(pptp && pptp.control_message_type != 5 && pptp.control_message_type != 6) || "
+           "(tcp.port==1723 && (tcp.flags.fin==1 || tcp.flags.reset==1)))")
+    out = tshark(["-r", pcap, "-Y", flt, "-T", "fields", "-E", "separator=|", "-e", "ip.src", "-e", "ppp.code",
+                  "-e", "pptp.control_message_type", "-e", "tcp.flags.fin", "-e", "tcp.flags.reset", "-e", "lcp"])
+    seq = []
+    for line in out.splitlines():
+        if not line.strip():
+            continue
+        src, code, pptp_type, fin, rst = (line.split("|") + [""] * 6)[:5]
+        if pptp_type:
+            for t in pptp_type.split(","):
+                seq.append((src, PPTP_NAMES.get(int(t), t)))
+        elif code:
+            seq.append((src, {"5": "LCP-TermReq", "6": "LCP-TermAck"}.get(code.split(",")[0], code)))
+        elif rst in ("1", "True"):
+            seq.append((src, "TCP-RST"))
+        elif fin in ("1", "True"):
+            seq.append((src, "TCP-FIN"))
+    return seq

@@ -28,6 +28,7 @@ Everything runs in one namespace per module (name includes our pid), removed at 
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -116,6 +117,40 @@ def net():
         yield n
 
 
+class Artifacts:
+    """Where a test keeps its logs and capture, and what it measured.
+
+    ``FASTPPTP_INTEROP_ARTIFACTS=DIR`` keeps them in DIR/<test id>/ after the run (pcaps and
+    logs for docs/INTEROP.md); otherwise pytest's tmp_path.  ``note(**kw)`` collects
+    measurements, written to ``result.json`` and printed at the end of the test."""
+
+    def __init__(self, tmp_path, node_name: str):
+        root = os.environ.get("FASTPPTP_INTEROP_ARTIFACTS")
+        if root:
+            self.dir = os.path.join(root, re.sub(r"[^A-Za-z0-9_.-]+", "_", node_name))
+            os.makedirs(self.dir, exist_ok=True)
+        else:
+            self.dir = str(tmp_path)
+        self.results: dict = {"test": node_name}
+
+    def note(self, **kw) -> None:
+        self.results.update(kw)
+
+    def close(self) -> None:
+        with open(os.path.join(self.dir, "result.json"), "w") as f:
+            json.dump(self.results, f, indent=1)
+        print("INTEROP-RESULT " + json.dumps(self.results))
+
+
+@pytest.fixture
+def art(tmp_path, request):
+    a = Artifacts(tmp_path, request.node.name)
+    try:
+        yield a
+    finally:
+        a.close()
+
+
 def _vm_common(sc: Scenario, pcap: str, password: str = PASSWORD) -> list[str]:
     args = ["--auth", sc.vm_auth, "--mppe", sc.vm_mppe, "--user", USER, "--password", password,
             "--ppp-opt", "lcp-echo-interval 2", "--capture", pcap]
@@ -131,11 +166,13 @@ def _vm_checks_cmds(waiter_then: str = "") -> list[str]:
             "--run", R.vm_waiter_cmd(WAITER_PORT, then=waiter_then)]
 
 
-def _data_checks(vm: R.VmRun, ns: str, vm_tunnel_addr: str, upload: R.FileServer) -> tuple[float, float]:
+def _data_checks(vm: R.VmRun, ns: str, vm_tunnel_addr: str, upload: R.FileServer,
+                 art: Artifacts) -> tuple[float, float]:
     """Ping both ways, 2 MiB each way with matching digests, idle spell with echoes, ping."""
     # our -> VM ping
     rtts = ping(ns, vm_tunnel_addr, count=3, interval=0.2, timeout=3.0)
     assert len(rtts) >= 2, f"our ping to {vm_tunnel_addr}: {len(rtts)}/3 replies"
+    art.note(ping_rtt_ms=round(sum(rtts) / len(rtts), 2))
     # VM -> our ping (the VM's first --run)
     vm.wait_marker("RESULT", 30)
     assert vm.all_markers("RUN")[0].startswith("1: ping"), vm.all_markers("RUN")
@@ -143,11 +180,15 @@ def _data_checks(vm: R.VmRun, ns: str, vm_tunnel_addr: str, upload: R.FileServer
     assert re.search(r"3 packets transmitted, 3 packets received", vm.text()), vm.tail()
     # VM -> us: 2 MiB from busybox httpd
     vm_digest = vm.wait_line(R.VM_FILE_RE, 10).group(1)
+    t = time.monotonic()
     status, n, digest = R.http_get(ns, vm_tunnel_addr, VM_HTTP_PORT, "/f", timeout=90)
+    art.note(vm_to_us_mbit_s=round(n * 8 / (time.monotonic() - t) / 1e6, 2))
     assert (status, n) == (200, FILE_BYTES)
     assert digest == vm_digest, "2 MiB from the VM arrived corrupted"
     # us -> VM: 2 MiB via the VM's wget
     ours = vm.wait_line(R.OUR_FILE_RE, 90).group(1)
+    if upload.seconds:
+        art.note(us_to_vm_mbit_s=round(len(upload.data) * 8 / upload.seconds / 1e6, 2))
     assert ours == upload.sha256, "2 MiB to the VM arrived corrupted"
     # idle spell spanning several LCP and PPTP echo rounds (counted in the capture afterwards:
     # pppd does not log LCP echoes once the link is up, see docs/INTEROP.md)
@@ -158,9 +199,10 @@ def _data_checks(vm: R.VmRun, ns: str, vm_tunnel_addr: str, upload: R.FileServer
     return t0, t1
 
 
-def _vm_auth_mppe_agree(vm: R.VmRun, sc: Scenario, ours: dict) -> None:
+def _vm_auth_mppe_agree(vm: R.VmRun, sc: Scenario, ours: dict, art: Artifacts) -> None:
     summ = vm.summary
     assert summ, "no SUMMARY line from the harness:\n" + vm.tail()
+    art.note(vm_summary=summ, ours={k: ours.get(k) for k in ("auth", "mppe")})
     assert summ["auth"] == VM_AUTH[sc.auth], summ
     assert summ["mppe"] == sc.vm_mppe_label, summ
     assert ours.get("auth") == sc.auth, ours
@@ -192,8 +234,8 @@ def _capture_checks(pcap: str, ours: str, theirs: str, idle: tuple[float, float]
 # ============================================================================ client VM -> our server
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("sc", SCENARIOS, ids=[s.name for s in SCENARIOS])
-def test_pptp_linux_client_vs_our_server(net, tmp_path, sc):
-    tmp = str(tmp_path)
+def test_pptp_linux_client_vs_our_server(net, art, sc):
+    tmp = art.dir
     srv = R.OurServer(net.name, tmp, sc.server_opts + COMMON_OURS, {USER: PASSWORD},
                       extra=["--pptp-echo-interval", "2"])
     upload = R.FileServer(net.name, OUR_HTTP_PORT, os.urandom(FILE_BYTES))
@@ -210,8 +252,9 @@ def test_pptp_linux_client_vs_our_server(net, tmp_path, sc):
         assert srv.status_cli()["sessions"][0]["call_id"] == sessions[0]["call_id"]
         ours = dict(sessions[0])
 
-        idle = _data_checks(vm, net.name, vm_addr, upload)
+        idle = _data_checks(vm, net.name, vm_addr, upload, art)
 
+        t_end = time.time()
         if sc.vm_ends_a:
             R.tcp_trigger(net.name, vm_addr, WAITER_PORT)
             vm.wait_marker("DISCONNECT", 20)
@@ -236,8 +279,26 @@ def test_pptp_linux_client_vs_our_server(net, tmp_path, sc):
             assert vm.marker("PPPD-EXIT")["rc"] in ("16", "5"), vm.marker("PPPD-EXIT")
             assert not R.link_exists(net.name, "fpio0"), "server TUN left behind"
         assert "Connection terminated" in vm.text()
-        _vm_auth_mppe_agree(vm, sc, ours)
+        _vm_auth_mppe_agree(vm, sc, ours, art)
         _capture_checks(pcap, R.HOST_ADDR, R.CLIENT_VM_ADDR, idle, pptp_echo_from=(R.HOST_ADDR, R.CLIENT_VM_ADDR))
+        seq = R.teardown_sequence(pcap, t_end)
+        art.note(teardown_by="vm" if sc.vm_ends_a else "us", teardown=seq)
+        ours_sent = [ev for src, ev in seq if src == R.HOST_ADDR]
+        if sc.vm_ends_a:
+            # pppd: LCP Terminate-Request; pptp-linux: Call-Clear-Request.  We ack the first
+            # and answer the second with Call-Disconnect-Notify (RFC 2637 §2.12, §2.13).
+            assert ours_sent[:1] == ["LCP-TermAck"], seq
+            assert (R.CLIENT_VM_ADDR, "CCRQ") in seq and "CDN" in ours_sent, seq
+        else:
+            # our shutdown: LCP Terminate-Request, Call-Disconnect-Notify, then
+            # Stop-Control-Connection-Request (RFC 2637 §2.3) -- unless pptp-linux has already
+            # closed TCP in reaction to the CDN, which it does at once (as against pptpd)
+            assert ours_sent[:2] == ["LCP-TermReq", "CDN"], seq
+            if "StopCCRQ" in ours_sent:
+                assert ours_sent.index("CDN") < ours_sent.index("StopCCRQ"), seq
+            else:
+                assert seq.index((R.CLIENT_VM_ADDR, "TCP-FIN")) > seq.index((R.HOST_ADDR, "CDN")), seq
+            assert "TCP-FIN" in ours_sent, seq
         assert PASSWORD not in srv.log(), "secret in our log"
     finally:
         vm.stop()
@@ -247,8 +308,8 @@ def test_pptp_linux_client_vs_our_server(net, tmp_path, sc):
 
 
 @pytest.mark.timeout(180)
-def test_pptp_linux_client_wrong_password_refused(net, tmp_path):
-    tmp = str(tmp_path)
+def test_pptp_linux_client_wrong_password_refused(net, art):
+    tmp = art.dir
     sc = WRONG
     srv = R.OurServer(net.name, tmp, sc.server_opts + COMMON_OURS, {USER: PASSWORD})
     pcap = os.path.join(tmp, "a.pcap")
@@ -281,8 +342,8 @@ def test_pptp_linux_client_wrong_password_refused(net, tmp_path):
 # ============================================================================ our client -> server VM
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("sc", SCENARIOS, ids=[s.name for s in SCENARIOS])
-def test_our_client_vs_pptpd_server(net, tmp_path, sc):
-    tmp = str(tmp_path)
+def test_our_client_vs_pptpd_server(net, art, sc):
+    tmp = art.dir
     pcap = os.path.join(tmp, "b.pcap")
     upload = R.FileServer(net.name, OUR_HTTP_PORT, os.urandom(FILE_BYTES))
     # the VM-side teardown: SIGTERM to the pppd pptpd started (LCP Terminate, then pptpctrl
@@ -293,21 +354,24 @@ def test_our_client_vs_pptpd_server(net, tmp_path, sc):
     cl = None
     try:
         vm.wait_marker("SERVER-READY", UP_TIMEOUT)
+        t_start = time.monotonic()
         cl = R.OurClient(net.name, tmp, R.SERVER_VM_ADDR, USER, PASSWORD,
                          options=sc.client_opts + COMMON_OURS + ("remotename", "pptpd"),
                          extra=["--pptp-echo-interval", "2"])
         ups = R.wait_for(cl.ups, 30, "our client's tunnel", [cl.proc])
+        art.note(client_setup_s=round(time.monotonic() - t_start, 2))
         ours = ups[0]
         up = vm.wait_marker("PPP-UP", 10)
         assert ours["local_ip"] == up["remote"] and ours["remote_ip"] == up["local"] == R.TUN_SERVER, (ours, up)
         assert up["peer"] == USER
 
-        idle = _data_checks(vm, net.name, R.TUN_SERVER, upload)
+        idle = _data_checks(vm, net.name, R.TUN_SERVER, upload, art)
 
+        t_end = time.time()
         if sc.vm_ends_b:
             R.tcp_trigger(net.name, R.TUN_SERVER, WAITER_PORT)
             rc_client = cl.proc.wait(20)
-            assert rc_client is not None
+            art.note(client_rc_after_peer_teardown=rc_client)
             text_end = vm.wait(END_TIMEOUT)
             assert text_end == 0, vm.tail()
             text = vm.text()
@@ -325,8 +389,16 @@ def test_our_client_vs_pptpd_server(net, tmp_path, sc):
         assert "Connection terminated" in vm.text()
         assert vm.marker("SESSION-END") is not None
         R.wait_for(lambda: not R.link_exists(net.name, cl.interface), 10, "our TUN released")
-        _vm_auth_mppe_agree(vm, sc, ours)
+        _vm_auth_mppe_agree(vm, sc, ours, art)
         _capture_checks(pcap, R.HOST_ADDR, R.SERVER_VM_ADDR, idle, pptp_echo_from=(R.HOST_ADDR,))
+        seq = R.teardown_sequence(pcap, t_end)
+        art.note(teardown_by="vm" if sc.vm_ends_b else "us", teardown=seq)
+        ours_sent = [ev for src, ev in seq if src == R.HOST_ADDR]
+        if sc.vm_ends_b:
+            assert ours_sent[:1] == ["LCP-TermAck"], seq
+        else:
+            # LCP Terminate first, then Call-Clear-Request (pptpd answers by closing TCP)
+            assert ours_sent[:1] == ["LCP-TermReq"] and "CCRQ" in ours_sent, seq
         assert PASSWORD not in cl.log()
     finally:
         vm.stop()
@@ -338,8 +410,8 @@ def test_our_client_vs_pptpd_server(net, tmp_path, sc):
 
 
 @pytest.mark.timeout(180)
-def test_our_client_wrong_password_refused(net, tmp_path):
-    tmp = str(tmp_path)
+def test_our_client_wrong_password_refused(net, art):
+    tmp = art.dir
     sc = WRONG
     pcap = os.path.join(tmp, "b.pcap")
     vm = R.VmRun("server", net, _vm_common(sc, pcap) + ["--sessions", "1", "--timeout", "60"],
