@@ -12,9 +12,13 @@ the two byte-identical).  The flow, as the I/O thread runs it:
     -> write() to the session's TUN; control frames -> bounded queue + eventfd for Python.
  3. Control frames Python queued with send_control get their GRE header (same sequence
     counter as data) and join the outgoing batch.
- 4. TUN side: read() up to ``batch`` packets per TUN straight into slab rows at HEADROOM ->
-    encap_one each: destination -> session (open-addressing hash, O(1)), MSS clamp, PPP
-    header, MPPE in place, GRE header written in front, in place -> one sendmmsg.
+ 4. TUN side: read() up to ``batch`` packets per TUN straight into slab rows at HEADROOM
+    (a virtio_net_hdr, when the TUN has IFF_VNET_HDR, lands just before it; TSO
+    super-packets are cut to the session MTU by _offload.tso_segment) -> encap_one each:
+    destination -> session (open-addressing hash, O(1)), MSS clamp, PPP header, MPPE in
+    place, GRE header written in front, in place -> one sendmmsg.  In step 2, packets for a
+    TUN with a virtio_net_hdr are held to the end of the batch and in-order TCP segments
+    of one flow go out as one GRO super-packet (_offload.gro_coalesce).
  5. Timers due: reorder gaps given up, queued flow-control frames, ack-only packets.
 
 No Python object is touched per packet in the I/O thread; Python threads change the call
