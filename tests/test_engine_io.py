@@ -203,16 +203,15 @@ def test_raw_gre_ping_pong_allocates_no_python_objects(request):
 
 
 @pytest.mark.netns
-def test_raw_gre_icmp_errors_counted_loop_survives(request):
+def test_raw_gre_icmp_errors_counted_loop_survives(Engine, request):
     """A peer that does not listen: the kernel answers protocol-unreachable, the (connected)
     raw socket reports ENOPROTOOPT on a later call; counted, and the loop keeps forwarding."""
     netns, name = _netns(request)
-    Compiled = load_engine("compiled")
     ga = _raw(netns, name, "127.0.0.2", peer="127.0.0.9")
     gb = _raw(netns, name, "127.0.0.3")
     t0a, t0b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     t1a, t1b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    a = Compiled(EngineConfig())
+    a = Engine(EngineConfig())
     a.add_session(1, 2, "127.0.0.9", tun=0)            # nobody there
     a.add_session(3, 4, "127.0.0.3", tun=1)            # gb listens
     for c in (1, 3):
