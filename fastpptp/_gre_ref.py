@@ -14,13 +14,24 @@ Encapsulation (IP packet read from TUN ``tun``):
     2-byte protocol and datagram (RFC 3078 §3; Linux sends the inner protocol uncompressed).
  6. GRE (RFC 2637 §4.1): K=1, S=1, version 1, protocol 0x880B, peer's call ID,
     seq = ++seq_sent, ack = seq_recv piggybacked only if it changed since last sent (A=1).
- 7. ``flow_control=True``: held in a bounded per-call queue while the peer's receive window
-    is full (``drop_window_full`` when the queue is full).  Default: never held.
+ 7. ``flow_control=True``: held in a bounded per-call queue (64 packets of <= 2048 bytes)
+    while the unacknowledged count reaches the window (``drop_window_full`` when full).
+    The window starts at the peer's Packet Receive Window, grows by one per ack up to it,
+    halves when no ack comes within the adaptive ack time-out of RFC 2637 Appendix A
+    (SRTT/DEV estimator, ATO = SRTT + 4 DEV in [0.1, 10] s, doubled on each time-out;
+    the outstanding packets are then taken as lost).  Default: never held, since Windows
+    and Linux peers do not enforce the window ([MS-PTPT]).
+
+Control frames (``send_control``): queued (bounded by ``control_queue``), sent on the next
+``process`` / loop wake-up with the next sequence number; LCP always with FF 03 and a
+2-byte protocol (RFC 1661 §6.5/6.6), other protocols framed as the peer negotiated.
 
 Decapsulation (IPv4 datagram from the raw GRE socket):
  1. IPv4: version 4, IHL >= 5, total length within the datagram, protocol 47, not a
-    fragment; GRE as Linux pptp.c accepts it: C=R=K?=... exactly K=1, s=recur=0, flags 0,
-    version 1, protocol 0x880B, payload length within what is left.  ``totals.drop_malformed``.
+    fragment; GRE as Linux pptp.c accepts it: C=0, R=0, K=1, s=0, recursion 0, flags 0,
+    version 1, protocol 0x880B, payload length within what is left (S and A free).
+    Otherwise ``totals.drop_malformed``.  A GRE payload above MRU + 32 is
+    ``drop_malformed`` for the call (reorder slots are MRU-sized).
  2. Call ID -> session (``totals.drop_unknown_call``); the IPv4 source must be the session's
     peer (``drop_wrong_source``).
  3. A=1: ack processed (RFC 1982 serial comparison).  S=0: ack-only, no payload allowed.
