@@ -571,3 +571,23 @@ def test_frames_match_the_sans_io_codecs(Engine, acfc, pfc):
     for f in want:
         hdr, frame = grecodec.decode_packet(f)
         assert hdr.call_id == PCID and pppframe.decode(frame)[0] in (0xC021, 0x8021, 0x21, 0x57)
+
+
+def test_flow_control_adaptive_ack_timeout(Engine):
+    """RFC 2637 Appendix A: the ack time-out follows the measured round trip; on a time-out
+    the window halves and the time-out doubles."""
+    e = Engine(EngineConfig(flow_control=True))
+    e.add_session(CID, PCID, PEER, peer_rwin=4)
+    e.set_data(CID, True, True)
+    seqs = lambda out: [parse_gre(f)["seq"] for _, f in out.gre_out]  # noqa: E731
+    assert seqs(e.process(0.0, tun_in=[(0, pkt(i)) for i in range(10)])) == [0, 1, 2, 3]
+    assert e.next_deadline() == pytest.approx(1.0)          # initial time-out: 1 s
+    # ack of seq 0 after 0.2 s: SRTT 0.2, DEV 0.1 -> ATO 0.6; one more may go
+    assert seqs(e.process(0.2, gre_in=[dgram(gre(CID, ack=0))])) == [4]
+    assert e.next_deadline() == pytest.approx(0.8)
+    # silence: time-out -> outstanding taken as lost, window 4 -> 2, ATO 0.6 -> 1.2
+    assert seqs(e.process(0.8)) == [5, 6]
+    assert e.next_deadline() == pytest.approx(2.0)
+    # acks open it again by one per ack, up to the peer's window
+    assert seqs(e.process(0.9, gre_in=[dgram(gre(CID, ack=6))])) == [7, 8, 9]
+    assert e.counters(CID)["drop_window_full"] == 0 and e.counters(CID)["tx_packets"] == 10
