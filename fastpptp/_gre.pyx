@@ -1533,7 +1533,10 @@ cdef class Engine:
 
     cdef void io_loop(self) noexcept nogil:
         cdef epoll_event ev
-        cdef epoll_event evs[16]
+        cdef epoll_event evs[MAX_TUN + 2]
+        cdef uint8_t ready[MAX_TUN]
+        cdef bint gre_ready
+        cdef uint32_t u
         cdef int ep = sys_.epoll_create1(sys_.EPOLL_CLOEXEC)
         cdef int i, t, r, k, timeout, e, got
         cdef uint64_t v
@@ -1567,17 +1570,28 @@ cdef class Engine:
                 timeout = <int>((dl - now) * 1000.0) + 1
                 if timeout > 1000:
                     timeout = 1000
-            r = sys_.epoll_wait(ep, evs, 16, timeout)
+            r = sys_.epoll_wait(ep, evs, MAX_TUN + 2, timeout)
             if self.stopping:
                 break
-            sys_.read(self.wake_fd, &v, 8)
+            # only what epoll reported is read (no syscall just to hear EAGAIN); level-
+            # triggered, so a side that still has packets after a batch comes back at once
+            memset(ready, 0, MAX_TUN)
+            gre_ready = 0
+            for i in range(r if r > 0 else 0):
+                u = evs[i].data.u32
+                if u == 1001:
+                    sys_.read(self.wake_fd, &v, 8)
+                elif u == 1000:
+                    gre_ready = 1
+                elif u < MAX_TUN:
+                    ready[u] = 1
             self.io_loops += 1
             pthread_mutex_lock(&self.lock)
             self.mode = MODE_IO
             now = mono_now()
             # GRE side: recvmmsg a batch into the slab, decapsulate, write to TUN
             icmp_retries = 0
-            while True:
+            while gre_ready:
                 for i in range(self.batch):
                     self.io_in[i].msg_hdr.msg_name = NULL
                     self.io_in[i].msg_hdr.msg_namelen = 0
@@ -1602,6 +1616,8 @@ cdef class Engine:
             self.flush_control(now)
             # TUN side: read a batch per TUN into the slab at HEADROOM, encapsulate in place
             for t in range(self.ntun):
+                if not ready[t]:
+                    continue
                 k = 0
                 while k < self.batch:
                     row = self.io_tun_slab + <size_t>k * IO_ROW + HEADROOM
