@@ -296,9 +296,9 @@ def test_pptp_linux_client_vs_our_server(net, art, sc):
             assert ours_sent[:2] == ["LCP-TermReq", "CDN"], seq
             if "StopCCRQ" in ours_sent:
                 assert ours_sent.index("CDN") < ours_sent.index("StopCCRQ"), seq
-            else:
-                assert seq.index((R.CLIENT_VM_ADDR, "TCP-FIN")) > seq.index((R.HOST_ADDR, "CDN")), seq
-            assert "TCP-FIN" in ours_sent, seq
+            else:   # pptp-linux closed first: FIN, or RST when our bytes were still unread
+                after_cdn = seq[seq.index((R.HOST_ADDR, "CDN")):]
+                assert {(R.CLIENT_VM_ADDR, "TCP-FIN"), (R.CLIENT_VM_ADDR, "TCP-RST")} & set(after_cdn), seq
         assert PASSWORD not in srv.log(), "secret in our log"
     finally:
         vm.stop()
