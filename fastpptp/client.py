@@ -117,8 +117,14 @@ class Client:
         from .dataplane import EngineConfig, load_engine
         from .net import rawgre, tun
         from .pptp.control import ControlConfig, ControlConnection, Role
+        # Imported (and the link config built) before we dial: pppd behind pptpd sends its
+        # first LCP Configure-Request ~0.1 s after the Outgoing-Call-Reply, and a first-time
+        # import of the PPP stack inside the CallEstablished handler took ~0.18 s, so that
+        # frame hit an unregistered call and LCP only came up on pppd's retry 3 s later.
+        from .ppp.link import LinkConfig, PPPLink
         loop = asyncio.get_running_loop()
         cfg = self.config
+        link_config = LinkConfig.for_client(cfg.ppp, user=cfg.user, password=cfg.password)
         try:
             infos = await loop.getaddrinfo(cfg.server, cfg.port, family=socket.AF_INET, type=socket.SOCK_STREAM)
         except OSError as exc:
@@ -171,9 +177,7 @@ class Client:
                 log.info("control connection up: %s", ev)
                 conn.place_call(now=now)
             elif name == "CallEstablished":
-                from .ppp.link import LinkConfig, PPPLink
-                link = PPPLink(LinkConfig.for_client(cfg.ppp, user=cfg.user, password=cfg.password),
-                               "client", None, self._rng)
+                link = PPPLink(link_config, "client", None, self._rng)
                 self.session = CallSession(hub, link, call_id=ev.call_id, peer_call_id=ev.peer_call_id,
                                            peer_addr=server_ip, peer_rwin=getattr(ev, "peer_rwin", 64) or 64,
                                            peer_ppd=getattr(ev, "peer_ppd", 0) or 0,
