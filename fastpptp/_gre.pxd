@@ -104,15 +104,16 @@ cdef struct session:
     int has_probe
     uint32_t probe_seq
     double probe_time
-    # MPPE (RFC 3078), one state per direction
     int mppe_on
-    mppe_state mppe_tx
-    mppe_state mppe_rx
     uint64_t c[N_COUNTERS]
     # timer list (sessions with a deadline or queued data), insertion order
     int in_timers
     session* tnext
     session* tprev
+    # MPPE (RFC 3078), one state per direction: last, so that the fields every packet
+    # touches share a few cache lines (10 000 calls do not fit in the CPU caches)
+    mppe_state mppe_tx
+    mppe_state mppe_rx
 
 cdef struct route_entry:
     uint8_t fam             # 0 empty, 4, 6
@@ -235,6 +236,7 @@ cdef class Engine:
     cdef void _emit_gre_hdr(self, session* s, uint8_t* p, uint32_t L, double now) noexcept nogil
     cdef void flush_control(self, double now) noexcept nogil
     cdef void decap_one(self, uint8_t* d, uint32_t n, double now) noexcept nogil
+    cdef void prefetch_call(self, const uint8_t* d, uint32_t n, int stage) noexcept nogil
     cdef void _on_ack(self, session* s, uint32_t ack, double now) noexcept nogil
     cdef void _advance(self, session* s, uint32_t seq, bint delivered, double now) noexcept nogil
     cdef void _on_seq(self, session* s, uint32_t seq, uint8_t* f, uint32_t n, double now) noexcept nogil

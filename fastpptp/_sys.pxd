@@ -121,3 +121,4 @@ cdef extern from * nogil:
     int getsockopt(int fd, int level, int name, void* val, socklen_t* len)
     uint32_t htonl(uint32_t)
     uint32_t ntohl(uint32_t)
+    void __builtin_prefetch(const void* p)

@@ -134,10 +134,43 @@ def _peer_stream(payload: int, mppe, batches: int):
     return stream, dlen
 
 
-def decap_compiled(payload: int, mppe, min_time=0.3) -> float:
+def _peer_stream_sessions(payload: int, sessions: int, batches: int):
+    """Like _peer_stream, from ``sessions`` calls at once (row i is call (i * 7919) % n)."""
+    import struct
+    p = load_engine("compiled")(EngineConfig())
+    for k in range(sessions):
+        p.add_session((0x99 + k) & 0xFFFF, (7 + k) & 0xFFFF, LOCAL, tun=0)
+        p.set_ppp((0x99 + k) & 0xFFFF, tx_acfc=True, tx_pfc=True, mtu=1500)
+        p.set_data((0x99 + k) & 0xFFFF, True, True)
+        p.add_route((0x99 + k) & 0xFFFF, f"172.17.{k >> 8}.{k & 255}")
+    slab = np.zeros((BATCH, ROW), np.uint8)
+    lens = np.full(BATCH, payload, np.uint32)
+    out = np.zeros((BATCH, 3), np.uint32)
+    ks = [(i * 7919) % sessions for i in range(BATCH)]
+    ips = np.stack([np.frombuffer(_ip_packet(payload, f"172.17.{k >> 8}.{k & 255}"), np.uint8) for k in ks])
+    srcs = np.array([[10, k >> 8, k & 255, 1] for k in ks], np.uint8)
+    stream = np.zeros((batches, BATCH, ROW), np.uint8)
+    dlen = None
+    for b in range(batches):
+        slab[:, HEADROOM:HEADROOM + payload] = ips
+        assert p.encap_slab(0, slab, lens, BATCH, out) == BATCH
+        start, flen = int(out[0, 1]), int(out[0, 2])
+        dlen = 20 + flen
+        hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, dlen, 0, 0x4000, 64, 47, 0,
+                          bytes(4), bytes([192, 0, 2, 1]))
+        stream[b, :, HEADROOM:HEADROOM + 20] = np.frombuffer(hdr, np.uint8)
+        stream[b, :, HEADROOM + 12:HEADROOM + 16] = srcs
+        stream[b, :, HEADROOM + 20:HEADROOM + dlen] = slab[:, start:start + flen]
+    return stream, dlen
+
+
+def decap_compiled(payload: int, mppe, min_time=0.3, sessions: int = 1) -> float:
     batches = 24
-    stream, dlen = _peer_stream(payload, mppe, batches)
-    e = _engine("compiled", mppe)
+    if sessions == 1:
+        stream, dlen = _peer_stream(payload, mppe, batches)
+    else:
+        stream, dlen = _peer_stream_sessions(payload, sessions, batches)
+    e = _engine("compiled", mppe, sessions=sessions)
     slab = np.zeros((BATCH + 64, ROW), np.uint8)
     lens = np.full(BATCH + 64, dlen, np.uint32)
     o_tun = np.zeros(BATCH + 64, np.int32)
@@ -148,7 +181,7 @@ def decap_compiled(payload: int, mppe, min_time=0.3) -> float:
     def run():
         b = state["b"]
         if b == batches:                         # stream used up: a fresh receiver
-            state["e"] = _engine("compiled", mppe)
+            state["e"] = _engine("compiled", mppe, sessions=sessions)
             b = 0
         state["b"] = b + 1
         slab[:BATCH] = stream[b]
@@ -208,8 +241,9 @@ def collect(min_time: float = 0.3) -> dict:
                 for impl, pps in (("compiled", comp), ("reference", ref), ("memcpy", mem)):
                     rows.append({"op": op, "payload": payload, "mppe": mppe, "impl": impl,
                                  "pps": round(pps, 1)})
-    scaling = [{"op": "encap", "payload": 512, "sessions": n,
-                "pps": round(encap_compiled(512, None, min_time, sessions=n), 1)}
+    scaling = [{"op": op, "payload": 512, "sessions": n,
+                "pps": round(fn(512, None, min_time, sessions=n), 1)}
+               for op, fn in (("encap", encap_compiled), ("decap", decap_compiled))
                for n in (1, 100, 10_000)]
     return {"rows": rows, "sessions": scaling}
 
@@ -244,7 +278,7 @@ def run_dataplane_bench(json: bool = False) -> int:
         print(line)
     print()
     for s in result["sessions"]:
-        print(f"encap 512 B with {s['sessions']:6} sessions: {s['pps']:14,.0f} packets/s")
+        print(f"{s['op']} 512 B with {s['sessions']:6} sessions: {s['pps']:14,.0f} packets/s")
     return 0
 
 
