@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-offload", action="store_true", help="no virtio_net_hdr/TSO/GRO on the TUN")
     p.add_argument("--no-acfc", action="store_true", help="send FF 03 (ACFC not negotiated)")
     p.add_argument("--no-pfc", action="store_true", help="2-byte protocol (PFC not negotiated)")
+    p.add_argument("--txqueuelen", type=int, default=None,
+                   help="TUN transmit queue (packets the engine has not read yet)")
     p.add_argument("--reorder-timeout", type=float, default=None, help="seconds (engine default)")
     p.add_argument("--batch", type=int, default=None, help="engine batch (engine default)")
     p.add_argument("--stats-json", help="write counters here at exit (default: stdout)")
@@ -188,6 +190,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         gre = rawgre.open_gre_socket(args.local, rcvbuf=cfg.rcvbuf, sndbuf=cfg.sndbuf)
         netlink.set_mtu(dev.name, args.mtu)
+        if args.txqueuelen is not None:
+            netlink.set_txqueuelen(dev.name, args.txqueuelen)
         netlink.add_address(dev.name, args.tun_addr, peer=args.tun_peer)
         netlink.set_link_up(dev.name)
         if args.tun_addr6:

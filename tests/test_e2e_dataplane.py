@@ -90,7 +90,10 @@ def static_tunnel(rig: NsPair, tmp, *, mppe_key: str | None = None,
     procs = tun.procs
     try:
         for side, (ns, local, peer, cid, pcid, taddr, tpeer) in ends.items():
-            more = extra
+            # A long TUN queue: on a busy machine the engine's thread can be off the CPU
+            # for tens of ms, and a full TUN ring drops the sender's datagrams silently
+            # (tun tx_dropped) before the tunnel ever sees them.
+            more = ("--txqueuelen", "20000") + tuple(extra)
             if ipv6:
                 a6, p6 = (TUN6_A, TUN6_B) if side == "a" else (TUN6_B, TUN6_A)
                 more += ("--tun-addr6", a6, "--tun-peer6", p6)
@@ -145,13 +148,28 @@ class FloodResult:
     send_errors: int
     elapsed: float
     rcvbuf_errors: int  # datagrams B's kernel dropped because the receiver fell behind
+    drops: str = ""  # kernel drop counters of both namespaces, for failure messages
 
 
-def udp_counters(ns: str) -> dict[str, int]:
-    """The namespace's Udp: line of /proc/net/snmp (RcvbufErrors tells a slow receiver)."""
+def snmp(ns: str, proto: str = "Udp") -> dict[str, int]:
+    """One protocol's counters from the namespace's /proc/net/snmp (Udp RcvbufErrors tells
+    a slow receiver, SndbufErrors a sender whose datagram the TUN queue dropped)."""
     lines = [l.split() for l in run_in(ns, ["cat", "/proc/net/snmp"]).stdout.splitlines()
-             if l.startswith("Udp:")]
+             if l.startswith(proto + ":")]
     return dict(zip(lines[0][1:], map(int, lines[1][1:])))
+
+
+def kernel_drops(rig: NsPair) -> str:
+    """Where the kernel dropped packets around the tunnel (for failure messages)."""
+    out = []
+    for ns in (rig.a, rig.b):
+        ip = snmp(ns, "Ip")
+        udp = snmp(ns, "Udp")
+        links = run_in(ns, ["ip", "-s", "-s", "-j", "link", "show"]).stdout
+        out.append(f"{ns}: Ip {{InDiscards {ip['InDiscards']}, InHdrErrors {ip['InHdrErrors']}, "
+                   f"InAddrErrors {ip['InAddrErrors']}, OutDiscards {ip['OutDiscards']}}} "
+                   f"Udp {udp} links {links}")
+    return "\n".join(out)
 
 
 def udp_flood(rig: NsPair, count: int, rate: float, time_limit: float,
@@ -210,9 +228,9 @@ def udp_flood(rig: NsPair, count: int, rate: float, time_limit: float,
         assert not t.is_alive()
         seqs = [check_datagram(d) for d in received]
         corrupted = sum(1 for q in seqs if q is None)
-        rcvbuf_errors = udp_counters(rig.b).get("RcvbufErrors", 0)
+        rcvbuf_errors = snmp(rig.b).get("RcvbufErrors", 0)
         return FloodResult(count, [q for q in seqs if q is not None], corrupted, send_errors,
-                           elapsed, rcvbuf_errors)
+                           elapsed, rcvbuf_errors, kernel_drops(rig))
     finally:
         done.set()
         rx.close()
@@ -288,7 +306,7 @@ def run_clean(tmp_path, impl, n: int, rate: float, tcp_bytes: int, **kw):
     assert "error" not in a and "error" not in b, (a, b)
     sa, sb = a["session"], b["session"]
     info = (f"flood: {len(r.seqs)}/{n} delivered in {r.elapsed:.1f}s, receiver overruns "
-            f"{r.rcvbuf_errors}; A {sa}; B {sb}")
+            f"{r.rcvbuf_errors}; A {sa}; B {sb}\n{r.drops}")
     assert r.corrupted == 0, info
     assert_in_order_and_unique(r.seqs)
     assert r.send_errors == 0 and r.rcvbuf_errors == 0, info
@@ -319,7 +337,7 @@ def run_lossy(tmp_path, impl: str, n: int, rate: float, tcp_bytes: int,
         final_b = tun.stats["b"]
     assert "error" not in final_b, final_b
     info = (f"flood: {len(r.seqs)}/{n} delivered in {r.elapsed:.1f}s, receiver overruns "
-            f"{r.rcvbuf_errors}; B {sb}; relay {relay}")
+            f"{r.rcvbuf_errors}; B {sb}; relay {relay}\n{r.drops}")
     assert r.corrupted == 0, info
     assert r.send_errors == 0 and r.rcvbuf_errors == 0 and relay["send_errors"] == 0, info
     # what the relay did is what we asked for

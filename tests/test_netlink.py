@@ -111,11 +111,14 @@ def test_veth_create_move_up_down_mtu():
         assert not netlink.link_exists("vx1", netns=ns1)
         assert netlink.link_exists("vx1", netns=ns2)
         netlink.set_mtu("vx0", 1400, netns=ns1)
+        netlink.set_txqueuelen("vx0", 4321, netns=ns1)
         netlink.set_link_up("vx0", netns=ns1)
         link = netlink.get_link("vx0", netns=ns1)
-        assert link.up and link.mtu == 1400
+        assert link.up and link.mtu == 1400 and link.txqueuelen == 4321
         shown = ip_json(ns1, "link", "show", "dev", "vx0")[0]
-        assert shown["mtu"] == 1400 and "UP" in shown["flags"]
+        assert shown["mtu"] == 1400 and "UP" in shown["flags"] and shown["txqlen"] == 4321
+        with pytest.raises(ValueError):
+            netlink.set_txqueuelen("vx0", 0, netns=ns1)
         netlink.set_link_down("vx0", netns=ns1)
         assert not netlink.get_link("vx0", netns=ns1).up
         netlink.delete_link("vx0", netns=ns1)

@@ -51,6 +51,7 @@ __all__ = [
     "set_link_up",
     "set_link_down",
     "set_mtu",
+    "set_txqueuelen",
     "add_address",
     "delete_address",
     "list_addresses",
@@ -116,6 +117,7 @@ class Link:
     index: int
     name: str
     mtu: int
+    txqueuelen: int
     up: bool  # administratively up (IFF_UP)
     operstate: str  # "UP", "DOWN", "UNKNOWN" (TUN/PPP with a reader), ...
     kind: str | None  # "veth", "tun", None for lo / physical
@@ -205,6 +207,7 @@ def _link_from_msg(msg) -> Link:
         index=msg["index"],
         name=msg.get_attr("IFLA_IFNAME"),
         mtu=msg.get_attr("IFLA_MTU"),
+        txqueuelen=msg.get_attr("IFLA_TXQLEN"),
         up=bool(msg["flags"] & IFF_UP),
         operstate=msg.get_attr("IFLA_OPERSTATE") or "UNKNOWN",
         kind=kind,
@@ -289,6 +292,15 @@ def set_mtu(name: str, mtu: int, *, netns: str | None = None) -> None:
         raise ValueError(f"MTU out of range: {mtu}")
     with _ipr(netns) as ipr, _translate(f"set {name} mtu {mtu}"):
         ipr.link("set", index=_index(ipr, name), mtu=mtu)
+
+
+def set_txqueuelen(name: str, qlen: int, *, netns: str | None = None) -> None:
+    """Transmit queue length (``ip link set NAME txqueuelen N``).  On a TUN this is the
+    packet ring the reader drains: a longer one rides out a reader that is briefly slow."""
+    if not 1 <= qlen <= 1 << 20:
+        raise ValueError(f"txqueuelen out of range: {qlen}")
+    with _ipr(netns) as ipr, _translate(f"set {name} txqueuelen {qlen}"):
+        ipr.link("set", index=_index(ipr, name), txqlen=qlen)
 
 
 # --------------------------------------------------------------------------- addresses
