@@ -9,7 +9,7 @@ import struct
 
 import pytest
 
-from engine_helpers import (PEER, data_in, dgram, gre, ipv4, ipv6, parse_gre, ppp, tcp_mss,
+from test_engine_helpers import (PEER, data_in, dgram, gre, ipv4, ipv6, parse_gre, ppp, tcp_mss,
                             tcp_ok, tcp_syn, udp_packet)
 from fastpptp.dataplane import (EV_MPPE_RESET_NEEDED, EngineConfig, EngineUnavailable,
                                 load_engine)

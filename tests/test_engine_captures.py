@@ -8,7 +8,7 @@ from collections import defaultdict
 
 import pytest
 
-from engine_helpers import dgram
+from test_engine_helpers import dgram
 from fastpptp.dataplane import EngineConfig, load_engine
 from pcap import PROTO_GRE, capture_files, read_pcap
 
