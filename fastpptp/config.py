@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 

@@ -107,11 +107,12 @@ def ping(ns: str, dst: str, count: int = 5, interval: float = 0.2, timeout: floa
     return rtts
 
 
-def bulk_transfer(server_ns: str, client_ns: str, dst: str, nbytes: int, timeout: float = 60.0) -> dict:
+def bulk_transfer(server_ns: str, client_ns: str, dst: str, nbytes: int, timeout: float = 60.0,
+                  port: int = BULK_PORT) -> dict:
     """Send ``nbytes`` over TCP through the tunnel; both ends hash what they saw."""
     lsock = netns.open_socket(server_ns, socket.AF_INET, socket.SOCK_STREAM)
     lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    lsock.bind((dst, BULK_PORT))
+    lsock.bind((dst, port))
     lsock.listen(1)
     lsock.settimeout(timeout)
     result: dict = {}
@@ -141,7 +142,7 @@ def bulk_transfer(server_ns: str, client_ns: str, dst: str, nbytes: int, timeout
     h = hashlib.sha256()
     start = time.monotonic()
     try:
-        csock.connect((dst, BULK_PORT))
+        csock.connect((dst, port))
         sent = 0
         while sent < nbytes:
             chunk = block[: min(len(block), nbytes - sent)]

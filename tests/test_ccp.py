@@ -3,7 +3,6 @@ Reset-Request/Ack."""
 from __future__ import annotations
 
 import random
-import struct
 
 import pytest
 

@@ -1,7 +1,7 @@
 """pptpd.conf / pppd options parsing and the address pool."""
 import pytest
 
-from fastpptp.config import (AddressPool, ConfigError, PppOptions, expand_ip_list,
+from fastpptp.config import (AddressPool, ConfigError, expand_ip_list,
                              parse_ppp_options, parse_pptpd_conf)
 
 DEBIAN_PPTPD_OPTIONS = """

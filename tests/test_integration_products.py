@@ -6,19 +6,17 @@ server, a pool 198.51.100.2-60 for clients.  Everything is created here and remo
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
-from fastpptp.demo import _spawn, ping
+from fastpptp.demo import _spawn, bulk_transfer, ping
 from fastpptp.net import netlink, netns
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -154,34 +152,8 @@ def lab(tmp_path):
 
 def transfer(lab, client_ns, nbytes, port):
     """TCP from the client namespace to a sink in the server namespace; SHA-256 both ends."""
-    ls = netns.open_socket(lab.sns, socket.AF_INET, socket.SOCK_STREAM)
-    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind((TUN_SERVER, port))
-    ls.listen(1)
-    ls.settimeout(30)
-    got = {}
-
-    def sink():
-        c, _ = ls.accept()
-        c.settimeout(30)
-        h, n = hashlib.sha256(), 0
-        while chunk := c.recv(65536):
-            h.update(chunk)
-            n += len(chunk)
-        got["n"], got["h"] = n, h.hexdigest()
-        c.close()
-
-    t = threading.Thread(target=sink, daemon=True)
-    t.start()
-    data = os.urandom(nbytes)
-    cs = netns.open_socket(client_ns, socket.AF_INET, socket.SOCK_STREAM)
-    cs.settimeout(30)
-    cs.connect((TUN_SERVER, port))
-    cs.sendall(data)
-    cs.close()
-    t.join(30)
-    ls.close()
-    return got.get("n") == nbytes and got.get("h") == hashlib.sha256(data).hexdigest()
+    r = bulk_transfer(lab.sns, client_ns, TUN_SERVER, nbytes, timeout=30, port=port)
+    return r["checksum_ok"] and r.get("rx_bytes") == nbytes
 
 
 def test_twenty_clients_ping_and_transfer(lab):

@@ -10,7 +10,6 @@ and what our server answers to it is compared with what pppd answered, byte for 
 Finally the client's MPPE-128 datagrams are decrypted with the keys our link derived.
 """
 import random
-import struct
 from ipaddress import IPv4Address
 
 import pytest

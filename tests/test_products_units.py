@@ -1,6 +1,5 @@
 """Unit tests of the product glue that needs no network: rate limits, hooks, status socket, CLI."""
 import asyncio
-import json
 import os
 import stat
 

@@ -41,7 +41,7 @@ import dataclasses
 import enum
 import logging
 import random
-from typing import Any, Callable
+from typing import Any
 
 from .constants import Code
 from .packet import (DecodeError, LocalProtocolError, Option, Packet, decode_options,

@@ -20,7 +20,6 @@ type  option                     what we do
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import random
 from ipaddress import IPv4Address
 from typing import Callable
