@@ -187,7 +187,7 @@ def _data_checks(vm: R.VmRun, ns: str, vm_tunnel_addr: str, upload: R.FileServer
     assert digest == vm_digest, "2 MiB from the VM arrived corrupted"
     # us -> VM: 2 MiB via the VM's wget
     ours = vm.wait_line(R.OUR_FILE_RE, 90).group(1)
-    if upload.seconds:
+    if R.wait_for(lambda: upload.seconds is not None, 5, "our HTTP server to see the VM close"):
         art.note(us_to_vm_mbit_s=round(len(upload.data) * 8 / upload.seconds / 1e6, 2))
     assert ours == upload.sha256, "2 MiB to the VM arrived corrupted"
     # idle spell spanning several LCP and PPTP echo rounds (counted in the capture afterwards:
@@ -216,8 +216,10 @@ def _capture_checks(pcap: str, ours: str, theirs: str, idle: tuple[float, float]
     assert R.tshark_count(pcap, f"ip.src=={ours} && gre") > 0
     problems = R.tshark_problems(pcap, ours)
     assert not problems, "Wireshark flags frames we sent:\n" + "\n".join(problems[:20])
-    # LCP was negotiated once: no renegotiation during the run
+    # LCP was negotiated once, in one round: neither side had to retransmit its
+    # Configure-Request (a lost first frame costs pppd's 3 s restart timer) nor renegotiate
     assert R.tshark_count(pcap, f"ip.src=={ours} && lcp && ppp.code==1") == 1
+    assert R.tshark_count(pcap, f"ip.src=={theirs} && lcp && ppp.code==1") == 1
     # the idle spell: LCP echo both ways (code 9 answered by code 10), PPTP echo from the
     # client side (type 5 answered by type 6)
     win = f"frame.time_epoch >= {idle[0]:.3f} && frame.time_epoch <= {idle[1] + 0.5:.3f}"
