@@ -46,6 +46,11 @@ cdef enum:
     N_COUNTERS
 
 cdef enum:
+    TUN_FREE = 0            # tun_owner[]: who put the fd in the TUN table
+    TUN_FROM_START = 1      # start(tun_fds): the slot lives until stop()
+    TUN_ADDED = 2           # add_tun(): the slot lives until remove_tun()
+
+cdef enum:
     MODE_PROCESS = 0        # process(): frames become Python bytes (GIL held)
     MODE_SLAB = 1           # encap_slab/decap_slab: results described in caller's arrays
     MODE_IO = 2             # I/O thread: TUN write() / sendmmsg(), no GIL
@@ -186,9 +191,11 @@ cdef class Engine:
     cdef int running
     cdef int stopping
     cdef object thread
-    cdef int ntun
-    cdef int tun_fds[MAX_TUN]
+    cdef int ntun                   # TUN table high-water mark: indexes 0..ntun-1 may be used
+    cdef int tun_fds[MAX_TUN]       # -1: free slot (add_tun reuses the lowest)
     cdef int tun_vnet[MAX_TUN]      # virtio_net_hdr length on each TUN (0, 10 or 12)
+    cdef uint8_t tun_owner[MAX_TUN] # TUN_FREE, TUN_FROM_START (freed by stop), TUN_ADDED
+    cdef int io_ep                  # the loop's epoll fd, from start() to stop(); -1 otherwise
     cdef int offload
     cdef uint8_t* io_seg_slab
     cdef uint32_t* io_seg_lens
@@ -256,3 +263,4 @@ cdef class Engine:
     cdef void io_write_tun(self, int tun, uint8_t* p, uint32_t n) noexcept nogil
     cdef void io_tun_read(self, int t, uint8_t* row, uint32_t nr, double now) noexcept nogil
     cdef void io_loop(self) noexcept nogil
+    cdef void _tun_highwater(self) noexcept

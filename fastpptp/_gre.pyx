@@ -128,6 +128,10 @@ cdef class Engine:
         self.efd = -1
         self.wake_fd = -1
         self.gre_fd = -1
+        self.io_ep = -1
+        cdef int t
+        for t in range(MAX_TUN):
+            self.tun_fds[t] = -1
         if self.calls == NULL or self.routes == NULL:
             raise MemoryError()
 
@@ -262,8 +266,9 @@ cdef class Engine:
             raise KeyError(f"no session for call ID {call_id}")
         self.calls[call_id] = NULL
         self.nsessions -= 1
-        self.tun_count[s.tun] -= 1
-        self.tun_single[s.tun] = self._scan_tun_session(s.tun) if self.tun_count[s.tun] == 1 else NULL
+        if s.tun >= 0:                          # < 0: detached by remove_tun
+            self.tun_count[s.tun] -= 1
+            self.tun_single[s.tun] = self._scan_tun_session(s.tun) if self.tun_count[s.tun] == 1 else NULL
         self._timer_unlink(s)
         # drop its routes (backward-shift deletion keeps probing chains intact)
         i = 0
@@ -672,7 +677,7 @@ cdef class Engine:
             if s == NULL:
                 self.totals_c[C_DROP_NO_ROUTE] += 1
                 return
-        if not (s.ipv4 if proto == 0x21 else s.ipv6):
+        if not (s.ipv4 if proto == 0x21 else s.ipv6) or s.tun < 0:   # < 0: TUN removed
             s.c[C_DROP_NOT_READY] += 1
             return
         if self.clamp:
@@ -1119,7 +1124,7 @@ cdef class Engine:
             if not ok:
                 s.c[C_DROP_MALFORMED] += 1
                 return
-            if not ready:
+            if not ready or s.tun < 0:            # < 0: its TUN was removed (detached)
                 s.c[C_DROP_NOT_READY] += 1
                 return
             if self.clamp:
@@ -1135,7 +1140,7 @@ cdef class Engine:
         cdef size_t off
         cdef uint8_t* row
         if self.mode == MODE_IO:
-            if s.tun < 0 or s.tun >= self.ntun:
+            if s.tun < 0 or s.tun >= self.ntun or self.tun_fds[s.tun] < 0:
                 return
             if self.tun_vnet[s.tun] == 0:
                 sys_.write(self.tun_fds[s.tun], p, n)
@@ -1410,29 +1415,132 @@ cdef class Engine:
         ``offload``, in-order TCP segments are coalesced (GRO) into one write."""
         if self.thread is not None:
             raise RuntimeError("already started")
-        fds = list(tun_fds)
+        fds = [int(f) for f in tun_fds]
         if len(fds) > MAX_TUN:
             raise ValueError("too many TUN fds")
-        cdef int dom = 0, i
+        cdef int dom = 0, i, ep
         cdef sys_.socklen_t sl = sizeof(int)
+        cdef epoll_event ev
         if sys_.getsockopt(gre_fd, sys_.SOL_SOCKET, sys_.SO_DOMAIN, &dom, &sl) != 0:
             raise OSError("gre_fd is not a socket")
+        vl = vnet_lengths(fds, vnet_hdr_len)
+        for i in range(len(fds)):
+            if self.tun_owner[i] != TUN_FREE:
+                raise ValueError(f"TUN index {i} is taken (add_tun): start() fills 0..{len(fds) - 1}")
         self.gre_inet = 1 if dom == sys_.AF_INET else 0
         self.gre_fd = gre_fd
-        self.ntun = len(fds)
-        vl = vnet_lengths(fds, vnet_hdr_len)
-        for i in range(self.ntun):
+        for i in range(len(fds)):
+            os.set_blocking(fds[i], False)
             self.tun_fds[i] = fds[i]
             self.tun_vnet[i] = vl[i]
-            os.set_blocking(fds[i], False)
+            self.tun_owner[i] = TUN_FROM_START
+        self._tun_highwater()
         self.offload = 1 if self.config.offload else 0
         os.set_blocking(gre_fd, False)
         self._io_alloc()
+        # The epoll set lives from here to stop(): add_tun/remove_tun change it while the
+        # loop waits on it (epoll_ctl is safe against a concurrent epoll_wait).
+        ep = sys_.epoll_create1(sys_.EPOLL_CLOEXEC)
+        if ep < 0:
+            self._io_free()
+            raise OSError(sys_.errno, "epoll_create1")
+        for i in range(self.ntun):
+            if self.tun_fds[i] >= 0:
+                ev.events = sys_.EPOLLIN
+                ev.data.u32 = i
+                sys_.epoll_ctl(ep, sys_.EPOLL_CTL_ADD, self.tun_fds[i], &ev)
+        ev.events = sys_.EPOLLIN
+        ev.data.u32 = 1000
+        sys_.epoll_ctl(ep, sys_.EPOLL_CTL_ADD, self.gre_fd, &ev)
+        ev.events = sys_.EPOLLIN
+        ev.data.u32 = 1001
+        sys_.epoll_ctl(ep, sys_.EPOLL_CTL_ADD, self.wake_fd, &ev)
+        self.io_ep = ep
         self.stopping = 0
         self.running = 1
         self.thread = threading.Thread(target=self._thread_main, name="RoutineGreEngine",
                                        daemon=True)
         self.thread.start()
+
+    cdef void _tun_highwater(self) noexcept:
+        cdef int n = MAX_TUN
+        while n > 0 and self.tun_fds[n - 1] < 0:
+            n -= 1
+        self.ntun = n
+
+    def add_tun(self, int fd, vnet_hdr_len=None):
+        """Add a TUN fd to the table and return its index (the lowest free one; indexes of
+        removed TUNs are reused).  Allowed while the I/O thread runs: the table changes under
+        the lock and the fd joins the loop's epoll set at once.  ``vnet_hdr_len``: None asks
+        the TUN (IFF_VNET_HDR), an int says what the fd carries (0 for fakes).  The TUN stays
+        until remove_tun (stop() keeps it)."""
+        cdef int i, idx = -1
+        cdef epoll_event ev
+        if fd < 0:
+            raise ValueError("bad fd")
+        v = vnet_lengths([fd], None if vnet_hdr_len is None else [vnet_hdr_len])[0]
+        os.set_blocking(fd, False)
+        self._lock()
+        try:
+            for i in range(MAX_TUN):
+                if self.tun_fds[i] == fd:
+                    raise ValueError(f"fd {fd} is already TUN {i}")
+            for i in range(MAX_TUN):
+                if self.tun_owner[i] == TUN_FREE:
+                    idx = i
+                    break
+            if idx < 0:
+                raise ValueError(f"no free TUN index (MAX_TUN = {MAX_TUN})")
+            if self.running and self.io_ep >= 0:
+                ev.events = sys_.EPOLLIN
+                ev.data.u32 = idx
+                if sys_.epoll_ctl(self.io_ep, sys_.EPOLL_CTL_ADD, fd, &ev) != 0:
+                    raise OSError(sys_.errno, f"epoll_ctl ADD TUN fd {fd}")
+            self.tun_fds[idx] = fd
+            self.tun_vnet[idx] = v
+            self.tun_owner[idx] = TUN_ADDED
+            self._tun_highwater()
+        finally:
+            self._unlock()
+        self._kick()
+        return idx
+
+    def remove_tun(self, int index):
+        """Take TUN ``index`` out of the table (its fd is not closed: the caller owns it).
+        Sessions still on it are detached: their IP packets count as ``drop_not_ready``
+        both ways, so a later TUN that reuses the index never sees them."""
+        cdef int i
+        cdef session* s
+        if not 0 <= index < MAX_TUN:
+            raise ValueError("tun index out of range")
+        self._lock()
+        try:
+            if self.tun_owner[index] == TUN_FREE:
+                raise KeyError(f"no TUN {index}")
+            if self.running and self.io_ep >= 0:
+                sys_.epoll_ctl(self.io_ep, sys_.EPOLL_CTL_DEL, self.tun_fds[index], NULL)
+            if self.tun_count[index] > 0:
+                for i in range(65536):
+                    s = self.calls[i]
+                    if s != NULL and s.tun == index:
+                        s.tun = -1
+                self.tun_count[index] = 0
+                self.tun_single[index] = NULL
+            self.tun_fds[index] = -1
+            self.tun_vnet[index] = 0
+            self.tun_owner[index] = TUN_FREE
+            self._tun_highwater()
+        finally:
+            self._unlock()
+        self._kick()
+
+    def tuns(self):
+        """{index: fd} of the TUN table (tests, diagnostics)."""
+        cdef int i
+        self._lock()
+        out = {i: self.tun_fds[i] for i in range(self.ntun) if self.tun_fds[i] >= 0}
+        self._unlock()
+        return out
 
     def _thread_main(self):
         with nogil:
@@ -1445,7 +1553,19 @@ cdef class Engine:
         self._kick()
         self.thread.join()
         self.thread = None
+        cdef int i
+        self._lock()
         self.running = 0
+        if self.io_ep >= 0:
+            sys_.close(self.io_ep)
+            self.io_ep = -1
+        for i in range(MAX_TUN):
+            if self.tun_owner[i] == TUN_FROM_START:   # add_tun'd TUNs stay until remove_tun
+                self.tun_fds[i] = -1
+                self.tun_vnet[i] = 0
+                self.tun_owner[i] = TUN_FREE
+        self._tun_highwater()
+        self._unlock()
         self._io_free()
 
     def close(self):
@@ -1561,7 +1681,7 @@ cdef class Engine:
         cdef uint8_t ready[MAX_TUN]
         cdef bint gre_ready
         cdef uint32_t u
-        cdef int ep = sys_.epoll_create1(sys_.EPOLL_CLOEXEC)
+        cdef int ep = self.io_ep
         cdef int i, t, r, k, timeout, e, got
         cdef uint64_t v
         cdef double now, dl
@@ -1570,16 +1690,7 @@ cdef class Engine:
         cdef int icmp_retries
         if ep < 0:
             return
-        for t in range(self.ntun):
-            ev.events = sys_.EPOLLIN
-            ev.data.u32 = t
-            sys_.epoll_ctl(ep, sys_.EPOLL_CTL_ADD, self.tun_fds[t], &ev)
-        ev.events = sys_.EPOLLIN
-        ev.data.u32 = 1000
-        sys_.epoll_ctl(ep, sys_.EPOLL_CTL_ADD, self.gre_fd, &ev)
-        ev.events = sys_.EPOLLIN
-        ev.data.u32 = 1001
-        sys_.epoll_ctl(ep, sys_.EPOLL_CTL_ADD, self.wake_fd, &ev)
+        # start() built the epoll set; add_tun/remove_tun change it under the lock
         self.mode = MODE_IO
         while not self.stopping:
             pthread_mutex_lock(&self.lock)
@@ -1646,7 +1757,8 @@ cdef class Engine:
             self.flush_control(now)
             # TUN side: read a batch per TUN into the slab at HEADROOM, encapsulate in place
             for t in range(self.ntun):
-                if not ready[t]:
+                # a TUN removed since epoll reported it: slot free (-1) or reused (EAGAIN)
+                if not ready[t] or self.tun_fds[t] < 0:
                     continue
                 k = 0
                 while k < self.batch:
@@ -1676,7 +1788,6 @@ cdef class Engine:
             self.io_flush_gre()
             pthread_mutex_unlock(&self.lock)
         self.mode = MODE_PROCESS
-        sys_.close(ep)
 
 
 class Output:

@@ -73,6 +73,7 @@ PPP_IPV6 = 0x0057
 PPP_COMP = 0x00FD
 PPP_LCP = 0xC021
 GRE_PROTO_PPP = 0x880B
+MAX_TUN = 256           # TUN indexes 0..255, as the compiled engine
 TXQ_DEPTH = 64          # frames held per call while the peer's window is full
 FRAME_SLACK = 32        # GRE payload may exceed the MRU by the PPP/MPPE headers
 ATO_MIN, ATO_MAX, ATO_INIT = 0.1, 10.0, 1.0   # Appendix A ack time-out bounds (seconds)
@@ -161,6 +162,12 @@ class Engine:
         self._thread = None
         self._running = False
         self._max_frame = cfg.mru + FRAME_SLACK
+        # TUN table: index -> fd (-1 free), virtio_net_hdr length, owner ("start": freed by
+        # stop(); "added": by remove_tun).  add_tun reuses the lowest free index.
+        self._tun_fds: list[int] = []
+        self._tun_vnet: list[int] = []
+        self._tun_owner: list[str | None] = []
+        self._ep = None
 
     # ------------------------------------------------------------------ sessions
     def add_session(self, call_id, peer_call_id, peer_addr, *, tun=0, peer_rwin=64, peer_ppd=0):
@@ -180,7 +187,7 @@ class Engine:
 
     def remove_session(self, call_id):
         with self._lock:
-            s = self._sessions.pop(call_id)
+            s = self._sessions.pop(call_id)     # s.tun == -1: detached by remove_tun
             self._timers.pop(call_id, None)
             for k in [k for k, v in self._routes.items() if v == call_id]:
                 del self._routes[k]
@@ -343,12 +350,12 @@ class Engine:
         cid = self._routes.get(dst)
         s = self._sessions.get(cid) if cid is not None else None
         if s is None:
-            only = [x for x in self._sessions.values() if x.tun == tun]
+            only = [x for x in self._sessions.values() if x.tun == tun] if tun >= 0 else []
             if len(only) != 1:
                 self._totals["drop_no_route"] += 1
                 return
             s = only[0]
-        if not (s.ipv4 if proto == PPP_IPV4 else s.ipv6):
+        if not (s.ipv4 if proto == PPP_IPV4 else s.ipv6) or s.tun < 0:   # < 0: TUN removed
             s.c["drop_not_ready"] += 1
             return
         if self.config.clamp_mss:
@@ -614,7 +621,7 @@ class Engine:
             if not ok:
                 s.c["drop_malformed"] += 1
                 return
-            if not ready:
+            if not ready or s.tun < 0:          # < 0: its TUN was removed (detached)
                 s.c["drop_not_ready"] += 1
                 return
             if self.config.clamp_mss:
@@ -737,19 +744,35 @@ class Engine:
     supports_vnet_hdr = True
 
     def start(self, tun_fds, gre_fd, *, vnet_hdr_len=None):
-        """Run the I/O loop in a thread; see fastpptp._gre.Engine.start."""
+        """Run the I/O loop in a thread; see fastpptp._gre.Engine.start.  ``tun_fds`` take
+        indexes 0..n-1 until stop(); TUNs added with add_tun keep theirs."""
         if self._thread is not None:
             raise RuntimeError("already started")
-        self._tun_fds = list(tun_fds)
-        self._tun_vnet = vnet_lengths(self._tun_fds, vnet_hdr_len)
-        self._gre_fd = gre_fd
-        for fd in self._tun_fds:
-            os.set_blocking(fd, False)
-        os.set_blocking(gre_fd, False)
+        fds = [int(f) for f in tun_fds]
+        if len(fds) > MAX_TUN:
+            raise ValueError("too many TUN fds")
+        vl = vnet_lengths(fds, vnet_hdr_len)
+        for i in range(len(fds)):
+            if i < len(self._tun_owner) and self._tun_owner[i] is not None:
+                raise ValueError(f"TUN index {i} is taken (add_tun): start() fills 0..{len(fds) - 1}")
         dom = socket.socket(fileno=os.dup(gre_fd))
         dom.setblocking(False)
+        with self._lock:
+            for i, fd in enumerate(fds):
+                os.set_blocking(fd, False)
+                self._tun_set(i, fd, vl[i], "start")
+        self._gre_fd = gre_fd
+        os.set_blocking(gre_fd, False)
         self._gre_is_inet = dom.family == socket.AF_INET
         self._gre_sock = dom
+        # The epoll set lives from here to stop(): add_tun/remove_tun change it while the
+        # loop waits on it.
+        self._ep = select.epoll()
+        for fd in self._tun_fds:
+            if fd >= 0:
+                self._ep.register(fd, select.EPOLLIN)
+        self._ep.register(gre_fd, select.EPOLLIN)
+        self._ep.register(self._wake, select.EPOLLIN)
         self._running = True
         self._stop = False
         self._thread = threading.Thread(target=self._routine_io, name="RoutineGreRef", daemon=True)
@@ -762,8 +785,74 @@ class Engine:
         self._kick()
         self._thread.join()
         self._thread = None
-        self._running = False
+        with self._lock:
+            self._running = False
+            self._ep.close()
+            self._ep = None
+            for i, owner in enumerate(self._tun_owner):
+                if owner == "start":            # add_tun'd TUNs stay until remove_tun
+                    self._tun_set(i, -1, 0, None)
         self._gre_sock.close()
+
+    # ------------------------------------------------------------------ TUN table
+    def _tun_set(self, i, fd, vnet, owner):
+        while len(self._tun_fds) <= i:
+            self._tun_fds.append(-1)
+            self._tun_vnet.append(0)
+            self._tun_owner.append(None)
+        self._tun_fds[i], self._tun_vnet[i], self._tun_owner[i] = fd, vnet, owner
+        while self._tun_fds and self._tun_fds[-1] < 0:     # keep the high-water mark tight
+            self._tun_fds.pop()
+            self._tun_vnet.pop()
+            self._tun_owner.pop()
+
+    def add_tun(self, fd, vnet_hdr_len=None):
+        """Add a TUN fd; returns its index, the lowest free one (indexes of removed TUNs are
+        reused).  Allowed while the I/O thread runs: the table changes under the lock and
+        the fd joins the loop's epoll set at once.  ``vnet_hdr_len``: None asks the TUN, an
+        int says what the fd carries (0 for fakes).  Stays until remove_tun."""
+        fd = int(fd)
+        if fd < 0:
+            raise ValueError("bad fd")
+        v = vnet_lengths([fd], None if vnet_hdr_len is None else [vnet_hdr_len])[0]
+        os.set_blocking(fd, False)
+        with self._lock:
+            if fd in self._tun_fds:
+                raise ValueError(f"fd {fd} is already TUN {self._tun_fds.index(fd)}")
+            idx = next((i for i, o in enumerate(self._tun_owner) if o is None),
+                       len(self._tun_owner))
+            if idx >= MAX_TUN:
+                raise ValueError(f"no free TUN index (MAX_TUN = {MAX_TUN})")
+            if self._running and self._ep is not None:
+                self._ep.register(fd, select.EPOLLIN)
+            self._tun_set(idx, fd, v, "added")
+        self._kick()
+        return idx
+
+    def remove_tun(self, index):
+        """Take TUN ``index`` out of the table (the fd is not closed: the caller owns it).
+        Sessions still on it are detached: their IP packets count as ``drop_not_ready``
+        both ways, so a later TUN that reuses the index never sees them."""
+        if not 0 <= index < MAX_TUN:
+            raise ValueError("tun index out of range")
+        with self._lock:
+            if index >= len(self._tun_owner) or self._tun_owner[index] is None:
+                raise KeyError(f"no TUN {index}")
+            if self._running and self._ep is not None:
+                try:
+                    self._ep.unregister(self._tun_fds[index])
+                except (OSError, ValueError):
+                    pass                        # already gone (EOF on a fake)
+            for x in self._sessions.values():
+                if x.tun == index:
+                    x.tun = -1
+            self._tun_set(index, -1, 0, None)
+        self._kick()
+
+    def tuns(self):
+        """{index: fd} of the TUN table (tests, diagnostics)."""
+        with self._lock:
+            return {i: fd for i, fd in enumerate(self._tun_fds) if fd >= 0}
 
     def _kick(self):
         os.eventfd_write(self._wake, 1)
@@ -794,7 +883,7 @@ class Engine:
                 j += 1
             run = [ip for _, ip in tun_out[i:j]]
             i = j
-            if not 0 <= tun < len(self._tun_fds):
+            if not 0 <= tun < len(self._tun_fds) or self._tun_fds[tun] < 0:
                 continue
             v = self._tun_vnet[tun]
             if v == 0:
@@ -850,63 +939,60 @@ class Engine:
         cid = self._routes.get(key) if key is not None else None
         if cid is not None:
             return self._sessions.get(cid)
-        only = [x for x in self._sessions.values() if x.tun == tun]
+        only = [x for x in self._sessions.values() if x.tun == tun] if tun >= 0 else []
         return only[0] if len(only) == 1 else None
 
     def _routine_io(self):
-        ep = select.epoll()
-        try:
-            for i, fd in enumerate(self._tun_fds):
-                ep.register(fd, select.EPOLLIN)
-            ep.register(self._gre_fd, select.EPOLLIN)
-            ep.register(self._wake, select.EPOLLIN)
-            batch = self.config.batch
-            while not self._stop:
-                with self._lock:
-                    dl = self._next_deadline()
-                now = time.monotonic()
-                timeout = -1 if dl is None else max(0.0, dl - now)
-                ep.poll(timeout)
-                try:
-                    os.eventfd_read(self._wake)
-                except BlockingIOError:
-                    pass
-                if self._stop:
-                    break
-                now = time.monotonic()
-                tun_out, gre_out = [], []
-                with self._lock:
+        ep = self._ep                   # built by start(), changed by add_tun/remove_tun
+        batch = self.config.batch
+        while not self._stop:
+            with self._lock:
+                dl = self._next_deadline()
+            now = time.monotonic()
+            timeout = -1 if dl is None else max(0.0, dl - now)
+            ep.poll(timeout)
+            try:
+                os.eventfd_read(self._wake)
+            except BlockingIOError:
+                pass
+            if self._stop:
+                break
+            now = time.monotonic()
+            tun_out, gre_out = [], []
+            with self._lock:
+                for _ in range(batch):
+                    try:
+                        d = self._gre_sock.recv(65535)
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError as e:
+                        if e.errno in (errno.ENOPROTOOPT, errno.ECONNREFUSED,
+                                       errno.EHOSTUNREACH, errno.ENETUNREACH):
+                            self._totals["icmp_errors"] += 1
+                            continue
+                        raise
+                    self._decap(d, now, tun_out)
+                self._flush_control(now, gre_out)
+                for t, fd in enumerate(self._tun_fds):
+                    if fd < 0:
+                        continue
                     for _ in range(batch):
                         try:
-                            d = self._gre_sock.recv(65535)
+                            p = os.read(fd, 65535 + 12)
                         except (BlockingIOError, InterruptedError):
                             break
-                        except OSError as e:
-                            if e.errno in (errno.ENOPROTOOPT, errno.ECONNREFUSED,
-                                           errno.EHOSTUNREACH, errno.ENETUNREACH):
-                                self._totals["icmp_errors"] += 1
-                                continue
-                            raise
-                        self._decap(d, now, tun_out)
-                    self._flush_control(now, gre_out)
-                    for t, fd in enumerate(self._tun_fds):
-                        for _ in range(batch):
+                        if not p:                   # EOF: stop polling it
                             try:
-                                p = os.read(fd, 65535 + 12)
-                            except (BlockingIOError, InterruptedError):
-                                break
-                            if not p:                   # EOF: stop polling it
-                                try:
-                                    ep.unregister(fd)
-                                except (OSError, ValueError):
-                                    pass
-                                break
-                            self._tun_read(t, p, now, gre_out)
-                    self._fire_timers(now, tun_out, gre_out)
+                                ep.unregister(fd)
+                            except (OSError, ValueError):
+                                pass
+                            break
+                        self._tun_read(t, p, now, gre_out)
+                self._fire_timers(now, tun_out, gre_out)
+                # TUN writes under the lock, as the compiled loop does: once remove_tun has
+                # returned, its fd (which the caller may close and the OS reuse) is never used
                 self._write_tun(tun_out)
-                self._send_gre(gre_out)
-        finally:
-            ep.close()
+            self._send_gre(gre_out)
 
     def close(self):
         self.stop()
