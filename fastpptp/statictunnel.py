@@ -182,6 +182,8 @@ def run(args: argparse.Namespace) -> int:
             "impl": args.impl,
             "mppe": args.mppe_key is not None,
             "offload": offload,
+            "vnet_hdr_len": getattr(dev, "vnet_hdr_len", 0),
+            "tun_offloads": bool(getattr(dev, "offloads_enabled", False)),
             "snapshot": snapshots,
             "final": final,
             "time": time.time(),
@@ -212,7 +214,10 @@ def run(args: argparse.Namespace) -> int:
             bits = 128 if len(send) == 16 else 40
             eng.set_mppe(cid, send, recv, bits, args.mppe_stateful)
         eng.set_data(cid, True, True)
-        eng.start([dev.fd], gre.fileno())
+        if offload:
+            eng.start([dev.fd], gre.fileno(), vnet_hdr_len=dev.vnet_hdr_len)
+        else:
+            eng.start([dev.fd], gre.fileno())
         started = True
         print(f"READY tun={dev.name}", flush=True)
 
