@@ -102,6 +102,11 @@ SCENARIOS = [
 ]
 WRONG = SCENARIOS[0]
 
+# Every scenario on the compiled engine; the first one also on the pure-Python reference
+# engine (the readable twin, --impl reference), so both data planes meet the real peers.
+CASES = [(sc, "compiled") for sc in SCENARIOS] + [(SCENARIOS[0], "reference")]
+CASE_IDS = [sc.name if impl == "compiled" else f"{sc.name}-{impl}" for sc, impl in CASES]
+
 COMMON_OURS = ("lcp-echo-interval 2", "lcp-echo-failure 4")
 
 
@@ -235,11 +240,11 @@ def _capture_checks(pcap: str, ours: str, theirs: str, idle: tuple[float, float]
 
 # ============================================================================ client VM -> our server
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("sc", SCENARIOS, ids=[s.name for s in SCENARIOS])
-def test_pptp_linux_client_vs_our_server(net, art, sc):
+@pytest.mark.parametrize("sc,impl", CASES, ids=CASE_IDS)
+def test_pptp_linux_client_vs_our_server(net, art, sc, impl):
     tmp = art.dir
     srv = R.OurServer(net.name, tmp, sc.server_opts + COMMON_OURS, {USER: PASSWORD},
-                      extra=["--pptp-echo-interval", "2"])
+                      extra=["--pptp-echo-interval", "2", "--impl", impl])
     upload = R.FileServer(net.name, OUR_HTTP_PORT, os.urandom(FILE_BYTES))
     pcap = os.path.join(tmp, "a.pcap")
     vm = R.VmRun("client", net, _vm_common(sc, pcap) + _vm_checks_cmds() +
@@ -343,8 +348,8 @@ def test_pptp_linux_client_wrong_password_refused(net, art):
 
 # ============================================================================ our client -> server VM
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("sc", SCENARIOS, ids=[s.name for s in SCENARIOS])
-def test_our_client_vs_pptpd_server(net, art, sc):
+@pytest.mark.parametrize("sc,impl", CASES, ids=CASE_IDS)
+def test_our_client_vs_pptpd_server(net, art, sc, impl):
     tmp = art.dir
     pcap = os.path.join(tmp, "b.pcap")
     upload = R.FileServer(net.name, OUR_HTTP_PORT, os.urandom(FILE_BYTES))
@@ -359,7 +364,7 @@ def test_our_client_vs_pptpd_server(net, art, sc):
         t_start = time.monotonic()
         cl = R.OurClient(net.name, tmp, R.SERVER_VM_ADDR, USER, PASSWORD,
                          options=sc.client_opts + COMMON_OURS + ("remotename", "pptpd"),
-                         extra=["--pptp-echo-interval", "2"])
+                         extra=["--pptp-echo-interval", "2", "--impl", impl])
         ups = R.wait_for(cl.ups, 30, "our client's tunnel", [cl.proc])
         art.note(client_setup_s=round(time.monotonic() - t_start, 2))
         ours = ups[0]
