@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from fastpptp import statictunnel
+from fastpptp.dataplane import load_engine
 from fastpptp.net import netns
 from netnsrig import (Impairment, NsPair, impaired_namespaces, kill_process, run_in,
                       two_namespaces)
@@ -44,7 +45,6 @@ HDR = struct.Struct("!II")  # sequence number, payload length; CRC-32 trails the
 
 def _engine_available(impl: str) -> str | None:
     try:
-        from fastpptp.dataplane import load_engine
         load_engine(impl)
         from fastpptp.net import rawgre, tun  # noqa: F401
     except ImportError as exc:
@@ -317,6 +317,11 @@ def run_clean(tmp_path, impl, n: int, rate: float, tcp_bytes: int, **kw):
     assert sb["lost"] == 0 and sb["drop_duplicate"] == 0 and sb["drop_malformed"] == 0, info
     assert sa["drop_queue_full"] == 0 and sb["drop_queue_full"] == 0, info
     assert sb["drop_mppe"] == 0 and sa["drop_mppe"] == 0, info
+    # the TUNs carry virtio_net_hdr (TSO/GRO super-packets) exactly when asked and supported
+    for end, which in ((a, impl if isinstance(impl, str) else impl[0]),
+                       (b, impl if isinstance(impl, str) else impl[1])):
+        want = kw.get("offload", True) and getattr(load_engine(which), "supports_vnet_hdr", False)
+        assert end["offload"] == bool(want) and (end["vnet_hdr_len"] > 0) == bool(want), end
     # B acknowledges what A sent (RFC 2637 §4.4): ack-only packets or piggybacked acks
     assert sb["tx_acks"] > 0 or sb["tx_packets"] > 0, info
     return sa, sb
@@ -360,6 +365,11 @@ def run_lossy(tmp_path, impl: str, n: int, rate: float, tcp_bytes: int,
 
 def test_clean_tunnel_udp_flood_and_tcp(tmp_path):
     run_clean(tmp_path, "compiled", N_PACKETS, RATE, 16 << 20)
+
+
+def test_clean_tunnel_without_offload(tmp_path):
+    """Plain TUNs (no virtio_net_hdr): one packet per read and write."""
+    run_clean(tmp_path, "compiled", 20_000, RATE, 8 << 20, offload=False)
 
 
 def test_lossy_reordering_link_udp_flood_and_tcp(tmp_path):
