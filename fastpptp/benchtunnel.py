@@ -201,7 +201,9 @@ def fastpptp_tunnel(pair: Pair, tmp: str, mppe: bool) -> Iterator[dict]:
     finally:
         for p, path, side in procs:
             try:
-                info[f"counters_{side}"] = statictunnel.stop(p, path)["session"]
+                doc = statictunnel.stop(p, path)
+                info[f"counters_{side}"] = doc["session"]
+                info["offload"] = bool(doc.get("offload")) and doc.get("vnet_hdr_len", 0) > 0
             except Exception as exc:  # reported, the bench goes on
                 info[f"counters_{side}"] = {"error": str(exc)}
             kill(p)
@@ -348,7 +350,8 @@ def run_bench(seconds: int = 5, paths: tuple[str, ...] = PATHS, rounds: int = 1)
                             runs.setdefault(path, {}).setdefault(test, []).append(m)
                             _log(f"{path} {test}: {m}")
                             time.sleep(0.3)
-                    counters[path] = {k: v for k, v in info.items() if k.startswith("counters")}
+                    counters[path] = {k: v for k, v in info.items()
+                                      if k.startswith("counters") or k == "offload"}
                 except Exception as exc:
                     result["skipped"][path] = f"{type(exc).__name__}: {exc}"
     for path, tests in runs.items():
@@ -409,6 +412,11 @@ def format_table(result: dict) -> str:
             ro = f"{r['vs_openvpn']:.2f}" if "vs_openvpn" in r else "-"
             cells.append(f"{v['gbps']:8.3f} ({rv:>5} /{ro:>5})".rjust(26))
         lines.append(f"{path:18}" + "".join(cells))
+    for path in ("fastpptp", "fastpptp-mppe128"):
+        if "offload" in result["paths"].get(path, {}):
+            on = result["paths"][path]["offload"]
+            lines.append(f"{path}: TUN virtio_net_hdr offloads (TSO/GRO) "
+                         f"{'on' if on else 'off (the engine does not parse vnet headers)'}")
     for path, why in result["skipped"].items():
         lines.append(f"skipped {path}: {why}")
     t = result.get("target", {})
