@@ -3,15 +3,21 @@
 Flow:
 
 1. Start-up: one TUN device for every session (the engine maps each client's tunnel address
-   to its call), the raw GRE socket, the engine's native loop, the TCP listener on 1723 and
-   the status socket.
+   to its call) -- or, with ``per_session_interfaces``, none yet (see 3a) --, the raw GRE
+   socket, the engine's native loop, the TCP listener on 1723 and the status socket.
 2. Each TCP connection gets a sans-I/O PPTP control connection (PAC role) driven by
    :class:`~fastpptp.aio.driver.ControlStream`.  Admission control first: connection limit,
    per-source rate limit, per-source failed-login limit.
 3. An Outgoing-Call-Request gets a fresh, unpredictable call ID; the call is registered in the
    engine and a server-role PPP link starts (LCP -> MS-CHAPv2/... -> CCP/MPPE -> IPCP).
-4. IPCP up: a /32 route to the client's address via the TUN, ip-up hook; link down: the
-   route, the address and the call ID are released, ip-down hook, Call-Disconnect-Notify.
+3a. ``per_session_interfaces`` (pppd/pptpd style): before the call is accepted it gets its own
+   TUN ``ppp<unit>`` (lowest free unit; ``interface`` may give another prefix) with the MTU
+   set, added to the running engine (``add_tun``), so the engine has it before LCP starts.
+4. IPCP up: a /32 route to the client's address via the TUN (per-session: the link goes up
+   with ``local peer remote`` point-to-point addressing, which routes the peer), ip-up hook
+   with the interface name; link down: the route, the address and the call ID are released,
+   ip-down hook, Call-Disconnect-Notify; a per-session TUN is removed from the engine and
+   closed (the kernel deletes the interface) once ip-down has run, and its unit is free.
 5. SIGTERM: every call is cleared (LCP Terminate, Call-Disconnect-Notify,
    Stop-Control-Connection-Request) before exit.  SIGHUP: secrets and options reloaded; live
    sessions are untouched.
@@ -37,6 +43,9 @@ from .hooks import run_hook
 from .status import DEFAULT_CONTROL_SOCKET, StatusServer
 
 log = logging.getLogger("fastpptp.server")
+
+MAX_UNITS = 256             # per-session interfaces: the engine's TUN table size (MAX_TUN)
+SHARED_DEFAULT_INTERFACE = "fpptp0"
 
 
 @dataclass(frozen=True)
@@ -130,6 +139,11 @@ class Server:
         self._call_ids = None
         self._ppp = config.ppp
         self._secrets_from_file = False
+        # per_session_interfaces: call ID -> its interface; units in use (ppp0 = unit 0)
+        self._ifaces: dict[int, SessionInterface] = {}
+        self._units: set[int] = set()
+        self._tun_offload = False
+        self._down_hooks: dict[int, asyncio.Task] = {}
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -173,6 +187,14 @@ class Server:
         # IFF_VNET_HDR puts a virtio_net_hdr before every packet: only an engine that says it
         # parses one may get such a TUN, otherwise the header is taken for IP (no traffic).
         offload = self.config.offload and bool(getattr(Engine, "supports_vnet_hdr", False))
+        self._tun_offload = offload
+        if self.config.per_session_interfaces:
+            # no shared TUN: each call adds its own to the running engine (_open_interface)
+            bind = self.config.listen if self.config.listen not in ("0.0.0.0", "::") else None
+            self._gre = rawgre.open_gre_socket(bind)
+            self.engine = Engine(EngineConfig(mtu=mtu, mru=self._ppp.mru or 1500, offload=offload))
+            self.engine.start([], self._gre.fileno())
+            return
         if self._tun_factory is not None:
             self._tun = self._tun_factory(self.config.interface)
         else:
@@ -222,8 +244,11 @@ class Server:
             self.engine.stop()
             with contextlib.suppress(Exception):
                 self._gre.close()
-            with contextlib.suppress(Exception):
-                self._tun.close()
+            if self._tun is not None:
+                with contextlib.suppress(Exception):
+                    self._tun.close()
+        for call_id in list(self._ifaces):          # ip-down hooks still running: not waited
+            self._release_interface(call_id)
         self._stopped.set()
 
     def reload(self) -> None:
@@ -294,9 +319,26 @@ class Server:
                             self.config.connections)
                 stream.conn.reject_call(ev, now=now)
                 return
-            call_id = stream.conn.accept_call(ev, now=now)   # fresh ID from the shared allocator
+            iface = None
+            if self.config.per_session_interfaces:
+                try:
+                    iface = self._open_interface()
+                except Exception as exc:
+                    log.error("call from %s refused: no interface: %s", peer, exc)
+                    stream.conn.reject_call(ev, now=now)
+                    return
+            try:
+                call_id = stream.conn.accept_call(ev, now=now)   # fresh ID from the shared allocator
+            except BaseException:
+                if iface is not None:
+                    self._close_interface(iface)
+                raise
             if call_id in stream.conn.calls():
+                if iface is not None:
+                    self._ifaces[call_id] = iface
                 self._start_call(stream, call_id, ev)
+            elif iface is not None:
+                self._close_interface(iface)
         elif name == "CallCleared":
             s = self.sessions.get(ev.call_id)
             if s is not None:
@@ -321,15 +363,97 @@ class Server:
         from .ppp.link import PPPLink
         peer = stream.peername[0]
         link = PPPLink(self._link_config(), "server", self._auth_backend, self._rng)
+        iface = self._ifaces.get(call_id)
         session = CallSession(self.hub, link, call_id=call_id, peer_call_id=req.peer_call_id,
-                              peer_addr=peer, peer_rwin=getattr(req, "peer_rwin", 64) or 64,
+                              peer_addr=peer, tun=iface.index if iface is not None else 0,
+                              peer_rwin=getattr(req, "peer_rwin", 64) or 64,
                               peer_ppd=getattr(req, "peer_ppd", 0) or 0,
                               on_network_up=self._network_up, on_network_down=self._network_down,
                               on_closed=lambda s, r: self._call_closed(stream, s, r),
                               on_auth=lambda s, ev: self._auth_event(s, ev))
         self.sessions[call_id] = session
         self._calls_of.setdefault(stream, set()).add(call_id)
+        if iface is not None:
+            log.info("call %d peer %s: interface %s", call_id, peer, iface.name)
         session.start(wait_for_peer=1.0)
+
+    # ------------------------------------------------------------------ per-session interfaces
+    def _unit_pattern(self) -> str:
+        """``interface`` as a unit pattern: "ppp%d" by default (pppd's names), "vpn%d" from
+        "vpn" or "vpn0", or an explicit pattern containing "%d"."""
+        name = self.config.interface or SHARED_DEFAULT_INTERFACE
+        if "%d" in name:
+            return name
+        if name == SHARED_DEFAULT_INTERFACE:
+            return "ppp%d"
+        return (name.rstrip("0123456789") or "ppp") + "%d"
+
+    def _open_interface(self) -> "SessionInterface":
+        """The lowest free unit whose name no other interface has (a real pppd's ppp0 stays
+        untouched: TUNSETIFF on an existing persistent TUN would attach to it), opened, its
+        MTU set, added to the engine."""
+        from .net import tun as tunmod
+        pattern = self._unit_pattern()
+        taken: set[str] = set()
+        if self._configure_network and self._tun_factory is None:
+            taken = {link.name for link in netlink.list_links()}
+        for unit in range(MAX_UNITS):
+            if unit in self._units:
+                continue
+            name = pattern.replace("%d", str(unit), 1)
+            if len(name.encode()) >= 16:
+                raise OSError(f"interface name {name!r} longer than IFNAMSIZ")
+            if name in taken:
+                continue
+            if self._tun_factory is not None:
+                dev = self._tun_factory(name)
+            else:
+                try:
+                    dev = tunmod.open_tun(name, vnet_hdr=self._tun_offload, offload=self._tun_offload)
+                except tunmod.TunError as exc:      # EBUSY: someone else's, created meanwhile
+                    log.warning("interface %s unavailable (%s), trying the next unit", name, exc)
+                    continue
+            iface = SessionInterface(unit, getattr(dev, "name", name) or name, dev)
+            try:
+                if self._configure_network:
+                    netlink.set_mtu(iface.name, self._ppp.mtu or 1400)
+                iface.index = self.engine.add_tun(dev.fd, vnet_hdr_len=getattr(dev, "vnet_hdr_len", 0))
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    dev.close()
+                raise
+            self._units.add(unit)
+            return iface
+        raise OSError(f"no free interface unit ({MAX_UNITS} in use)")
+
+    def _close_interface(self, iface: "SessionInterface") -> None:
+        if iface.index is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self.engine.remove_tun(iface.index)     # before the fd goes: never a stale fd
+            iface.index = None
+        with contextlib.suppress(Exception):
+            iface.tun.close()                          # the kernel deletes the interface
+        self._units.discard(iface.unit)
+
+    def _release_interface(self, call_id: int) -> None:
+        iface = self._ifaces.pop(call_id, None)
+        self._down_hooks.pop(call_id, None)
+        if iface is not None:
+            self._close_interface(iface)
+            log.info("call %d: interface %s removed", call_id, iface.name)
+
+    def _interface_up(self, iface: "SessionInterface") -> None:
+        if not iface.up and self._configure_network:
+            netlink.set_link_up(iface.name)
+        iface.up = True
+
+    def _ifname(self, session: CallSession) -> str:
+        iface = self._ifaces.get(session.call_id)
+        if iface is not None:
+            return iface.name
+        if self.config.per_session_interfaces:
+            return ""
+        return self._tun.name if self._tun else self.config.interface
 
     def _link_config(self):
         from .ppp.link import LinkConfig
@@ -351,6 +475,10 @@ class Server:
             self._emit("auth-failed", {"user": ev.user, "peer": session.info.peer})
 
     def _network_up(self, session: CallSession, ev) -> None:
+        iface = self._ifaces.get(session.call_id)
+        if iface is not None:
+            self._network_up_own_interface(session, iface, ev)
+            return
         if ev.family not in (4, "ipv4"):
             # IPv6CP (RFC 5072): link-local addresses from the interface identifiers; the
             # peer's gets a host route through the shared TUN like an IPv4 peer.
@@ -367,25 +495,48 @@ class Server:
             except Exception as exc:
                 log.error("call %d: route to %s failed: %s", session.call_id, ev.remote, exc)
         asyncio.get_running_loop().create_task(run_hook(
-            self.config.ip_up, ifname=self._tun.name if self._tun else self.config.interface,
+            self.config.ip_up, ifname=self._ifname(session),
             local=str(ev.local), remote=str(ev.remote), ipparam=self._ppp.ipparam,
             peer=session.info.user))
+        self._emit("up", self._session_doc(session))
+
+    def _network_up_own_interface(self, session: CallSession, iface: "SessionInterface", ev) -> None:
+        """pppd's sifaddr/sifup: the link up, ``local peer remote`` on it (the kernel routes
+        the peer through it), then ip-up with its name."""
+        ipv4 = ev.family in (4, "ipv4")
+        try:
+            # IPv6 with a peer: the kernel routes the peer only if the link is already up
+            self._interface_up(iface)
+            if self._configure_network:
+                netlink.add_address(iface.name, f"{ev.local}/{32 if ipv4 else 128}", peer=str(ev.remote),
+                                    nodad=not ipv4)
+        except Exception as exc:
+            log.error("call %d: %s address %s peer %s: %s", session.call_id, iface.name, ev.local,
+                      ev.remote, exc)
+        if not ipv4:
+            return
+        asyncio.get_running_loop().create_task(run_hook(
+            self.config.ip_up, ifname=iface.name, local=str(ev.local), remote=str(ev.remote),
+            ipparam=self._ppp.ipparam, peer=session.info.user))
         self._emit("up", self._session_doc(session))
 
     def _network_down(self, session: CallSession, ev) -> None:
         if ev is not None:      # IPCP down while the link lives on: nothing to free yet
             return
         remote = session.info.remote_ip
-        if remote and self._configure_network:
+        own = session.call_id in self._ifaces     # its own interface goes away as a whole
+        if remote and self._configure_network and not own:
             with contextlib.suppress(Exception):
                 netlink.delete_route(f"{remote}/32", dev=self._tun.name, missing_ok=True)
         c = getattr(session, "final_counters", {}) or {}
         if remote:
-            asyncio.get_running_loop().create_task(run_hook(
-                self.config.ip_down, ifname=self._tun.name if self._tun else self.config.interface,
+            task = asyncio.get_running_loop().create_task(run_hook(
+                self.config.ip_down, ifname=self._ifname(session),
                 local=session.info.local_ip or "", remote=remote, ipparam=self._ppp.ipparam,
                 peer=session.info.user, connect_time=int(time.monotonic() - session.info.started),
                 bytes_sent=c.get("tx_bytes", 0), bytes_rcvd=c.get("rx_bytes", 0)))
+            if own:
+                self._down_hooks[session.call_id] = task    # like pppd: ip-down sees the interface
 
     def _call_closed(self, stream: ControlStream, session: CallSession, reason: str) -> None:
         now = asyncio.get_running_loop().time()
@@ -394,6 +545,12 @@ class Server:
         if session.info.remote_ip:
             self.pool.release(session.info.remote_ip)
         self._emit("down", {**self._session_doc(session), "reason": reason})
+        if session.call_id in self._ifaces:
+            hook = self._down_hooks.get(session.call_id)
+            if hook is not None and not hook.done():
+                hook.add_done_callback(lambda _t, cid=session.call_id: self._release_interface(cid))
+            else:
+                self._release_interface(session.call_id)
         if stream in self._streams:
             with contextlib.suppress(Exception):
                 stream.conn.clear_call(session.call_id, reason, now=now)
@@ -414,7 +571,7 @@ class Server:
             c = {}
         return {
             "user": s.info.user, "peer": s.info.peer, "call_id": s.call_id,
-            "local_ip": s.info.local_ip, "remote_ip": s.info.remote_ip, "auth": s.info.auth,
+            "interface": self._ifname(s) or None, "local_ip": s.info.local_ip, "remote_ip": s.info.remote_ip, "auth": s.info.auth,
             "mppe": s.info.mppe, "uptime_s": round(self.hub.loop.time() - s.info.started, 3),
             "rx_packets": c.get("rx_packets", 0), "tx_packets": c.get("tx_packets", 0),
             "rx_bytes": c.get("rx_bytes", 0), "tx_bytes": c.get("tx_bytes", 0),
@@ -423,6 +580,18 @@ class Server:
 
     def snapshot(self) -> dict:
         return {"sessions": [self._session_doc(s) for s in self.sessions.values() if not s.closed]}
+
+
+@dataclass(eq=False)
+class SessionInterface:
+    """A call's own TUN (``per_session_interfaces``): pppd's unit, its name, the open device and
+    its index in the engine's TUN table (None once removed)."""
+
+    unit: int
+    name: str
+    tun: object
+    index: int | None = None
+    up: bool = False
 
 
 def run_server(config: ServerConfig) -> int:
