@@ -22,57 +22,136 @@ from libc.string cimport memcpy, memset
 
 from fastpptp.crypto import mppe as _py_mppe
 
-# RFC 3079 §3.4 / RFC 3078 §7.3 SHA pads: 40 x 00 and 40 x F2.
-cdef uint8_t SHS_PAD1[40]
-cdef uint8_t SHS_PAD2[40]
-memset(SHS_PAD1, 0x00, 40)
-memset(SHS_PAD2, 0xF2, 40)
-
-
 # --- SHA-1 (FIPS 180-4 §6.1) -----------------------------------------------------------
+#
+# The compression is unrolled: 80 rounds as 16 lines of 5, the five working variables
+# renamed round by round instead of shifted, the message schedule in a 16-word ring
+# (§6.1.2 step 1 computed in place).  Every index is a constant after inlining, so the
+# state and the ring stay in registers.
 
 cdef inline uint32_t _rol(uint32_t x, int n) noexcept nogil:
     return (x << n) | (x >> (32 - n))
 
 
-cdef void _sha1_block(uint32_t* h, const uint8_t* p) noexcept nogil:
-    cdef uint32_t w[80]
-    cdef uint32_t a, b, c, d, e, f, k, t
-    cdef int i
-    for i in range(16):
-        w[i] = ((<uint32_t>p[4 * i] << 24) | (<uint32_t>p[4 * i + 1] << 16)
-                | (<uint32_t>p[4 * i + 2] << 8) | <uint32_t>p[4 * i + 3])
-    for i in range(16, 80):
-        w[i] = _rol(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1)
-    a = h[0]; b = h[1]; c = h[2]; d = h[3]; e = h[4]
-    for i in range(80):
-        if i < 20:
-            f = (b & c) | ((~b) & d)
-            k = 0x5A827999
-        elif i < 40:
-            f = b ^ c ^ d
-            k = 0x6ED9EBA1
-        elif i < 60:
-            f = (b & c) | (b & d) | (c & d)
-            k = 0x8F1BBCDC
-        else:
-            f = b ^ c ^ d
-            k = 0xCA62C1D6
-        t = _rol(a, 5) + f + e + k + w[i]
-        e = d
-        d = c
-        c = _rol(b, 30)
-        b = a
-        a = t
+cdef inline uint32_t _be32(const uint8_t* p) noexcept nogil:
+    return ((<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16)
+            | (<uint32_t>p[2] << 8) | <uint32_t>p[3])
+
+
+cdef inline uint32_t _wx(uint32_t* w, int t) noexcept nogil:
+    # W[t] for t >= 16, stored over W[t - 16] in the ring.
+    cdef uint32_t x = _rol(w[(t - 3) & 15] ^ w[(t - 8) & 15] ^ w[(t - 14) & 15] ^ w[t & 15], 1)
+    w[t & 15] = x
+    return x
+
+
+# One round each of rounds 0-19 (Ch), 20-39 (Parity), 40-59 (Maj), 60-79 (Parity):
+# e += ROTL5(a) + f(b, c, d) + K + W[t]; b = ROTL30(b).  The caller rotates the names.
+cdef inline void _r1(uint32_t a, uint32_t* b, uint32_t c, uint32_t d, uint32_t* e,
+                     uint32_t x) noexcept nogil:
+    e[0] += _rol(a, 5) + (d ^ (b[0] & (c ^ d))) + 0x5A827999u + x
+    b[0] = _rol(b[0], 30)
+
+
+cdef inline void _r2(uint32_t a, uint32_t* b, uint32_t c, uint32_t d, uint32_t* e,
+                     uint32_t x) noexcept nogil:
+    e[0] += _rol(a, 5) + (b[0] ^ c ^ d) + 0x6ED9EBA1u + x
+    b[0] = _rol(b[0], 30)
+
+
+cdef inline void _r3(uint32_t a, uint32_t* b, uint32_t c, uint32_t d, uint32_t* e,
+                     uint32_t x) noexcept nogil:
+    e[0] += _rol(a, 5) + ((b[0] & c) | (d & (b[0] | c))) + 0x8F1BBCDCu + x
+    b[0] = _rol(b[0], 30)
+
+
+cdef inline void _r4(uint32_t a, uint32_t* b, uint32_t c, uint32_t d, uint32_t* e,
+                     uint32_t x) noexcept nogil:
+    e[0] += _rol(a, 5) + (b[0] ^ c ^ d) + 0xCA62C1D6u + x
+    b[0] = _rol(b[0], 30)
+
+
+cdef inline void _sha1_compress(uint32_t* h, uint32_t* w) noexcept nogil:
+    # One block given as its 16 big-endian words; ``w`` is consumed (becomes the schedule).
+    cdef uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4]
+    _r1(a, &b, c, d, &e, w[0]);   _r1(e, &a, b, c, &d, w[1]);   _r1(d, &e, a, b, &c, w[2])
+    _r1(c, &d, e, a, &b, w[3]);   _r1(b, &c, d, e, &a, w[4])
+    _r1(a, &b, c, d, &e, w[5]);   _r1(e, &a, b, c, &d, w[6]);   _r1(d, &e, a, b, &c, w[7])
+    _r1(c, &d, e, a, &b, w[8]);   _r1(b, &c, d, e, &a, w[9])
+    _r1(a, &b, c, d, &e, w[10]);  _r1(e, &a, b, c, &d, w[11]);  _r1(d, &e, a, b, &c, w[12])
+    _r1(c, &d, e, a, &b, w[13]);  _r1(b, &c, d, e, &a, w[14])
+    _r1(a, &b, c, d, &e, w[15]);  _r1(e, &a, b, c, &d, _wx(w, 16))
+    _r1(d, &e, a, b, &c, _wx(w, 17))
+    _r1(c, &d, e, a, &b, _wx(w, 18));  _r1(b, &c, d, e, &a, _wx(w, 19))
+
+    _r2(a, &b, c, d, &e, _wx(w, 20));  _r2(e, &a, b, c, &d, _wx(w, 21))
+    _r2(d, &e, a, b, &c, _wx(w, 22));  _r2(c, &d, e, a, &b, _wx(w, 23))
+    _r2(b, &c, d, e, &a, _wx(w, 24))
+    _r2(a, &b, c, d, &e, _wx(w, 25));  _r2(e, &a, b, c, &d, _wx(w, 26))
+    _r2(d, &e, a, b, &c, _wx(w, 27));  _r2(c, &d, e, a, &b, _wx(w, 28))
+    _r2(b, &c, d, e, &a, _wx(w, 29))
+    _r2(a, &b, c, d, &e, _wx(w, 30));  _r2(e, &a, b, c, &d, _wx(w, 31))
+    _r2(d, &e, a, b, &c, _wx(w, 32));  _r2(c, &d, e, a, &b, _wx(w, 33))
+    _r2(b, &c, d, e, &a, _wx(w, 34))
+    _r2(a, &b, c, d, &e, _wx(w, 35));  _r2(e, &a, b, c, &d, _wx(w, 36))
+    _r2(d, &e, a, b, &c, _wx(w, 37));  _r2(c, &d, e, a, &b, _wx(w, 38))
+    _r2(b, &c, d, e, &a, _wx(w, 39))
+
+    _r3(a, &b, c, d, &e, _wx(w, 40));  _r3(e, &a, b, c, &d, _wx(w, 41))
+    _r3(d, &e, a, b, &c, _wx(w, 42));  _r3(c, &d, e, a, &b, _wx(w, 43))
+    _r3(b, &c, d, e, &a, _wx(w, 44))
+    _r3(a, &b, c, d, &e, _wx(w, 45));  _r3(e, &a, b, c, &d, _wx(w, 46))
+    _r3(d, &e, a, b, &c, _wx(w, 47));  _r3(c, &d, e, a, &b, _wx(w, 48))
+    _r3(b, &c, d, e, &a, _wx(w, 49))
+    _r3(a, &b, c, d, &e, _wx(w, 50));  _r3(e, &a, b, c, &d, _wx(w, 51))
+    _r3(d, &e, a, b, &c, _wx(w, 52));  _r3(c, &d, e, a, &b, _wx(w, 53))
+    _r3(b, &c, d, e, &a, _wx(w, 54))
+    _r3(a, &b, c, d, &e, _wx(w, 55));  _r3(e, &a, b, c, &d, _wx(w, 56))
+    _r3(d, &e, a, b, &c, _wx(w, 57));  _r3(c, &d, e, a, &b, _wx(w, 58))
+    _r3(b, &c, d, e, &a, _wx(w, 59))
+
+    _r4(a, &b, c, d, &e, _wx(w, 60));  _r4(e, &a, b, c, &d, _wx(w, 61))
+    _r4(d, &e, a, b, &c, _wx(w, 62));  _r4(c, &d, e, a, &b, _wx(w, 63))
+    _r4(b, &c, d, e, &a, _wx(w, 64))
+    _r4(a, &b, c, d, &e, _wx(w, 65));  _r4(e, &a, b, c, &d, _wx(w, 66))
+    _r4(d, &e, a, b, &c, _wx(w, 67));  _r4(c, &d, e, a, &b, _wx(w, 68))
+    _r4(b, &c, d, e, &a, _wx(w, 69))
+    _r4(a, &b, c, d, &e, _wx(w, 70));  _r4(e, &a, b, c, &d, _wx(w, 71))
+    _r4(d, &e, a, b, &c, _wx(w, 72));  _r4(c, &d, e, a, &b, _wx(w, 73))
+    _r4(b, &c, d, e, &a, _wx(w, 74))
+    _r4(a, &b, c, d, &e, _wx(w, 75));  _r4(e, &a, b, c, &d, _wx(w, 76))
+    _r4(d, &e, a, b, &c, _wx(w, 77));  _r4(c, &d, e, a, &b, _wx(w, 78))
+    _r4(b, &c, d, e, &a, _wx(w, 79))
     h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e
 
 
+cdef void _sha1_block(uint32_t* h, const uint8_t* p) noexcept nogil:
+    cdef uint32_t w[16]
+    cdef int i
+    for i in range(16):
+        w[i] = _be32(p + 4 * i)
+    _sha1_compress(h, w)
+
+
+cdef inline void _sha1_iv(uint32_t* h) noexcept nogil:
+    h[0] = 0x67452301
+    h[1] = 0xEFCDAB89
+    h[2] = 0x98BADCFE
+    h[3] = 0x10325476
+    h[4] = 0xC3D2E1F0
+
+
+cdef inline void _sha1_digest(const uint32_t* h, uint8_t* digest20) noexcept nogil:
+    cdef int i
+    for i in range(5):
+        digest20[4 * i] = <uint8_t>(h[i] >> 24)
+        digest20[4 * i + 1] = <uint8_t>(h[i] >> 16)
+        digest20[4 * i + 2] = <uint8_t>(h[i] >> 8)
+        digest20[4 * i + 3] = <uint8_t>h[i]
+
+
 cdef void sha1_init(sha1_ctx* c) noexcept nogil:
-    c.h[0] = 0x67452301
-    c.h[1] = 0xEFCDAB89
-    c.h[2] = 0x98BADCFE
-    c.h[3] = 0x10325476
-    c.h[4] = 0xC3D2E1F0
+    _sha1_iv(c.h)
     c.length = 0
     c.buflen = 0
 
@@ -114,31 +193,84 @@ cdef void sha1_final(sha1_ctx* c, uint8_t* digest20) noexcept nogil:
     for i in range(8):
         c.buf[56 + i] = <uint8_t>(bitlen >> (56 - 8 * i))
     _sha1_block(c.h, c.buf)
-    for i in range(5):
-        digest20[4 * i] = <uint8_t>(c.h[i] >> 24)
-        digest20[4 * i + 1] = <uint8_t>(c.h[i] >> 16)
-        digest20[4 * i + 2] = <uint8_t>(c.h[i] >> 8)
-        digest20[4 * i + 3] = <uint8_t>c.h[i]
+    _sha1_digest(c.h, digest20)
 
 
 # --- RC4 ---------------------------------------------------------------------------------
+#
+# Key schedule: S starts as a copy of the identity permutation; each round loads S[i + 1]
+# before its own swap and patches it if the swap just wrote it (t == i + 1), so the next
+# round's j does not wait on a store to an address computed from this round's j.  Keys of
+# 1, 2, 4, 8 or 16 octets (all MPPE keys) run a 16-way unrolled loop on the key repeated
+# to 16 octets; other lengths repeat the key into a 256-octet buffer.
+
+cdef uint8_t RC4_IDENTITY[256]
+for _i in range(256):
+    RC4_IDENTITY[_i] = <uint8_t>_i
+
+
+cdef inline unsigned int _ksa_round(uint8_t* s, unsigned int i, unsigned int k,
+                                    unsigned int* jp, unsigned int si) noexcept nogil:
+    # si = S[i]; swaps S[i] and S[j += si + k]; returns S[i + 1] as it is after the swap.
+    cdef unsigned int nxt = s[(i + 1) & 0xFF]
+    cdef unsigned int j = jp[0] + si + k       # only the low 8 bits matter
+    cdef unsigned int t = j & 0xFF
+    s[i] = s[t]
+    s[t] = <uint8_t>si
+    jp[0] = j
+    if t == ((i + 1) & 0xFF):
+        return si
+    return nxt
+
+
+cdef inline void _ksa16(uint8_t* s, const uint8_t* k) noexcept nogil:
+    # Key-scheduling algorithm for a key repeated to 16 octets (256 = 16 x 16 rounds).
+    cdef unsigned int i, j = 0, si = 0          # S[0] = 0
+    memcpy(s, RC4_IDENTITY, 256)
+    for i in range(0, 256, 16):
+        si = _ksa_round(s, i, k[0], &j, si)
+        si = _ksa_round(s, i + 1, k[1], &j, si)
+        si = _ksa_round(s, i + 2, k[2], &j, si)
+        si = _ksa_round(s, i + 3, k[3], &j, si)
+        si = _ksa_round(s, i + 4, k[4], &j, si)
+        si = _ksa_round(s, i + 5, k[5], &j, si)
+        si = _ksa_round(s, i + 6, k[6], &j, si)
+        si = _ksa_round(s, i + 7, k[7], &j, si)
+        si = _ksa_round(s, i + 8, k[8], &j, si)
+        si = _ksa_round(s, i + 9, k[9], &j, si)
+        si = _ksa_round(s, i + 10, k[10], &j, si)
+        si = _ksa_round(s, i + 11, k[11], &j, si)
+        si = _ksa_round(s, i + 12, k[12], &j, si)
+        si = _ksa_round(s, i + 13, k[13], &j, si)
+        si = _ksa_round(s, i + 14, k[14], &j, si)
+        si = _ksa_round(s, i + 15, k[15], &j, si)
+
 
 cdef void rc4_init(rc4_state* st, const uint8_t* key, size_t key_len) noexcept nogil:
-    # Key-scheduling algorithm; a wrapping index instead of i % key_len (no division).
-    cdef unsigned int i, j = 0, t
-    cdef size_t k = 0
-    for i in range(256):
-        st.s[i] = <uint8_t>i
-    for i in range(256):
-        j = (j + st.s[i] + key[k]) & 0xFF
-        k += 1
-        if k == key_len:
-            k = 0
-        t = st.s[i]
-        st.s[i] = st.s[j]
-        st.s[j] = <uint8_t>t
+    cdef uint8_t krep[256]
+    cdef size_t n
+    cdef unsigned int i, j = 0, si = 0
     st.i = 0
     st.j = 0
+    if key_len > 256:
+        key_len = 256                           # octets past 256 are never used
+    elif key_len == 0:
+        memcpy(st.s, RC4_IDENTITY, 256)         # misuse: no key, identity S-box
+        return
+    memcpy(krep, key, key_len)
+    n = key_len
+    if key_len <= 16 and 16 % key_len == 0:
+        while n < 16:
+            memcpy(krep + n, krep, n)
+            n *= 2
+        _ksa16(st.s, krep)
+    else:
+        while n < 256:                          # krep[i] = key[i % key_len]
+            memcpy(krep + n, krep, key_len if n + key_len <= 256 else 256 - n)
+            n += key_len
+        memcpy(st.s, RC4_IDENTITY, 256)
+        for i in range(256):
+            si = _ksa_round(st.s, i, krep[i], &j, si)
 
 
 cdef void rc4_crypt(rc4_state* st, uint8_t* data, size_t n) noexcept nogil:
@@ -181,14 +313,45 @@ cdef void rc4_crypt(rc4_state* st, uint8_t* data, size_t n) noexcept nogil:
 # --- MPPE ----------------------------------------------------------------------------------
 
 cdef inline void _get_new_key_from_sha(mppe_state* st, uint8_t* digest20) noexcept nogil:
-    # RFC 3078 §7.3 GetNewKeyFromSHA(StartKey, SessionKey, key_len).
-    cdef sha1_ctx c
-    sha1_init(&c)
-    sha1_update(&c, st.start_key, st.key_len)
-    sha1_update(&c, SHS_PAD1, 40)
-    sha1_update(&c, st.session_key, st.key_len)
-    sha1_update(&c, SHS_PAD2, 40)
-    sha1_final(&c, digest20)
+    # RFC 3078 §7.3 GetNewKeyFromSHA(StartKey, SessionKey, key_len): SHA-1 of
+    # start | 40 x 00 | session | 40 x F2, always exactly two blocks, built here as words
+    # (FIPS 180-4 §5.1.1 padding included) instead of going through sha1_update/final.
+    cdef uint32_t h[5]
+    cdef uint32_t w[16]
+    cdef const uint8_t* k = st.start_key
+    cdef const uint8_t* s = st.session_key
+    cdef int i
+    _sha1_iv(h)
+    if st.key_len == 16:
+        # 112 octets.  Block 1: start[0:16] | pad1 | session[0:8].
+        w[0] = _be32(k); w[1] = _be32(k + 4); w[2] = _be32(k + 8); w[3] = _be32(k + 12)
+        for i in range(4, 14):
+            w[i] = 0
+        w[14] = _be32(s); w[15] = _be32(s + 4)
+        _sha1_compress(h, w)
+        # Block 2: session[8:16] | pad2 | 0x80 | zeros | bit length 896.
+        w[0] = _be32(s + 8); w[1] = _be32(s + 12)
+        for i in range(2, 12):
+            w[i] = 0xF2F2F2F2u
+        w[12] = 0x80000000u; w[13] = 0; w[14] = 0; w[15] = 112 * 8
+        _sha1_compress(h, w)
+    else:
+        # 96 octets.  Block 1: start[0:8] | pad1 | session[0:8] | pad2[0:8].
+        w[0] = _be32(k); w[1] = _be32(k + 4)
+        for i in range(2, 12):
+            w[i] = 0
+        w[12] = _be32(s); w[13] = _be32(s + 4)
+        w[14] = 0xF2F2F2F2u; w[15] = 0xF2F2F2F2u
+        _sha1_compress(h, w)
+        # Block 2: pad2[8:40] | 0x80 | zeros | bit length 768.
+        for i in range(8):
+            w[i] = 0xF2F2F2F2u
+        w[8] = 0x80000000u
+        for i in range(9, 15):
+            w[i] = 0
+        w[15] = 96 * 8
+        _sha1_compress(h, w)
+    _sha1_digest(h, digest20)
 
 
 cdef inline void _salt(mppe_state* st) noexcept nogil:
@@ -341,6 +504,35 @@ def rc4(key, data) -> bytes:
         p = <uint8_t*><char*>buf
         rc4_crypt(&st, p, len(buf))
     return bytes(buf)
+
+
+def _get_new_key(start_key, session_key, int bits) -> bytes:
+    """The 20-octet SHA-1 digest the rekey derives (GetNewKeyFromSHA, RFC 3078 §7.3) from
+    ``start_key`` and ``session_key`` (8 octets each for 40/56 bits, 16 for 128); tests
+    check this two-block fast path against hashlib."""
+    cdef bytes k = bytes(start_key)
+    cdef bytes s = bytes(session_key)
+    cdef mppe_state st
+    cdef uint8_t out[20]
+    cdef int need = 16 if bits == 128 else 8
+    if bits not in (40, 56, 128) or len(k) != need or len(s) != need:
+        raise ValueError(f"{bits}-bit MPPE keys are {need} octets")
+    memset(&st, 0, sizeof(mppe_state))
+    st.key_len = need
+    memcpy(st.start_key, <const uint8_t*><char*>k, need)
+    memcpy(st.session_key, <const uint8_t*><char*>s, need)
+    _get_new_key_from_sha(&st, out)
+    return out[:20]
+
+
+def _rc4_sbox(key) -> bytes:
+    """The RC4 S-box right after the key schedule (rc4_init) for ``key`` (1..256 octets)."""
+    cdef bytes k = bytes(key)
+    cdef rc4_state st
+    if not 1 <= len(k) <= 256:
+        raise ValueError("RC4 key must be 1..256 octets")
+    rc4_init(&st, <const uint8_t*><char*>k, len(k))
+    return st.s[:256]
 
 
 cdef _raise_for(int rc):
