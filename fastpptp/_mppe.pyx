@@ -125,12 +125,87 @@ cdef inline void _sha1_compress(uint32_t* h, uint32_t* w) noexcept nogil:
     h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e
 
 
+# SHA-1 with the x86 SHA extensions (SHA-NI: sha1rnds4 does 4 rounds, sha1msg1/sha1msg2
+# the message schedule, sha1nexte the E term), chosen at import when CPUID reports SHA,
+# SSSE3 and SSE4.1; compiled for that target on this one function only, so the module still
+# loads on any x86-64 (and anywhere else, where it is a stub that is never chosen).  Same
+# contract as _sha1_compress: h[5] updated by one block of 16 host-order words w[16].
+cdef extern from *:
+    """
+    #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+    #include <cpuid.h>
+    #include <immintrin.h>
+    static int fastpptp_sha_ni_available(void) {
+        unsigned int a, b, c, d;
+        if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 9)) || !(c & (1u << 19)))
+            return 0;                                   /* SSSE3, SSE4.1 */
+        if (__get_cpuid_max(0, 0) < 7) return 0;
+        __cpuid_count(7, 0, a, b, c, d);
+        return (b >> 29) & 1;                           /* SHA */
+    }
+    /* One group of 4 rounds t = 4g..4g+3 with round function F (0: Ch, 1: Parity, 2: Maj,
+       3: Parity).  m[g & 3] holds W[4g-16..4g-13] and becomes W[4g..4g+3] (FIPS 180-4
+       6.1.2 step 1, W[t] in the high dword); E of these rounds is ROTL30(A) of the state 4
+       rounds back (prev). */
+    #define FASTPPTP_SHA1_GROUP(F) do {                                               \\
+            if (g >= 4)                                                               \\
+                m[g & 3] = _mm_sha1msg2_epu32(                                        \\
+                    _mm_xor_si128(_mm_sha1msg1_epu32(m[g & 3], m[(g + 1) & 3]),       \\
+                                  m[(g + 2) & 3]),                                    \\
+                    m[(g + 3) & 3]);                                                  \\
+            e = _mm_sha1nexte_epu32(prev, m[g & 3]);                                  \\
+            prev = abcd;                                                              \\
+            abcd = _mm_sha1rnds4_epu32(abcd, e, F);                                   \\
+        } while (0)
+    __attribute__((target("sha,ssse3,sse4.1")))
+    static void fastpptp_sha1_compress_ni(uint32_t *h, const uint32_t *w) {
+        __m128i abcd0 = _mm_set_epi32((int)h[0], (int)h[1], (int)h[2], (int)h[3]);
+        __m128i e0 = _mm_set_epi32((int)h[4], 0, 0, 0);
+        __m128i abcd = abcd0, prev = abcd0, e, m[4];
+        int g;
+        for (g = 0; g < 4; g++)
+            m[g] = _mm_set_epi32((int)w[4 * g], (int)w[4 * g + 1], (int)w[4 * g + 2],
+                                 (int)w[4 * g + 3]);
+        abcd = _mm_sha1rnds4_epu32(abcd, _mm_add_epi32(e0, m[0]), 0);   /* rounds 0-3 */
+        for (g = 1; g < 5; g++) FASTPPTP_SHA1_GROUP(0);
+        for (; g < 10; g++) FASTPPTP_SHA1_GROUP(1);
+        for (; g < 15; g++) FASTPPTP_SHA1_GROUP(2);
+        for (; g < 20; g++) FASTPPTP_SHA1_GROUP(3);
+        e = _mm_sha1nexte_epu32(prev, e0);              /* E + ROTL30(A of round 76) */
+        abcd = _mm_add_epi32(abcd, abcd0);
+        h[0] = (uint32_t)_mm_extract_epi32(abcd, 3);
+        h[1] = (uint32_t)_mm_extract_epi32(abcd, 2);
+        h[2] = (uint32_t)_mm_extract_epi32(abcd, 1);
+        h[3] = (uint32_t)_mm_extract_epi32(abcd, 0);
+        h[4] = (uint32_t)_mm_extract_epi32(e, 3);
+    }
+    #undef FASTPPTP_SHA1_GROUP
+    #else
+    static int fastpptp_sha_ni_available(void) { return 0; }
+    static void fastpptp_sha1_compress_ni(uint32_t *h, const uint32_t *w) { (void)h; (void)w; }
+    #endif
+    """
+    int fastpptp_sha_ni_available() noexcept nogil
+    void fastpptp_sha1_compress_ni(uint32_t* h, const uint32_t* w) noexcept nogil
+
+
+# 1 when the SHA-NI compression is used (set once at import; tests may clear it).
+cdef int _use_sha_ni = fastpptp_sha_ni_available()
+
+
+cdef inline void _compress(uint32_t* h, uint32_t* w) noexcept nogil:
+    if _use_sha_ni:
+        fastpptp_sha1_compress_ni(h, w)
+    else:
+        _sha1_compress(h, w)
+
+
 cdef void _sha1_block(uint32_t* h, const uint8_t* p) noexcept nogil:
     cdef uint32_t w[16]
     cdef int i
     for i in range(16):
         w[i] = _be32(p + 4 * i)
-    _sha1_compress(h, w)
+    _compress(h, w)
 
 
 cdef inline void _sha1_iv(uint32_t* h) noexcept nogil:
@@ -328,13 +403,13 @@ cdef inline void _get_new_key_from_sha(mppe_state* st, uint8_t* digest20) noexce
         for i in range(4, 14):
             w[i] = 0
         w[14] = _be32(s); w[15] = _be32(s + 4)
-        _sha1_compress(h, w)
+        _compress(h, w)
         # Block 2: session[8:16] | pad2 | 0x80 | zeros | bit length 896.
         w[0] = _be32(s + 8); w[1] = _be32(s + 12)
         for i in range(2, 12):
             w[i] = 0xF2F2F2F2u
         w[12] = 0x80000000u; w[13] = 0; w[14] = 0; w[15] = 112 * 8
-        _sha1_compress(h, w)
+        _compress(h, w)
     else:
         # 96 octets.  Block 1: start[0:8] | pad1 | session[0:8] | pad2[0:8].
         w[0] = _be32(k); w[1] = _be32(k + 4)
@@ -342,7 +417,7 @@ cdef inline void _get_new_key_from_sha(mppe_state* st, uint8_t* digest20) noexce
             w[i] = 0
         w[12] = _be32(s); w[13] = _be32(s + 4)
         w[14] = 0xF2F2F2F2u; w[15] = 0xF2F2F2F2u
-        _sha1_compress(h, w)
+        _compress(h, w)
         # Block 2: pad2[8:40] | 0x80 | zeros | bit length 768.
         for i in range(8):
             w[i] = 0xF2F2F2F2u
@@ -350,7 +425,7 @@ cdef inline void _get_new_key_from_sha(mppe_state* st, uint8_t* digest20) noexce
         for i in range(9, 15):
             w[i] = 0
         w[15] = 96 * 8
-        _sha1_compress(h, w)
+        _compress(h, w)
     _sha1_digest(h, digest20)
 
 
@@ -523,6 +598,15 @@ def _get_new_key(start_key, session_key, int bits) -> bytes:
     memcpy(st.session_key, <const uint8_t*><char*>s, need)
     _get_new_key_from_sha(&st, out)
     return out[:20]
+
+
+def _sha_ni(enable=None) -> bool:
+    """Whether SHA-1 runs on the SHA extensions.  ``enable=False`` forces the portable
+    compression, ``True`` restores SHA-NI where the CPU has it (tests; not thread-safe)."""
+    global _use_sha_ni
+    if enable is not None:
+        _use_sha_ni = fastpptp_sha_ni_available() if enable else 0
+    return bool(_use_sha_ni)
 
 
 def _rc4_sbox(key) -> bytes:

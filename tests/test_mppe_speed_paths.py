@@ -1,7 +1,9 @@
 """The fast paths of the compiled _mppe against plain definitions.
 
 _mppe.pyx hashes the rekey input as two pre-laid-out SHA-1 blocks (no sha1_update/final),
-runs an unrolled SHA-1 compression, and schedules RC4 keys of 1, 2, 4, 8 or 16 octets with a
+compresses them with the SHA extensions where the CPU has them (SHA-NI) or else an unrolled
+portable compression -- both are run here, the ``sha_impl`` fixture switching between them
+(SHA-NI only where CPUID reports it) -- and schedules RC4 keys of 1, 2, 4, 8 or 16 octets with a
 16-way unrolled loop (other lengths take a generic loop).  Each is checked here on random
 keys against hashlib, a textbook RC4 key schedule written below, and pycryptodome; the
 rekey chain is checked against the pure-Python twin across thousands of rekeys.
@@ -12,7 +14,7 @@ import random
 
 import pytest
 from Crypto.Cipher import ARC4
-from hypothesis import given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from fastpptp import _mppe
 from fastpptp.crypto import mppe
@@ -32,10 +34,24 @@ def textbook_ksa(key: bytes) -> bytes:
 
 # --- GetNewKeyFromSHA: the two-block SHA-1 ------------------------------------------------
 
+HAVE_SHA_NI = _mppe._sha_ni()
+SHA_IMPLS = ["portable", "sha-ni"] if HAVE_SHA_NI else ["portable"]
+
+
+@pytest.fixture(params=SHA_IMPLS)
+def sha_impl(request):
+    assert _mppe._sha_ni(request.param == "sha-ni") == (request.param == "sha-ni")
+    yield request.param
+    _mppe._sha_ni(True)
+    assert _mppe._sha_ni() == HAVE_SHA_NI
+
+
 @pytest.mark.parametrize("bits", [40, 56, 128])
 @given(data=st.data())
-@settings(max_examples=150, deadline=None)
-def test_get_new_key_matches_hashlib(bits, data):
+# sha_impl only selects the compression for the whole test; nothing to reset per example.
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_get_new_key_matches_hashlib(sha_impl, bits, data):
     n = 16 if bits == 128 else 8
     start = data.draw(st.binary(min_size=n, max_size=n))
     session = data.draw(st.binary(min_size=n, max_size=n))
@@ -45,7 +61,7 @@ def test_get_new_key_matches_hashlib(bits, data):
 
 @pytest.mark.parametrize("fill", [0x00, 0xFF, 0x80, 0x01])
 @pytest.mark.parametrize("n, bits", [(8, 40), (16, 128)])
-def test_get_new_key_extreme_octets(fill, n, bits):
+def test_get_new_key_extreme_octets(sha_impl, fill, n, bits):
     # All-zero / all-one words exercise the constant-padding words and carries.
     start = session = bytes([fill]) * n
     want = hashlib.sha1(start + PAD1 + session + PAD2).digest()
@@ -61,12 +77,23 @@ def test_get_new_key_rejects_wrong_lengths():
         _mppe._get_new_key(b"\x00" * 8, b"\x00" * 8, 64)
 
 
-def test_sha1_compression_on_many_blocks():
+def test_sha1_compression_on_many_blocks(sha_impl):
     # The streaming sha1_update/final path shares the unrolled compression.
     rnd = random.Random(3079)
     for n in (64, 128, 640, 4096 + 7):
         data = rnd.randbytes(n)
         assert _mppe.sha1(data) == hashlib.sha1(data).digest()
+
+
+@given(st.binary(max_size=300))
+@settings(max_examples=200, deadline=None)
+def test_sha1_both_compressions_agree(data):
+    try:
+        for on in (False, True):
+            _mppe._sha_ni(on)
+            assert _mppe.sha1(data) == hashlib.sha1(data).digest()
+    finally:
+        _mppe._sha_ni(True)
 
 
 # --- RC4 key schedule ---------------------------------------------------------------------
@@ -113,7 +140,7 @@ def test_rc4_mppe_key_lengths_match_pycryptodome(n, data):
 # --- the whole rekey chain ------------------------------------------------------------------
 
 @pytest.mark.parametrize("bits", [40, 56, 128])
-def test_stateless_rekey_chain_matches_python_twin(bits):
+def test_stateless_rekey_chain_matches_python_twin(sha_impl, bits):
     n = 16 if bits == 128 else 8
     rnd = random.Random(bits)
     for _ in range(3):
