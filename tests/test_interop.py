@@ -19,9 +19,12 @@ wrong password.  One VM boot per scenario and direction checks, in order:
    server -> VM ``wget | sha256sum``);
 4. an idle spell of IDLE_S seconds with LCP echo every 2 s on both ends and PPTP echo every
    2 s from the client side, then ping again;
-5. teardown, started by the VM in some scenarios and by us in the others (both initiators
-   are covered in both directions): pppd's log shows a normal LCP termination, our side
-   releases the session (status empty, host route gone, TUN gone on the client);
+5. teardown, started by us (SIGTERM) or by the VM, each in both directions: pptp-linux's
+   clean stop (LCP Terminate, then Call-Clear-Request) and its `pppd pty pptp` stop (call
+   cleared, no LCP); pptpd's pppd killed (LCP Terminate, TCP close) and pptpctrl's
+   administrative shutdown (CDN + Stop-Control-Connection-Request).  pppd's log shows a
+   normal termination, the capture the expected message sequence, and our side releases the
+   session (status empty, host route gone, TUN gone);
 6. Wireshark's dissectors find nothing malformed in the PPTP/GRE/PPP frames we sent; each
    side sent exactly one LCP Configure-Request.
 
@@ -65,8 +68,12 @@ class Scenario:
     client_opts: tuple[str, ...]  # our client's pppd options
     auth: str                    # our label of the method both must agree on
     mppe: str | None             # ours: "128 stateless" ...; None = no MPPE
-    vm_ends_a: bool              # client VM vs our server: the VM starts the teardown
-    vm_ends_b: bool              # our client vs server VM: the VM starts the teardown
+    end_a: str    # client VM vs our server, who ends it: "us" (SIGTERM to our server),
+                  # "vm" (pppd stopped, pptp shielded: LCP Terminate then Call-Clear-Request),
+                  # "vm-signal" (plain `pppd pty pptp`: pptp clears the call first, no LCP)
+    end_b: str    # our client vs server VM: "us" (SIGTERM to our client), "vm-pppd" (SIGTERM
+                  # to pptpd's pppd), "vm-pptpctrl" (SIGTERM to pptpctrl: administrative
+                  # shutdown, CDN + Stop-Control-Connection-Request)
 
     @property
     def vm_mppe_label(self) -> str:
@@ -83,7 +90,7 @@ _REFUSE = {"mschapv2": ("refuse-pap", "refuse-chap", "refuse-mschap", "refuse-ea
 SCENARIOS = [
     Scenario("mschapv2-mppe128-stateless", "mschapv2", "require", (),
              ("require-mschap-v2", "require-mppe-128"),
-             _REFUSE["mschapv2"] + ("require-mppe-128",), "MS-CHAPv2", "128 stateless", True, False),
+             _REFUSE["mschapv2"] + ("require-mppe-128",), "MS-CHAPv2", "128 stateless", "vm", "us"),
     # pppd's mppe-stateful only *allows* stateful mode: pppd always requests stateless (+H)
     # and acks a stateless request (ccp.c: "we always request stateless, but will we allow
     # stateful?").  Our CCP does the same, so with both sides merely allowing it the link
@@ -91,16 +98,16 @@ SCENARIOS = [
     Scenario("mschapv2-mppe128-stateful-allowed", "mschapv2", "require", ("mppe-stateful",),
              ("require-mschap-v2", "require-mppe-128", "mppe-stateful"),
              _REFUSE["mschapv2"] + ("require-mppe-128", "mppe-stateful"), "MS-CHAPv2", "128 stateless",
-             False, True),
+             "us", "vm-pppd"),
     Scenario("mschapv2-mppe40", "mschapv2", "default", ("require-mppe-40",),
              ("require-mschap-v2", "require-mppe-40"),
-             _REFUSE["mschapv2"] + ("require-mppe-40",), "MS-CHAPv2", "40 stateless", True, False),
+             _REFUSE["mschapv2"] + ("require-mppe-40",), "MS-CHAPv2", "40 stateless", "vm", "us"),
     Scenario("mschapv2-nomppe", "mschapv2", "refuse", (),
              ("require-mschap-v2", "nomppe"), _REFUSE["mschapv2"] + ("nomppe",), "MS-CHAPv2", None,
-             False, True),
+             "us", "vm-pptpctrl"),
     Scenario("chap-md5", "chap", "default", (), ("require-chap",), _REFUSE["chap"], "CHAP-MD5", None,
-             True, False),
-    Scenario("pap", "pap", "default", (), ("require-pap",), _REFUSE["pap"], "PAP", None, False, True),
+             "vm-signal", "us"),
+    Scenario("pap", "pap", "default", (), ("require-pap",), _REFUSE["pap"], "PAP", None, "us", "vm-pppd"),
 ]
 WRONG = SCENARIOS[0]
 
@@ -267,7 +274,8 @@ def test_pptp_linux_client_vs_our_server(net, art, sc, impl):
                           extra=["--pptp-echo-interval", "2", "--impl", impl])
         upload = R.FileServer(net.name, OUR_HTTP_PORT, os.urandom(FILE_BYTES))
         vm = R.VmRun("client", net, _vm_common(sc, pcap) + _vm_checks_cmds() +
-                     ["--pptp-args=--loglevel 1 --idle-wait 2", "--timeout", "150"],
+                     ["--pptp-args=--loglevel 1 --idle-wait 2", "--timeout", "150",
+                      "--teardown", "signal" if sc.end_a == "vm-signal" else "clean"],
                      os.path.join(tmp, "vm.log"))
         up = vm.wait_marker("PPP-UP", UP_TIMEOUT)
         vm_addr = up["local"]
@@ -280,15 +288,17 @@ def test_pptp_linux_client_vs_our_server(net, art, sc, impl):
         idle = _data_checks(vm, net.name, vm_addr, upload, art)
 
         t_end = time.time()
-        if sc.vm_ends_a:
+        if sc.end_a != "us":
             R.tcp_trigger(net.name, vm_addr, WAITER_PORT)
             vm.wait_marker("DISCONNECT", 20)
             rc = vm.wait(END_TIMEOUT)
             assert rc == 0, vm.tail()
-            # pppd stopped by the harness: LCP Terminate-Request from the VM, acked by us
-            assert vm.marker("PPPD-EXIT")["rc"] == "5", vm.tail()
-            assert re.search(r"sent \[LCP TermReq", vm.text()) and re.search(r"rcvd \[LCP TermAck", vm.text()), \
-                vm.tail()
+            # pppd stopped by the harness (5); with --teardown signal pptp dies with it and
+            # pppd sees the pty hang up first (16, "Modem hangup")
+            assert vm.marker("PPPD-EXIT")["rc"] == ("5" if sc.end_a == "vm" else "16"), vm.tail()
+            if sc.end_a == "vm":    # LCP Terminate-Request from the VM, acked by us
+                assert re.search(r"sent \[LCP TermReq", vm.text()) and \
+                    re.search(r"rcvd \[LCP TermAck", vm.text()), vm.tail()
             R.wait_for(lambda: srv.status()["sessions"] == [], 15, "our session released", [srv.proc])
             assert R.routes_to(net.name, vm_addr) == [], "host route to the client left behind"
             assert srv.proc.poll() is None, "server died with the session"
@@ -307,13 +317,17 @@ def test_pptp_linux_client_vs_our_server(net, art, sc, impl):
         _vm_auth_mppe_agree(vm, sc, ours, art)
         _capture_checks(pcap, R.HOST_ADDR, R.CLIENT_VM_ADDR, idle, pptp_echo_from=(R.HOST_ADDR, R.CLIENT_VM_ADDR))
         seq = R.teardown_sequence(pcap, t_end)
-        art.note(teardown_by="vm" if sc.vm_ends_a else "us", teardown=seq)
+        art.note(teardown_by=sc.end_a, teardown=seq)
         ours_sent = [ev for src, ev in seq if src == R.HOST_ADDR]
-        if sc.vm_ends_a:
+        if sc.end_a == "vm":
             # pppd: LCP Terminate-Request; pptp-linux: Call-Clear-Request.  We ack the first
             # and answer the second with Call-Disconnect-Notify (RFC 2637 §2.12, §2.13).
             assert ours_sent[:1] == ["LCP-TermAck"], seq
             assert (R.CLIENT_VM_ADDR, "CCRQ") in seq and "CDN" in ours_sent, seq
+        elif sc.end_a == "vm-signal":
+            # pptp got the signal too: the call is cleared before pppd can say anything
+            assert seq[0] == (R.CLIENT_VM_ADDR, "CCRQ"), seq
+            assert "CDN" in ours_sent and "LCP-TermReq" not in ours_sent, seq
         else:
             # our shutdown: LCP Terminate-Request, Call-Disconnect-Notify, then
             # Stop-Control-Connection-Request (RFC 2637 §2.3) -- unless pptp-linux has already
@@ -369,10 +383,8 @@ def test_our_client_vs_pptpd_server(net, art, sc, impl):
     upload = vm = cl = None
     try:
         upload = R.FileServer(net.name, OUR_HTTP_PORT, os.urandom(FILE_BYTES))
-        # the VM-side teardown: SIGTERM to the pppd pptpd started (LCP Terminate, then
-        # pptpctrl closes the call); our side ends it with SIGTERM to our client.
-        vm = R.VmRun("server", net, _vm_common(sc, pcap) +
-                     _vm_checks_cmds(waiter_then="kill $(pidof pppd)") +
+        vm_kill = "kill -TERM $(pidof pptpctrl)" if sc.end_b == "vm-pptpctrl" else "kill $(pidof pppd)"
+        vm = R.VmRun("server", net, _vm_common(sc, pcap) + _vm_checks_cmds(waiter_then=vm_kill) +
                      ["--sessions", "1", "--timeout", "150", "--no-pptpd-debug"], os.path.join(tmp, "vm.log"))
         vm.wait_marker("SERVER-READY", UP_TIMEOUT)
         t_start = time.monotonic()
@@ -389,15 +401,16 @@ def test_our_client_vs_pptpd_server(net, art, sc, impl):
         idle = _data_checks(vm, net.name, R.TUN_SERVER, upload, art)
 
         t_end = time.time()
-        if sc.vm_ends_b:
+        if sc.end_b != "us":
             R.tcp_trigger(net.name, R.TUN_SERVER, WAITER_PORT)
             rc_client = cl.proc.wait(20)
             art.note(client_rc_after_peer_teardown=rc_client)
-            text_end = vm.wait(END_TIMEOUT)
-            assert text_end == 0, vm.tail()
+            assert vm.wait(END_TIMEOUT) == 0, vm.tail()
             text = vm.text()
-            assert re.search(r"sent \[LCP TermReq", text) and re.search(r"rcvd \[LCP TermAck", text), vm.tail()
-            assert "Terminating on signal" in text or "Connection terminated" in text
+            if sc.end_b == "vm-pppd":
+                assert re.search(r"sent \[LCP TermReq", text) and re.search(r"rcvd \[LCP TermAck", text), \
+                    vm.tail()
+                assert "Terminating on signal" in text
             log = cl.log().lower()
             assert "terminat" in log or "cleared" in log or "closed" in log, cl.log()[-3000:]
         else:
@@ -413,10 +426,16 @@ def test_our_client_vs_pptpd_server(net, art, sc, impl):
         _vm_auth_mppe_agree(vm, sc, ours, art)
         _capture_checks(pcap, R.HOST_ADDR, R.SERVER_VM_ADDR, idle, pptp_echo_from=(R.HOST_ADDR,))
         seq = R.teardown_sequence(pcap, t_end)
-        art.note(teardown_by="vm" if sc.vm_ends_b else "us", teardown=seq)
+        art.note(teardown_by=sc.end_b, teardown=seq)
         ours_sent = [ev for src, ev in seq if src == R.HOST_ADDR]
-        if sc.vm_ends_b:
+        if sc.end_b == "vm-pppd":
             assert ours_sent[:1] == ["LCP-TermAck"], seq
+        elif sc.end_b == "vm-pptpctrl":
+            # pptpd's administrative shutdown: CDN (Admin Shutdown) then
+            # Stop-Control-Connection-Request, which we answer (RFC 2637 §2.4)
+            theirs = [ev for src, ev in seq if src == R.SERVER_VM_ADDR]
+            assert theirs[:2] == ["CDN", "StopCCRQ"], seq
+            assert "StopCCRP" in ours_sent and "CCRQ" not in ours_sent, seq
         else:
             # LCP Terminate first, then Call-Clear-Request (pptpd answers by closing TCP)
             assert ours_sent[:1] == ["LCP-TermReq"] and "CCRQ" in ours_sent, seq
