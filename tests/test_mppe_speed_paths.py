@@ -3,10 +3,11 @@
 _mppe.pyx hashes the rekey input as two pre-laid-out SHA-1 blocks (no sha1_update/final),
 compresses them with the SHA extensions where the CPU has them (SHA-NI) or else an unrolled
 portable compression -- both are run here, the ``sha_impl`` fixture switching between them
-(SHA-NI only where CPUID reports it) -- and schedules RC4 keys of 1, 2, 4, 8 or 16 octets with a
-16-way unrolled loop (other lengths take a generic loop).  Each is checked here on random
-keys against hashlib, a textbook RC4 key schedule written below, and pycryptodome; the
-rekey chain is checked against the pure-Python twin across thousands of rekeys.
+(SHA-NI only where CPUID reports it) -- and runs the RC4 key schedule as 256 written-out
+rounds on the key repeated to 256 octets (fixed-size copies for 8 and 16 octets, a doubling
+copy otherwise).  Each is checked here on random keys against hashlib, a textbook RC4 key
+schedule written below, and pycryptodome; the rekey chain is checked against the
+pure-Python twin across thousands of rekeys.
 """
 import hashlib
 import os
