@@ -176,12 +176,16 @@ def udp_flood(rig: NsPair, count: int, rate: float, time_limit: float,
               family: int = 4) -> FloodResult:
     """Send ``count`` datagrams A -> B through the tunnel at ~``rate``/s; receive in B.
 
-    The receiving thread only queues what it reads (checked afterwards), so it keeps up."""
+    The receiving thread only queues what it reads (checked afterwards), so it keeps up.
+    The sender keeps at most ``WINDOW`` datagrams beyond the highest sequence number B has
+    seen: if the machine starves an engine thread, the sender waits instead of overflowing
+    A's TUN ring (a silent drop before the tunnel, which would fail the test for nothing)."""
     af, src, dst = ((socket.AF_INET, TUN_A, TUN_B) if family == 4
                     else (socket.AF_INET6, TUN6_A, TUN6_B))
     rx = netns.open_socket(rig.b, af, socket.SOCK_DGRAM)
     tx = netns.open_socket(rig.a, af, socket.SOCK_DGRAM)
     received: list[bytes] = []
+    highest = [-1]  # highest sequence number B has received (a glance, not a check)
     done = threading.Event()
     try:
         rx.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
@@ -195,7 +199,12 @@ def udp_flood(rig: NsPair, count: int, rate: float, time_limit: float,
             recv = rx.recv
             while time.monotonic() < deadline:
                 try:
-                    received.append(recv(2048))
+                    data = recv(2048)
+                    received.append(data)
+                    if len(data) >= 4:
+                        seq = int.from_bytes(data[:4], "big")
+                        if seq > highest[0]:
+                            highest[0] = seq
                     quiet_since = None
                 except socket.timeout:
                     if done.is_set():
@@ -212,6 +221,10 @@ def udp_flood(rig: NsPair, count: int, rate: float, time_limit: float,
         start = time.monotonic()
         burst = 32
         for i in range(0, count, burst):
+            while i - highest[0] > WINDOW:  # flow control (see above), bounded in time
+                if time.monotonic() - start > time_limit:
+                    raise AssertionError(f"flood stalled at {i}, B has up to {highest[0]}")
+                time.sleep(0.0005)
             for p in payloads[i:i + burst]:
                 try:
                     tx.sendto(p, (dst, UDP_PORT))
@@ -288,6 +301,7 @@ def tcp_transfer(rig: NsPair, nbytes: int, time_limit: float,
 # ------------------------------------------------------------------------------ tests
 
 N_PACKETS = 100_000
+WINDOW = 4096  # datagrams in flight at most (the TUN ring is 20 000)
 RATE = 25_000.0  # datagrams/s: a 100 000-datagram flood takes ~4 s
 LOSSY_RATE = 15_000.0  # through the user-space impairment relay
 
