@@ -31,7 +31,7 @@ USERS = {f"u{i}": f"pw{i}" for i in range(4)}
 
 
 # --------------------------------------------------------------------------- in process
-async def _per_session_in_process(tmp_path):
+async def _per_session_in_process(tmp_path, impl):
     made: dict[str, list[FakeTun]] = {}
 
     def server_tun(name):
@@ -48,7 +48,7 @@ async def _per_session_in_process(tmp_path):
                                  ppp=parse_ppp_options("require-mschap-v2 require-mppe-128 name testsrv "
                                                        "lcp-echo-interval 0"),
                                  control_socket=str(tmp_path / "ctl.sock"), ip_up=None, ip_down=None,
-                                 per_session_interfaces=True),
+                                 per_session_interfaces=True, impl=impl),
                     auth_backend=CallableBackend(lambda user, srv: USERS.get(user)),
                     on_event=lambda kind, info: events.append((kind, info)),
                     tun_factory=server_tun, configure_network=False)
@@ -116,8 +116,9 @@ async def _per_session_in_process(tmp_path):
     return r
 
 
-def test_units_per_call_in_process(loopback_ns, tmp_path):
-    r = asyncio.run(_per_session_in_process(tmp_path))
+@pytest.mark.parametrize("impl", ["compiled", "reference"])
+def test_units_per_call_in_process(loopback_ns, tmp_path, impl):
+    r = asyncio.run(_per_session_in_process(tmp_path, impl))
     assert r["ifaces"] == [("u0", "ppp0"), ("u1", "ppp1")]
     assert r["engine_tuns"] == 2
     assert r["data"] == [(True, True), (True, True)]
