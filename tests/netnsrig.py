@@ -275,7 +275,8 @@ def relay_main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     rng = random.Random(args.seed)
     st = {"a_to_b": 0, "b_to_a": 0, "gre_data": 0, "dropped": 0, "duplicated": 0,
-          "held": 0, "send_errors": 0, "snapshot": 0, "final": False}
+          "held": 0, "send_errors": 0, "snapshot": 0, "final": False,
+          "input_drops_a": 0, "input_drops_b": 0}
     flags = {"stop": False, "dump": False}
 
     def on_signal(signum, _f):
@@ -284,7 +285,16 @@ def relay_main(argv: list[str]) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
         signal.signal(sig, on_signal)
 
+    def count_input_drops():
+        # PACKET_STATISTICS (struct tpacket_stats {tp_packets, tp_drops}; reading resets it):
+        # frames the kernel dropped because this Python relay fell behind.  On a loaded
+        # machine that happens, and those packets are as lost to the engine as our drops.
+        for side, sock in socks.items():
+            raw = sock.getsockopt(263, 6, 8)   # SOL_PACKET, PACKET_STATISTICS
+            st[f"input_drops_{side}"] += int.from_bytes(raw[4:8], sys.byteorder)
+
     def dump():
+        count_input_drops()
         tmp = args.stats + ".tmp"
         with open(tmp, "w") as f:
             json.dump(st, f)

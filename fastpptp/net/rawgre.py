@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 
 IPPROTO_GRE = 47
-DEFAULT_BUF = 4 << 20
+DEFAULT_BUF = 8 << 20   # the kernel doubles it: ~10k full-size GRE packets of slack for a starved loop
 
 
 def open_gre_socket(local: str | None = None, *, rcvbuf: int = DEFAULT_BUF,
