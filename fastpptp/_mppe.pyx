@@ -30,10 +30,10 @@ from fastpptp.crypto import mppe as _py_mppe
 
 # --- SHA-1 (FIPS 180-4 §6.1) -----------------------------------------------------------
 #
-# The compression is unrolled: 80 rounds as 16 lines of 5, the five working variables
-# renamed round by round instead of shifted, the message schedule in a 16-word ring
-# (§6.1.2 step 1 computed in place).  Every index is a constant after inlining, so the
-# state and the ring stay in registers.
+# The portable compression is unrolled: 80 rounds as 16 lines of 5, the five working
+# variables renamed round by round instead of shifted (they stay in registers), the
+# message schedule computed in place in the caller's 16-word block (§6.1.2 step 1) at
+# constant indices.  Where the CPU has them, the SHA extensions do the same job (below).
 
 cdef inline uint32_t _rol(uint32_t x, int n) noexcept nogil:
     return (x << n) | (x >> (32 - n))
