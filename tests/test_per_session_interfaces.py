@@ -168,11 +168,12 @@ def _hook_lines(out):
 
 
 @pytest.mark.slow
-def test_three_clients_get_ppp0_to_ppp2_and_units_are_reused(lab):
+@pytest.mark.parametrize("impl", ["compiled", "reference"])
+def test_three_clients_get_ppp0_to_ppp2_and_units_are_reused(lab, impl):
     ip_up, hooks = _hook(lab, "ip-up")
     ip_down, _ = _hook(lab, "ip-down")
     lab.start_server("--per-session-interfaces", "--interface", "ppp", "--ip-up", ip_up,
-                     "--ip-down", ip_down)
+                     "--ip-down", ip_down, "--impl", impl)
     clients = {}
     for i in range(3):
         clients[i] = lab.start_client(i, f"user{i}", f"pass{i}")
