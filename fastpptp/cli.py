@@ -71,7 +71,8 @@ def server_parser() -> argparse.ArgumentParser:
     p.add_argument("--pptp-echo-interval", type=float, default=60.0,
                    help="seconds of control-connection idle before a PPTP Echo-Request")
     p.add_argument("--interface", default="fpptp0",
-                   help="name of the shared TUN device (one device for all sessions)")
+                   help="the shared TUN device (one device for all sessions); with "
+                        "--per-session-interfaces the name prefix (default ppp: ppp0, ppp1, ...)")
     p.add_argument("--per-session-interfaces", action="store_true",
                    help="one ppp0, ppp1, ... TUN device per session, like pppd")
     p.add_argument("--ip-up", default="/etc/ppp/ip-up"); p.add_argument("--ip-down", default="/etc/ppp/ip-down")

@@ -81,9 +81,11 @@ def query_status(path: str = DEFAULT_CONTROL_SOCKET, timeout: float = 5.0) -> di
 
 
 def format_status(doc: dict) -> str:
-    rows = [("USER", "PEER", "LOCAL", "REMOTE", "AUTH", "MPPE", "UPTIME", "RX PKTS", "TX PKTS", "DROPS")]
+    rows = [("USER", "PEER", "IFACE", "LOCAL", "REMOTE", "AUTH", "MPPE", "UPTIME", "RX PKTS", "TX PKTS",
+             "DROPS")]
     for s in doc.get("sessions", []):
-        rows.append((str(s.get("user") or "-"), str(s.get("peer")), str(s.get("local_ip") or "-"),
+        rows.append((str(s.get("user") or "-"), str(s.get("peer")), str(s.get("interface") or "-"),
+                     str(s.get("local_ip") or "-"),
                      str(s.get("remote_ip") or "-"), str(s.get("auth") or "-"), str(s.get("mppe") or "none"),
                      f"{s.get('uptime_s', 0):.0f}s", str(s.get("rx_packets", 0)), str(s.get("tx_packets", 0)),
                      str(sum(s.get("drops", {}).values()))))

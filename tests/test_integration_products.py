@@ -158,9 +158,14 @@ def transfer(lab, client_ns, nbytes, port):
 
 def test_twenty_clients_ping_and_transfer(lab):
     lab.start_server()
-    clients = [lab.start_client(i, f"user{i}", f"pass{i}", "require-mppe-128") for i in range(20)]
-    for i, (p, up) in enumerate(clients):
-        _wait(lambda: lab.ups(up), 60, f"client {i} up", p)
+    clients = []
+    for wave in range(4):       # 5 at a time: 20 interpreters starting at once on 2 cores
+        batch = [lab.start_client(i, f"user{i}", f"pass{i}", "require-mppe-128")
+                 for i in range(wave * 5, wave * 5 + 5)]
+        for i, (p, up) in enumerate(batch, wave * 5):
+            _wait(lambda: lab.ups(up), 60, f"client {i} up", p)
+        clients += batch
+    assert all(p.poll() is None for p, _ in clients)   # all 20 up at the same time
     addrs = {lab.ups(up)[0]["local_ip"] for _, up in clients}
     assert len(addrs) == 20
     for i, (p, up) in enumerate(clients):
