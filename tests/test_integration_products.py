@@ -173,6 +173,15 @@ def test_twenty_clients_ping_and_transfer(lab):
         assert ping(ns, TUN_SERVER, count=2, interval=0.05), f"client {i} ping"
         assert transfer(lab, ns, 256 * 1024, 6000 + i), f"client {i} transfer checksum"
     doc = lab.status()
+    cli = subprocess.run(PY + ["status", "--json", "--control-socket", lab.ctl], capture_output=True,
+                         text=True, timeout=30)
+    assert cli.returncode == 0, cli.stderr
+    by_user = {s["user"]: s for s in json.loads(cli.stdout)["sessions"]}
+    assert {u: (s["remote_ip"], s["auth"], s["mppe"]) for u, s in by_user.items()} == \
+        {s["user"]: (s["remote_ip"], s["auth"], s["mppe"]) for s in doc["sessions"]}
+    table = subprocess.run(PY + ["status", "--control-socket", lab.ctl], capture_output=True, text=True,
+                           timeout=30).stdout
+    assert len(table.splitlines()) == 21 and "user7" in table
     users = sorted(s["user"] for s in doc["sessions"])
     assert users == sorted(f"user{i}" for i in range(20))
     for s in doc["sessions"]:
