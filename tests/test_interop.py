@@ -251,10 +251,18 @@ def _capture_checks(pcap: str, ours: str, theirs: str, idle: tuple[float, float]
     for a, b in ((ours, theirs), (theirs, ours)):
         assert R.tshark_count(pcap, f"{win} && ip.src=={a} && lcp && ppp.code==9") >= rounds, f"LCP echo from {a}"
         assert R.tshark_count(pcap, f"{win} && ip.src=={b} && lcp && ppp.code==10") >= rounds, f"LCP echo reply from {b}"
-    for a in pptp_echo_from:
+    # PPTP echo is sent after `interval` s without *any* control message received (RFC 2637
+    # §2.5), so when both sides use 2 s, each one's request resets the other's idle timer and
+    # who sends how many is timing: count the rounds from all senders, and every request
+    # must be answered.
+    reqs = {a: R.tshark_count(pcap, f"{win} && ip.src=={a} && pptp.control_message_type==5")
+            for a in pptp_echo_from}
+    art.note(pptp_echo_requests={a: n for a, n in reqs.items()})
+    assert sum(reqs.values()) >= rounds, reqs
+    win_reply = f"frame.time_epoch >= {idle[0]:.3f} && frame.time_epoch <= {idle[1] + 1.5:.3f}"
+    for a, n in reqs.items():
         b = theirs if a == ours else ours
-        assert R.tshark_count(pcap, f"{win} && ip.src=={a} && pptp.control_message_type==5") >= rounds, a
-        assert R.tshark_count(pcap, f"{win} && ip.src=={b} && pptp.control_message_type==6") >= rounds, b
+        assert R.tshark_count(pcap, f"{win_reply} && ip.src=={b} && pptp.control_message_type==6") >= n, (a, reqs)
 
 
 def _cleanup(vm: R.VmRun | None, product: R.Product | None, upload: R.FileServer | None = None) -> None:
