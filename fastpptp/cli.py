@@ -133,15 +133,23 @@ def build_server_config(args: argparse.Namespace):
     ), (args.syslog, args.logfile or opts.logfile)
 
 
+def _configure(prog: str, build, args):
+    """argv -> config, logging set up and unimplemented options warned about; None on a bad config."""
+    try:
+        config, (syslog, logfile) = build(args)
+    except ConfigError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return None
+    setup_logging(config.log_level, syslog=syslog, logfile=logfile, name=prog)
+    _warn_options(config.ppp)
+    return config
+
+
 def server_main(argv: list[str] | None = None) -> int:
     args = server_parser().parse_args(argv)
-    try:
-        config, (syslog, logfile) = build_server_config(args)
-    except ConfigError as exc:
-        print(f"fastpptp-server: {exc}", file=sys.stderr)
+    config = _configure("fastpptp-server", build_server_config, args)
+    if config is None:
         return 2
-    setup_logging(config.log_level, syslog=syslog, logfile=logfile, name="fastpptp-server")
-    _warn_options(config.ppp)
     if not args.foreground:
         _daemonize()
     from .server import run_server
@@ -208,14 +216,9 @@ def build_client_config(args: argparse.Namespace):
 
 
 def client_main(argv: list[str] | None = None) -> int:
-    args = client_parser().parse_intermixed_args(argv)
-    try:
-        config, (syslog, logfile) = build_client_config(args)
-    except ConfigError as exc:
-        print(f"fastpptp-client: {exc}", file=sys.stderr)
+    config = _configure("fastpptp-client", build_client_config, client_parser().parse_intermixed_args(argv))
+    if config is None:
         return 2
-    setup_logging(config.log_level, syslog=syslog, logfile=logfile, name="fastpptp-client")
-    _warn_options(config.ppp)
     from .client import run_client
     return run_client(config)
 
