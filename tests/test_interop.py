@@ -330,7 +330,8 @@ def test_pptp_linux_client_vs_our_server(net, art, sc, impl):
             assert "LCP terminated by peer" in text
             assert vm.marker("PPPD-EXIT")["rc"] in ("16", "5"), vm.marker("PPPD-EXIT")
             assert not R.link_exists(net.name, "fpio0"), "server TUN left behind"
-        assert "Connection terminated" in vm.text()
+        if sc.end_a != "us":   # (when we end it, pppd may power off before logging this line)
+            assert "Connection terminated" in vm.text()
         _vm_auth_mppe_agree(vm, sc, ours, art)
         _capture_checks(pcap, R.HOST_ADDR, R.CLIENT_VM_ADDR, idle, art, pptp_echo_from=(R.HOST_ADDR, R.CLIENT_VM_ADDR))
         seq = R.teardown_sequence(pcap, t_end)
@@ -437,7 +438,8 @@ def test_our_client_vs_pptpd_server(net, art, sc, impl):
             assert re.search(r"rcvd \[LCP TermReq", text) and re.search(r"sent \[LCP TermAck", text), vm.tail()
             assert "LCP terminated by peer" in text
             assert "WAITER linkgone" in text
-        assert "Connection terminated" in vm.text()
+        if sc.end_b != "us":
+            assert "Connection terminated" in vm.text()
         assert vm.marker("SESSION-END") is not None
         R.wait_for(lambda: not R.link_exists(net.name, cl.interface), 10, "our TUN released")
         _vm_auth_mppe_agree(vm, sc, ours, art)
