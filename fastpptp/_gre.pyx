@@ -255,6 +255,23 @@ cdef class Engine:
         self._unlock()
         self._kick()
 
+    def set_peer_call(self, int call_id, int peer_call_id, *, int peer_rwin=64, int peer_ppd=0):
+        """The peer's call ID (and window) arrived: a PNS registers its call when it sends the
+        Outgoing-Call-Request, so GRE the PAC sends right after its reply is not dropped, and
+        learns the PAC's call ID only from that reply (RFC 2637 §2.7-2.8)."""
+        cdef session* s
+        if not 0 <= peer_call_id <= 0xFFFF:
+            raise ValueError("call IDs are 16-bit")
+        self._lock()
+        try:
+            s = self._get(call_id)
+            s.peer_call_id = peer_call_id
+            s.peer_rwin = peer_rwin if peer_rwin > 0 else 1
+            s.peer_ppd = peer_ppd
+            s.fc_window = s.peer_rwin
+        finally:
+            self._unlock()
+
     def remove_session(self, int call_id):
         cdef session* s
         cdef uint32_t i

@@ -185,6 +185,19 @@ class Engine:
                                                peer_rwin, peer_ppd, self.config.mtu)
         self._kick()
 
+    def set_peer_call(self, call_id, peer_call_id, *, peer_rwin=64, peer_ppd=0):
+        """The peer's call ID (and window) arrived: a PNS registers its call when it sends the
+        Outgoing-Call-Request, so GRE the PAC sends right after its reply is not dropped, and
+        learns the PAC's call ID only from that reply (RFC 2637 §2.7-2.8)."""
+        if not 0 <= peer_call_id <= 0xFFFF:
+            raise ValueError("call IDs are 16-bit")
+        with self._lock:
+            s = self._sessions[call_id]
+            s.peer_call_id = peer_call_id
+            s.peer_rwin = max(1, peer_rwin)
+            s.peer_ppd = peer_ppd
+            s.fc_window = s.peer_rwin
+
     def remove_session(self, call_id):
         with self._lock:
             s = self._sessions.pop(call_id)     # s.tun == -1: detached by remove_tun

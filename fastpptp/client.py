@@ -175,9 +175,16 @@ class Client:
             now = loop.time()
             if name == "ControlConnected":
                 log.info("control connection up: %s", ev)
-                conn.place_call(now=now)
+                # Register the call before the PAC can answer: pppd sends its first LCP
+                # Configure-Request ~0.1 s after the Outgoing-Call-Reply, and a frame for an
+                # unknown call is dropped (a 3 s restart).  The peer's call ID comes later.
+                call_id = conn.place_call(now=now)
+                engine.add_session(call_id, 0, server_ip)
+                hub.expect(call_id)
             elif name == "CallEstablished":
                 link = PPPLink(link_config, "client", None, self._rng)
+                engine.set_peer_call(ev.call_id, ev.peer_call_id, peer_rwin=getattr(ev, "peer_rwin", 64) or 64,
+                                     peer_ppd=getattr(ev, "peer_ppd", 0) or 0)
                 self.session = CallSession(hub, link, call_id=ev.call_id, peer_call_id=ev.peer_call_id,
                                            peer_addr=server_ip, peer_rwin=getattr(ev, "peer_rwin", 64) or 64,
                                            peer_ppd=getattr(ev, "peer_ppd", 0) or 0,
@@ -185,7 +192,7 @@ class Client:
                                            on_network_down=lambda s, e: self._network_down(s, e, tundev),
                                            on_closed=on_session_closed,
                                            on_auth=self._auth_event)
-                self.session.start()
+                self.session.start(registered=True)
             elif name == "CallCleared":
                 if self.session is not None:
                     self.session.abort(f"server cleared the call ({getattr(ev, 'reason', '')})".strip())

@@ -33,10 +33,23 @@ class EngineHub:
         self.engine = engine
         self.loop = loop or asyncio.get_running_loop()
         self.sessions: dict[int, "CallSession"] = {}
+        # calls registered in the engine before their CallSession exists (a PNS between its
+        # Outgoing-Call-Request and the reply): their first frames wait here, a few at most
+        self._pending: dict[int, list[tuple[int, bytes]]] = {}
         self.loop.add_reader(engine.control_fd, self._readable)
 
-    def register(self, session: "CallSession") -> None:
+    PENDING_MAX = 16
+
+    def expect(self, call_id: int) -> None:
+        self._pending.setdefault(call_id, [])
+
+    def forget(self, call_id: int) -> None:
+        self._pending.pop(call_id, None)
+
+    def register(self, session: "CallSession") -> list[tuple[int, bytes]]:
+        """Route the call's frames to ``session``; returns any that arrived before it existed."""
         self.sessions[session.call_id] = session
+        return self._pending.pop(session.call_id, [])
 
     def unregister(self, call_id: int) -> None:
         self.sessions.pop(call_id, None)
@@ -49,7 +62,10 @@ class EngineHub:
             for call_id, protocol, payload in frames:
                 session = self.sessions.get(call_id)
                 if session is None:
-                    continue  # call went away while the frame was queued
+                    early = self._pending.get(call_id)
+                    if early is not None and len(early) < self.PENDING_MAX:
+                        early.append((protocol, payload))
+                    continue  # otherwise the call went away while the frame was queued
                 try:
                     session.on_frame(protocol, payload)
                 except Exception:  # one session's bug must not disturb the others
@@ -110,21 +126,26 @@ class CallSession:
     def now(self) -> float:
         return self.hub.loop.time()
 
-    def start(self, wait_for_peer: float = 0.0) -> None:
+    def start(self, wait_for_peer: float = 0.0, *, registered: bool = False) -> None:
         """Register the call and start LCP.
 
         ``wait_for_peer`` (PAC side): hold our first Configure-Request until the peer's first
         frame arrives, at most that many seconds.  The PNS only learns our call ID from the
         Outgoing-Call-Reply, so a Configure-Request we send at once can reach it before it
-        has registered the call and be dropped, costing a whole 3 s restart period."""
-        self.engine.add_session(self.call_id, self.info.peer_call_id, self.info.peer, tun=self.tun,
-                                peer_rwin=self.peer_rwin, peer_ppd=self.peer_ppd)
-        self.hub.register(self)
-        if wait_for_peer > 0:
+        has registered the call and be dropped, costing a whole 3 s restart period.
+        ``registered``: the owner already put the call in the engine (a PNS does so when it
+        sends the Outgoing-Call-Request); frames that arrived meanwhile are handled now."""
+        if not registered:
+            self.engine.add_session(self.call_id, self.info.peer_call_id, self.info.peer, tun=self.tun,
+                                    peer_rwin=self.peer_rwin, peer_ppd=self.peer_ppd)
+        early = self.hub.register(self)
+        if wait_for_peer > 0 and not early:
             self._lower_up_pending = True
             self.hub.loop.call_later(wait_for_peer, self._lower_up)
         else:
             self._lower_up()
+        for protocol, payload in early:
+            self.on_frame(protocol, payload)
 
     _lower_up_pending = False
 
