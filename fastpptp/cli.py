@@ -84,6 +84,9 @@ def server_parser() -> argparse.ArgumentParser:
     p.add_argument("--impl", choices=("compiled", "reference"), default="compiled",
                    help=argparse.SUPPRESS)
     p.add_argument("--no-offload", action="store_true", help="do not use TUN offloads (TSO/GRO)")
+    p.add_argument("--flow-control", action="store_true",
+                   help="honour the peers' Packet Receive Window (RFC 2637 sliding window, for old "
+                        "PNSs; Windows and Linux peers do not need it)")
     p.add_argument("-f", "--foreground", action="store_true", help="do not detach (pptpd -f)")
     p.add_argument("-d", "--debug", action="store_true", help="debug logging")
     p.add_argument("--log-level", default=None, choices=("debug", "info", "warning", "error"))
@@ -129,7 +132,7 @@ def build_server_config(args: argparse.Namespace):
         max_auth_failures=args.max_auth_failures,
         control_socket=args.control_socket or None, impl=args.impl, offload=not args.no_offload,
         pptp_echo_interval=args.pptp_echo_interval, log_level=level,
-        option_file=opt_path,
+        option_file=opt_path, flow_control=args.flow_control,
     ), (args.syslog, args.logfile or opts.logfile)
 
 
@@ -186,6 +189,9 @@ def client_parser() -> argparse.ArgumentParser:
     p.add_argument("--pptp-echo-interval", type=float, default=60.0)
     p.add_argument("--impl", choices=("compiled", "reference"), default="compiled", help=argparse.SUPPRESS)
     p.add_argument("--no-offload", action="store_true")
+    p.add_argument("--flow-control", action="store_true",
+                   help="honour the server's Packet Receive Window (RFC 2637 sliding window, old PACs)")
+    p.add_argument("--local-address", help="source address for TCP and GRE (pptp --localbind)")
     p.add_argument("--up-file", help="write a JSON line here when the tunnel is up (for scripts/tests)")
     p.add_argument("-d", "--debug", action="store_true")
     p.add_argument("--log-level", default=None, choices=("debug", "info", "warning", "error"))
@@ -212,7 +218,8 @@ def build_client_config(args: argparse.Namespace):
     return ClientConfig(server=args.server, port=args.port, user=user, password=password, ppp=opts,
                         routes=tuple(args.route), interface=args.interface, impl=args.impl,
                         offload=not args.no_offload, pptp_echo_interval=args.pptp_echo_interval,
-                        up_file=args.up_file, log_level=level), (args.syslog, args.logfile or opts.logfile)
+                        up_file=args.up_file, log_level=level, flow_control=args.flow_control,
+                        local_address=args.local_address), (args.syslog, args.logfile or opts.logfile)
 
 
 def client_main(argv: list[str] | None = None) -> int:

@@ -54,6 +54,7 @@ class ClientConfig:
     ip_down: str | None = "/etc/ppp/ip-down"
     connect_timeout: float = 30.0
     local_address: str | None = None     # pptp --localbind: source of TCP and GRE
+    flow_control: bool = False           # RFC 2637 sliding window (old PACs); peers ignore it
 
 
 class AttemptFailed(Exception):
@@ -143,7 +144,8 @@ class Client:
         self._undo.append(tundev.close)
         gre = rawgre.open_gre_socket(cfg.local_address)
         self._undo.append(gre.close)
-        engine = Engine(EngineConfig(mtu=mtu, mru=cfg.ppp.mru or 1500, offload=offload))
+        engine = Engine(EngineConfig(mtu=mtu, mru=cfg.ppp.mru or 1500, offload=offload,
+                                     flow_control=cfg.flow_control))
         engine.start([tundev.fd], gre.fileno(), vnet_hdr_len=getattr(tundev, "vnet_hdr_len", 0))
         self._undo.append(engine.stop)
         hub = EngineHub(engine, loop)

@@ -69,6 +69,7 @@ class ServerConfig:
     pptp_echo_interval: float = 60.0
     log_level: str = "info"
     option_file: str | None = None       # re-read on SIGHUP
+    flow_control: bool = False           # RFC 2637 sliding window (old PACs/PNSs); peers ignore it
 
 
 class RateLimiter:
@@ -188,11 +189,12 @@ class Server:
         # parses one may get such a TUN, otherwise the header is taken for IP (no traffic).
         offload = self.config.offload and bool(getattr(Engine, "supports_vnet_hdr", False))
         self._tun_offload = offload
+        bind = self.config.listen if self.config.listen not in ("0.0.0.0", "::") else None
+        self._gre = rawgre.open_gre_socket(bind)
+        self.engine = Engine(EngineConfig(mtu=mtu, mru=self._ppp.mru or 1500, offload=offload,
+                                          flow_control=self.config.flow_control))
         if self.config.per_session_interfaces:
             # no shared TUN: each call adds its own to the running engine (_open_interface)
-            bind = self.config.listen if self.config.listen not in ("0.0.0.0", "::") else None
-            self._gre = rawgre.open_gre_socket(bind)
-            self.engine = Engine(EngineConfig(mtu=mtu, mru=self._ppp.mru or 1500, offload=offload))
             self.engine.start([], self._gre.fileno())
             return
         if self._tun_factory is not None:
@@ -203,9 +205,6 @@ class Server:
             netlink.set_mtu(self._tun.name, mtu)
             netlink.add_address(self._tun.name, f"{self.config.local_ips[0]}/32")
             netlink.set_link_up(self._tun.name)
-        bind = self.config.listen if self.config.listen not in ("0.0.0.0", "::") else None
-        self._gre = rawgre.open_gre_socket(bind)
-        self.engine = Engine(EngineConfig(mtu=mtu, mru=self._ppp.mru or 1500, offload=offload))
         self.engine.start([self._tun.fd], self._gre.fileno(),
                           vnet_hdr_len=getattr(self._tun, "vnet_hdr_len", 0))
 
