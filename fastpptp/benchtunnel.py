@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 
 from fastpptp import statictunnel
 from fastpptp.net import netlink, netns
+from fastpptp.proc import stop_process
 
 ADDR_A, ADDR_B = "192.0.2.1", "192.0.2.2"
 TUN_A, TUN_B = "198.51.100.1", "198.51.100.2"
@@ -113,15 +114,7 @@ class Pair:
 
 
 def kill(p: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 5.0) -> None:
-    if p.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(p.pid, sig)
-        try:
-            p.wait(grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p.pid, signal.SIGKILL)
-            p.wait(5)
+    stop_process(p, sig, grace)
     for s in (p.stdout, p.stderr):
         if s is not None:
             with contextlib.suppress(Exception):

@@ -26,6 +26,7 @@ import threading
 import time
 
 from .net import netlink, netns
+from .proc import stop_process
 
 SERVER_ADDR, CLIENT_ADDR = "192.0.2.1", "192.0.2.2"
 TUN_SERVER, TUN_POOL = "198.51.100.1", "198.51.100.2-9"
@@ -264,13 +265,7 @@ def run_demo(json_out: bool = False, nbytes: int = 32 * 1024 * 1024) -> int:
     finally:
         signal.signal(signal.SIGTERM, old_term)
         for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            stop_process(p, grace=10)
         for ns in (cns, sns):
             with contextlib.suppress(Exception):
                 netns.remove(ns, missing_ok=True)

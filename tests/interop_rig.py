@@ -41,6 +41,7 @@ from collections.abc import Callable, Sequence
 
 import paths
 from fastpptp.net import netns
+from fastpptp.proc import stop_process
 
 PPTP_VM = str(paths.INTEROP / "pptp-vm")
 PY = [sys.executable, "-m", "fastpptp"]
@@ -97,17 +98,7 @@ def _pdeathsig() -> None:
 
 def kill_pid(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 15.0) -> int | None:
     """Signal ``proc`` by PID, wait ``grace`` s, then SIGKILL; returns its exit status."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, sig)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(10)
-    return proc.returncode
+    return stop_process(proc, sig, grace, kill_wait=10)
 
 
 # ----------------------------------------------------------------------------- harness

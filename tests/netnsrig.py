@@ -25,6 +25,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+
+from fastpptp.proc import stop_process
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -60,16 +62,7 @@ def wait_for(cond: Callable[[], T], timeout: float, interval: float = 0.02,
 
 def kill_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 5.0) -> int:
     """Signal ``proc`` by its PID, wait up to ``grace`` s, then SIGKILL; returns the status."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, sig)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-    return proc.returncode
+    return stop_process(proc, sig, grace)
 
 
 def ns_argv(ns: str, argv: Sequence[str]) -> list[str]:

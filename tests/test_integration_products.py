@@ -18,6 +18,7 @@ import pytest
 
 from fastpptp.demo import _spawn, bulk_transfer, ping
 from fastpptp.net import netlink, netns
+from fastpptp.proc import stop_process
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -125,13 +126,7 @@ class Lab:
 
     def teardown(self):
         for p in reversed(self.procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            stop_process(p, grace=10)
         for ns in list(self.clients.values()) + [self.sns]:
             try:
                 netns.remove(ns, missing_ok=True)
