@@ -332,7 +332,10 @@ cdef class Engine:
         finally:
             self._unlock()
 
-    def set_mppe(self, int call_id, send_key, recv_key, int bits, stateful):
+    def set_mppe(self, int call_id, send_key, recv_key, int bits, stateful, rx_stateful=None):
+        """Turn MPPE on: RFC 3079 start keys and key length; ``stateful`` is the mode of what
+        we send and, unless ``rx_stateful`` says otherwise, of what we receive (CCP
+        negotiates each direction on its own, RFC 1962 §1)."""
         if bits not in (40, 56, 128):
             raise ValueError("MPPE bits must be 40, 56 or 128")
         cdef bytes sk = bytes(send_key), rk = bytes(recv_key)
@@ -341,11 +344,12 @@ cdef class Engine:
             raise ValueError(f"{bits}-bit MPPE needs {klen}-octet keys")
         cdef session* s
         cdef int st = 1 if stateful else 0
+        cdef int rst = st if rx_stateful is None else (1 if rx_stateful else 0)
         self._lock()
         try:
             s = self._get(call_id)
             if (mppe_init(&s.mppe_tx, <const uint8_t*><const char*>sk, bits, st) != MPPE_OK or
-                    mppe_init(&s.mppe_rx, <const uint8_t*><const char*>rk, bits, st) != MPPE_OK):
+                    mppe_init(&s.mppe_rx, <const uint8_t*><const char*>rk, bits, rst) != MPPE_OK):
                 s.mppe_on = 0
                 raise ValueError("mppe_init failed")
             s.mppe_on = 1

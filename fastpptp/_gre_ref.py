@@ -235,13 +235,16 @@ class Engine:
         with self._lock:
             self._routes.pop(_parse_addr(addr), None)
 
-    def set_mppe(self, call_id, send_key, recv_key, bits, stateful):
+    def set_mppe(self, call_id, send_key, recv_key, bits, stateful, rx_stateful=None):
+        """``stateful``: the mode we send with and, unless ``rx_stateful`` is given, receive
+        with (CCP negotiates each direction on its own, RFC 1962 §1)."""
         if bits not in (40, 56, 128):
             raise ValueError("MPPE bits must be 40, 56 or 128")
+        rx_st = stateful if rx_stateful is None else rx_stateful
         with self._lock:
             s = self._get(call_id)
             s.mppe_tx = _mppe.MppeEncryptor(bytes(send_key), bits, bool(stateful))
-            s.mppe_rx = _mppe.MppeDecryptor(bytes(recv_key), bits, bool(stateful))
+            s.mppe_rx = _mppe.MppeDecryptor(bytes(recv_key), bits, bool(rx_st))
 
     def clear_mppe(self, call_id):
         with self._lock:

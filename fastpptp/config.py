@@ -34,6 +34,7 @@ AUTH_FLAGS = frozenset({
     "refuse-pap", "refuse-chap", "refuse-mschap", "refuse-mschap-v2", "refuse-eap",
     "require-mppe", "require-mppe-40", "require-mppe-56", "require-mppe-128",
     "nomppe", "nomppe-40", "nomppe-56", "nomppe-128", "mppe-stateful", "nomppe-stateful",
+    "prefer-mppe-stateful",      # fastpptp's own: request stateful MPPE (see policy.py)
     "+pap", "-pap", "+chap", "-chap", "+mschap", "-mschap", "+mschap-v2", "-mschap-v2",
 })
 

@@ -48,6 +48,10 @@ def test_auth_lists(options, require, accept):
     ("require-mppe-128 nomppe", MppePolicy(False, False, frozenset(), False)),
     ("nomppe require-mppe-128", MppePolicy(True, True, frozenset({128}), False)),
     ("require-mppe-56", MppePolicy(True, True, frozenset({56}), False)),
+    # fastpptp's own: request stateful (implies allowing it); nomppe-stateful cancels both
+    ("require-mppe-128 prefer-mppe-stateful", MppePolicy(True, True, frozenset({128}), True, True)),
+    ("require-mppe-128 prefer-mppe-stateful nomppe-stateful",
+     MppePolicy(True, True, frozenset({128}), False, False)),
 ])
 def test_mppe(options, mppe):
     assert AuthPolicy.from_options(options).mppe == mppe

@@ -84,7 +84,7 @@ def test_stateful_accepted_when_allowed():
     again = Packet.decode(p.frames_to_send()[0][1])
     assert again.options() == [mppe_option(MPPE_S)]
     p.receive(Packet(Code.CONFIGURE_ACK, again.identifier, again.data).encode(), 1.0)
-    assert p.state is State.Opened and up_result(p) == CcpResult(128, False)
+    assert p.state is State.Opened and up_result(p) == CcpResult(128, False, False)
 
 
 def test_peer_demanding_stateful_fails_when_not_allowed():
@@ -241,3 +241,69 @@ def test_unanswered_reset_request_is_resent_with_same_identifier():
         a.handle_timer(float(t))
     resent = codes(a.frames_to_send())
     assert resent == [Code.RESET_REQUEST] * 9 and a.get_timer() is None   # Max-Configure
+
+
+# ---- prefer-mppe-stateful: requesting stateful mode, per-direction modes --------------------
+
+def test_prefer_stateful_requests_stateful_both_ways_with_an_allowing_peer():
+    """Our request goes without H; the peer (like pppd with mppe-stateful) takes our Nak
+    towards stateful for its own request, so both directions run stateful."""
+    a, b, _ = pair({"mppe_prefer_stateful": True}, {"mppe_stateful": True})
+    assert a.state is b.state is State.Opened
+    assert up_result(a) == up_result(b) == CcpResult(128, False, False)
+
+
+def test_prefer_stateful_first_request_and_nak_then_ack_of_a_repeated_stateless_request():
+    p = mk(mppe_prefer_stateful=True)
+    ours = start(p)
+    assert ours.options() == [mppe_option(MPPE_S)]                   # H clear: stateful
+    nak = reply_to(p, mppe_option(MPPE_H | MPPE_S))
+    assert nak.code == Code.CONFIGURE_NAK and nak.options() == [mppe_option(MPPE_S)]
+    # a peer that wants to receive stateless after all says so again: we agree
+    assert reply_to(p, mppe_option(MPPE_H | MPPE_S), ident=2).code == Code.CONFIGURE_ACK
+    p.receive(Packet(Code.CONFIGURE_ACK, ours.identifier, ours.data).encode(), 1.0)
+    # mixed modes: we send stateless (its request), we receive stateful (ours)
+    r = up_result(p)
+    assert p.state is State.Opened and r == CcpResult(128, True, False)
+    assert r.tx_stateless and r.rx_stateful and not r.tx_stateful
+
+
+def test_prefer_stateful_falls_back_to_stateless_when_the_peer_rejects_it():
+    """pppd without mppe-stateful Configure-Rejects the whole MPPE option of a stateful
+    request (ccp.c ccp_reqci): ask again stateless instead of giving up MPPE."""
+    p = mk(mppe_prefer_stateful=True)
+    ours = start(p)
+    p.receive(Packet(Code.CONFIGURE_REJECT, ours.identifier, ours.data).encode(), 1.0)
+    again = Packet.decode(p.frames_to_send()[0][1])
+    assert again.code == Code.CONFIGURE_REQUEST and again.options() == [mppe_option(MPPE_H | MPPE_S)]
+    assert p.counters["mppe_stateful_rejected"] == 1
+    assert not any(isinstance(e, MppeFailed) for e in p.events())
+    # it refused stateful: we no longer suggest it for the peer's direction either
+    assert reply_to(p, mppe_option(MPPE_H | MPPE_S), ident=7).code == Code.CONFIGURE_ACK
+    p.receive(Packet(Code.CONFIGURE_ACK, again.identifier, again.data).encode(), 1.0)
+    assert up_result(p) == CcpResult(128, True, True)
+    # a second Reject (of the stateless request) is a real refusal of MPPE
+    q = mk(mppe_prefer_stateful=True)
+    req = start(q)
+    q.receive(Packet(Code.CONFIGURE_REJECT, req.identifier, req.data).encode(), 1.0)
+    req = Packet.decode(q.frames_to_send()[0][1])
+    q.receive(Packet(Code.CONFIGURE_REJECT, req.identifier, req.data).encode(), 1.0)
+    assert any(isinstance(e, MppeFailed) for e in q.events())
+
+
+def test_prefer_stateful_against_a_refusing_peer_fails_like_pppd():
+    """Our CCP without mppe-stateful, like pppd, will not take a Nak towards stateful."""
+    a, b, _ = pair({"mppe_prefer_stateful": True}, {})
+    assert any(isinstance(e, MppeFailed) for e in b.events())
+
+
+def test_key_length_must_match_both_ways_though_modes_may_differ():
+    p = mk(mppe_bits=(128, 40), mppe_stateful=True)
+    ours = start(p)
+    assert reply_to(p, mppe_option(MPPE_H | MPPE_L)).code == Code.CONFIGURE_ACK   # we send 40
+    p.receive(Packet(Code.CONFIGURE_NAK, ours.identifier,
+                     mppe_option(MPPE_S).encode()).encode(), 1.0)                    # stateful 128
+    again = Packet.decode(p.frames_to_send()[0][1])
+    p.receive(Packet(Code.CONFIGURE_ACK, again.identifier, again.data).encode(), 1.0)
+    assert any(isinstance(e, MppeFailed) and "differs by direction" in e.reason
+               for e in p.events())

@@ -96,3 +96,12 @@ def test_address_pool_statics_and_reuse():
     assert pool.allocate("203.0.113.7") == "203.0.113.7"      # statics may lie outside the pool
     pool.release("203.0.113.7")
     assert "203.0.113.7" not in pool.in_use and pool.allocate() is None
+
+
+def test_prefer_mppe_stateful_is_an_mppe_switch():
+    """fastpptp's one MPPE option of its own reaches the policy like pppd's switches."""
+    from fastpptp.ppp.auth.policy import AuthPolicy
+    o = parse_ppp_options("require-mschap-v2\nrequire-mppe-128\nprefer-mppe-stateful\n", "opts")
+    assert o.auth_flags[-1] == "prefer-mppe-stateful" and o.unknown == () and o.ignored == ()
+    mppe = AuthPolicy.from_options(o.auth_flags).mppe
+    assert (mppe.required, mppe.stateful, mppe.prefer_stateful) == (True, True, True)

@@ -533,6 +533,40 @@ def test_mppe_stateful_loss_raises_reset_event(Engine):
     assert a.process(1.0, gre_in=[dgram(f)]).tun_out == [(0, pkt(9, dst=T_IN))]
 
 
+def test_mppe_modes_per_direction(Engine):
+    """CCP negotiates each direction's mode on its own (RFC 1962 §1): we send stateless and
+    receive stateful; the peer (the reference twin) the other way round."""
+    a = make(Engine)
+    b = peer_of(load_engine("reference"))
+    a.set_mppe(CID, KEY_S, KEY_R, 128, False, rx_stateful=True)
+    b.set_mppe(PCID, KEY_R, KEY_S, 128, True, rx_stateful=False)
+    for e, cid in ((a, CID), (b, PCID)):
+        e.set_ppp(cid, tx_acfc=True, tx_pfc=False, mtu=1400)     # payload = 00 fd + MPPE
+    a_ips = [pkt(i) for i in range(4)]
+    a_frames = [f for _, f in a.process(0.0, tun_in=[(0, ip) for ip in a_ips]).gre_out]
+    # stateless: every packet has the flushed (A) bit; stateful: only E after the first
+    assert [parse_gre(f)["payload"][2] & 0xF0 for f in a_frames] == [0x90] * 4
+    b_ips = [pkt(i, dst=T_IN) for i in range(4)]
+    b_frames = [f for _, f in b.process(0.0, tun_in=[(0, ip) for ip in b_ips]).gre_out]
+    assert [parse_gre(f)["payload"][2] & 0xF0 for f in b_frames] == [0x10] * 4
+    to_b = lambda f: dgram(f, src="192.0.2.1", dst=PEER)   # noqa: E731  (b's peer is 192.0.2.1)
+    assert [ip for _, ip in b.process(0.0, gre_in=[to_b(f) for f in a_frames]).tun_out] == a_ips
+    # a stateless receiver skips a lost packet without help: no Reset-Request from b
+    more = [f for _, f in a.process(0.0, tun_in=[(0, pkt(i)) for i in (10, 11)]).gre_out]
+    assert b.process(0.0, gre_in=[to_b(more[1])]).tun_out == []     # GRE gap: held
+    assert b.process(1.0).tun_out == [(0, pkt(11))]                  # reorder time-out
+    assert b.recv_control() == []
+    # a's stateful receiver decrypts in order, and asks for a reset when one is lost
+    out = a.process(0.0, gre_in=[dgram(f) for f in b_frames[:2]] + [dgram(b_frames[3])])
+    assert [ip for _, ip in out.tun_out] == b_ips[:2]
+    a.process(1.0)
+    assert a.recv_control() == [(CID, EV_MPPE_RESET_NEEDED, b"")]
+    b.mppe_reset(PCID)
+    f = b.process(1.0, tun_in=[(0, pkt(9, dst=T_IN))]).gre_out[0][1]
+    assert parse_gre(f)["payload"][2] & 0x80            # flushed after the Reset-Request
+    assert a.process(1.0, gre_in=[dgram(f)]).tun_out == [(0, pkt(9, dst=T_IN))]
+
+
 def test_send_control_queue_is_bounded(Engine):
     e = make(Engine, control_queue=3)
     for i in range(5):

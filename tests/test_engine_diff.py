@@ -32,7 +32,9 @@ def _pair(cfg, acfc, pfc, mppe):
             e.set_ppp(c, tx_acfc=acfc, tx_pfc=pfc, mtu=1400)
             e.set_data(c, True, True)
         if mppe:
-            e.set_mppe(CID, KEY_A, KEY_B, 128, mppe == "stateful")
+            # "tx-stateful": we send stateful, receive stateless (CCP modes are per direction)
+            e.set_mppe(CID, KEY_A, KEY_B, 128, mppe in ("stateful", "tx-stateful"),
+                       rx_stateful=mppe == "stateful")
         engines.append(e)
     return engines
 
@@ -44,7 +46,8 @@ def _peer(acfc, pfc, mppe):
     p.set_ppp(PCID, tx_acfc=acfc, tx_pfc=pfc, mtu=1400)
     p.set_data(PCID, True, True)
     if mppe:
-        p.set_mppe(PCID, KEY_B, KEY_A, 128, mppe == "stateful")
+        p.set_mppe(PCID, KEY_B, KEY_A, 128, mppe == "stateful",
+                   rx_stateful=mppe in ("stateful", "tx-stateful"))
     return p
 
 
@@ -87,7 +90,7 @@ EXAMPLES = int(os.environ.get("FASTPPTP_DIFF_EXAMPLES", "150"))
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=st.lists(op, max_size=40),
        acfc=st.booleans(), pfc=st.booleans(),
-       mppe=st.sampled_from([None, None, "stateless", "stateful"]),
+       mppe=st.sampled_from([None, None, "stateless", "stateful", "tx-stateful"]),
        base=st.sampled_from([0, 1, 0xFFFFFFF0, 0x7FFFFFF8]),
        depth=st.sampled_from([4, 64]), flow=st.booleans(), ack_delay=st.sampled_from([0.0, 0.02]))
 def test_twins_agree(ops, acfc, pfc, mppe, base, depth, flow, ack_delay):

@@ -135,7 +135,14 @@ async def run_pair(server_opts: str, client_opts: str, password: str, tmp_path):
     ("require-chap", "", "CHAP-MD5", None),
     ("require-pap", "", "PAP", None),
     ("require-mschap require-mppe-40", "require-mppe-40", "MS-CHAP", "40 stateless"),
-], ids=["mschapv2-mppe128", "mschapv2-nompe", "chap-md5", "pap", "mschapv1-mppe40"])
+    # stateful MPPE runs only when one side asks for it (pppd never does): both ask here,
+    ("require-mschap-v2 require-mppe-128 prefer-mppe-stateful",
+     "require-mppe-128 prefer-mppe-stateful", "MS-CHAPv2", "128 stateful"),
+    # and here only the server does; the client merely allows it, as pppd mppe-stateful
+    ("require-mschap-v2 require-mppe-128 prefer-mppe-stateful", "require-mppe-128 mppe-stateful",
+     "MS-CHAPv2", "128 stateful"),
+], ids=["mschapv2-mppe128", "mschapv2-nompe", "chap-md5", "pap", "mschapv1-mppe40",
+        "mschapv2-mppe128-stateful", "mschapv2-mppe128-stateful-server-asks"])
 def test_client_and_server_in_process(loopback_ns, tmp_path, server_opts, client_opts, auth, mppe):
     r = asyncio.run(run_pair(server_opts, client_opts, USERS["alice"], tmp_path))
     assert r["up"], "tunnel did not come up"

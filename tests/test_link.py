@@ -96,7 +96,7 @@ def test_mschapv2_mppe128_stateless_pair():
     assert (sa.user, sa.method, sa.direction) == ("fastpptp", AuthMethod.MSCHAP_V2, "peer")
     assert (ca.user, ca.direction) == ("fastpptp", "self")
     (sm,), (cm,) = w.of(s, MppeUp), w.of(c, MppeUp)
-    assert (sm.bits, sm.stateful, cm.bits, cm.stateful) == (128, False, 128, False)
+    assert (sm.bits, sm.mode, cm.bits, cm.mode) == (128, "stateless", 128, "stateless")
     assert cm.send_key == sm.recv_key and cm.recv_key == sm.send_key
     assert len(cm.send_key) == 16 and cm.send_key != cm.recv_key
     assert "send_key" not in repr(sm) or sm.send_key.hex() not in repr(sm)

@@ -160,7 +160,7 @@ def test_replay_client_into_server_link(name):
     if "mppe" in SCENARIOS[name][0].replace("nomppe", ""):
         (mu,) = mppe_up
         assert kinds.index(MppeUp) < kinds.index(NetworkUp)
-        assert (mu.bits, mu.stateful) == (128, False)
+        assert (mu.bits, mu.tx_stateful, mu.rx_stateful, mu.mode) == (128, False, False, "stateless")
         # our server's receive key decrypts what the real client sent
         dec = mppe.MppeDecryptor(mu.recv_key, 128, stateful=False)
         assert encrypted

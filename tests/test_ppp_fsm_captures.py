@@ -164,7 +164,7 @@ def test_ccp_mppe128_stateless_like_pppd(name):
     assert ours.data == Packet.decode(peer_req).data == bytes.fromhex("120601000040")
     assert answers(ccp, peer_req) == [peer_ack]
     ack_our_request(ccp, ours)
-    assert lcp_up_result(ccp) == CcpResult(mppe_bits=128, stateless=True)
+    assert lcp_up_result(ccp) == CcpResult(mppe_bits=128, tx_stateless=True, rx_stateless=True)
 
 
 @pytest.mark.parametrize("name", ["mschapv2-mppe128.pcap", "mschapv2-nompe.pcap",

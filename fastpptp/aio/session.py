@@ -222,8 +222,9 @@ class CallSession:
             if self._on_auth is not None:
                 self._on_auth(self, ev)
         elif name == "MppeUp":
-            self.engine.set_mppe(self.call_id, ev.send_key, ev.recv_key, ev.bits, ev.stateful)
-            self.info.mppe = f"{ev.bits} {'stateful' if ev.stateful else 'stateless'}"
+            self.engine.set_mppe(self.call_id, ev.send_key, ev.recv_key, ev.bits, ev.tx_stateful,
+                                 rx_stateful=ev.rx_stateful)
+            self.info.mppe = f"{ev.bits} {ev.mode}"
         elif name == "MppeReset":
             self.engine.mppe_reset(self.call_id)
         elif name == "NetworkUp":

@@ -12,6 +12,17 @@ Bits" (RFC 3078 §2; bit names as pppd prints them, `<mppe +H -M +S -L -D -C>`):
 C is MPPC, M is 56-bit.)  Negotiation follows pppd: our Configure-Request offers every key
 length we allow plus H; a peer's request offering several lengths is Nak'd down to the
 strongest common one, and stateful mode (H clear) is Nak'd to H unless `mppe_stateful`.
+
+Modes are per direction (RFC 1962 §1: a Configure-Request names what its sender wants to
+*receive*; pppd hands its own request to the decompressor and the peer's to the
+compressor), so CcpResult says what we send (the peer's acked request) and what we receive
+(our acked request) separately.  pppd never *requests* stateful mode; `mppe_prefer_stateful`
+(fastpptp's ``prefer-mppe-stateful``) does, in both directions: our Configure-Request goes
+without H, and the peer's stateless request is Nak'd towards stateful once (pppd with
+``mppe-stateful`` takes that Nak and requests stateful itself, ccp.c ccp_nakci; a pppd
+*without* it ends the link: "Refusing MPPE stateful mode offered by peer").  If the peer
+repeats a stateless request we Ack it, and if it Rejects our stateful request we ask again
+for stateless (pppd rejects the whole MPPE option when it refuses stateful, ccp_reqci).
 Deflate (26), BSD-Compress (21), Predictor (1, 2) and every other option: Configure-Reject.
 
 Reset-Request/Reset-Ack (codes 14/15, RFC 1962 §2.1): `send_reset_request(now)` and the
@@ -69,13 +80,16 @@ class CcpConfig(FsmConfig):
                    empty = no MPPE (the peer's MPPE option is rejected, like pppd nomppe).
     mppe_required: the link must not run without MPPE (pppd require-mppe): if it cannot be
                    agreed, MppeFailed is emitted and CCP closes.
-    mppe_stateful: also accept stateful MPPE (pppd mppe-stateful); stateless is always
+    mppe_stateful: also accept stateful MPPE (pppd mppe-stateful); stateless is
                    requested and preferred.
+    mppe_prefer_stateful: request stateful MPPE in both directions (fastpptp
+                   prefer-mppe-stateful; implies mppe_stateful), see the module docstring.
     """
 
     mppe_bits: tuple[int, ...] = (128,)
     mppe_required: bool = True
     mppe_stateful: bool = False
+    mppe_prefer_stateful: bool = False
 
     def __post_init__(self) -> None:
         bad = set(self.mppe_bits) - set(KEY_BITS)
@@ -87,16 +101,24 @@ class CcpConfig(FsmConfig):
 class CcpResult:
     """What CCP agreed, carried by ThisLayerUp.
 
-    mppe_bits: session key length, 40, 56 or 128; 0 = no MPPE (only when not required).
-    stateless: True = stateless MPPE (H bit, key changes every packet), False = stateful.
+    mppe_bits:    session key length, 40, 56 or 128 (the same both ways); 0 = no MPPE (only
+                  when not required).
+    tx_stateless: what we send: True = stateless (H bit, key changes every packet), False =
+                  stateful.  It is the peer's request, which we acked.
+    rx_stateless: what we receive: our request, which the peer acked.
     """
 
     mppe_bits: int
-    stateless: bool
+    tx_stateless: bool = True
+    rx_stateless: bool = True
 
     @property
-    def stateful(self) -> bool:
-        return not self.stateless
+    def tx_stateful(self) -> bool:
+        return not self.tx_stateless
+
+    @property
+    def rx_stateful(self) -> bool:
+        return not self.rx_stateless
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +165,9 @@ class CCP(FSM):
         self._reset_id: int | None = None
         self._reset_deadline: float | None = None
         self._reset_tries = 0
+        self._accept_stateful = config.mppe_stateful or config.mppe_prefer_stateful
+        # The peer refused stateful mode (rejected our stateful request): stop asking.
+        self._stateful_refused = False
         self.reset_negotiation()
 
     def open(self, now: float) -> None:
@@ -171,19 +196,27 @@ class CCP(FSM):
             self.emit(MppeFailed(reason))
         self.defer_close(reason)
 
+    def _prefer_stateful(self) -> bool:
+        return self.config.mppe_prefer_stateful and not self._stateful_refused
+
     def _desired(self, offered: int) -> int:
         """The Supported Bits we can agree to, given the peer's `offered` bits."""
         common = _key_lengths(offered) & self._allowed
         key = max(common) if common else max(self._allowed)
-        stateless = bool(offered & MPPE_H) or not self.config.mppe_stateful
+        if offered & MPPE_H:
+            # Stateless offered: fine, unless we prefer stateful and have not yet suggested it.
+            stateless = not (self._prefer_stateful() and self._stateful_naks_left > 0)
+        else:
+            stateless = not self._accept_stateful
         return (MPPE_H if stateless else 0) | KEY_BITS[key]
 
     # ---- our request --------------------------------------------------------------------
 
     def reset_negotiation(self) -> None:
         self._want: int | None = None
+        self._stateful_naks_left = 1     # Naks towards stateful per negotiation (prefer)
         if self._allowed:
-            self._want = MPPE_H
+            self._want = 0 if self._prefer_stateful() else MPPE_H
             for k in self._allowed:
                 self._want |= KEY_BITS[k]
         self._acked_bits = None
@@ -205,7 +238,7 @@ class CCP(FSM):
                            f"{describe_mppe(bits)})")
                 return True
             stateless = bool(bits & MPPE_H)
-            if not stateless and not self.config.mppe_stateful:
+            if not stateless and not self._accept_stateful:
                 self._fail("MPPE: peer insists on stateful mode (mppe_stateful is off)")
                 return True
             self._want = (MPPE_H if stateless else 0) | KEY_BITS[max(common)]
@@ -213,6 +246,13 @@ class CCP(FSM):
 
     def reject_received(self, options: list[Option], now: float) -> bool:
         if any(o.type == OPT_MPPE for o in options):
+            if self._want is not None and not self._want & MPPE_H and not self._stateful_refused:
+                # pppd refuses stateful mode by rejecting the whole option (ccp_reqci,
+                # "Refusing MPPE stateful mode offered by peer"): ask again, stateless.
+                self._stateful_refused = True
+                self._want |= MPPE_H
+                self.counters["mppe_stateful_rejected"] += 1
+                return True
             self._want = None
             if self.config.mppe_required:
                 self._fail("MPPE required but the peer rejected it")
@@ -228,6 +268,8 @@ class CCP(FSM):
                 seen = True
                 bits = struct.unpack("!I", o.value)[0]
                 want = self._desired(bits)
+                if bits & MPPE_H and not want & MPPE_H:
+                    self._stateful_naks_left -= 1
                 out.append(ack(o) if bits == want else nak(o, mppe_option(want)))
             else:
                 out.append(reject(o))    # Deflate, BSD-Compress, Predictor, MPPC-only, ...
@@ -248,17 +290,22 @@ class CCP(FSM):
                 self._fail("MPPE required but not negotiated")
                 return "MPPE required but not negotiated"
             return None
-        if ours is None or theirs is None or ours != theirs:
-            reason = (f"MPPE differs by direction: we send {describe_mppe(ours or 0)}, "
-                      f"peer sends {describe_mppe(theirs or 0)}")
+        # The mode (H) may differ by direction; the key length may not: one MS-CHAP master
+        # key yields both start keys at the one length (RFC 3079 §3).
+        if ours is None or theirs is None or _key_lengths(ours) != _key_lengths(theirs):
+            reason = (f"MPPE differs by direction: we receive {describe_mppe(ours or 0)}, "
+                      f"we send {describe_mppe(theirs or 0)}")
             self._fail(reason)
             return reason
         return None
 
     def result(self) -> CcpResult:
-        bits = self._acked_bits or 0
-        keys = _key_lengths(bits)
-        return CcpResult(max(keys) if keys else 0, bool(bits & MPPE_H) or not keys)
+        rx, tx = self._acked_bits or 0, self._peer_bits or 0
+        keys = _key_lengths(rx)
+        if not keys:
+            return CcpResult(0)
+        return CcpResult(max(keys), tx_stateless=bool(tx & MPPE_H),
+                         rx_stateless=bool(rx & MPPE_H))
 
     def this_layer_up(self, now: float) -> None:
         self._failed = False

@@ -115,12 +115,24 @@ class AuthFailed(LinkEvent):
 
 @dataclasses.dataclass(frozen=True)
 class MppeUp(LinkEvent):
-    """CCP agreed MPPE: RFC 3079 start keys for engine.set_mppe (ours to send with first)."""
+    """CCP agreed MPPE: RFC 3079 start keys for engine.set_mppe (ours to send with first).
+
+    The mode is per direction (CCP negotiates each on its own): ``tx_stateful`` for what we
+    send, ``rx_stateful`` for what we receive.
+    """
 
     send_key: bytes = dataclasses.field(repr=False)
     recv_key: bytes = dataclasses.field(repr=False)
     bits: int = 128
-    stateful: bool = False
+    tx_stateful: bool = False
+    rx_stateful: bool = False
+
+    @property
+    def mode(self) -> str:
+        """"stateless", "stateful", or e.g. "tx-stateless/rx-stateful" when they differ."""
+        tx = "stateful" if self.tx_stateful else "stateless"
+        rx = "stateful" if self.rx_stateful else "stateless"
+        return tx if tx == rx else f"tx-{tx}/rx-{rx}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -662,7 +674,8 @@ class PPPLink:
             base = self.config.ccp or CcpConfig()
             self.ccp = CCP(dataclasses.replace(
                 base, mppe_bits=tuple(sorted(mppe.bits, reverse=True)),
-                mppe_required=mppe.required, mppe_stateful=mppe.stateful), self.rng)
+                mppe_required=mppe.required, mppe_stateful=mppe.stateful,
+                mppe_prefer_stateful=mppe.prefer_stateful), self.rng)
             self.ccp.open(now)
             self.ccp.up(now)
         else:
@@ -720,7 +733,7 @@ class PPPLink:
                     key_len = 16 if res.mppe_bits == 128 else 8
                     r = self.auth_result
                     self.mppe = MppeUp(r.mppe_send_key[:key_len], r.mppe_recv_key[:key_len],
-                                       res.mppe_bits, res.stateful)
+                                       res.mppe_bits, res.tx_stateful, res.rx_stateful)
                     self._emit(self.mppe)
             elif self.config.policy.mppe.required:
                 self._fatal(MPPE_NOT_NEGOTIATED, now)

@@ -21,7 +21,11 @@ order given, like pppd reads them:
                        mschap-v2)
 ``nomppe``             no MPPE (also cancels earlier ``require-mppe*``)
 ``mppe-stateful``      stateful MPPE allowed if the peer insists (we still ask stateless)
-``nomppe-stateful``    stateful MPPE refused (the default)
+``nomppe-stateful``    stateful MPPE refused (the default; also cancels ``prefer-mppe-stateful``)
+``prefer-mppe-stateful``  (fastpptp; no pppd has it) *request* stateful MPPE in both
+                       directions; implies ``mppe-stateful``.  pppd only ever requests
+                       stateless, so without this stateful mode never runs.  A pppd
+                       without ``mppe-stateful`` ends the link when asked for it.
 =====================  ===================================================================
 
 Preference (``auth_require``, what the authenticator Config-Requests first and what the
@@ -57,6 +61,7 @@ class MppePolicy:
     required: bool = False
     bits: frozenset[int] = frozenset()    # subset of {40, 56, 128}
     stateful: bool = False                # stateful mode acceptable if the peer insists
+    prefer_stateful: bool = False         # request stateful mode (implies stateful)
 
     @property
     def allow_40(self) -> bool:
@@ -113,7 +118,7 @@ class AuthPolicy:
         mppe_required = False
         mppe_bits: set[int] = set()
         mppe_off = False
-        stateful = False
+        stateful = prefer_stateful = False
         for opt in options:
             opt = opt.strip()
             if not opt:
@@ -153,8 +158,10 @@ class AuthPolicy:
                 mppe_bits.discard(128)
             elif opt == "mppe-stateful":
                 stateful = True
+            elif opt == "prefer-mppe-stateful":
+                stateful = prefer_stateful = True
             elif opt == "nomppe-stateful":
-                stateful = False
+                stateful = prefer_stateful = False
             elif opt in ("require-eap", "+eap"):
                 raise PolicyError("require-eap: EAP is not implemented")
             else:
@@ -162,7 +169,8 @@ class AuthPolicy:
         if mppe_required and not mppe_bits:
             raise PolicyError("MPPE required but both 40- and 128-bit keys were refused")
         mppe = MppePolicy(allowed=mppe_required and not mppe_off, required=mppe_required,
-                          bits=frozenset(mppe_bits), stateful=stateful)
+                          bits=frozenset(mppe_bits), stateful=stateful,
+                          prefer_stateful=prefer_stateful)
         return cls(required, tuple(require), frozenset(refuse), mppe).validate()
 
 
