@@ -9,11 +9,13 @@ Matrix (issue 5), both directions:
   (192.0.2.10);
 
 for MS-CHAPv2 + MPPE-128 stateless (on the compiled and on the reference engine), MS-CHAPv2 +
-MPPE-128 with mppe-stateful, MS-CHAPv2 + MPPE-40, MS-CHAPv2 without MPPE, CHAP-MD5, PAP, and a
+MPPE-128 with mppe-stateful allowed (it stays stateless, as between two pppds), MS-CHAPv2 +
+MPPE-128 stateful (we ask for it with prefer-mppe-stateful), MS-CHAPv2 + MPPE-40, MS-CHAPv2 without MPPE, CHAP-MD5, PAP, and a
 wrong password.  One VM boot per scenario and direction checks, in order:
 
 1. the link comes up and both ends report the same authentication and MPPE mode (the
-   harness's ``SUMMARY auth=... mppe=...`` against our status / up-file);
+   harness's ``SUMMARY auth=... mppe=...`` against our status / up-file), and the capture
+   shows that mode on the wire both ways (the MPPE flushed bit);
 2. ping both ways (VM ``ping -c 3 $PPP_REMOTE``, ours ``fastpptp.demo.ping``);
 3. 2 MiB each way with matching SHA-256 (VM busybox httpd -> our HTTP GET; our one-file HTTP
    server -> VM ``wget | sha256sum``);
@@ -99,6 +101,15 @@ SCENARIOS = [
              ("require-mschap-v2", "require-mppe-128", "mppe-stateful"),
              _REFUSE["mschapv2"] + ("require-mppe-128", "mppe-stateful"), "MS-CHAPv2", "128 stateless",
              "us", "vm-pppd"),
+    # Stateful MPPE on the wire, both directions: the VM's pppd allows it (mppe-stateful) and
+    # our side asks for it (prefer-mppe-stateful): our Configure-Request goes without H, and
+    # pppd takes our Nak towards stateful for its own request (ccp.c ccp_nakci), so pppd
+    # logs "MPPE 128-bit stateful compression enabled".  The capture shows each side's data
+    # without the flushed bit (only every 256th packet and after a CCP Reset-Request).
+    Scenario("mschapv2-mppe128-stateful", "mschapv2", "require", ("mppe-stateful",),
+             ("require-mschap-v2", "require-mppe-128", "prefer-mppe-stateful"),
+             _REFUSE["mschapv2"] + ("require-mppe-128", "prefer-mppe-stateful"), "MS-CHAPv2",
+             "128 stateful", "vm", "vm-pptpctrl"),
     Scenario("mschapv2-mppe40", "mschapv2", "default", ("require-mppe-40",),
              ("require-mschap-v2", "require-mppe-40"),
              _REFUSE["mschapv2"] + ("require-mppe-40",), "MS-CHAPv2", "40 stateless", "vm", "us"),
@@ -228,6 +239,46 @@ def _vm_auth_mppe_agree(vm: R.VmRun, sc: Scenario, ours: dict, art: Artifacts) -
     assert (ours.get("mppe") or None) == sc.mppe, ours
 
 
+def _mppe_headers(pcap: str, src: str) -> list[tuple[bool, int]]:
+    """(flushed bit, coherency count) of every MPPE packet ``src`` sent (RFC 3078 §3)."""
+    from pcap import read_pcap
+    from fastpptp import gre
+    from fastpptp.ppp import frame as pppframe
+    out = []
+    for f in read_pcap(pcap):
+        if f.ip_src != src or f.gre_bytes is None:
+            continue
+        _, payload = gre.decode_packet(f.gre_bytes)
+        if not payload:
+            continue                                  # ack-only GRE packet
+        proto, info = pppframe.decode(payload)
+        if proto == 0x00FD and len(info) >= 2:
+            out.append((bool(info[0] & 0x80), ((info[0] & 0x0F) << 8) | info[1]))
+    return out
+
+
+def _mppe_mode_checks(pcap: str, sc: Scenario, ours: str, theirs: str, art: Artifacts) -> None:
+    """The negotiated mode is what runs on the wire, both ways: stateless MPPE sets the
+    flushed (A) bit on every packet (the key changes every packet); stateful sets it only when
+    the key changes (every 256th packet) or after a CCP Reset-Request (RFC 3078 §3, §7)."""
+    if sc.mppe is None:
+        assert not _mppe_headers(pcap, ours) and not _mppe_headers(pcap, theirs)
+        return
+    seen = {}
+    for src, other in ((ours, theirs), (theirs, ours)):
+        hdrs = _mppe_headers(pcap, src)
+        flushed = sum(a for a, _ in hdrs)
+        resets = R.tshark_count(pcap, f"ip.src=={other} && ccp && ppp.code==14")
+        seen[src] = {"packets": len(hdrs), "flushed": flushed, "reset_requests_from_peer": resets}
+        assert len(hdrs) > 1000, (src, seen)          # 2 MiB each way crossed encrypted
+        if sc.mppe.endswith("stateless"):
+            assert flushed == len(hdrs), (src, seen)
+        else:
+            key_changes = sum(1 for _, cc in hdrs if cc & 0xFF == 0xFF)
+            assert flushed <= key_changes + resets + 1, (src, seen)
+    art.note(mppe_on_wire=seen)
+
+
 def _capture_checks(pcap: str, ours: str, theirs: str, idle: tuple[float, float], art: Artifacts, *,
                     pptp_echo_from: tuple[str, ...]) -> None:
     assert os.path.exists(pcap) and os.path.getsize(pcap) > 0, "no capture"
@@ -334,6 +385,7 @@ def test_pptp_linux_client_vs_our_server(net, art, sc, impl):
             assert "Connection terminated" in vm.text()
         _vm_auth_mppe_agree(vm, sc, ours, art)
         _capture_checks(pcap, R.HOST_ADDR, R.CLIENT_VM_ADDR, idle, art, pptp_echo_from=(R.HOST_ADDR, R.CLIENT_VM_ADDR))
+        _mppe_mode_checks(pcap, sc, R.HOST_ADDR, R.CLIENT_VM_ADDR, art)
         seq = R.teardown_sequence(pcap, t_end)
         art.note(teardown_by=sc.end_a, teardown=seq)
         ours_sent = [ev for src, ev in seq if src == R.HOST_ADDR]
@@ -444,6 +496,7 @@ def test_our_client_vs_pptpd_server(net, art, sc, impl):
         R.wait_for(lambda: not R.link_exists(net.name, cl.interface), 10, "our TUN released")
         _vm_auth_mppe_agree(vm, sc, ours, art)
         _capture_checks(pcap, R.HOST_ADDR, R.SERVER_VM_ADDR, idle, art, pptp_echo_from=(R.HOST_ADDR,))
+        _mppe_mode_checks(pcap, sc, R.HOST_ADDR, R.SERVER_VM_ADDR, art)
         seq = R.teardown_sequence(pcap, t_end)
         art.note(teardown_by=sc.end_b, teardown=seq)
         ours_sent = [ev for src, ev in seq if src == R.HOST_ADDR]
