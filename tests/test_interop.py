@@ -30,7 +30,8 @@ wrong password.  One VM boot per scenario and direction checks, in order:
 6. Wireshark's dissectors find nothing malformed in the PPTP/GRE/PPP frames we sent; each
    side sent exactly one LCP Configure-Request.
 
-What we learned about the peers is in docs/INTEROP.md.
+Also: prefer-mppe-stateful against a pppd that refuses stateful mode ends cleanly, with
+pppd's reason in our log.  What we learned about the peers is in docs/INTEROP.md.
 
 Everything runs in one namespace per module (name includes our pid), removed at the end.
 """
@@ -539,6 +540,37 @@ def test_our_client_wrong_password_refused(net, art):
         assert "not-the-password" not in cl.log()
         assert "authentication" in cl.log().lower()
         assert not R.link_exists(net.name, cl.interface)
+        problems = R.tshark_problems(pcap, R.HOST_ADDR)
+        assert not problems, "\n".join(problems)
+    finally:
+        _cleanup(vm, cl)
+
+
+@pytest.mark.timeout(180)
+def test_our_client_prefer_stateful_vs_refusing_pppd(net, art):
+    """prefer-mppe-stateful against a pppd that refuses stateful mode (its default): pppd
+    ends the link on our stateful CCP request (ccp.c ccp_reqci), pptpd closes TCP at once;
+    our client exits non-zero with pppd's reason in its log and leaves nothing behind."""
+    tmp = art.dir
+    sc = SCENARIOS[0]
+    pcap = os.path.join(tmp, "b.pcap")
+    vm = cl = None
+    try:
+        vm = R.VmRun("server", net, _vm_common(sc, pcap) + ["--sessions", "1", "--timeout", "60"],
+                     os.path.join(tmp, "vm.log"))
+        vm.wait_marker("SERVER-READY", UP_TIMEOUT)
+        cl = R.OurClient(net.name, tmp, R.SERVER_VM_ADDR, USER, PASSWORD,
+                         options=sc.client_opts + ("prefer-mppe-stateful", "remotename", "pptpd"))
+        rc = cl.proc.wait(40)
+        assert rc != 0 and cl.ups() == [], cl.log()[-3000:]
+        assert vm.wait(END_TIMEOUT) == 2, vm.tail()       # the session never reached IPCP
+        text = vm.text()
+        assert re.search(r"rcvd \[CCP ConfReq id=0x[0-9a-f]+ <mppe -H -M \+S -L -D -C>\]", text), vm.tail()
+        assert "Refusing MPPE stateful mode offered by peer" in text, vm.tail()
+        assert "MPPE required but peer negotiation failed" in cl.log(), cl.log()[-3000:]
+        assert not R.link_exists(net.name, cl.interface)
+        assert R.routes_to(net.name, R.TUN_SERVER) == []
+        assert PASSWORD not in cl.log()
         problems = R.tshark_problems(pcap, R.HOST_ADDR)
         assert not problems, "\n".join(problems)
     finally:

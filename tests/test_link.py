@@ -270,6 +270,18 @@ def test_client_close_terminates_both():
     assert s.phase is Phase.DEAD and c.phase is Phase.DEAD
 
 
+def test_down_reason_has_the_peers_terminate_text_at_once():
+    """pptpd closes TCP as soon as its pppd exits, before our LCP's Stopping time-out emits
+    LinkDown: the session reads link.down_reason to keep pppd's reason in its log."""
+    s, c = server_link(), client_link()
+    w = connect(s, c)
+    assert c.down_reason is None
+    s.close(w.now, "MPPE required but peer negotiation failed")
+    w.run()
+    assert not w.of(c, LinkDown)                        # still Stopping
+    assert c.down_reason == "peer terminated: MPPE required but peer negotiation failed"
+
+
 def test_lcp_echo_failure_brings_link_down():
     cfg = LinkConfig(lcp=LcpConfig(echo_interval=5, echo_failure=2),
                      policy=AuthPolicy.from_options("noauth"),

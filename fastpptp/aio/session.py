@@ -177,6 +177,12 @@ class CallSession:
 
     def abort(self, reason: str) -> None:
         """Tear down now, without PPP goodbyes (control connection gone, internal error)."""
+        # A peer that ends the link often closes the control connection before our LCP has
+        # finished (pptpd exits with its pppd): keep the PPP reason, e.g. pppd's
+        # Terminate-Request text "MPPE required but peer negotiation failed".
+        ppp = self.link.down_reason
+        if ppp and ppp not in reason:
+            reason = f"{reason}; PPP: {ppp}"
         self._teardown(reason)
 
     # ------------------------------------------------------------------------------------

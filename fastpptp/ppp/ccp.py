@@ -20,9 +20,9 @@ compressor), so CcpResult says what we send (the peer's acked request) and what 
 (fastpptp's ``prefer-mppe-stateful``) does, in both directions: our Configure-Request goes
 without H, and the peer's stateless request is Nak'd towards stateful once (pppd with
 ``mppe-stateful`` takes that Nak and requests stateful itself, ccp.c ccp_nakci; a pppd
-*without* it ends the link: "Refusing MPPE stateful mode offered by peer").  If the peer
-repeats a stateless request we Ack it, and if it Rejects our stateful request we ask again
-for stateless (pppd rejects the whole MPPE option when it refuses stateful, ccp_reqci).
+*without* it ends the link on our stateful request: "Refusing MPPE stateful mode offered by
+peer", then LCP Terminate, seen in docs/INTEROP.md).  If the peer repeats a stateless request
+we Ack it, and if it only Rejects our stateful request we ask again for stateless.
 Deflate (26), BSD-Compress (21), Predictor (1, 2) and every other option: Configure-Reject.
 
 Reset-Request/Reset-Ack (codes 14/15, RFC 1962 §2.1): `send_reset_request(now)` and the

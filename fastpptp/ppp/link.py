@@ -461,6 +461,12 @@ class PPPLink:
             self.counters["events_dropped"] += 1
         self._events.append(ev)
 
+    @property
+    def down_reason(self) -> str | None:
+        """Why the link went (or is going) down, as first noted: e.g. the text of the peer's
+        LCP Terminate-Request.  None while nothing has ended it."""
+        return self._down_reason
+
     def _note_reason(self, reason: str) -> None:
         if self._down_reason is None and reason:
             self._down_reason = reason
