@@ -247,8 +247,8 @@ class CCP(FSM):
     def reject_received(self, options: list[Option], now: float) -> bool:
         if any(o.type == OPT_MPPE for o in options):
             if self._want is not None and not self._want & MPPE_H and not self._stateful_refused:
-                # pppd refuses stateful mode by rejecting the whole option (ccp_reqci,
-                # "Refusing MPPE stateful mode offered by peer"): ask again, stateless.
+                # A peer refusing stateful mode may reject the whole option (pppd's ccp_reqci
+                # does, though with require-mppe it also ends the link): ask again, stateless.
                 self._stateful_refused = True
                 self._want |= MPPE_H
                 self.counters["mppe_stateful_rejected"] += 1
