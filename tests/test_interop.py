@@ -37,6 +37,7 @@ Everything runs in one namespace per module (name includes our pid), removed at 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -517,33 +518,43 @@ def test_our_client_vs_pptpd_server(net, art, sc, impl):
         _cleanup(vm, cl, upload)
 
 
-@pytest.mark.timeout(180)
-def test_our_client_wrong_password_refused(net, art):
-    tmp = art.dir
-    sc = WRONG
-    pcap = os.path.join(tmp, "b.pcap")
+@contextlib.contextmanager
+def _our_client_refused_by_pptpd(net, art, password: str, options: tuple[str, ...]):
+    """A pptpd + pppd server VM for one session and our client dialling it with ``options``;
+    the attempt must fail.  Yields (vm, client) once both have ended, for the test's own
+    checks, then checks what every refusal must leave: no tunnel, no TUN, no route, no secret
+    in our log, nothing malformed in what we sent."""
+    sc = SCENARIOS[0]            # MS-CHAPv2 + MPPE-128, stateless
+    pcap = os.path.join(art.dir, "b.pcap")
     vm = cl = None
     try:
         vm = R.VmRun("server", net, _vm_common(sc, pcap) + ["--sessions", "1", "--timeout", "60"],
-                     os.path.join(tmp, "vm.log"))
+                     os.path.join(art.dir, "vm.log"))
         vm.wait_marker("SERVER-READY", UP_TIMEOUT)
-        cl = R.OurClient(net.name, tmp, R.SERVER_VM_ADDR, USER, "not-the-password",
-                         options=sc.client_opts + ("remotename", "pptpd"))
+        cl = R.OurClient(net.name, art.dir, R.SERVER_VM_ADDR, USER, password,
+                         options=sc.client_opts + options + ("remotename", "pptpd"))
         rc = cl.proc.wait(40)
         assert rc != 0, cl.log()[-3000:]
         assert cl.ups() == []
         assert vm.wait(END_TIMEOUT) == 2, vm.tail()     # fewer sessions than asked reached IPCP
-        text = vm.text()
         assert vm.marker("PPP-UP") is None
-        assert re.search(r"sent \[CHAP Failure", text) and "E=691" in text, vm.tail()
-        assert f"Peer {USER} failed CHAP authentication" in text, vm.tail()   # pppd's auth.c wording
-        assert "not-the-password" not in cl.log()
-        assert "authentication" in cl.log().lower()
+        yield vm, cl
+        assert password not in cl.log(), "secret in our log"
         assert not R.link_exists(net.name, cl.interface)
+        assert R.routes_to(net.name, R.TUN_SERVER) == []
         problems = R.tshark_problems(pcap, R.HOST_ADDR)
         assert not problems, "\n".join(problems)
     finally:
         _cleanup(vm, cl)
+
+
+@pytest.mark.timeout(180)
+def test_our_client_wrong_password_refused(net, art):
+    with _our_client_refused_by_pptpd(net, art, "not-the-password", ()) as (vm, cl):
+        text = vm.text()
+        assert re.search(r"sent \[CHAP Failure", text) and "E=691" in text, vm.tail()
+        assert f"Peer {USER} failed CHAP authentication" in text, vm.tail()   # pppd's auth.c wording
+        assert "authentication" in cl.log().lower()
 
 
 @pytest.mark.timeout(180)
@@ -551,27 +562,8 @@ def test_our_client_prefer_stateful_vs_refusing_pppd(net, art):
     """prefer-mppe-stateful against a pppd that refuses stateful mode (its default): pppd
     ends the link on our stateful CCP request (ccp.c ccp_reqci), pptpd closes TCP at once;
     our client exits non-zero with pppd's reason in its log and leaves nothing behind."""
-    tmp = art.dir
-    sc = SCENARIOS[0]
-    pcap = os.path.join(tmp, "b.pcap")
-    vm = cl = None
-    try:
-        vm = R.VmRun("server", net, _vm_common(sc, pcap) + ["--sessions", "1", "--timeout", "60"],
-                     os.path.join(tmp, "vm.log"))
-        vm.wait_marker("SERVER-READY", UP_TIMEOUT)
-        cl = R.OurClient(net.name, tmp, R.SERVER_VM_ADDR, USER, PASSWORD,
-                         options=sc.client_opts + ("prefer-mppe-stateful", "remotename", "pptpd"))
-        rc = cl.proc.wait(40)
-        assert rc != 0 and cl.ups() == [], cl.log()[-3000:]
-        assert vm.wait(END_TIMEOUT) == 2, vm.tail()       # the session never reached IPCP
+    with _our_client_refused_by_pptpd(net, art, PASSWORD, ("prefer-mppe-stateful",)) as (vm, cl):
         text = vm.text()
         assert re.search(r"rcvd \[CCP ConfReq id=0x[0-9a-f]+ <mppe -H -M \+S -L -D -C>\]", text), vm.tail()
         assert "Refusing MPPE stateful mode offered by peer" in text, vm.tail()
         assert "MPPE required but peer negotiation failed" in cl.log(), cl.log()[-3000:]
-        assert not R.link_exists(net.name, cl.interface)
-        assert R.routes_to(net.name, R.TUN_SERVER) == []
-        assert PASSWORD not in cl.log()
-        problems = R.tshark_problems(pcap, R.HOST_ADDR)
-        assert not problems, "\n".join(problems)
-    finally:
-        _cleanup(vm, cl)
