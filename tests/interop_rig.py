@@ -52,8 +52,12 @@ CLIENT_VM_ADDR = "192.0.2.20"    # pptp-linux VM
 TUN_SERVER = "198.51.100.1"      # server end of the tunnel (pptpd localip / our localip)
 TUN_POOL = "198.51.100.2-9"
 
-_MARK = re.compile(r"^PPTP-VM: (\S+)\s*(.*)$")
-_HOST = re.compile(r"^PPTP-VM-HOST: (\S+)\s*(.*)$")
+# Markers are searched for anywhere in a console line, not only at its start: the guest's
+# serial console interleaves writers, and a pppd log line still waiting for its newline
+# glues the next marker onto its end (seen in CI: "...ip-down finished (pid 234),
+# status = 0x0PPTP-VM: PPPD-EXIT rc=5 uptime=17.20").
+_MARK = re.compile(r"PPTP-VM: (\S+)\s*(.*)$")
+_HOST = re.compile(r"PPTP-VM-HOST: (\S+)\s*(.*)$")
 _KV = re.compile(r"(\S+?)=(\S*)")
 MAX_LINES = 200_000              # bound on what we keep of a VM console in memory
 
@@ -63,6 +67,19 @@ _counter = itertools.count()
 def unique(prefix: str) -> str:
     """A name unique on this machine while we run: prefix + pid + counter."""
     return f"{prefix}{os.getpid()}x{next(_counter)}"
+
+
+def parse_console_line(line: str) -> tuple[str, str, str]:
+    """Classify one line of ``pptp-vm`` output: ("marker", NAME, payload) for a guest
+    ``PPTP-VM:`` marker, ("host", KIND, payload) for a harness ``PPTP-VM-HOST:`` line, else
+    ("", "", "")."""
+    m = _MARK.search(line)
+    if m:
+        return "marker", m.group(1), m.group(2)
+    m = _HOST.search(line)
+    if m:
+        return "host", m.group(1), m.group(2)
+    return "", "", ""
 
 
 def parse_kv(text: str) -> dict[str, str]:
@@ -162,12 +179,11 @@ class VmRun:
             with self._cond:
                 if len(self.lines) < MAX_LINES:
                     self.lines.append(line)
-                m = _MARK.match(line)
-                if m:
-                    self.markers.append((m.group(1), m.group(2), time.monotonic()))
-                m = _HOST.match(line)
-                if m:
-                    self.host.append((m.group(1), m.group(2)))
+                kind, name, payload = parse_console_line(line)
+                if kind == "marker":
+                    self.markers.append((name, payload, time.monotonic()))
+                elif kind == "host":
+                    self.host.append((name, payload))
                 self._cond.notify_all()
         self.proc.wait()
         with self._cond:
