@@ -53,9 +53,9 @@ TUN_SERVER = "198.51.100.1"      # server end of the tunnel (pptpd localip / our
 TUN_POOL = "198.51.100.2-9"
 
 # Markers are searched for anywhere in a console line, not only at its start: the guest's
-# serial console interleaves writers, and a pppd log line still waiting for its newline
-# glues the next marker onto its end (seen in CI: "...ip-down finished (pid 234),
-# status = 0x0PPTP-VM: PPPD-EXIT rc=5 uptime=17.20").
+# serial console interleaves writers, and pppd's log_write() sends a line's text and its
+# "\n" in two write() calls, so a marker echoed between them lands glued to pppd's line.
+# Seen in CI: "...ip-down finished (pid 234), status = 0x0PPTP-VM: PPPD-EXIT rc=5 ...".
 _MARK = re.compile(r"PPTP-VM: (\S+)\s*(.*)$")
 _HOST = re.compile(r"PPTP-VM-HOST: (\S+)\s*(.*)$")
 _KV = re.compile(r"(\S+?)=(\S*)")
