@@ -365,7 +365,7 @@ def test_pptp_linux_client_vs_our_server(net, art, sc, impl):
             assert rc == 0, vm.tail()
             # pppd stopped by the harness (5); with --teardown signal pptp dies with it and
             # pppd sees the pty hang up first (16, "Modem hangup")
-            assert vm.marker("PPPD-EXIT")["rc"] == ("5" if sc.end_a == "vm" else "16"), vm.tail()
+            assert vm.wait_marker("PPPD-EXIT", 5)["rc"] == ("5" if sc.end_a == "vm" else "16"), vm.tail()
             if sc.end_a == "vm":    # LCP Terminate-Request from the VM, acked by us
                 assert re.search(r"sent \[LCP TermReq", vm.text()) and \
                     re.search(r"rcvd \[LCP TermAck", vm.text()), vm.tail()
@@ -381,7 +381,7 @@ def test_pptp_linux_client_vs_our_server(net, art, sc, impl):
             assert "WAITER linkgone" in text
             assert re.search(r"rcvd \[LCP TermReq", text) and re.search(r"sent \[LCP TermAck", text), vm.tail()
             assert "LCP terminated by peer" in text
-            assert vm.marker("PPPD-EXIT")["rc"] in ("16", "5"), vm.marker("PPPD-EXIT")
+            assert vm.wait_marker("PPPD-EXIT", 5)["rc"] in ("16", "5"), vm.tail()
             assert not R.link_exists(net.name, "fpio0"), "server TUN left behind"
         if sc.end_a != "us":   # (when we end it, pppd may power off before logging this line)
             assert "Connection terminated" in vm.text()
@@ -427,7 +427,7 @@ def test_pptp_linux_client_wrong_password_refused(net, art):
                      os.path.join(tmp, "vm.log"))
         rc = vm.wait(120)
         assert rc == 2, vm.tail()                              # tunnel never came up
-        assert vm.marker("PPPD-EXIT")["rc"] == "19", vm.tail()  # authentication failed
+        assert vm.wait_marker("PPPD-EXIT", 5)["rc"] == "19", vm.tail()  # authentication failed
         assert vm.marker("PPP-UP") is None
         text = vm.text()
         assert re.search(r"rcvd \[CHAP Failure", text), "pppd did not get a CHAP Failure:\n" + vm.tail()
