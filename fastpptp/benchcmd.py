@@ -108,7 +108,6 @@ def encap_reference(payload: int, mppe, min_time=0.3) -> float:
 # ------------------------------------------------------------------ decapsulation
 def _peer_stream(payload: int, mppe, batches: int):
     """Datagrams (IPv4 + GRE + PPP) a peer would send us: [batches, BATCH, ROW] + lengths."""
-    import struct
     p = load_engine("compiled")(EngineConfig())
     p.add_session(0x99, 7, LOCAL)
     p.set_ppp(0x99, tx_acfc=True, tx_pfc=True, mtu=1500)
@@ -123,20 +122,30 @@ def _peer_stream(payload: int, mppe, batches: int):
     dlen = None
     for b in range(batches):
         slab[:, HEADROOM:HEADROOM + payload] = ip
-        assert p.encap_slab(0, slab, lens, BATCH, out) == BATCH
-        start, flen = int(out[0, 1]), int(out[0, 2])
-        assert (out[:, 1] == start).all() and (out[:, 2] == flen).all()
-        dlen = 20 + flen
-        hdr = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, dlen, 0, 0x4000, 64, 47, 0,
-                                    bytes([192, 0, 2, 2]), bytes([192, 0, 2, 1])))
-        stream[b, :, HEADROOM:HEADROOM + 20] = np.frombuffer(bytes(hdr), np.uint8)
-        stream[b, :, HEADROOM + 20:HEADROOM + dlen] = slab[:, start:start + flen]
+        dlen = _encap_as_datagrams(p, slab, lens, out, stream[b], np.array([192, 0, 2, 2], np.uint8))
     return stream, dlen
+
+
+def _encap_as_datagrams(p, slab, lens, out, dest, srcs) -> int:
+    """Encapsulate one batch of ``slab`` with engine ``p`` and write it into ``dest``
+    ([BATCH, ROW]) as the IPv4 datagrams (protocol 47, to 192.0.2.1) a peer would send;
+    ``srcs`` is one source address ([4] uint8) for every row or a [BATCH, 4] array.  Returns the
+    datagram length (all rows have the same one)."""
+    import struct
+    assert p.encap_slab(0, slab, lens, BATCH, out) == BATCH
+    start, flen = int(out[0, 1]), int(out[0, 2])
+    assert (out[:, 1] == start).all() and (out[:, 2] == flen).all()
+    dlen = 20 + flen
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, dlen, 0, 0x4000, 64, 47, 0,
+                      bytes(4), bytes([192, 0, 2, 1]))
+    dest[:, HEADROOM:HEADROOM + 20] = np.frombuffer(hdr, np.uint8)
+    dest[:, HEADROOM + 12:HEADROOM + 16] = srcs
+    dest[:, HEADROOM + 20:HEADROOM + dlen] = slab[:, start:start + flen]
+    return dlen
 
 
 def _peer_stream_sessions(payload: int, sessions: int, batches: int):
     """Like _peer_stream, from ``sessions`` calls at once (row i is call (i * 7919) % n)."""
-    import struct
     p = load_engine("compiled")(EngineConfig())
     for k in range(sessions):
         p.add_session((0x99 + k) & 0xFFFF, (7 + k) & 0xFFFF, LOCAL, tun=0)
@@ -153,14 +162,7 @@ def _peer_stream_sessions(payload: int, sessions: int, batches: int):
     dlen = None
     for b in range(batches):
         slab[:, HEADROOM:HEADROOM + payload] = ips
-        assert p.encap_slab(0, slab, lens, BATCH, out) == BATCH
-        start, flen = int(out[0, 1]), int(out[0, 2])
-        dlen = 20 + flen
-        hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, dlen, 0, 0x4000, 64, 47, 0,
-                          bytes(4), bytes([192, 0, 2, 1]))
-        stream[b, :, HEADROOM:HEADROOM + 20] = np.frombuffer(hdr, np.uint8)
-        stream[b, :, HEADROOM + 12:HEADROOM + 16] = srcs
-        stream[b, :, HEADROOM + 20:HEADROOM + dlen] = slab[:, start:start + flen]
+        dlen = _encap_as_datagrams(p, slab, lens, out, stream[b], srcs)
     return stream, dlen
 
 
