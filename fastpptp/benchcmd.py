@@ -14,7 +14,9 @@ between batches is not.  Also reported: encapsulation cost with 1, 100 and 10 00
 """
 from __future__ import annotations
 
+import ipaddress
 import json as _json
+import struct
 import sys
 import time
 
@@ -32,14 +34,16 @@ KEY_A = bytes(range(16))
 KEY_B = bytes(range(16, 32))
 
 
+def _ipv4_header(total_len: int, proto: int, src: str, dst: str) -> bytes:
+    """A 20-byte IPv4 header: DF, TTL 64, checksum left 0 (nothing here verifies it)."""
+    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, total_len, 0, 0x4000, 64, proto, 0,
+                       ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed)
+
+
 def _ip_packet(size: int, dst: str = "198.51.100.2", src: str = "198.51.100.1") -> bytes:
-    import ipaddress
-    import struct
     body = bytes(i & 0xFF for i in range(size - 28))
     udp = struct.pack("!HHHH", 1000, 2000, 8 + len(body), 0) + body
-    h = struct.pack("!BBHHHBBH4s4s", 0x45, 0, size, 0, 0x4000, 64, 17, 0,
-                    ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed)
-    return h + udp
+    return _ipv4_header(size, 17, src, dst) + udp
 
 
 def _engine(impl: str, mppe, *, call_id=7, peer_call_id=0x99, peer=PEER, sessions=1):
@@ -122,23 +126,21 @@ def _peer_stream(payload: int, mppe, batches: int):
     dlen = None
     for b in range(batches):
         slab[:, HEADROOM:HEADROOM + payload] = ip
-        dlen = _encap_as_datagrams(p, slab, lens, out, stream[b], np.array([192, 0, 2, 2], np.uint8))
+        dlen = _encap_as_datagrams(p, slab, lens, out, stream[b],
+                                   np.frombuffer(ipaddress.IPv4Address(PEER).packed, np.uint8))
     return stream, dlen
 
 
 def _encap_as_datagrams(p, slab, lens, out, dest, srcs) -> int:
     """Encapsulate one batch of ``slab`` with engine ``p`` and write it into ``dest``
-    ([BATCH, ROW]) as the IPv4 datagrams (protocol 47, to 192.0.2.1) a peer would send;
-    ``srcs`` is one source address ([4] uint8) for every row or a [BATCH, 4] array.  Returns the
+    ([BATCH, ROW]) as the IPv4 datagrams (protocol 47, to LOCAL) a peer would send; ``srcs``
+    is one source address ([4] uint8) for every row or a [BATCH, 4] array.  Returns the
     datagram length (all rows have the same one)."""
-    import struct
     assert p.encap_slab(0, slab, lens, BATCH, out) == BATCH
     start, flen = int(out[0, 1]), int(out[0, 2])
     assert (out[:, 1] == start).all() and (out[:, 2] == flen).all()
     dlen = 20 + flen
-    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, dlen, 0, 0x4000, 64, 47, 0,
-                      bytes(4), bytes([192, 0, 2, 1]))
-    dest[:, HEADROOM:HEADROOM + 20] = np.frombuffer(hdr, np.uint8)
+    dest[:, HEADROOM:HEADROOM + 20] = np.frombuffer(_ipv4_header(dlen, 47, "0.0.0.0", LOCAL), np.uint8)
     dest[:, HEADROOM + 12:HEADROOM + 16] = srcs
     dest[:, HEADROOM + 20:HEADROOM + dlen] = slab[:, start:start + flen]
     return dlen
