@@ -3,7 +3,7 @@
     python3 -m pytest bench/bench_dataplane.py --benchmark-columns=mean,ops
 
 One benchmark round = one batch (256 packets for compiled/memcpy, 32 for the reference), so
-``ops`` x batch = packets/s.  ``fastpptp bench dataplane [--json]`` (fastpptp/benchcmd.py)
+``ops`` x batch = packets/s.  ``fastpptp bench dataplane [--json]`` (fastpptp/tools/benchcmd.py)
 measures the same things in one run and prints packets/s and the ratios directly.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from fastpptp import benchcmd as bc
+from fastpptp.tools import benchcmd as bc
 from fastpptp.dataplane import HEADROOM
 
 PAYLOADS = bc.PAYLOADS

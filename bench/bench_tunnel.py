@@ -3,7 +3,7 @@ and OpenVPN 2.6 (no crypto) between two network namespaces, in one run.
 
     sudo python3 bench/bench_tunnel.py [--json] [--time 5] [--only veth,fastpptp,openvpn]
 
-The same as `fastpptp bench tunnel`; see fastpptp/benchtunnel.py for what is measured and
+The same as `fastpptp bench tunnel`; see fastpptp/tools/benchtunnel.py for what is measured and
 docs/BENCHMARKS.md for recorded results.  Needs root; installs iperf3/openvpn with apt-get
 when missing.
 """
@@ -12,7 +12,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fastpptp.benchtunnel import main  # noqa: E402
+from fastpptp.tools.benchtunnel import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -261,13 +261,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(doc, indent=2) if args.json else format_status(doc))
         return 0
     if args.cmd == "demo":
-        from .demo import run_demo
+        from .tools.demo import run_demo
         return run_demo(json_out=args.json, nbytes=args.bytes)
     if args.cmd == "bench":
         if args.what == "dataplane":
-            from .benchcmd import run_dataplane_bench
+            from .tools.benchcmd import run_dataplane_bench
             return run_dataplane_bench(json=args.json)
-        from .benchtunnel import run_tunnel_bench
+        from .tools.benchtunnel import run_tunnel_bench
         return run_tunnel_bench(json=args.json)
     return 2
 

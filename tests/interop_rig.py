@@ -41,7 +41,7 @@ from collections.abc import Callable, Sequence
 
 import paths
 from fastpptp.net import netns
-from fastpptp.proc import stop_process
+from fastpptp.tools.proc import stop_process
 
 PPTP_VM = str(paths.INTEROP / "pptp-vm")
 PY = [sys.executable, "-m", "fastpptp"]

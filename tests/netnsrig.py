@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 
-from fastpptp.proc import stop_process
+from fastpptp.tools.proc import stop_process
 from dataclasses import dataclass, field
 from typing import TypeVar
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from fastpptp import benchcmd as bc
+from fastpptp.tools import benchcmd as bc
 from fastpptp.dataplane import HEADROOM
 
 

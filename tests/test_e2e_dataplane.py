@@ -1,4 +1,4 @@
-"""End to end: two namespaces joined by veth, `python3 -m fastpptp.statictunnel` in each, real
+"""End to end: two namespaces joined by veth, `python3 -m fastpptp.tools.statictunnel` in each, real
 packets through TUN -> engine -> raw GRE -> veth -> raw GRE -> engine -> TUN.
 
     ns A  198.51.100.1 (tun) ==GRE call 0x0100/0x0200== 198.51.100.2 (tun)  ns B
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from fastpptp import statictunnel
+from fastpptp.tools import statictunnel
 from fastpptp.dataplane import load_engine
 from fastpptp.net import netns
 from netnsrig import (Impairment, NsPair, impaired_namespaces, kill_process, run_in,

@@ -1,11 +1,11 @@
-"""The tunnel benchmark (fastpptp.benchtunnel): report arithmetic, and a short real run."""
+"""The tunnel benchmark (fastpptp.tools.benchtunnel): report arithmetic, and a short real run."""
 from __future__ import annotations
 
 import shutil
 
 import pytest
 
-from fastpptp import benchtunnel
+from fastpptp.tools import benchtunnel
 
 
 def fake_result() -> dict:

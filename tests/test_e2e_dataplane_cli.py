@@ -5,7 +5,7 @@ import argparse
 
 import pytest
 
-from fastpptp import statictunnel
+from fastpptp.tools import statictunnel
 
 BASE = ["--local", "192.0.2.1", "--peer", "192.0.2.2", "--call-id", "0x100",
         "--peer-call-id", "512", "--tun-addr", "198.51.100.1", "--tun-peer", "198.51.100.2"]
@@ -54,7 +54,7 @@ def test_command_round_trips_through_the_parser():
         local="192.0.2.2", peer="192.0.2.1", call_id=7, peer_call_id=9, tun_addr="198.51.100.2",
         tun_peer="198.51.100.1", mppe_key="00" * 16, mtu=1300, impl="reference", offload=False,
         stats_json="/tmp/x.json", tun_name="tunx", extra=("--no-pfc",))
-    assert argv[1:3] == ["-m", "fastpptp.statictunnel"]
+    assert argv[1:3] == ["-m", "fastpptp.tools.statictunnel"]
     a = statictunnel.build_parser().parse_args(argv[3:])
     assert (a.local, a.peer, a.call_id, a.peer_call_id) == ("192.0.2.2", "192.0.2.1", 7, 9)
     assert (a.tun_addr, a.tun_peer, a.mtu, a.impl) == ("198.51.100.2", "198.51.100.1", 1300,

@@ -16,9 +16,9 @@ import time
 
 import pytest
 
-from fastpptp.demo import _spawn, bulk_transfer, ping
+from fastpptp.tools.demo import _spawn, bulk_transfer, ping
 from fastpptp.net import netlink, netns
-from fastpptp.proc import stop_process
+from fastpptp.tools.proc import stop_process
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 

@@ -16,7 +16,7 @@ wrong password.  One VM boot per scenario and direction checks, in order:
 1. the link comes up and both ends report the same authentication and MPPE mode (the
    harness's ``SUMMARY auth=... mppe=...`` against our status / up-file), and the capture
    shows that mode on the wire both ways (the MPPE flushed bit);
-2. ping both ways (VM ``ping -c 3 $PPP_REMOTE``, ours ``fastpptp.demo.ping``);
+2. ping both ways (VM ``ping -c 3 $PPP_REMOTE``, ours ``fastpptp.tools.demo.ping``);
 3. 2 MiB each way with matching SHA-256 (VM busybox httpd -> our HTTP GET; our one-file HTTP
    server -> VM ``wget | sha256sum``);
 4. an idle spell of IDLE_S seconds with LCP echo every 2 s on both ends and PPTP echo every
@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import pytest
 
 import interop_rig as R
-from fastpptp.demo import ping
+from fastpptp.tools.demo import ping
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 

@@ -18,7 +18,7 @@ import pytest
 
 from fastpptp.client import Client, ClientConfig
 from fastpptp.config import parse_ppp_options
-from fastpptp.demo import ping
+from fastpptp.tools.demo import ping
 from fastpptp.net import netlink
 from fastpptp.ppp.auth.secrets import CallableBackend
 from fastpptp.server import Server, ServerConfig

@@ -1,6 +1,6 @@
 """`fastpptp bench tunnel`: iperf3 through veth, fastpptp and OpenVPN, in one run.
 
-    python3 -m fastpptp.benchtunnel [--json] [--time 5] [--skip-openvpn] [--only NAME,...]
+    python3 -m fastpptp.tools.benchtunnel [--json] [--time 5] [--skip-openvpn] [--only NAME,...]
 
 1. make two namespaces joined by a veth pair (192.0.2.1/24 <-> 192.0.2.2/24), lo up;
    nothing is routed to or from the root namespace; each test gets a fresh one-shot
@@ -9,7 +9,7 @@
    TCP 4 streams (-P 4), UDP with 1400-byte IP datagrams (-u -b 0 -l 1372) — each ``-t T``,
    then take the tunnel down:
    * ``veth``: no tunnel, the ceiling;
-   * ``fastpptp``: ``python3 -m fastpptp.statictunnel`` in each namespace (compiled engine,
+   * ``fastpptp``: ``python3 -m fastpptp.tools.statictunnel`` in each namespace (compiled engine,
      no MPPE), TUN MTU 1400;
    * ``fastpptp-mppe128``: the same with stateless MPPE-128;
    * ``openvpn``: OpenVPN 2.6 p2p over UDP, no crypto (``--cipher none --data-ciphers none
@@ -39,9 +39,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from fastpptp import statictunnel
+from fastpptp.tools import statictunnel
 from fastpptp.net import netlink, netns
-from fastpptp.proc import stop_process
+from fastpptp.tools.proc import stop_process
 
 ADDR_A, ADDR_B = "192.0.2.1", "192.0.2.2"
 TUN_A, TUN_B = "198.51.100.1", "198.51.100.2"
@@ -53,6 +53,8 @@ TESTS = ("tcp1", "tcp4", "udp1400")
 PATHS = ("veth", "fastpptp", "fastpptp-mppe128", "openvpn")
 TARGET_RATIO = 2.0  # tracker: >= 2x OpenVPN single-stream TCP without MPPE
 PKGS = {"iperf3": "iperf3", "openvpn": "openvpn"}
+# the directory holding the fastpptp package, for the tunnels' PYTHONPATH
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _log(msg: str) -> None:
@@ -176,7 +178,7 @@ def no_tunnel(pair: Pair, tmp: str) -> Iterator[dict]:
 @contextlib.contextmanager
 def fastpptp_tunnel(pair: Pair, tmp: str, mppe: bool) -> Iterator[dict]:
     info: dict = {"target": TUN_B}
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=ROOT)
     ends = [(pair.a, ADDR_A, ADDR_B, 0x100, 0x200, TUN_A, TUN_B, "a"),
             (pair.b, ADDR_B, ADDR_A, 0x200, 0x100, TUN_B, TUN_A, "b")]
     procs = []
@@ -433,7 +435,7 @@ def run_tunnel_bench(json: bool = False, seconds: int = 5,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python3 -m fastpptp.benchtunnel", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python3 -m fastpptp.tools.benchtunnel", description=__doc__.split("\n")[0])
     p.add_argument("--json", action="store_true")
     p.add_argument("--time", type=int, default=5, help="seconds per iperf3 test (1..60)")
     p.add_argument("--rounds", type=int, default=1,

@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 
-from .net import netlink, netns
+from ..net import netlink, netns
 from .proc import stop_process
 
 SERVER_ADDR, CLIENT_ADDR = "192.0.2.1", "192.0.2.2"
@@ -233,7 +233,7 @@ def run_demo(json_out: bool = False, nbytes: int = 32 * 1024 * 1024) -> int:
         bulk = bulk_transfer(sns, cns, TUN_SERVER, nbytes)
         say(f"bulk TCP {bulk['tx_bytes'] / 1e6:.1f} MB in {bulk['seconds']:.2f} s = {bulk['gbit_s']:.3f} Gbit/s, "
             f"SHA-256 {'matches' if bulk['checksum_ok'] else 'MISMATCH'}")
-        from .status import query_status
+        from ..status import query_status
         status = query_status(ctl)
         sessions = status.get("sessions", [])
         summary = {

@@ -1,7 +1,7 @@
 """One static PPTP data-plane session, no control connection: the end-to-end test and benchmark
 runner.
 
-    python3 -m fastpptp.statictunnel --local 192.0.2.1 --peer 192.0.2.2 \\
+    python3 -m fastpptp.tools.statictunnel --local 192.0.2.1 --peer 192.0.2.2 \\
         --call-id 1 --peer-call-id 2 --tun-addr 198.51.100.1 --tun-peer 198.51.100.2 \\
         [--mppe-key HEX[:HEX]] [--mtu 1400] [--impl compiled|reference] [--no-offload] \\
         [--stats-json FILE] [--tun-name NAME] [--tun-addr6 A6 --tun-peer6 B6]
@@ -80,7 +80,7 @@ def _ipv6(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python3 -m fastpptp.statictunnel",
+        prog="python3 -m fastpptp.tools.statictunnel",
         description="one static PPTP GRE/PPP session between two hosts, no control plane")
     p.add_argument("--local", required=True, type=_ipv4, help="our address for GRE")
     p.add_argument("--peer", required=True, type=_ipv4, help="the peer's address for GRE")
@@ -254,7 +254,7 @@ def command(
     stats_json: str | None = None, tun_name: str = "", extra: tuple[str, ...] = (),
 ) -> list[str]:
     """The argv that runs this module with these settings (``sys.executable -m ...``)."""
-    argv = [sys.executable, "-m", "fastpptp.statictunnel", "--local", local, "--peer", peer,
+    argv = [sys.executable, "-m", "fastpptp.tools.statictunnel", "--local", local, "--peer", peer,
             "--call-id", str(call_id), "--peer-call-id", str(peer_call_id),
             "--tun-addr", tun_addr, "--tun-peer", tun_peer, "--mtu", str(mtu), "--impl", impl]
     if mppe_key:
