@@ -1,4 +1,5 @@
-"""Network-namespace rig for integration tests (and the tunnel benchmark).
+"""The tests' network-namespace rig: fastpptp.tools.netrig (two namespaces, veth, processes
+stopped by PID, cleanup) plus what only tests need: tc netem, and an impairing bridge.
 
     with two_namespaces() as rig:          # ns A 192.0.2.1/24 <-veth-> ns B 192.0.2.2/24
         p = rig.spawn(rig.a, ["iperf3", "-s", "-1"])
@@ -8,158 +9,30 @@
     with impaired_namespaces(Impairment(loss=2, duplicate=1, reorder=10), tmpdir) as rig:
         ...   # A <-> user-space impairing bridge in a 3rd namespace <-> B; rig.relay counts
 
-Everything the rig makes is named with the pid (and a counter) so parallel runs never meet;
-processes it starts are killed by PID and namespaces removed on exit, also when the body
-raises.  Namespaces and links are made with fastpptp.net.netlink (the product's own code);
-`tc` is run as a subprocess (tests only).  Traffic never leaves the two namespaces: the veth
-pair lives entirely inside them and nothing is routed from the root namespace.
+Names, addresses and cleanup are netrig's (see there): everything named with the pid and a
+counter, processes killed by PID and namespaces removed on exit, also when the body raises.
+`tc` is run as a subprocess (tests only).  Traffic never leaves the namespaces the rig makes.
 """
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
+from dataclasses import dataclass
 
-from fastpptp.tools.proc import stop_process
-from dataclasses import dataclass, field
-from typing import TypeVar
+from fastpptp.net import netlink
+from fastpptp.tools.netrig import (ADDR_A, ADDR_B, PREFIX, NsPair, kill_process, namespace,
+                                   rig_lifetime, run_in, two_namespaces, unique_suffix,
+                                   wait_for)
 
-from fastpptp.net import netlink, netns
-
-T = TypeVar("T")
-
-ADDR_A = "192.0.2.1"
-ADDR_B = "192.0.2.2"
-PREFIX = 24
-
-_counter = itertools.count()
-
-
-def unique_suffix() -> str:
-    """pid + a per-process counter: unique on this machine while we run."""
-    return f"{os.getpid()}{next(_counter)}"
-
-
-def wait_for(cond: Callable[[], T], timeout: float, interval: float = 0.02,
-             what: str = "condition") -> T:
-    """Poll ``cond`` until it returns something truthy (returned); TimeoutError after
-    ``timeout`` seconds.  Bounded in time and, through ``interval``, in count."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
-def kill_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 5.0) -> int:
-    """Signal ``proc`` by its PID, wait up to ``grace`` s, then SIGKILL; returns the status."""
-    return stop_process(proc, sig, grace)
-
-
-def ns_argv(ns: str, argv: Sequence[str]) -> list[str]:
-    """argv run inside ``ns`` (``ip netns exec`` execs, so the PID is the command's)."""
-    return ["ip", "netns", "exec", ns, *argv]
-
-
-def run_in(ns: str, argv: Sequence[str], timeout: float = 30, check: bool = True,
-           **kw) -> subprocess.CompletedProcess:
-    """Run ``argv`` inside ``ns`` to completion (bounded by ``timeout``), capturing output."""
-    kw.setdefault("capture_output", True)
-    kw.setdefault("text", True)
-    return subprocess.run(ns_argv(ns, argv), timeout=timeout, check=check, **kw)
-
-
-@dataclass
-class NsPair:
-    """Two namespaces joined by one veth pair."""
-
-    a: str
-    b: str
-    veth_a: str
-    veth_b: str
-    addr_a: str = ADDR_A
-    addr_b: str = ADDR_B
-    procs: list[subprocess.Popen] = field(default_factory=list)
-    relay: "Relay | None" = None  # impaired_namespaces() only
-
-    def spawn(self, ns: str, argv: Sequence[str], **kw) -> subprocess.Popen:
-        """Start ``argv`` inside ``ns``; it is killed by PID when the rig closes."""
-        kw.setdefault("stdout", subprocess.PIPE)
-        kw.setdefault("stderr", subprocess.PIPE)
-        kw.setdefault("stdin", subprocess.DEVNULL)
-        proc = subprocess.Popen(ns_argv(ns, argv), **kw)
-        self.procs.append(proc)
-        return proc
-
-    def run(self, ns: str, argv: Sequence[str], timeout: float = 30, check: bool = True,
-            **kw) -> subprocess.CompletedProcess:
-        return run_in(ns, argv, timeout=timeout, check=check, **kw)
-
-    def peer_of(self, ns: str) -> str:
-        return self.addr_b if ns == self.a else self.addr_a
-
-    def kill_all(self) -> None:
-        for proc in reversed(self.procs):
-            kill_process(proc)
-            for stream in (proc.stdout, proc.stderr, proc.stdin):
-                if stream is not None:
-                    with contextlib.suppress(Exception):
-                        stream.close()
-        self.procs.clear()
-
-
-@contextlib.contextmanager
-def namespace(prefix: str = "fpt") -> Iterator[str]:
-    """One fresh namespace with ``lo`` up, removed on exit."""
-    name = f"{prefix}{unique_suffix()}"
-    netns.create(name)
-    try:
-        netlink.set_link_up("lo", netns=name)
-        yield name
-    finally:
-        netns.remove(name, missing_ok=True)
-
-
-@contextlib.contextmanager
-def two_namespaces(mtu: int | None = None, prefix: str = "fpt") -> Iterator[NsPair]:
-    """Namespaces A and B, veth between them (A 192.0.2.1/24, B 192.0.2.2/24), lo up.
-
-    Always cleaned up: processes killed by PID, then both namespaces removed (which destroys
-    the veth pair with them)."""
-    sfx = unique_suffix()
-    a, b = f"{prefix}a{sfx}", f"{prefix}b{sfx}"
-    # interface names are at most 15 bytes: keep the tail of the suffix
-    va, vb = f"va{sfx[-12:]}", f"vb{sfx[-12:]}"
-    created: list[str] = []
-    rig = NsPair(a, b, va, vb)
-    try:
-        for ns in (a, b):
-            netns.create(ns)
-            created.append(ns)
-            netlink.set_link_up("lo", netns=ns)
-        netlink.create_veth(va, vb, netns=a, peer_netns=b, mtu=mtu)
-        netlink.add_address(va, f"{ADDR_A}/{PREFIX}", netns=a)
-        netlink.add_address(vb, f"{ADDR_B}/{PREFIX}", netns=b)
-        netlink.set_link_up(va, netns=a)
-        netlink.set_link_up(vb, netns=b)
-        yield rig
-    finally:
-        try:
-            rig.kill_all()
-        finally:
-            for ns in created:
-                with contextlib.suppress(Exception):
-                    netlink.delete_link(va if ns == a else vb, netns=ns, missing_ok=True)
-                netns.remove(ns, missing_ok=True)
+__all__ = ["ADDR_A", "ADDR_B", "PREFIX", "ImpairedPair", "Impairment", "NsPair", "Relay",
+           "impaired_namespaces", "kill_process", "namespace", "netem", "netem_stats",
+           "netem_supported", "run_in", "tc_available", "two_namespaces", "unique_suffix",
+           "wait_for"]
 
 
 def tc_available() -> bool:
@@ -397,8 +270,13 @@ class Relay:
         return wait_for(read, timeout, what="relay counters snapshot")
 
 
+@dataclass
+class ImpairedPair(NsPair):
+    relay: Relay | None = None
+
+
 @contextlib.contextmanager
-def impaired_namespaces(imp: Impairment, stats_dir: str, prefix: str = "fpt") -> Iterator[NsPair]:
+def impaired_namespaces(imp: Impairment, stats_dir: str, prefix: str = "fpt") -> Iterator[ImpairedPair]:
     """A and B as in two_namespaces(), but joined through a user-space bridge in a third
     namespace M that impairs A->B GRE data packets as ``imp`` says.  The pair's ``relay``
     attribute gives its counters."""
@@ -406,13 +284,8 @@ def impaired_namespaces(imp: Impairment, stats_dir: str, prefix: str = "fpt") ->
     a, m, b = f"{prefix}a{sfx}", f"{prefix}m{sfx}", f"{prefix}b{sfx}"
     tail = sfx[-11:]
     va, ma, vb, mb = f"va{tail}", f"ma{tail}", f"vb{tail}", f"mb{tail}"
-    created: list[str] = []
-    rig = NsPair(a, b, va, vb)
-    try:
-        for ns in (a, m, b):
-            netns.create(ns)
-            created.append(ns)
-            netlink.set_link_up("lo", netns=ns)
+    rig = ImpairedPair(a, b, va, vb)
+    with rig_lifetime(rig, m):
         netlink.create_veth(ma, va, netns=m, peer_netns=a)
         netlink.create_veth(mb, vb, netns=m, peer_netns=b)
         netlink.add_address(va, f"{ADDR_A}/{PREFIX}", netns=a)
@@ -431,12 +304,6 @@ def impaired_namespaces(imp: Impairment, stats_dir: str, prefix: str = "fpt") ->
             raise RuntimeError(f"relay did not start: {line!r} {proc.stderr.read()!r}")
         rig.relay = Relay(proc, stats)
         yield rig
-    finally:
-        try:
-            rig.kill_all()
-        finally:
-            for ns in created:
-                netns.remove(ns, missing_ok=True)
 
 
 if __name__ == "__main__":

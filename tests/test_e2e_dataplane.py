@@ -101,9 +101,7 @@ def static_tunnel(rig: NsPair, tmp, *, mppe_key: str | None = None,
                 local=local, peer=peer, call_id=cid, peer_call_id=pcid, tun_addr=taddr,
                 tun_peer=tpeer, mppe_key=mppe_key, impl=impls[side], offload=offload,
                 stats_json=tun.path(side), extra=more)
-            procs[side] = netns.popen(ns, argv, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-            rig.procs.append(procs[side])  # killed by the rig whatever happens
+            procs[side] = rig.spawn(ns, argv, env=env)  # killed by the rig whatever happens
         for p in procs.values():
             statictunnel.wait_ready(p, timeout=15)
         yield tun

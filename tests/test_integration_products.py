@@ -16,8 +16,9 @@ import time
 
 import pytest
 
-from fastpptp.tools.demo import _spawn, bulk_transfer, ping
 from fastpptp.net import netlink, netns
+from fastpptp.tools.demo import bulk_transfer, ping
+from fastpptp.tools.netrig import spawn_logged
 from fastpptp.tools.proc import stop_process
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -72,11 +73,11 @@ class Lab:
     def start_server(self, *extra):
         if os.path.exists(self.ctl):
             os.unlink(self.ctl)
-        self.server = _spawn(self.sns, PY + ["server", "-c", f"{self.tmp}/pptpd.conf", "--secrets",
-                                             f"{self.tmp}/chap-secrets", "-f", "--control-socket", self.ctl,
-                                             "--interface", "fpisrv0", "--ip-up", "", "--ip-down", "",
-                                             "--rate-limit", "100", *extra],
-                             os.path.join(self.tmp, "server.log"))
+        self.server = spawn_logged(self.sns, PY + ["server", "-c", f"{self.tmp}/pptpd.conf", "--secrets",
+                                                   f"{self.tmp}/chap-secrets", "-f", "--control-socket", self.ctl,
+                                                   "--interface", "fpisrv0", "--ip-up", "", "--ip-down", "",
+                                                   "--rate-limit", "100", *extra],
+                                   os.path.join(self.tmp, "server.log"))
         self.procs.append(self.server)
         _wait(lambda: os.path.exists(self.ctl), 20, "server control socket", self.server)
 
@@ -104,9 +105,9 @@ class Lab:
         pw = self.write(f"pw{i}", password + "\n")
         if "nomppe" not in extra and "require-mppe-128" not in extra:
             extra = ("require-mppe-128",) + extra   # the server requires it; pppd needs it said
-        p = _spawn(ns, PY + ["client", SERVER_IP, "--user", user, "--password-file", pw, "--up-file", up,
-                             "--interface", f"fpic{i}", "remotename", "fastpptp-test", *extra],
-                   os.path.join(self.tmp, f"client{i}.log"))
+        p = spawn_logged(ns, PY + ["client", SERVER_IP, "--user", user, "--password-file", pw, "--up-file", up,
+                                   "--interface", f"fpic{i}", "remotename", "fastpptp-test", *extra],
+                         os.path.join(self.tmp, f"client{i}.log"))
         self.procs.append(p)
         return p, up
 

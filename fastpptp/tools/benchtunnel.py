@@ -2,9 +2,9 @@
 
     python3 -m fastpptp.tools.benchtunnel [--json] [--time 5] [--skip-openvpn] [--only NAME,...]
 
-1. make two namespaces joined by a veth pair (192.0.2.1/24 <-> 192.0.2.2/24), lo up;
-   nothing is routed to or from the root namespace; each test gets a fresh one-shot
-   ``iperf3 -s -1`` in B (an errored test is retried once);
+1. make two namespaces joined by a veth pair (192.0.2.1/24 <-> 192.0.2.2/24), lo up
+   (fastpptp.tools.netrig); nothing is routed to or from the root namespace; each test gets
+   a fresh one-shot ``iperf3 -s -1`` in B (an errored test is retried once);
 2. for each path: bring the tunnel up, run iperf3 from A to B's tunnel address — TCP 1 stream,
    TCP 4 streams (-P 4), UDP with 1400-byte IP datagrams (-u -b 0 -l 1372) — each ``-t T``,
    then take the tunnel down:
@@ -31,19 +31,16 @@ import contextlib
 import json as jsonlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
-from fastpptp.tools import statictunnel
-from fastpptp.net import netlink, netns
-from fastpptp.tools.proc import stop_process
+from ..net import netns
+from . import statictunnel
+from .netrig import ADDR_A, ADDR_B, NsPair, two_namespaces
 
-ADDR_A, ADDR_B = "192.0.2.1", "192.0.2.2"
 TUN_A, TUN_B = "198.51.100.1", "198.51.100.2"
 OVPN_A, OVPN_B = "203.0.113.1", "203.0.113.2"
 TUN_MTU = 1400
@@ -86,67 +83,7 @@ def ensure_tools(names: list[str]) -> dict[str, str]:
 # --------------------------------------------------------------------------- namespaces
 
 
-@dataclass
-class Pair:
-    a: str
-    b: str
-    veth_a: str
-    veth_b: str
-    procs: list[subprocess.Popen] = field(default_factory=list)
-
-    def spawn(self, ns: str, argv: list[str], **kw) -> subprocess.Popen:
-        kw.setdefault("stdin", subprocess.DEVNULL)
-        kw.setdefault("stdout", subprocess.PIPE)
-        kw.setdefault("stderr", subprocess.PIPE)
-        p = netns.popen(ns, argv, **kw)
-        self.procs.append(p)
-        return p
-
-    def run(self, ns: str, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
-        p = self.spawn(ns, argv)
-        try:
-            out, err = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            kill(p)
-            raise
-        finally:
-            self.procs.remove(p)
-        return subprocess.CompletedProcess(argv, p.returncode, out.decode(errors="replace"),
-                                           err.decode(errors="replace"))
-
-
-def kill(p: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 5.0) -> None:
-    stop_process(p, sig, grace)
-    for s in (p.stdout, p.stderr):
-        if s is not None:
-            with contextlib.suppress(Exception):
-                s.close()
-
-
-@contextlib.contextmanager
-def veth_pair() -> Iterator[Pair]:
-    tag = f"{os.getpid()}"
-    pair = Pair(f"fpbench-a-{tag}", f"fpbench-b-{tag}", f"fpba{tag}"[:15], f"fpbb{tag}"[:15])
-    made = []
-    try:
-        for ns in (pair.a, pair.b):
-            netns.create(ns)
-            made.append(ns)
-            netlink.set_link_up("lo", netns=ns)
-        netlink.create_veth(pair.veth_a, pair.veth_b, netns=pair.a, peer_netns=pair.b)
-        netlink.add_address(pair.veth_a, f"{ADDR_A}/24", netns=pair.a)
-        netlink.add_address(pair.veth_b, f"{ADDR_B}/24", netns=pair.b)
-        netlink.set_link_up(pair.veth_a, netns=pair.a)
-        netlink.set_link_up(pair.veth_b, netns=pair.b)
-        yield pair
-    finally:
-        for p in reversed(pair.procs):
-            kill(p)
-        for ns in made:
-            netns.remove(ns, missing_ok=True)
-
-
-def _wait_reachable(pair: Pair, addr: str, timeout: float) -> bool:
+def _wait_reachable(pair: NsPair, addr: str, timeout: float) -> bool:
     """Until ``addr`` answers from A (bounded): a TCP connect to a closed port comes back as
     a RST (ECONNREFUSED) once the path carries packets both ways; iperf3's port is left
     alone so its server never sees a stray control connection."""
@@ -171,12 +108,12 @@ def _wait_reachable(pair: Pair, addr: str, timeout: float) -> bool:
 
 
 @contextlib.contextmanager
-def no_tunnel(pair: Pair, tmp: str) -> Iterator[dict]:
+def no_tunnel(pair: NsPair, tmp: str) -> Iterator[dict]:
     yield {"target": ADDR_B}
 
 
 @contextlib.contextmanager
-def fastpptp_tunnel(pair: Pair, tmp: str, mppe: bool) -> Iterator[dict]:
+def fastpptp_tunnel(pair: NsPair, tmp: str, mppe: bool) -> Iterator[dict]:
     info: dict = {"target": TUN_B}
     env = dict(os.environ, PYTHONPATH=ROOT)
     ends = [(pair.a, ADDR_A, ADDR_B, 0x100, 0x200, TUN_A, TUN_B, "a"),
@@ -201,12 +138,11 @@ def fastpptp_tunnel(pair: Pair, tmp: str, mppe: bool) -> Iterator[dict]:
                 info["offload"] = bool(doc.get("offload")) and doc.get("vnet_hdr_len", 0) > 0
             except Exception as exc:  # reported, the bench goes on
                 info[f"counters_{side}"] = {"error": str(exc)}
-            kill(p)
-            pair.procs.remove(p)
+            pair.stop(p)
 
 
 @contextlib.contextmanager
-def openvpn_tunnel(pair: Pair, tmp: str) -> Iterator[dict]:
+def openvpn_tunnel(pair: NsPair, tmp: str) -> Iterator[dict]:
     common = ["openvpn", "--dev-type", "tun", "--proto", "udp", "--cipher", "none",
               "--data-ciphers", "none", "--auth", "none", "--disable-dco", "--tun-mtu",
               str(TUN_MTU), "--ping", "0", "--verb", "1", "--mute-replay-warnings"]
@@ -220,14 +156,13 @@ def openvpn_tunnel(pair: Pair, tmp: str) -> Iterator[dict]:
         yield {"target": OVPN_B, "pids": {"a": procs[0].pid, "b": procs[1].pid}}
     finally:
         for p in procs:
-            kill(p)
-            pair.procs.remove(p)
+            pair.stop(p)
 
 
 # --------------------------------------------------------------------------- iperf3
 
 
-def _iperf_server(pair: Pair, timeout: float = 5.0) -> subprocess.Popen:
+def _iperf_server(pair: NsPair, timeout: float = 5.0) -> subprocess.Popen:
     """A one-test ``iperf3 -s -1`` in B, returned once it listens.  A fresh server per test:
     an iperf3 server whose client died mid-test can stay wedged and fail every later test."""
     import select as _select
@@ -237,8 +172,7 @@ def _iperf_server(pair: Pair, timeout: float = 5.0) -> subprocess.Popen:
     while b"listening" not in buf:
         left = deadline - time.monotonic()
         if left <= 0 or srv.poll() is not None:
-            kill(srv)
-            pair.procs.remove(srv)
+            pair.stop(srv)
             raise RuntimeError(f"iperf3 server did not start: {buf[-200:]!r}")
         if _select.select([srv.stdout], [], [], min(left, 0.2))[0]:
             chunk = os.read(srv.stdout.fileno(), 4096)
@@ -258,7 +192,7 @@ def _cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def iperf(pair: Pair, target: str, test: str, seconds: int,
+def iperf(pair: NsPair, target: str, test: str, seconds: int,
           pids: dict[str, int] | None = None) -> dict:
     """One iperf3 test A -> ``target``; with ``pids``, also the CPU each of those tunnel
     processes used meanwhile (percent of one CPU, ``cpu_a``/``cpu_b``)."""
@@ -274,7 +208,7 @@ def iperf(pair: Pair, target: str, test: str, seconds: int,
     return out
 
 
-def _iperf(pair: Pair, target: str, test: str, seconds: int) -> dict:
+def _iperf(pair: NsPair, target: str, test: str, seconds: int) -> dict:
     argv = ["iperf3", "-c", target, "-t", str(seconds), "-J", "--connect-timeout", "3000"]
     if test == "tcp4":
         argv += ["-P", "4"]
@@ -282,12 +216,11 @@ def _iperf(pair: Pair, target: str, test: str, seconds: int) -> dict:
         argv += ["-u", "-b", "0", "-l", str(UDP_LEN), "-w", "4M"]
     srv = _iperf_server(pair)
     try:
-        r = pair.run(pair.a, argv, timeout=seconds + 20)
+        r = pair.run(pair.a, argv, timeout=seconds + 20, check=False)
     except subprocess.TimeoutExpired:
         return {"error": f"iperf3 client timed out after {seconds + 20}s"}
     finally:
-        kill(srv)
-        pair.procs.remove(srv)
+        pair.stop(srv)
     try:
         doc = jsonlib.loads(r.stdout)
     except ValueError:
@@ -317,7 +250,7 @@ def run_bench(seconds: int = 5, paths: tuple[str, ...] = PATHS, rounds: int = 1)
         return result
     runs: dict[str, dict[str, list[dict]]] = {}
     counters: dict[str, dict] = {}
-    with veth_pair() as pair, tempfile.TemporaryDirectory(prefix="fpbench") as tmp:
+    with two_namespaces(prefix="fpbench-") as pair, tempfile.TemporaryDirectory(prefix="fpbench") as tmp:
         for rnd in range(rounds):
             for path in paths:
                 if path in result["skipped"]:

@@ -1,7 +1,8 @@
 """``fastpptp demo``: a server and a client in two network namespaces, traffic, a summary.
 
-1. Two namespaces joined by a veth pair: the server at 192.0.2.1, the client at 192.0.2.2
-   (documentation addresses, never routed from the root namespace).
+1. Two namespaces joined by a veth pair (fastpptp.tools.netrig): the server in A at
+   192.0.2.1, the client in B at 192.0.2.2 (documentation addresses, never routed from the
+   root namespace).
 2. ``fastpptp-server`` in one (pptpd.conf + options + chap-secrets written to a temp dir:
    MS-CHAPv2 required, MPPE-128 required), ``fastpptp-client`` in the other.
 3. Once the client reports the tunnel up: ICMP echo across the tunnel (RTT), then a bulk TCP
@@ -19,41 +20,20 @@ import secrets
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-from ..net import netlink, netns
-from .proc import stop_process
+from ..net import netns
+from .netrig import ADDR_A as SERVER_ADDR, ADDR_B as CLIENT_ADDR, two_namespaces
 
-SERVER_ADDR, CLIENT_ADDR = "192.0.2.1", "192.0.2.2"
 TUN_SERVER, TUN_POOL = "198.51.100.1", "198.51.100.2-9"
 BULK_PORT = 5001
 
 
 class DemoError(RuntimeError):
     pass
-
-
-def _ns_preexec(name: str):
-    fd = netns.open_fd(name)
-
-    def enter():
-        netns._setns(fd)  # child process only: it then execs the product in that namespace
-    return enter, fd
-
-
-def _spawn(ns: str, argv: list[str], log_path: str) -> subprocess.Popen:
-    enter, fd = _ns_preexec(ns)
-    logf = open(log_path, "wb")
-    try:
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-                                preexec_fn=enter, pass_fds=(fd,), start_new_session=True)
-    finally:
-        logf.close()
-        os.close(fd)
 
 
 def _wait(cond, timeout: float, what: str, procs=()) -> None:
@@ -166,9 +146,7 @@ def run_demo(json_out: bool = False, nbytes: int = 32 * 1024 * 1024) -> int:
     if os.geteuid() != 0:
         print("fastpptp demo: needs root (network namespaces, TUN, raw GRE sockets)", file=sys.stderr)
         return 1
-    tag = f"{os.getpid() % 100000}"
-    sns, cns = f"fpdemo-s-{tag}", f"fpdemo-c-{tag}"
-    procs: list[subprocess.Popen] = []
+    rig_cm = contextlib.ExitStack()  # the namespaces and the processes in them
     tmp = tempfile.mkdtemp(prefix="fastpptp-demo-")
     summary: dict = {"ok": False}
     main_pid = os.getpid()
@@ -182,15 +160,10 @@ def run_demo(json_out: bool = False, nbytes: int = 32 * 1024 * 1024) -> int:
     old_term = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         say = (lambda *a: None) if json_out else (lambda *a: print(*a, flush=True))
+        # the server gets time to hang up the call when stopped
+        rig = rig_cm.enter_context(two_namespaces(prefix="fpdemo-", grace=10))
+        sns, cns = rig.a, rig.b
         say(f"fastpptp demo: namespaces {sns} (server {SERVER_ADDR}) and {cns} (client {CLIENT_ADDR})")
-        netns.create(sns)
-        netns.create(cns)
-        veth_s, veth_c = f"fpds{tag}", f"fpdc{tag}"
-        netlink.create_veth(veth_s, veth_c, netns=sns, peer_netns=cns)
-        for ns, dev, addr in ((sns, veth_s, SERVER_ADDR), (cns, veth_c, CLIENT_ADDR)):
-            netlink.set_link_up("lo", netns=ns)
-            netlink.add_address(dev, f"{addr}/24", netns=ns)
-            netlink.set_link_up(dev, netns=ns)
 
         password = secrets.token_urlsafe(12)
         files = {
@@ -210,18 +183,16 @@ def run_demo(json_out: bool = False, nbytes: int = 32 * 1024 * 1024) -> int:
         ctl = os.path.join(tmp, "server.sock")
         up_file = os.path.join(tmp, "client-up.json")
         py = [sys.executable, "-m", "fastpptp"]
-        server = _spawn(sns, py + ["server", "-c", f"{tmp}/pptpd.conf", "--secrets", f"{tmp}/chap-secrets",
-                                   "-f", "--control-socket", ctl, "--interface", "fpdemo0"],
-                        os.path.join(tmp, "server.log"))
-        procs.append(server)
-        _wait(lambda: os.path.exists(ctl), 20, "the server's control socket", procs)
+        rig.spawn_logged(sns, py + ["server", "-c", f"{tmp}/pptpd.conf", "--secrets", f"{tmp}/chap-secrets",
+                                    "-f", "--control-socket", ctl, "--interface", "fpdemo0"],
+                         os.path.join(tmp, "server.log"))
+        _wait(lambda: os.path.exists(ctl), 20, "the server's control socket", rig.procs)
         t0 = time.monotonic()
-        client = _spawn(cns, py + ["client", SERVER_ADDR, "--user", "demo", "--password-file",
-                                   f"{tmp}/password", "--up-file", up_file, "--interface", "fpdemo1",
-                                   "require-mppe-128", "refuse-eap", "remotename", "fastpptp-demo"],
-                        os.path.join(tmp, "client.log"))
-        procs.append(client)
-        _wait(lambda: os.path.exists(up_file) and os.path.getsize(up_file) > 0, 30, "the tunnel", procs)
+        rig.spawn_logged(cns, py + ["client", SERVER_ADDR, "--user", "demo", "--password-file",
+                                    f"{tmp}/password", "--up-file", up_file, "--interface", "fpdemo1",
+                                    "require-mppe-128", "refuse-eap", "remotename", "fastpptp-demo"],
+                         os.path.join(tmp, "client.log"))
+        _wait(lambda: os.path.exists(up_file) and os.path.getsize(up_file) > 0, 30, "the tunnel", rig.procs)
         setup_s = time.monotonic() - t0
         with open(up_file) as f:
             client_info = json.loads(f.readline())
@@ -264,11 +235,8 @@ def run_demo(json_out: bool = False, nbytes: int = 32 * 1024 * 1024) -> int:
         print("fastpptp demo: interrupted, cleaning up", file=sys.stderr)
     finally:
         signal.signal(signal.SIGTERM, old_term)
-        for p in reversed(procs):
-            stop_process(p, grace=10)
-        for ns in (cns, sns):
-            with contextlib.suppress(Exception):
-                netns.remove(ns, missing_ok=True)
+        with contextlib.suppress(Exception):
+            rig_cm.close()  # client then server stopped by PID, namespaces removed
         if json_out:
             print(json.dumps(summary, indent=2, default=str))
         with contextlib.suppress(Exception):

@@ -11,8 +11,8 @@ import signal
 import subprocess
 
 
-def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 5.0,
-                 kill_wait: float = 5.0) -> int | None:
+def stop_process(proc: subprocess.Popen[bytes] | subprocess.Popen[str], sig: int = signal.SIGTERM,
+                 grace: float = 5.0, kill_wait: float = 5.0) -> int | None:
     """Send ``sig`` to ``proc``, wait up to ``grace`` s, then SIGKILL and wait ``kill_wait`` s.
 
     Returns the exit status (None only if even SIGKILL did not reap it in time)."""
