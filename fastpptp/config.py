@@ -19,7 +19,7 @@ import dataclasses
 import ipaddress
 import shlex
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from .ppp.auth.base import AuthTimers
 from .ppp.auth.policy import AuthPolicy
@@ -253,12 +253,16 @@ def _tokens(text: str, path: str) -> Iterator[tuple[int, str]]:
 
 
 def parse_ppp_options(text: str, path: str = "<options>", *, base: PppOptions | None = None,
-                      read_file=None, _depth: int = 0) -> PppOptions:
+                      read_file: Callable[[str], str] | None = None,
+                      _depth: int = 0) -> PppOptions:
     """Parse a pppd options file (or ``pppd`` argv joined as text) into :class:`PppOptions`.
 
     ``read_file(path) -> str`` is used for ``file FILE`` includes (pppd allows nesting; we
     bound it at 8 levels)."""
-    values = dataclasses.asdict(base or PppOptions())
+    # PppOptions' fields by name, as the option tables above name them (lists while
+    # collecting); Any because the field types differ per name.  PppOptions(**...) at the
+    # end is where the names are checked.
+    values: dict[str, Any] = dataclasses.asdict(base or PppOptions())
     for key in ("auth_flags", "ms_dns", "ms_wins", "ignored", "unknown"):
         values[key] = list(values[key])
     toks = list(_tokens(text, path))
@@ -269,8 +273,8 @@ def parse_ppp_options(text: str, path: str = "<options>", *, base: PppOptions | 
         if opt in AUTH_FLAGS:
             values["auth_flags"].append(opt)
         elif opt in BOOL_FLAGS:
-            attr, val = BOOL_FLAGS[opt]
-            values[attr] = val
+            flag, val = BOOL_FLAGS[opt]
+            values[flag] = val
         elif opt in NOOP_FLAGS:
             pass
         elif opt in ARG_OPTIONS:
@@ -324,7 +328,7 @@ def parse_ppp_options(text: str, path: str = "<options>", *, base: PppOptions | 
     return PppOptions(**_freeze(values))
 
 
-def _freeze(values: dict) -> dict:
+def _freeze(values: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(dict.fromkeys(v)) if k in ("ignored", "unknown") else
             (tuple(v) if isinstance(v, list) else v) for k, v in values.items()}
 
@@ -391,7 +395,13 @@ PPTPD_IGNORED = {"noipparam", "logwtmp", "bcrelay", "delegate", "speed", "ppp",
 
 
 def parse_pptpd_conf(text: str, path: str = "/etc/pptpd.conf") -> PptpdConfig:
-    vals: dict = {"localip": [], "remoteip": [], "ignored": []}
+    base = PptpdConfig()
+    listen, option = base.listen, base.option
+    connections, stimeout = base.connections, base.stimeout
+    debug, logwtmp = base.debug, base.logwtmp
+    localip: list[str] = []
+    remoteip: list[str] = []
+    ignored: list[str] = []
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
         if not line:
@@ -399,41 +409,45 @@ def parse_pptpd_conf(text: str, path: str = "/etc/pptpd.conf") -> PptpdConfig:
         key, _, arg = line.partition(" ")
         key, arg = key.strip().lower(), arg.strip()
         if key == "localip":
-            vals["localip"].extend(expand_ip_list(arg, path, lineno))
+            localip.extend(expand_ip_list(arg, path, lineno))
         elif key == "remoteip":
-            vals["remoteip"].extend(expand_ip_list(arg, path, lineno))
+            remoteip.extend(expand_ip_list(arg, path, lineno))
         elif key == "listen":
             try:
                 ipaddress.ip_address(arg)
             except ValueError:
                 raise ConfigError(path, lineno, f"listen: '{arg}' is not an IP address") from None
-            vals["listen"] = arg
+            listen = arg
         elif key in ("connections", "stimeout"):
             try:
-                vals[key] = int(arg)
+                number = int(arg)
             except ValueError:
                 raise ConfigError(path, lineno, f"{key} needs a number, got '{arg}'") from None
-            if vals[key] <= 0:
+            if number <= 0:
                 raise ConfigError(path, lineno, f"{key} must be positive")
+            if key == "connections":
+                connections = number
+            else:
+                stimeout = number
         elif key == "option":
             if not arg:
                 raise ConfigError(path, lineno, "option needs a file name")
-            vals["option"] = arg
+            option = arg
         elif key == "debug":
-            vals["debug"] = True
+            debug = True
         elif key == "logwtmp":
-            vals["logwtmp"] = True
-            vals["ignored"].append(key)
+            logwtmp = True
+            ignored.append(key)
         elif key in PPTPD_IGNORED:
-            vals["ignored"].append(key)
+            ignored.append(key)
         else:
             raise ConfigError(path, lineno, f"unknown pptpd.conf keyword '{key}'")
-    if vals["remoteip"] and vals["localip"] and len(vals["localip"]) not in (1, len(vals["remoteip"])):
-        # pptpd pairs them up; with fewer local than remote addresses it stops at the shorter list.
-        pass
-    return PptpdConfig(localip=tuple(vals["localip"]), remoteip=tuple(vals["remoteip"]),
-                       ignored=tuple(dict.fromkeys(vals["ignored"])),
-                       **{k: v for k, v in vals.items() if k not in ("localip", "remoteip", "ignored")})
+    # With fewer local than remote addresses pptpd pairs them up and stops at the shorter
+    # list; one local address serves every peer.
+    return PptpdConfig(listen=listen, localip=tuple(localip), remoteip=tuple(remoteip),
+                       connections=connections, option=option, debug=debug,
+                       stimeout=stimeout, logwtmp=logwtmp,
+                       ignored=tuple(dict.fromkeys(ignored)))
 
 
 class AddressPool:

@@ -272,6 +272,7 @@ class LCP(FSM):
 
     def _next_auth(self, suggested: AuthMethod | None) -> None:
         allowed = self.config.auth_require
+        choice: AuthMethod | None
         if suggested is not None and suggested in allowed and suggested not in self._auth_tried:
             choice = suggested
         else:
