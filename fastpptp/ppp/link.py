@@ -65,7 +65,7 @@ MAX_HELD_FRAMES = 8                  # NCP frames held while CCP settles (bounde
 MAX_EVENTS = 256
 MAX_FRAMES = 1024                    # frames queued for an owner that does not drain
 
-Role = Literal["server", "client"]
+LinkRole = Literal["server", "client"]
 Direction = Literal["peer", "self"]      # "peer": we check the peer; "self": it checks us
 Family = Literal[4, 6]
 
@@ -248,12 +248,12 @@ Authenticatee = PapPeer | ChapPeer
 class PPPLink:
     """RFC 1661 §3 phase machine driving LCP, PAP/CHAP, CCP, IPCP and IPv6CP."""
 
-    def __init__(self, config: LinkConfig, role: Role, auth_backend: AuthBackend | None,
+    def __init__(self, config: LinkConfig, role: LinkRole, auth_backend: AuthBackend | None,
                  rng: random.Random | None = None) -> None:
         if role not in ("server", "client"):
             raise ValueError("role must be 'server' or 'client'")
         self.config = config
-        self.role: Role = role
+        self.role: LinkRole = role
         self.backend = auth_backend
         self.rng = rng or random.Random()
         self.lcp = self._new_lcp()
