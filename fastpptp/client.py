@@ -122,10 +122,11 @@ class Client:
         # first LCP Configure-Request ~0.1 s after the Outgoing-Call-Reply, and a first-time
         # import of the PPP stack inside the CallEstablished handler took ~0.18 s, so that
         # frame hit an unregistered call and LCP only came up on pppd's retry 3 s later.
-        from .ppp.link import LinkConfig, PPPLink
+        from .config import client_link_config
+        from .ppp.link import PPPLink
         loop = asyncio.get_running_loop()
         cfg = self.config
-        link_config = LinkConfig.for_client(cfg.ppp, user=cfg.user, password=cfg.password)
+        link_config = client_link_config(cfg.ppp, user=cfg.user, password=cfg.password)
         try:
             infos = await loop.getaddrinfo(cfg.server, cfg.port, family=socket.AF_INET, type=socket.SOCK_STREAM)
         except OSError as exc:

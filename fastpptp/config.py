@@ -8,6 +8,10 @@ frozen dataclasses; nothing here opens sockets.
 Unknown or unimplemented pppd options are collected by name (``PppOptions.ignored``) so the
 caller can warn about each once — never silently ignored.  A malformed line raises
 :class:`ConfigError` carrying file, line and reason.
+
+The pppd options are translated into the PPP link's own typed configuration here, and only
+here: :func:`server_link_config` / :func:`client_link_config` give a
+:class:`fastpptp.ppp.link.LinkConfig`, so the sans-I/O link never sees pppd option names.
 """
 from __future__ import annotations
 
@@ -15,7 +19,15 @@ import dataclasses
 import ipaddress
 import shlex
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+from .ppp.auth.base import AuthTimers
+from .ppp.auth.policy import AuthPolicy
+from .ppp.fsm import FsmConfig
+from .ppp.ipcp import IpcpConfig
+from .ppp.ipv6cp import Ipv6cpConfig
+from .ppp.lcp import LcpConfig
+from .ppp.link import LinkConfig
 
 
 class ConfigError(ValueError):
@@ -123,11 +135,108 @@ class PppOptions:
     linkname: str | None = None
     unit: int | None = None
     ipv6: bool = False
-    local_ip: str | None = None          # "a.b.c.d:" form
-    remote_ip: str | None = None         # ":w.x.y.z" form
+    local_ip: str | None = None          # "a.b.c.d" from pppd's "a.b.c.d:" form
+    remote_ip: str | None = None         # "w.x.y.z" from pppd's ":w.x.y.z" form
     ignored: tuple[str, ...] = ()        # recognised but not implemented: warn once each
     unknown: tuple[str, ...] = ()        # not pppd options we know: warn once each
 
+
+# --------------------------------------------------------------------------- pppd -> the PPP link
+
+_N = TypeVar("_N", int, float)
+
+
+def server_link_config(ppp: PppOptions, *, local_ip: str | ipaddress.IPv4Address,
+                       assign_address: Callable[[str], ipaddress.IPv4Address | str | None] | None = None,
+                       release_address: Callable[[str], None] | None = None) -> LinkConfig:
+    """The server's PPP link configuration from its pppd options.
+
+    ``auth`` is implied unless ``noauth`` or a ``require-*``/``+pap``-style option says
+    otherwise (a PPTP server that lets anyone in is a mistake).  ``local_ip`` is our tunnel
+    address; pppd's ``:remote`` half, if given, is the peer's fixed address.
+    ``assign_address(user)`` gives the peer its address (pool, static); whatever it handed
+    out is given back through ``release_address(addr)`` when the link dies.  ``name``
+    defaults to "pptpd", the name pptpd's chap-secrets use for the server column."""
+    flags = ppp.auth_flags
+    if not any(f in ("auth", "noauth") or f.startswith(("require-", "+")) and "mppe" not in f
+               for f in flags):
+        flags = ("auth",) + flags
+    return LinkConfig(
+        lcp=_lcp_config(ppp),
+        ipcp=_ipcp_config(ppp, local_address=ipaddress.IPv4Address(local_ip),
+                          peer_address=_address(ppp.remote_ip)),
+        ipv6cp=Ipv6cpConfig() if ppp.ipv6 else None,
+        policy=AuthPolicy.from_options(flags),
+        name=ppp.name or "pptpd",
+        remotename=ppp.remotename or "",
+        assign_address=assign_address, release_address=release_address,
+        dns=tuple(ipaddress.IPv4Address(a) for a in ppp.ms_dns),
+        nbns=tuple(ipaddress.IPv4Address(a) for a in ppp.ms_wins),
+        auth_timers=_auth_timers(ppp))
+
+
+def client_link_config(ppp: PppOptions, *, user: str | None = None,
+                       password: str | None = None) -> LinkConfig:
+    """The client's PPP link configuration from its pppd options; ``user``/``password``
+    (the command line's) take precedence over the options' ``user``/``password``."""
+    return LinkConfig(
+        lcp=_lcp_config(ppp),
+        ipcp=_ipcp_config(ppp, local_address=_address(ppp.local_ip),
+                          request_dns=ppp.usepeerdns),
+        ipv6cp=Ipv6cpConfig() if ppp.ipv6 else None,
+        policy=AuthPolicy.from_options(ppp.auth_flags),
+        name=ppp.name or "",
+        remotename=ppp.remotename or "",
+        user=user or ppp.user or "",
+        password=password or ppp.password or "",
+        auth_timers=_auth_timers(ppp))
+
+
+def _address(text: str | None) -> ipaddress.IPv4Address | None:
+    return ipaddress.IPv4Address(text) if text else None
+
+
+def _lcp_config(ppp: PppOptions) -> LcpConfig:
+    """pppd lcp-restart / lcp-max-* / mru / lcp-echo-*; unset options keep LcpConfig's
+    defaults (which are pppd's, except the MRU: 1400 suits PPTP over a 1500 path)."""
+    base = LcpConfig()
+    return LcpConfig(
+        restart_timer=_or(ppp.lcp_restart, base.restart_timer),
+        max_configure=_or(ppp.lcp_max_configure, base.max_configure),
+        max_failure=_or(ppp.lcp_max_failure, base.max_failure),
+        max_terminate=_or(ppp.lcp_max_terminate, base.max_terminate),
+        mru=ppp.mru or base.mru,
+        echo_interval=_or(ppp.lcp_echo_interval, base.echo_interval),
+        echo_failure=_or(ppp.lcp_echo_failure, base.echo_failure))
+
+
+def _ipcp_config(ppp: PppOptions, *, local_address: ipaddress.IPv4Address | None,
+                 peer_address: ipaddress.IPv4Address | None = None,
+                 request_dns: bool = False) -> IpcpConfig:
+    """IPCP with pppd ipcp-restart / ipcp-max-configure (pppd's only IPCP timer knobs)."""
+    base = FsmConfig()
+    return IpcpConfig(restart_timer=_or(ppp.ipcp_restart, base.restart_timer),
+                      max_configure=_or(ppp.ipcp_max_configure, base.max_configure),
+                      local_address=local_address, peer_address=peer_address,
+                      request_dns=request_dns)
+
+
+def _auth_timers(ppp: PppOptions) -> AuthTimers:
+    """chap-restart / chap-max-challenge, else pap-restart / pap-max-authreq (one machine
+    runs per direction, and pppd's defaults for both are the same)."""
+    base = AuthTimers()
+    restart = ppp.chap_restart or ppp.pap_restart
+    tries = ppp.chap_max_challenge or ppp.pap_max_authreq
+    return AuthTimers(restart=float(restart) if restart else base.restart,
+                      max_transmits=tries or base.max_transmits, wait=base.wait)
+
+
+def _or(value: int | None, default: _N) -> _N | int:
+    """An option's value when it was given (0 included), else the default."""
+    return default if value is None else value
+
+
+# --------------------------------------------------------------------------- parsing
 
 def _tokens(text: str, path: str) -> Iterator[tuple[int, str]]:
     """pppd's option-file lexer: words, '#' comments, "quoted strings" and \\ escapes."""
@@ -144,12 +253,16 @@ def _tokens(text: str, path: str) -> Iterator[tuple[int, str]]:
 
 
 def parse_ppp_options(text: str, path: str = "<options>", *, base: PppOptions | None = None,
-                      read_file=None, _depth: int = 0) -> PppOptions:
+                      read_file: Callable[[str], str] | None = None,
+                      _depth: int = 0) -> PppOptions:
     """Parse a pppd options file (or ``pppd`` argv joined as text) into :class:`PppOptions`.
 
     ``read_file(path) -> str`` is used for ``file FILE`` includes (pppd allows nesting; we
     bound it at 8 levels)."""
-    values = dataclasses.asdict(base or PppOptions())
+    # PppOptions' fields by name, as the option tables above name them (lists while
+    # collecting); Any because the field types differ per name.  PppOptions(**...) at the
+    # end is where the names are checked.
+    values: dict[str, Any] = dataclasses.asdict(base or PppOptions())
     for key in ("auth_flags", "ms_dns", "ms_wins", "ignored", "unknown"):
         values[key] = list(values[key])
     toks = list(_tokens(text, path))
@@ -160,8 +273,8 @@ def parse_ppp_options(text: str, path: str = "<options>", *, base: PppOptions | 
         if opt in AUTH_FLAGS:
             values["auth_flags"].append(opt)
         elif opt in BOOL_FLAGS:
-            attr, val = BOOL_FLAGS[opt]
-            values[attr] = val
+            flag, val = BOOL_FLAGS[opt]
+            values[flag] = val
         elif opt in NOOP_FLAGS:
             pass
         elif opt in ARG_OPTIONS:
@@ -215,7 +328,7 @@ def parse_ppp_options(text: str, path: str = "<options>", *, base: PppOptions | 
     return PppOptions(**_freeze(values))
 
 
-def _freeze(values: dict) -> dict:
+def _freeze(values: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(dict.fromkeys(v)) if k in ("ignored", "unknown") else
             (tuple(v) if isinstance(v, list) else v) for k, v in values.items()}
 
@@ -277,12 +390,18 @@ class PptpdConfig:
     ignored: tuple[str, ...] = ()
 
 
-PPTPD_IGNORED = {"noipparam", "logwtmp", "bcrelay", "delegate", "speed", "ppp", "noipparam",
+PPTPD_IGNORED = {"noipparam", "logwtmp", "bcrelay", "delegate", "speed", "ppp",
                  "pidfile", "vrf"}
 
 
 def parse_pptpd_conf(text: str, path: str = "/etc/pptpd.conf") -> PptpdConfig:
-    vals: dict = {"localip": [], "remoteip": [], "ignored": []}
+    base = PptpdConfig()
+    listen, option = base.listen, base.option
+    connections, stimeout = base.connections, base.stimeout
+    debug, logwtmp = base.debug, base.logwtmp
+    localip: list[str] = []
+    remoteip: list[str] = []
+    ignored: list[str] = []
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
         if not line:
@@ -290,41 +409,45 @@ def parse_pptpd_conf(text: str, path: str = "/etc/pptpd.conf") -> PptpdConfig:
         key, _, arg = line.partition(" ")
         key, arg = key.strip().lower(), arg.strip()
         if key == "localip":
-            vals["localip"].extend(expand_ip_list(arg, path, lineno))
+            localip.extend(expand_ip_list(arg, path, lineno))
         elif key == "remoteip":
-            vals["remoteip"].extend(expand_ip_list(arg, path, lineno))
+            remoteip.extend(expand_ip_list(arg, path, lineno))
         elif key == "listen":
             try:
                 ipaddress.ip_address(arg)
             except ValueError:
                 raise ConfigError(path, lineno, f"listen: '{arg}' is not an IP address") from None
-            vals["listen"] = arg
+            listen = arg
         elif key in ("connections", "stimeout"):
             try:
-                vals[key] = int(arg)
+                number = int(arg)
             except ValueError:
                 raise ConfigError(path, lineno, f"{key} needs a number, got '{arg}'") from None
-            if vals[key] <= 0:
+            if number <= 0:
                 raise ConfigError(path, lineno, f"{key} must be positive")
+            if key == "connections":
+                connections = number
+            else:
+                stimeout = number
         elif key == "option":
             if not arg:
                 raise ConfigError(path, lineno, "option needs a file name")
-            vals["option"] = arg
+            option = arg
         elif key == "debug":
-            vals["debug"] = True
+            debug = True
         elif key == "logwtmp":
-            vals["logwtmp"] = True
-            vals["ignored"].append(key)
+            logwtmp = True
+            ignored.append(key)
         elif key in PPTPD_IGNORED:
-            vals["ignored"].append(key)
+            ignored.append(key)
         else:
             raise ConfigError(path, lineno, f"unknown pptpd.conf keyword '{key}'")
-    if vals["remoteip"] and vals["localip"] and len(vals["localip"]) not in (1, len(vals["remoteip"])):
-        # pptpd pairs them up; with fewer local than remote addresses it stops at the shorter list.
-        pass
-    return PptpdConfig(localip=tuple(vals["localip"]), remoteip=tuple(vals["remoteip"]),
-                       ignored=tuple(dict.fromkeys(vals["ignored"])),
-                       **{k: v for k, v in vals.items() if k not in ("localip", "remoteip", "ignored")})
+    # With fewer local than remote addresses pptpd pairs them up and stops at the shorter
+    # list; one local address serves every peer.
+    return PptpdConfig(listen=listen, localip=tuple(localip), remoteip=tuple(remoteip),
+                       connections=connections, option=option, debug=debug,
+                       stimeout=stimeout, logwtmp=logwtmp,
+                       ignored=tuple(dict.fromkeys(ignored)))
 
 
 class AddressPool:

@@ -455,10 +455,10 @@ class Server:
         return self._tun.name if self._tun else self.config.interface
 
     def _link_config(self):
-        from .ppp.link import LinkConfig
-        return LinkConfig.for_server(self._ppp, local_ip=self.config.local_ips[0],
-                                     assign_address=self._allocate_address,
-                                     release_address=self.pool.release)
+        from .config import server_link_config
+        return server_link_config(self._ppp, local_ip=self.config.local_ips[0],
+                                  assign_address=self._allocate_address,
+                                  release_address=self.pool.release)
 
     def _allocate_address(self, user: str) -> str | None:
         if self._assign_address is not None:

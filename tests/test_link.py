@@ -437,7 +437,7 @@ def test_server_auth_timeout_brings_link_down():
 # --------------------------------------------------------------------------- from pppd options
 
 def test_for_server_and_for_client_from_pppd_options():
-    from fastpptp.config import parse_ppp_options
+    from fastpptp.config import client_link_config, parse_ppp_options, server_link_config
     sopts = parse_ppp_options("name pptpd\nrequire-mschap-v2\nrequire-mppe-128\n"
                               "ms-dns 192.0.2.53\nlcp-echo-interval 0\n")
     copts = parse_ppp_options("noauth\nrequire-mppe-128\nusepeerdns\nremotename pptpd\n"
@@ -448,10 +448,10 @@ def test_for_server_and_for_client_from_pppd_options():
         given.append(user)
         return "198.51.100.5"
 
-    scfg = LinkConfig.for_server(sopts, local_ip=SERVER_IP, assign_address=assign,
-                                 release_address=released.append)
+    scfg = server_link_config(sopts, local_ip=SERVER_IP, assign_address=assign,
+                              release_address=released.append)
     assert scfg.policy.auth_require == (AuthMethod.MSCHAP_V2,) and scfg.name == "pptpd"
-    ccfg = LinkConfig.for_client(copts, user="fastpptp", password="fastpptp-secret")
+    ccfg = client_link_config(copts, user="fastpptp", password="fastpptp-secret")
     assert ccfg.ipcp.request_dns and ccfg.remotename == "pptpd"
     s = PPPLink(scfg, "server", StaticBackend(USERS), random.Random(1))
     c = PPPLink(ccfg, "client", None, random.Random(2))
@@ -467,11 +467,11 @@ def test_for_server_and_for_client_from_pppd_options():
 
 
 def test_for_server_implies_auth():
-    from fastpptp.config import parse_ppp_options
-    cfg = LinkConfig.for_server(parse_ppp_options("require-mppe-128\n"), local_ip=SERVER_IP)
+    from fastpptp.config import parse_ppp_options, server_link_config
+    cfg = server_link_config(parse_ppp_options("require-mppe-128\n"), local_ip=SERVER_IP)
     assert cfg.policy.auth_required
     assert cfg.policy.auth_require == (AuthMethod.MSCHAP_V2, AuthMethod.MSCHAP_V1)
-    open_cfg = LinkConfig.for_server(parse_ppp_options("noauth\n"), local_ip=SERVER_IP)
+    open_cfg = server_link_config(parse_ppp_options("noauth\n"), local_ip=SERVER_IP)
     assert not open_cfg.policy.auth_required
 
 

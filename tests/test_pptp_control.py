@@ -228,6 +228,21 @@ def test_peer_stopping_mid_message_is_cut_off():
     assert isinstance(evs[-1], ControlClosed) and "middle of a control message" in evs[-1].reason
 
 
+def test_timeouts_configured_off_never_fire():
+    # setup_timeout / echo_timeout 0 turn those timers off; handle_timer used to compare the
+    # clock with None (TypeError) for a stalled half message or an unanswered echo.
+    pac = ControlConnection(Role.PAC, ControlConfig(setup_timeout=0, echo_interval=5,
+                                                    echo_timeout=0), 0.0, random.Random(0))
+    pac.receive_data(m.SCCRQ().encode(), 1.0)
+    pac.data_to_send()
+    pac.handle_timer(6.0)                      # idle: sends the Echo-Request
+    assert isinstance(m.decode(pac.data_to_send()), m.EchoRequest)
+    pac.receive_data(m.EchoRequest(identifier=1).encode()[:5], 7.0)
+    pac.handle_timer(1000.0)                   # half a message and no Echo-Reply, for ever
+    assert pac.state is State.ESTABLISHED and pac.get_timer() is None
+    assert not [e for e in pac.events() if isinstance(e, ControlClosed)]
+
+
 def test_no_ocrp_clears_the_call():
     p = Pair(accept=False)
     p.pns.start(p.now)

@@ -315,7 +315,7 @@ class CCP(FSM):
         if self.config.mppe_required and self._acked_bits and not self._admin_stop:
             self._fail("MPPE disabled: CCP went down")
 
-    def _a_tlf(self, rest) -> None:
+    def _a_tlf(self, rest: tuple[str, ...]) -> None:
         super()._a_tlf(rest)
         if self.config.mppe_required and self._allowed and not self._admin_stop:
             self._fail(f"MPPE required but CCP finished: {self._reason or 'closed'}")

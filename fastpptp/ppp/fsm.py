@@ -41,7 +41,7 @@ import dataclasses
 import enum
 import logging
 import random
-from typing import Any
+from typing import Any, Callable
 
 from .constants import Code
 from .packet import (DecodeError, LocalProtocolError, Option, Packet, decode_options,
@@ -162,7 +162,7 @@ def _parse_table(text: str) -> dict[tuple[State, Event], tuple[tuple[str, ...], 
         parts = cells.split()
         if len(parts) != len(columns):
             raise AssertionError(f"table row {head!r} has {len(parts)} cells")
-        for col, cell in zip(columns, parts):
+        for col, cell in zip(columns, parts, strict=True):
             key = (State(col), events[head])
             if cell == "-":
                 table[key] = None
@@ -309,6 +309,7 @@ class FSM:
         self._deferred_close: str | None = None
         self.counters: dict[str, int] = collections.Counter()
         self.last_error: str = ""
+        self._actions = self._action_table()
 
     # ---- public API ---------------------------------------------------------------------
 
@@ -625,7 +626,7 @@ class FSM:
         self._state = new_state
         try:
             for i, action in enumerate(actions):
-                getattr(self, "_a_" + action)(actions[i + 1:])
+                self._actions[action](actions[i + 1:])
         finally:
             self._rx = self._reply = None
             self._retransmit = False
@@ -636,7 +637,16 @@ class FSM:
 
     # RFC 1661 §4.4 actions.  `rest` is the list of actions still to run in this cell.
 
-    def _a_tlu(self, rest) -> None:
+    def _action_table(self) -> dict[str, Callable[[tuple[str, ...]], None]]:
+        """The §4.4 actions by their RFC names (the keys are ``_ACTIONS``, which the
+        transition table is checked against); bound here so subclass overrides count."""
+        return {"tlu": self._a_tlu, "tld": self._a_tld, "tls": self._a_tls,
+                "tlf": self._a_tlf, "irc": self._a_irc, "zrc": self._a_zrc,
+                "scr": self._a_scr, "sca": self._a_sca, "scn": self._a_scn,
+                "str": self._a_str, "sta": self._a_sta, "scj": self._a_scj,
+                "ser": self._a_ser}
+
+    def _a_tlu(self, rest: tuple[str, ...]) -> None:
         problem = self.up_failure()
         if problem is not None:
             # The options were agreed but are unusable (e.g. MPPE required but absent, no
@@ -646,26 +656,26 @@ class FSM:
         self.emit(ThisLayerUp(self.result()))
         self.this_layer_up(self._now)
 
-    def _a_tld(self, rest) -> None:
+    def _a_tld(self, rest: tuple[str, ...]) -> None:
         self.emit(ThisLayerDown(self._reason))
         self.this_layer_down(self._now)
 
-    def _a_tls(self, rest) -> None:
+    def _a_tls(self, rest: tuple[str, ...]) -> None:
         self.emit(ThisLayerStarted())
 
-    def _a_tlf(self, rest) -> None:
+    def _a_tlf(self, rest: tuple[str, ...]) -> None:
         self.emit(ThisLayerFinished(self._reason))
 
-    def _a_irc(self, rest) -> None:
+    def _a_irc(self, rest: tuple[str, ...]) -> None:
         # Max-Terminate before a Terminate-Request, Max-Configure otherwise (§4.6).
         self._restart_count = (self.config.max_terminate if "str" in rest
                                else self.config.max_configure)
 
-    def _a_zrc(self, rest) -> None:
+    def _a_zrc(self, rest: tuple[str, ...]) -> None:
         self._restart_count = 0
         self._timer = self._now + self.config.restart_timer
 
-    def _a_scr(self, rest) -> None:
+    def _a_scr(self, rest: tuple[str, ...]) -> None:
         if self._retransmit and self._req_id is not None:
             ident = self._req_id
             self.counters["tx_retransmits"] += 1
@@ -683,13 +693,13 @@ class FSM:
         self._restart_count -= 1
         self._timer = self._now + self.config.restart_timer
 
-    def _a_sca(self, rest) -> None:
+    def _a_sca(self, rest: tuple[str, ...]) -> None:
         assert self._reply is not None and self._rx_options is not None
         self.request_acked(self._rx_options)
         self._failures = 0
         self._send_reply()
 
-    def _a_scn(self, rest) -> None:
+    def _a_scn(self, rest: tuple[str, ...]) -> None:
         assert self._reply is not None
         if self._reply.code == Code.CONFIGURE_NAK:
             self._failures += 1
@@ -699,18 +709,18 @@ class FSM:
         assert self._reply is not None
         self.send_packet(self._reply.code, self._reply.data, self._reply.identifier)
 
-    def _a_str(self, rest) -> None:
+    def _a_str(self, rest: tuple[str, ...]) -> None:
         if self._restart_count >= self.config.max_terminate:
             self._term_id = self._next_id()     # a fresh Terminate-Request, else a retransmission
         self.send_packet(Code.TERMINATE_REQUEST, self._term_reason, self._term_id)
         self._restart_count -= 1
         self._timer = self._now + self.config.restart_timer
 
-    def _a_sta(self, rest) -> None:
+    def _a_sta(self, rest: tuple[str, ...]) -> None:
         ident = self._rx.identifier if self._rx is not None else self._next_id()
         self.send_packet(Code.TERMINATE_ACK, b"", ident)
 
-    def _a_scj(self, rest) -> None:
+    def _a_scj(self, rest: tuple[str, ...]) -> None:
         assert self._rx is not None
         self.send_code_reject(self._rx)
 
@@ -722,7 +732,7 @@ class FSM:
     def _peer_mru(self) -> int:
         return 1500
 
-    def _a_ser(self, rest) -> None:
+    def _a_ser(self, rest: tuple[str, ...]) -> None:
         """Send-Echo-Reply: only LCP has echo; NCPs never reach here (RXR is LCP-only)."""
 
 

@@ -45,7 +45,7 @@ _DNS_OPTS = (OPT_PRIMARY_DNS, OPT_SECONDARY_DNS)
 _NBNS_OPTS = (OPT_PRIMARY_NBNS, OPT_SECONDARY_NBNS)
 
 
-def _addr(value) -> IPv4Address | None:
+def _addr(value: IPv4Address | str | None) -> IPv4Address | None:
     return None if value is None else IPv4Address(value)
 
 

@@ -213,6 +213,7 @@ class LCP(FSM):
         self._echo_deadline: float | None = None
         self._echo_pending = 0
         self._echo_enabled = True
+        self._want_magic: int | None = None
         self.reset_negotiation()
 
     # ---- our request --------------------------------------------------------------------
@@ -232,7 +233,7 @@ class LCP(FSM):
     def _new_magic(self, avoid: int = 0) -> int:
         while True:
             m = self.rng.getrandbits(32)
-            if m and m != avoid and m != getattr(self, "_want_magic", None):
+            if m and m != avoid and m != self._want_magic:
                 return m
 
     def request_options(self) -> list[Option]:
@@ -271,6 +272,7 @@ class LCP(FSM):
 
     def _next_auth(self, suggested: AuthMethod | None) -> None:
         allowed = self.config.auth_require
+        choice: AuthMethod | None
         if suggested is not None and suggested in allowed and suggested not in self._auth_tried:
             choice = suggested
         else:
@@ -431,7 +433,7 @@ class LCP(FSM):
             return True
         return False
 
-    def _a_ser(self, rest) -> None:
+    def _a_ser(self, rest: tuple[str, ...]) -> None:
         pkt = self._rx
         if pkt is None or pkt.code != Code.ECHO_REQUEST:
             return                       # Echo-Reply / Discard-Request: nothing to send

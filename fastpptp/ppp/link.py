@@ -35,19 +35,21 @@ import dataclasses
 import enum
 import logging
 import random
-from ipaddress import IPv4Address
-from typing import Any, Callable
+from ipaddress import IPv4Address, IPv6Address
+from typing import Callable, Literal, Protocol as _TypingProtocol
 
-from .auth.base import AuthBackend, AuthFailed as _AuthFailedEv, AuthSucceeded, AuthTimers
-from .auth.chap import ChapAuthenticator, ChapPeer
+from .auth.base import (
+    AuthBackend, AuthFailed as _AuthFailedEv, AuthSucceeded, AuthTimers, StaticAddressBackend,
+)
+from .auth.chap import ChapAuthenticator, ChapPeer, ChapResult
 from .auth.pap import PapAuthenticator, PapPeer
 from .auth.policy import MS_CHAP_METHODS, AuthPolicy
-from .ccp import CCP, CcpConfig, MppeFailed, ResetRequested
+from .ccp import CCP, CcpConfig, CcpResult, MppeFailed, ResetRequested
 from .constants import AuthMethod, Protocol
 from .fsm import ThisLayerDown, ThisLayerFinished, ThisLayerUp
-from .ipcp import IPCP, IpcpConfig
-from .ipv6cp import IPV6CP, Ipv6cpConfig
-from .lcp import LCP, EchoFailure, LcpConfig, LoopbackDetected, ProtocolRejected
+from .ipcp import IPCP, IpcpConfig, IpcpResult
+from .ipv6cp import IPV6CP, Ipv6cpConfig, Ipv6cpResult
+from .lcp import LCP, EchoFailure, LcpConfig, LcpResult, LoopbackDetected, ProtocolRejected
 
 __all__ = [
     "PPPLink", "LinkConfig", "Phase", "LinkEvent", "LcpOpened", "Authenticated", "AuthFailed",
@@ -62,6 +64,10 @@ MPPE_NOT_NEGOTIATED = "MPPE required but not negotiated"
 MAX_HELD_FRAMES = 8                  # NCP frames held while CCP settles (bounded)
 MAX_EVENTS = 256
 MAX_FRAMES = 1024                    # frames queued for an owner that does not drain
+
+LinkRole = Literal["server", "client"]
+Direction = Literal["peer", "self"]      # "peer": we check the peer; "self": it checks us
+Family = Literal[4, 6]
 
 _DATA_PROTOCOLS = frozenset({Protocol.IPV4, Protocol.IPV6, Protocol.COMPRESSED})
 _AUTH_PROTOCOLS = frozenset({Protocol.PAP, Protocol.CHAP})
@@ -88,7 +94,7 @@ class LinkEvent:
 class LcpOpened(LinkEvent):
     """LCP reached Opened; ``result`` is the LcpResult (MRUs, ACFC/PFC -> engine.set_ppp)."""
 
-    result: Any
+    result: LcpResult
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +106,7 @@ class Authenticated(LinkEvent):
 
     user: str
     method: AuthMethod
-    direction: str = "peer"
+    direction: Direction = "peer"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +116,7 @@ class AuthFailed(LinkEvent):
     user: str
     method: AuthMethod
     reason: str
-    direction: str = "peer"
+    direction: Direction = "peer"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,16 +150,16 @@ class MppeReset(LinkEvent):
 class NetworkUp(LinkEvent):
     """An NCP opened: ``family`` 4 (IPCP) or 6 (IPv6CP; link-local addresses)."""
 
-    family: int
-    local: Any
-    remote: Any
-    dns: tuple = ()
-    nbns: tuple = ()
+    family: Family
+    local: IPv4Address | IPv6Address | None
+    remote: IPv4Address | IPv6Address | None
+    dns: tuple[IPv4Address, ...] = ()
+    nbns: tuple[IPv4Address, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
 class NetworkDown(LinkEvent):
-    family: int
+    family: Family
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,6 +175,9 @@ class LinkDown(LinkEvent):
 class LinkConfig:
     """Everything one PPP link needs, for either role.
 
+    Built from pppd options by ``fastpptp.config.server_link_config`` /
+    ``client_link_config`` (the link itself knows no pppd option names), or directly.
+
     lcp / ipcp / ipv6cp / ccp: the control protocols' configs (timers, MRU, addresses...);
         the link fills in from ``policy`` what depends on it (LCP auth lists, CCP MPPE).
         ``ipv6cp`` None disables IPv6CP (pppd noipv6).
@@ -180,6 +189,8 @@ class LinkConfig:
     assign_address: server: ``user -> IPv4 address | None`` for the peer (a pool or the
                 secrets file); None: the backend's per-user static address if it has one
                 (``static_address``), else ``ipcp.peer_address``.
+    release_address: given back each address ``assign_address`` handed out, when the
+                link dies.
     dns / nbns: server: name servers to hand out (RFC 1877); client: see ipcp.request_dns.
     auth_timers: PAP/CHAP restart, max transmits and wait.  mschap_retries: MS-CHAP
                 Failure R=1 retries the authenticator allows (0 = pppd's behaviour).
@@ -201,93 +212,6 @@ class LinkConfig:
     mschap_retries: int = 0
     release_address: Callable[[str], None] | None = None
 
-    # ---- from pppd options (fastpptp.config.PppOptions) --------------------------------
-
-    @classmethod
-    def for_server(cls, ppp: Any, *, local_ip: str | IPv4Address,
-                   assign_address: Callable[[str], IPv4Address | str | None] | None = None,
-                   release_address: Callable[[str], None] | None = None,
-                   **overrides: Any) -> "LinkConfig":
-        """A server link from pppd options (``auth`` is implied unless ``noauth`` or a
-        ``require-*`` says otherwise -- a PPTP server that lets anyone in is a mistake).
-
-        ``assign_address(user)`` gives the peer its address (pool, static); whatever it
-        handed out is given back through ``release_address(addr)`` when the link dies."""
-        flags = tuple(getattr(ppp, "auth_flags", ()) or ())
-        if not any(f in ("auth", "noauth") or f.startswith(("require-", "+"))
-                   and "mppe" not in f for f in flags):
-            flags = ("auth",) + flags
-        peer = _pppd_addr(getattr(ppp, "remote_ip", None))
-        values: dict[str, Any] = dict(
-            lcp=_lcp_from(ppp),
-            ipcp=IpcpConfig(**_fsm_from(ppp, "ipcp"), local_address=IPv4Address(local_ip),
-                            peer_address=peer),
-            ipv6cp=Ipv6cpConfig() if getattr(ppp, "ipv6", False) else None,
-            policy=AuthPolicy.from_options(flags),
-            name=getattr(ppp, "name", None) or "pptpd",
-            remotename=getattr(ppp, "remotename", None) or "",
-            assign_address=assign_address, release_address=release_address,
-            dns=tuple(getattr(ppp, "ms_dns", ()) or ()),
-            nbns=tuple(getattr(ppp, "ms_wins", ()) or ()),
-            auth_timers=_auth_timers_from(ppp))
-        values.update(overrides)
-        return cls(**values)
-
-    @classmethod
-    def for_client(cls, ppp: Any, *, user: str | None = None, password: str | None = None,
-                   **overrides: Any) -> "LinkConfig":
-        """A client link from pppd options (``user``/``password`` override the options')."""
-        values: dict[str, Any] = dict(
-            lcp=_lcp_from(ppp),
-            ipcp=IpcpConfig(**_fsm_from(ppp, "ipcp"),
-                            local_address=_pppd_addr(getattr(ppp, "local_ip", None)),
-                            request_dns=bool(getattr(ppp, "usepeerdns", False))),
-            ipv6cp=Ipv6cpConfig() if getattr(ppp, "ipv6", False) else None,
-            policy=AuthPolicy.from_options(tuple(getattr(ppp, "auth_flags", ()) or ())),
-            name=getattr(ppp, "name", None) or "",
-            remotename=getattr(ppp, "remotename", None) or "",
-            user=user or getattr(ppp, "user", None) or "",
-            password=password or getattr(ppp, "password", None) or "",
-            auth_timers=_auth_timers_from(ppp))
-        values.update(overrides)
-        return cls(**values)
-
-
-def _pppd_addr(text: str | None) -> IPv4Address | None:
-    """pppd's ``local:remote`` halves ("198.51.100.1:" / ":198.51.100.2")."""
-    text = (text or "").strip(": ")
-    return IPv4Address(text) if text else None
-
-
-def _fsm_from(ppp: Any, prefix: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for opt, field in (("restart", "restart_timer"), ("max_configure", "max_configure"),
-                       ("max_failure", "max_failure"), ("max_terminate", "max_terminate")):
-        v = getattr(ppp, f"{prefix}_{opt}", None)
-        if v is not None:
-            out[field] = v
-    return out
-
-
-def _lcp_from(ppp: Any) -> LcpConfig:
-    kw = _fsm_from(ppp, "lcp")
-    if getattr(ppp, "mru", None):
-        kw["mru"] = ppp.mru
-    if getattr(ppp, "lcp_echo_interval", None) is not None:
-        kw["echo_interval"] = float(ppp.lcp_echo_interval)
-    if getattr(ppp, "lcp_echo_failure", None) is not None:
-        kw["echo_failure"] = int(ppp.lcp_echo_failure)
-    return LcpConfig(**kw)
-
-
-def _auth_timers_from(ppp: Any) -> AuthTimers:
-    restart = getattr(ppp, "chap_restart", None) or getattr(ppp, "pap_restart", None)
-    tries = getattr(ppp, "chap_max_challenge", None) or getattr(ppp, "pap_max_authreq", None)
-    base = AuthTimers()
-    return AuthTimers(restart=float(restart) if restart else base.restart,
-                      max_transmits=int(tries) if tries else base.max_transmits,
-                      wait=base.wait)
-
 
 # --------------------------------------------------------------------------- the link
 
@@ -295,7 +219,8 @@ class _LinkLCP(LCP):
     """LCP that tells the link why it closes itself (no common auth method, loopback,
     echo failure...): those reasons never reach ThisLayerFinished otherwise."""
 
-    def __init__(self, config: LcpConfig, rng: random.Random, on_close) -> None:
+    def __init__(self, config: LcpConfig, rng: random.Random,
+                 on_close: Callable[[str], None]) -> None:
         super().__init__(config, rng)
         self._on_close = on_close
 
@@ -304,24 +229,40 @@ class _LinkLCP(LCP):
         super().close(now, reason)
 
 
+class _Part(_TypingProtocol):
+    """What the link drives in each of its parts (LCP, the auth machines, the NCPs)."""
+
+    def frames_to_send(self) -> list[tuple[int, bytes]]: ...
+
+    def next_event(self) -> object | None: ...
+
+    def get_timer(self) -> float | None: ...
+
+    def handle_timer(self, now: float) -> None: ...
+
+
+Authenticator = PapAuthenticator | ChapAuthenticator
+Authenticatee = PapPeer | ChapPeer
+
+
 class PPPLink:
     """RFC 1661 §3 phase machine driving LCP, PAP/CHAP, CCP, IPCP and IPv6CP."""
 
-    def __init__(self, config: LinkConfig, role: str, auth_backend: AuthBackend | None,
+    def __init__(self, config: LinkConfig, role: LinkRole, auth_backend: AuthBackend | None,
                  rng: random.Random | None = None) -> None:
         if role not in ("server", "client"):
             raise ValueError("role must be 'server' or 'client'")
         self.config = config
-        self.role = role
+        self.role: LinkRole = role
         self.backend = auth_backend
         self.rng = rng or random.Random()
         self.lcp = self._new_lcp()
         self.phase = Phase.DEAD
-        self.lcp_result = None
-        self.authenticator = None        # our PAP/CHAP machine checking the peer
-        self.authenticatee = None        # our PAP/CHAP machine proving ourselves
+        self.lcp_result: LcpResult | None = None
+        self.authenticator: Authenticator | None = None   # our machine checking the peer
+        self.authenticatee: Authenticatee | None = None   # our machine proving ourselves
         self.peer_user: str | None = None
-        self.auth_result = None          # the result MPPE keys come from
+        self.auth_result: ChapResult | None = None        # the result MPPE keys come from
         self.ccp: CCP | None = None
         self.ipcp: IPCP | None = None
         self.ipv6cp: IPV6CP | None = None
@@ -332,7 +273,7 @@ class PPPLink:
         self._held: list[tuple[int, bytes]] = []     # NCP frames waiting for CCP
         self._ncps_started = False
         self._down_reason: str | None = None
-        self._network_up: set[int] = set()
+        self._network_up: set[Family] = set()
         self._assigned_address: str | None = None
         self._now = 0.0
 
@@ -447,7 +388,7 @@ class PPPLink:
 
     # ---- internals ----------------------------------------------------------------------
 
-    def _parts(self) -> list[Any]:
+    def _parts(self) -> list[_Part]:
         return [p for p in (self.lcp, self.authenticator, self.authenticatee, self.ccp,
                             self.ipcp, self.ipv6cp) if p is not None]
 
@@ -480,7 +421,8 @@ class PPPLink:
         if not delivered:
             self._discard("auth_not_negotiated", protocol)
 
-    def _receive_ncp(self, protocol: int, payload: bytes, now: float, ncp) -> None:
+    def _receive_ncp(self, protocol: int, payload: bytes, now: float,
+                     ncp: IPCP | IPV6CP | None) -> None:
         if ncp is not None:
             ncp.receive(payload, now)
         elif len(self._held) < MAX_HELD_FRAMES:
@@ -505,19 +447,19 @@ class PPPLink:
                 return
         log.warning("PPP link: event loop did not settle")
 
-    def _on_event(self, part, ev, now: float) -> None:
+    def _on_event(self, part: _Part, ev: object, now: float) -> None:
         if part is self.lcp:
             self._on_lcp(ev, now)
         elif part is self.authenticator or part is self.authenticatee:
-            self._on_auth(part, ev, now)
+            self._on_auth(part is self.authenticator, ev, now)
         elif part is self.ccp:
             self._on_ccp(ev, now)
-        elif part is self.ipcp or part is self.ipv6cp:
+        elif (part is self.ipcp or part is self.ipv6cp) and isinstance(part, (IPCP, IPV6CP)):
             self._on_ncp(part, ev, now)
 
     # ---- LCP ----------------------------------------------------------------------------
 
-    def _on_lcp(self, ev, now: float) -> None:
+    def _on_lcp(self, ev: object, now: float) -> None:
         if isinstance(ev, ThisLayerUp):
             self.lcp_result = ev.result
             self._emit(LcpOpened(ev.result))
@@ -542,8 +484,9 @@ class PPPLink:
             self._on_protocol_rejected(ev.protocol, now)
 
     def _on_protocol_rejected(self, protocol: int, now: float) -> None:
-        ncp = {Protocol.CCP: self.ccp, Protocol.IPCP: self.ipcp,
-               Protocol.IPV6CP: self.ipv6cp}.get(protocol)
+        ncp: CCP | IPCP | IPV6CP | None = (
+            self.ccp if protocol == Protocol.CCP else self.ipcp if protocol == Protocol.IPCP
+            else self.ipv6cp if protocol == Protocol.IPV6CP else None)
         if ncp is not None:
             ncp.protocol_rejected(now)
         elif protocol == Protocol.CCP and self.config.policy.mppe.required:
@@ -562,7 +505,8 @@ class PPPLink:
 
     def _stop_upper(self, now: float) -> None:
         """LCP left Opened: NCPs go down (§3.7); auth restarts on the next LCP Up."""
-        for ncp, family in ((self.ipcp, 4), (self.ipv6cp, 6)):
+        ncps: tuple[tuple[IPCP | IPV6CP | None, Family], ...] = ((self.ipcp, 4), (self.ipv6cp, 6))
+        for ncp, family in ncps:
             if ncp is not None:
                 ncp.down(now)
                 if family in self._network_up:
@@ -602,7 +546,7 @@ class PPPLink:
     def _our_user(self) -> str:
         return self.config.user or self.config.name
 
-    def _start_auth(self, result, now: float) -> None:
+    def _start_auth(self, result: LcpResult, now: float) -> None:
         self.phase = Phase.AUTHENTICATE
         cfg = self.config
         theirs, ours = result.authenticate_peer, result.authenticate_self
@@ -613,26 +557,28 @@ class PPPLink:
             if self.backend is None:
                 self._fatal("no authentication backend to check the peer", now)
                 return
+            checker: Authenticator
             if theirs is AuthMethod.PAP:
-                m = PapAuthenticator(self.backend, self.rng, cfg.auth_timers,
-                                     server_name=cfg.name or "*")
+                checker = PapAuthenticator(self.backend, self.rng, cfg.auth_timers,
+                                           server_name=cfg.name or "*")
             else:
-                m = ChapAuthenticator(theirs, self.backend, self.rng, cfg.name,
-                                      cfg.auth_timers, retries=cfg.mschap_retries)
-            self.authenticator = m
-            m.start(now)
+                checker = ChapAuthenticator(theirs, self.backend, self.rng, cfg.name,
+                                            cfg.auth_timers, retries=cfg.mschap_retries)
+            self.authenticator = checker
+            checker.start(now)
         if ours is not None:
             user, password = self._our_user(), self._client_password()
+            prover: Authenticatee
             if ours is AuthMethod.PAP:
-                m = PapPeer(user, password, self.rng, cfg.auth_timers)
+                prover = PapPeer(user, password, self.rng, cfg.auth_timers)
             else:
-                m = ChapPeer(ours, user, password, self.rng, cfg.auth_timers)
-            self.authenticatee = m
-            m.start(now)
+                prover = ChapPeer(ours, user, password, self.rng, cfg.auth_timers)
+            self.authenticatee = prover
+            prover.start(now)
         self._maybe_network(now)
 
-    def _on_auth(self, machine, ev, now: float) -> None:
-        direction = "peer" if machine is self.authenticator else "self"
+    def _on_auth(self, checking_peer: bool, ev: object, now: float) -> None:
+        direction: Direction = "peer" if checking_peer else "self"
         if isinstance(ev, AuthSucceeded):
             if direction == "peer":
                 self.peer_user = ev.user
@@ -657,13 +603,13 @@ class PPPLink:
 
     # ---- Network phase ------------------------------------------------------------------
 
-    def _ms_result(self):
+    def _ms_result(self) -> ChapResult | None:
         """The MS-CHAP result MPPE keys come from: ours as authenticator on a server,
         as authenticatee on a client (RFC 3079 is written for that pairing)."""
         first, second = ((self.authenticator, self.authenticatee) if self.role == "server"
                          else (self.authenticatee, self.authenticator))
         for m in (first, second):
-            if m is not None and m.result is not None \
+            if m is not None and isinstance(m.result, ChapResult) \
                     and m.result.method in MS_CHAP_METHODS:
                 return m.result
         return None
@@ -690,22 +636,21 @@ class PPPLink:
     def _ipcp_config(self) -> IpcpConfig:
         cfg = self.config
         ipcp = cfg.ipcp
-        changes: dict[str, Any] = {}
         if cfg.dns and not ipcp.dns:
-            changes["dns"] = tuple(cfg.dns)
+            ipcp = dataclasses.replace(ipcp, dns=cfg.dns)
         if cfg.nbns and not ipcp.nbns:
-            changes["nbns"] = tuple(cfg.nbns)
+            ipcp = dataclasses.replace(ipcp, nbns=cfg.nbns)
         if self.role == "server" and self.peer_user is not None:
-            addr = None
+            addr: IPv4Address | str | None = None
             if cfg.assign_address is not None:
                 addr = cfg.assign_address(self.peer_user)
                 if addr is not None:
                     self._assigned_address = str(addr)
-            elif self.backend is not None and hasattr(self.backend, "static_address"):
+            elif isinstance(self.backend, StaticAddressBackend):
                 addr = self.backend.static_address(self.peer_user, cfg.name or "*")
             if addr is not None:
-                changes["peer_address"] = IPv4Address(addr)
-        return dataclasses.replace(ipcp, **changes) if changes else ipcp
+                ipcp = dataclasses.replace(ipcp, peer_address=IPv4Address(addr))
+        return ipcp
 
     def _start_ncps(self, now: float) -> None:
         if self._ncps_started or self.phase is not Phase.NETWORK:
@@ -731,13 +676,13 @@ class PPPLink:
             if ncp is not None:
                 ncp.receive(payload, now)
 
-    def _on_ccp(self, ev, now: float) -> None:
+    def _on_ccp(self, ev: object, now: float) -> None:
         if isinstance(ev, ThisLayerUp):
-            res = ev.result
+            res: CcpResult = ev.result
             if res.mppe_bits:
-                if self.mppe is None:
+                r = self.auth_result
+                if self.mppe is None and r is not None:    # CCP runs only after MS-CHAP
                     key_len = 16 if res.mppe_bits == 128 else 8
-                    r = self.auth_result
                     self.mppe = MppeUp(r.mppe_send_key[:key_len], r.mppe_recv_key[:key_len],
                                        res.mppe_bits, res.tx_stateful, res.rx_stateful)
                     self._emit(self.mppe)
@@ -759,14 +704,16 @@ class PPPLink:
             else:
                 self._start_ncps(now)      # no compression then; IP may flow in clear
 
-    def _on_ncp(self, ncp, ev, now: float) -> None:
-        family = 4 if ncp is self.ipcp else 6
+    def _on_ncp(self, ncp: IPCP | IPV6CP, ev: object, now: float) -> None:
+        family: Family = 4 if ncp is self.ipcp else 6
         if isinstance(ev, ThisLayerUp):
-            r = ev.result
+            up: NetworkUp
             if family == 4:
-                up = NetworkUp(4, r.local, r.remote, tuple(r.dns), tuple(r.nbns))
+                r4: IpcpResult = ev.result
+                up = NetworkUp(4, r4.local, r4.remote, tuple(r4.dns), tuple(r4.nbns))
             else:
-                up = NetworkUp(6, r.local_link_local, r.peer_link_local)
+                r6: Ipv6cpResult = ev.result
+                up = NetworkUp(6, r6.local_link_local, r6.peer_link_local)
             self._network_up.add(family)
             self._emit(up)
         elif isinstance(ev, ThisLayerDown):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+from typing import Iterable
 
 __all__ = [
     "RemoteProtocolError", "LocalProtocolError", "DecodeError", "PacketTooShort",
@@ -128,5 +129,5 @@ def decode_options(data: bytes) -> list[Option]:
     return out
 
 
-def encode_options(options) -> bytes:
+def encode_options(options: Iterable[Option]) -> bytes:
     return b"".join(o.encode() for o in options)

@@ -282,8 +282,23 @@ class _Call:
     peer_ppd: int = 0
     connect_speed: int = 0
 
+    @property
+    def id(self) -> int:
+        """Our call ID.  Only a PAC call still waiting for its owner (WAIT_ACCEPT) has none,
+        and the code asking for it never holds one of those."""
+        if self.call_id is None:
+            raise LocalProtocolError(f"call from peer call {self.peer_call_id} has no call ID "
+                                     f"yet ({self.state.value})")
+        return self.call_id
+
 
 _SUCCESS = 0   # Result Code 0: success for Windows/Android, treated like the RFC's 1
+
+
+def _reached(now: float, deadline: float | None) -> bool:
+    """A timer with ``deadline`` is due at ``now``; None is a timer that is off (its
+    timeout configured as 0)."""
+    return deadline is not None and now >= deadline
 
 
 def _ok(result: int) -> bool:
@@ -355,8 +370,8 @@ class ControlConnection:
         if self._partial_since is not None:
             deadlines.append(self._after(self._partial_since, self.config.setup_timeout))
         deadlines.extend(c.deadline for c in self._calls)
-        deadlines = [d for d in deadlines if d is not None]
-        return min(deadlines) if deadlines else None
+        due = [d for d in deadlines if d is not None]
+        return min(due) if due else None
 
     # --- public API: input -----------------------------------------------------------
     def receive_data(self, data: bytes, now: float) -> None:
@@ -372,7 +387,7 @@ class ControlConnection:
             self._framer.feed(data)
             for msg in self._framer:
                 self._dispatch(msg, now)
-                if self.state is State.CLOSED:
+                if self.closed:          # the message closed us
                     return
         except PptpDecodeError as exc:
             self.stats["decode_error"] += 1
@@ -413,13 +428,14 @@ class ControlConnection:
             self._close(f"timeout: {what}", now)
             return
         if self._partial_since is not None and \
-                due >= self._after(self._partial_since, self.config.setup_timeout):
+                _reached(due, self._after(self._partial_since, self.config.setup_timeout)):
             self.stats["timeout"] += 1
             self._close("timeout: peer stopped in the middle of a control message", now)
             return
         if self.state is State.ESTABLISHED:
             if self._echo_outstanding is not None:
-                if due >= self._after(self._echo_outstanding[1], self.config.echo_timeout):
+                if _reached(due, self._after(self._echo_outstanding[1],
+                                             self.config.echo_timeout)):
                     self.stats["echo_timeout"] += 1
                     self._events.append(EchoTimeout(
                         f"no Echo-Reply within {self.config.echo_timeout:g} s"))
@@ -434,7 +450,7 @@ class ControlConnection:
                 continue
             if call.state is CallState.WAIT_REPLY:
                 # RFC 2637 §3.2 (PNS): no OCRP -> clear the call
-                self._send(m.CallClearRequest(call_id=call.call_id))
+                self._send(m.CallClearRequest(call_id=call.id))
                 self._drop_call(call, now, result=m.OutgoingCallResult.TIME_OUT,
                                 reason="timeout: no Outgoing-Call-Reply", established=False)
             elif call.state is CallState.WAIT_DISCONNECT:
@@ -516,7 +532,7 @@ class ControlConnection:
                                             reason=reason, by_peer=True, established=False))
             return call_id
         owned = call_id is None
-        if owned:
+        if call_id is None:
             call_id = self.allocator.allocate(now)
         if not 0 <= call_id <= 0xFFFF or call_id in self.calls():
             raise LocalProtocolError(f"call ID {call_id} invalid or already used here")
@@ -597,6 +613,7 @@ class ControlConnection:
         now = self._clock(now)
         if self.state in (State.CLOSED, State.WAIT_STOP_REPLY):
             return
+        code: int
         if isinstance(reason, str):
             code, text = m.StopCtrlConnReason.NONE, reason
         else:
@@ -613,10 +630,10 @@ class ControlConnection:
                                 reason=f"control connection stopping: {text}")
                 continue
             if self.role is Role.PAC:
-                self._send(m.CDN(call_id=call.call_id,
+                self._send(m.CDN(call_id=call.id,
                                  result_code=m.CallDisconnectResult.ADMIN_SHUTDOWN))
             elif call.state is not CallState.WAIT_DISCONNECT:
-                self._send(m.CallClearRequest(call_id=call.call_id))
+                self._send(m.CallClearRequest(call_id=call.id))
             self._drop_call(call, now, result=m.CallDisconnectResult.ADMIN_SHUTDOWN,
                             reason=f"control connection stopping: {text}",
                             established=call.state is not CallState.WAIT_REPLY)
@@ -630,8 +647,40 @@ class ControlConnection:
         self.stats["rx"] += 1
         if log.isEnabledFor(logging.DEBUG):
             log.debug("rcvd %s", msg.describe())
-        handler = getattr(self, "_on_" + type(msg).__name__)
-        handler(msg, now)
+        # one case per message type, so a handler's parameter type is checked against it
+        match msg:
+            case m.SCCRQ():
+                self._on_StartControlConnectionRequest(msg, now)
+            case m.SCCRP():
+                self._on_StartControlConnectionReply(msg, now)
+            case m.StopCCRQ():
+                self._on_StopControlConnectionRequest(msg, now)
+            case m.StopCCRP():
+                self._on_StopControlConnectionReply(msg, now)
+            case m.EchoRequest():
+                self._on_EchoRequest(msg, now)
+            case m.EchoReply():
+                self._on_EchoReply(msg, now)
+            case m.OCRQ():
+                self._on_OutgoingCallRequest(msg, now)
+            case m.OCRP():
+                self._on_OutgoingCallReply(msg, now)
+            case m.ICRQ():
+                self._on_IncomingCallRequest(msg, now)
+            case m.ICRP():
+                self._on_IncomingCallReply(msg, now)
+            case m.ICCN():
+                self._on_IncomingCallConnected(msg, now)
+            case m.CCRQ():
+                self._on_CallClearRequest(msg, now)
+            case m.CDN():
+                self._on_CallDisconnectNotify(msg, now)
+            case m.WEN():
+                self._on_WanErrorNotify(msg, now)
+            case m.SLI():
+                self._on_SetLinkInfo(msg, now)
+            case _:     # decode() makes only the 15 types above
+                raise LocalProtocolError(f"no handler for {type(msg).__name__}")
 
     def _wrong_state(self, msg: m.Message, now: float, *, close_if_not_up: bool = True) -> None:
         self.stats["wrong_state"] += 1
@@ -679,7 +728,7 @@ class ControlConnection:
             return
         self._established(msg, now)
 
-    def _established(self, msg, now: float) -> None:
+    def _established(self, msg: m.SCCRQ | m.SCCRP, now: float) -> None:
         self.peer = msg
         self.state = State.ESTABLISHED
         self._state_deadline = None
@@ -762,7 +811,7 @@ class ControlConnection:
         call.state, call.deadline = CallState.ESTABLISHED, None
         call.peer_rwin, call.peer_ppd = msg.packet_recv_window_size, msg.packet_processing_delay
         call.connect_speed = msg.connect_speed
-        self._events.append(CallEstablished(call.call_id, call.peer_call_id, call.peer_rwin,
+        self._events.append(CallEstablished(call.id, call.peer_call_id, call.peer_rwin,
                                             call.peer_ppd, call.connect_speed))
 
     def _on_IncomingCallRequest(self, msg: m.ICRQ, now: float) -> None:
@@ -790,7 +839,7 @@ class ControlConnection:
         if self.role is not Role.PAC or call is None:
             self._wrong_state(msg, now)
             return
-        self._send(m.CDN(call_id=call.call_id, result_code=m.CallDisconnectResult.REQUEST))
+        self._send(m.CDN(call_id=call.id, result_code=m.CallDisconnectResult.REQUEST))
         self._drop_call(call, now, result=m.CallDisconnectResult.REQUEST, by_peer=True,
                         reason="peer sent Call-Clear-Request")
 
@@ -814,7 +863,7 @@ class ControlConnection:
         if call is None or call.state is not CallState.ESTABLISHED:
             self._wrong_state(msg, now)
             return
-        self._events.append(WanError(call.call_id, msg.crc_errors, msg.framing_errors,
+        self._events.append(WanError(call.id, msg.crc_errors, msg.framing_errors,
                                      msg.hardware_overruns, msg.buffer_overruns,
                                      msg.timeout_errors, msg.alignment_errors))
 
@@ -829,7 +878,7 @@ class ControlConnection:
             else:
                 self._wrong_state(msg, now)
                 return
-        self._events.append(LinkInfo(call.call_id, msg.send_accm, msg.receive_accm))
+        self._events.append(LinkInfo(call.id, msg.send_accm, msg.receive_accm))
 
     # --- helpers -------------------------------------------------------------------------
     def _send(self, msg: m.Message) -> None:

@@ -13,7 +13,7 @@ call raises ``FramerBroken``.
 from __future__ import annotations
 
 import struct
-from typing import Iterator
+from typing import Iterator, NoReturn
 
 from .errors import BadLength, BadMagicCookie, FramerBroken, PptpDecodeError
 from .messages import HEADER_SIZE, MAGIC_COOKIE, Message, decode, peek_header
@@ -85,7 +85,7 @@ class PptpFramer:
                 return
             yield msg
 
-    def _fail(self, exc: PptpDecodeError):
+    def _fail(self, exc: PptpDecodeError) -> NoReturn:
         self._error = exc
         self._buf.clear()
         raise exc

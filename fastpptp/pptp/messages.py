@@ -188,7 +188,8 @@ def _trim(raw: bytes) -> bytes:
     return raw if end < 0 else raw[:end]
 
 
-def _code(enum_cls, value: int):
+def _code(enum_cls: type[enum.IntEnum] | type[enum.IntFlag], value: int) -> int:
+    """``value`` as its IntEnum/IntFlag member, or the bare number when it is not listed."""
     try:
         return enum_cls(value)
     except ValueError:
@@ -203,7 +204,7 @@ class Message:
     #: body fields after the 12-octet header: (attribute name, struct code); ``Ns`` = string
     LAYOUT: ClassVar[tuple[tuple[str, str], ...]]
     #: attribute name -> IntEnum/IntFlag it decodes to when the value is listed
-    CODES: ClassVar[dict[str, type]] = {}
+    CODES: ClassVar[dict[str, type[enum.IntEnum] | type[enum.IntFlag]]] = {}
     #: attribute name -> the string whose length it carries (filled in when left None)
     LENGTHS: ClassVar[dict[str, str]] = {}
     STRUCT: ClassVar[struct.Struct]
@@ -214,13 +215,13 @@ class Message:
     #: original padded octets of the string fields (name, bytes); see the module docstring
     raw_strings: tuple[tuple[str, bytes], ...] = field(default=(), compare=False, repr=False)
 
-    def __init_subclass__(cls, **kw):
+    def __init_subclass__(cls, **kw: object) -> None:
         super().__init_subclass__(**kw)
         cls.STRUCT = struct.Struct(">HHIHH" + "".join(code for _, code in cls.LAYOUT))
         cls.SIZE = cls.STRUCT.size
         cls._STRINGS = {name: int(code[:-1]) for name, code in cls.LAYOUT if code.endswith("s")}
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name, size in self._STRINGS.items():
             value = getattr(self, name)
             if isinstance(value, str):
@@ -240,8 +241,8 @@ class Message:
 
     def encode(self) -> bytes:
         raw = dict(self.raw_strings)
-        values = []
-        for name, code in self.LAYOUT:
+        values: list[int | bytes | bytearray] = []
+        for name, _code in self.LAYOUT:
             value = getattr(self, name)
             if name in self._STRINGS:
                 original = raw.get(name)
@@ -259,9 +260,9 @@ class Message:
     def _from_body(cls, data: bytes) -> "Message":
         unpacked = cls.STRUCT.unpack(data)
         reserved0 = unpacked[4]
-        kwargs = {}
-        raw = []
-        for (name, _fmt), value in zip(cls.LAYOUT, unpacked[5:]):
+        kwargs: dict[str, int | bytes] = {}
+        raw: list[tuple[str, bytes]] = []
+        for (name, _fmt), value in zip(cls.LAYOUT, unpacked[5:], strict=True):
             if name in cls._STRINGS:
                 raw.append((name, value))
                 value = _trim(value)
@@ -278,7 +279,7 @@ class Message:
                 continue
             value = getattr(self, f.name)
             if isinstance(value, enum.Enum):
-                value = f"{int(value)}({value.name})"
+                value = f"{value.value}({value.name})"
             parts.append(f"{f.name}={value!r}" if isinstance(value, bytes) else f"{f.name}={value}")
         return f"{type(self).__name__} " + " ".join(parts)
 
@@ -560,7 +561,7 @@ MESSAGE_CLASSES: dict[int, type[Message]] = {
 assert max(c.SIZE for c in MESSAGE_CLASSES.values()) == MAX_MESSAGE_SIZE
 
 
-def peek_header(data: bytes) -> tuple[int, int, int, int]:
+def peek_header(data: bytes | bytearray) -> tuple[int, int, int, int]:
     """Validate the 12-octet header at the start of ``data``.
 
     Returns (length, control message type, reserved0, magic cookie).  Checks, in the order a

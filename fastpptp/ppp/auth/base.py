@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
-from typing import Protocol as _TypingProtocol
+from typing import Protocol as _TypingProtocol, runtime_checkable
 
 from fastpptp.ppp import packet as _packet
 from fastpptp.ppp.constants import AuthMethod
@@ -133,6 +133,15 @@ class AuthBackend(_TypingProtocol):
     def check_password(self, user: str, password: str, server_name: str = "*") -> bool: ...
 
 
+@runtime_checkable
+class StaticAddressBackend(AuthBackend, _TypingProtocol):
+    """A backend that also knows per-user static tunnel addresses (chap-secrets' fourth
+    column): ``static_address(user, server_name)`` -> address or None.  The link asks it
+    for the peer's address when its config has no ``assign_address``."""
+
+    def static_address(self, user: str, server_name: str = "*") -> str | None: ...
+
+
 # --------------------------------------------------------------------------- timers
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +164,7 @@ class _Machine:
 
     protocol: int = 0
     method: AuthMethod
+    role: Role                    # each concrete machine says which side it plays
 
     def __init__(self, timers: AuthTimers | None) -> None:
         self.timers = timers or AuthTimers()
@@ -206,4 +216,4 @@ class _Machine:
         self._events.append(AuthFailed(self.method, user, reason, message))
 
     def _role_name(self) -> str:
-        return "authenticator" if getattr(self, "role", None) is Role.AUTHENTICATOR else "peer"
+        return self.role.value

@@ -43,6 +43,7 @@ import dataclasses
 import enum
 import hashlib
 import hmac
+import random
 import re
 import struct
 
@@ -247,7 +248,8 @@ class ChapAuthenticator(_Machine):
     protocol = Protocol.CHAP
     role = Role.AUTHENTICATOR
 
-    def __init__(self, method: AuthMethod, backend: AuthBackend, rng, name: str = "",
+    def __init__(self, method: AuthMethod, backend: AuthBackend, rng: random.Random,
+                 name: str = "",
                  timers: AuthTimers | None = None, retries: int = 0) -> None:
         _check_method(method)
         super().__init__(timers)
@@ -335,24 +337,22 @@ class ChapAuthenticator(_Machine):
             secret = self.backend.get_secret(bare, self.name or "*")
             if secret is not None:
                 user = bare
-        ok, message, result = False, "", None
+        # result is set only when the Response proves the secret (so it is the verdict)
+        result: ChapResult | None = None
+        message = ""
         if self.method is AuthMethod.CHAP_MD5:
-            if secret is not None and len(pkt.value) == 16:
-                expected = chap_md5_response(self.identifier, secret.encode("utf-8"),
-                                             self.challenge)
-                ok = hmac.compare_digest(expected, pkt.value)
-            message = SUCCESS_MESSAGE if ok else FAILURE_MESSAGE
-            if ok:
+            if secret is not None and len(pkt.value) == 16 and hmac.compare_digest(
+                    chap_md5_response(self.identifier, secret.encode("utf-8"), self.challenge),
+                    pkt.value):
+                message = SUCCESS_MESSAGE
                 result = ChapResult(self.method, user, message, self.challenge)
         elif len(pkt.value) != MSCHAP_RESPONSE_LEN:
             self.malformed += 1                 # RFC 2433/2759: Value-Size must be 49
             return
         elif self.method is AuthMethod.MSCHAP_V1:
             nt, use_nt = pkt.value[24:48], pkt.value[48]
-            if secret is not None and use_nt == 1:
-                ok = hmac.compare_digest(mschap.nt_challenge_response(self.challenge, secret),
-                                         nt)
-            if ok:
+            if secret is not None and use_nt == 1 and hmac.compare_digest(
+                    mschap.nt_challenge_response(self.challenge, secret), nt):
                 message = SUCCESS_MESSAGE
                 key = _mppe_key_v1(secret, self.challenge)
                 result = ChapResult(self.method, user, message, self.challenge,
@@ -361,11 +361,9 @@ class ChapAuthenticator(_Machine):
                                     mppe_send_key=key, mppe_recv_key=key)
         else:
             peer_challenge, nt = pkt.value[:16], pkt.value[24:48]
-            if secret is not None:
-                expected = mschap.generate_nt_response(self.challenge, peer_challenge,
-                                                       pkt.name, secret)
-                ok = hmac.compare_digest(expected, nt)
-            if ok:
+            if secret is not None and hmac.compare_digest(
+                    mschap.generate_nt_response(self.challenge, peer_challenge, pkt.name,
+                                                secret), nt):
                 s = mschap.generate_authenticator_response(
                     secret, nt, peer_challenge, self.challenge, pkt.name)
                 # pppd chap_ms.c: no M= when the peer set the Flags octet.
@@ -374,7 +372,7 @@ class ChapAuthenticator(_Machine):
                 result = ChapResult(self.method, user, message, self.challenge,
                                     peer_challenge, nt, mschap.nt_password_hash(secret),
                                     mppe_send_key=send, mppe_recv_key=recv)
-        if ok:
+        if result is not None:
             self._verdict = ChapStatusPacket(ChapCode.SUCCESS, pkt.identifier,
                                              message.encode("utf-8")).encode()
             self._verdict_id = pkt.identifier
@@ -420,8 +418,8 @@ class ChapPeer(_Machine):
     protocol = Protocol.CHAP
     role = Role.PEER
 
-    def __init__(self, method: AuthMethod, user: str, password: str, rng,
-                 timers: AuthTimers | None = None) -> None:
+    def __init__(self, method: AuthMethod, user: str, password: str,
+                 rng: random.Random, timers: AuthTimers | None = None) -> None:
         _check_method(method)
         super().__init__(timers)
         self.method = method
@@ -466,7 +464,7 @@ class ChapPeer(_Machine):
             self.discarded += 1
             return
         if pkt.code == ChapCode.SUCCESS:
-            self._on_success(_text(pkt.message))
+            self._on_success(_text(pkt.message), self._last)
         else:
             self._on_failure(_text(pkt.message))
 
@@ -499,10 +497,10 @@ class ChapPeer(_Machine):
             # RFC 1994 §4: re-challenge while up -- the new verdict counts again.
             self.finished = self.succeeded = False
 
-    def _on_success(self, message: str) -> None:
+    def _on_success(self, message: str, last: tuple[int, bytes, bytes, bytes]) -> None:
         if self.finished:
             return                              # repeated Success
-        ident, challenge, peer_challenge, nt = self._last
+        ident, challenge, peer_challenge, nt = last
         if self.method is AuthMethod.MSCHAP_V2:
             s, text = parse_mschapv2_success(message)
             if s is None:

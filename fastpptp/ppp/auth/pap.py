@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import random
 import struct
 
 from fastpptp.ppp.auth.base import (
@@ -101,7 +102,8 @@ class PapPeer(_Machine):
     method = AuthMethod.PAP
     role = Role.PEER
 
-    def __init__(self, user: str, password: str, rng, timers: AuthTimers | None = None) -> None:
+    def __init__(self, user: str, password: str, rng: random.Random,
+                 timers: AuthTimers | None = None) -> None:
         super().__init__(timers)
         self.user = user
         self._password = password.encode("utf-8")
@@ -155,7 +157,7 @@ class PapAuthenticator(_Machine):
     method = AuthMethod.PAP
     role = Role.AUTHENTICATOR
 
-    def __init__(self, backend: AuthBackend, rng=None, timers: AuthTimers | None = None,
+    def __init__(self, backend: AuthBackend, rng: random.Random | None = None, timers: AuthTimers | None = None,
                  server_name: str = "*") -> None:
         super().__init__(timers)
         self.backend = backend
