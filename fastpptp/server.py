@@ -34,7 +34,7 @@ import random
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -151,7 +151,6 @@ class Server:
         self._stopping = False
         self._stopped = asyncio.Event()
         self._hub: EngineHub | None = None
-        self._owns_engine = True
         self._call_ids = CallIdAllocator(self._rng)
         self._ppp = config.ppp
         self._secrets_from_file = False
@@ -160,6 +159,7 @@ class Server:
         self._units = UnitTable(unit_pattern(config.interface, SHARED_DEFAULT_INTERFACE))
         self._tun_offload = False
         self._down_hooks: dict[int, asyncio.Task[int | None]] = {}
+        self._hook_tasks: set[asyncio.Task[int | None]] = set()
 
     @property
     def engine(self) -> ServerEngine:
@@ -268,7 +268,7 @@ class Server:
             await self._status.close()
         if self._hub is not None:
             self._hub.close()
-        if self._owns_engine and self._engine is not None:
+        if self._engine is not None:
             self._engine.stop()
             if self._gre is not None:
                 with contextlib.suppress(Exception):
@@ -501,13 +501,13 @@ class Server:
                 except Exception as exc:
                     log.warning("call %d: IPv6 link-local %s: %s", session.call_id, ev.local, exc)
             return
-        if self._owns_engine:
+        if self._configure_network:
             try:
                 netlink.add_route(f"{ev.remote}/32", dev=self._shared_ifname, src=self.config.local_ips[0],
                                   replace=True)
             except Exception as exc:
                 log.error("call %d: route to %s failed: %s", session.call_id, ev.remote, exc)
-        asyncio.get_running_loop().create_task(run_hook(
+        self._hook(run_hook(
             self.config.ip_up, ifname=self._ifname(session),
             local=str(ev.local), remote=str(ev.remote), ipparam=self._ppp.ipparam,
             peer=session.info.user))
@@ -529,7 +529,7 @@ class Server:
                       ev.remote, exc)
         if not ipv4:
             return
-        asyncio.get_running_loop().create_task(run_hook(
+        self._hook(run_hook(
             self.config.ip_up, ifname=iface.name, local=str(ev.local), remote=str(ev.remote),
             ipparam=self._ppp.ipparam, peer=session.info.user))
         self._emit("up", self._session_doc(session))
@@ -544,7 +544,7 @@ class Server:
                 netlink.delete_route(f"{remote}/32", dev=self._shared_ifname, missing_ok=True)
         c = getattr(session, "final_counters", {}) or {}
         if remote:
-            task = asyncio.get_running_loop().create_task(run_hook(
+            task = self._hook(run_hook(
                 self.config.ip_down, ifname=self._ifname(session),
                 local=session.info.local_ip or "", remote=remote, ipparam=self._ppp.ipparam,
                 peer=session.info.user, connect_time=int(time.monotonic() - session.info.started),
@@ -573,6 +573,14 @@ class Server:
             with contextlib.suppress(Exception):
                 stream.conn.clear_call(session.call_id, reason, now=now)
                 stream.pump()
+
+    def _hook(self, run: Coroutine[Any, Any, int | None]) -> asyncio.Task[int | None]:
+        """Run an ip-up/ip-down hook in the background, holding the task until it is done
+        (the loop keeps only a weak reference to it)."""
+        task = asyncio.get_running_loop().create_task(run)
+        self._hook_tasks.add(task)
+        task.add_done_callback(self._hook_tasks.discard)
+        return task
 
     def _emit(self, kind: str, info: dict[str, Any]) -> None:
         if self._on_event is not None:
