@@ -6,12 +6,14 @@ Flow:
    to its call) -- or, with ``per_session_interfaces``, none yet (see 3a) --, the raw GRE
    socket, the engine's native loop, the TCP listener on 1723 and the status socket.
 2. Each TCP connection gets a sans-I/O PPTP control connection (PAC role) driven by
-   :class:`~fastpptp.aio.driver.ControlStream`.  Admission control first: connection limit,
-   per-source rate limit, per-source failed-login limit.
+   :class:`~fastpptp.aio.driver.ControlStream`.  Admission control first
+   (:class:`~fastpptp.admission.Admission`, sans-I/O): connection limit, per-source
+   failed-login lockout, per-source rate limit.
 3. An Outgoing-Call-Request gets a fresh, unpredictable call ID; the call is registered in the
    engine and a server-role PPP link starts (LCP -> MS-CHAPv2/... -> CCP/MPPE -> IPCP).
 3a. ``per_session_interfaces`` (pppd/pptpd style): before the call is accepted it gets its own
-   TUN ``ppp<unit>`` (lowest free unit; ``interface`` may give another prefix) with the MTU
+   TUN ``ppp<unit>`` (lowest free unit from :class:`~fastpptp.net.units.UnitTable`;
+   ``interface`` may give another prefix) with the MTU
    set, added to the running engine (``add_tun``), so the engine has it before LCP starts.
 4. IPCP up: a /32 route to the client's address via the TUN (per-session: the link goes up
    with ``local peer remote`` point-to-point addressing, which routes the peer), ip-up hook
@@ -25,26 +27,31 @@ Flow:
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import os
 import random
 import signal
+import socket
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Protocol, runtime_checkable
 
+from .admission import Admission, AdmissionLimits, Admit
 from .aio.driver import ControlStream
 from .aio.session import CallSession, EngineHub
 from .config import AddressPool, PppOptions, parse_ppp_options
 from .aio.offloop import netlink
 from .hooks import run_hook
+from .net.units import UnitTable, unit_pattern
+from .ppp.auth.base import AuthBackend
+from .ppp.link import NetworkDown, NetworkUp
+from .pptp.control import CallIdAllocator, CallRequested, Event
 from .status import DEFAULT_CONTROL_SOCKET, StatusServer
 
 log = logging.getLogger("fastpptp.server")
 
-MAX_UNITS = 256             # per-session interfaces: the engine's TUN table size (MAX_TUN)
 SHARED_DEFAULT_INTERFACE = "fpptp0"
 
 
@@ -72,34 +79,39 @@ class ServerConfig:
     flow_control: bool = False           # RFC 2637 sliding window (old PACs/PNSs); peers ignore it
 
 
-class RateLimiter:
-    """Sliding-window counter per key: at most ``limit`` events per ``window`` seconds."""
+class TunLike(Protocol):
+    """A TUN device as the server uses it: :class:`fastpptp.net.tun.TunDevice` or what a
+    ``tun_factory`` makes (tests: a socketpair stand-in)."""
 
-    def __init__(self, limit: int, window: float, max_keys: int = 65536):
-        self.limit, self.window, self.max_keys = limit, window, max_keys
-        self._events: dict[str, collections.deque] = {}
+    @property
+    def fd(self) -> int: ...
 
-    def _prune(self, key: str, now: float) -> collections.deque:
-        q = self._events.setdefault(key, collections.deque())
-        while q and q[0] <= now - self.window:
-            q.popleft()
-        return q
+    @property
+    def name(self) -> str: ...
 
-    def allow(self, key: str, now: float) -> bool:
-        if len(self._events) > self.max_keys:  # bound memory under a spray of sources
-            for k in [k for k, q in self._events.items() if not q or q[-1] <= now - self.window]:
-                del self._events[k]
-        q = self._prune(key, now)
-        if len(q) >= self.limit:
-            return False
-        q.append(now)
-        return True
+    def close(self) -> None: ...
 
-    def count(self, key: str, now: float) -> int:
-        return len(self._prune(key, now))
 
-    def add(self, key: str, now: float) -> None:
-        self._prune(key, now).append(now)
+class ServerEngine(Protocol):
+    """The part of the engine API (docs/DESIGN.md, "Engine API") the server calls itself;
+    sessions use the rest through :class:`~fastpptp.aio.session.EngineHub`."""
+
+    def start(self, tun_fds: list[int], gre_fd: int, *, vnet_hdr_len: int | None = None) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def add_tun(self, fd: int, vnet_hdr_len: int | None = None) -> int: ...
+
+    def remove_tun(self, index: int) -> None: ...
+
+    def counters(self, call_id: int) -> dict[str, int]: ...
+
+
+@runtime_checkable
+class StaticAddressBackend(Protocol):
+    """An auth backend that may name a user's static address (chap-secrets' fourth column)."""
+
+    def static_address(self, user: str, server_name: str = "*") -> str | None: ...
 
 
 class Server:
@@ -111,51 +123,66 @@ class Server:
     info)`` is told of session events ("up", "down", "auth-failed").
     """
 
-    def __init__(self, config: ServerConfig, *, auth_backend=None,
+    def __init__(self, config: ServerConfig, *, auth_backend: AuthBackend | None = None,
                  assign_address: Callable[[str], str | None] | None = None,
-                 on_event: Callable[[str, dict], None] | None = None,
-                 tun_factory: Callable | None = None, configure_network: bool = True):
+                 on_event: Callable[[str, dict[str, Any]], None] | None = None,
+                 tun_factory: Callable[[str], TunLike] | None = None, configure_network: bool = True):
         self.config = config
         self._auth_backend = auth_backend
         self._assign_address = assign_address
         self._on_event = on_event
-        self.engine = None
-        self._tun = None
-        self._gre = None
+        self._engine: ServerEngine | None = None
+        self._tun: TunLike | None = None
+        self._gre: socket.socket | None = None
         self._tun_factory = tun_factory
         self._configure_network = configure_network
         self.pool = AddressPool(config.remote_ips)
         self.sessions: dict[int, CallSession] = {}
         self._calls_of: dict[ControlStream, set[int]] = {}
         self._streams: set[ControlStream] = set()
-        self._conn_limiter = RateLimiter(config.rate_limit, 10.0)
-        self._auth_failures = RateLimiter(config.max_auth_failures, 300.0)
+        # a control connection may live without a call (or before one): room for twice the
+        # sessions, and never fewer than 8
+        self.admission = Admission(AdmissionLimits(
+            max_connections=max(config.connections * 2, 8), rate_limit=config.rate_limit,
+            max_auth_failures=config.max_auth_failures, rate_window=10.0, lockout_window=300.0))
         self._rng = random.SystemRandom()
-        self._tcp_server = None
+        self._tcp_server: asyncio.Server | None = None
         self._status: StatusServer | None = None
         self._stopping = False
         self._stopped = asyncio.Event()
-        self.hub: EngineHub | None = None
-        self._owns_engine = True
-        self._call_ids = None
+        self._hub: EngineHub | None = None
+        self._call_ids = CallIdAllocator(self._rng)
         self._ppp = config.ppp
         self._secrets_from_file = False
-        # per_session_interfaces: call ID -> its interface; units in use (ppp0 = unit 0)
+        # per_session_interfaces: call ID -> its interface; the units (ppp0 = unit 0)
         self._ifaces: dict[int, SessionInterface] = {}
-        self._units: set[int] = set()
+        self._units = UnitTable(unit_pattern(config.interface, SHARED_DEFAULT_INTERFACE))
         self._tun_offload = False
-        self._down_hooks: dict[int, asyncio.Task] = {}
+        self._down_hooks: dict[int, asyncio.Task[int | None]] = {}
+        self._hook_tasks: set[asyncio.Task[int | None]] = set()
+
+    @property
+    def engine(self) -> ServerEngine:
+        """The data-plane engine (after :meth:`start`)."""
+        if self._engine is None:
+            raise RuntimeError("server not started")
+        return self._engine
+
+    @property
+    def hub(self) -> EngineHub:
+        """The engine's control-queue hub (after :meth:`start`)."""
+        if self._hub is None:
+            raise RuntimeError("server not started")
+        return self._hub
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        from .pptp.control import CallIdAllocator
         loop = asyncio.get_running_loop()
-        self._call_ids = CallIdAllocator(self._rng)
         if self._auth_backend is None:
             self._auth_backend = self._load_secrets()
             self._secrets_from_file = True
         self._open_dataplane()
-        self.hub = EngineHub(self.engine, loop)
+        self._hub = EngineHub(self.engine, loop)
         self._tcp_server = await loop.create_server(self._make_stream, self.config.listen, self.config.port,
                                                     reuse_address=True)
         path = self.config.control_socket or DEFAULT_CONTROL_SOCKET
@@ -172,7 +199,7 @@ class Server:
         flags = [f for f in self._ppp.auth_flags if "mppe" in f]
         return ",".join(flags) or "default"
 
-    def _load_secrets(self):
+    def _load_secrets(self) -> AuthBackend:
         from .ppp.auth.secrets import SecretsFile, SecretsFileBackend
         path = self.config.secrets_file
         if path and os.path.exists(path):
@@ -190,23 +217,25 @@ class Server:
         offload = self.config.offload and bool(getattr(Engine, "supports_vnet_hdr", False))
         self._tun_offload = offload
         bind = self.config.listen if self.config.listen not in ("0.0.0.0", "::") else None
-        self._gre = rawgre.open_gre_socket(bind)
-        self.engine = Engine(EngineConfig(mtu=mtu, mru=self._ppp.mru or 1500, offload=offload,
-                                          flow_control=self.config.flow_control))
+        gre = self._gre = rawgre.open_gre_socket(bind)
+        engine: ServerEngine = Engine(EngineConfig(mtu=mtu, mru=self._ppp.mru or 1500, offload=offload,
+                                                   flow_control=self.config.flow_control))
+        self._engine = engine
         if self.config.per_session_interfaces:
             # no shared TUN: each call adds its own to the running engine (_open_interface)
-            self.engine.start([], self._gre.fileno())
+            engine.start([], gre.fileno())
             return
+        dev: TunLike
         if self._tun_factory is not None:
-            self._tun = self._tun_factory(self.config.interface)
+            dev = self._tun_factory(self.config.interface)
         else:
-            self._tun = tun.open_tun(self.config.interface, vnet_hdr=offload, offload=offload)
+            dev = tun.open_tun(self.config.interface, vnet_hdr=offload, offload=offload)
+        self._tun = dev
         if self._configure_network:
-            netlink.set_mtu(self._tun.name, mtu)
-            netlink.add_address(self._tun.name, f"{self.config.local_ips[0]}/32")
-            netlink.set_link_up(self._tun.name)
-        self.engine.start([self._tun.fd], self._gre.fileno(),
-                          vnet_hdr_len=getattr(self._tun, "vnet_hdr_len", 0))
+            netlink.set_mtu(dev.name, mtu)
+            netlink.add_address(dev.name, f"{self.config.local_ips[0]}/32")
+            netlink.set_link_up(dev.name)
+        engine.start([dev.fd], gre.fileno(), vnet_hdr_len=getattr(dev, "vnet_hdr_len", 0))
 
     async def serve_forever(self) -> None:
         await self._stopped.wait()
@@ -237,12 +266,13 @@ class Server:
             stream.close()
         if self._status is not None:
             await self._status.close()
-        if self.hub is not None:
-            self.hub.close()
-        if self._owns_engine and self.engine is not None:
-            self.engine.stop()
-            with contextlib.suppress(Exception):
-                self._gre.close()
+        if self._hub is not None:
+            self._hub.close()
+        if self._engine is not None:
+            self._engine.stop()
+            if self._gre is not None:
+                with contextlib.suppress(Exception):
+                    self._gre.close()
             if self._tun is not None:
                 with contextlib.suppress(Exception):
                     self._tun.close()
@@ -272,12 +302,12 @@ class Server:
         conn = ControlConnection(Role.PAC, ControlConfig(echo_interval=self.config.pptp_echo_interval,
                                                          maximum_channels=self.config.connections),
                                  loop.time(), self._rng, allocator=self._call_ids)
-        holder: dict = {}
+        holder: dict[str, ControlStream] = {}
 
-        def on_event(ev):
+        def on_event(ev: Event) -> None:
             self._control_event(holder["stream"], ev)
 
-        def on_lost(exc):
+        def on_lost(exc: Exception | None) -> None:
             self._control_lost(holder["stream"], exc)
 
         stream = ControlStream(conn, on_event, on_lost, on_made=self._admit)
@@ -285,23 +315,14 @@ class Server:
         return stream
 
     def _admit(self, stream: ControlStream) -> None:
-        peer = stream.peername[0] if stream.peername else "?"
-        now = time.monotonic()
+        peer = _source(stream)
         if self._stopping:
             stream.close()
             return
-        if len(self._streams) >= max(self.config.connections * 2, 8):
-            log.warning("control connection from %s refused: too many connections", peer)
-            stream.close()
-            return
-        if not self._conn_limiter.allow(peer, now):
-            log.warning("control connection from %s refused: rate limit (%d per 10 s)", peer,
-                        self.config.rate_limit)
-            stream.close()
-            return
-        if self._auth_failures.count(peer, now) >= self.config.max_auth_failures:
-            log.warning("control connection from %s refused: %d failed logins in 5 min", peer,
-                        self.config.max_auth_failures)
+        decision = self.admission.connect(peer, time.monotonic())
+        if not isinstance(decision, Admit):
+            retry = "" if decision.retry_after is None else f", retry in {decision.retry_after:.0f} s"
+            log.warning("control connection from %s refused: %s%s", peer, decision.reason.value, retry)
             stream.close()
             return
         self._streams.add(stream)
@@ -350,26 +371,31 @@ class Server:
         else:
             log.debug("control %s: %s", peer, ev)
 
-    def _control_lost(self, stream: ControlStream, exc) -> None:
-        self._streams.discard(stream)
+    def _control_lost(self, stream: ControlStream, exc: Exception | None) -> None:
+        if stream in self._streams:           # admitted: it counted as open
+            self._streams.discard(stream)
+            self.admission.disconnect(_source(stream))
         for call_id in self._calls_of.pop(stream, set()):
             s = self.sessions.get(call_id)
             if s is not None:
                 s.abort("control connection closed")
 
     # ------------------------------------------------------------------ calls
-    def _start_call(self, stream: ControlStream, call_id: int, req) -> None:
+    def _start_call(self, stream: ControlStream, call_id: int, req: CallRequested) -> None:
         from .ppp.link import PPPLink
-        peer = stream.peername[0]
+        peer = _source(stream)
         link = PPPLink(self._link_config(), "server", self._auth_backend, self._rng)
         iface = self._ifaces.get(call_id)
+
+        def closed(s: CallSession, reason: str) -> None:
+            self._call_closed(stream, s, reason)
+
         session = CallSession(self.hub, link, call_id=call_id, peer_call_id=req.peer_call_id,
                               peer_addr=peer, tun=iface.index if iface is not None else 0,
-                              peer_rwin=getattr(req, "peer_rwin", 64) or 64,
-                              peer_ppd=getattr(req, "peer_ppd", 0) or 0,
+                              peer_rwin=req.peer_rwin or 64,      # 0: the PNS gave no window
+                              peer_ppd=req.peer_ppd,
                               on_network_up=self._network_up, on_network_down=self._network_down,
-                              on_closed=lambda s, r: self._call_closed(stream, s, r),
-                              on_auth=lambda s, ev: self._auth_event(s, ev))
+                              on_closed=closed, on_auth=self._auth_event)
         self.sessions[call_id] = session
         self._calls_of.setdefault(stream, set()).add(call_id)
         if iface is not None:
@@ -377,62 +403,45 @@ class Server:
         session.start(wait_for_peer=1.0)
 
     # ------------------------------------------------------------------ per-session interfaces
-    def _unit_pattern(self) -> str:
-        """``interface`` as a unit pattern: "ppp%d" by default (pppd's names), "vpn%d" from
-        "vpn" or "vpn0", or an explicit pattern containing "%d"."""
-        name = self.config.interface or SHARED_DEFAULT_INTERFACE
-        if "%d" in name:
-            return name
-        if name == SHARED_DEFAULT_INTERFACE:
-            return "ppp%d"
-        return (name.rstrip("0123456789") or "ppp") + "%d"
-
-    def _open_interface(self) -> "SessionInterface":
+    def _open_interface(self) -> SessionInterface:
         """The lowest free unit whose name no other interface has (a real pppd's ppp0 stays
         untouched: TUNSETIFF on an existing persistent TUN would attach to it), opened, its
         MTU set, added to the engine."""
         from .net import tun as tunmod
-        pattern = self._unit_pattern()
         taken: set[str] = set()
         if self._configure_network and self._tun_factory is None:
             taken = {link.name for link in netlink.list_links()}
-        for unit in range(MAX_UNITS):
-            if unit in self._units:
-                continue
-            name = pattern.replace("%d", str(unit), 1)
-            if len(name.encode()) >= 16:
-                raise OSError(f"interface name {name!r} longer than IFNAMSIZ")
-            if name in taken:
-                continue
-            if self._tun_factory is not None:
-                dev = self._tun_factory(name)
-            else:
-                try:
-                    dev = tunmod.open_tun(name, vnet_hdr=self._tun_offload, offload=self._tun_offload)
-                except tunmod.TunError as exc:      # EBUSY: someone else's, created meanwhile
-                    log.warning("interface %s unavailable (%s), trying the next unit", name, exc)
-                    continue
-            iface = SessionInterface(unit, getattr(dev, "name", name) or name, dev)
-            try:
-                if self._configure_network:
-                    netlink.set_mtu(iface.name, self._ppp.mtu or 1400)
-                iface.index = self.engine.add_tun(dev.fd, vnet_hdr_len=getattr(dev, "vnet_hdr_len", 0))
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    dev.close()
-                raise
-            self._units.add(unit)
-            return iface
-        raise OSError(f"no free interface unit ({MAX_UNITS} in use)")
 
-    def _close_interface(self, iface: "SessionInterface") -> None:
-        if iface.index is not None:
+        def open_device(name: str) -> TunLike | None:
+            if self._tun_factory is not None:
+                return self._tun_factory(name)
+            try:
+                return tunmod.open_tun(name, vnet_hdr=self._tun_offload, offload=self._tun_offload)
+            except tunmod.TunError as exc:          # EBUSY: someone else's, created meanwhile
+                log.warning("interface %s unavailable (%s), trying the next unit", name, exc)
+                return None
+
+        unit, name, dev = self._units.allocate(open_device, taken)
+        try:
+            name = dev.name or name
+            if self._configure_network:
+                netlink.set_mtu(name, self._ppp.mtu or 1400)
+            index = self.engine.add_tun(dev.fd, vnet_hdr_len=getattr(dev, "vnet_hdr_len", 0))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                dev.close()
+            self._units.release(unit)
+            raise
+        return SessionInterface(unit, name, dev, index)
+
+    def _close_interface(self, iface: SessionInterface) -> None:
+        if iface.attached:
             with contextlib.suppress(KeyError, ValueError):
                 self.engine.remove_tun(iface.index)     # before the fd goes: never a stale fd
-            iface.index = None
+            iface.attached = False
         with contextlib.suppress(Exception):
             iface.tun.close()                          # the kernel deletes the interface
-        self._units.discard(iface.unit)
+        self._units.release(iface.unit)
 
     def _release_interface(self, call_id: int) -> None:
         iface = self._ifaces.pop(call_id, None)
@@ -441,7 +450,7 @@ class Server:
             self._close_interface(iface)
             log.info("call %d: interface %s removed", call_id, iface.name)
 
-    def _interface_up(self, iface: "SessionInterface") -> None:
+    def _interface_up(self, iface: SessionInterface) -> None:
         if not iface.up and self._configure_network:
             netlink.set_link_up(iface.name)
         iface.up = True
@@ -452,7 +461,12 @@ class Server:
             return iface.name
         if self.config.per_session_interfaces:
             return ""
-        return self._tun.name if self._tun else self.config.interface
+        return self._shared_ifname
+
+    @property
+    def _shared_ifname(self) -> str:
+        """The shared TUN's name (the configured one until it is open)."""
+        return self._tun.name if self._tun is not None else self.config.interface
 
     def _link_config(self):
         from .config import server_link_config
@@ -464,16 +478,16 @@ class Server:
         if self._assign_address is not None:
             return self._assign_address(user)
         static = None
-        if hasattr(self._auth_backend, "static_address"):
+        if isinstance(self._auth_backend, StaticAddressBackend):
             static = self._auth_backend.static_address(user, self._ppp.name or "*")
         return self.pool.allocate(static)
 
     def _auth_event(self, session: CallSession, ev) -> None:
         if type(ev).__name__ == "AuthFailed":
-            self._auth_failures.add(session.info.peer, time.monotonic())
+            self.admission.auth_failed(session.info.peer, time.monotonic())
             self._emit("auth-failed", {"user": ev.user, "peer": session.info.peer})
 
-    def _network_up(self, session: CallSession, ev) -> None:
+    def _network_up(self, session: CallSession, ev: NetworkUp) -> None:
         iface = self._ifaces.get(session.call_id)
         if iface is not None:
             self._network_up_own_interface(session, iface, ev)
@@ -483,23 +497,24 @@ class Server:
             # peer's gets a host route through the shared TUN like an IPv4 peer.
             if self._configure_network:
                 try:
-                    netlink.add_address(self._tun.name, f"{ev.local}/128", peer=str(ev.remote), nodad=True)
+                    netlink.add_address(self._shared_ifname, f"{ev.local}/128", peer=str(ev.remote), nodad=True)
                 except Exception as exc:
                     log.warning("call %d: IPv6 link-local %s: %s", session.call_id, ev.local, exc)
             return
-        if self._owns_engine:
+        if self._configure_network:
             try:
-                netlink.add_route(f"{ev.remote}/32", dev=self._tun.name, src=self.config.local_ips[0],
+                netlink.add_route(f"{ev.remote}/32", dev=self._shared_ifname, src=self.config.local_ips[0],
                                   replace=True)
             except Exception as exc:
                 log.error("call %d: route to %s failed: %s", session.call_id, ev.remote, exc)
-        asyncio.get_running_loop().create_task(run_hook(
+        self._hook(run_hook(
             self.config.ip_up, ifname=self._ifname(session),
             local=str(ev.local), remote=str(ev.remote), ipparam=self._ppp.ipparam,
             peer=session.info.user))
         self._emit("up", self._session_doc(session))
 
-    def _network_up_own_interface(self, session: CallSession, iface: "SessionInterface", ev) -> None:
+    def _network_up_own_interface(self, session: CallSession, iface: SessionInterface,
+                                  ev: NetworkUp) -> None:
         """pppd's sifaddr/sifup: the link up, ``local peer remote`` on it (the kernel routes
         the peer through it), then ip-up with its name."""
         ipv4 = ev.family in (4, "ipv4")
@@ -514,22 +529,22 @@ class Server:
                       ev.remote, exc)
         if not ipv4:
             return
-        asyncio.get_running_loop().create_task(run_hook(
+        self._hook(run_hook(
             self.config.ip_up, ifname=iface.name, local=str(ev.local), remote=str(ev.remote),
             ipparam=self._ppp.ipparam, peer=session.info.user))
         self._emit("up", self._session_doc(session))
 
-    def _network_down(self, session: CallSession, ev) -> None:
+    def _network_down(self, session: CallSession, ev: NetworkDown | None) -> None:
         if ev is not None:      # IPCP down while the link lives on: nothing to free yet
             return
         remote = session.info.remote_ip
         own = session.call_id in self._ifaces     # its own interface goes away as a whole
         if remote and self._configure_network and not own:
             with contextlib.suppress(Exception):
-                netlink.delete_route(f"{remote}/32", dev=self._tun.name, missing_ok=True)
+                netlink.delete_route(f"{remote}/32", dev=self._shared_ifname, missing_ok=True)
         c = getattr(session, "final_counters", {}) or {}
         if remote:
-            task = asyncio.get_running_loop().create_task(run_hook(
+            task = self._hook(run_hook(
                 self.config.ip_down, ifname=self._ifname(session),
                 local=session.info.local_ip or "", remote=remote, ipparam=self._ppp.ipparam,
                 peer=session.info.user, connect_time=int(time.monotonic() - session.info.started),
@@ -547,7 +562,11 @@ class Server:
         if session.call_id in self._ifaces:
             hook = self._down_hooks.get(session.call_id)
             if hook is not None and not hook.done():
-                hook.add_done_callback(lambda _t, cid=session.call_id: self._release_interface(cid))
+                call_id = session.call_id
+
+                def release(_hook: asyncio.Task[int | None]) -> None:
+                    self._release_interface(call_id)
+                hook.add_done_callback(release)
             else:
                 self._release_interface(session.call_id)
         if stream in self._streams:
@@ -555,7 +574,15 @@ class Server:
                 stream.conn.clear_call(session.call_id, reason, now=now)
                 stream.pump()
 
-    def _emit(self, kind: str, info: dict) -> None:
+    def _hook(self, run: Coroutine[Any, Any, int | None]) -> asyncio.Task[int | None]:
+        """Run an ip-up/ip-down hook in the background, holding the task until it is done
+        (the loop keeps only a weak reference to it)."""
+        task = asyncio.get_running_loop().create_task(run)
+        self._hook_tasks.add(task)
+        task.add_done_callback(self._hook_tasks.discard)
+        return task
+
+    def _emit(self, kind: str, info: dict[str, Any]) -> None:
         if self._on_event is not None:
             try:
                 self._on_event(kind, info)
@@ -563,7 +590,8 @@ class Server:
                 log.exception("on_event hook failed")
 
     # ------------------------------------------------------------------ status
-    def _session_doc(self, s: CallSession) -> dict:
+    def _session_doc(self, s: CallSession) -> dict[str, Any]:
+        c: dict[str, int]
         try:
             c = self.engine.counters(s.call_id) if not s.closed else (getattr(s, "final_counters", {}) or {})
         except Exception:
@@ -577,20 +605,29 @@ class Server:
             "drops": {k[5:]: v for k, v in c.items() if k.startswith("drop_")},
         }
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         return {"sessions": [self._session_doc(s) for s in self.sessions.values() if not s.closed]}
 
 
 @dataclass(eq=False)
 class SessionInterface:
     """A call's own TUN (``per_session_interfaces``): pppd's unit, its name, the open device and
-    its index in the engine's TUN table (None once removed)."""
+    its index in the engine's TUN table (``attached`` until it is removed from the engine)."""
 
     unit: int
     name: str
-    tun: object
-    index: int | None = None
+    tun: TunLike
+    index: int
+    attached: bool = True
     up: bool = False
+
+
+def _source(stream: ControlStream) -> str:
+    """The peer address of a control connection ("?" before it is known)."""
+    peername: object = stream.peername
+    if isinstance(peername, tuple) and peername:
+        return str(peername[0])
+    return "?"
 
 
 def run_server(config: ServerConfig) -> int:

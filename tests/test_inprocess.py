@@ -191,7 +191,7 @@ def test_admission_control_rate_and_failed_logins(loopback_ns, tmp_path):
             # a source with max_auth_failures failed logins in 5 minutes is refused outright
             before = await _closed_by_server(port, source="127.0.0.3")
             for _ in range(server.config.max_auth_failures):
-                server._auth_failures.add("127.0.0.3", time.monotonic())
+                server.admission.auth_failed("127.0.0.3", time.monotonic())
             after = await _closed_by_server(port, source="127.0.0.3")
             return rate, before, after
         finally:
@@ -200,3 +200,40 @@ def test_admission_control_rate_and_failed_logins(loopback_ns, tmp_path):
     rate, before, after = asyncio.run(main())
     assert rate == [False, False, True]          # rate_limit=2 per source per 10 s
     assert (before, after) == (False, True)
+
+
+def test_admission_connection_limit_is_freed_when_connections_close(loopback_ns, tmp_path):
+    async def main():
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        # connections=1: room for max(2 * 1, 8) = 8 open control connections
+        server = Server(ServerConfig(listen="127.0.0.1", port=port, remote_ips=("198.51.100.2",),
+                                     connections=1, rate_limit=100,
+                                     control_socket=str(tmp_path / "ctl.sock")),
+                        auth_backend=CallableBackend(lambda u, s: None),
+                        tun_factory=FakeTun, configure_network=False)
+        await server.start()
+        held = []
+        try:
+            for _ in range(8):
+                held.append(await asyncio.open_connection("127.0.0.1", port))
+            deadline = time.monotonic() + 5
+            while server.admission.open_connections < 8 and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            opened = server.admission.open_connections
+            ninth = await _closed_by_server(port)
+            for _, writer in held:
+                writer.close()
+            deadline = time.monotonic() + 5
+            while server.admission.open_connections and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            freed = server.admission.open_connections
+            again = await _closed_by_server(port)
+            return opened, ninth, freed, again
+        finally:
+            await server.stop("test over")
+
+    opened, ninth, freed, again = asyncio.run(main())
+    assert (opened, ninth) == (8, True)          # the ninth is refused: too many connections
+    assert (freed, again) == (0, False)          # every close was reported: room again

@@ -136,7 +136,7 @@ def test_units_per_call_in_process(loopback_ns, tmp_path, impl):
 ])
 def test_unit_pattern_from_interface(interface, expect):
     s = Server(ServerConfig(interface=interface, per_session_interfaces=True))
-    assert s._unit_pattern() == expect
+    assert s._units.pattern == expect
 
 
 # --------------------------------------------------------------------------- as programs

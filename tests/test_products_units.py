@@ -8,12 +8,12 @@ import pytest
 from fastpptp import cli
 from fastpptp.config import ConfigError
 from fastpptp.hooks import hook_env, run_hook
-from fastpptp.server import RateLimiter
+from fastpptp.admission import SlidingWindow
 from fastpptp.status import StatusServer, format_status, query_status
 
 
 def test_rate_limiter_sliding_window():
-    rl = RateLimiter(3, 10.0)
+    rl = SlidingWindow(3, 10.0)
     assert [rl.allow("a", t) for t in (0, 1, 2, 3)] == [True, True, True, False]
     assert rl.allow("b", 3)                      # per source
     assert rl.allow("a", 10.5)                   # the first event left the window
