@@ -31,7 +31,6 @@ import logging
 import os
 import random
 import signal
-import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -40,6 +39,9 @@ from .aio.session import CallSession, EngineHub
 from .config import AddressPool, PppOptions, parse_ppp_options
 from .aio.offloop import netlink
 from .hooks import run_hook
+from .ppp.link import Authenticated, AuthenticationFailed
+from .pptp.control import (CallCleared, CallRequested, ControlClosed, ControlConnected, EchoTimeout,
+                           Event)
 from .status import DEFAULT_CONTROL_SOCKET, StatusServer
 
 log = logging.getLogger("fastpptp.server")
@@ -221,17 +223,18 @@ class Server:
             self._tcp_server.close()
         for s in list(self.sessions.values()):
             s.close(reason)
-        deadline = time.monotonic() + 3.0
-        while any(not s.closed for s in self.sessions.values()) and time.monotonic() < deadline:
+        loop = asyncio.get_running_loop()      # the one clock of the server: the loop's
+        deadline = loop.time() + 3.0
+        while any(not s.closed for s in self.sessions.values()) and loop.time() < deadline:
             await asyncio.sleep(0.05)
         for s in list(self.sessions.values()):
             s.abort(reason)
         for stream in list(self._streams):
             with contextlib.suppress(Exception):
-                stream.conn.stop("admin-shutdown", asyncio.get_running_loop().time())
+                stream.conn.stop("admin-shutdown", loop.time())
                 stream.pump()
-        deadline = time.monotonic() + 2.0
-        while self._streams and time.monotonic() < deadline:
+        deadline = loop.time() + 2.0
+        while self._streams and loop.time() < deadline:
             await asyncio.sleep(0.05)
         for stream in list(self._streams):
             stream.close()
@@ -286,7 +289,7 @@ class Server:
 
     def _admit(self, stream: ControlStream) -> None:
         peer = stream.peername[0] if stream.peername else "?"
-        now = time.monotonic()
+        now = asyncio.get_running_loop().time()
         if self._stopping:
             stream.close()
             return
@@ -308,11 +311,10 @@ class Server:
         self._calls_of[stream] = set()
         log.info("control connection from %s", peer)
 
-    def _control_event(self, stream: ControlStream, ev) -> None:
-        name = type(ev).__name__
+    def _control_event(self, stream: ControlStream, ev: Event) -> None:
         peer = stream.peername[0] if stream.peername else "?"
         now = asyncio.get_running_loop().time()
-        if name == "CallRequested":
+        if isinstance(ev, CallRequested):
             if len(self.sessions) >= self.config.connections or self._stopping:
                 log.warning("call from %s refused: %d sessions (limit %d)", peer, len(self.sessions),
                             self.config.connections)
@@ -338,14 +340,14 @@ class Server:
                 self._start_call(stream, call_id, ev)
             elif iface is not None:
                 self._close_interface(iface)
-        elif name == "CallCleared":
+        elif isinstance(ev, CallCleared):
             s = self.sessions.get(ev.call_id)
             if s is not None:
-                s.abort(f"peer cleared the call ({getattr(ev, 'reason', 'Call-Clear-Request')})")
-        elif name in ("ControlClosed", "EchoTimeout"):
-            log.info("control connection from %s closing: %s", peer, getattr(ev, "reason", name))
+                s.abort(f"peer cleared the call ({ev.reason or 'Call-Clear-Request'})")
+        elif isinstance(ev, (ControlClosed, EchoTimeout)):
+            log.info("control connection from %s closing: %s", peer, ev.reason)
             stream.close()
-        elif name == "ControlConnected":
+        elif isinstance(ev, ControlConnected):
             log.info("control connection from %s: %s", peer, ev)
         else:
             log.debug("control %s: %s", peer, ev)
@@ -468,9 +470,9 @@ class Server:
             static = self._auth_backend.static_address(user, self._ppp.name or "*")
         return self.pool.allocate(static)
 
-    def _auth_event(self, session: CallSession, ev) -> None:
-        if type(ev).__name__ == "AuthFailed":
-            self._auth_failures.add(session.info.peer, time.monotonic())
+    def _auth_event(self, session: CallSession, ev: Authenticated | AuthenticationFailed) -> None:
+        if isinstance(ev, AuthenticationFailed):
+            self._auth_failures.add(session.info.peer, session.now)
             self._emit("auth-failed", {"user": ev.user, "peer": session.info.peer})
 
     def _network_up(self, session: CallSession, ev) -> None:
@@ -532,7 +534,7 @@ class Server:
             task = asyncio.get_running_loop().create_task(run_hook(
                 self.config.ip_down, ifname=self._ifname(session),
                 local=session.info.local_ip or "", remote=remote, ipparam=self._ppp.ipparam,
-                peer=session.info.user, connect_time=int(time.monotonic() - session.info.started),
+                peer=session.info.user, connect_time=int(session.now - session.info.started),
                 bytes_sent=c.get("tx_bytes", 0), bytes_rcvd=c.get("rx_bytes", 0)))
             if own:
                 self._down_hooks[session.call_id] = task    # like pppd: ip-down sees the interface
