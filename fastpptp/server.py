@@ -42,6 +42,7 @@ from .hooks import run_hook
 from .ppp.link import Authenticated, AuthenticationFailed
 from .pptp.control import (CallCleared, CallRequested, ControlClosed, ControlConnected, EchoTimeout,
                            Event)
+from .pptp.messages import PPTP_PORT
 from .status import DEFAULT_CONTROL_SOCKET, StatusServer
 
 log = logging.getLogger("fastpptp.server")
@@ -53,7 +54,7 @@ SHARED_DEFAULT_INTERFACE = "fpptp0"
 @dataclass(frozen=True)
 class ServerConfig:
     listen: str = "0.0.0.0"
-    port: int = 1723
+    port: int = PPTP_PORT
     local_ips: tuple[str, ...] = ("198.51.100.1",)
     remote_ips: tuple[str, ...] = ()
     connections: int = 100

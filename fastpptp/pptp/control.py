@@ -631,8 +631,39 @@ class ControlConnection:
         self.stats["rx"] += 1
         if log.isEnabledFor(logging.DEBUG):
             log.debug("rcvd %s", msg.describe())
-        handler = getattr(self, "_on_" + type(msg).__name__)
-        handler(msg, now)
+        match msg:       # on the message's type: a missing handler fails the type check
+            case m.SCCRQ():
+                self._on_StartControlConnectionRequest(msg, now)
+            case m.SCCRP():
+                self._on_StartControlConnectionReply(msg, now)
+            case m.StopCCRQ():
+                self._on_StopControlConnectionRequest(msg, now)
+            case m.StopCCRP():
+                self._on_StopControlConnectionReply(msg, now)
+            case m.EchoRequest():
+                self._on_EchoRequest(msg, now)
+            case m.EchoReply():
+                self._on_EchoReply(msg, now)
+            case m.OCRQ():
+                self._on_OutgoingCallRequest(msg, now)
+            case m.OCRP():
+                self._on_OutgoingCallReply(msg, now)
+            case m.ICRQ():
+                self._on_IncomingCallRequest(msg, now)
+            case m.ICRP():
+                self._on_IncomingCallReply(msg, now)
+            case m.ICCN():
+                self._on_IncomingCallConnected(msg, now)
+            case m.CCRQ():
+                self._on_CallClearRequest(msg, now)
+            case m.CDN():
+                self._on_CallDisconnectNotify(msg, now)
+            case m.WEN():
+                self._on_WanErrorNotify(msg, now)
+            case m.SLI():
+                self._on_SetLinkInfo(msg, now)
+            case _:          # decode() returns only the classes above
+                raise LocalProtocolError(f"no handler for {msg.describe()}")
 
     def _wrong_state(self, msg: m.Message, now: float, *, close_if_not_up: bool = True) -> None:
         self.stats["wrong_state"] += 1
