@@ -50,7 +50,9 @@ from fastpptp.dataplane import (COUNTER_NAMES, EV_MPPE_RESET_NEEDED, TOTAL_NAMES
                                 EngineConfig, vnet_lengths)
 
 DEF_HEADROOM = HEADROOM
-cdef uint32_t EV_RESET = 0x10001
+cdef uint32_t EV_RESET = EV_MPPE_RESET_NEEDED    # from ppp/constants.py, via dataplane
+#: The value the compiled code queues (tests pin it to ppp.constants.EV_MPPE_RESET_NEEDED).
+COMPILED_EV_MPPE_RESET_NEEDED = EV_RESET
 cdef uint32_t U32 = 0xFFFFFFFF
 cdef double ATO_MIN = 0.1
 cdef double ATO_MAX = 10.0

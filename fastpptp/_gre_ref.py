@@ -67,12 +67,13 @@ from fastpptp import _offload_ref as _offload
 from fastpptp.crypto import mppe as _mppe
 from fastpptp.dataplane import (COUNTER_NAMES, EV_MPPE_RESET_NEEDED, HEADROOM, TOTAL_NAMES,
                                 EngineConfig, vnet_lengths)
+from fastpptp.gre import GRE_PROTOCOL_PPP as GRE_PROTO_PPP
+from fastpptp.ppp.constants import Protocol
 
-PPP_IPV4 = 0x0021
-PPP_IPV6 = 0x0057
-PPP_COMP = 0x00FD
-PPP_LCP = 0xC021
-GRE_PROTO_PPP = 0x880B
+PPP_IPV4 = int(Protocol.IPV4)       # plain ints (compared per packet), defined in ppp/constants
+PPP_IPV6 = int(Protocol.IPV6)
+PPP_COMP = int(Protocol.COMPRESSED)
+PPP_LCP = int(Protocol.LCP)
 MAX_TUN = 256           # TUN indexes 0..255, as the compiled engine
 TXQ_DEPTH = 64          # frames held per call while the peer's window is full
 FRAME_SLACK = 32        # GRE payload may exceed the MRU by the PPP/MPPE headers

@@ -12,6 +12,7 @@ import os
 import sys
 
 from .config import ConfigError, PppOptions, parse_ppp_options, parse_pptpd_conf, expand_ip_list
+from .pptp.messages import PPTP_PORT
 
 log = logging.getLogger("fastpptp")
 
@@ -57,7 +58,7 @@ def server_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--option", dest="option_file", help="pppd options file (overrides pptpd.conf's 'option')")
     p.add_argument("--secrets", default="/etc/ppp/chap-secrets", help="pppd chap-secrets file")
     p.add_argument("-l", "--listen", help="address to listen on (pptpd.conf 'listen'; default all)")
-    p.add_argument("--port", type=int, default=1723)
+    p.add_argument("--port", type=int, default=PPTP_PORT)
     p.add_argument("--localip", help="server tunnel address(es), pptpd syntax")
     p.add_argument("--remoteip", help="client address pool, pptpd syntax (e.g. 198.51.100.2-9)")
     p.add_argument("--connections", type=int, help="maximum simultaneous calls")
@@ -182,7 +183,7 @@ def client_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("-p", "--password", help="password (visible in ps; prefer --password-file)")
     g.add_argument("--password-file", help="file whose first line is the password")
-    p.add_argument("--port", type=int, default=1723)
+    p.add_argument("--port", type=int, default=PPTP_PORT)
     p.add_argument("--route", action="append", default=[], metavar="NET",
                    help="route NET through the tunnel (split tunnel; repeatable)")
     p.add_argument("--interface", default=None, help="TUN device name (default pptpN)")

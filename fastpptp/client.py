@@ -12,24 +12,33 @@ Flow of one connection attempt:
 5. Link down or control connection lost: everything applied in 4 is undone.  With
    ``persist`` we try again after ``holdoff`` seconds (doubling up to 60 s after failures),
    until ``maxfail`` consecutive failures (0 = never give up).
+
+Why an attempt ended is classified from typed events (:class:`FailureKind`), never from the
+reason text, and :meth:`Client.run` returns pppd's exit status for it.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import json
 import logging
 import os
 import random
 import signal
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
 
 from .aio.driver import ControlStream
+from .aio.offloop import netlink
 from .aio.session import CallSession, EngineHub
 from .config import PppOptions
-from .aio.offloop import netlink
 from .hooks import run_hook
+from .ppp.link import Authenticated, AuthenticationFailed, NetworkDown, NetworkUp
+from .pptp.control import (CallCleared, CallEstablished, ControlClosed, ControlConnected,
+                           EchoTimeout, Event)
+from .pptp.messages import PPTP_PORT
 
 log = logging.getLogger("fastpptp.client")
 
@@ -41,7 +50,7 @@ class ClientConfig:
     server: str
     user: str
     password: str
-    port: int = 1723
+    port: int = PPTP_PORT
     ppp: PppOptions = PppOptions()
     routes: tuple[str, ...] = ()
     interface: str | None = None
@@ -57,17 +66,113 @@ class ClientConfig:
     flow_control: bool = False           # RFC 2637 sliding window (old PACs); peers ignore it
 
 
+class FailureKind(enum.Enum):
+    """Why a connection attempt failed, or why the tunnel it made went down.
+
+    The value is pppd's exit status for it (pppd(8) "EXIT STATUS"; pppd.h EXIT_*), which
+    :meth:`Client.run` returns when it gives up, so scripts written for ``pptp`` + ``pppd``
+    keep working.  pppd running over ``pptp`` sees any loss of the PPTP connection as a
+    modem hangup; we tell the PPTP phase before the call is up apart as CONNECT_FAILED.
+    """
+
+    CONNECT_FAILED = 8          # EXIT_CONNECT_FAILED: no TCP connection, or no PPTP call
+    NEGOTIATION_FAILED = 10     # EXIT_NEGOTIATION_FAILED: the link ended before IPCP came up
+                                # (LCP/CCP/IPCP refused, MPPE required but not negotiated)
+    PEER_AUTH_FAILED = 11       # EXIT_PEER_AUTH_FAILED: the server failed our check of it
+    PEER_DEAD = 15              # EXIT_PEER_DEAD: the server stopped answering echo requests
+    HANGUP = 16                 # EXIT_HANGUP: the server ended a tunnel that was up
+    AUTH_TOPEER_FAILED = 19     # EXIT_AUTH_TOPEER_FAILED: the server refused our credentials
+
+    @property
+    def exit_status(self) -> int:
+        return self.value
+
+
 class AttemptFailed(Exception):
-    def __init__(self, reason: str, fatal: bool = False):
+    """One connection attempt failed before the tunnel came up: ``reason`` for the log,
+    ``kind`` for the exit status."""
+
+    def __init__(self, reason: str, kind: FailureKind):
         super().__init__(reason)
-        self.reason, self.fatal = reason, fatal
+        self.reason, self.kind = reason, kind
+
+
+@dataclass
+class AttemptOutcome:
+    """What one attempt saw, classified from typed events: the first reason for the log,
+    and the first failure kind (a typed cause such as an authentication failure wins over
+    the hangup that follows it; without one, the phase the attempt reached decides)."""
+
+    reason: str | None = None
+    cause: FailureKind | None = None
+    call_up: bool = False               # the PPTP call was established
+    network_up: bool = False            # IPCP came up: the tunnel carried traffic
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def end(self, reason: str, cause: FailureKind | None = None) -> None:
+        """The attempt is over (or going): keep the first reason and the first cause."""
+        if self.reason is None:
+            self.reason = reason
+        self.note(cause)
+        self.done.set()
+
+    def note(self, cause: FailureKind | None) -> None:
+        if self.cause is None:
+            self.cause = cause
+
+    def on_control_event(self, ev: Event) -> None:
+        """A PPTP control connection event, as far as the outcome is concerned."""
+        match ev:
+            case CallEstablished():
+                self.call_up = True
+            case CallCleared(established=False):    # OCRP refused, or no answer in time
+                self.end(f"call refused by the server ({ev.reason})", FailureKind.CONNECT_FAILED)
+            case CallCleared():
+                self.end("call cleared by server")
+            case EchoTimeout():
+                self.end(ev.reason, FailureKind.PEER_DEAD)
+            case ControlClosed():
+                self.end(ev.reason)
+
+    def on_auth(self, ev: Authenticated | AuthenticationFailed) -> None:
+        if isinstance(ev, AuthenticationFailed):
+            # "self": the server refused us (or its MS-CHAPv2 authenticator response did
+            # not match: pppd counts that as failing to authenticate to the peer too);
+            # "peer": the server failed the check we asked for (require-* on the client)
+            self.note(FailureKind.AUTH_TOPEER_FAILED if ev.direction == "self"
+                      else FailureKind.PEER_AUTH_FAILED)
+
+    @property
+    def failure(self) -> FailureKind:
+        """The kind of failure, once the attempt is over and not stopped by the user."""
+        if self.cause is not None:
+            return self.cause
+        if self.network_up:
+            return FailureKind.HANGUP
+        if self.call_up:
+            return FailureKind.NEGOTIATION_FAILED
+        return FailureKind.CONNECT_FAILED
+
+
+class TunLike(Protocol):
+    """What the client needs of a TUN device (``net.tun.TunDevice`` or a test's stand-in)."""
+
+    name: str
+    fd: int
+    vnet_hdr_len: int
+
+    def close(self) -> None: ...
+
+
+TunFactory = Callable[[str | None], TunLike]
+EventHook = Callable[[str, dict[str, object]], None]
 
 
 class Client:
     """The embeddable client: ``await client.run()`` until stopped (or maxfail reached)."""
 
-    def __init__(self, config: ClientConfig, *, on_event=None, tun_factory=None,
-                 configure_network: bool = True):
+    def __init__(self, config: ClientConfig, *, on_event: EventHook | None = None,
+                 tun_factory: TunFactory | None = None, configure_network: bool = True):
         """``tun_factory(name) -> TunDevice-like`` (fd, name, vnet_hdr_len, close) replaces the
         real TUN (tests, or a router that owns its interfaces); with ``configure_network``
         False no address, route or DNS is touched (the embedder does it from ``on_event``)."""
@@ -80,12 +185,22 @@ class Client:
         self.session: CallSession | None = None
         self.up = asyncio.Event()
         self.exit_reason: str | None = None
-        self._undo: list = []
+        #: why the last attempt failed, or the last tunnel went down (None: it did not)
+        self.failure: FailureKind | None = None
+        self._undo: list[Callable[[], object]] = []
 
     def stop(self) -> None:
         self._stop.set()
         if self.session is not None and not self.session.closed:
             self.session.close("stopped by user")
+
+    def exit_status(self) -> int:
+        """pppd's exit status for how the client ended: 0 when stopped (by ``stop()`` or a
+        signal; pppd says 5 there, but an embedder's stop is a clean end) or when nothing
+        failed, else the status of the last failure (:class:`FailureKind`)."""
+        if self._stop.is_set() or self.failure is None:
+            return 0
+        return self.failure.exit_status
 
     async def run(self) -> int:
         failures = 0
@@ -98,23 +213,24 @@ class Client:
             except AttemptFailed as exc:
                 log.error("connection failed: %s", exc.reason)
                 self.exit_reason = exc.reason
+                self.failure = exc.kind
                 failures += 1
-                if exc.fatal and not self.config.ppp.persist:
-                    return 19 if "auth" in exc.reason.lower() else 1
             if self._stop.is_set() or not self.config.ppp.persist:
-                return 0 if self.exit_reason in (None, "stopped by user") else 1
+                return self.exit_status()
             if maxfail and failures >= maxfail:
                 log.error("giving up after %d consecutive failures (maxfail)", failures)
-                return 1
+                return self.exit_status()
             delay = holdoff if failures <= 1 else min(60.0, holdoff * (2 ** (failures - 1)))
             log.info("persist: reconnecting in %.0f s", delay)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
             if self._stop.is_set():
-                return 0
+                return self.exit_status()
 
     # ------------------------------------------------------------------ one attempt
     async def _attempt(self) -> bool:
+        """One connection, until it ends: True if the tunnel came up (``self.failure`` then
+        says why it went down, None if we stopped it); raises AttemptFailed if it did not."""
         from .dataplane import EngineConfig, load_engine
         from .net import rawgre, tun
         from .pptp.control import ControlConfig, ControlConnection, Role
@@ -130,14 +246,15 @@ class Client:
         try:
             infos = await loop.getaddrinfo(cfg.server, cfg.port, family=socket.AF_INET, type=socket.SOCK_STREAM)
         except OSError as exc:
-            raise AttemptFailed(f"cannot resolve {cfg.server}: {exc}")
-        server_ip = infos[0][4][0]
+            raise AttemptFailed(f"cannot resolve {cfg.server}: {exc}", FailureKind.CONNECT_FAILED) from exc
+        server_ip = str(infos[0][4][0])
         mtu = cfg.ppp.mtu or 1400
         self._undo = []
         Engine = load_engine(cfg.impl)
         # IFF_VNET_HDR puts a virtio_net_hdr before every packet: only an engine that says it
         # parses one may get such a TUN, otherwise the header is taken for IP (no traffic).
         offload = cfg.offload and bool(getattr(Engine, "supports_vnet_hdr", False))
+        tundev: TunLike
         if self._tun_factory is not None:
             tundev = self._tun_factory(cfg.interface)
         else:
@@ -147,7 +264,7 @@ class Client:
         self._undo.append(gre.close)
         engine = Engine(EngineConfig(mtu=mtu, mru=cfg.ppp.mru or 1500, offload=offload,
                                      flow_control=cfg.flow_control))
-        engine.start([tundev.fd], gre.fileno(), vnet_hdr_len=getattr(tundev, "vnet_hdr_len", 0))
+        engine.start([tundev.fd], gre.fileno(), vnet_hdr_len=tundev.vnet_hdr_len)
         self._undo.append(engine.stop)
         hub = EngineHub(engine, loop)
         self._undo.append(hub.close)
@@ -156,60 +273,57 @@ class Client:
                 pinned = netlink.pin_host_route(server_ip)
                 if pinned is not None:
                     self._undo.append(lambda: netlink.delete_route(f"{server_ip}/32", missing_ok=True))
-        established = False
-        done = asyncio.Event()
-        result: dict = {}
+        self.failure = None
+        outcome = AttemptOutcome()
         conn = ControlConnection(Role.PNS, ControlConfig(echo_interval=cfg.pptp_echo_interval),
                                  loop.time(), self._rng)
-        holder: dict = {}
+        streams: list[ControlStream] = []      # the one stream, once connected
 
-        def on_session_closed(s, reason):
-            result.setdefault("reason", reason)
-            stream = holder.get("stream")
-            if stream is not None:
+        def on_session_closed(s: CallSession, reason: str) -> None:
+            for stream in streams:
                 with contextlib.suppress(Exception):
                     stream.conn.clear_call(s.call_id, reason, now=loop.time())
                     stream.pump()
                 loop.call_later(1.0, stream.close)
-            done.set()
+            outcome.end(reason)
 
-        def on_event(ev):
-            name = type(ev).__name__
+        def on_auth(s: CallSession, ev: Authenticated | AuthenticationFailed) -> None:
+            outcome.on_auth(ev)
+            if isinstance(ev, AuthenticationFailed):
+                log.error("authentication failed: %s", ev.reason)
+
+        def on_event(ev: Event) -> None:
             now = loop.time()
-            if name == "ControlConnected":
-                log.info("control connection up: %s", ev)
-                # Register the call before the PAC can answer: pppd sends its first LCP
-                # Configure-Request ~0.1 s after the Outgoing-Call-Reply, and a frame for an
-                # unknown call is dropped (a 3 s restart).  The peer's call ID comes later.
-                call_id = conn.place_call(now=now)
-                engine.add_session(call_id, 0, server_ip)
-                hub.expect(call_id)
-            elif name == "CallEstablished":
-                link = PPPLink(link_config, "client", None, self._rng)
-                engine.set_peer_call(ev.call_id, ev.peer_call_id, peer_rwin=getattr(ev, "peer_rwin", 64) or 64,
-                                     peer_ppd=getattr(ev, "peer_ppd", 0) or 0)
-                self.session = CallSession(hub, link, call_id=ev.call_id, peer_call_id=ev.peer_call_id,
-                                           peer_addr=server_ip, peer_rwin=getattr(ev, "peer_rwin", 64) or 64,
-                                           peer_ppd=getattr(ev, "peer_ppd", 0) or 0,
-                                           on_network_up=lambda s, e: self._network_up(s, e, tundev, server_ip),
-                                           on_network_down=lambda s, e: self._network_down(s, e, tundev),
-                                           on_closed=on_session_closed,
-                                           on_auth=self._auth_event)
-                self.session.start(registered=True)
-            elif name == "CallCleared":
-                if self.session is not None:
-                    self.session.abort(f"server cleared the call ({getattr(ev, 'reason', '')})".strip())
-                result.setdefault("reason", "call cleared by server")
-                done.set()
-            elif name in ("ControlClosed", "EchoTimeout", "CallFailed", "ControlFailed"):
-                result.setdefault("reason", str(getattr(ev, "reason", name)))
-                done.set()
+            match ev:
+                case ControlConnected():
+                    log.info("control connection up: %s", ev)
+                    # Register the call before the PAC can answer: pppd sends its first LCP
+                    # Configure-Request ~0.1 s after the Outgoing-Call-Reply, and a frame for
+                    # an unknown call is dropped (a 3 s restart).  The peer's call ID comes later.
+                    call_id = conn.place_call(now=now)
+                    engine.add_session(call_id, 0, server_ip)
+                    hub.expect(call_id)
+                case CallEstablished():
+                    link = PPPLink(link_config, "client", None, self._rng)
+                    rwin = ev.peer_rwin or 64
+                    engine.set_peer_call(ev.call_id, ev.peer_call_id, peer_rwin=rwin, peer_ppd=ev.peer_ppd)
+                    self.session = CallSession(
+                        hub, link, call_id=ev.call_id, peer_call_id=ev.peer_call_id,
+                        peer_addr=server_ip, peer_rwin=rwin, peer_ppd=ev.peer_ppd,
+                        on_network_up=lambda s, e: self._network_up(s, e, tundev, server_ip),
+                        on_network_down=lambda s, e: self._network_down(s, e, tundev),
+                        on_closed=on_session_closed, on_auth=on_auth)
+                    self.session.start(registered=True)
+                case CallCleared():
+                    if self.session is not None:
+                        self.session.abort(f"server cleared the call ({ev.reason})")
+            # after the session saw it: its own reason (e.g. PPP's) is the one kept
+            outcome.on_control_event(ev)
 
-        def on_lost(exc):
-            result.setdefault("reason", "control connection closed")
+        def on_lost(exc: Exception | None) -> None:
+            outcome.end("control connection closed")
             if self.session is not None:
                 self.session.abort("control connection closed")
-            done.set()
 
         try:
             try:
@@ -218,14 +332,15 @@ class Client:
                                            local_addr=(cfg.local_address, 0) if cfg.local_address else None),
                     cfg.connect_timeout)
             except (OSError, asyncio.TimeoutError) as exc:
-                raise AttemptFailed(f"cannot connect to {server_ip}:{cfg.port}: {exc}")
-            holder["stream"] = stream
+                raise AttemptFailed(f"cannot connect to {server_ip}:{cfg.port}: {exc}",
+                                    FailureKind.CONNECT_FAILED) from exc
+            streams.append(stream)
             conn.start(now=loop.time())
             stream.pump()
             stop_task = asyncio.ensure_future(self._stop.wait())
-            done_task = asyncio.ensure_future(done.wait())
+            done_task = asyncio.ensure_future(outcome.done.wait())
             await asyncio.wait({stop_task, done_task}, return_when=asyncio.FIRST_COMPLETED)
-            if self._stop.is_set() and not done.is_set():
+            if self._stop.is_set() and not outcome.done.is_set():
                 if self.session is not None:
                     self.session.close("stopped by user")
                     with contextlib.suppress(asyncio.TimeoutError):
@@ -234,46 +349,43 @@ class Client:
                     with contextlib.suppress(Exception):
                         conn.stop("stopped by user", loop.time())
                         stream.pump()
-                result.setdefault("reason", "stopped by user")
+                outcome.end("stopped by user")
             for t in (stop_task, done_task):
                 t.cancel()
             established = self.session is not None and self.session.info.up
+            outcome.network_up = established
             await asyncio.sleep(0.2)   # let Call-Clear-Request / StopCCRQ reach the wire
             stream.close()
-            reason = result.get("reason", "link down")
+            reason = outcome.reason or "link down"
             self.exit_reason = reason
-            if not established and reason != "stopped by user":
-                raise AttemptFailed(reason, fatal="auth" in reason.lower() or "mppe" in reason.lower())
+            if self._stop.is_set():
+                return established
+            if not established:
+                raise AttemptFailed(reason, outcome.failure)
+            self.failure = outcome.failure
             return established
         finally:
             if self.session is not None:
-                self.session.abort(result.get("reason", "done"))
+                self.session.abort(outcome.reason or "done")
             self.up.clear()
             for undo in reversed(self._undo):
                 with contextlib.suppress(Exception):
                     undo()
             self._undo = []
 
-    def _auth_event(self, session, ev) -> None:
-        if type(ev).__name__ == "AuthFailed":
-            log.error("authentication failed: %s", ev.reason)
-
-    def _network_up(self, session: CallSession, ev, tundev, server_ip: str) -> None:
+    def _network_up(self, session: CallSession, ev: NetworkUp, tundev: TunLike, server_ip: str) -> None:
         cfg = self.config
-        if not self._configure_network:
-            pass
-        elif ev.family not in (4, "ipv4"):
-            try:   # IPv6CP: pppd's "local LL address / remote LL address" on the link
-                netlink.add_address(tundev.name, f"{ev.local}/128", peer=str(ev.remote), nodad=True)
-            except Exception as exc:
-                log.warning("IPv6 link-local %s: %s", ev.local, exc)
-            return
-        if ev.family not in (4, "ipv4"):
+        if ev.family != 4:
+            if self._configure_network:
+                try:   # IPv6CP: pppd's "local LL address / remote LL address" on the link
+                    netlink.add_address(tundev.name, f"{ev.local}/128", peer=str(ev.remote), nodad=True)
+                except Exception as exc:
+                    log.warning("IPv6 link-local %s: %s", ev.local, exc)
             return
         local, remote = str(ev.local), str(ev.remote)
         if self._configure_network:
             self._configure(tundev, local, remote, ev)
-        info = {"event": "up", "interface": tundev.name, "local_ip": local, "remote_ip": remote,
+        info: dict[str, object] = {"event": "up", "interface": tundev.name, "local_ip": local, "remote_ip": remote,
                 "dns": [str(d) for d in (ev.dns or ())], "auth": session.info.auth, "mppe": session.info.mppe,
                 "server": server_ip, "call_id": session.call_id}
         log.info("tunnel up: %s %s <-> %s, %s, MPPE %s", tundev.name, local, remote, session.info.auth,
@@ -288,7 +400,7 @@ class Client:
         if self._on_event is not None:
             self._on_event("up", info)
 
-    def _configure(self, tundev, local: str, remote: str, ev) -> None:
+    def _configure(self, tundev: TunLike, local: str, remote: str, ev: NetworkUp) -> None:
         cfg = self.config
         netlink.set_mtu(tundev.name, cfg.ppp.mtu or 1400)
         netlink.add_address(tundev.name, local, peer=remote)
@@ -308,7 +420,7 @@ class Client:
         if cfg.ppp.usepeerdns and ev.dns:
             self._write_peer_dns(ev.dns)
 
-    def _write_peer_dns(self, dns) -> None:
+    def _write_peer_dns(self, dns: tuple[object, ...]) -> None:
         """usepeerdns: pppd writes /etc/ppp/resolv.conf; we do the same and remove it on down."""
         try:
             os.makedirs(os.path.dirname(RESOLV_PPP), exist_ok=True)
@@ -318,10 +430,10 @@ class Client:
         except OSError as exc:
             log.warning("usepeerdns: cannot write %s: %s", RESOLV_PPP, exc)
 
-    def _network_down(self, session: CallSession, ev, tundev) -> None:
+    def _network_down(self, session: CallSession, ev: NetworkDown | None, tundev: TunLike) -> None:
         if ev is not None or not session.info.local_ip:
             return
-        c = getattr(session, "final_counters", {}) or {}
+        c = session.final_counters
         asyncio.get_running_loop().create_task(run_hook(
             self.config.ip_down, ifname=tundev.name, local=session.info.local_ip,
             remote=session.info.remote_ip or "", ipparam=self.config.ppp.ipparam,

@@ -12,11 +12,13 @@ import fcntl
 import importlib
 import struct
 
+from .ppp.constants import EV_MPPE_RESET_NEEDED
+
 __all__ = ["EngineConfig", "EngineUnavailable", "load_engine", "Engine", "vnet_lengths",
            "EV_MPPE_RESET_NEEDED", "COUNTER_NAMES", "HEADROOM"]
 
-#: Engine events ride the control queue with pseudo-protocol numbers >= 0x10000.
-EV_MPPE_RESET_NEEDED = 0x10001
+# Engine events ride the control queue with pseudo-protocol numbers >= 0x10000; they are
+# defined once, in ppp/constants.py (the PPP link consumes them and may not import us).
 
 #: Bytes kept free in front of each packet in a slab row for the GRE/PPP/MPPE headers
 #: (16 GRE + 2 FF03 + 2 protocol + 2 MPPE header + 2 inner protocol = 24, rounded up),

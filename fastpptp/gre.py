@@ -26,7 +26,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from .pptp.errors import DecodeError
+from .errors import DecodeError
 
 __all__ = [
     "GRE_PROTOCOL_PPP", "GRE_VERSION", "GreHeader", "decode_packet", "GreDecodeError",

@@ -33,21 +33,22 @@ import os
 import random
 import signal
 import socket
-import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 from .admission import Admission, AdmissionLimits, Admit
 from .aio.driver import ControlStream
-from .aio.session import CallSession, EngineHub
-from .config import AddressPool, PppOptions, parse_ppp_options
+from .aio.session import CallSession, EngineHub, SessionEngine
+from .config import AddressPool, PppOptions, parse_ppp_options, server_link_config
 from .aio.offloop import netlink
 from .hooks import run_hook
 from .net.units import UnitTable, unit_pattern
-from .ppp.auth.base import AuthBackend
-from .ppp.link import NetworkDown, NetworkUp
-from .pptp.control import CallIdAllocator, CallRequested, Event
+from .ppp.auth.base import AuthBackend, StaticAddressBackend
+from .ppp.link import Authenticated, AuthenticationFailed, LinkConfig, NetworkDown, NetworkUp
+from .pptp.control import (CallCleared, CallIdAllocator, CallRequested, ControlClosed, ControlConnected,
+                           EchoTimeout, Event)
+from .pptp.messages import PPTP_PORT
 from .status import DEFAULT_CONTROL_SOCKET, StatusServer
 
 log = logging.getLogger("fastpptp.server")
@@ -58,7 +59,7 @@ SHARED_DEFAULT_INTERFACE = "fpptp0"
 @dataclass(frozen=True)
 class ServerConfig:
     listen: str = "0.0.0.0"
-    port: int = 1723
+    port: int = PPTP_PORT
     local_ips: tuple[str, ...] = ("198.51.100.1",)
     remote_ips: tuple[str, ...] = ()
     connections: int = 100
@@ -92,7 +93,7 @@ class TunLike(Protocol):
     def close(self) -> None: ...
 
 
-class ServerEngine(Protocol):
+class ServerEngine(SessionEngine, Protocol):
     """The part of the engine API (docs/DESIGN.md, "Engine API") the server calls itself;
     sessions use the rest through :class:`~fastpptp.aio.session.EngineHub`."""
 
@@ -105,13 +106,6 @@ class ServerEngine(Protocol):
     def remove_tun(self, index: int) -> None: ...
 
     def counters(self, call_id: int) -> dict[str, int]: ...
-
-
-@runtime_checkable
-class StaticAddressBackend(Protocol):
-    """An auth backend that may name a user's static address (chap-secrets' fourth column)."""
-
-    def static_address(self, user: str, server_name: str = "*") -> str | None: ...
 
 
 class Server:
@@ -250,17 +244,18 @@ class Server:
             self._tcp_server.close()
         for s in list(self.sessions.values()):
             s.close(reason)
-        deadline = time.monotonic() + 3.0
-        while any(not s.closed for s in self.sessions.values()) and time.monotonic() < deadline:
+        loop = asyncio.get_running_loop()      # the one clock of the server: the loop's
+        deadline = loop.time() + 3.0
+        while any(not s.closed for s in self.sessions.values()) and loop.time() < deadline:
             await asyncio.sleep(0.05)
         for s in list(self.sessions.values()):
             s.abort(reason)
         for stream in list(self._streams):
             with contextlib.suppress(Exception):
-                stream.conn.stop("admin-shutdown", asyncio.get_running_loop().time())
+                stream.conn.stop("admin-shutdown", loop.time())
                 stream.pump()
-        deadline = time.monotonic() + 2.0
-        while self._streams and time.monotonic() < deadline:
+        deadline = loop.time() + 2.0
+        while self._streams and loop.time() < deadline:
             await asyncio.sleep(0.05)
         for stream in list(self._streams):
             stream.close()
@@ -319,7 +314,7 @@ class Server:
         if self._stopping:
             stream.close()
             return
-        decision = self.admission.connect(peer, time.monotonic())
+        decision = self.admission.connect(peer, asyncio.get_running_loop().time())
         if not isinstance(decision, Admit):
             retry = "" if decision.retry_after is None else f", retry in {decision.retry_after:.0f} s"
             log.warning("control connection from %s refused: %s%s", peer, decision.reason.value, retry)
@@ -329,11 +324,10 @@ class Server:
         self._calls_of[stream] = set()
         log.info("control connection from %s", peer)
 
-    def _control_event(self, stream: ControlStream, ev) -> None:
-        name = type(ev).__name__
+    def _control_event(self, stream: ControlStream, ev: Event) -> None:
         peer = stream.peername[0] if stream.peername else "?"
         now = asyncio.get_running_loop().time()
-        if name == "CallRequested":
+        if isinstance(ev, CallRequested):
             if len(self.sessions) >= self.config.connections or self._stopping:
                 log.warning("call from %s refused: %d sessions (limit %d)", peer, len(self.sessions),
                             self.config.connections)
@@ -359,14 +353,14 @@ class Server:
                 self._start_call(stream, call_id, ev)
             elif iface is not None:
                 self._close_interface(iface)
-        elif name == "CallCleared":
+        elif isinstance(ev, CallCleared):
             s = self.sessions.get(ev.call_id)
             if s is not None:
-                s.abort(f"peer cleared the call ({getattr(ev, 'reason', 'Call-Clear-Request')})")
-        elif name in ("ControlClosed", "EchoTimeout"):
-            log.info("control connection from %s closing: %s", peer, getattr(ev, "reason", name))
+                s.abort(f"peer cleared the call ({ev.reason or 'Call-Clear-Request'})")
+        elif isinstance(ev, (ControlClosed, EchoTimeout)):
+            log.info("control connection from %s closing: %s", peer, ev.reason)
             stream.close()
-        elif name == "ControlConnected":
+        elif isinstance(ev, ControlConnected):
             log.info("control connection from %s: %s", peer, ev)
         else:
             log.debug("control %s: %s", peer, ev)
@@ -468,8 +462,7 @@ class Server:
         """The shared TUN's name (the configured one until it is open)."""
         return self._tun.name if self._tun is not None else self.config.interface
 
-    def _link_config(self):
-        from .config import server_link_config
+    def _link_config(self) -> LinkConfig:
         return server_link_config(self._ppp, local_ip=self.config.local_ips[0],
                                   assign_address=self._allocate_address,
                                   release_address=self.pool.release)
@@ -482,9 +475,9 @@ class Server:
             static = self._auth_backend.static_address(user, self._ppp.name or "*")
         return self.pool.allocate(static)
 
-    def _auth_event(self, session: CallSession, ev) -> None:
-        if type(ev).__name__ == "AuthFailed":
-            self.admission.auth_failed(session.info.peer, time.monotonic())
+    def _auth_event(self, session: CallSession, ev: Authenticated | AuthenticationFailed) -> None:
+        if isinstance(ev, AuthenticationFailed):
+            self.admission.auth_failed(session.info.peer, session.now)
             self._emit("auth-failed", {"user": ev.user, "peer": session.info.peer})
 
     def _network_up(self, session: CallSession, ev: NetworkUp) -> None:
@@ -547,7 +540,7 @@ class Server:
             task = self._hook(run_hook(
                 self.config.ip_down, ifname=self._ifname(session),
                 local=session.info.local_ip or "", remote=remote, ipparam=self._ppp.ipparam,
-                peer=session.info.user, connect_time=int(time.monotonic() - session.info.started),
+                peer=session.info.user, connect_time=int(session.now - session.info.started),
                 bytes_sent=c.get("tx_bytes", 0), bytes_rcvd=c.get("rx_bytes", 0)))
             if own:
                 self._down_hooks[session.call_id] = task    # like pppd: ip-down sees the interface

@@ -5,7 +5,7 @@ import random
 import pytest
 
 from fastpptp.crypto import mschap
-from fastpptp.ppp.auth.base import AuthFailed, AuthSucceeded, AuthTimers, DecodeError
+from fastpptp.ppp.auth.base import AuthDecodeError, AuthFailed, AuthSucceeded, AuthTimers
 from fastpptp.ppp.auth.chap import (
     ChapAuthenticator, ChapCode, ChapPeer, ChapStatusPacket, ChapValuePacket, MsFailure,
     chap_md5_response, decode_chap, mschapv1_response_value, parse_ms_failure,
@@ -93,7 +93,7 @@ def test_codec_round_trips_captured_packets():
     b"\x07\x01\x00\x04",
 ])
 def test_decode_errors_are_typed(raw):
-    with pytest.raises(DecodeError):
+    with pytest.raises(AuthDecodeError):
         decode_chap(raw)
 
 

@@ -4,7 +4,7 @@ import random
 
 from hypothesis import given, settings, strategies as st
 
-from fastpptp.ppp.auth.base import DecodeError
+from fastpptp.ppp.auth.base import AuthDecodeError
 from fastpptp.ppp.auth.chap import (
     ChapAuthenticator, ChapPeer, decode_chap, parse_ms_failure, parse_mschapv2_success,
 )
@@ -27,7 +27,7 @@ def test_decoders_raise_only_decode_error(raw):
     for decode in (decode_chap, decode_pap):
         try:
             decode(raw)
-        except DecodeError:
+        except AuthDecodeError:
             pass
 
 

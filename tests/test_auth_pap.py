@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from fastpptp.ppp.auth.base import AuthFailed, AuthSucceeded, AuthTimers, LocalProtocolError
+from fastpptp.ppp.auth.base import AuthFailed, AuthSucceeded, AuthTimers, AuthUsageError
 from fastpptp.ppp.auth.pap import (
     PapAuthenticator, PapCode, PapPeer, PapReply, PapRequest, decode_pap,
 )
@@ -42,8 +42,8 @@ def test_padding_after_length_is_ignored():
     b"\x02\x01\x00\x06\x05a", b"\x09\x01\x00\x04",
 ])
 def test_decode_errors_are_typed(raw):
-    from fastpptp.ppp.auth.base import DecodeError
-    with pytest.raises(DecodeError):
+    from fastpptp.ppp.auth.base import AuthDecodeError
+    with pytest.raises(AuthDecodeError):
         decode_pap(raw)
 
 
@@ -157,5 +157,5 @@ def test_wrong_identifier_and_garbage_are_dropped():
 
 def test_start_twice_is_local_error():
     peer, _ = pair()
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(AuthUsageError):
         peer.start(0.0)

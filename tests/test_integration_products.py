@@ -189,7 +189,7 @@ def test_twenty_clients_ping_and_transfer(lab):
 def test_wrong_password_is_refused_and_logged(lab):
     lab.start_server()
     p, up = lab.start_client(0, "user0", "Xyzzy-bad-pw-42")
-    assert p.wait(30) != 0
+    assert p.wait(30) == 19          # pppd's EXIT_AUTH_TOPEER_FAILED
     assert not lab.ups(up)
     assert "authentication failed" in lab.log("server.log").lower()
     assert "Xyzzy-bad-pw-42" not in lab.log("server.log")          # secrets never logged
@@ -199,7 +199,7 @@ def test_wrong_password_is_refused_and_logged(lab):
 def test_mppe_required_but_refused_ends_cleanly(lab):
     lab.start_server()
     p, up = lab.start_client(0, "user0", "pass0", "nomppe")
-    assert p.wait(30) != 0
+    assert p.wait(30) == 10          # pppd's EXIT_NEGOTIATION_FAILED
     assert not lab.ups(up)
     assert "mppe" in lab.log("server.log").lower()
     assert lab.status()["sessions"] == []

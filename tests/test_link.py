@@ -13,7 +13,7 @@ from fastpptp.ppp.ipcp import IpcpConfig
 from fastpptp.ppp.ipv6cp import Ipv6cpConfig
 from fastpptp.ppp.lcp import LcpConfig
 from fastpptp.ppp.link import (
-    EV_MPPE_RESET_NEEDED, MPPE_NOT_NEGOTIATED, AuthFailed, Authenticated, LcpOpened, LinkConfig,
+    EV_MPPE_RESET_NEEDED, MPPE_NOT_NEGOTIATED, AuthenticationFailed, Authenticated, LcpOpened, LinkConfig,
     LinkDown, MppeReset, MppeUp, NetworkDown, NetworkUp, Phase, PPPLink,
 )
 from fastpptp.ppp.packet import Option, Packet
@@ -158,7 +158,7 @@ def test_mschapv1_mppe40():
 def test_wrong_password_server_side_events_and_messages():
     s, c = server_link(), client_link(password="wrong")
     w = connect(s, c)
-    (sf,), (cf,) = w.of(s, AuthFailed), w.of(c, AuthFailed)
+    (sf,), (cf,) = w.of(s, AuthenticationFailed), w.of(c, AuthenticationFailed)
     assert sf.user == "fastpptp" and sf.method is AuthMethod.MSCHAP_V2
     assert "E=691" in cf.reason and cf.direction == "self"
     # the wire carried the MS format Failure, then LCP Terminate
@@ -191,7 +191,7 @@ def test_authenticator_response_mismatch_fails_client():
     s.lower_up(0.0)
     w.run(drop=tamper)
     w.events[id(c)].extend(c.events())
-    (cf,) = w.of(c, AuthFailed)
+    (cf,) = w.of(c, AuthenticationFailed)
     assert "authenticator response mismatch" in cf.reason
     assert not w.of(c, MppeUp) and not w.of(c, NetworkUp)
     (cd,) = w.of(c, LinkDown)                  # the server acked our Terminate-Request
@@ -429,7 +429,7 @@ def test_server_auth_timeout_brings_link_down():
             if t is not None and t <= w.now:
                 link.handle_timer(w.now)
         w.run(drop=drop_chap)
-    (sf,) = w.of(s, AuthFailed)
+    (sf,) = w.of(s, AuthenticationFailed)
     assert "Challenges" in sf.reason
     assert w.of(s, LinkDown)
 

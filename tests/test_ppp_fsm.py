@@ -14,7 +14,8 @@ from fastpptp.ppp.constants import Code, Protocol
 from fastpptp.ppp.fsm import (TRANSITIONS, Event, State, ThisLayerDown, ThisLayerFinished,
                               ThisLayerStarted, ThisLayerUp)
 from fastpptp.ppp.lcp import LCP, LcpConfig
-from fastpptp.ppp.packet import LocalProtocolError, Option, Packet, encode_options
+from fastpptp.errors import LocalProtocolError
+from fastpptp.ppp.packet import Option, Packet, encode_options
 
 S = State
 # RFC 1661 §4.1, retyped here independently of fastpptp/ppp/fsm.py, one row per event,

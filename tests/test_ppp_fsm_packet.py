@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from fastpptp.ppp.packet import (DecodeError, OptionLengthError, Option, Packet,
-                                 PacketLengthError, PacketTooShort, RemoteProtocolError,
-                                 decode_options, encode_options)
+from fastpptp.errors import DecodeError, RemoteProtocolError
+from fastpptp.ppp.packet import (OptionLengthError, Option, Packet, PacketLengthError,
+                                 PacketTooShort, decode_options, encode_options)
 
 # pppd's LCP Configure-Request from captures/chap-md5.pcap frame 14
 PPPD_CONFREQ = bytes.fromhex("0101001402060000000005060444368a07020802")

@@ -10,7 +10,7 @@ from fastpptp.pptp.control import (CallCleared, CallEstablished, CallIdAllocator
                                    CallIdsExhausted, CallRequested, CallState, ControlClosed,
                                    ControlConfig, ControlConnected, ControlConnection,
                                    EchoTimeout, LinkInfo, Role, State, WanError)
-from fastpptp.pptp.errors import LocalProtocolError
+from fastpptp.errors import LocalProtocolError
 from fastpptp.pptp.framer import PptpFramer
 
 

@@ -86,3 +86,88 @@ def test_client_cli_takes_pppd_words(tmp_path):
     assert config.ppp.persist and config.ppp.maxfail == 3 and config.ppp.defaultroute
     with pytest.raises(ConfigError, match="no password"):
         cli.build_client_config(cli.client_parser().parse_args(["192.0.2.10", "--user", "a"]))
+
+
+# --- client exit status: typed failure kinds, pppd's exit codes --------------------------
+
+def test_failure_kinds_are_pppds_exit_codes():
+    from fastpptp.client import FailureKind as K
+    # pppd(8) EXIT STATUS / pppd.h EXIT_*
+    assert {k.name: k.exit_status for k in K} == {
+        "CONNECT_FAILED": 8, "NEGOTIATION_FAILED": 10, "PEER_AUTH_FAILED": 11, "PEER_DEAD": 15,
+        "HANGUP": 16, "AUTH_TOPEER_FAILED": 19}
+
+
+def _auth_failed(direction):
+    from fastpptp.ppp.constants import AuthMethod
+    from fastpptp.ppp.link import AuthenticationFailed
+    return AuthenticationFailed("alice", AuthMethod.MSCHAP_V2, "E=691 R=0", direction)
+
+
+def _outcome(*steps, network_up=False):
+    from fastpptp.client import AttemptOutcome
+    from fastpptp.ppp.link import AuthenticationFailed
+    o = AttemptOutcome()
+    for step in steps:
+        if isinstance(step, AuthenticationFailed):
+            o.on_auth(step)
+        elif isinstance(step, str):
+            o.end(step)                      # session closed / control connection lost
+        else:
+            o.on_control_event(step)
+    o.network_up = network_up
+    return o
+
+
+def test_attempt_outcome_classifies_typed_events():
+    from fastpptp.client import FailureKind as K
+    from fastpptp.pptp.control import CallCleared, CallEstablished, ControlClosed, EchoTimeout
+    est = CallEstablished(call_id=1, peer_call_id=2, peer_rwin=64, peer_ppd=0, connect_speed=0)
+    cases = [
+        # (what happened, network came up, kind, reason kept)
+        ((est, _auth_failed("self"), "Failed to authenticate ourselves to peer: E=691", "control connection closed"),
+         False, K.AUTH_TOPEER_FAILED, "Failed to authenticate ourselves to peer: E=691"),
+        ((est, _auth_failed("peer"), "Authentication failed"), False, K.PEER_AUTH_FAILED, "Authentication failed"),
+        ((est, "MPPE required but not negotiated"), False, K.NEGOTIATION_FAILED, "MPPE required but not negotiated"),
+        ((ControlClosed("StopCCRQ from peer", by_peer=True),), False, K.CONNECT_FAILED, "StopCCRQ from peer"),
+        ((CallCleared(1, 0, 3, reason="OCRP: busy", established=False),), False, K.CONNECT_FAILED,
+         "call refused by the server (OCRP: busy)"),
+        ((est, CallCleared(1, 2, 3, by_peer=True)), False, K.NEGOTIATION_FAILED, "call cleared by server"),
+        ((est, "server cleared the call ()"), True, K.HANGUP, "server cleared the call ()"),
+        ((est, EchoTimeout()), True, K.PEER_DEAD, "no Echo-Reply"),
+        (("control connection closed",), False, K.CONNECT_FAILED, "control connection closed"),
+    ]
+    for steps, up, kind, reason in cases:
+        o = _outcome(*steps, network_up=up)
+        assert (o.failure, o.reason, o.done.is_set()) == (kind, reason, True), steps
+
+
+def test_client_returns_the_exit_status_of_the_failure(monkeypatch):
+    from fastpptp.client import AttemptFailed, Client, ClientConfig, FailureKind
+    from fastpptp.config import parse_ppp_options
+
+    def client(opts, kinds):
+        c = Client(ClientConfig(server="192.0.2.1", user="alice", password="x", ppp=parse_ppp_options(opts)))
+        seen = list(kinds)
+
+        async def attempt():
+            kind = seen.pop(0)
+            if kind is None:                 # the tunnel came up, then we were stopped
+                c.stop()
+                return True
+            raise AttemptFailed(f"failed: {kind.name}", kind)
+        monkeypatch.setattr(c, "_attempt", attempt)
+        return c, seen
+
+    c, _ = client("", [FailureKind.AUTH_TOPEER_FAILED])
+    assert asyncio.run(c.run()) == 19 and c.failure is FailureKind.AUTH_TOPEER_FAILED
+    assert c.exit_reason == "failed: AUTH_TOPEER_FAILED"
+    c, _ = client("", [FailureKind.NEGOTIATION_FAILED])
+    assert asyncio.run(c.run()) == 10
+    # persist: pppd gives up after maxfail failures with the last one's status
+    c, left = client("persist maxfail 2 holdoff 0", [FailureKind.CONNECT_FAILED, FailureKind.AUTH_TOPEER_FAILED,
+                                                     FailureKind.HANGUP])
+    assert asyncio.run(c.run()) == 19 and left == [FailureKind.HANGUP]
+    # stopped by the user (stop(), SIGTERM): a clean end
+    c, _ = client("persist holdoff 0", [FailureKind.CONNECT_FAILED, None])
+    assert asyncio.run(c.run()) == 0

@@ -7,7 +7,7 @@ from hypothesis import given, strategies as st
 from fastpptp import gre
 from fastpptp.gre import (GreBadFlags, GreBadLength, GreBadProtocol, GreBadVersion,
                           GreDecodeError, GreHeader, GreTruncated)
-from fastpptp.pptp.errors import DecodeError
+from fastpptp.errors import DecodeError
 
 
 def h(text: str) -> bytes:

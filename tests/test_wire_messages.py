@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from fastpptp.pptp import messages as m
-from fastpptp.pptp.errors import (BadLength, BadMagicCookie, BadMessageType, DecodeError,
-                                  RemoteProtocolError, TruncatedMessage,
+from fastpptp.errors import DecodeError, RemoteProtocolError
+from fastpptp.pptp.errors import (BadLength, BadMagicCookie, BadMessageType, TruncatedMessage,
                                   UnknownControlMessageType)
 
 

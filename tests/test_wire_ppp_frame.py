@@ -6,7 +6,7 @@ from hypothesis import given, strategies as st
 
 from fastpptp.ppp import frame
 from fastpptp.ppp.constants import Protocol
-from fastpptp.pptp.errors import DecodeError
+from fastpptp.errors import DecodeError
 
 
 @pytest.mark.parametrize("protocol,info,acfc,pfc,wire", [

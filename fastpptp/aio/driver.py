@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable
+from typing import Any, Callable, cast
+
+from ..pptp.control import ControlConnection, Event
 
 log = logging.getLogger("fastpptp.aio")
 
@@ -52,23 +54,28 @@ class ControlStream(asyncio.Protocol):
     """Drives a sans-I/O PPTP :class:`~fastpptp.pptp.control.ControlConnection` over TCP.
 
     ``on_event(ev)`` receives each protocol event; ``on_lost(exc)`` is called once when the
-    TCP connection ends.  Bytes the core wants to send are written after every input.
+    TCP connection ends (``exc`` None: an orderly close); ``on_made(stream)`` when it is
+    made.  Bytes the core wants to send are written after every input.
     """
 
-    def __init__(self, conn, on_event: Callable, on_lost: Callable, on_made: Callable | None = None):
+    def __init__(self, conn: ControlConnection, on_event: Callable[[Event], None],
+                 on_lost: Callable[[Exception | None], None],
+                 on_made: Callable[["ControlStream"], None] | None = None):
         self.conn = conn
         self._on_event = on_event
         self._on_lost = on_lost
         self._on_made = on_made
         self.transport: asyncio.Transport | None = None
-        self.peername = None
+        # (host, port) for TCP over IPv4 (more items over IPv6); None until connected
+        self.peername: tuple[Any, ...] | None = None
         self._loop = asyncio.get_running_loop()
         self._timer = DeadlineTimer(self._loop, self._on_timer)
         self._closed = False
 
     # asyncio.Protocol -------------------------------------------------------------------
-    def connection_made(self, transport):
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # create_connection / create_server hand a TCP protocol a stream (write/close) transport
+        self.transport = cast(asyncio.Transport, transport)
         self.peername = transport.get_extra_info("peername")
         if self._on_made is not None:
             self._on_made(self)
@@ -78,10 +85,10 @@ class ControlStream(asyncio.Protocol):
         self.conn.receive_data(data, self._loop.time())
         self.pump()
 
-    def eof_received(self):
+    def eof_received(self) -> bool:
         return False  # close our side too
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         # Tell the core first: a PNS waiting for Call-Disconnect-Notify after its
         # Call-Clear-Request takes pptpd's TCP close as the call's end (pptpd never sends CDN).
         self._closed = True

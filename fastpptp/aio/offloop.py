@@ -14,52 +14,63 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
-from typing import Any, Callable
+import types
+from typing import TYPE_CHECKING, Any, Callable, ParamSpec, TypeVar
 
 from ..net import netlink as _netlink
 
 CALL_TIMEOUT = 10.0   # seconds; a netlink request that takes longer is a kernel/pyroute2 hang
 
 
-def run_blocking(fn: Callable[..., Any], *args, **kwargs) -> Any:
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def run_blocking(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """``fn(*args, **kwargs)``, off the event loop's thread when one is running there."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         return fn(*args, **kwargs)
-    box: dict[str, Any] = {}
+    result: list[T] = []
+    error: list[BaseException] = []
 
     def target() -> None:
         try:
-            box["result"] = fn(*args, **kwargs)
+            result.append(fn(*args, **kwargs))
         except BaseException as exc:   # re-raised in the caller's thread
-            box["error"] = exc
+            error.append(exc)
 
     t = threading.Thread(target=target, name=f"netlink-{getattr(fn, '__name__', 'call')}", daemon=True)
     t.start()
     t.join(CALL_TIMEOUT)
     if t.is_alive():
         raise TimeoutError(f"netlink call {getattr(fn, '__name__', fn)} did not finish in {CALL_TIMEOUT} s")
-    if "error" in box:
-        raise box["error"]
-    return box.get("result")
+    if error:
+        raise error[0]
+    return result[0]
 
 
 class _OffLoop:
     """Attribute access like the wrapped module; functions come back wrapped."""
 
-    def __init__(self, module) -> None:
+    def __init__(self, module: types.ModuleType) -> None:
         self._module = module
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> Any:   # whatever the module holds under that name
         attr = getattr(self._module, name)
         if not callable(attr) or isinstance(attr, type):
             return attr
 
         @functools.wraps(attr)
-        def call(*args, **kwargs):
+        def call(*args: Any, **kwargs: Any) -> Any:
             return run_blocking(attr, *args, **kwargs)
         return call
 
 
-netlink = _OffLoop(_netlink)
+if TYPE_CHECKING:
+    # The wrapper keeps every function's signature (functools.wraps, same arguments, same
+    # result): type-check the callers against the real module.
+    from ..net import netlink as netlink
+else:
+    netlink = _OffLoop(_netlink)

@@ -17,19 +17,50 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
+from ..ppp.constants import ENGINE_EVENT_BASE
+from ..ppp.link import (Authenticated, AuthenticationFailed, LcpOpened, LinkDown, LinkEvent,
+                        MppeReset, MppeUp, NetworkDown, NetworkUp, PPPLink)
 from .driver import DeadlineTimer
 
 log = logging.getLogger("fastpptp.session")
 
-EV_MPPE_RESET_NEEDED = 0x10001
+
+class SessionEngine(Protocol):
+    """The part of the data-plane engine API (docs/DESIGN.md, "Engine API") that the hub and
+    the sessions drive; both twins (``_gre.Engine``, ``_gre_ref.Engine``) provide it."""
+
+    @property
+    def control_fd(self) -> int: ...
+    def recv_control(self, max: int = 64) -> list[tuple[int, int, bytes]]: ...
+    def add_session(self, call_id: int, peer_call_id: int, peer_addr: str, *, tun: int = 0,
+                    peer_rwin: int = 64, peer_ppd: int = 0) -> None: ...
+    def remove_session(self, call_id: int) -> None: ...
+    def send_control(self, call_id: int, protocol: int, payload: bytes) -> None: ...
+    def set_ppp(self, call_id: int, *, tx_acfc: bool, tx_pfc: bool, mtu: int) -> None: ...
+    def set_mppe(self, call_id: int, send_key: bytes, recv_key: bytes, bits: int, stateful: bool,
+                 rx_stateful: bool | None = None) -> None: ...
+    def mppe_reset(self, call_id: int) -> None: ...
+    def set_data(self, call_id: int, ipv4: bool, ipv6: bool) -> None: ...
+    def add_route(self, call_id: int, addr: str) -> None: ...
+    def remove_route(self, addr: str) -> None: ...
+    def counters(self, call_id: int) -> dict[str, int]: ...
+
+
+#: ``on_network_up(session, NetworkUp)``; ``on_network_down(session, NetworkDown | None)``
+#: (None: the whole link went down after the network was up); ``on_closed(session, reason)``;
+#: ``on_auth(session, Authenticated | AuthenticationFailed)``.
+NetworkUpHook = Callable[["CallSession", NetworkUp], None]
+NetworkDownHook = Callable[["CallSession", NetworkDown | None], None]
+ClosedHook = Callable[["CallSession", str], None]
+AuthHook = Callable[["CallSession", Authenticated | AuthenticationFailed], None]
 
 
 class EngineHub:
     """Reads the engine's control queue on the event loop and routes frames to sessions."""
 
-    def __init__(self, engine, loop: asyncio.AbstractEventLoop | None = None):
+    def __init__(self, engine: SessionEngine, loop: asyncio.AbstractEventLoop | None = None):
         self.engine = engine
         self.loop = loop or asyncio.get_running_loop()
         self.sessions: dict[int, "CallSession"] = {}
@@ -92,7 +123,7 @@ class SessionInfo:
     mppe: str | None = None
     local_ip: str | None = None
     remote_ip: str | None = None
-    dns: tuple = ()
+    dns: tuple[str, ...] = ()
     up: bool = False
     reason: str | None = None
 
@@ -100,10 +131,11 @@ class SessionInfo:
 class CallSession:
     """The PPP side of one call: a sans-I/O PPPLink pumped against the engine."""
 
-    def __init__(self, hub: EngineHub, link, *, call_id: int, peer_call_id: int, peer_addr: str,
-                 tun: int = 0, peer_rwin: int = 64, peer_ppd: int = 0,
-                 on_network_up: Callable | None = None, on_network_down: Callable | None = None,
-                 on_closed: Callable | None = None, on_auth: Callable | None = None):
+    def __init__(self, hub: EngineHub, link: PPPLink, *, call_id: int, peer_call_id: int,
+                 peer_addr: str, tun: int = 0, peer_rwin: int = 64, peer_ppd: int = 0,
+                 on_network_up: NetworkUpHook | None = None,
+                 on_network_down: NetworkDownHook | None = None,
+                 on_closed: ClosedHook | None = None, on_auth: AuthHook | None = None):
         self.hub = hub
         self.engine = hub.engine
         self.link = link
@@ -118,6 +150,10 @@ class CallSession:
         self._on_auth = on_auth
         self._timer = DeadlineTimer(hub.loop, self._on_timer)
         self._routes: list[str] = []
+        self._lower_is_up = False
+        self._lower_up_pending = False
+        self._ipv6_up = False
+        self.final_counters: dict[str, int] = {}
         self.closed = False
         self.up_event = asyncio.Event()
         self.closed_event = asyncio.Event()
@@ -147,10 +183,8 @@ class CallSession:
         for protocol, payload in early:
             self.on_frame(protocol, payload)
 
-    _lower_up_pending = False
-
     def _lower_up(self) -> None:
-        if self.closed or getattr(self, "_lower_is_up", False):
+        if self.closed or self._lower_is_up:
             return
         self._lower_is_up = True
         self._lower_up_pending = False
@@ -162,7 +196,7 @@ class CallSession:
             return
         if self._lower_up_pending:
             self._lower_up()
-        if protocol >= 0x10000:
+        if protocol >= ENGINE_EVENT_BASE:          # an engine event, e.g. EV_MPPE_RESET_NEEDED
             self.link.engine_event(protocol, self.now)
         else:
             self.link.receive(protocol, payload, self.now)
@@ -208,51 +242,49 @@ class CallSession:
         self.link.handle_timer(now)
         self.pump()
 
-    def _handle(self, ev) -> None:
-        name = type(ev).__name__
-        if name == "LcpOpened":
-            r = ev.result
-            self.engine.set_ppp(self.call_id, tx_acfc=bool(getattr(r, "tx_acfc", False)),
-                                tx_pfc=bool(getattr(r, "tx_pfc", False)),
-                                mtu=int(getattr(r, "peer_mru", 1500) or 1500))
-        elif name == "Authenticated":
-            self.info.user = ev.user
-            self.info.auth = ev.method.label if hasattr(ev.method, "label") else str(ev.method)
-            log.info("call %d peer %s: authenticated %r with %s", self.call_id, self.info.peer,
-                     ev.user, self.info.auth)
-            if self._on_auth is not None:
-                self._on_auth(self, ev)
-        elif name == "AuthFailed":
-            log.warning("call %d peer %s: authentication failed for %r with %s: %s", self.call_id,
-                        self.info.peer, ev.user, getattr(ev.method, "label", ev.method), ev.reason)
-            if self._on_auth is not None:
-                self._on_auth(self, ev)
-        elif name == "MppeUp":
-            self.engine.set_mppe(self.call_id, ev.send_key, ev.recv_key, ev.bits, ev.tx_stateful,
-                                 rx_stateful=ev.rx_stateful)
-            self.info.mppe = f"{ev.bits} {ev.mode}"
-        elif name == "MppeReset":
-            self.engine.mppe_reset(self.call_id)
-        elif name == "NetworkUp":
-            self._network_up(ev)
-        elif name == "NetworkDown":
-            self.engine.set_data(self.call_id, False, False)
-            if self._on_network_down is not None:
-                self._on_network_down(self, ev)
-        elif name == "LinkDown":
-            self._teardown(ev.reason)
-        else:
-            log.debug("call %d: event %s", self.call_id, ev)
+    def _handle(self, ev: LinkEvent) -> None:
+        match ev:
+            case LcpOpened(result=r):
+                self.engine.set_ppp(self.call_id, tx_acfc=r.tx_acfc, tx_pfc=r.tx_pfc,
+                                    mtu=r.peer_mru or 1500)
+            case Authenticated():
+                self.info.user = ev.user
+                self.info.auth = ev.method.label
+                log.info("call %d peer %s: authenticated %r with %s", self.call_id, self.info.peer,
+                         ev.user, self.info.auth)
+                if self._on_auth is not None:
+                    self._on_auth(self, ev)
+            case AuthenticationFailed():
+                log.warning("call %d peer %s: authentication failed for %r with %s: %s", self.call_id,
+                            self.info.peer, ev.user, ev.method.label, ev.reason)
+                if self._on_auth is not None:
+                    self._on_auth(self, ev)
+            case MppeUp():
+                self.engine.set_mppe(self.call_id, ev.send_key, ev.recv_key, ev.bits, ev.tx_stateful,
+                                     rx_stateful=ev.rx_stateful)
+                self.info.mppe = f"{ev.bits} {ev.mode}"
+            case MppeReset():
+                self.engine.mppe_reset(self.call_id)
+            case NetworkUp():
+                self._network_up(ev)
+            case NetworkDown():
+                self.engine.set_data(self.call_id, False, False)
+                if self._on_network_down is not None:
+                    self._on_network_down(self, ev)
+            case LinkDown():
+                self._teardown(ev.reason)
+            case _:
+                log.debug("call %d: event %s", self.call_id, ev)
 
-    def _network_up(self, ev) -> None:
-        if ev.family in (4, "ipv4"):
+    def _network_up(self, ev: NetworkUp) -> None:
+        if ev.family == 4:
             self.info.local_ip, self.info.remote_ip = str(ev.local), str(ev.remote)
             self.info.dns = tuple(str(d) for d in (ev.dns or ()))
             if self._on_network_up is not None:
                 self._on_network_up(self, ev)
             self.engine.add_route(self.call_id, str(ev.remote))
             self._routes.append(str(ev.remote))
-            self.engine.set_data(self.call_id, True, getattr(self, "_ipv6_up", False))
+            self.engine.set_data(self.call_id, True, self._ipv6_up)
             self.info.up = True
             log.info("call %d peer %s: IPCP up local %s remote %s%s", self.call_id, self.info.peer,
                      ev.local, ev.remote, f" MPPE {self.info.mppe}" if self.info.mppe else "")
@@ -272,7 +304,7 @@ class CallSession:
         self.closed = True
         self.info.reason = reason
         self._timer.cancel()
-        counters = {}
+        counters: dict[str, int] = {}
         try:
             counters = self.engine.counters(self.call_id)
         except Exception:

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from Crypto.Cipher import ARC4
 
-from ..pptp.errors import DecodeError, RemoteProtocolError
+from ..errors import DecodeError, RemoteProtocolError
 from .mschap import get_new_key_from_sha, key_length_for_bits, reduce_session_key
 
 __all__ = [

@@ -24,6 +24,15 @@ class Protocol(enum.IntEnum):
     EAP = 0xC227             # RFC 3748
 
 
+#: Engine events ride the engine's control queue beside the PPP control frames, with
+#: pseudo-protocol numbers above the 16-bit Protocol field (docs/DESIGN.md, "Engine API").
+#: Defined here, not in the engine, because ``ppp/`` may not import the engine; the engine
+#: (``dataplane.py``, ``_gre_ref.py``, ``_gre.pyx``) imports them from here.
+ENGINE_EVENT_BASE = 0x10000
+#: Stateful MPPE lost sync (coherency count gap): the link sends CCP Reset-Request.
+EV_MPPE_RESET_NEEDED = 0x10001
+
+
 class AuthMethod(enum.Enum):
     """Authentication methods, named as pppd names them in its options."""
 

@@ -14,7 +14,7 @@ A PPP frame carried by PPTP has no HDLC flags, escaping or FCS: it is
 """
 from __future__ import annotations
 
-from ..pptp.errors import DecodeError
+from ..errors import DecodeError
 from .constants import Protocol
 
 __all__ = ["ADDRESS", "CONTROL", "PppFrameError", "encode", "decode", "header"]

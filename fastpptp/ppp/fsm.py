@@ -43,9 +43,9 @@ import logging
 import random
 from typing import Any, Callable
 
+from ..errors import DecodeError, LocalProtocolError
 from .constants import Code
-from .packet import (DecodeError, LocalProtocolError, Option, Packet, decode_options,
-                     encode_options)
+from .packet import Option, Packet, decode_options, encode_options
 
 __all__ = [
     "State", "Event", "FsmConfig", "FSM", "Verdict", "OptionVerdict",

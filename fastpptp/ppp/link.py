@@ -39,27 +39,26 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import Callable, Literal, Protocol as _TypingProtocol
 
 from .auth.base import (
-    AuthBackend, AuthFailed as _AuthFailedEv, AuthSucceeded, AuthTimers, StaticAddressBackend,
+    AuthBackend, AuthFailed, AuthSucceeded, AuthTimers, StaticAddressBackend,
 )
 from .auth.chap import ChapAuthenticator, ChapPeer, ChapResult
 from .auth.pap import PapAuthenticator, PapPeer
 from .auth.policy import MS_CHAP_METHODS, AuthPolicy
 from .ccp import CCP, CcpConfig, CcpResult, MppeFailed, ResetRequested
-from .constants import AuthMethod, Protocol
+from .constants import EV_MPPE_RESET_NEEDED, AuthMethod, Protocol
 from .fsm import ThisLayerDown, ThisLayerFinished, ThisLayerUp
 from .ipcp import IPCP, IpcpConfig, IpcpResult
 from .ipv6cp import IPV6CP, Ipv6cpConfig, Ipv6cpResult
 from .lcp import LCP, EchoFailure, LcpConfig, LcpResult, LoopbackDetected, ProtocolRejected
 
 __all__ = [
-    "PPPLink", "LinkConfig", "Phase", "LinkEvent", "LcpOpened", "Authenticated", "AuthFailed",
+    "PPPLink", "LinkConfig", "Phase", "LinkEvent", "LcpOpened", "Authenticated", "AuthenticationFailed",
     "MppeUp", "MppeReset", "NetworkUp", "NetworkDown", "LinkDown", "EV_MPPE_RESET_NEEDED",
     "MPPE_NOT_NEGOTIATED",
 ]
 
 log = logging.getLogger(__name__)
 
-EV_MPPE_RESET_NEEDED = 0x10001      # engine pseudo-protocol (docs/DESIGN.md, Engine API)
 MPPE_NOT_NEGOTIATED = "MPPE required but not negotiated"
 MAX_HELD_FRAMES = 8                  # NCP frames held while CCP settles (bounded)
 MAX_EVENTS = 256
@@ -110,7 +109,7 @@ class Authenticated(LinkEvent):
 
 
 @dataclasses.dataclass(frozen=True)
-class AuthFailed(LinkEvent):
+class AuthenticationFailed(LinkEvent):
     """One direction of authentication failed; the link is closing."""
 
     user: str
@@ -584,8 +583,8 @@ class PPPLink:
                 self.peer_user = ev.user
             self._emit(Authenticated(ev.user, ev.method, direction))
             self._maybe_network(now)
-        elif isinstance(ev, _AuthFailedEv):
-            self._emit(AuthFailed(ev.user, ev.method, ev.reason, direction))
+        elif isinstance(ev, AuthFailed):
+            self._emit(AuthenticationFailed(ev.user, ev.method, ev.reason, direction))
             # pppd's Terminate-Request texts
             text = ("Authentication failed" if direction == "peer"
                     else "Failed to authenticate ourselves to peer")

@@ -26,8 +26,10 @@ import dataclasses
 import struct
 from typing import Iterable
 
+from ..errors import DecodeError, LocalProtocolError
+
 __all__ = [
-    "RemoteProtocolError", "LocalProtocolError", "DecodeError", "PacketTooShort",
+    "PacketTooShort",
     "PacketLengthError", "OptionLengthError", "Packet", "Option",
     "decode_options", "encode_options", "HEADER_LEN",
 ]
@@ -36,17 +38,7 @@ HEADER_LEN = 4
 MAX_PACKET_LEN = 0xFFFF
 
 
-class RemoteProtocolError(Exception):
-    """The peer broke the protocol; recoverable (counted, logged, answered as the RFC says)."""
-
-
-class LocalProtocolError(Exception):
-    """We misused a protocol object (our bug): an event that is illegal in the current state."""
-
-
-class DecodeError(RemoteProtocolError, ValueError):
-    """A PPP control packet or option could not be decoded."""
-
+# The base classes (DecodeError, LocalProtocolError ...) live in fastpptp.errors.
 
 class PacketTooShort(DecodeError):
     """Fewer than 4 octets, or the Length field says less than 4 (RFC 1661 §5)."""

@@ -50,7 +50,8 @@ import random
 from dataclasses import dataclass, field
 
 from . import messages as m
-from .errors import LocalProtocolError, PptpDecodeError, ProtocolError
+from ..errors import LocalProtocolError, ProtocolError
+from .errors import PptpDecodeError
 from .framer import PptpFramer
 
 __all__ = [

@@ -1,31 +1,18 @@
-"""Error types of the PPTP control plane (and the shared ``DecodeError`` root).
+"""Error types of the PPTP control plane (RFC 2637).
 
-Two families, as in h11:
-
-* ``DecodeError`` and its subclasses: a codec met bytes it cannot accept.  Codecs raise
-  nothing else (never ``IndexError``/``struct.error``).  ``DecodeError`` is also a
-  ``RemoteProtocolError``: bad bytes are the peer's fault.
-* ``LocalProtocolError`` (our bug or API misuse: e.g. ``place_call`` before the control
-  connection is up) vs ``RemoteProtocolError`` (the peer broke RFC 2637; recoverable, answered
-  as the RFC says, counted and logged).
+Each derives from the one hierarchy of :mod:`fastpptp.errors`: the decode errors from
+``DecodeError`` (a ``RemoteProtocolError``: bad bytes are the peer's fault), ``FramerBroken``
+from ``LocalProtocolError`` (reading on after a failure is our bug).  Catch the base classes
+from :mod:`fastpptp.errors`; this module re-defines none of them.
 """
 from __future__ import annotations
 
+from ..errors import DecodeError, LocalProtocolError
 
-class ProtocolError(Exception):
-    """Root of the errors raised by fastpptp's sans-I/O protocol code."""
-
-
-class LocalProtocolError(ProtocolError):
-    """We (the caller of the sans-I/O object) did something the protocol does not allow."""
-
-
-class RemoteProtocolError(ProtocolError):
-    """The peer sent something the protocol does not allow."""
-
-
-class DecodeError(RemoteProtocolError, ValueError):
-    """Bytes that do not decode as the wire format they claim to be."""
+__all__ = [
+    "PptpDecodeError", "TruncatedMessage", "BadLength", "BadMagicCookie", "BadMessageType",
+    "UnknownControlMessageType", "FramerBroken",
+]
 
 
 # --- PPTP control messages (RFC 2637 §1.4, §2) --------------------------------------------

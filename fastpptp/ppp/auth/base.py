@@ -32,7 +32,7 @@ import enum
 import logging
 from typing import Protocol as _TypingProtocol, runtime_checkable
 
-from fastpptp.ppp import packet as _packet
+from fastpptp.errors import DecodeError, LocalProtocolError, ProtocolError
 from fastpptp.ppp.constants import AuthMethod
 
 log = logging.getLogger("fastpptp.ppp.auth")
@@ -40,23 +40,20 @@ log = logging.getLogger("fastpptp.ppp.auth")
 
 # --------------------------------------------------------------------------- errors
 
-# Subclasses of the PPP-wide classes (fastpptp.ppp.packet): `except DecodeError` around any
-# PPP codec catches ours too.
+# Subclasses of the one hierarchy (fastpptp.errors): `except DecodeError` around any codec,
+# PPP or PPTP, catches ours too; `except AuthError` catches only the PAP/CHAP ones.
 
-class AuthError(Exception):
+class AuthError(ProtocolError):
     """Base class of authentication errors."""
 
 
-class LocalProtocolError(AuthError, _packet.LocalProtocolError):
+class AuthUsageError(AuthError, LocalProtocolError):
     """We misused the API (our bug): e.g. starting a machine twice."""
 
 
-class RemoteProtocolError(AuthError, _packet.RemoteProtocolError):
-    """The peer broke the protocol; the machines count these and drop the packet."""
-
-
-class DecodeError(RemoteProtocolError, _packet.DecodeError):
-    """A PAP/CHAP packet could not be decoded (bad length, truncated field ...)."""
+class AuthDecodeError(AuthError, DecodeError):
+    """A PAP/CHAP packet could not be decoded (bad length, truncated field ...).  The peer's
+    fault: the machines count these and drop the packet."""
 
 
 # --------------------------------------------------------------------------- results/events

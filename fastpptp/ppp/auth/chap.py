@@ -49,7 +49,7 @@ import struct
 
 from fastpptp.crypto import mschap
 from fastpptp.ppp.auth.base import (
-    AuthBackend, AuthResult, AuthTimers, DecodeError, LocalProtocolError, Role, _Machine,
+    AuthBackend, AuthResult, AuthTimers, AuthDecodeError, AuthUsageError, Role, _Machine,
 )
 from fastpptp.ppp.constants import CHAP_ALGORITHM, AuthMethod, Protocol
 
@@ -81,10 +81,10 @@ class ChapValuePacket:
 
     def encode(self) -> bytes:
         if not 0 < len(self.value) <= 255:
-            raise LocalProtocolError("CHAP Value-Size must be 1..255")
+            raise AuthUsageError("CHAP Value-Size must be 1..255")
         length = 5 + len(self.value) + len(self.name)
         if length > 0xFFFF:
-            raise LocalProtocolError("CHAP packet too long")
+            raise AuthUsageError("CHAP packet too long")
         return (struct.pack("!BBHB", self.code, self.identifier, length, len(self.value))
                 + self.value + self.name)
 
@@ -105,21 +105,21 @@ class ChapStatusPacket:
 def decode_chap(payload: bytes) -> ChapValuePacket | ChapStatusPacket:
     """Decode a CHAP packet; octets after Length are padding and ignored (RFC 1661 §5)."""
     if len(payload) < 4:
-        raise DecodeError(f"CHAP packet of {len(payload)} octets is shorter than its header")
+        raise AuthDecodeError(f"CHAP packet of {len(payload)} octets is shorter than its header")
     code, ident, length = struct.unpack_from("!BBH", payload)
     if length < 4 or length > len(payload):
-        raise DecodeError(f"CHAP Length {length} does not fit the {len(payload)}-octet packet")
+        raise AuthDecodeError(f"CHAP Length {length} does not fit the {len(payload)}-octet packet")
     body = bytes(payload[4:length])
     if code in (ChapCode.CHALLENGE, ChapCode.RESPONSE):
         if not body:
-            raise DecodeError("CHAP Challenge/Response without Value-Size")
+            raise AuthDecodeError("CHAP Challenge/Response without Value-Size")
         size = body[0]
         if size == 0 or 1 + size > len(body):
-            raise DecodeError(f"CHAP Value-Size {size} does not fit the packet")
+            raise AuthDecodeError(f"CHAP Value-Size {size} does not fit the packet")
         return ChapValuePacket(ChapCode(code), ident, body[1:1 + size], body[1 + size:])
     if code in (ChapCode.SUCCESS, ChapCode.FAILURE):
         return ChapStatusPacket(ChapCode(code), ident, body)
-    raise DecodeError(f"unknown CHAP code {code}")
+    raise AuthDecodeError(f"unknown CHAP code {code}")
 
 
 # --------------------------------------------------------------------------- MS messages
@@ -237,7 +237,7 @@ class ChapResult(AuthResult):
 
 def _check_method(method: AuthMethod) -> None:
     if method not in CHAP_METHODS:
-        raise LocalProtocolError(f"{method} is not a CHAP algorithm")
+        raise AuthUsageError(f"{method} is not a CHAP algorithm")
 
 
 # --------------------------------------------------------------------------- authenticator
@@ -272,7 +272,7 @@ class ChapAuthenticator(_Machine):
 
     def start(self, now: float) -> None:
         if self._started:
-            raise LocalProtocolError("ChapAuthenticator already started")
+            raise AuthUsageError("ChapAuthenticator already started")
         self._started = True
         self.identifier = self.rng.randrange(256)
         self.challenge = self.rng.randbytes(CHALLENGE_LEN[self.method])
@@ -306,7 +306,7 @@ class ChapAuthenticator(_Machine):
     def receive(self, payload: bytes, now: float) -> None:
         try:
             pkt = decode_chap(payload)
-        except DecodeError:
+        except AuthDecodeError:
             self.malformed += 1
             return
         if not isinstance(pkt, ChapValuePacket) or pkt.code != ChapCode.RESPONSE \
@@ -435,7 +435,7 @@ class ChapPeer(_Machine):
 
     def start(self, now: float) -> None:
         if self._started:
-            raise LocalProtocolError("ChapPeer already started")
+            raise AuthUsageError("ChapPeer already started")
         self._started = True
         self._arm_wait(now)
 
@@ -448,7 +448,7 @@ class ChapPeer(_Machine):
     def receive(self, payload: bytes, now: float) -> None:
         try:
             pkt = decode_chap(payload)
-        except DecodeError:
+        except AuthDecodeError:
             self.malformed += 1
             return
         if not self._started:

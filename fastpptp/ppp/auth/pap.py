@@ -21,7 +21,7 @@ import random
 import struct
 
 from fastpptp.ppp.auth.base import (
-    AuthBackend, AuthResult, AuthTimers, DecodeError, LocalProtocolError, Role, _Machine,
+    AuthBackend, AuthResult, AuthTimers, AuthDecodeError, AuthUsageError, Role, _Machine,
 )
 from fastpptp.ppp.constants import AuthMethod, Protocol
 
@@ -43,7 +43,7 @@ class PapRequest:
 
     def encode(self) -> bytes:
         if len(self.peer_id) > 255 or len(self.password) > 255:
-            raise LocalProtocolError("PAP Peer-ID and Password are at most 255 octets")
+            raise AuthUsageError("PAP Peer-ID and Password are at most 255 octets")
         body = (bytes([len(self.peer_id)]) + self.peer_id
                 + bytes([len(self.password)]) + self.password)
         return struct.pack("!BBH", PapCode.AUTHENTICATE_REQUEST, self.identifier,
@@ -64,21 +64,21 @@ class PapReply:
 def decode_pap(payload: bytes) -> PapRequest | PapReply:
     """Decode one PAP packet; octets beyond Length are padding (RFC 1661 §5) and ignored."""
     if len(payload) < 4:
-        raise DecodeError(f"PAP packet of {len(payload)} octets is shorter than its header")
+        raise AuthDecodeError(f"PAP packet of {len(payload)} octets is shorter than its header")
     code, ident, length = struct.unpack_from("!BBH", payload)
     if length < 4 or length > len(payload):
-        raise DecodeError(f"PAP Length {length} does not fit the {len(payload)}-octet packet")
+        raise AuthDecodeError(f"PAP Length {length} does not fit the {len(payload)}-octet packet")
     body = payload[4:length]
     if code == PapCode.AUTHENTICATE_REQUEST:
         if not body:
-            raise DecodeError("PAP Authenticate-Request without Peer-ID Length")
+            raise AuthDecodeError("PAP Authenticate-Request without Peer-ID Length")
         n = body[0]
         if 1 + n + 1 > len(body):
-            raise DecodeError("PAP Peer-ID Length overruns the packet")
+            raise AuthDecodeError("PAP Peer-ID Length overruns the packet")
         peer_id = body[1:1 + n]
         m = body[1 + n]
         if 2 + n + m > len(body):
-            raise DecodeError("PAP Passwd-Length overruns the packet")
+            raise AuthDecodeError("PAP Passwd-Length overruns the packet")
         return PapRequest(ident, bytes(peer_id), bytes(body[2 + n:2 + n + m]))
     if code in (PapCode.AUTHENTICATE_ACK, PapCode.AUTHENTICATE_NAK):
         if not body:
@@ -86,9 +86,9 @@ def decode_pap(payload: bytes) -> PapRequest | PapReply:
             return PapReply(PapCode(code), ident, b"")
         m = body[0]
         if 1 + m > len(body):
-            raise DecodeError("PAP Msg-Length overruns the packet")
+            raise AuthDecodeError("PAP Msg-Length overruns the packet")
         return PapReply(PapCode(code), ident, bytes(body[1:1 + m]))
-    raise DecodeError(f"unknown PAP code {code}")
+    raise AuthDecodeError(f"unknown PAP code {code}")
 
 
 def _text(b: bytes) -> str:
@@ -116,7 +116,7 @@ class PapPeer(_Machine):
 
     def start(self, now: float) -> None:
         if self._started:
-            raise LocalProtocolError("PapPeer already started")
+            raise AuthUsageError("PapPeer already started")
         self._started = True
         self._transmit(now)
 
@@ -137,7 +137,7 @@ class PapPeer(_Machine):
     def receive(self, payload: bytes, now: float) -> None:
         try:
             pkt = decode_pap(payload)
-        except DecodeError:
+        except AuthDecodeError:
             self.malformed += 1
             return
         if (not isinstance(pkt, PapReply) or pkt.identifier != self._identifier
@@ -167,7 +167,7 @@ class PapAuthenticator(_Machine):
 
     def start(self, now: float) -> None:
         if self._started:
-            raise LocalProtocolError("PapAuthenticator already started")
+            raise AuthUsageError("PapAuthenticator already started")
         self._started = True
         self._arm_wait(now)
 
@@ -179,7 +179,7 @@ class PapAuthenticator(_Machine):
     def receive(self, payload: bytes, now: float) -> None:
         try:
             pkt = decode_pap(payload)
-        except DecodeError:
+        except AuthDecodeError:
             self.malformed += 1
             return
         if not isinstance(pkt, PapRequest) or not self._started:
