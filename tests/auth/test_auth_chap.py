@@ -18,7 +18,7 @@ V2, V1, MD5 = AuthMethod.MSCHAP_V2, AuthMethod.MSCHAP_V1, AuthMethod.CHAP_MD5
 H = bytes.fromhex
 CREDS = {"fastpptp": "fastpptp-secret"}
 
-# pppd 2.4.9 server <-> pptp-linux/pppd client, /work/shared/interop/captures/*.pcap
+# pppd 2.4.9 server <-> pptp-linux/pppd client, tests/data/captures/*.pcap
 CAPTURED = {
     "chap-md5": dict(method=MD5, ident=0x93, challenge=H("6cd4194185df4206d7fe04a657760139"),
                      challenge_pkt=H("0193001a106cd4194185df4206d7fe04a6577601397070747064"),

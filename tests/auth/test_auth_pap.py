@@ -10,7 +10,7 @@ from fastpptp.ppp.auth.pap import (
 from fastpptp.ppp.auth.secrets import StaticBackend
 from fastpptp.ppp.constants import AuthMethod, Protocol
 
-# From /work/shared/interop/captures/pap.pcap (pppd 2.4.9 both sides).
+# From tests/data/captures/pap.pcap (pppd 2.4.9 both sides).
 CAPTURED_REQUEST = bytes.fromhex("0101001d0866617374707074700f66617374707074702d736563726574")
 CAPTURED_ACK = bytes.fromhex("0201000d084c6f67696e206f6b")
 

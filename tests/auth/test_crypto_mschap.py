@@ -1,4 +1,5 @@
-"""MS-CHAP / MS-CHAPv2 / RFC 3079 key derivation against /work/shared/TEST-VECTORS.md §1-5."""
+"""MS-CHAP / MS-CHAPv2 / RFC 3079 key derivation against the project's TEST-VECTORS.md §1-5
+(the shared material beside the repository; the vectors are transcribed into this file)."""
 import pytest
 from Crypto.Cipher import ARC4
 

@@ -9,7 +9,7 @@ import struct
 
 import pytest
 
-from test_engine_helpers import (PEER, data_in, dgram, gre, ipv4, ipv6, parse_gre, ppp, tcp_mss,
+from support.packets import (PEER, data_in, dgram, gre, ipv6, parse_gre, ppp, tcp_mss,
                             tcp_ok, tcp_syn, udp_packet)
 from fastpptp.dataplane import (EV_MPPE_RESET_NEEDED, EngineConfig, EngineUnavailable,
                                 load_engine)
@@ -17,11 +17,6 @@ from fastpptp.dataplane import (EV_MPPE_RESET_NEEDED, EngineConfig, EngineUnavai
 CID, PCID = 7, 0x99
 T_IN = "198.51.100.1"      # tunnel-side address of the peer / ours
 T_PEER = "198.51.100.2"
-
-
-@pytest.fixture(params=["compiled", "reference"])
-def Engine(request):
-    return load_engine(request.param)
 
 
 def make(Engine, **cfg):

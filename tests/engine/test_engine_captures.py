@@ -1,4 +1,4 @@
-"""Real GRE traffic from pppd / pptp-linux / pptpd (../shared/interop/captures) through the
+"""Real GRE traffic from pppd / pptp-linux / pptpd (tests/data/captures) through the
 engine: every frame of each direction is accepted (nothing malformed, no sequence trouble),
 control frames reach Python in order, IPv4 reaches the TUN, on both twins."""
 from __future__ import annotations
@@ -8,16 +8,11 @@ from collections import defaultdict
 
 import pytest
 
-from test_engine_helpers import dgram
-from fastpptp.dataplane import EngineConfig, load_engine
-from pcap import PROTO_GRE, capture_files, read_pcap
+from support.packets import dgram
+from fastpptp.dataplane import EngineConfig
+from support.pcap import PROTO_GRE, capture_files, read_pcap
 
 CAPS = [p for p in capture_files()]
-
-
-@pytest.fixture(params=["compiled", "reference"])
-def Engine(request):
-    return load_engine(request.param)
 
 
 def _directions(path):

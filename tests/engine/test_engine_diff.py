@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from test_engine_helpers import PEER, dgram, gre, ipv4, ipv6, ppp, tcp_syn
+from support.packets import PEER, dgram, gre, ipv4, ipv6, tcp_syn
 from fastpptp.dataplane import EngineConfig, load_engine
 
 CID, PCID = 7, 0x99

@@ -12,16 +12,11 @@ import tracemalloc
 
 import pytest
 
-from test_engine_helpers import PEER, data_in, dgram, gre, parse_gre, ppp, udp_packet
+from support.packets import PEER, data_in, dgram, gre, parse_gre, ppp, udp_packet
 from fastpptp.dataplane import EngineConfig, load_engine
 
 CID, PCID = 7, 0x99
 T_IN, T_PEER = "198.51.100.1", "198.51.100.2"
-
-
-@pytest.fixture(params=["compiled", "reference"])
-def Engine(request):
-    return load_engine(request.param)
 
 
 class Fakes:
@@ -242,7 +237,7 @@ def test_raw_gre_icmp_errors_counted_loop_survives(Engine, request):
 
 # ------------------------------------------------------------------ TUN offloads (virtio_net_hdr)
 def test_io_tso_super_packet_is_segmented_to_the_mtu(Engine, fakes):
-    from test_engine_helpers import tcp_ok, tcp_segment, vnet
+    from support.packets import tcp_ok, tcp_segment, vnet
     e = Engine(EngineConfig())
     e.add_session(CID, PCID, PEER)
     e.set_ppp(CID, tx_acfc=False, tx_pfc=False, mtu=1400)
@@ -268,7 +263,7 @@ def test_io_tso_super_packet_is_segmented_to_the_mtu(Engine, fakes):
 
 
 def test_io_gro_coalesces_in_order_segments(Engine, fakes):
-    from test_engine_helpers import tcp_segment
+    from support.packets import tcp_segment
     e = Engine(EngineConfig())
     e.add_session(CID, PCID, PEER)
     e.set_data(CID, True, True)
@@ -291,7 +286,7 @@ def test_io_gro_coalesces_in_order_segments(Engine, fakes):
 
 
 def test_io_vnet_without_offload_writes_one_by_one(Engine, fakes):
-    from test_engine_helpers import tcp_segment
+    from support.packets import tcp_segment
     e = Engine(EngineConfig(offload=False))
     e.add_session(CID, PCID, PEER)
     e.set_data(CID, True, True)
@@ -310,7 +305,7 @@ def test_real_tun_offloads_against_the_kernel(Engine, request):
     """A real TUN with IFF_VNET_HDR + TSO/CSUM offloads: the kernel's TCP super-packets leave
     as MTU-sized GRE frames with correct checksums and a clamped MSS, and GRO-coalesced
     writes of the peer's segments are accepted by the kernel's TCP."""
-    from test_engine_helpers import tcp_ok, tcp_segment
+    from support.packets import tcp_ok, tcp_segment
     from fastpptp.net import tun as tunmod
     netns, name = _netns(request)
     with netns.entered(name):
@@ -348,12 +343,12 @@ def test_real_tun_offloads_against_the_kernel(Engine, request):
         syn = recv_ip()
         sport, _, cseq = struct.unpack("!HHI", syn[20:28])
         assert syn[33] & 0x02 and tcp_ok(syn)
-        from test_engine_helpers import tcp_mss
+        from support.packets import tcp_mss
         assert tcp_mss(syn) <= 1360                   # clamped (or already small)
         # SYN-ACK from the "server": MSS 1360, window 65535
         opts = struct.pack("!BBH", 2, 4, 1360)
         tcp = struct.pack("!HHIIBBHHH", 5201, sport, 777, cseq + 1, 6 << 4, 0x12, 65535, 0, 0) + opts
-        from test_engine_helpers import csum
+        from support.packets import csum
         ps = bytes([198, 51, 100, 2, 198, 51, 100, 1]) + struct.pack("!BBH", 0, 6, len(tcp))
         tcp = tcp[:16] + struct.pack("!H", csum(ps + tcp)) + tcp[18:]
         to_engine(ipv4_pkt("198.51.100.2", "198.51.100.1", tcp))
@@ -395,13 +390,13 @@ def test_real_tun_offloads_against_the_kernel(Engine, request):
 
 
 def ipv4_pkt(src, dst, tcp):
-    from test_engine_helpers import ipv4
+    from support.packets import ipv4
     return ipv4(src, dst, tcp, proto=6, frag=0x4000)
 
 
 def _retarget(pkt, sport, dport):
     """Rewrite the TCP ports of an IPv4/TCP packet and fix its checksum."""
-    from test_engine_helpers import csum
+    from support.packets import csum
     ihl = (pkt[0] & 15) * 4
     tcp = bytearray(pkt[ihl:])
     tcp[0:4] = struct.pack("!HH", sport, dport)

@@ -3,15 +3,7 @@ import struct
 
 import pytest
 
-from fastpptp.dataplane import EngineConfig, load_engine
 from fastpptp.gre import GreHeader
-
-
-@pytest.fixture(params=["compiled", "reference"])
-def engine(request):
-    eng = load_engine(request.param)(EngineConfig())
-    yield eng
-    eng.close()
 
 
 def _ipv4_gre(src, dst, gre: bytes) -> bytes:

@@ -9,16 +9,11 @@ import time
 
 import pytest
 
-from test_engine_helpers import data_in, parse_gre, udp_packet
+from support.packets import data_in, parse_gre, udp_packet
 from fastpptp.dataplane import EngineConfig, load_engine
 
 T_LOCAL = "198.51.100.1"
 MAX_TUN = 256
-
-
-@pytest.fixture(params=["compiled", "reference"])
-def Engine(request):
-    return load_engine(request.param)
 
 
 def seqpair():

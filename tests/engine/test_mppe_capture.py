@@ -1,23 +1,21 @@
 """Interop: decrypt the MPPE traffic of a real pppd/pptpd session (Linux ppp_mppe).
 
-/work/shared/interop/captures/mschapv2-mppe128.pcap holds an MS-CHAPv2 login (credentials
+tests/data/captures/mschapv2-mppe128.pcap holds an MS-CHAPv2 login (credentials
 fastpptp / fastpptp-secret) followed by MPPE-128 stateless pings.  From the CHAP exchange we
 rederive NT-Response, the authenticator response and both MPPE start keys, then decrypt
 every 0x00FD frame with the pure-Python and the compiled MPPE.
 """
-import pathlib
 import struct
 
 import pytest
 
 from fastpptp import _mppe
 from fastpptp.crypto import mppe, mschap
+from support.paths import CAPTURES
 
-CAPTURE = pathlib.Path("/work/shared/interop/captures/mschapv2-mppe128.pcap")
+CAPTURE = CAPTURES / "mschapv2-mppe128.pcap"
 SERVER = "192.0.2.10"
 PASSWORD = "fastpptp-secret"
-
-pytestmark = pytest.mark.skipif(not CAPTURE.exists(), reason="interop capture not present")
 
 
 def _ppp_frames(path):

@@ -10,7 +10,7 @@ Each benchmark also checks its result, so a fast wrong answer fails.
 import pytest
 
 from fastpptp import _offload_ref as ref
-from test_offload import check_packet, compiled, super_packet, tcp_fields, tcp_packet
+from support.offload import check_packet, compiled, super_packet, tcp_fields, tcp_packet
 
 pytestmark = pytest.mark.slow
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from fastpptp import _offload_ref as ref
-from test_offload import compiled, flow, super_packet, tcp_packet
+from support.offload import compiled, flow, super_packet, tcp_packet
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 USER = textwrap.dedent('''
     # cython: language_level=3

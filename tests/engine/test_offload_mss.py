@@ -10,15 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastpptp import _offload_ref as ref
-from test_offload import (ACK, IMPLS, SYN, check_packet, compiled, inet_sum, pseudo, tcp_packet,
-                          udp_packet)
+from support.offload import (ACK, SYN, check_packet, compiled, inet_sum, pseudo, tcp_packet,
+                             udp_packet)
 
 MSS_1460 = bytes([2, 4, 0x05, 0xB4])
-
-
-@pytest.fixture(params=sorted(IMPLS))
-def impl(request):
-    return IMPLS[request.param]
 
 
 def mss_values(pkt):
@@ -115,7 +110,7 @@ def test_truncated_header_still_clamps_a_complete_mss_option(impl):
 
 def _capture_syns():
     try:
-        from pcap import capture_files, read_pcap
+        from support.pcap import capture_files, read_pcap
         files = capture_files()
     except Exception:                                   # captures not present: no vectors
         return []

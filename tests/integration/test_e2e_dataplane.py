@@ -29,12 +29,12 @@ import pytest
 from fastpptp import statictunnel
 from fastpptp.dataplane import load_engine
 from fastpptp.net import netns
-from netnsrig import (Impairment, NsPair, impaired_namespaces, kill_process, run_in,
+from support.netnsrig import (Impairment, NsPair, impaired_namespaces, kill_process, run_in,
                       two_namespaces)
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(120)]
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # the repository
 TUN_A, TUN_B = "198.51.100.1", "198.51.100.2"
 TUN6_A, TUN6_B = "2001:db8:100::1", "2001:db8:100::2"
 CALL_A, CALL_B = 0x0100, 0x0200

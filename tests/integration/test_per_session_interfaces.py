@@ -22,8 +22,8 @@ from fastpptp.demo import ping
 from fastpptp.net import netlink
 from fastpptp.ppp.auth.secrets import CallableBackend
 from fastpptp.server import Server, ServerConfig
-from test_inprocess import FakeTun, loopback_ns, recv_packet, udp_packet  # noqa: F401 (fixture)
-from test_integration_products import TUN_SERVER, _wait, lab  # noqa: F401 (fixture)
+from support.inproc import FakeTun, recv_packet, udp_packet
+from support.lab import TUN_SERVER, wait_until
 
 pytestmark = pytest.mark.netns
 
@@ -178,7 +178,7 @@ def test_three_clients_get_ppp0_to_ppp2_and_units_are_reused(lab, impl):
     for i in range(3):
         clients[i] = lab.start_client(i, f"user{i}", f"pass{i}")
         # one at a time, so that client i gets unit i
-        _wait(lambda: lab.ups(clients[i][1]), 60, f"client {i} up", clients[i][0])
+        wait_until(lambda: lab.ups(clients[i][1]), 60, f"client {i} up", clients[i][0])
     addrs = {i: lab.ups(up)[0]["local_ip"] for i, (_, up) in clients.items()}
     for i in range(3):
         assert ping(lab.clients[i], TUN_SERVER, count=2, interval=0.05), f"client {i} ping"
@@ -195,7 +195,7 @@ def test_three_clients_get_ppp0_to_ppp2_and_units_are_reused(lab, impl):
     for i in range(3):
         assert routes.get(f"{addrs[i]}/32", routes.get(addrs[i])) == f"ppp{i}", routes
 
-    _wait(lambda: len(_hook_lines(hooks)) >= 3, 10, "three ip-up hooks")
+    wait_until(lambda: len(_hook_lines(hooks)) >= 3, 10, "three ip-up hooks")
     assert sorted(_hook_lines(hooks)) == [
         ["ip-up", f"ppp{i}", TUN_SERVER, addrs[i], "yes"] for i in range(3)]
 
@@ -203,14 +203,14 @@ def test_three_clients_get_ppp0_to_ppp2_and_units_are_reused(lab, impl):
     p1 = clients[1][0]
     p1.send_signal(signal.SIGTERM)
     assert p1.wait(15) == 0
-    _wait(lambda: "ppp1" not in _server_ifaces(lab), 15, "ppp1 removed")
+    wait_until(lambda: "ppp1" not in _server_ifaces(lab), 15, "ppp1 removed")
     assert _hook_lines(hooks)[3:] == [["ip-down", "ppp1", TUN_SERVER, addrs[1], "yes"]]
     assert set(_server_ifaces(lab)) == {"ppp0", "ppp2"}
     assert ping(lab.clients[0], TUN_SERVER, count=1) and ping(lab.clients[2], TUN_SERVER, count=1)
 
     # the next client reuses unit 1
     p3, up3 = lab.start_client(3, "user3", "pass3")
-    _wait(lambda: lab.ups(up3), 60, "client 3 up", p3)
+    wait_until(lambda: lab.ups(up3), 60, "client 3 up", p3)
     addr3 = lab.ups(up3)[0]["local_ip"]
     assert ping(lab.clients[3], TUN_SERVER, count=2, interval=0.05)
     ifaces = _server_ifaces(lab)

@@ -1,5 +1,5 @@
 """Interoperability with the PPTP stack Linux users run: pppd 2.4.9, pptp-linux 1.10, pptpd 1.4.0,
-booted in QEMU VMs by the shared harness (tests/interop_rig.py drives it).
+booted in QEMU VMs by the shared harness (tests/support/interop_rig.py drives it).
 
 Matrix (issue 5), both directions:
 
@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 import pytest
 
-import interop_rig as R
+from support import interop_rig as R
 from fastpptp.demo import ping
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
@@ -243,7 +243,7 @@ def _vm_auth_mppe_agree(vm: R.VmRun, sc: Scenario, ours: dict, art: Artifacts) -
 
 def _mppe_headers(pcap: str, src: str) -> list[tuple[bool, int]]:
     """(flushed bit, coherency count) of every MPPE packet ``src`` sent (RFC 3078 §3)."""
-    from pcap import read_pcap
+    from support.pcap import read_pcap
     from fastpptp import gre
     from fastpptp.ppp import frame as pppframe
     out = []

@@ -2,7 +2,7 @@
 harness's serial console really prints (markers glued to unfinished pppd log lines included)."""
 from __future__ import annotations
 
-import interop_rig as R
+from support import interop_rig as R
 
 
 def test_marker_at_line_start():

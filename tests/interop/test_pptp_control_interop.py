@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-import interop_rig
+from support import interop_rig
 from fastpptp.net import netns
 from fastpptp.pptp import messages as m
 from fastpptp.pptp.control import (CallCleared, CallEstablished, CallRequested, ControlClosed,

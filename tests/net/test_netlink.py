@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from fastpptp.net import netlink, netns
-from netnsrig import namespace, run_in, two_namespaces, unique_suffix
+from support.netnsrig import namespace, run_in, two_namespaces, unique_suffix
 
 pytestmark = pytest.mark.netns
 

@@ -24,7 +24,8 @@ import pytest
 from fastpptp.net import tun
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
+TESTS = HERE.parent                      # tests/support, for the scenarios run as a script
+REPO = TESTS.parent
 
 
 # -- no root needed ---------------------------------------------------------------------------
@@ -85,7 +86,7 @@ def _read_ready(dev, timeout: float) -> list[tuple[bytes, bytes]]:
 
 def _tcp_info(pkt: bytes):
     """(l3 length, TCP header dict) of an IPv4/IPv6 TCP packet, or None."""
-    from test_offload import l3_len
+    from support.offload import l3_len
     version = pkt[0] >> 4
     if version == 4 and pkt[9] == 6:
         l3 = l3_len(pkt)
@@ -162,7 +163,7 @@ def scenario_tso(version: int) -> dict:
     """A local TCP socket sends 2 MB to a 'peer' played through the TUN: count super-packets."""
     from fastpptp import _offload as off
     from fastpptp import _offload_ref as ref
-    from test_offload import check_packet, tcp_packet
+    from support.offload import check_packet, tcp_packet
 
     total = 2 << 20
     data = bytes((i * 31 + 7) & 0xFF for i in range(total))
@@ -259,7 +260,7 @@ def scenario_forward(version: int) -> dict:
     software from our NEEDS_CSUM partial checksum; with offloads it hands it on whole."""
     from fastpptp import _offload as off
     from fastpptp import _offload_ref as ref
-    from test_offload import check_packet, tcp_packet
+    from support.offload import check_packet, tcp_packet
 
     fam = "ipv4" if version == 4 else "ipv6"
     key = "ip_forward" if version == 4 else "conf/all/forwarding"
@@ -318,7 +319,7 @@ def scenario_rate(seconds: float = 1.5) -> dict:
     """TCP socket -> TUN -> this (Python) reader for `seconds`, with offloads (each read cut
     into 1400-byte IP packets by the compiled segmenter) and without (one packet per read)."""
     from fastpptp import _offload as off
-    from test_offload import tcp_packet
+    from support.offload import tcp_packet
 
     found = {}
     for mode in ("offload", "plain"):
@@ -386,7 +387,7 @@ def netns_name():
 
 
 def run_scenario(ns: str, which: str) -> dict:
-    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{HERE}")
+    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{TESTS}")
     proc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, str(HERE / "test_tun.py"),
                            which], capture_output=True, text=True, timeout=60, env=env,
                           cwd=str(REPO))

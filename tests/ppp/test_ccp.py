@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from test_ppp_fsm import codes, pump
+from support.ppp_pair import codes, pump
 from fastpptp.ppp.ccp import (CCP, MPPE_C, MPPE_H, MPPE_L, MPPE_M, MPPE_S, CcpConfig,
                               CcpResult, MppeFailed, ResetAcked, ResetRequested,
                               describe_mppe, mppe_option)

@@ -6,7 +6,7 @@ from ipaddress import IPv4Address as A
 
 import pytest
 
-from test_ppp_fsm import pump
+from support.ppp_pair import pump
 from fastpptp.ppp.constants import Code, Protocol
 from fastpptp.ppp.fsm import State, ThisLayerUp
 from fastpptp.ppp.ipcp import IPCP, IpcpConfig, IpcpResult

@@ -5,7 +5,7 @@ import random
 import struct
 from ipaddress import IPv6Address
 
-from test_ppp_fsm import pump
+from support.ppp_pair import pump
 from fastpptp.ppp.constants import Code
 from fastpptp.ppp.fsm import State, ThisLayerUp
 from fastpptp.ppp.ipv6cp import IPV6CP, Ipv6cpConfig, link_local

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from test_ppp_fsm import codes, pump
+from support.ppp_pair import codes, pump
 from fastpptp.ppp.constants import AuthMethod, Code, Protocol
 from fastpptp.ppp.fsm import State, ThisLayerDown, ThisLayerUp
 from fastpptp.ppp.lcp import (LCP, EchoFailure, IdentificationReceived, LcpConfig,

@@ -1,5 +1,5 @@
 """Replay the pptp-linux/pppd client side of the real sessions in
-/work/shared/interop/captures/*.pcap into a *server* PPPLink.
+tests/data/captures/*.pcap into a *server* PPPLink.
 
 pppd's server chose its CHAP Identifier and Challenge at random; we inject the captured ones
 through the rng (the test hook), so the captured client Response must verify against the
@@ -26,8 +26,8 @@ from fastpptp.ppp.link import (
     Authenticated, LcpOpened, LinkConfig, LinkDown, MppeUp, NetworkDown, NetworkUp, Phase,
     PPPLink,
 )
-from paths import CAPTURES
-from pcap import read_pcap
+from support.paths import CAPTURES
+from support.pcap import read_pcap
 
 SERVER, CLIENT = "192.0.2.10", "192.0.2.20"
 
@@ -97,8 +97,6 @@ def pppd_reply(frames, index, proto, codes):
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_replay_client_into_server_link(name):
     path = CAPTURES / name
-    if not path.exists():
-        pytest.skip(f"capture {path} not present")
     frames = ppp_frames(path)
     link = pppd_like_server(name, frames)
     link.lower_up(0.0)
@@ -204,8 +202,6 @@ def test_replay_server_into_client_link(name):
     (with the captured Peer-Challenge injected) and our answers to pppd's requests must be
     what pptp-linux/pppd sent, and the server's MPPE datagrams must decrypt."""
     path = CAPTURES / name
-    if not path.exists():
-        pytest.skip(f"capture {path} not present")
     frames = ppp_frames(path)
     options, method = SCENARIOS[name]
     mppe_on = "require-mppe" in options

@@ -15,6 +15,7 @@ from fastpptp.ppp.fsm import (TRANSITIONS, Event, State, ThisLayerDown, ThisLaye
                               ThisLayerStarted, ThisLayerUp)
 from fastpptp.ppp.lcp import LCP, LcpConfig
 from fastpptp.ppp.packet import LocalProtocolError, Option, Packet, encode_options
+from support.ppp_pair import codes, pump
 
 S = State
 # RFC 1661 §4.1, retyped here independently of fastpptp/ppp/fsm.py, one row per event,
@@ -64,23 +65,6 @@ def parse_cell(cell: str):
 def quiet_lcp(seed: int = 7, **kw) -> LCP:
     kw.setdefault("echo_interval", 0)
     return LCP(LcpConfig(**kw), random.Random(seed))
-
-
-def codes(frames):
-    return [Packet.decode(info).code for _, info in frames]
-
-
-def pump(a, b, now: float = 0.0, max_rounds: int = 20) -> int:
-    """Shuttle frames between two protocol objects until both are quiet; return the rounds."""
-    for rounds in range(1, max_rounds + 1):
-        fa, fb = a.frames_to_send(), b.frames_to_send()
-        if not fa and not fb:
-            return rounds - 1
-        for _, info in fa:
-            b.receive(info, now)
-        for _, info in fb:
-            a.receive(info, now)
-    raise AssertionError("no convergence")
 
 
 def test_parsed_table_matches_rfc_retyped():

@@ -1,6 +1,6 @@
 """Byte-level replay of pppd's LCP / CCP / IPCP frames from the reference captures.
 
-Each pppd packet from /work/shared/interop/captures is fed to our protocol object in the
+Each pppd packet from tests/data/captures is fed to our protocol object in the
 role pppd's peer had; our answer must be the bytes the peer sent in the capture, and the
 negotiated values must be those pppd reached (MRU, magic, auth method, MPPE-128 stateless,
 IPCP 198.51.100.x).
@@ -12,7 +12,7 @@ import struct
 
 import pytest
 
-from pcap import CAPTURES, read_pcap
+from support.pcap import CAPTURES, read_pcap
 from fastpptp.ppp.ccp import CCP, CcpConfig, CcpResult
 from fastpptp.ppp.constants import AuthMethod, Code, Protocol
 from fastpptp.ppp.fsm import State, ThisLayerUp

@@ -12,10 +12,10 @@ from fastpptp.pptp import messages as m
 from fastpptp.pptp.control import (CallCleared, CallEstablished, CallRequested, ControlClosed,
                                    ControlConfig, ControlConnected, ControlConnection, Role)
 from fastpptp.pptp.framer import PptpFramer
-from pcap import capture_files, read_pcap, tcp_streams
+from support.pcap import capture_files, read_pcap, tcp_streams
 
 CAPTURES = capture_files()
-pytestmark = pytest.mark.skipif(not CAPTURES, reason="no reference captures present")
+assert CAPTURES, "the reference captures are missing from tests/data/captures"
 
 # What pptp-linux and pptpd put in their messages (see the captures).
 PPTP_LINUX = ControlConfig(host_name="local", vendor_string="cananian", firmware_revision=1,

@@ -4,7 +4,7 @@ import pathlib
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent / "fastpptp"
+ROOT = pathlib.Path(__file__).resolve().parents[2] / "fastpptp"
 FORBIDDEN = {"asyncio", "socket", "time", "os", "pyroute2", "select", "selectors", "threading"}
 SANS_IO = sorted(
     p for d in ("pptp", "ppp", "crypto") for p in (ROOT / d).rglob("*.py")

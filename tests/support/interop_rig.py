@@ -39,9 +39,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-import paths
 from fastpptp.net import netns
 from fastpptp.proc import stop_process
+from support import paths
 
 PPTP_VM = str(paths.INTEROP / "pptp-vm")
 PY = [sys.executable, "-m", "fastpptp"]

@@ -420,8 +420,9 @@ def impaired_namespaces(imp: Impairment, stats_dir: str, prefix: str = "fpt") ->
         for ns, dev in ((a, va), (b, vb), (m, ma), (m, mb)):
             netlink.set_link_up(dev, netns=ns)
         stats = os.path.join(stats_dir, "relay.json")
-        here = os.path.dirname(os.path.abspath(__file__))
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(here), here]))
+        # the relay runs this file as a script: it needs the repository (fastpptp) on its path
+        repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = dict(os.environ, PYTHONPATH=repo)
         proc = rig.spawn(m, [sys.executable, os.path.abspath(__file__), "relay", "--a-dev", ma,
                              "--b-dev", mb, "--loss", str(imp.loss), "--duplicate",
                              str(imp.duplicate), "--reorder", str(imp.reorder), "--seed",

@@ -1,4 +1,4 @@
-"""Packet builders shared by the engine tests (tests/test_engine*.py); no tests of its own."""
+"""Packet builders shared by the engine tests (tests/engine/); no tests of its own."""
 from __future__ import annotations
 
 import ipaddress

@@ -1,10 +1,10 @@
-"""A small reader for the classic libpcap files under /work/shared/interop/captures.
+"""A small reader for the classic libpcap files under tests/data/captures.
 
 Test helper, standard library only.  Handles the classic format (both byte orders, micro- and
 nanosecond magic), link types Ethernet (1, with 802.1Q tags), raw IPv4 (101/228) and Linux
 cooked (113); IPv4 only (the captures have IPv6 disabled).
 
-    from pcap import read_pcap, tcp_streams, CAPTURES   # tests/ is on sys.path under pytest
+    from support.pcap import read_pcap, tcp_streams, CAPTURES   # tests/ is on pytest's pythonpath
     frames = read_pcap(CAPTURES / "pap.pcap")
     for f in frames:
         f.number, f.time, f.ip_src, f.ip_dst, f.proto       # proto: 6 TCP, 47 GRE, None: no IPv4
@@ -22,13 +22,11 @@ import pathlib
 import struct
 from dataclasses import dataclass
 
+from support.paths import CAPTURES
+
 __all__ = ["Frame", "PcapError", "read_pcap", "tcp_streams", "CAPTURES", "capture_files",
            "PROTO_TCP", "PROTO_GRE"]
 
-try:                                     # ../shared beside the repository, or /work/shared
-    from paths import CAPTURES
-except ImportError:                      # used outside the test directory
-    CAPTURES = pathlib.Path("/work/shared/interop/captures")
 PROTO_TCP = 6
 PROTO_GRE = 47
 

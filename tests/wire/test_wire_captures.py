@@ -1,5 +1,5 @@
 """Every PPTP control message and every GRE packet of the reference captures
-(/work/shared/interop/captures, pptp-linux 1.10 <-> pptpd 1.4.0) decodes and re-encodes to
+(tests/data/captures, pptp-linux 1.10 <-> pptpd 1.4.0) decodes and re-encodes to
 the very same bytes."""
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from fastpptp.ppp import frame
 from fastpptp.ppp.constants import Protocol
 from fastpptp.pptp import messages as m
 from fastpptp.pptp.framer import PptpFramer
-from pcap import PROTO_GRE, capture_files, read_pcap, tcp_streams
+from support.pcap import PROTO_GRE, capture_files, read_pcap, tcp_streams
 
 CAPTURES = capture_files()
-pytestmark = pytest.mark.skipif(not CAPTURES, reason="no reference captures present")
+assert CAPTURES, "the reference captures are missing from tests/data/captures"
 
 # INDEX.md: message types per capture, in stream order per direction (client 192.0.2.20).
 EXPECTED = {
@@ -103,8 +103,7 @@ def test_every_gre_packet_round_trips(path):
 
 def test_server_shutdown_details():
     path = next((p for p in CAPTURES if p.name == "server-shutdown.pcap"), None)
-    if path is None:
-        pytest.skip("server-shutdown.pcap absent")
+    assert path is not None, "server-shutdown.pcap is missing from tests/data/captures"
     server = [x for _, x in control_messages(path)["server"]]
     cdn = next(x for x in server if isinstance(x, m.CDN))
     assert cdn.result_code == m.CallDisconnectResult.ADMIN_SHUTDOWN
