@@ -59,6 +59,10 @@ def test_twenty_clients_ping_and_transfer(lab):
     for s in doc["sessions"]:
         assert s["auth"] == "MS-CHAPv2" and s["mppe"].startswith("128")
         assert s["rx_packets"] > 0 and s["tx_packets"] > 0
+        # the client's 256 KiB transfer came in through its own session (TCP segments of at
+        # most 1460 bytes, plus the two pings), and the server answered the pings through it
+        assert s["rx_bytes"] >= 256 * 1024 and s["rx_packets"] >= 2 + 256 * 1024 // 1460, s
+        assert s["tx_packets"] >= 2, s
     assert {s["remote_ip"] for s in doc["sessions"]} == addrs
 
 
