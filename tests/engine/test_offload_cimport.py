@@ -99,7 +99,7 @@ def test_engine_style_use_through_cimport(user):
     r, segs = user.segment_into_slab(vh + pkt, 1400)
     assert r == len(segs) == 19 and segs == compiled.segment(pkt, vh, 1400)
     a, b = flow(4, [1000] * 5), flow(6, [1000] * 5)
-    mixed = [p for pair in zip(a, b) for p in pair]
+    mixed = [p for pair in zip(a, b, strict=True) for p in pair]
     writes = user.coalesce_for_tun_write(mixed)
     assert writes == [vh + p for vh, p in compiled.coalesce(mixed, group=True)]
     assert [ref.unpack_vnet_hdr(w[:12]).gso_type for w in writes] == [1, 4]

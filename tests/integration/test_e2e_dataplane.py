@@ -74,7 +74,7 @@ def static_tunnel(rig: NsPair, tmp, *, mppe_key: str | None = None,
     """statictunnel in A and in B (call IDs crossed); counters in .stats['a'|'b'] after exit.
 
     ``impl`` is one engine for both ends or an (A, B) pair."""
-    impls = {"a": impl, "b": impl} if isinstance(impl, str) else dict(zip("ab", impl))
+    impls = {"a": impl, "b": impl} if isinstance(impl, str) else dict(zip("ab", impl, strict=True))
     for which in set(impls.values()):
         reason = _engine_available(which)
         if reason:
@@ -154,9 +154,9 @@ class FloodResult:
 def snmp(ns: str, proto: str = "Udp") -> dict[str, int]:
     """One protocol's counters from the namespace's /proc/net/snmp (Udp RcvbufErrors tells
     a slow receiver, SndbufErrors a sender whose datagram the TUN queue dropped)."""
-    lines = [l.split() for l in run_in(ns, ["cat", "/proc/net/snmp"]).stdout.splitlines()
-             if l.startswith(proto + ":")]
-    return dict(zip(lines[0][1:], map(int, lines[1][1:])))
+    lines = [ln.split() for ln in run_in(ns, ["cat", "/proc/net/snmp"]).stdout.splitlines()
+             if ln.startswith(proto + ":")]
+    return dict(zip(lines[0][1:], map(int, lines[1][1:]), strict=True))
 
 
 def tun_tx_dropped(ns: str, dev: str = "tun0") -> int:
@@ -315,7 +315,7 @@ LOSSY_RATE = 15_000.0  # through the user-space impairment relay
 
 
 def assert_in_order_and_unique(seqs: list[int]) -> None:
-    bad = [(i, a, b) for i, (a, b) in enumerate(zip(seqs, seqs[1:])) if b <= a]
+    bad = [(i, a, b) for i, (a, b) in enumerate(zip(seqs, seqs[1:], strict=False)) if b <= a]
     assert not bad, f"{len(bad)} out-of-order/duplicate deliveries, first {bad[:5]}"
 
 

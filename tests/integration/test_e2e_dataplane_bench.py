@@ -40,11 +40,11 @@ def test_table_lists_paths_in_order_with_errors_and_skips():
     r = fake_result()
     benchtunnel._ratios(r)
     lines = benchtunnel.format_table(r).splitlines()
-    body = [l.split()[0] for l in lines[2:5]]
+    body = [ln.split()[0] for ln in lines[2:5]]
     assert body == ["veth", "fastpptp", "openvpn"]
     fast = lines[3]
     assert "1.500" in fast and "3.00" in fast and "error" in fast
-    assert any(l.startswith("skipped fastpptp-mppe128: RuntimeError: boom") for l in lines)
+    assert any(ln.startswith("skipped fastpptp-mppe128: RuntimeError: boom") for ln in lines)
     assert lines[-1].endswith("3.00x -> MET")
 
 

@@ -35,12 +35,12 @@ def test_twenty_clients_ping_and_transfer(lab):
         batch = [lab.start_client(i, f"user{i}", f"pass{i}", "require-mppe-128")
                  for i in range(wave * 5, wave * 5 + 5)]
         for i, (p, up) in enumerate(batch, wave * 5):
-            wait_until(lambda: lab.ups(up), 60, f"client {i} up", p)
+            wait_until(lambda up=up: lab.ups(up), 60, f"client {i} up", p)
         clients += batch
     assert all(p.poll() is None for p, _ in clients)   # all 20 up at the same time
     addrs = {lab.ups(up)[0]["local_ip"] for _, up in clients}
     assert len(addrs) == 20
-    for i, (p, up) in enumerate(clients):
+    for i in range(len(clients)):
         ns = lab.clients[i]
         assert ping(ns, TUN_SERVER, count=2, interval=0.05), f"client {i} ping"
         assert transfer(lab, ns, 256 * 1024, 6000 + i), f"client {i} transfer checksum"
@@ -89,10 +89,10 @@ def test_sigterm_server_disconnects_every_client(lab):
     lab.start_server()
     clients = [lab.start_client(i, f"user{i}", f"pass{i}") for i in range(3)]
     for p, up in clients:
-        wait_until(lambda: lab.ups(up), 60, "client up", p)
+        wait_until(lambda up=up: lab.ups(up), 60, "client up", p)
     lab.server.send_signal(signal.SIGTERM)
     assert lab.server.wait(15) == 0
-    for i, (p, up) in enumerate(clients):
+    for i, (p, _up) in enumerate(clients):
         p.wait(15)
         log = lab.log(f"client{i}.log").lower()
         assert "cleared" in log or "closed" in log or "terminat" in log

@@ -178,7 +178,7 @@ def test_three_clients_get_ppp0_to_ppp2_and_units_are_reused(lab, impl):
     for i in range(3):
         clients[i] = lab.start_client(i, f"user{i}", f"pass{i}")
         # one at a time, so that client i gets unit i
-        wait_until(lambda: lab.ups(clients[i][1]), 60, f"client {i} up", clients[i][0])
+        wait_until(lambda i=i: lab.ups(clients[i][1]), 60, f"client {i} up", clients[i][0])
     addrs = {i: lab.ups(up)[0]["local_ip"] for i, (_, up) in clients.items()}
     for i in range(3):
         assert ping(lab.clients[i], TUN_SERVER, count=2, interval=0.05), f"client {i} ping"

@@ -35,7 +35,7 @@ def test_netns_create_list_remove_and_ip_sees_it():
         assert netns.path(name) == f"/var/run/netns/{name}"
         # `ip netns exec` works on it: a fresh namespace holds only lo
         links = ip_json(name, "link", "show")
-        assert [l["ifname"] for l in links] == ["lo"]
+        assert [link["ifname"] for link in links] == ["lo"]
         with pytest.raises(netns.NetnsExistsError):
             netns.create(name)
     finally:
@@ -103,7 +103,7 @@ def test_open_socket_is_bound_to_the_namespace():
 def test_veth_create_move_up_down_mtu():
     with namespace() as ns1, namespace() as ns2:
         netlink.create_veth("vx0", "vx1", netns=ns1)
-        names = [l.name for l in netlink.list_links(netns=ns1)]
+        names = [link.name for link in netlink.list_links(netns=ns1)]
         assert "vx0" in names and "vx1" in names
         link = netlink.get_link("vx0", netns=ns1)
         assert link.kind == "veth" and not link.up and link.mtu == 1500

@@ -31,7 +31,7 @@ def timeline(path):
     frames = read_pcap(path)
     times = {f.number: f.time for f in frames}
     items = []
-    for (_src, sport, _dst, dport), segments in tcp_streams(frames).items():
+    for (_src, _sport, _dst, dport), segments in tcp_streams(frames).items():
         side = "client" if dport == m.PPTP_PORT else "server"
         framer = PptpFramer()
         for number, data in segments:

@@ -271,7 +271,8 @@ class VmRun:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.stop()
-            raise AssertionError(f"{self.role} VM still running after {timeout} s; tail:\n" + self.tail())
+            raise AssertionError(f"{self.role} VM still running after {timeout} s; tail:\n"
+                                 + self.tail()) from None
         self._reader.join(10)
         return self.proc.returncode
 

@@ -28,7 +28,7 @@ EXPECTED = {
 def control_messages(path):
     """{'client'|'server': [(frame number, wire bytes, Message)]} via the stream framer."""
     out = {"client": [], "server": []}
-    for (src, sport, _dst, dport), segments in tcp_streams(read_pcap(path)).items():
+    for (_src, sport, _dst, dport), segments in tcp_streams(read_pcap(path)).items():
         if m.PPTP_PORT not in (sport, dport):
             continue
         side = "client" if dport == m.PPTP_PORT else "server"
