@@ -295,7 +295,7 @@ def test_popen_runs_the_command_inside_the_namespace():
 
 
 def test_rig_two_namespaces_cleans_up_even_on_failure():
-    import netnsrig
+    from support import netnsrig
     with pytest.raises(RuntimeError):
         with two_namespaces() as rig:
             names = (rig.a, rig.b)
