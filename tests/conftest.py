@@ -1,13 +1,21 @@
 """Shared pytest configuration.
 
 Tests marked ``netns`` need root, ``ip netns``, veth and /dev/net/tun; tests marked ``interop``
-also need QEMU (the ../shared/interop harness).  CI is root on the same kind of machine, so
-these run there; they are skipped only when the facility is truly absent, with the reason.
+also need QEMU and the interop harness (``pptp-vm``: ``$FASTPPTP_INTEROP``, else
+``../shared/interop`` beside the repository; see tests/support/paths.py).  CI is root on the
+same kind of machine with the harness laid out, so these run there; they are skipped only when
+the facility is truly absent, with the reason.
+
+Layout: one folder per part of the package (wire, pptp, ppp, auth, engine, net, products), then
+integration (products in namespaces) and interop (real peers in VMs); shared helpers in
+``tests/support``, shared fixtures in the folders' ``conftest.py``, data in ``tests/data``.
 """
 import os
 import shutil
 
 import pytest
+
+from support import paths
 
 
 def _netns_missing_reason():
@@ -21,9 +29,11 @@ def _netns_missing_reason():
 
 
 def pytest_collection_modifyitems(config, items):
-    reason = _netns_missing_reason()
-    if reason is None:
-        return
+    netns_missing = _netns_missing_reason()
     for item in items:
-        if "netns" in item.keywords or "interop" in item.keywords:
-            item.add_marker(pytest.mark.skip(reason=reason))
+        # markers, not item.keywords: the keywords also hold the folder names (tests/interop/)
+        interop = item.get_closest_marker("interop") is not None
+        if interop and paths.INTEROP_MISSING is not None:
+            item.add_marker(pytest.mark.skip(reason=paths.INTEROP_MISSING))
+        elif netns_missing is not None and (interop or item.get_closest_marker("netns") is not None):
+            item.add_marker(pytest.mark.skip(reason=netns_missing))

@@ -1,0 +1,37 @@
+"""Fixtures of the integration tests (all need root: they make network namespaces).
+
+* ``loopback_ns``: a fresh namespace with only ``lo`` up, entered for the test's duration.
+* ``lab``: the products' lab of tests/support/lab.py, set up and torn down around the test
+  (the server's log tail is printed at the end).
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from fastpptp.net import netlink, netns
+from support.lab import Lab
+
+
+@pytest.fixture
+def loopback_ns():
+    name = f"fpinp{os.getpid()}"
+    netns.create(name)
+    try:
+        netlink.set_link_up("lo", netns=name)
+        with netns.entered(name):
+            yield name
+    finally:
+        netns.remove(name, missing_ok=True)
+
+
+@pytest.fixture
+def lab(tmp_path):
+    lab = Lab(str(tmp_path), f"{os.getpid() % 10000}")
+    lab.setup()
+    try:
+        yield lab
+    finally:
+        lab.teardown()
+        print("--- server.log ---\n" + lab.log("server.log")[-4000:])
