@@ -108,10 +108,10 @@ lint: venv
 	@rc=0; $(LINT_SH); exit $$rc
 
 demo: build
-	$(RUN) $(VPY) -m fastpptp demo
+	@echo "$(VPY) -m fastpptp demo"; $(RUN) $(VPY) -m fastpptp demo
 
 bench: build
-	$(RUN) $(VPY) -m fastpptp bench dataplane
+	@echo "$(VPY) -m fastpptp bench dataplane"; $(RUN) $(VPY) -m fastpptp bench dataplane
 
 clean:
 	rm -rf build fastpptp/*.so fastpptp/*.c fastpptp/*.html
