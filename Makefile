@@ -69,7 +69,7 @@ sysdeps:
 	  echo "make: missing Debian packages:$$need$$opt; install them first with:" >&2; \
 	  echo "  sudo apt-get install$$need$$opt" >&2; \
 	  if [ -n "$$need" ]; then exit 1; fi; \
-	  echo "make: (going on: only the tests that need root use$$opt)" >&2; \
+	  echo "make: going on without them (only tests that run as root use them)" >&2; \
 	fi
 
 # The venv, and the dependencies from pyproject.toml in it (skipped when the stamp is current).
