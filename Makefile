@@ -41,8 +41,8 @@ endif
 
 # pyproject.toml -> one requirement a line: build requires, dependencies, the EXTRAS groups
 REQUIREMENTS_PY := import sys, tomllib; d = tomllib.load(open("pyproject.toml", "rb")); p = d["project"]; \
-  print("\n".join(d["build-system"]["requires"] + p["dependencies"] \
-                  + [r for g in sys.argv[1:] for r in p["optional-dependencies"][g]]))
+  print("\n".join(dict.fromkeys(d["build-system"]["requires"] + p["dependencies"] \
+                  + [r for g in sys.argv[1:] for r in p["optional-dependencies"][g]])))
 
 .PHONY: all sysdeps venv build test lint demo bench clean distclean
 
