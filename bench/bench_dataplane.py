@@ -1,6 +1,6 @@
 """pytest-benchmark: data-plane packets/s, compiled vs reference vs memcpy.
 
-    python3 -m pytest bench/bench_dataplane.py --benchmark-columns=mean,ops
+    .venv/bin/python -m pytest bench/bench_dataplane.py --benchmark-columns=mean,ops
 
 One benchmark round = one batch (256 packets for compiled/memcpy, 32 for the reference), so
 ``ops`` x batch = packets/s.  ``fastpptp bench dataplane [--json]`` (fastpptp/tools/benchcmd.py)

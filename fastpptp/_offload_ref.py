@@ -1,7 +1,7 @@
 """Pure-Python reference of fastpptp._offload: the readable spec of TUN offloads.
 
 Same behaviour, byte for byte and error for error, as the compiled module; the differential
-tests (tests/test_offload*.py) hold the two together.  The contract, including the choice of
+tests (tests/engine/test_offload*.py) hold the two together.  The contract, including the choice of
 the 12-byte virtio_net_hdr, is written down in fastpptp/_offload.pxd.
 
 Flow of a TUN read (kernel -> us -> GRE), with IFF_VNET_HDR and TSO enabled on the TUN:

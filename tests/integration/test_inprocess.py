@@ -10,9 +10,7 @@ other side's packets.
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
-import struct
 import time
 
 import pytest

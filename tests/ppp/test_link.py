@@ -13,7 +13,7 @@ from fastpptp.ppp.ipcp import IpcpConfig
 from fastpptp.ppp.ipv6cp import Ipv6cpConfig
 from fastpptp.ppp.lcp import LcpConfig
 from fastpptp.ppp.link import (
-    EV_MPPE_RESET_NEEDED, MPPE_NOT_NEGOTIATED, AuthenticationFailed, Authenticated, LcpOpened, LinkConfig,
+    EV_MPPE_RESET_NEEDED, MPPE_NOT_NEGOTIATED, AuthenticationFailed, Authenticated, LinkConfig,
     LinkDown, MppeReset, MppeUp, NetworkDown, NetworkUp, Phase, PPPLink,
 )
 from fastpptp.ppp.packet import Option, Packet

@@ -96,8 +96,8 @@ class Lab:
         if "nomppe" not in extra and "require-mppe-128" not in extra:
             extra = ("require-mppe-128",) + extra   # the server requires it; pppd needs it said
         p = spawn_logged(ns, PY + ["client", SERVER_IP, "--user", user, "--password-file", pw, "--up-file", up,
-                             "--interface", f"fpic{i}", "remotename", "fastpptp-test", *extra],
-                   os.path.join(self.tmp, f"client{i}.log"))
+                                   "--interface", f"fpic{i}", "remotename", "fastpptp-test", *extra],
+                         os.path.join(self.tmp, f"client{i}.log"))
         self.procs.append(p)
         return p, up
 
