@@ -67,8 +67,10 @@ def server_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="our PPP name (pppd 'name')")
     p.add_argument("--ms-dns", action="append", default=[], help="DNS server offered to clients")
     p.add_argument("--ms-wins", action="append", default=[], help="WINS server offered to clients")
-    p.add_argument("--mtu", type=int); p.add_argument("--mru", type=int)
-    p.add_argument("--lcp-echo-interval", type=int); p.add_argument("--lcp-echo-failure", type=int)
+    p.add_argument("--mtu", type=int)
+    p.add_argument("--mru", type=int)
+    p.add_argument("--lcp-echo-interval", type=int)
+    p.add_argument("--lcp-echo-failure", type=int)
     p.add_argument("--pptp-echo-interval", type=float, default=60.0,
                    help="seconds of control-connection idle before a PPTP Echo-Request")
     p.add_argument("--interface", default="fpptp0",
@@ -76,7 +78,8 @@ def server_parser() -> argparse.ArgumentParser:
                         "--per-session-interfaces the name prefix (default ppp: ppp0, ppp1, ...)")
     p.add_argument("--per-session-interfaces", action="store_true",
                    help="one ppp0, ppp1, ... TUN device per session, like pppd")
-    p.add_argument("--ip-up", default="/etc/ppp/ip-up"); p.add_argument("--ip-down", default="/etc/ppp/ip-down")
+    p.add_argument("--ip-up", default="/etc/ppp/ip-up")
+    p.add_argument("--ip-down", default="/etc/ppp/ip-down")
     p.add_argument("--rate-limit", type=int, default=20,
                    help="new control connections allowed per source address per 10 s")
     p.add_argument("--max-auth-failures", type=int, default=5,
@@ -196,7 +199,8 @@ def client_parser() -> argparse.ArgumentParser:
     p.add_argument("--up-file", help="write a JSON line here when the tunnel is up (for scripts/tests)")
     p.add_argument("-d", "--debug", action="store_true")
     p.add_argument("--log-level", default=None, choices=("debug", "info", "warning", "error"))
-    p.add_argument("--syslog", action="store_true"); p.add_argument("--logfile")
+    p.add_argument("--syslog", action="store_true")
+    p.add_argument("--logfile")
     return p
 
 

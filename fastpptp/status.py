@@ -90,4 +90,4 @@ def format_status(doc: dict) -> str:
                      f"{s.get('uptime_s', 0):.0f}s", str(s.get("rx_packets", 0)), str(s.get("tx_packets", 0)),
                      str(sum(s.get("drops", {}).values()))))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)

@@ -231,7 +231,7 @@ def link_exists(name: str, *, netns: str | None = None) -> bool:
 
 def list_links(*, netns: str | None = None) -> list[Link]:
     with _ipr(netns) as ipr, _translate("list links"):
-        return sorted((_link_from_msg(m) for m in ipr.get_links()), key=lambda l: l.index)
+        return sorted((_link_from_msg(m) for m in ipr.get_links()), key=lambda link: link.index)
 
 
 def create_veth(
