@@ -28,13 +28,14 @@ import random
 import signal
 import socket
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable
 
 from .aio.driver import ControlStream
 from .aio.offloop import netlink
 from .aio.session import CallSession, EngineHub
 from .config import PppOptions
 from .hooks import run_hook
+from .net.tun import TunLike
 from .ppp.link import Authenticated, AuthenticationFailed, NetworkDown, NetworkUp
 from .pptp.control import (CallCleared, CallEstablished, ControlClosed, ControlConnected,
                            EchoTimeout, Event)
@@ -152,16 +153,6 @@ class AttemptOutcome:
         if self.call_up:
             return FailureKind.NEGOTIATION_FAILED
         return FailureKind.CONNECT_FAILED
-
-
-class TunLike(Protocol):
-    """What the client needs of a TUN device (``net.tun.TunDevice`` or a test's stand-in)."""
-
-    name: str
-    fd: int
-    vnet_hdr_len: int
-
-    def close(self) -> None: ...
 
 
 TunFactory = Callable[[str | None], TunLike]

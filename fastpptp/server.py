@@ -43,6 +43,7 @@ from .aio.session import CallSession, EngineHub, SessionEngine
 from .config import AddressPool, PppOptions, parse_ppp_options, server_link_config
 from .aio.offloop import netlink
 from .hooks import run_hook
+from .net.tun import TunLike
 from .net.units import UnitTable, unit_pattern
 from .ppp.auth.base import AuthBackend, StaticAddressBackend
 from .ppp.link import Authenticated, AuthenticationFailed, LinkConfig, NetworkDown, NetworkUp
@@ -78,19 +79,6 @@ class ServerConfig:
     log_level: str = "info"
     option_file: str | None = None       # re-read on SIGHUP
     flow_control: bool = False           # RFC 2637 sliding window (old PACs/PNSs); peers ignore it
-
-
-class TunLike(Protocol):
-    """A TUN device as the server uses it: :class:`fastpptp.net.tun.TunDevice` or what a
-    ``tun_factory`` makes (tests: a socketpair stand-in)."""
-
-    @property
-    def fd(self) -> int: ...
-
-    @property
-    def name(self) -> str: ...
-
-    def close(self) -> None: ...
 
 
 class ServerEngine(SessionEngine, Protocol):
@@ -229,7 +217,7 @@ class Server:
             netlink.set_mtu(dev.name, mtu)
             netlink.add_address(dev.name, f"{self.config.local_ips[0]}/32")
             netlink.set_link_up(dev.name)
-        engine.start([dev.fd], gre.fileno(), vnet_hdr_len=getattr(dev, "vnet_hdr_len", 0))
+        engine.start([dev.fd], gre.fileno(), vnet_hdr_len=dev.vnet_hdr_len)
 
     async def serve_forever(self) -> None:
         await self._stopped.wait()
@@ -420,7 +408,7 @@ class Server:
             name = dev.name or name
             if self._configure_network:
                 netlink.set_mtu(name, self._ppp.mtu or 1400)
-            index = self.engine.add_tun(dev.fd, vnet_hdr_len=getattr(dev, "vnet_hdr_len", 0))
+            index = self.engine.add_tun(dev.fd, vnet_hdr_len=dev.vnet_hdr_len)
         except BaseException:
             with contextlib.suppress(Exception):
                 dev.close()
@@ -535,7 +523,7 @@ class Server:
         if remote and self._configure_network and not own:
             with contextlib.suppress(Exception):
                 netlink.delete_route(f"{remote}/32", dev=self._shared_ifname, missing_ok=True)
-        c = getattr(session, "final_counters", {}) or {}
+        c = session.final_counters
         if remote:
             task = self._hook(run_hook(
                 self.config.ip_down, ifname=self._ifname(session),
@@ -586,7 +574,7 @@ class Server:
     def _session_doc(self, s: CallSession) -> dict[str, Any]:
         c: dict[str, int]
         try:
-            c = self.engine.counters(s.call_id) if not s.closed else (getattr(s, "final_counters", {}) or {})
+            c = self.engine.counters(s.call_id) if not s.closed else s.final_counters
         except Exception:
             c = {}
         return {

@@ -26,6 +26,7 @@ import logging
 import os
 import struct
 from dataclasses import dataclass, field
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,23 @@ _IFREQ = struct.Struct("16sH22x")     # struct ifreq: ifr_name, ifr_flags, paddi
 
 class TunError(OSError):
     """Opening or configuring the TUN failed (errno set from the kernel)."""
+
+
+class TunLike(Protocol):
+    """A TUN device as the products use it: :class:`TunDevice`, or what a ``tun_factory``
+    makes (tests: a socketpair stand-in).  ``vnet_hdr_len``: 12 when every read/write carries
+    a virtio_net_hdr, else 0 (the engine is told which)."""
+
+    @property
+    def fd(self) -> int: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def vnet_hdr_len(self) -> int: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(eq=False)
