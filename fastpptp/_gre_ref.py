@@ -149,14 +149,28 @@ class _Session:
 
 
 def _c_int(x) -> int:
-    """What a Cython ``int`` argument accepts: anything with __index__, and a float
-    (truncated); else TypeError."""
+    """What a Cython ``int`` argument accepts (the per-batch calls convert theirs this way on
+    the compiled twin): anything with __index__, and a float (truncated); else TypeError;
+    OverflowError outside a C int."""
     if isinstance(x, float):
-        return int(x)
-    try:
-        return operator.index(x)
-    except TypeError:
-        raise TypeError("an integer is required") from None
+        v = int(x)
+    else:
+        try:
+            v = operator.index(x)
+        except TypeError:
+            raise TypeError("an integer is required") from None
+    if not -0x80000000 <= v <= 0x7FFFFFFF:
+        raise OverflowError("value too large to convert to int")
+    return v
+
+
+def _c_double(x) -> float:
+    """What a Cython ``double`` argument accepts: a real number (__float__ or __index__)."""
+    if isinstance(x, float):
+        return x
+    if x is None or isinstance(x, (str, bytes, bytearray)):
+        raise TypeError(f"must be real number, not {type(x).__name__}")
+    return float(x)
 
 
 def _check_slab(slab, lens, n, outs):
@@ -349,21 +363,25 @@ class Engine:
 
     # ------------------------------------------------------------------ sans-I/O core
     def process(self, now, tun_in=(), gre_in=()):
+        now = _c_double(now)
         if self._running:
             raise RuntimeError("process() while the I/O thread runs")
         out = Output()
         with self._lock:
             for d in gre_in:
+                d = bytes(d)                        # as the compiled twin takes each item
                 if len(d) > 65535:                  # larger than any IPv4 datagram
                     self._totals["drop_malformed"] += 1
                     continue
-                self._decap(bytes(d), now, out.tun_out)
+                self._decap(d, now, out.tun_out)
             self._flush_control(now, out.gre_out)
             for tun, pkt in tun_in:
+                tun = _c_int(tun)
+                pkt = bytearray(pkt)
                 if len(pkt) > 65535:
                     self._totals["drop_malformed"] += 1
                     continue
-                self._encap(tun, bytearray(pkt), now, out.gre_out)
+                self._encap(tun, pkt, now, out.gre_out)
             self._fire_timers(now, out.tun_out, out.gre_out)
         return out
 
@@ -742,6 +760,7 @@ class Engine:
         the packet was dropped or queued, frame start offset in the row, frame length)``
         (``out_dst``: uint32 [rows, 3]).  Returns the number of frames ready to send.
         A packet above 65535 bytes is ``drop_malformed``, as in ``process``."""
+        tun = _c_int(tun)
         if self._running:
             raise RuntimeError("encap_slab() while the I/O thread runs")
         n = _check_slab(slab, lens, n, [(out_dst, "out_dst", np.uint32, 2)])

@@ -385,3 +385,41 @@ def test_slab_rows_above_65535_bytes_are_malformed(Engine):
     d[1][:] = [65536, 65536]
     assert e.decap_slab(*d) == 0
     assert e.totals()["drop_malformed"] == 3
+
+
+# ------------------------------------------------------------------ process(): what each item may be
+_PROCESS_CASES = [
+    # (id, process arguments, expected exception or None, totals.drop_malformed after)
+    ("now None", ((None,), {}), TypeError, 0),
+    ("now str", (("1",), {}), TypeError, 0),
+    ("now int", ((1,), {}), None, 0),
+    ("now huge", ((2 ** 2000,), {}), OverflowError, 0),
+    ("tun huge", ((0.0,), {"tun_in": [(2 ** 40, b"x")]}), OverflowError, 0),
+    ("tun str", ((0.0,), {"tun_in": [("0", b"x")]}), TypeError, 0),
+    ("tun float", ((0.0,), {"tun_in": [(0.0, b"x")]}), None, 1),
+    ("packet int", ((0.0,), {"tun_in": [(0, 5)]}), None, 1),       # bytes(5): five zeros
+    ("datagram int", ((0.0,), {"gre_in": [5]}), None, 1),
+    ("datagram str", ((0.0,), {"gre_in": ["ab"]}), TypeError, 0),
+    ("datagram huge", ((0.0,), {"gre_in": [bytes(65536)]}), None, 1),
+    ("packet huge", ((0.0,), {"tun_in": [(0, bytes(65536))]}), None, 1),
+]
+
+
+@pytest.mark.parametrize("args, exc, malformed", [c[1:] for c in _PROCESS_CASES],
+                         ids=[c[0] for c in _PROCESS_CASES])
+def test_process_items_the_same(Engine, args, exc, malformed):
+    e = make(Engine)
+    if exc is None:
+        e.process(*args[0], **args[1])
+    else:
+        with pytest.raises(exc):
+            e.process(*args[0], **args[1])
+    assert e.totals()["drop_malformed"] == malformed
+
+
+def test_encap_slab_tun_converted_the_same(Engine):
+    e = make(Engine)
+    with pytest.raises(TypeError):
+        e.encap_slab("0", *_encap_args())
+    with pytest.raises(OverflowError):
+        e.encap_slab(2 ** 40, *_encap_args())
