@@ -138,7 +138,7 @@ cdef class Engine:
             raise MemoryError()
 
     def __init__(self, config=None):
-        cfg = config if config is not None else EngineConfig()
+        cfg = _args.engine_config(config)
         self.config = cfg
         self.batch = cfg.batch
         self.cfg_mtu = cfg.mtu

@@ -196,7 +196,7 @@ class Engine:
     HEADROOM = HEADROOM
 
     def __init__(self, config: EngineConfig | None = None):
-        self._config = cfg = config or EngineConfig()
+        self._config = cfg = _args.engine_config(config)
         self._sessions: dict[int, _Session] = {}
         self._routes: dict[bytes, int] = {}
         self._timers: dict[int, None] = {}          # call IDs with a deadline, insertion order

@@ -29,7 +29,7 @@ from typing import NamedTuple, SupportsIndex, Union
 
 import numpy as np
 
-from fastpptp.dataplane import FRAME_SLACK, MAX_TUN, vnet_lengths
+from fastpptp.dataplane import FRAME_SLACK, MAX_TUN, EngineConfig, vnet_lengths
 
 MPPE_KEY_LEN = {40: 8, 56: 8, 128: 16}      # RFC 3079 §2-3: start key octets per strength
 
@@ -48,6 +48,16 @@ def _octets(x: Octets, what: str) -> bytes:
     if isinstance(x, int):
         raise TypeError(f"{what} must be bytes-like, not int")
     return bytes(x)
+
+
+def engine_config(config: object) -> EngineConfig:
+    """``Engine(config=None)``: None is the defaults; anything else must be an EngineConfig
+    (its own __post_init__ has checked the numbers)."""
+    if config is None:
+        return EngineConfig()
+    if not isinstance(config, EngineConfig):
+        raise TypeError(f"config must be an EngineConfig, not {type(config).__name__}")
+    return config
 
 
 def _call_id(x: object) -> int:

@@ -85,9 +85,20 @@ def test_signatures_match():
         got = [(p.name, p.kind, p.default) for p in sc.parameters.values()]
         want = [(p.name, p.kind, p.default) for p in sr.parameters.values()]
         assert got == want, n
+    # the constructor: a cdef class's __init__ is a slot; embedsignature wrote it in the doc
+    init = inspect.signature(R.__init__)
+    bare = init.replace(parameters=[p.replace(annotation=inspect.Parameter.empty)
+                                    for p in list(init.parameters.values())[1:]])
+    assert C.__doc__.splitlines()[0] == f"Engine{bare}"
     for n in sorted(_public(C) - set(names)):            # constants and properties
         if isinstance(getattr(C, n), (int, bool)):
             assert getattr(C, n) == getattr(R, n), n
+
+
+def test_config_must_be_an_engine_config(Engine):
+    assert Engine().config == EngineConfig()
+    with pytest.raises(TypeError):
+        Engine({"batch": 8})
 
 
 def test_config_is_read_only(Engine):
