@@ -48,7 +48,7 @@ import time
 from fastpptp import engine_args as _args
 from fastpptp import dataplane as _dp
 from fastpptp.dataplane import (COUNTER_NAMES, EV_MPPE_RESET_NEEDED, TOTAL_NAMES,
-                                EngineConfig)
+                                EngineConfig, vnet_lengths)
 
 # The limits are declared twice (the .pxd enum for C, dataplane for Python and the reference
 # twin): refuse to load if they drifted apart.
@@ -486,7 +486,7 @@ cdef class Engine:
             self.ctlo_count += 1
             e.call_id = cid
             e.proto = proto
-            # LCP always goes with FF 03 and a 2-byte proto (RFC 1661 §6.5/6.6)
+            # LCP always goes with FF 03 and a 2-byte protocol (RFC 1661 §6.5/6.6)
             if not s.tx_acfc or proto == 0xC021:
                 e.data[0] = 0xFF
                 e.data[1] = 0x03

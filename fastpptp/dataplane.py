@@ -13,10 +13,8 @@ import importlib
 import struct
 from collections.abc import Sequence
 
-# "Engine" is served by the module __getattr__ below (the compiled engine, or a clear error)
-__all__ = ["EngineConfig", "EngineUnavailable", "load_engine", "Engine",  # noqa: F822
-           "vnet_lengths", "EV_MPPE_RESET_NEEDED", "COUNTER_NAMES", "HEADROOM", "MAX_TUN",
-           "TXQ_DEPTH", "TXQ_SLOT", "FRAME_SLACK"]
+__all__ = ["EngineConfig", "EngineUnavailable", "load_engine", "Engine", "vnet_lengths",  # noqa: F822 (__getattr__)
+           "EV_MPPE_RESET_NEEDED", "COUNTER_NAMES", "HEADROOM"]
 
 #: Engine events ride the control queue with pseudo-protocol numbers >= 0x10000.
 EV_MPPE_RESET_NEEDED = 0x10001
