@@ -208,8 +208,8 @@ cdef class Engine:
     cdef int gre_inet
     cdef uint8_t* io_tun_slab       # rows of io_tun_np (numpy, [batch, IO_ROW])
     cdef uint8_t* io_gre_slab       # rows of io_gre_np
-    cdef readonly object io_tun_np
-    cdef readonly object io_gre_np
+    cdef object io_tun_np            # the I/O slabs (numpy arrays), kept alive here
+    cdef object io_gre_np
     cdef uint8_t* io_scratch
     cdef size_t io_scratch_used
     cdef size_t io_scratch_cap

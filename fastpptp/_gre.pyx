@@ -39,15 +39,22 @@ from fastpptp._offload cimport (vnet_hdr, tso_segment, gro_coalesce, csum_comple
                                 mss_clamp_mtu, VIRTIO_NET_HDR_GSO_NONE,
                                 VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_F_NEEDS_CSUM)
 
-import ipaddress
 import os
 
 import numpy as np
 import threading
 import time
 
+from fastpptp import engine_args as _args
+from fastpptp import dataplane as _dp
 from fastpptp.dataplane import (COUNTER_NAMES, EV_MPPE_RESET_NEEDED, TOTAL_NAMES,
                                 EngineConfig, vnet_lengths)
+
+# The limits are declared twice (the .pxd enum for C, dataplane for Python and the reference
+# twin): refuse to load if they drifted apart.
+if (HEADROOM, MAX_TUN, TXQ_DEPTH, TXQ_SLOT, FRAME_SLACK) != (
+        _dp.HEADROOM, _dp.MAX_TUN, _dp.TXQ_DEPTH, _dp.TXQ_SLOT, _dp.FRAME_SLACK):
+    raise ImportError("fastpptp/_gre.pxd limits differ from fastpptp/dataplane.py: rebuild")
 
 DEF_HEADROOM = HEADROOM
 cdef uint32_t EV_RESET = EV_MPPE_RESET_NEEDED    # from ppp/constants.py, via dataplane
@@ -112,11 +119,6 @@ cdef inline int ppp_proto(const uint8_t* f, uint32_t n, uint32_t* o) noexcept no
     return (<int>f[i] << 8) | f[i + 1]
 
 
-def _addr_key(addr):
-    a = ipaddress.ip_address(addr)
-    return a.packed, a.version
-
-
 cdef class Engine:
     """Compiled engine; the API and semantics are fastpptp._gre_ref.Engine's."""
 
@@ -138,7 +140,7 @@ cdef class Engine:
             raise MemoryError()
 
     def __init__(self, config=None):
-        cfg = config if config is not None else EngineConfig()
+        cfg = _args.engine_config(config)
         self.config = cfg
         self.batch = cfg.batch
         self.cfg_mtu = cfg.mtu
@@ -214,28 +216,24 @@ cdef class Engine:
 
     cdef void _kick(self) noexcept nogil:
         cdef uint64_t one = 1
-        sys_.write(self.wake_fd, &one, 8)
+        if self.wake_fd >= 0:                   # after close(): nothing to wake
+            sys_.write(self.wake_fd, &one, 8)
 
     # ------------------------------------------------------------------ sessions
-    def add_session(self, int call_id, int peer_call_id, peer_addr, *, int tun=0,
-                    int peer_rwin=64, int peer_ppd=0):
-        if not 0 <= call_id <= 0xFFFF or not 0 <= peer_call_id <= 0xFFFF:
-            raise ValueError("call IDs are 16-bit")
-        packed, ver = _addr_key(peer_addr)
-        cdef bytes pk = packed
-        if ver != 4:
-            raise ValueError("PPTP GRE runs over IPv4: peer_addr must be an IPv4 address")
-        if not 0 <= tun < MAX_TUN:
-            raise ValueError("tun index out of range")
+    def add_session(self, call_id, peer_call_id, peer_addr, *, tun=0, peer_rwin=64, peer_ppd=0):
+        a = _args.add_session(call_id, peer_call_id, peer_addr, tun, peer_rwin, peer_ppd)
+        cdef bytes pk = a.peer_bin
+        cdef int cid = a.call_id
+        cdef int t = a.tun
         cdef session* s = <session*>calloc(1, sizeof(session))
         if s == NULL:
             raise MemoryError()
-        s.call_id = call_id
-        s.peer_call_id = peer_call_id
+        s.call_id = cid
+        s.peer_call_id = a.peer_call_id
         memcpy(&s.peer_be, <const char*>pk, 4)
-        s.tun = tun
-        s.peer_rwin = peer_rwin if peer_rwin > 0 else 1
-        s.peer_ppd = peer_ppd
+        s.tun = t
+        s.peer_rwin = a.peer_rwin
+        s.peer_ppd = a.peer_ppd
         s.mtu = self.cfg_mtu
         s.seq_sent = U32
         s.ack_recv = U32
@@ -244,46 +242,46 @@ cdef class Engine:
         s.fc_window = s.peer_rwin
         s.ato = ATO_INIT
         self._lock()
-        if self.calls[call_id] != NULL:
+        if self.calls[cid] != NULL:
             self._unlock()
             free(s)
-            raise ValueError(f"call ID {call_id} already has a session")
-        self.calls[call_id] = s
+            raise ValueError(f"call ID {cid} already has a session")
+        self.calls[cid] = s
         self.nsessions += 1
-        self.tun_count[tun] += 1
-        if self.tun_count[tun] == 1:
-            self.tun_single[tun] = s
-        self.peer_strs[call_id] = str(peer_addr)
+        self.tun_count[t] += 1
+        if self.tun_count[t] == 1:
+            self.tun_single[t] = s
+        self.peer_strs[cid] = a.peer_addr
         self._unlock()
         self._kick()
 
-    def set_peer_call(self, int call_id, int peer_call_id, *, int peer_rwin=64, int peer_ppd=0):
+    def set_peer_call(self, call_id, peer_call_id, *, peer_rwin=64, peer_ppd=0):
         """The peer's call ID (and window) arrived: a PNS registers its call when it sends the
         Outgoing-Call-Request, so GRE the PAC sends right after its reply is not dropped, and
         learns the PAC's call ID only from that reply (RFC 2637 §2.7-2.8)."""
         cdef session* s
-        if not 0 <= peer_call_id <= 0xFFFF:
-            raise ValueError("call IDs are 16-bit")
+        cid, pcid, rwin, ppd = _args.set_peer_call(call_id, peer_call_id, peer_rwin, peer_ppd)
         self._lock()
         try:
-            s = self._get(call_id)
-            s.peer_call_id = peer_call_id
-            s.peer_rwin = peer_rwin if peer_rwin > 0 else 1
-            s.peer_ppd = peer_ppd
+            s = self._get(cid)
+            s.peer_call_id = pcid
+            s.peer_rwin = rwin
+            s.peer_ppd = ppd
             s.fc_window = s.peer_rwin
         finally:
             self._unlock()
 
-    def remove_session(self, int call_id):
+    def remove_session(self, call_id):
         cdef session* s
         cdef uint32_t i
         cdef int k
+        cdef int cid = _args.lookup(call_id)
         self._lock()
-        s = self.calls[call_id & 0xFFFF] if 0 <= call_id <= 0xFFFF else NULL
+        s = self.calls[cid]
         if s == NULL:
             self._unlock()
-            raise KeyError(f"no session for call ID {call_id}")
-        self.calls[call_id] = NULL
+            raise KeyError(f"no session for call ID {cid}")
+        self.calls[cid] = NULL
         self.nsessions -= 1
         if s.tun >= 0:                          # < 0: detached by remove_tun
             self.tun_count[s.tun] -= 1
@@ -292,14 +290,14 @@ cdef class Engine:
         # drop its routes (backward-shift deletion keeps probing chains intact)
         i = 0
         while i < self.route_cap:
-            if self.routes[i].fam != 0 and self.routes[i].call_id == call_id:
+            if self.routes[i].fam != 0 and self.routes[i].call_id == cid:
                 self._route_delete_at(i)
                 continue
             i += 1
         for k in range(self.ctlo_count):
-            if self.ctlo[(self.ctlo_head + k) % self.ctlq_cap].call_id == call_id:
+            if self.ctlo[(self.ctlo_head + k) % self.ctlq_cap].call_id == cid:
                 self.ctlo[(self.ctlo_head + k) % self.ctlq_cap].call_id = -1
-        self.peer_strs.pop(call_id, None)
+        self.peer_strs.pop(cid, None)
         self._free_session(s)
         self._unlock()
 
@@ -311,69 +309,68 @@ cdef class Engine:
             raise KeyError(f"no session for call ID {call_id}")
         return s
 
-    def set_ppp(self, int call_id, *, tx_acfc, tx_pfc, int mtu):
-        if not 64 <= mtu <= 65535:
-            raise ValueError("mtu must be 64..65535")
+    def set_ppp(self, call_id, *, tx_acfc, tx_pfc, mtu):
         cdef session* s
+        cid, acfc, pfc, m = _args.set_ppp(call_id, tx_acfc, tx_pfc, mtu)
         self._lock()
         try:
-            s = self._get(call_id)
-            s.tx_acfc = 1 if tx_acfc else 0
-            s.tx_pfc = 1 if tx_pfc else 0
-            s.mtu = mtu
+            s = self._get(cid)
+            s.tx_acfc = 1 if acfc else 0
+            s.tx_pfc = 1 if pfc else 0
+            s.mtu = m
         finally:
             self._unlock()
 
-    def set_data(self, int call_id, ipv4, ipv6):
+    def set_data(self, call_id, ipv4, ipv6):
         cdef session* s
+        cdef int cid = _args.lookup(call_id)
         self._lock()
         try:
-            s = self._get(call_id)
+            s = self._get(cid)
             s.ipv4 = 1 if ipv4 else 0
             s.ipv6 = 1 if ipv6 else 0
         finally:
             self._unlock()
 
-    def set_mppe(self, int call_id, send_key, recv_key, int bits, stateful, rx_stateful=None):
+    def set_mppe(self, call_id, send_key, recv_key, bits, stateful, rx_stateful=None):
         """Turn MPPE on: RFC 3079 start keys and key length; ``stateful`` is the mode of what
         we send and, unless ``rx_stateful`` says otherwise, of what we receive (CCP
         negotiates each direction on its own, RFC 1962 §1)."""
-        if bits not in (40, 56, 128):
-            raise ValueError("MPPE bits must be 40, 56 or 128")
-        cdef bytes sk = bytes(send_key), rk = bytes(recv_key)
-        klen = 16 if bits == 128 else 8
-        if len(sk) < klen or len(rk) < klen:
-            raise ValueError(f"{bits}-bit MPPE needs {klen}-octet keys")
+        a = _args.set_mppe(call_id, send_key, recv_key, bits, stateful, rx_stateful)
+        cdef bytes sk = a.send_key, rk = a.recv_key
         cdef session* s
-        cdef int st = 1 if stateful else 0
-        cdef int rst = st if rx_stateful is None else (1 if rx_stateful else 0)
+        cdef int b = a.bits
+        cdef int st = 1 if a.stateful else 0
+        cdef int rst = 1 if a.rx_stateful else 0
         self._lock()
         try:
-            s = self._get(call_id)
-            if (mppe_init(&s.mppe_tx, <const uint8_t*><const char*>sk, bits, st) != MPPE_OK or
-                    mppe_init(&s.mppe_rx, <const uint8_t*><const char*>rk, bits, rst) != MPPE_OK):
+            s = self._get(a.call_id)
+            if (mppe_init(&s.mppe_tx, <const uint8_t*><const char*>sk, b, st) != MPPE_OK or
+                    mppe_init(&s.mppe_rx, <const uint8_t*><const char*>rk, b, rst) != MPPE_OK):
                 s.mppe_on = 0
                 raise ValueError("mppe_init failed")
             s.mppe_on = 1
         finally:
             self._unlock()
 
-    def clear_mppe(self, int call_id):
+    def clear_mppe(self, call_id):
         cdef session* s
+        cdef int cid = _args.lookup(call_id)
         self._lock()
         try:
-            s = self._get(call_id)
+            s = self._get(cid)
             s.mppe_on = 0
             memset(&s.mppe_tx, 0, sizeof(mppe_state))
             memset(&s.mppe_rx, 0, sizeof(mppe_state))
         finally:
             self._unlock()
 
-    def mppe_reset(self, int call_id):
+    def mppe_reset(self, call_id):
         cdef session* s
+        cdef int cid = _args.lookup(call_id)
         self._lock()
         try:
-            s = self._get(call_id)
+            s = self._get(cid)
             if s.mppe_on:
                 mppe_request_flush(&s.mppe_tx)
         finally:
@@ -441,20 +438,21 @@ cdef class Engine:
         free(old)
         return 0
 
-    def add_route(self, int call_id, addr):
-        packed, ver = _addr_key(addr)
+    def add_route(self, call_id, addr):
+        packed, ver = _args.address(addr)
         cdef bytes key = packed
+        cdef int cid = _args.lookup(call_id)
         self._lock()
         try:
-            self._get(call_id)
+            self._get(cid)
             if (self.route_count + 1) * 2 > self.route_cap:
                 self._route_grow()
-            self._route_insert(<const uint8_t*><const char*>key, <uint8_t>ver, call_id)
+            self._route_insert(<const uint8_t*><const char*>key, <uint8_t>ver, cid)
         finally:
             self._unlock()
 
     def remove_route(self, addr):
-        packed, ver = _addr_key(addr)
+        packed, ver = _args.address(addr)
         cdef bytes key = packed
         cdef uint8_t fam = ver
         cdef uint32_t mask, i
@@ -470,38 +468,36 @@ cdef class Engine:
         self._unlock()
 
     # ------------------------------------------------------------------ control queue
-    def send_control(self, int call_id, int protocol, payload):
-        if not 0 < protocol <= 0xFFFF:
-            raise ValueError("bad PPP protocol")
-        cdef bytes pl = bytes(payload)
+    def send_control(self, call_id, protocol, payload):
+        a_cid, a_proto, a_payload = _args.send_control(call_id, protocol, payload)
+        cdef int cid = a_cid
+        cdef int proto = a_proto
+        cdef bytes pl = a_payload
         cdef session* s
         cdef ctl_entry* e
         cdef uint32_t hl = 0
         cdef const uint8_t* src = <const uint8_t*><const char*>pl
         self._lock()
         try:
-            s = self._get(call_id)
-            if <uint32_t>len(pl) > (s.mtu if s.mtu > self.mru else self.mru):
-                raise ValueError("control frame longer than the MTU")
-            if <uint32_t>len(pl) > self.max_frame:
-                raise ValueError("control frame too long")
+            s = self._get(cid)
+            _args.control_length(len(pl), s.mtu, self.mru)
             if self.ctlo_count >= self.ctlq_cap:
                 s.c[C_DROP_QUEUE_FULL] += 1
                 return
             e = &self.ctlo[(self.ctlo_head + self.ctlo_count) % self.ctlq_cap]
             self.ctlo_count += 1
-            e.call_id = call_id
-            e.proto = protocol
+            e.call_id = cid
+            e.proto = proto
             # LCP always goes with FF 03 and a 2-byte protocol (RFC 1661 §6.5/6.6)
-            if not s.tx_acfc or protocol == 0xC021:
+            if not s.tx_acfc or proto == 0xC021:
                 e.data[0] = 0xFF
                 e.data[1] = 0x03
                 hl = 2
-            if s.tx_pfc and protocol != 0xC021 and protocol < 0x100:
-                e.data[hl] = protocol
+            if s.tx_pfc and proto != 0xC021 and proto < 0x100:
+                e.data[hl] = proto
                 hl += 1
             else:
-                wr16(e.data + hl, protocol)
+                wr16(e.data + hl, proto)
                 hl += 2
             memcpy(e.data + hl, src, len(pl))
             e.len = hl + len(pl)
@@ -509,10 +505,11 @@ cdef class Engine:
             self._unlock()
         self._kick()
 
-    def recv_control(self, int max=64):
+    def recv_control(self, max=64):
         out = []
         cdef ctl_entry* e
         cdef uint64_t v
+        max = _args.recv_control(max)
         self._lock()
         try:
             while self.ctlq_count > 0 and len(out) < max:
@@ -520,7 +517,7 @@ cdef class Engine:
                 out.append((e.call_id, e.proto, PyBytes_FromStringAndSize(<char*>e.data, e.len)))
                 self.ctlq_head = (self.ctlq_head + 1) % self.ctlq_cap
                 self.ctlq_count -= 1
-            if self.ctlq_count == 0:
+            if self.ctlq_count == 0 and self.efd >= 0:
                 sys_.read(self.efd, &v, 8)
         finally:
             self._unlock()
@@ -545,16 +542,18 @@ cdef class Engine:
             memcpy(e.data, p, n)
         if proto < 0x10000:
             s.c[C_RX_CONTROL] += 1
-        sys_.write(self.efd, &one, 8)
+        if self.efd >= 0:
+            sys_.write(self.efd, &one, 8)
 
     # ------------------------------------------------------------------ counters
-    def counters(self, int call_id):
+    def counters(self, call_id):
         cdef session* s
         cdef int i
+        cdef int cid = _args.lookup(call_id)
         out = {}
         self._lock()
         try:
-            s = self._get(call_id)
+            s = self._get(cid)
             for i in range(len(COUNTER_NAMES)):
                 out[COUNTER_NAMES[i]] = s.c[i]
         finally:
@@ -1276,23 +1275,25 @@ cdef class Engine:
         return out
 
     # ------------------------------------------------------------------ slab API
-    def encap_slab(self, int tun, uint8_t[:, ::1] slab, uint32_t[::1] lens, int n,
-                   uint32_t[:, ::1] out_dst):
+    def encap_slab(self, int tun, uint8_t[:, ::1] slab not None, uint32_t[::1] lens not None,
+                   int n, uint32_t[:, ::1] out_dst not None):
         """Encapsulate rows 0..n-1 of ``slab`` (uint8 [rows, row_size]); row i holds an IP
         packet of ``lens[i]`` bytes at ``HEADROOM``.  Each frame is built in place in front
         of its packet.  On return ``out_dst[i] = (peer IPv4 as host-order uint32, or 0 when
         the packet was dropped or queued; frame start offset in the row; frame length)``
         (``out_dst``: uint32 [rows, 3]).  Returns the number of frames ready to send.
+        A packet above 65535 bytes is ``drop_malformed``, as in ``process``.
         Timers are not run here (call process(now) for those)."""
         if self.running:
             raise RuntimeError("encap_slab() while the I/O thread runs")
-        if n > slab.shape[0] or n > lens.shape[0] or n > out_dst.shape[0] or out_dst.shape[1] != 3:
+        if (n < 0 or n > slab.shape[0] or n > lens.shape[0] or n > out_dst.shape[0]
+                or out_dst.shape[1] != 3):
             raise ValueError("slab/lens/out_dst too small for n")
         cdef size_t row = slab.shape[1]
         cdef int i
         cdef double now = mono_now()
         for i in range(n):
-            if HEADROOM + lens[i] > row:
+            if HEADROOM + <size_t>lens[i] > row:     # size_t: no uint32 wrap-around
                 raise ValueError(f"row {i}: packet does not fit the row")
         self._lock()
         with nogil:
@@ -1305,6 +1306,9 @@ cdef class Engine:
                 out_dst[i, 0] = 0
                 out_dst[i, 1] = 0
                 out_dst[i, 2] = 0
+                if lens[i] > 65535:
+                    self.totals_c[C_DROP_MALFORMED] += 1
+                    continue
                 self.slab_cur = i
                 self.encap_one(tun, &slab[i, 0] + HEADROOM, lens[i], now)
             self.o_dst = NULL
@@ -1312,25 +1316,27 @@ cdef class Engine:
             pthread_mutex_unlock(&self.lock)
         return self.o_n
 
-    def decap_slab(self, uint8_t[:, ::1] slab, uint32_t[::1] lens, int n,
-                   int32_t[::1] out_tun, int64_t[::1] out_off, uint32_t[::1] out_len):
+    def decap_slab(self, uint8_t[:, ::1] slab not None, uint32_t[::1] lens not None, int n,
+                   int32_t[::1] out_tun not None, int64_t[::1] out_off not None,
+                   uint32_t[::1] out_len not None):
         """Decapsulate rows 0..n-1 of ``slab``: row i holds an IPv4+GRE datagram of
         ``lens[i]`` bytes at offset ``HEADROOM``.  IP packets for TUN come back in delivery
         order: ``out_tun[j], out_off[j], out_len[j]`` for j < the returned count, where
         ``out_off`` is the flat offset into the slab (row * row_size + column).  The first
         packet a row yields stays in that row (in place when it can); packets released
         from the reorder buffer are copied into spare rows n, n+1, ... (give the slab
-        n + reorder_depth rows, and the out arrays as many entries)."""
+        n + reorder_depth rows, and the out arrays as many entries).  A packet that fits no
+        row is lost.  A datagram above 65535 bytes is ``drop_malformed``, as in ``process``."""
         if self.running:
             raise RuntimeError("decap_slab() while the I/O thread runs")
         cdef size_t rows = slab.shape[0], row = slab.shape[1]
-        if n > rows or n > lens.shape[0]:
+        if n < 0 or <size_t>n > rows or n > lens.shape[0]:
             raise ValueError("slab/lens too small for n")
         cdef size_t cap = min(out_tun.shape[0], out_off.shape[0], out_len.shape[0])
         cdef int i
         cdef double now = mono_now()
         for i in range(n):
-            if HEADROOM + lens[i] > row:
+            if HEADROOM + <size_t>lens[i] > row:     # size_t: no uint32 wrap-around
                 raise ValueError(f"row {i}: datagram does not fit the row")
         if cap < rows:
             raise ValueError("out arrays need one entry per slab row")
@@ -1351,6 +1357,9 @@ cdef class Engine:
                     self.prefetch_call(&slab[i + 4, 0] + HEADROOM, lens[i + 4], 0)
                 if i + 2 < n:
                     self.prefetch_call(&slab[i + 2, 0] + HEADROOM, lens[i + 2], 1)
+                if lens[i] > 65535:
+                    self.totals_c[C_DROP_MALFORMED] += 1
+                    continue
                 self.slab_cur = i
                 self.slab_first = 1
                 self.decap_one(&slab[i, 0] + HEADROOM, lens[i], now)
@@ -1362,7 +1371,7 @@ cdef class Engine:
     cdef int _io_alloc(self) except -1:
         cdef int b = self.batch
         cdef int i
-        # the two slabs are numpy arrays (inspectable from Python); the loop uses their memory
+        # the two slabs are numpy arrays (kept alive by the engine); the loop uses their memory
         cdef uint8_t[:, ::1] tv, gv
         self.io_tun_np = np.zeros((b, IO_ROW), np.uint8)
         self.io_gre_np = np.zeros((b, IO_ROW), np.uint8)
@@ -1429,7 +1438,7 @@ cdef class Engine:
 
     supports_vnet_hdr = True
 
-    def start(self, tun_fds, int gre_fd, *, vnet_hdr_len=None):
+    def start(self, tun_fds, gre_fd, *, vnet_hdr_len=None):
         """Start the native I/O thread on ``tun_fds`` (TUN index = list position) and the raw
         GRE socket ``gre_fd`` (an AF_UNIX datagram socket is accepted as a test fake: frames
         are then sent without an address).  ``vnet_hdr_len``: None = ask each TUN (IFF_VNET_HDR
@@ -1438,15 +1447,14 @@ cdef class Engine:
         ``offload``, in-order TCP segments are coalesced (GRO) into one write."""
         if self.thread is not None:
             raise RuntimeError("already started")
-        fds = [int(f) for f in tun_fds]
-        if len(fds) > MAX_TUN:
-            raise ValueError("too many TUN fds")
+        if self.wake_fd < 0:
+            raise RuntimeError("engine closed")
+        fds, gre_fd, vl = _args.start(tun_fds, gre_fd, vnet_hdr_len)
         cdef int dom = 0, i, ep
         cdef sys_.socklen_t sl = sizeof(int)
         cdef epoll_event ev
         if sys_.getsockopt(gre_fd, sys_.SOL_SOCKET, sys_.SO_DOMAIN, &dom, &sl) != 0:
-            raise OSError("gre_fd is not a socket")
-        vl = vnet_lengths(fds, vnet_hdr_len)
+            raise OSError(sys_.errno, "gre_fd is not a socket")
         for i in range(len(fds)):
             if self.tun_owner[i] != TUN_FREE:
                 raise ValueError(f"TUN index {i} is taken (add_tun): start() fills 0..{len(fds) - 1}")
@@ -1491,7 +1499,7 @@ cdef class Engine:
             n -= 1
         self.ntun = n
 
-    def add_tun(self, int fd, vnet_hdr_len=None):
+    def add_tun(self, fd, vnet_hdr_len=None):
         """Add a TUN fd to the table and return its index (the lowest free one; indexes of
         removed TUNs are reused).  Allowed while the I/O thread runs: the table changes under
         the lock and the fd joins the loop's epoll set at once.  ``vnet_hdr_len``: None asks
@@ -1499,15 +1507,14 @@ cdef class Engine:
         until remove_tun (stop() keeps it)."""
         cdef int i, idx = -1
         cdef epoll_event ev
-        if fd < 0:
-            raise ValueError("bad fd")
-        v = vnet_lengths([fd], None if vnet_hdr_len is None else [vnet_hdr_len])[0]
-        os.set_blocking(fd, False)
+        a_fd, v = _args.add_tun(fd, vnet_hdr_len)
+        cdef int tfd = a_fd
+        os.set_blocking(tfd, False)
         self._lock()
         try:
             for i in range(MAX_TUN):
-                if self.tun_fds[i] == fd:
-                    raise ValueError(f"fd {fd} is already TUN {i}")
+                if self.tun_fds[i] == tfd:
+                    raise ValueError(f"fd {tfd} is already TUN {i}")
             for i in range(MAX_TUN):
                 if self.tun_owner[i] == TUN_FREE:
                     idx = i
@@ -1517,9 +1524,9 @@ cdef class Engine:
             if self.running and self.io_ep >= 0:
                 ev.events = sys_.EPOLLIN
                 ev.data.u32 = idx
-                if sys_.epoll_ctl(self.io_ep, sys_.EPOLL_CTL_ADD, fd, &ev) != 0:
-                    raise OSError(sys_.errno, f"epoll_ctl ADD TUN fd {fd}")
-            self.tun_fds[idx] = fd
+                if sys_.epoll_ctl(self.io_ep, sys_.EPOLL_CTL_ADD, tfd, &ev) != 0:
+                    raise OSError(sys_.errno, f"epoll_ctl ADD TUN fd {tfd}")
+            self.tun_fds[idx] = tfd
             self.tun_vnet[idx] = v
             self.tun_owner[idx] = TUN_ADDED
             self._tun_highwater()
@@ -1528,30 +1535,29 @@ cdef class Engine:
         self._kick()
         return idx
 
-    def remove_tun(self, int index):
+    def remove_tun(self, index):
         """Take TUN ``index`` out of the table (its fd is not closed: the caller owns it).
         Sessions still on it are detached: their IP packets count as ``drop_not_ready``
         both ways, so a later TUN that reuses the index never sees them."""
         cdef int i
         cdef session* s
-        if not 0 <= index < MAX_TUN:
-            raise ValueError("tun index out of range")
+        cdef int ti = _args.tun_index(index)
         self._lock()
         try:
-            if self.tun_owner[index] == TUN_FREE:
-                raise KeyError(f"no TUN {index}")
+            if self.tun_owner[ti] == TUN_FREE:
+                raise KeyError(f"no TUN {ti}")
             if self.running and self.io_ep >= 0:
-                sys_.epoll_ctl(self.io_ep, sys_.EPOLL_CTL_DEL, self.tun_fds[index], NULL)
-            if self.tun_count[index] > 0:
+                sys_.epoll_ctl(self.io_ep, sys_.EPOLL_CTL_DEL, self.tun_fds[ti], NULL)
+            if self.tun_count[ti] > 0:
                 for i in range(65536):
                     s = self.calls[i]
-                    if s != NULL and s.tun == index:
+                    if s != NULL and s.tun == ti:
                         s.tun = -1
-                self.tun_count[index] = 0
-                self.tun_single[index] = NULL
-            self.tun_fds[index] = -1
-            self.tun_vnet[index] = 0
-            self.tun_owner[index] = TUN_FREE
+                self.tun_count[ti] = 0
+                self.tun_single[ti] = NULL
+            self.tun_fds[ti] = -1
+            self.tun_vnet[ti] = 0
+            self.tun_owner[ti] = TUN_FREE
             self._tun_highwater()
         finally:
             self._unlock()
@@ -1592,7 +1598,15 @@ cdef class Engine:
         self._io_free()
 
     def close(self):
+        """Stop the I/O thread and release the eventfds (``control_fd`` becomes -1).  The
+        tables stay: sans-I/O calls still work; ``start`` raises RuntimeError.  Idempotent."""
         self.stop()
+        if self.efd >= 0:
+            sys_.close(self.efd)
+            self.efd = -1
+        if self.wake_fd >= 0:
+            sys_.close(self.wake_fd)
+            self.wake_fd = -1
 
     @property
     def loops(self):

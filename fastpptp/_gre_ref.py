@@ -14,13 +14,17 @@ Encapsulation (IP packet read from TUN ``tun``):
     2-byte protocol and datagram (RFC 3078 §3; Linux sends the inner protocol uncompressed).
  6. GRE (RFC 2637 §4.1): K=1, S=1, version 1, protocol 0x880B, peer's call ID,
     seq = ++seq_sent, ack = seq_recv piggybacked only if it changed since last sent (A=1).
- 7. ``flow_control=True``: held in a bounded per-call queue (64 packets of <= 2048 bytes)
-    while the unacknowledged count reaches the window (``drop_window_full`` when full).
+ 7. ``flow_control=True``: held in a bounded per-call queue (TXQ_DEPTH = 64 packets of at
+    most TXQ_SLOT = 2048 bytes) while the unacknowledged count reaches the window
+    (``drop_window_full`` when the queue is full or the packet is larger than a slot).
     The window starts at the peer's Packet Receive Window, grows by one per ack up to it,
     halves when no ack comes within the adaptive ack time-out of RFC 2637 Appendix A
     (SRTT/DEV estimator, ATO = SRTT + 4 DEV in [0.1, 10] s, doubled on each time-out;
     the outstanding packets are then taken as lost).  Default: never held, since Windows
     and Linux peers do not enforce the window ([MS-PTPT]).
+
+Arguments of the set-up calls are checked by fastpptp/engine_args.py, shared with the
+compiled twin; the slab calls check their arrays as the compiled typed memoryviews do.
 
 Control frames (``send_control``): queued (bounded by ``control_queue``), sent on the next
 ``process`` / loop wake-up with the next sequence number; LCP always with FF 03 and a
@@ -56,6 +60,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import operator
 import os
 import select
 import socket
@@ -63,10 +68,13 @@ import threading
 import time
 from collections import deque
 
+import numpy as np
+
 from fastpptp import _offload_ref as _offload
+from fastpptp import engine_args as _args
 from fastpptp.crypto import mppe as _mppe
-from fastpptp.dataplane import (COUNTER_NAMES, EV_MPPE_RESET_NEEDED, HEADROOM, TOTAL_NAMES,
-                                EngineConfig, vnet_lengths)
+from fastpptp.dataplane import (COUNTER_NAMES, EV_MPPE_RESET_NEEDED, FRAME_SLACK, HEADROOM,
+                                MAX_TUN, TOTAL_NAMES, TXQ_DEPTH, TXQ_SLOT, EngineConfig)
 from fastpptp.gre import GRE_PROTOCOL_PPP as GRE_PROTO_PPP
 from fastpptp.ppp.constants import Protocol
 
@@ -74,9 +82,6 @@ PPP_IPV4 = int(Protocol.IPV4)       # plain ints (compared per packet), defined 
 PPP_IPV6 = int(Protocol.IPV6)
 PPP_COMP = int(Protocol.COMPRESSED)
 PPP_LCP = int(Protocol.LCP)
-MAX_TUN = 256           # TUN indexes 0..255, as the compiled engine
-TXQ_DEPTH = 64          # frames held per call while the peer's window is full
-FRAME_SLACK = 32        # GRE payload may exceed the MRU by the PPP/MPPE headers
 ATO_MIN, ATO_MAX, ATO_INIT = 0.1, 10.0, 1.0   # Appendix A ack time-out bounds (seconds)
 U32 = 0xFFFFFFFF
 M64 = (1 << 64) - 1
@@ -144,13 +149,55 @@ class _Session:
         self.c = dict.fromkeys(COUNTER_NAMES, 0)
 
 
+def _c_int(x) -> int:
+    """What a Cython ``int`` argument accepts (the per-batch calls convert theirs this way on
+    the compiled twin): anything with __index__, and a float (truncated); else TypeError;
+    OverflowError outside a C int."""
+    if isinstance(x, float):
+        v = int(x)
+    else:
+        try:
+            v = operator.index(x)
+        except TypeError:
+            raise TypeError("an integer is required") from None
+    if not -0x80000000 <= v <= 0x7FFFFFFF:
+        raise OverflowError("value too large to convert to int")
+    return v
+
+
+def _c_double(x) -> float:
+    """What a Cython ``double`` argument accepts: a real number (__float__ or __index__)."""
+    if isinstance(x, float):
+        return x
+    if x is None or isinstance(x, (str, bytes, bytearray)):
+        raise TypeError(f"must be real number, not {type(x).__name__}")
+    return float(x)
+
+
+def _check_slab(slab, lens, n, outs):
+    """The slab calls' array checks, as the compiled typed memoryviews and bounds checks
+    make them: uint8 [rows, row] slab, uint32 lens, ``0 <= n <= rows``, each row's length
+    fits its row after HEADROOM.  Returns n."""
+    _args.slab_array(slab, "slab", np.uint8, 2)
+    _args.slab_array(lens, "lens", np.uint32, 1)
+    for arr, name, dtype, ndim in outs:
+        _args.slab_array(arr, name, dtype, ndim)
+    n = _c_int(n)
+    if not 0 <= n <= slab.shape[0] or n > lens.shape[0]:
+        raise ValueError("slab/lens/out_dst too small for n")
+    for i in range(n):
+        if HEADROOM + int(lens[i]) > slab.shape[1]:
+            raise ValueError(f"row {i}: packet does not fit the row")
+    return n
+
+
 class Engine:
     """Reference engine: see the module docstring for the semantics."""
 
     HEADROOM = HEADROOM
 
     def __init__(self, config: EngineConfig | None = None):
-        self.config = cfg = config or EngineConfig()
+        self._config = cfg = _args.engine_config(config)
         self._sessions: dict[int, _Session] = {}
         self._routes: dict[bytes, int] = {}
         self._timers: dict[int, None] = {}          # call IDs with a deadline, insertion order
@@ -169,90 +216,97 @@ class Engine:
         self._tun_vnet: list[int] = []
         self._tun_owner: list[str | None] = []
         self._ep = None
+        self._loops = 0
+
+    @property
+    def config(self):
+        """The EngineConfig (read-only, as the compiled engine's)."""
+        return self._config
 
     # ------------------------------------------------------------------ sessions
     def add_session(self, call_id, peer_call_id, peer_addr, *, tun=0, peer_rwin=64, peer_ppd=0):
-        if not 0 <= call_id <= 0xFFFF or not 0 <= peer_call_id <= 0xFFFF:
-            raise ValueError("call IDs are 16-bit")
-        peer_bin = _parse_addr(peer_addr)
-        if len(peer_bin) != 4:
-            raise ValueError("PPTP GRE runs over IPv4: peer_addr must be an IPv4 address")
-        if not 0 <= tun < 256:
-            raise ValueError("tun index out of range")
+        a = _args.add_session(call_id, peer_call_id, peer_addr, tun, peer_rwin, peer_ppd)
         with self._lock:
-            if call_id in self._sessions:
-                raise ValueError(f"call ID {call_id} already has a session")
-            self._sessions[call_id] = _Session(call_id, peer_call_id, peer_addr, peer_bin, tun,
-                                               peer_rwin, peer_ppd, self.config.mtu)
+            if a.call_id in self._sessions:
+                raise ValueError(f"call ID {a.call_id} already has a session")
+            self._sessions[a.call_id] = _Session(a.call_id, a.peer_call_id, a.peer_addr,
+                                                 a.peer_bin, a.tun, a.peer_rwin, a.peer_ppd,
+                                                 self.config.mtu)
         self._kick()
 
     def set_peer_call(self, call_id, peer_call_id, *, peer_rwin=64, peer_ppd=0):
         """The peer's call ID (and window) arrived: a PNS registers its call when it sends the
         Outgoing-Call-Request, so GRE the PAC sends right after its reply is not dropped, and
         learns the PAC's call ID only from that reply (RFC 2637 §2.7-2.8)."""
-        if not 0 <= peer_call_id <= 0xFFFF:
-            raise ValueError("call IDs are 16-bit")
+        call_id, peer_call_id, peer_rwin, peer_ppd = _args.set_peer_call(
+            call_id, peer_call_id, peer_rwin, peer_ppd)
         with self._lock:
-            s = self._sessions[call_id]
+            s = self._get(call_id)
             s.peer_call_id = peer_call_id
-            s.peer_rwin = max(1, peer_rwin)
+            s.peer_rwin = peer_rwin
             s.peer_ppd = peer_ppd
             s.fc_window = s.peer_rwin
 
     def remove_session(self, call_id):
+        call_id = _args.lookup(call_id)
         with self._lock:
-            s = self._sessions.pop(call_id)     # s.tun == -1: detached by remove_tun
+            s = self._get(call_id)              # s.tun == -1: detached by remove_tun
+            del self._sessions[call_id]
             self._timers.pop(call_id, None)
             for k in [k for k, v in self._routes.items() if v == call_id]:
                 del self._routes[k]
             self._ctl_out = deque(x for x in self._ctl_out if x[0] != call_id)
         del s
 
-    def _get(self, call_id) -> _Session:
+    def _get(self, call_id: int) -> _Session:
+        """The session of an ID engine_args.lookup returned (KeyError when there is none)."""
         try:
             return self._sessions[call_id]
         except KeyError:
             raise KeyError(f"no session for call ID {call_id}") from None
 
     def set_ppp(self, call_id, *, tx_acfc, tx_pfc, mtu):
-        if not 64 <= mtu <= 65535:
-            raise ValueError("mtu must be 64..65535")
+        call_id, acfc, pfc, mtu = _args.set_ppp(call_id, tx_acfc, tx_pfc, mtu)
         with self._lock:
             s = self._get(call_id)
-            s.tx_acfc, s.tx_pfc, s.mtu = bool(tx_acfc), bool(tx_pfc), int(mtu)
+            s.tx_acfc, s.tx_pfc, s.mtu = acfc, pfc, mtu
 
     def set_data(self, call_id, ipv4, ipv6):
+        call_id = _args.lookup(call_id)
         with self._lock:
             s = self._get(call_id)
             s.ipv4, s.ipv6 = bool(ipv4), bool(ipv6)
 
     def add_route(self, call_id, addr):
-        key = _parse_addr(addr)
+        key, _ = _args.address(addr)
+        call_id = _args.lookup(call_id)
         with self._lock:
             self._get(call_id)
             self._routes[key] = call_id
 
     def remove_route(self, addr):
+        key, _ = _args.address(addr)
         with self._lock:
-            self._routes.pop(_parse_addr(addr), None)
+            self._routes.pop(key, None)
 
     def set_mppe(self, call_id, send_key, recv_key, bits, stateful, rx_stateful=None):
         """``stateful``: the mode we send with and, unless ``rx_stateful`` is given, receive
         with (CCP negotiates each direction on its own, RFC 1962 §1)."""
-        if bits not in (40, 56, 128):
-            raise ValueError("MPPE bits must be 40, 56 or 128")
-        rx_st = stateful if rx_stateful is None else rx_stateful
+        a = _args.set_mppe(call_id, send_key, recv_key, bits, stateful, rx_stateful)
+        tx = _mppe.MppeEncryptor(a.send_key, a.bits, a.stateful)
+        rx = _mppe.MppeDecryptor(a.recv_key, a.bits, a.rx_stateful)
         with self._lock:
-            s = self._get(call_id)
-            s.mppe_tx = _mppe.MppeEncryptor(bytes(send_key), bits, bool(stateful))
-            s.mppe_rx = _mppe.MppeDecryptor(bytes(recv_key), bits, bool(rx_st))
+            s = self._get(a.call_id)
+            s.mppe_tx, s.mppe_rx = tx, rx
 
     def clear_mppe(self, call_id):
+        call_id = _args.lookup(call_id)
         with self._lock:
             s = self._get(call_id)
             s.mppe_tx = s.mppe_rx = None
 
     def mppe_reset(self, call_id):
+        call_id = _args.lookup(call_id)
         with self._lock:
             s = self._get(call_id)
             if s.mppe_tx is not None:
@@ -260,15 +314,10 @@ class Engine:
 
     # ------------------------------------------------------------------ control queue
     def send_control(self, call_id, protocol, payload):
-        if not 0 < protocol <= 0xFFFF:
-            raise ValueError("bad PPP protocol")
-        payload = bytes(payload)
+        call_id, protocol, payload = _args.send_control(call_id, protocol, payload)
         with self._lock:
             s = self._get(call_id)
-            if len(payload) > max(s.mtu, self.config.mru):
-                raise ValueError("control frame longer than the MTU")
-            if len(payload) > self._max_frame:
-                raise ValueError("control frame too long")
+            _args.control_length(len(payload), s.mtu, self.config.mru)
             if len(self._ctl_out) >= self.config.control_queue:
                 s.c["drop_queue_full"] += 1         # bounded: PPP retransmits control frames
                 return
@@ -277,11 +326,12 @@ class Engine:
         self._kick()
 
     def recv_control(self, max=64):
+        max = _args.recv_control(max)
         out = []
         with self._lock:
             while self._ctlq and len(out) < max:
                 out.append(self._ctlq.popleft())
-            if not self._ctlq:
+            if not self._ctlq and self._efd >= 0:
                 try:
                     os.eventfd_read(self._efd)
                 except BlockingIOError:
@@ -293,16 +343,18 @@ class Engine:
         return self._efd
 
     def _queue_control(self, s, protocol, info):
-        if len(self._ctlq) >= self.config.control_queue:
-            s.c["drop_queue_full"] += 1
+        if len(self._ctlq) >= self.config.control_queue or len(info) > self._max_frame:
+            s.c["drop_queue_full"] += 1             # bounded, and slots of MRU + slack
             return
         self._ctlq.append((s.call_id, protocol, bytes(info)))
         if protocol < 0x10000:
             s.c["rx_control"] += 1
-        os.eventfd_write(self._efd, 1)
+        if self._efd >= 0:
+            os.eventfd_write(self._efd, 1)
 
     # ------------------------------------------------------------------ counters
     def counters(self, call_id):
+        call_id = _args.lookup(call_id)
         with self._lock:
             return dict(self._get(call_id).c)
 
@@ -312,21 +364,25 @@ class Engine:
 
     # ------------------------------------------------------------------ sans-I/O core
     def process(self, now, tun_in=(), gre_in=()):
+        now = _c_double(now)
         if self._running:
             raise RuntimeError("process() while the I/O thread runs")
         out = Output()
         with self._lock:
             for d in gre_in:
+                d = bytes(d)                        # as the compiled twin takes each item
                 if len(d) > 65535:                  # larger than any IPv4 datagram
                     self._totals["drop_malformed"] += 1
                     continue
-                self._decap(bytes(d), now, out.tun_out)
+                self._decap(d, now, out.tun_out)
             self._flush_control(now, out.gre_out)
             for tun, pkt in tun_in:
+                tun = _c_int(tun)
+                pkt = bytearray(pkt)
                 if len(pkt) > 65535:
                     self._totals["drop_malformed"] += 1
                     continue
-                self._encap(tun, bytearray(pkt), now, out.gre_out)
+                self._encap(tun, pkt, now, out.gre_out)
             self._fire_timers(now, out.tun_out, out.gre_out)
         return out
 
@@ -378,8 +434,8 @@ class Engine:
         if self.config.clamp_mss:
             _offload.mss_clamp_mtu(pkt, s.mtu)
         if self.config.flow_control and (s.txq or serial_diff(s.seq_sent, s.ack_recv) >= s.fc_window):
-            if len(s.txq) >= TXQ_DEPTH:
-                s.c["drop_window_full"] += 1
+            if len(s.txq) >= TXQ_DEPTH or n > TXQ_SLOT:
+                s.c["drop_window_full"] += 1        # queue full, or larger than a slot
                 return
             s.txq.append((proto, bytes(pkt)))
             self._arm(s)
@@ -703,14 +759,22 @@ class Engine:
         packet of ``lens[i]`` bytes at ``HEADROOM``.  Each frame is built in place in front
         of its packet.  On return ``out_dst[i] = (peer IPv4 as host-order uint32 or 0 when
         the packet was dropped or queued, frame start offset in the row, frame length)``
-        (``out_dst``: uint32 [rows, 3]).  Returns the number of frames ready to send."""
+        (``out_dst``: uint32 [rows, 3]).  Returns the number of frames ready to send.
+        A packet above 65535 bytes is ``drop_malformed``, as in ``process``."""
+        tun = _c_int(tun)
         if self._running:
             raise RuntimeError("encap_slab() while the I/O thread runs")
+        n = _check_slab(slab, lens, n, [(out_dst, "out_dst", np.uint32, 2)])
+        if n > out_dst.shape[0] or out_dst.shape[1] != 3:
+            raise ValueError("slab/lens/out_dst too small for n")
         now = time.monotonic()
         ready = 0
         with self._lock:
             for i in range(n):
                 out_dst[i, 0] = out_dst[i, 1] = out_dst[i, 2] = 0
+                if lens[i] > 65535:
+                    self._totals["drop_malformed"] += 1
+                    continue
                 pkt = bytearray(slab[i, HEADROOM:HEADROOM + int(lens[i])].tobytes())
                 go = []
                 self._encap(tun, pkt, now, go)
@@ -730,25 +794,37 @@ class Engine:
         ``out_tun[j], out_off[j], out_len[j]`` for j < the returned count, where ``out_off`` is
         the flat offset into the slab (row * row_size + column).  In-order packets are left in
         place (decrypted in place); packets released from the reorder buffer are copied into
-        spare rows n, n+1, ... (the slab needs n + reorder_depth rows)."""
+        spare rows n, n+1, ... (the slab needs n + reorder_depth rows).  A packet that fits
+        no row is lost (counted delivered, as the compiled engine does).  A datagram above
+        65535 bytes is ``drop_malformed``, as in ``process``."""
         if self._running:
             raise RuntimeError("decap_slab() while the I/O thread runs")
-        now = time.monotonic()
+        n = _check_slab(slab, lens, n, [(out_tun, "out_tun", np.int32, 1),
+                                        (out_off, "out_off", np.int64, 1),
+                                        (out_len, "out_len", np.uint32, 1)])
         rows, width = slab.shape
+        if min(out_tun.shape[0], out_off.shape[0], out_len.shape[0]) < rows:
+            raise ValueError("out arrays need one entry per slab row")
+        now = time.monotonic()
         m = 0
         spare = n
         flat = slab.reshape(-1)
         with self._lock:
             for i in range(n):
+                if lens[i] > 65535:
+                    self._totals["drop_malformed"] += 1
+                    continue
                 d = slab[i, HEADROOM:HEADROOM + int(lens[i])].tobytes()
                 to = []
                 self._decap(d, now, to)
-                for j, (tun, ip) in enumerate(to):
+                first = True
+                for tun, ip in to:
                     k = len(ip)
-                    if j == 0 and HEADROOM + k <= width:
+                    if first and HEADROOM + k <= width:
+                        first = False
                         off = i * width + HEADROOM      # row i is free again: reuse it
                     else:
-                        if spare >= rows:
+                        if spare >= rows or HEADROOM + k > width:
                             continue
                         off = spare * width + HEADROOM
                         spare += 1
@@ -765,10 +841,9 @@ class Engine:
         indexes 0..n-1 until stop(); TUNs added with add_tun keep theirs."""
         if self._thread is not None:
             raise RuntimeError("already started")
-        fds = [int(f) for f in tun_fds]
-        if len(fds) > MAX_TUN:
-            raise ValueError("too many TUN fds")
-        vl = vnet_lengths(fds, vnet_hdr_len)
+        if self._wake < 0:
+            raise RuntimeError("engine closed")
+        fds, gre_fd, vl = _args.start(tun_fds, gre_fd, vnet_hdr_len)
         for i in range(len(fds)):
             if i < len(self._tun_owner) and self._tun_owner[i] is not None:
                 raise ValueError(f"TUN index {i} is taken (add_tun): start() fills 0..{len(fds) - 1}")
@@ -828,10 +903,7 @@ class Engine:
         reused).  Allowed while the I/O thread runs: the table changes under the lock and
         the fd joins the loop's epoll set at once.  ``vnet_hdr_len``: None asks the TUN, an
         int says what the fd carries (0 for fakes).  Stays until remove_tun."""
-        fd = int(fd)
-        if fd < 0:
-            raise ValueError("bad fd")
-        v = vnet_lengths([fd], None if vnet_hdr_len is None else [vnet_hdr_len])[0]
+        fd, v = _args.add_tun(fd, vnet_hdr_len)
         os.set_blocking(fd, False)
         with self._lock:
             if fd in self._tun_fds:
@@ -850,8 +922,7 @@ class Engine:
         """Take TUN ``index`` out of the table (the fd is not closed: the caller owns it).
         Sessions still on it are detached: their IP packets count as ``drop_not_ready``
         both ways, so a later TUN that reuses the index never sees them."""
-        if not 0 <= index < MAX_TUN:
-            raise ValueError("tun index out of range")
+        index = _args.tun_index(index)
         with self._lock:
             if index >= len(self._tun_owner) or self._tun_owner[index] is None:
                 raise KeyError(f"no TUN {index}")
@@ -871,8 +942,14 @@ class Engine:
         with self._lock:
             return {i: fd for i, fd in enumerate(self._tun_fds) if fd >= 0}
 
+    @property
+    def loops(self):
+        """Wake-ups of the I/O thread so far (tests, diagnostics)."""
+        return self._loops
+
     def _kick(self):
-        os.eventfd_write(self._wake, 1)
+        if self._wake >= 0:                     # after close(): nothing to wake
+            os.eventfd_write(self._wake, 1)
 
     def _send_gre(self, gre_out):
         for addr, frame in gre_out:
@@ -974,6 +1051,7 @@ class Engine:
                 pass
             if self._stop:
                 break
+            self._loops += 1
             now = time.monotonic()
             tun_out, gre_out = [], []
             with self._lock:
@@ -1012,12 +1090,12 @@ class Engine:
             self._send_gre(gre_out)
 
     def close(self):
+        """Stop the I/O thread and release the eventfds (``control_fd`` becomes -1).  The
+        tables stay: sans-I/O calls still work; ``start`` raises RuntimeError.  Idempotent."""
         self.stop()
         for fd in (self._efd, self._wake):
-            try:
+            if fd >= 0:
                 os.close(fd)
-            except OSError:
-                pass
         self._efd = self._wake = -1
 
     def __del__(self):

@@ -11,10 +11,11 @@ import dataclasses
 import fcntl
 import importlib
 import struct
+from collections.abc import Sequence
 
 from .ppp.constants import EV_MPPE_RESET_NEEDED
 
-__all__ = ["EngineConfig", "EngineUnavailable", "load_engine", "Engine", "vnet_lengths",
+__all__ = ["EngineConfig", "EngineUnavailable", "load_engine", "Engine", "vnet_lengths",  # noqa: F822 (__getattr__)
            "EV_MPPE_RESET_NEEDED", "COUNTER_NAMES", "HEADROOM"]
 
 # Engine events ride the control queue with pseudo-protocol numbers >= 0x10000; they are
@@ -35,6 +36,13 @@ COUNTER_NAMES = (
 )
 TOTAL_NAMES = COUNTER_NAMES + ("drop_no_route",)
 
+#: Limits both twins share (the compiled engine's .pxd enum holds the same numbers; _gre
+#: refuses to import if they differ).  Argument checks: fastpptp/engine_args.py.
+MAX_TUN = 256           # TUN indexes 0..255
+TXQ_DEPTH = 64          # flow control: packets held per call while the peer's window is full
+TXQ_SLOT = 2048         # flow control: largest IP packet that can be held (larger: dropped)
+FRAME_SLACK = 32        # a GRE payload may exceed the MRU by the PPP/MPPE headers
+
 
 @dataclasses.dataclass(frozen=True)
 class EngineConfig:
@@ -51,7 +59,7 @@ class EngineConfig:
     sndbuf: int = 4 << 20
     offload: bool = True            # TUN virtio_net_hdr / TSO / GRO when the TUN has them
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not 1 <= self.batch <= 1024:
             raise ValueError("batch must be 1..1024")
         if not 64 <= self.mtu <= 65535 or not 64 <= self.mru <= 65535:
@@ -73,7 +81,7 @@ class EngineUnavailable(ImportError):
 _MODULES = {"compiled": "fastpptp._gre", "reference": "fastpptp._gre_ref"}
 
 
-def load_engine(impl: str = "compiled"):
+def load_engine(impl: str = "compiled") -> type:
     """Return the Engine class of ``impl`` ("compiled" or "reference")."""
     try:
         name = _MODULES[impl]
@@ -89,10 +97,11 @@ def load_engine(impl: str = "compiled"):
             f"({exc}); build it with: python3 setup.py build_ext --inplace "
             "(or pip install .). The pure-Python reference is only used when asked for "
             "explicitly: load_engine('reference')") from exc
-    return mod.Engine
+    engine: type = mod.Engine
+    return engine
 
 
-def vnet_lengths(fds, vnet_hdr_len=None):
+def vnet_lengths(fds: Sequence[int], vnet_hdr_len: int | Sequence[int] | None = None) -> list[int]:
     """virtio_net_hdr length carried by each TUN fd: given, or asked from the kernel
     (TUNGETIFF flags & IFF_VNET_HDR, then TUNGETVNETHDRSZ); 0 for anything not a TUN."""
     if vnet_hdr_len is not None:
@@ -120,7 +129,7 @@ def vnet_lengths(fds, vnet_hdr_len=None):
     return out
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> type:
     # `from fastpptp.dataplane import Engine` -> the compiled engine, or a clear error.
     if name == "Engine":
         return load_engine("compiled")
