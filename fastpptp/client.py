@@ -244,7 +244,7 @@ class Client:
         Engine = load_engine(cfg.impl)
         # IFF_VNET_HDR puts a virtio_net_hdr before every packet: only an engine that says it
         # parses one may get such a TUN, otherwise the header is taken for IP (no traffic).
-        offload = cfg.offload and bool(getattr(Engine, "supports_vnet_hdr", False))
+        offload = cfg.offload and Engine.supports_vnet_hdr
         tundev: TunLike
         if self._tun_factory is not None:
             tundev = self._tun_factory(cfg.interface)

@@ -196,7 +196,7 @@ class Server:
         Engine = load_engine(self.config.impl)
         # IFF_VNET_HDR puts a virtio_net_hdr before every packet: only an engine that says it
         # parses one may get such a TUN, otherwise the header is taken for IP (no traffic).
-        offload = self.config.offload and bool(getattr(Engine, "supports_vnet_hdr", False))
+        offload = self.config.offload and Engine.supports_vnet_hdr
         self._tun_offload = offload
         bind = self.config.listen if self.config.listen not in ("0.0.0.0", "::") else None
         gre = self._gre = rawgre.open_gre_socket(bind)

@@ -340,7 +340,7 @@ def run_clean(tmp_path, impl, n: int, rate: float, tcp_bytes: int, **kw):
     # the TUNs carry virtio_net_hdr (TSO/GRO super-packets) exactly when asked and supported
     for end, which in ((a, impl if isinstance(impl, str) else impl[0]),
                        (b, impl if isinstance(impl, str) else impl[1])):
-        want = kw.get("offload", True) and getattr(load_engine(which), "supports_vnet_hdr", False)
+        want = kw.get("offload", True) and load_engine(which).supports_vnet_hdr
         assert end["offload"] == bool(want) and (end["vnet_hdr_len"] > 0) == bool(want), end
     # B acknowledges what A sent (RFC 2637 §4.4): ack-only packets or piggybacked acks
     assert sb["tx_acks"] > 0 or sb["tx_packets"] > 0, info
