@@ -12,6 +12,7 @@ import fcntl
 import importlib
 import struct
 from collections.abc import Sequence
+from typing import Any, Protocol
 
 from .ppp.constants import EV_MPPE_RESET_NEEDED
 
@@ -81,7 +82,16 @@ class EngineUnavailable(ImportError):
 _MODULES = {"compiled": "fastpptp._gre", "reference": "fastpptp._gre_ref"}
 
 
-def load_engine(impl: str = "compiled") -> type:
+class EngineClass(Protocol):
+    """What :func:`load_engine` returns: either twin's ``Engine`` class.  Class-level facts
+    are declared here so callers read them without second-guessing (both twins set them)."""
+
+    supports_vnet_hdr: bool
+
+    def __call__(self, config: EngineConfig | None = None) -> Any: ...
+
+
+def load_engine(impl: str = "compiled") -> EngineClass:
     """Return the Engine class of ``impl`` ("compiled" or "reference")."""
     try:
         name = _MODULES[impl]
@@ -97,7 +107,7 @@ def load_engine(impl: str = "compiled") -> type:
             f"({exc}); build it with: python3 setup.py build_ext --inplace "
             "(or pip install .). The pure-Python reference is only used when asked for "
             "explicitly: load_engine('reference')") from exc
-    engine: type = mod.Engine
+    engine: EngineClass = mod.Engine
     return engine
 
 
