@@ -12,6 +12,7 @@ import pytest
 from fastpptp import _mppe
 from fastpptp.crypto import mppe, mschap
 from support.paths import CAPTURES
+from support.pcap import ppp_frames, read_pcap
 
 CAPTURE = CAPTURES / "mschapv2-mppe128.pcap"
 SERVER = "192.0.2.10"
@@ -20,37 +21,7 @@ PASSWORD = "fastpptp-secret"
 
 def _ppp_frames(path):
     """(source IPv4, PPP protocol, information field) for each GRE/PPP frame of a pcap."""
-    data = path.read_bytes()
-    magic = struct.unpack("<I", data[:4])[0]
-    assert magic == 0xA1B2C3D4, "classic little-endian pcap expected"
-    linktype = struct.unpack("<I", data[20:24])[0]
-    assert linktype == 1  # Ethernet
-    off = 24
-    while off + 16 <= len(data):
-        incl = struct.unpack("<I", data[off + 8:off + 12])[0]
-        pkt = data[off + 16:off + 16 + incl]
-        off += 16 + incl
-        if len(pkt) < 14 or pkt[12:14] != b"\x08\x00":
-            continue
-        ip = pkt[14:]
-        ihl = (ip[0] & 0x0F) * 4
-        if ip[9] != 47:
-            continue
-        src = ".".join(str(b) for b in ip[12:16])
-        gre = ip[ihl:struct.unpack("!H", ip[2:4])[0]]
-        flags = gre[0]
-        hlen = 8 + (4 if flags & 0x10 else 0) + (4 if gre[1] & 0x80 else 0)
-        paylen = struct.unpack("!H", gre[4:6])[0]
-        ppp = gre[hlen:hlen + paylen]
-        if not ppp:
-            continue
-        if ppp[:2] == b"\xff\x03":
-            ppp = ppp[2:]
-        if ppp[0] & 1:
-            proto, info = ppp[0], ppp[1:]
-        else:
-            proto, info = struct.unpack("!H", ppp[:2])[0], ppp[2:]
-        yield src, proto, info
+    return [(f.ip_src, proto, info) for f, proto, info in ppp_frames(read_pcap(path))]
 
 
 def _session():

@@ -12,7 +12,7 @@ import struct
 
 import pytest
 
-from support.pcap import CAPTURES, read_pcap
+from support.pcap import CAPTURES, ppp_frames, read_pcap
 from fastpptp.ppp.ccp import CCP, CcpConfig, CcpResult
 from fastpptp.ppp.constants import AuthMethod, Code, Protocol
 from fastpptp.ppp.fsm import State, ThisLayerUp
@@ -26,23 +26,9 @@ SERVER, CLIENT = "192.0.2.10", "192.0.2.20"
 def control_frames(name: str) -> dict[int, tuple[str, int, bytes]]:
     """{frame number: (source IP, PPP protocol, information field)} for PPP control frames."""
     out = {}
-    for f in read_pcap(CAPTURES / name):
-        g = f.gre_bytes
-        if not g or len(g) < 8:
-            continue
-        hlen = 8 + (4 if g[0] & 0x10 else 0) + (4 if g[1] & 0x80 else 0)
-        plen = struct.unpack_from("!H", g, 4)[0]
-        ppp = g[hlen:hlen + plen]
-        if not ppp:
-            continue
-        if ppp[:2] == b"\xff\x03":
-            ppp = ppp[2:]
-        if ppp[0] & 1:
-            proto, info = ppp[0], ppp[1:]
-        else:
-            proto, info = struct.unpack_from("!H", ppp)[0], ppp[2:]
+    for f, proto, info in ppp_frames(read_pcap(CAPTURES / name)):
         if proto >= 0x8000:
-            out[f.number] = (f.ip_src, proto, bytes(info))
+            out[f.number] = (f.ip_src, proto, info)
     return out
 
 

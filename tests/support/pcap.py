@@ -166,5 +166,36 @@ def tcp_streams(frames: list[Frame]) -> dict[tuple, list[tuple[int, bytes]]]:
     return out
 
 
+def gre_ppp(gre: bytes) -> tuple[int, bytes] | None:
+    """(PPP protocol, information field) of an Enhanced-GRE frame (RFC 2637 §4.1): the GRE
+    header skipped by its S and A bits, Payload Length honoured, ACFC/PFC undone; None for an
+    ack-only or truncated frame."""
+    if len(gre) < 8:
+        return None
+    hlen = 8 + (4 if gre[0] & 0x10 else 0) + (4 if gre[1] & 0x80 else 0)
+    plen = struct.unpack_from("!H", gre, 4)[0]
+    ppp = gre[hlen:hlen + plen]
+    if ppp[:2] == b"\xff\x03":
+        ppp = ppp[2:]
+    if not ppp:
+        return None
+    if ppp[0] & 1:
+        return ppp[0], bytes(ppp[1:])
+    if len(ppp) < 2:
+        return None
+    return struct.unpack_from("!H", ppp)[0], bytes(ppp[2:])
+
+
+def ppp_frames(frames: list[Frame]) -> list[tuple[Frame, int, bytes]]:
+    """(frame, PPP protocol, information field) for each GRE/PPP frame of a capture."""
+    out = []
+    for f in frames:
+        g = f.gre_bytes
+        got = gre_ppp(g) if g else None
+        if got is not None:
+            out.append((f, *got))
+    return out
+
+
 def capture_files() -> list[pathlib.Path]:
     return sorted(CAPTURES.glob("*.pcap"))
