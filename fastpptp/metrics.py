@@ -365,6 +365,7 @@ class MetricsServer:
             return fut.result(self._timeout)
         except concurrent.futures.TimeoutError:
             fut.cancel()
+            log.warning("metrics scrape: the event loop did not answer within %.1f s", self._timeout)
             raise
 
     def start(self, addr: str, port: int) -> None:

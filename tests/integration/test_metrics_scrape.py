@@ -1,0 +1,169 @@
+"""``--metrics-listen``: a server in process with real clients (loopback TCP and raw GRE in a
+fresh namespace, TUN fakes as in test_inprocess.py), scraped over HTTP and parsed with
+prometheus_client's parser; the values match ``fastpptp status --json`` (the control socket)."""
+from __future__ import annotations
+
+import asyncio
+import socket
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from fastpptp.client import Client, ClientConfig
+from fastpptp.config import parse_ppp_options
+from fastpptp.ppp.auth.secrets import CallableBackend
+from fastpptp.server import Server, ServerConfig
+from fastpptp.status import query_status
+from support.inproc import FakeTun, recv_packet, udp_packet
+
+pytestmark = pytest.mark.netns
+
+USERS = {"alice": "correct horse", "bob": "battery staple"}
+POOL = ("198.51.100.2", "198.51.100.3", "198.51.100.4")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _parse(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+async def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    body = await asyncio.to_thread(
+        lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read())
+    return _parse(body.decode())
+
+
+def _one(got, name, **labels):
+    return got[(name, tuple(sorted(labels.items())))]
+
+
+async def _scenario(tmp_path):
+    pptp_port, metrics_port = _free_port(), _free_port()
+    sock = str(tmp_path / "ctl.sock")
+    tuns: dict[str, FakeTun] = {}
+
+    def tun_factory(role):
+        def make(name):
+            tuns[role] = FakeTun(name)
+            return tuns[role]
+        return make
+
+    server = Server(ServerConfig(listen="127.0.0.1", port=pptp_port, local_ips=("198.51.100.1",), remote_ips=POOL,
+                                 ppp=parse_ppp_options("require-mschap-v2 require-mppe-128 name testsrv "
+                                                       "lcp-echo-interval 0"),
+                                 control_socket=sock, ip_up=None, ip_down=None,
+                                 metrics_listen=f"127.0.0.1:{metrics_port}", metrics_per_session=True),
+                    auth_backend=CallableBackend(lambda user, srv: USERS.get(user)),
+                    tun_factory=tun_factory("server"), configure_network=False)
+    await server.start()
+    clients: list[tuple[Client, asyncio.Future[int]]] = []
+
+    async def connect(user, password, source):
+        c = Client(ClientConfig(server="127.0.0.1", port=pptp_port, user=user, password=password,
+                                ppp=parse_ppp_options("require-mppe-128 remotename testsrv"),
+                                local_address=source, ip_up=None, ip_down=None),
+                   tun_factory=tun_factory(user), configure_network=False)
+        task = asyncio.ensure_future(c.run())
+        clients.append((c, task))
+        await asyncio.wait({task, asyncio.ensure_future(c.up.wait())}, timeout=20,
+                           return_when=asyncio.FIRST_COMPLETED)
+        return c, task
+
+    out = {}
+    try:
+        out["empty"] = await _scrape(metrics_port)
+        alice, _ = await connect("alice", USERS["alice"], "127.0.0.2")
+        bob, _ = await connect("bob", USERS["bob"], "127.0.0.3")
+        assert alice.up.is_set() and bob.up.is_set(), "tunnels did not come up"
+        # traffic both ways on alice's session, one way on bob's
+        for i in range(5):
+            tuns["alice"].peer.send(udp_packet(alice.session.info.local_ip, "198.51.100.1", b"up %d" % i))
+            await recv_packet(tuns["server"])
+            tuns["server"].peer.send(udp_packet("198.51.100.1", alice.session.info.local_ip, b"down" * 100))
+            await recv_packet(tuns["alice"])
+        tuns["bob"].peer.send(udp_packet(bob.session.info.local_ip, "198.51.100.1", b"bob"))
+        await recv_packet(tuns["server"])
+        await asyncio.sleep(0.2)               # acks settle: the counters hold still
+        out["status"] = await asyncio.to_thread(query_status, sock)
+        out["two"] = await _scrape(metrics_port)
+        out["status_after"] = await asyncio.to_thread(query_status, sock)
+        # a wrong password, then bob leaves
+        _, bad = await connect("alice", "wrong", "127.0.0.4")
+        await asyncio.wait_for(bad, 15)
+        bob.stop()
+        await asyncio.wait_for(clients[1][1], 15)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while len(server.sessions) > 1 and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        out["one"] = await _scrape(metrics_port)
+        out["status_one"] = await asyncio.to_thread(query_status, sock)
+    finally:
+        for c, task in clients:
+            if not task.done():
+                c.stop()
+                await asyncio.wait_for(task, 15)
+        await server.stop("test over")
+    out["stopped"] = await asyncio.to_thread(_refused, metrics_port)
+    return out
+
+
+def _refused(port: int) -> bool:
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
+    except OSError:
+        return True
+    return False
+
+
+def test_metrics_scrape_matches_status(loopback_ns, tmp_path):
+    r = asyncio.run(_scenario(tmp_path))
+    empty, two, one = r["empty"], r["two"], r["one"]
+    assert _one(empty, "fastpptp_sessions", state="up") == 0
+    assert _one(empty, "fastpptp_rx_bytes_total") == 0
+    assert _one(empty, "fastpptp_address_pool_size") == len(POOL)
+
+    sessions = r["status"]["sessions"]
+
+    def still(doc):
+        return [{k: v for k, v in s.items() if k != "uptime_s"} for s in doc["sessions"]]
+    assert still(r["status_after"]) == still(r["status"]), "counters moved during the scrape"
+    assert sorted(s["user"] for s in sessions) == ["alice", "bob"]
+    assert _one(two, "fastpptp_sessions", state="up") == 2
+    assert _one(two, "fastpptp_control_connections") == 2
+    assert _one(two, "fastpptp_calls_accepted_total") == 2
+    assert _one(two, "fastpptp_sessions_setup_total") == 2
+    assert _one(two, "fastpptp_auth_successes_total", method="mschap-v2") == 2
+    assert _one(two, "fastpptp_address_pool_used") == 2
+    assert _one(two, "fastpptp_address_pool_free") == 1
+    for key in ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets"):
+        assert _one(two, f"fastpptp_{key}_total") == sum(s[key] for s in sessions), key
+        for s in sessions:        # per-session series, labelled by session and user
+            assert _one(two, f"fastpptp_session_{key}_total", session=str(s["call_id"]), user=s["user"]) == s[key]
+    for s in sessions:
+        assert _one(two, "fastpptp_session_dropped_packets_total", session=str(s["call_id"]),
+                    user=s["user"]) == sum(s["drops"].values())
+    assert _one(two, "fastpptp_rx_packets_total") >= 6 and _one(two, "fastpptp_tx_packets_total") >= 5
+    assert _one(two, "fastpptp_engine_wakeups_total") > 0
+    drops = {dict(k[1])["reason"] for k in two if k[0] == "fastpptp_dropped_packets_total"}
+    assert set(sessions[0]["drops"]) | {"no_route"} <= drops
+
+    # after a failed login and bob's departure: one session left; bob's bytes stay in the totals
+    (left,) = r["status_one"]["sessions"]
+    assert left["user"] == "alice"
+    assert _one(one, "fastpptp_sessions", state="up") == 1
+    assert _one(one, "fastpptp_auth_failures_total", method="mschap-v2") == 1
+    assert _one(one, "fastpptp_sessions_teardown_total", reason="auth_failed") == 1
+    assert sum(v for k, v in one.items() if k[0] == "fastpptp_sessions_teardown_total") == 2
+    assert _one(one, "fastpptp_calls_accepted_total") == 3
+    for key in ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets"):
+        assert _one(one, f"fastpptp_{key}_total") >= _one(two, f"fastpptp_{key}_total"), key
+    assert not any(k[0].startswith("fastpptp_session_") and dict(k[1])["user"] == "bob" for k in one)
+    assert r["stopped"], "the metrics endpoint outlived server.stop()"
