@@ -167,3 +167,73 @@ def test_metrics_scrape_matches_status(loopback_ns, tmp_path):
         assert _one(one, f"fastpptp_{key}_total") >= _one(two, f"fastpptp_{key}_total"), key
     assert not any(k[0].startswith("fastpptp_session_") and dict(k[1])["user"] == "bob" for k in one)
     assert r["stopped"], "the metrics endpoint outlived server.stop()"
+
+
+async def _thousand_calls(tmp_path, n: int):
+    """A real server (engine running) with ``n`` calls placed by sans-I/O PNS control
+    connections that never speak PPP: every session stays in LCP Establish (its Configure-
+    Requests go to a GRE peer that is not there) while the scrapes run."""
+    from fastpptp.aio.driver import ControlStream
+    from fastpptp.pptp.control import CallEstablished, ControlConfig, ControlConnected, ControlConnection, Role
+    import random
+
+    pptp_port, metrics_port = _free_port(), _free_port()
+    pool = tuple(f"10.99.{i // 250}.{i % 250 + 1}" for i in range(n))
+    server = Server(ServerConfig(listen="127.0.0.1", port=pptp_port, remote_ips=pool, connections=n,
+                                 rate_limit=10 * n, ppp=parse_ppp_options("require-mschap-v2 lcp-echo-interval 0"),
+                                 control_socket=str(tmp_path / "ctl.sock"), ip_up=None, ip_down=None,
+                                 metrics_listen=f"127.0.0.1:{metrics_port}"),
+                    auth_backend=CallableBackend(lambda user, srv: None),
+                    tun_factory=FakeTun, configure_network=False)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    rng = random.Random(1)
+    streams: list[ControlStream] = []
+    established = 0
+
+    async def place() -> None:
+        conn = ControlConnection(Role.PNS, ControlConfig(echo_interval=3600), loop.time(), rng)
+
+        def on_event(ev: object) -> None:
+            nonlocal established
+            if isinstance(ev, ControlConnected):
+                conn.place_call(now=loop.time())
+            elif isinstance(ev, CallEstablished):
+                established += 1
+
+        _, stream = await loop.create_connection(lambda: ControlStream(conn, on_event, lambda exc: None),
+                                                 "127.0.0.1", pptp_port, local_addr=("127.0.0.2", 0))
+        streams.append(stream)
+        conn.start(now=loop.time())
+        stream.pump()
+
+    try:
+        for i in range(0, n, 100):
+            await asyncio.gather(*(place() for _ in range(min(100, n - i))))
+        deadline = loop.time() + 30
+        while established < n and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        walls, snaps = [], []
+        for _ in range(5):
+            t0 = loop.time()
+            got = await _scrape(metrics_port)
+            walls.append(loop.time() - t0)
+            snaps.append(got[("fastpptp_metrics_snapshot_seconds", ())])
+        return established, got, walls, snaps
+    finally:
+        for stream in streams:
+            stream.close()
+        await server.stop("test over")
+
+
+@pytest.mark.slow
+def test_scrape_of_a_real_server_with_1000_sessions(loopback_ns, tmp_path):
+    n = 1000
+    established, got, walls, snaps = asyncio.run(_thousand_calls(tmp_path, n))
+    print(f"\nreal server, {n} sessions: scrape {[round(w * 1e3, 1) for w in walls]} ms, "
+          f"loop snapshot {[round(s * 1e3, 2) for s in snaps]} ms")
+    assert established == n
+    assert sum(v for k, v in got.items() if k[0] == "fastpptp_sessions") == n
+    assert _one(got, "fastpptp_control_connections") == n
+    assert _one(got, "fastpptp_calls_accepted_total") == n
+    assert min(walls) < 0.100 and min(snaps) < 0.100
