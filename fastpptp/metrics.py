@@ -76,18 +76,27 @@ TEARDOWN_REASONS: tuple[tuple[str, str], ...] = (
     ("peer cleared the call", "peer_call_clear"),          # PPTP Call-Clear-Request
     ("control connection closed", "control_connection_lost"),
 )
+#: An operator ended the session (``fastpptp terminate``, the embedding API): checked after
+#: the protocol reasons and after ``shutdown``.
+TEARDOWN_ADMIN_WORDS = ("admin", "operator", "terminated by")
 TEARDOWN_OTHER = "other"
 TEARDOWN_SHUTDOWN = "shutdown"
+TEARDOWN_ADMIN = "admin"
 
 
 def teardown_reason(text: str, *, shutdown: bool = False) -> str:
     """The label class of a session's teardown reason (bounded set: the values of
-    :data:`TEARDOWN_REASONS`, ``shutdown`` while the server stops, else ``other``)."""
+    :data:`TEARDOWN_REASONS`, then ``shutdown`` while the server stops, then ``admin``, else
+    ``other``)."""
     low = text.lower()
     for needle, label in TEARDOWN_REASONS:
         if needle in low:
             return label
-    return TEARDOWN_SHUTDOWN if shutdown else TEARDOWN_OTHER
+    if shutdown:
+        return TEARDOWN_SHUTDOWN
+    if any(word in low for word in TEARDOWN_ADMIN_WORDS):
+        return TEARDOWN_ADMIN
+    return TEARDOWN_OTHER
 
 
 @dataclasses.dataclass

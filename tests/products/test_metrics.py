@@ -112,6 +112,8 @@ def exposition(snap: MetricsSnapshot) -> str:
     ("SIGTERM", True, "shutdown"),
     ("administrative shutdown", True, "shutdown"),
     ("something new", False, "other"),
+    ("terminated by the administrator", False, "admin"),
+    ("administrative shutdown", False, "admin"),
     # a peer's own reason wins over the server stopping meanwhile
     ("peer terminated", True, "peer_terminate"),
 ])
@@ -347,3 +349,18 @@ def test_scrape_fails_cleanly_when_the_loop_does_not_answer():
     code, ok = asyncio.run(main())
     assert code == 500
     assert b"fastpptp_sessions{" in ok
+
+
+def test_cli_flags(tmp_path, capsys):
+    from fastpptp import cli
+    conf = tmp_path / "pptpd.conf"
+    conf.write_text("remoteip 198.51.100.2-3\n")
+    config, _ = cli.build_server_config(cli.server_parser().parse_args(["-c", str(conf)]))
+    assert (config.metrics_listen, config.metrics_per_session) == (None, False)     # off by default
+    config, _ = cli.build_server_config(cli.server_parser().parse_args(
+        ["-c", str(conf), "--metrics-listen", "[::1]:9723", "--metrics-per-session"]))
+    assert (config.metrics_listen, config.metrics_per_session) == ("[::1]:9723", True)
+    with pytest.raises(SystemExit):
+        cli.server_parser().parse_args(["--metrics-listen", "9723"])
+    assert "want ADDR:PORT" in capsys.readouterr().err
+    assert "cardinality" in cli.server_parser().format_help()
