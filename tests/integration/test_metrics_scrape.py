@@ -1,21 +1,35 @@
-"""``--metrics-listen``: a server in process with real clients (loopback TCP and raw GRE in a
-fresh namespace, TUN fakes as in test_inprocess.py), scraped over HTTP and parsed with
-prometheus_client's parser; the values match ``fastpptp status --json`` (the control socket)."""
+"""``--metrics-listen``: scraped over HTTP, parsed with prometheus_client's parser, the values
+compared with ``fastpptp status --json`` (the control socket):
+
+* a server in process with real clients (loopback TCP and raw GRE in a fresh namespace, TUN
+  fakes as in test_inprocess.py);
+* a server in process with 1 000 calls placed by bare PNS control connections (slow): the
+  scrape time of a running server;
+* the ``fastpptp server`` program in the products' lab with real client programs (slow).
+"""
 from __future__ import annotations
 
 import asyncio
+import json
+import random
 import socket
+import subprocess
 import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from fastpptp.aio.driver import ControlStream
 from fastpptp.client import Client, ClientConfig
 from fastpptp.config import parse_ppp_options
+from fastpptp.net import netns
 from fastpptp.ppp.auth.secrets import CallableBackend
+from fastpptp.pptp.control import CallEstablished, ControlConfig, ControlConnected, ControlConnection, Role
 from fastpptp.server import Server, ServerConfig
 from fastpptp.status import query_status
+from fastpptp.tools.demo import ping
 from support.inproc import FakeTun, recv_packet, udp_packet
+from support.lab import PY, SERVER_IP, TUN_SERVER, wait_until
 
 pytestmark = pytest.mark.netns
 
@@ -173,10 +187,6 @@ async def _thousand_calls(tmp_path, n: int):
     """A real server (engine running) with ``n`` calls placed by sans-I/O PNS control
     connections that never speak PPP: every session stays in LCP Establish (its Configure-
     Requests go to a GRE peer that is not there) while the scrapes run."""
-    from fastpptp.aio.driver import ControlStream
-    from fastpptp.pptp.control import CallEstablished, ControlConfig, ControlConnected, ControlConnection, Role
-    import random
-
     pptp_port, metrics_port = _free_port(), _free_port()
     pool = tuple(f"10.99.{i // 250}.{i % 250 + 1}" for i in range(n))
     server = Server(ServerConfig(listen="127.0.0.1", port=pptp_port, remote_ips=pool, connections=n,
@@ -237,3 +247,46 @@ def test_scrape_of_a_real_server_with_1000_sessions(loopback_ns, tmp_path):
     assert _one(got, "fastpptp_control_connections") == n
     assert _one(got, "fastpptp_calls_accepted_total") == n
     assert min(walls) < 0.100 and min(snaps) < 0.100
+
+
+@pytest.mark.slow
+def test_server_program_metrics_match_status_json(lab):
+    """``fastpptp server --metrics-listen``: the program, two real clients in their own
+    namespaces, pings; the scrape (from inside the server's namespace) brackets what
+    ``fastpptp status --json`` reports (the clients' kernels may send a packet meanwhile)."""
+    lab.start_server("--metrics-listen", f"{SERVER_IP}:9723", "--metrics-per-session")
+    clients = [lab.start_client(i, f"user{i}", f"pass{i}") for i in range(2)]
+    for p, up in clients:
+        wait_until(lambda up=up: lab.ups(up), 60, "client up", p)
+    for i in range(2):
+        assert ping(lab.clients[i], TUN_SERVER, count=3, interval=0.05)
+    bad, _ = lab.start_client(2, "user2", "wrong")
+    assert bad.wait(30) == 19
+
+    def scrape():
+        with netns.entered(lab.sns):
+            body = urllib.request.urlopen(f"http://{SERVER_IP}:9723/metrics", timeout=10).read()
+        return _parse(body.decode())
+
+    before = scrape()
+    cli = subprocess.run(PY + ["status", "--json", "--control-socket", lab.ctl], capture_output=True, text=True,
+                         timeout=30)
+    assert cli.returncode == 0, cli.stderr
+    after = scrape()
+    sessions = json.loads(cli.stdout)["sessions"]
+    assert sorted(s["user"] for s in sessions) == ["user0", "user1"]
+    for got in (before, after):
+        assert _one(got, "fastpptp_sessions", state="up") == 2
+        assert _one(got, "fastpptp_control_connections") == 2
+        assert _one(got, "fastpptp_auth_successes_total", method="mschap-v2") == 2
+        assert _one(got, "fastpptp_auth_failures_total", method="mschap-v2") == 1
+        assert _one(got, "fastpptp_sessions_teardown_total", reason="auth_failed") == 1
+        assert _one(got, "fastpptp_address_pool_used") == 2
+    for key in ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets"):
+        total = sum(s[key] for s in sessions)
+        assert _one(before, f"fastpptp_{key}_total") <= total <= _one(after, f"fastpptp_{key}_total"), key
+        for s in sessions:
+            labels = {"session": str(s["call_id"]), "user": s["user"]}
+            assert _one(before, f"fastpptp_session_{key}_total", **labels) <= s[key] \
+                <= _one(after, f"fastpptp_session_{key}_total", **labels), (key, s["user"])
+        assert _one(before, f"fastpptp_{key}_total") >= (6 if "packets" in key else 6 * 84), key  # 3 pings each
