@@ -85,6 +85,12 @@ def server_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-auth-failures", type=int, default=5,
                    help="failed logins per source address per 5 min before it is refused")
     p.add_argument("--control-socket", default=None, help="status socket path")
+    p.add_argument("--metrics-listen", metavar="ADDR:PORT", type=_listen_arg, default=None,
+                   help="serve Prometheus metrics at http://ADDR:PORT/metrics (off by default; "
+                        "e.g. 127.0.0.1:9723, [::1]:9723)")
+    p.add_argument("--metrics-per-session", action="store_true",
+                   help="also per-session series labelled by session and user. WARNING: one series "
+                        "set per session: cardinality grows with the sessions and users")
     p.add_argument("--impl", choices=("compiled", "reference"), default="compiled",
                    help=argparse.SUPPRESS)
     p.add_argument("--no-offload", action="store_true", help="do not use TUN offloads (TSO/GRO)")
@@ -97,6 +103,15 @@ def server_parser() -> argparse.ArgumentParser:
     p.add_argument("--syslog", action="store_true", help="log to syslog (daemon facility)")
     p.add_argument("--logfile")
     return p
+
+
+def _listen_arg(text: str) -> str:
+    from .metrics import parse_listen
+    try:
+        parse_listen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def build_server_config(args: argparse.Namespace):
@@ -137,6 +152,7 @@ def build_server_config(args: argparse.Namespace):
         control_socket=args.control_socket or None, impl=args.impl, offload=not args.no_offload,
         pptp_echo_interval=args.pptp_echo_interval, log_level=level,
         option_file=opt_path, flow_control=args.flow_control,
+        metrics_listen=args.metrics_listen, metrics_per_session=args.metrics_per_session,
     ), (args.syslog, args.logfile or opts.logfile)
 
 

@@ -43,6 +43,7 @@ from .aio.session import CallSession, EngineHub, SessionEngine
 from .config import AddressPool, PppOptions, parse_ppp_options, server_link_config
 from .aio.offloop import netlink
 from .hooks import run_hook
+from .metrics import MetricsServer, ServerStats, parse_listen, teardown_reason
 from .net.tun import TunLike
 from .net.units import UnitTable, unit_pattern
 from .ppp.auth.base import AuthBackend, StaticAddressBackend
@@ -79,6 +80,8 @@ class ServerConfig:
     log_level: str = "info"
     option_file: str | None = None       # re-read on SIGHUP
     flow_control: bool = False           # RFC 2637 sliding window (old PACs/PNSs); peers ignore it
+    metrics_listen: str | None = None    # "ADDR:PORT": Prometheus /metrics (fastpptp/metrics.py)
+    metrics_per_session: bool = False    # per-session series (labels session, user)
 
 
 class ServerEngine(SessionEngine, Protocol):
@@ -94,6 +97,11 @@ class ServerEngine(SessionEngine, Protocol):
     def remove_tun(self, index: int) -> None: ...
 
     def counters(self, call_id: int) -> dict[str, int]: ...
+
+    def totals(self) -> dict[str, int]: ...
+
+    @property
+    def loops(self) -> int: ...
 
 
 class Server:
@@ -142,6 +150,8 @@ class Server:
         self._tun_offload = False
         self._down_hooks: dict[int, asyncio.Task[int | None]] = {}
         self._hook_tasks: set[asyncio.Task[int | None]] = set()
+        self.stats = ServerStats()              # event counters, read by the metrics collector
+        self._metrics: MetricsServer | None = None
 
     @property
     def engine(self) -> ServerEngine:
@@ -174,6 +184,9 @@ class Server:
         except OSError as exc:
             log.warning("status socket %s unavailable: %s", path, exc)
             self._status = None
+        if self.config.metrics_listen:
+            self._metrics = MetricsServer(self, loop, per_session=self.config.metrics_per_session)
+            self._metrics.start(*parse_listen(self.config.metrics_listen))
         log.info("listening on %s:%d, tunnel %s, pool %d addresses, MPPE policy %s", self.config.listen,
                  self.config.port, self.config.local_ips[0], len(self.pool), self._policy_summary())
 
@@ -249,6 +262,8 @@ class Server:
             stream.close()
         if self._status is not None:
             await self._status.close()
+        if self._metrics is not None:
+            await self._metrics.close()
         if self._hub is not None:
             self._hub.close()
         if self._engine is not None:
@@ -306,6 +321,7 @@ class Server:
         if not isinstance(decision, Admit):
             retry = "" if decision.retry_after is None else f", retry in {decision.retry_after:.0f} s"
             log.warning("control connection from %s refused: %s%s", peer, decision.reason.value, retry)
+            self.stats.admission_refusals[decision.reason.name.lower()] += 1
             stream.close()
             return
         self._streams.add(stream)
@@ -319,6 +335,7 @@ class Server:
             if len(self.sessions) >= self.config.connections or self._stopping:
                 log.warning("call from %s refused: %d sessions (limit %d)", peer, len(self.sessions),
                             self.config.connections)
+                self.stats.calls_refused["stopping" if self._stopping else "session_limit"] += 1
                 stream.conn.reject_call(ev, now=now)
                 return
             iface = None
@@ -327,6 +344,7 @@ class Server:
                     iface = self._open_interface()
                 except Exception as exc:
                     log.error("call from %s refused: no interface: %s", peer, exc)
+                    self.stats.calls_refused["no_interface"] += 1
                     stream.conn.reject_call(ev, now=now)
                     return
             try:
@@ -379,6 +397,7 @@ class Server:
                               on_network_up=self._network_up, on_network_down=self._network_down,
                               on_closed=closed, on_auth=self._auth_event)
         self.sessions[call_id] = session
+        self.stats.calls_accepted += 1
         self._calls_of.setdefault(stream, set()).add(call_id)
         if iface is not None:
             log.info("call %d peer %s: interface %s", call_id, peer, iface.name)
@@ -464,11 +483,16 @@ class Server:
         return self.pool.allocate(static)
 
     def _auth_event(self, session: CallSession, ev: Authenticated | AuthenticationFailed) -> None:
-        if isinstance(ev, AuthenticationFailed):
+        if isinstance(ev, Authenticated):
+            self.stats.auth_successes[ev.method.value] += 1
+        else:
+            self.stats.auth_failures[ev.method.value] += 1
             self.admission.auth_failed(session.info.peer, session.now)
             self._emit("auth-failed", {"user": ev.user, "peer": session.info.peer})
 
     def _network_up(self, session: CallSession, ev: NetworkUp) -> None:
+        if ev.family in (4, "ipv4"):
+            self.stats.sessions_setup += 1
         iface = self._ifaces.get(session.call_id)
         if iface is not None:
             self._network_up_own_interface(session, iface, ev)
@@ -536,6 +560,7 @@ class Server:
     def _call_closed(self, stream: ControlStream, session: CallSession, reason: str) -> None:
         now = asyncio.get_running_loop().time()
         self.sessions.pop(session.call_id, None)
+        self.stats.session_closed(teardown_reason(reason, shutdown=self._stopping), session.final_counters)
         self._calls_of.get(stream, set()).discard(session.call_id)
         if session.info.remote_ip:
             self.pool.release(session.info.remote_ip)
