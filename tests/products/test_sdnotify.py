@@ -161,8 +161,10 @@ def test_watchdog_pings_at_half_the_timeout(manager):
     n, times = _pings(manager, {"WATCHDOG_USEC": "200000", "WATCHDOG_PID": str(os.getpid())}, 1.0)
     assert n.watchdog_interval == pytest.approx(0.1)
     assert 5 <= len(times) <= 10, times          # 10 on an idle machine; a loaded one lags, never leads
+    # received times: a ping's delivery may lag a little (the machine is shared), the pace not
     gaps = [b - a for a, b in zip(times[:-1], times[1:], strict=True)]
-    assert min(gaps) >= 0.09, gaps
+    assert min(gaps) >= 0.05, gaps
+    assert 0.095 <= (times[-1] - times[0]) / len(gaps) <= 0.2, gaps
     assert n.sent == len(times)                  # and none after stop_watchdog
 
 
