@@ -12,6 +12,9 @@ Flow of one connection attempt:
 5. Link down or control connection lost: everything applied in 4 is undone.  With
    ``persist`` we try again after ``holdoff`` seconds (doubling up to 60 s after failures),
    until ``maxfail`` consecutive failures (0 = never give up).
+6. Under systemd (``notifier``, fastpptp.sdnotify): READY=1 when the tunnel first comes up
+   (a unit ordered after ours starts with the tunnel there), STATUS= on each change,
+   STOPPING=1 on stop, WATCHDOG=1 from the event loop.
 
 Why an attempt ended is classified from typed events (:class:`FailureKind`), never from the
 reason text, and :meth:`Client.run` returns pppd's exit status for it.
@@ -40,6 +43,7 @@ from .ppp.link import Authenticated, AuthenticationFailed, NetworkDown, NetworkU
 from .pptp.control import (CallCleared, CallEstablished, ControlClosed, ControlConnected,
                            EchoTimeout, Event)
 from .pptp.messages import PPTP_PORT
+from .sdnotify import Notifier
 
 log = logging.getLogger("fastpptp.client")
 
@@ -163,11 +167,14 @@ class Client:
     """The embeddable client: ``await client.run()`` until stopped (or maxfail reached)."""
 
     def __init__(self, config: ClientConfig, *, on_event: EventHook | None = None,
-                 tun_factory: TunFactory | None = None, configure_network: bool = True):
+                 tun_factory: TunFactory | None = None, configure_network: bool = True,
+                 notifier: Notifier | None = None):
         """``tun_factory(name) -> TunDevice-like`` (fd, name, vnet_hdr_len, close) replaces the
         real TUN (tests, or a router that owns its interfaces); with ``configure_network``
-        False no address, route or DNS is touched (the embedder does it from ``on_event``)."""
+        False no address, route or DNS is touched (the embedder does it from ``on_event``).
+        ``notifier`` tells systemd READY (tunnel up)/STATUS/STOPPING/WATCHDOG (default: none)."""
         self.config = config
+        self._notify = notifier if notifier is not None else Notifier()
         self._tun_factory = tun_factory
         self._configure_network = configure_network
         self._on_event = on_event
@@ -181,6 +188,8 @@ class Client:
         self._undo: list[Callable[[], object]] = []
 
     def stop(self) -> None:
+        if not self._stop.is_set():
+            self._notify.stopping("stopping")
         self._stop.set()
         if self.session is not None and not self.session.closed:
             self.session.close("stopped by user")
@@ -194,6 +203,14 @@ class Client:
         return self.failure.exit_status
 
     async def run(self) -> int:
+        self._notify.status(f"connecting to {self.config.server}")
+        self._notify.start_watchdog(asyncio.get_running_loop())
+        try:
+            return await self._run()
+        finally:
+            self._notify.close()
+
+    async def _run(self) -> int:
         failures = 0
         holdoff = float(self.config.ppp.holdoff if self.config.ppp.holdoff is not None else 5)
         maxfail = self.config.ppp.maxfail if self.config.ppp.maxfail is not None else 10
@@ -212,6 +229,7 @@ class Client:
                 log.error("giving up after %d consecutive failures (maxfail)", failures)
                 return self.exit_status()
             delay = holdoff if failures <= 1 else min(60.0, holdoff * (2 ** (failures - 1)))
+            self._notify.status(f"{self.exit_reason or 'tunnel down'}; reconnecting in {delay:.0f} s")
             log.info("persist: reconnecting in %.0f s", delay)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
@@ -388,6 +406,7 @@ class Client:
             with open(cfg.up_file, "a") as f:
                 f.write(json.dumps(info) + "\n")
         self.up.set()
+        self._notify.ready(f"tunnel up: {tundev.name} {local} -> {remote} via {server_ip}")
         if self._on_event is not None:
             self._on_event("up", info)
 
@@ -435,7 +454,9 @@ class Client:
 
 def run_client(config: ClientConfig) -> int:
     async def main() -> int:
-        client = Client(config)
+        # systemd (Type=notify): READY once the tunnel is up; ip-up/ip-down do not inherit
+        # $NOTIFY_SOCKET
+        client = Client(config, notifier=Notifier.from_env(unset_environment=True))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, client.stop)

@@ -23,6 +23,9 @@ Flow:
 5. SIGTERM: every call is cleared (LCP Terminate, Call-Disconnect-Notify,
    Stop-Control-Connection-Request) before exit.  SIGHUP: secrets and options reloaded; live
    sessions are untouched.
+6. Under systemd (``notifier``, fastpptp.sdnotify): READY=1 once the listener accepts,
+   STATUS= with the session count on every change, RELOADING=1/READY=1 around SIGHUP,
+   STOPPING=1 when 5 begins, WATCHDOG=1 from the event loop.
 """
 from __future__ import annotations
 
@@ -48,6 +51,7 @@ from .net.tun import TunLike
 from .net.units import UnitTable, unit_pattern
 from .ppp.auth.base import AuthBackend, StaticAddressBackend
 from .ppp.link import Authenticated, AuthenticationFailed, LinkConfig, NetworkDown, NetworkUp
+from .sdnotify import Notifier
 from .pptp.control import (CallCleared, CallIdAllocator, CallRequested, ControlClosed, ControlConnected,
                            EchoTimeout, Event)
 from .pptp.messages import PPTP_PORT
@@ -110,14 +114,17 @@ class Server:
     ``auth_backend``: anything with ``get_secret(user, server_name)`` and
     ``check_password(user, password, server_name)`` (see fastpptp.ppp.auth.secrets); default:
     chap-secrets.  ``assign_address(user) -> str | None`` overrides the pool.  ``on_event(kind,
-    info)`` is told of session events ("up", "down", "auth-failed").
+    info)`` is told of session events ("up", "down", "auth-failed").  ``notifier``: tells systemd
+    READY/STOPPING/STATUS (session count)/WATCHDOG (fastpptp.sdnotify; default: none).
     """
 
     def __init__(self, config: ServerConfig, *, auth_backend: AuthBackend | None = None,
                  assign_address: Callable[[str], str | None] | None = None,
                  on_event: Callable[[str, dict[str, Any]], None] | None = None,
-                 tun_factory: Callable[[str], TunLike] | None = None, configure_network: bool = True):
+                 tun_factory: Callable[[str], TunLike] | None = None, configure_network: bool = True,
+                 notifier: Notifier | None = None):
         self.config = config
+        self._notify = notifier if notifier is not None else Notifier()
         self._auth_backend = auth_backend
         self._assign_address = assign_address
         self._on_event = on_event
@@ -189,6 +196,8 @@ class Server:
             self._metrics.start(*parse_listen(self.config.metrics_listen))
         log.info("listening on %s:%d, tunnel %s, pool %d addresses, MPPE policy %s", self.config.listen,
                  self.config.port, self.config.local_ips[0], len(self.pool), self._policy_summary())
+        self._notify.ready(self._status_line())     # the listener accepts from here on
+        self._notify.start_watchdog(loop)
 
     def _policy_summary(self) -> str:
         flags = [f for f in self._ppp.auth_flags if "mppe" in f]
@@ -240,6 +249,7 @@ class Server:
         if self._stopping:
             return
         self._stopping = True
+        self._notify.stopping(f"stopping: {reason}")
         log.info("stopping: %s (%d sessions)", reason, len(self.sessions))
         if self._tcp_server is not None:
             self._tcp_server.close()
@@ -276,10 +286,12 @@ class Server:
                     self._tun.close()
         for call_id in list(self._ifaces):          # ip-down hooks still running: not waited
             self._release_interface(call_id)
+        self._notify.close()
         self._stopped.set()
 
     def reload(self) -> None:
         """SIGHUP: re-read secrets and the options file; live sessions keep what they have."""
+        self._notify.reloading()
         if self._secrets_from_file:
             try:
                 self._auth_backend = self._load_secrets()
@@ -292,6 +304,7 @@ class Server:
             except Exception as exc:
                 log.error("reload of %s failed, keeping the old options: %s", self.config.option_file, exc)
         log.info("reloaded secrets and options")
+        self._notify.ready(self._status_line())
 
     # ------------------------------------------------------------------ control connections
     def _make_stream(self) -> ControlStream:
@@ -399,6 +412,7 @@ class Server:
         self.sessions[call_id] = session
         self.stats.calls_accepted += 1
         self._calls_of.setdefault(stream, set()).add(call_id)
+        self._notify.status(self._status_line())
         if iface is not None:
             log.info("call %d peer %s: interface %s", call_id, peer, iface.name)
         session.start(wait_for_peer=1.0)
@@ -562,6 +576,7 @@ class Server:
         self.sessions.pop(session.call_id, None)
         self.stats.session_closed(teardown_reason(reason, shutdown=self._stopping), session.final_counters)
         self._calls_of.get(stream, set()).discard(session.call_id)
+        self._notify.status(self._status_line())
         if session.info.remote_ip:
             self.pool.release(session.info.remote_ip)
         self._emit("down", {**self._session_doc(session), "reason": reason})
@@ -614,6 +629,11 @@ class Server:
     def snapshot(self) -> dict[str, Any]:
         return {"sessions": [self._session_doc(s) for s in self.sessions.values() if not s.closed]}
 
+    def _status_line(self) -> str:
+        """systemd's one-line STATUS= (``systemctl status``): the session count."""
+        n = len(self.sessions)
+        return f"{n} session{'' if n == 1 else 's'}, listening on {self.config.listen}:{self.config.port}"
+
 
 @dataclass(eq=False)
 class SessionInterface:
@@ -638,7 +658,9 @@ def _source(stream: ControlStream) -> str:
 
 def run_server(config: ServerConfig) -> int:
     async def main() -> int:
-        server = Server(config)
+        # systemd (Type=notify): READY once listening, STOPPING, STATUS, WATCHDOG; the hooks we
+        # start do not inherit $NOTIFY_SOCKET
+        server = Server(config, notifier=Notifier.from_env(unset_environment=True))
         try:
             await server.start()
         except OSError as exc:
