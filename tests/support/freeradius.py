@@ -52,6 +52,8 @@ def freeradius_missing() -> str | None:
         return "FreeRADIUS not installed (Debian: apt-get install freeradius freeradius-utils)"
     if not SYSTEM_CONFIG.is_dir():
         return f"FreeRADIUS configuration {SYSTEM_CONFIG} is absent"
+    if not os.access(SYSTEM_CONFIG / "radiusd.conf", os.R_OK):
+        return f"{SYSTEM_CONFIG}/radiusd.conf is not readable (needs root or the freerad group)"
     return None
 
 
