@@ -19,6 +19,7 @@ from fastpptp.radius.dictionary import (
     AcctStatusType, AcctTerminateCause, Attr, Code, MppeEncryptionPolicy, NasPortType,
 )
 from fastpptp.radius.packet import Attribute, Packet, decode_packet, encode_request, encode_response
+from support.freeradius import FreeRadius
 
 pytestmark = pytest.mark.slow
 
@@ -271,3 +272,56 @@ def test_request_without_message_authenticator_is_ignored_by_the_server(freeradi
         wire, _ = encode_request(pkt, freeradius.secret.encode())
         s.sendto(wire, freeradius.auth_address)
         assert decode_packet(s.recv(4096)).code == Code.ACCESS_ACCEPT
+
+
+def test_unsigned_responses_of_an_unpatched_server_are_refused(freeradius):
+    """A FreeRADIUS that does not sign its Access-Accept (3.2.1's default, before the
+    BlastRADIUS fix): our default policy drops each answer and counts it, so the login fails
+    cleanly; only an explicit require_message_authenticator=False takes them."""
+    alice = _user(freeradius, "alice")
+    attrs = auth.pap_attributes(b"alice", alice.password.encode()) + NAS
+    with FreeRadius(freeradius.users, secret=freeradius.secret, sign_responses=False) as unsigned:
+        server = RadiusServer(unsigned.auth_address, unsigned.secret.encode())
+
+        async def strict():
+            driver = RadiusDriver(RadiusClient([server], ClientPolicy(timeout=0.3, tries=2)))
+            await driver.start()
+            try:
+                with pytest.raises(RadiusNoResponse):
+                    await driver.request(Code.ACCESS_REQUEST, attrs)
+                return dict(driver.client.counters)
+            finally:
+                driver.close()
+
+        counters = asyncio.run(strict())
+        assert counters["rx_no_message_authenticator"] == 2 and counters["rx_responses"] == 0
+        resp, _ = asyncio.run(_ask([server], Code.ACCESS_REQUEST, attrs,
+                                   ClientPolicy(timeout=0.3, tries=2, require_message_authenticator=False)))
+        assert resp.packet.code == Code.ACCESS_ACCEPT and not resp.packet.has(Attr.MESSAGE_AUTHENTICATOR)
+
+
+def test_many_logins_at_once_through_one_socket(freeradius):
+    """100 concurrent MS-CHAPv2 logins share the driver's socket and identifier space."""
+    alice = _user(freeradius, "alice")
+
+    async def run():
+        driver = RadiusDriver(RadiusClient([_auth_server(freeradius)], ClientPolicy(timeout=2.0, tries=3)))
+        await driver.start()
+        try:
+            jobs = []
+            for k in range(100):
+                ac, pc = os.urandom(16), os.urandom(16)
+                pw = alice.password if k % 4 else "wrong"
+                nt = mschap.generate_nt_response(ac, pc, b"alice", pw)
+                jobs.append((pw, nt, driver.request(Code.ACCESS_REQUEST,
+                                                    auth.mschap2_attributes(b"alice", k & 0xFF, ac, pc, nt) + NAS)))
+            results = await asyncio.gather(*(j for _, _, j in jobs))
+            return [(pw, nt, r) for (pw, nt, _), r in zip(jobs, results, strict=True)]
+        finally:
+            driver.close()
+
+    for pw, nt, resp in asyncio.run(run()):
+        reply = resp.access_reply()
+        assert reply.accepted == (pw != "wrong")
+        if reply.accepted:
+            assert reply.mppe_send_key == mschap.mppe_keys_mschapv2(pw, nt, is_server=True)[0]
