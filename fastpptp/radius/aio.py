@@ -33,8 +33,9 @@ class _Protocol(asyncio.DatagramProtocol):
     def __init__(self, driver: RadiusDriver) -> None:
         self._driver = driver
 
-    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        self._driver._on_datagram(data, (str(addr[0]), int(str(addr[1]))))
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        # IPv6 peers come as (host, port, flowinfo, scope_id): the core keys on (host, port)
+        self._driver._on_datagram(data, (addr[0], addr[1]))
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable from a stopped server: its retransmits and failover cover it

@@ -5,6 +5,8 @@ against a real FreeRADIUS)."""
 import struct
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fastpptp.errors import LocalProtocolError
 from fastpptp.radius import auth
@@ -245,3 +247,12 @@ def test_misuse_is_a_local_error():
         RadiusClient([])
     with pytest.raises(ValueError):
         ClientPolicy(tries=0)
+
+
+@given(st.binary(max_size=200), st.sampled_from([A, B, ("203.0.113.1", 1)]))
+def test_any_datagram_is_counted_never_raised(data, source):
+    c = RadiusClient(SERVERS, POLICY)
+    c.send(Code.ACCESS_REQUEST, PAP, now=0.0)
+    before = sum(c.counters.values())
+    c.receive_datagram(data, source, 0.1)
+    assert sum(c.counters.values()) == before + 1 and c.outstanding == 1
