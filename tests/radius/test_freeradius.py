@@ -1,7 +1,8 @@
 """Our RADIUS client (fastpptp.radius) against a real FreeRADIUS 3 (tests/support/freeradius.py):
 PAP, CHAP-MD5, MS-CHAPv1, MS-CHAPv2 with MPPE keys, rejects, reply attributes, accounting into
-the detail file, failover from a silent server, forged responses dropped and counted, and the
-Message-Authenticator on every request and required on every response."""
+the detail file, failover from a silent server, forged responses dropped and counted, the
+Message-Authenticator on every request and required on every response, and the rig inside a
+network namespace."""
 import asyncio
 import hashlib
 import ipaddress
@@ -12,6 +13,7 @@ import time
 import pytest
 
 from fastpptp.crypto import mschap
+from fastpptp.net import netns
 from fastpptp.radius import auth
 from fastpptp.radius.aio import RadiusDriver, RadiusNoResponse
 from fastpptp.radius.client import ClientPolicy, RadiusClient, RadiusServer
@@ -19,7 +21,8 @@ from fastpptp.radius.dictionary import (
     AcctStatusType, AcctTerminateCause, Attr, Code, MppeEncryptionPolicy, NasPortType,
 )
 from fastpptp.radius.packet import Attribute, Packet, decode_packet, encode_request, encode_response
-from support.freeradius import FreeRadius
+from fastpptp.tools.netrig import two_namespaces
+from support.freeradius import FreeRadius, RadiusUser, freeradius_missing
 
 pytestmark = pytest.mark.slow
 
@@ -325,3 +328,27 @@ def test_many_logins_at_once_through_one_socket(freeradius):
         assert reply.accepted == (pw != "wrong")
         if reply.accepted:
             assert reply.mppe_send_key == mschap.mppe_keys_mschapv2(pw, nt, is_server=True)[0]
+
+
+@pytest.mark.netns
+def test_freeradius_in_a_network_namespace():
+    """The rig runs FreeRADIUS inside a namespace (as the products' tests will): server in B,
+    our client in A, across the veth."""
+    reason = freeradius_missing()
+    if reason is not None:
+        pytest.skip(reason)
+    with two_namespaces(prefix="fprad") as rig:
+        users = [RadiusUser("carol", "carol-pw", {"Framed-IP-Address": "203.0.113.9"})]
+        with FreeRadius(users, secret="ns-secret", address=rig.addr_b, client_network="192.0.2.0/24",
+                        netns=rig.b) as fr:
+            assert fr.auth_address == (rig.addr_b, 1812)
+            with netns.entered(rig.a):
+                resp, _ = asyncio.run(_ask([RadiusServer(fr.auth_address, b"ns-secret")], Code.ACCESS_REQUEST,
+                                           auth.pap_attributes(b"carol", b"carol-pw")))
+                acct, _ = asyncio.run(_ask([RadiusServer(fr.acct_address, b"ns-secret")], Code.ACCOUNTING_REQUEST,
+                                           [Attribute(Attr.ACCT_STATUS_TYPE, _i(AcctStatusType.ACCOUNTING_ON)),
+                                            Attribute(Attr.NAS_IDENTIFIER, b"ns-nas")]))
+            assert resp.access_reply().framed_ip_address == ipaddress.IPv4Address("203.0.113.9")
+            assert acct.packet.code == Code.ACCOUNTING_RESPONSE
+            recs = fr.wait_detail(lambda r: r.get("NAS-Identifier") == "ns-nas")
+            assert any(r.get("Acct-Status-Type") == "Accounting-On" for r in recs)
