@@ -39,7 +39,7 @@ from fastpptp.radius.auth import AccessReply, parse_access_reply
 from fastpptp.radius.dictionary import REQUEST_CODES, Attr, Code
 from fastpptp.radius.packet import (
     Attribute, MissingMessageAuthenticator, Packet, RadiusAuthError, UnexpectedCode, decode_packet,
-    encode_request, int_value, verify_response,
+    encode_request, verify_response,
 )
 
 __all__ = ["RadiusServer", "ClientPolicy", "RadiusClient", "Response", "NoResponse", "Event",
@@ -151,7 +151,9 @@ class RadiusClient:
         base_delay = 0
         for a in attrs:
             if a.type == Attr.ACCT_DELAY_TIME and a.vendor == 0:
-                base_delay = int_value(a.value)
+                if len(a.value) != 4:
+                    raise LocalProtocolError("Acct-Delay-Time is a 4-octet integer")
+                base_delay = int.from_bytes(a.value, "big")
         attrs = [a for a in attrs if not (a.type == Attr.ACCT_DELAY_TIME and a.vendor == 0)]
         self._handles += 1
         txn = _Transaction(self._handles, code, attrs, base_delay, now, self._server_order(now))
@@ -275,7 +277,7 @@ class RadiusClient:
     def _transmit(self, txn: _Transaction, now: float) -> bool:
         """Send (or resend) on the current server; False when no Identifier is free."""
         server = txn.order[0]
-        resend_same = txn.wire and txn.code in (Code.ACCESS_REQUEST, Code.STATUS_SERVER)
+        resend_same = bool(txn.wire) and txn.code in (Code.ACCESS_REQUEST, Code.STATUS_SERVER)
         if not resend_same:
             ident = self._allocate_id(server)
             if ident is None:

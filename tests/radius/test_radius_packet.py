@@ -26,6 +26,16 @@ RFC2865_71_REQUEST = bytes.fromhex(
     "93d413ce 3196e43f 782a0aee 0406c0a8 01100506 00000003")
 RFC2865_71_ACCEPT = bytes.fromhex(
     "02000026 86fe220e 7624ba2a 1005f6bf 9b55e0b2 06060000 00010f06 00000000 0e06c0a8 0103")
+# RFC 2865 §7.2: user "flopsy" with CHAP (CHAP ID 22, the Request Authenticator is the challenge)
+RFC2865_72_REQUEST = bytes.fromhex(
+    "01010047 2aee86f0 8d0d5596 9ca5978e 0d3367a2 0108666c 6f707379 031316e9"
+    "7557c316 185895f2 93ff6344 07727504 06c0a801 10050600 00001406 06000000"
+    "02070600 000001")
+# RFC 2865 §7.3: an Access-Challenge with Reply-Message and State
+RFC2865_73_CHALLENGE = bytes.fromhex(
+    "0b02004e 36f3c876 4ae8c711 57403c0c 71ff9c45 12304368 616c6c65 6e676520"
+    "33323736 39343330 2e202045 6e746572 20726573 706f6e73 65206174 2070726f"
+    "6d70742e 180a3332 37363934 3330")
 # RFC 5997 §6.1: Status-Server with only a Message-Authenticator, same secret
 RFC5997_STATUS_SERVER = bytes.fromhex(
     "0cda0026 8a54f468 6fb394c5 2866e302 185d0623 50125a66 5e2e1e84 11f3e243 822097c8 4fa3")
@@ -60,6 +70,26 @@ def test_rfc2865_7_1_access_accept_verifies():
     # the same encoder reproduces it
     assert encode_response(acc, RFC2865_SECRET, req.authenticator,
                            with_message_authenticator=False) == RFC2865_71_ACCEPT
+
+
+def test_rfc2865_7_2_chap_request_and_7_3_challenge_decode():
+    req = decode_packet(RFC2865_72_REQUEST)
+    assert (req.code, req.identifier, req.get(Attr.USER_NAME)) == (Code.ACCESS_REQUEST, 1, b"flopsy")
+    chap = req.get(Attr.CHAP_PASSWORD)
+    assert (len(chap), chap[0]) == (17, 22)
+    assert (req.get_int(Attr.NAS_PORT), req.get_int(Attr.SERVICE_TYPE), req.get_int(Attr.FRAMED_PROTOCOL)) == (20, 2, 1)
+    ch = decode_packet(RFC2865_73_CHALLENGE)
+    assert ch.code == Code.ACCESS_CHALLENGE
+    assert ch.get_text(Attr.REPLY_MESSAGE) == "Challenge 32769430.  Enter response at prompt."
+    assert ch.get(Attr.STATE) == b"32769430"
+
+
+@pytest.mark.parametrize("wire", [RFC2865_71_REQUEST, RFC2865_71_ACCEPT, RFC2865_72_REQUEST,
+                                  RFC2865_73_CHALLENGE, RFC5997_STATUS_SERVER])
+def test_every_truncation_of_an_rfc_packet_is_refused(wire):
+    for n in range(len(wire)):
+        with pytest.raises(RadiusDecodeError):
+            decode_packet(wire[:n])
 
 
 def test_rfc5997_status_server_message_authenticator():
