@@ -175,6 +175,47 @@ def test_accounting_start_interim_stop_reach_the_detail_file(freeradius):
     assert mine[1]["Acct-Input-Octets"] == "1000"
 
 
+class _DropFirst(asyncio.DatagramProtocol):
+    """Relays to FreeRADIUS, but loses the first request (a lost datagram on the way)."""
+
+    def __init__(self, upstream):
+        self.upstream, self.client_addr, self.seen = upstream, None, 0
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        if addr == self.upstream:
+            self.transport.sendto(data, self.client_addr)
+            return
+        self.client_addr, self.seen = addr, self.seen + 1
+        if self.seen > 1:
+            self.transport.sendto(data, self.upstream)
+
+
+def test_accounting_retransmit_reaches_the_server_with_acct_delay_time(freeradius):
+    session_id = f"delay-{os.getpid()}-{time.monotonic_ns()}"
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        transport, relay = await loop.create_datagram_endpoint(
+            lambda: _DropFirst(freeradius.acct_address), local_addr=("127.0.0.1", 0))
+        try:
+            server = RadiusServer(transport.get_extra_info("sockname"), freeradius.secret.encode())
+            resp, counters = await _ask([server], Code.ACCOUNTING_REQUEST, NAS + [
+                Attribute(Attr.ACCT_STATUS_TYPE, _i(AcctStatusType.START)),
+                Attribute(Attr.ACCT_SESSION_ID, session_id.encode())], ClientPolicy(timeout=1.0, tries=3))
+            return resp, counters, relay.seen
+        finally:
+            transport.close()
+
+    resp, counters, seen = asyncio.run(run())
+    assert resp.packet.code == Code.ACCOUNTING_RESPONSE and seen == 2 and counters["tx_retransmits"] == 1
+    recs = freeradius.wait_detail(lambda r: r.get("Acct-Session-Id") == session_id)
+    [rec] = [r for r in recs if r.get("Acct-Session-Id") == session_id]
+    assert rec["Acct-Delay-Time"] == "1"       # RFC 2866 §5.2: the retransmit says how late it is
+
+
 def test_failover_from_a_silent_server(freeradius):
     alice = _user(freeradius, "alice")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
