@@ -32,9 +32,11 @@ LINT_PATHS := fastpptp tests bench
 # Debian packages, by what we look for.  Build: python3-venv (ensurepip), python3-dev
 # (Python.h), build-essential (gcc, libc headers).
 # `make test` also wants, as command:package, the tools of the tests that run as root
-# (namespaces, interop VMs).  The interop harness ../shared/interop/pptp-vm would install qemu and
-# tshark itself; listing them here gives one apt-get update and the full line for a non-root user.
-TEST_TOOLS := ip:iproute2 iperf3:iperf3 tshark:tshark qemu-system-x86_64:qemu-system-x86
+# (namespaces, interop VMs, the RADIUS tests' FreeRADIUS and radclient).  The interop harness
+# ../shared/interop/pptp-vm would install qemu and tshark itself; listing them here gives one
+# apt-get update and the full line for a non-root user.
+TEST_TOOLS := ip:iproute2 iperf3:iperf3 tshark:tshark qemu-system-x86_64:qemu-system-x86 \
+              freeradius:freeradius radclient:freeradius-utils
 ifneq ($(filter test,$(MAKECMDGOALS)),)
 WANT_TEST_PKGS := 1
 endif

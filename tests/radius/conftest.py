@@ -1,0 +1,33 @@
+"""Fixtures of the RADIUS tests: one real FreeRADIUS per module (tests/support/freeradius.py),
+skipped with the reason only when FreeRADIUS is not installed."""
+import pytest
+
+from support.freeradius import FreeRadius, RadiusUser, freeradius_missing
+
+ALICE_REPLY = {
+    "Framed-IP-Address": "203.0.113.7",
+    "Framed-IP-Netmask": "255.255.255.255",
+    "Framed-Route": "198.51.100.0/24 0.0.0.0 1",
+    "Session-Timeout": "3600",
+    "Idle-Timeout": "600",
+    "Acct-Interim-Interval": "60",
+    "Framed-MTU": "1400",
+    "Class": "gold-plan",
+    "MS-Primary-DNS-Server": "192.0.2.53",
+    "MS-Secondary-DNS-Server": "192.0.2.54",
+}
+USERS = [
+    RadiusUser("alice", "Alice-pw-2865", ALICE_REPLY),
+    RadiusUser("bob", "bob-only-pw"),
+]
+
+
+@pytest.fixture(scope="module")
+def freeradius():
+    """The running server; ``.secret``, ``.users`` (alice with reply attributes, bob without)."""
+    reason = freeradius_missing()
+    if reason is not None:
+        print(f"skipping: {reason}")
+        pytest.skip(reason)
+    with FreeRadius(USERS, secret="Fr33-radius-s3cret") as server:
+        yield server
