@@ -121,7 +121,7 @@ class StatusServer:
             pass
         old = os.umask(0o177)              # no window in which the file is wider than 0600
         try:
-            self._server = await asyncio.start_unix_server(self._serve, path=self.path)
+            self._server = await asyncio.start_unix_server(self._serve, path=self.path, limit=MAX_REQUEST)
         finally:
             os.umask(old)
         os.chmod(self.path, 0o600)
@@ -130,12 +130,20 @@ class StatusServer:
         try:
             sock = writer.get_extra_info("socket")
             uid = peer_uid(sock) if sock is not None else -1
+            # the request is read (bounded) even from a refused peer: closing a Unix socket
+            # with unread data resets it, and the peer would not see why it was refused
+            try:
+                line: bytes | None = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT)
+            except ValueError:                 # longer than MAX_REQUEST
+                line = None
+            body: dict[str, Any]
             if uid not in self.allowed_uids:
                 log.warning("control socket: refused a client with uid %d", uid)
-                body: dict[str, Any] = {"error": "permission denied"}
+                body = {"error": "permission denied"}
+            elif line is None:
+                body = {"error": f"request longer than {MAX_REQUEST} bytes"}
             else:
-                line = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT)
-                body = self.handle(line[:MAX_REQUEST])
+                body = self.handle(line)
             writer.write(json.dumps(body).encode() + b"\n")
             await writer.drain()
         except (asyncio.TimeoutError, ConnectionError):
