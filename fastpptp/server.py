@@ -186,7 +186,7 @@ class Server:
         self._tcp_server = await loop.create_server(self._make_stream, self.config.listen, self.config.port,
                                                     reuse_address=True)
         path = self.config.control_socket or DEFAULT_CONTROL_SOCKET
-        self._status = StatusServer(path, self)
+        self._status = StatusServer(path, self.snapshot, control=self)
         try:
             await self._status.start()
         except OSError as exc:

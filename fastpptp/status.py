@@ -24,7 +24,7 @@ import logging
 import os
 import socket
 import struct
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from .shaping import RateLimit, parse_rate
 
@@ -88,9 +88,7 @@ class SessionMatch:
 
 
 class ControlHandler(Protocol):
-    """What the control socket asks of the server (``fastpptp.server.Server`` is one)."""
-
-    def snapshot(self) -> dict[str, Any]: ...
+    """The commands the control socket passes on (``fastpptp.server.Server`` has them)."""
 
     def terminate(self, match: SessionMatch, *, soft: bool = False,
                   reason: str = "administratively terminated") -> list[str]: ...
@@ -107,9 +105,11 @@ def peer_uid(sock: socket.socket) -> int:
 class StatusServer:
     """The control socket of a running server (see the module docstring)."""
 
-    def __init__(self, path: str, handler: ControlHandler):
+    def __init__(self, path: str, snapshot: Callable[[], dict[str, Any]],
+                 control: ControlHandler | None = None):
         self.path = path
-        self._handler = handler
+        self._snapshot = snapshot
+        self._control = control         # None: sessions only (terminate/rate-limit refused)
         self._server: asyncio.base_events.Server | None = None
         self.allowed_uids = frozenset({0, os.geteuid()})
 
@@ -157,7 +157,7 @@ class StatusServer:
         """One request line -> the reply document (never raises for a bad request)."""
         text = line.decode(errors="replace").strip()
         if text in ("", "status", "sessions"):          # the plain-line form of older clients
-            return self._handler.snapshot()
+            return self._snapshot()
         try:
             req = json.loads(text)
         except ValueError:
@@ -167,21 +167,23 @@ class StatusServer:
         cmd = req.get("cmd")
         try:
             if cmd == "sessions":
-                return self._handler.snapshot()
-            if cmd == "terminate":
+                return self._snapshot()
+            if cmd in ("terminate", "rate-limit") and self._control is None:
+                return {"error": f"{cmd} is not available on this socket"}
+            if cmd == "terminate" and self._control is not None:
                 match = SessionMatch.from_json(req.get("match"))
                 soft = req.get("soft", False)
                 if not isinstance(soft, bool):
                     raise ValueError("soft must be true or false")
-                ids = self._handler.terminate(match, soft=soft)
+                ids = self._control.terminate(match, soft=soft)
                 log.info("control: terminate %s%s: %d session(s)", match, " (soft)" if soft else "", len(ids))
                 return {"matched": len(ids), "sessions": ids}
-            if cmd == "rate-limit":
+            if cmd == "rate-limit" and self._control is not None:
                 sid, rate_text = req.get("session"), req.get("rate")
                 if not isinstance(sid, str) or not isinstance(rate_text, str):
                     raise ValueError("rate-limit needs session and rate (strings)")
                 rate = parse_rate(rate_text)
-                found = self._handler.limit_session(sid, rate)
+                found = self._control.limit_session(sid, rate)
                 return {"matched": 1 if found else 0, "session": sid, "rate": rate.to_json()}
         except (ValueError, TypeError) as exc:
             return {"error": str(exc)}
@@ -234,14 +236,14 @@ def _rate_text(rate: object) -> str:
 
 
 def format_status(doc: dict[str, Any]) -> str:
-    rows = [("SESSION", "USER", "PEER", "IFACE", "LOCAL", "REMOTE", "AUTH", "MPPE", "RATE", "UPTIME",
-             "RX PKTS", "TX PKTS", "DROPS")]
+    rows = [("USER", "PEER", "IFACE", "LOCAL", "REMOTE", "AUTH", "MPPE", "RATE", "UPTIME",
+             "RX PKTS", "TX PKTS", "DROPS", "SESSION")]
     for s in doc.get("sessions", []):
-        rows.append((str(s.get("session_id") or "-"), str(s.get("user") or "-"), str(s.get("peer")),
+        rows.append((str(s.get("user") or "-"), str(s.get("peer")),
                      str(s.get("interface") or "-"), str(s.get("local_ip") or "-"),
                      str(s.get("remote_ip") or "-"), str(s.get("auth") or "-"), str(s.get("mppe") or "none"),
                      _rate_text(s.get("rate")),
                      f"{s.get('uptime_s', 0):.0f}s", str(s.get("rx_packets", 0)), str(s.get("tx_packets", 0)),
-                     str(sum(s.get("drops", {}).values()))))
+                     str(sum(s.get("drops", {}).values())), str(s.get("session_id") or "-")))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
