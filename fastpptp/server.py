@@ -646,8 +646,8 @@ class Server:
         if isinstance(backend, RateLimitBackend):
             try:
                 return backend.rate_limit(user, self._ppp.name or "*")
-            except ValueError as exc:         # e.g. a callback's bad rate text
-                log.error("rate limit of %r: %s", user, exc)
+            except Exception as exc:   # an embedder's callback (or its rate text) failed
+                log.error("rate limit of %r unavailable, none applied: %s", user, exc)
         return None
 
     def _configured_rate(self, user: str | None) -> tuple[RateLimit | None, RateSource | None]:
