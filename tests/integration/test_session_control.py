@@ -161,9 +161,11 @@ def test_terminate_by_each_selector(loopback_ns, tmp_path, engines, capsys, capl
     assert out.strip() == f"{2 if selector == 'all' else 1} session(s) terminated"
     assert len(r["ids"]["alice"]) == 16 and r["ids"]["alice"] != r["ids"]["bob"]
     assert r["gone"]
-    # the client saw the server end the tunnel (pppd's EXIT_HANGUP), with our reason
+    # the client saw the server end the tunnel (pppd's EXIT_HANGUP): our LCP Terminate-Request
+    # with the reason, then Call-Disconnect-Notify
     assert r["client_rcs"] == [16] * len(r["client_rcs"])
-    assert all("administratively terminated" in (why or "") for why in r["reasons"]), r["reasons"]
+    assert all("peer terminated: administratively terminated" in (why or "") and "Call-Disconnect-Notify" in why
+               for why in r["reasons"]), r["reasons"]
     # the address went back to the pool; the other session is untouched
     assert r["alice_ip"] not in r["pool_in_use"]
     if selector == "all":
