@@ -13,6 +13,7 @@ import sys
 
 from .config import ConfigError, PppOptions, parse_ppp_options, parse_pptpd_conf, expand_ip_list
 from .pptp.messages import PPTP_PORT
+from .shaping import RateLimit, parse_rate
 
 log = logging.getLogger("fastpptp")
 
@@ -38,6 +39,14 @@ def setup_logging(level: str = "info", syslog: bool = False, logfile: str | None
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
+
+
+def rate_arg(text: str) -> RateLimit:
+    """argparse type of a RATE (``1000`` or ``down/up`` kbit/s, ``0`` = unlimited)."""
+    try:
+        return parse_rate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _warn_options(opts: PppOptions) -> None:
@@ -82,9 +91,13 @@ def server_parser() -> argparse.ArgumentParser:
     p.add_argument("--ip-down", default="/etc/ppp/ip-down")
     p.add_argument("--rate-limit", type=int, default=20,
                    help="new control connections allowed per source address per 10 s")
+    p.add_argument("--default-rate-limit", type=rate_arg, default=None, metavar="RATE",
+                   help="bandwidth limit of every session without a per-user one (chap-secrets' "
+                        "RATE column): kbit/s as N (both ways) or DOWN/UP, e.g. 2000/512; 0 = unlimited")
     p.add_argument("--max-auth-failures", type=int, default=5,
                    help="failed logins per source address per 5 min before it is refused")
-    p.add_argument("--control-socket", default=None, help="status socket path")
+    p.add_argument("--control-socket", default=None,
+                   help="control socket path (fastpptp sessions/terminate/rate-limit; root only)")
     p.add_argument("--metrics-listen", metavar="ADDR:PORT", type=_listen_arg, default=None,
                    help="serve Prometheus metrics at http://ADDR:PORT/metrics (off by default; "
                         "e.g. 127.0.0.1:9723, [::1]:9723)")
@@ -153,6 +166,7 @@ def build_server_config(args: argparse.Namespace):
         pptp_echo_interval=args.pptp_echo_interval, log_level=level,
         option_file=opt_path, flow_control=args.flow_control,
         metrics_listen=args.metrics_listen, metrics_per_session=args.metrics_per_session,
+        default_rate_limit=args.default_rate_limit,
     ), (args.syslog, args.logfile or opts.logfile)
 
 
@@ -166,6 +180,44 @@ def _configure(prog: str, build, args):
     setup_logging(config.log_level, syslog=syslog, logfile=logfile, name=prog)
     _warn_options(config.ppp)
     return config
+
+
+def _control_command(args: argparse.Namespace) -> int:
+    """``sessions`` / ``terminate`` / ``rate-limit``: one request to the control socket.
+    Exit status 0, or 1 when the server is unreachable, refuses, or nothing matched."""
+    from .status import DEFAULT_CONTROL_SOCKET, SessionMatch, control_request, format_status
+    if args.cmd == "terminate":
+        try:
+            match = SessionMatch(user=args.user, ip=args.ip, session=args.session, peer=args.peer,
+                                 all=args.all)
+        except ValueError as exc:
+            print(f"fastpptp terminate: {exc}", file=sys.stderr)
+            return 2
+        request: dict[str, object] = {"cmd": "terminate", "match": match.to_json(), "soft": args.soft}
+    elif args.cmd == "rate-limit":
+        request = {"cmd": "rate-limit", "session": args.session, "rate": str(args.rate)}
+    else:
+        request = {"cmd": "sessions"}
+    try:
+        doc = control_request(request, args.control_socket or DEFAULT_CONTROL_SOCKET)
+    except (OSError, ValueError) as exc:
+        print(f"fastpptp {args.cmd}: cannot reach the server's control socket: {exc}", file=sys.stderr)
+        return 1
+    if "error" in doc:
+        print(f"fastpptp {args.cmd}: {doc['error']}", file=sys.stderr)
+        return 1
+    if args.cmd == "terminate":
+        n = int(doc.get("matched", 0))
+        print(f"{n} session(s) terminated{' (soft)' if args.soft else ''}")
+        return 0 if n else 1
+    if args.cmd == "rate-limit":
+        if not doc.get("matched"):
+            print(f"fastpptp rate-limit: no session {args.session}", file=sys.stderr)
+            return 1
+        print(f"session {args.session}: rate limit {'unlimited' if args.rate.unlimited else args.rate} kbit/s")
+        return 0
+    print(json.dumps(doc, indent=2) if args.json else format_status(doc))
+    return 0
 
 
 def server_main(argv: list[str] | None = None) -> int:
@@ -261,9 +313,28 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("demo", help="server + client in two network namespaces, traffic, summary")
     d.add_argument("--json", action="store_true")
     d.add_argument("--bytes", type=int, default=32 * 1024 * 1024, help="bulk transfer size")
-    s = sub.add_parser("status", help="sessions of a running server")
+    s = sub.add_parser("sessions", aliases=["status"], help="sessions of a running server")
     s.add_argument("--json", action="store_true")
     s.add_argument("--control-socket", default=None)
+    t = sub.add_parser("terminate", help="end sessions of a running server (like accel-cmd terminate)",
+                       description="Each matching session gets an LCP Terminate-Request and "
+                                   "Call-Disconnect-Notify; its address returns to the pool. Exit "
+                                   "status 1 when no session matched.")
+    sel = t.add_mutually_exclusive_group(required=True)
+    sel.add_argument("--user", help="the authenticated user name")
+    sel.add_argument("--ip", help="the client's tunnel address")
+    sel.add_argument("--session", help="the session ID (fastpptp sessions)")
+    sel.add_argument("--peer", help="the client's public address")
+    sel.add_argument("--all", action="store_true", help="every session")
+    t.add_argument("--soft", action="store_true",
+                   help="graceful: wait for the client's LCP Terminate-Ack before clearing the call "
+                        "(default: clear the call at once)")
+    t.add_argument("--control-socket", default=None)
+    r = sub.add_parser("rate-limit", help="change a live session's bandwidth limit")
+    r.add_argument("session", metavar="SESSION", help="the session ID (fastpptp sessions)")
+    r.add_argument("rate", metavar="RATE", type=rate_arg,
+                   help="kbit/s: N (both ways) or DOWN/UP, e.g. 2000/512; 0 = unlimited")
+    r.add_argument("--control-socket", default=None)
     b = sub.add_parser("bench", help="benchmarks")
     b.add_argument("what", choices=("dataplane", "tunnel"))
     b.add_argument("--json", action="store_true")
@@ -272,15 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "client":
         return client_main(argv[1:])
     args = p.parse_args(argv)
-    if args.cmd == "status":
-        from .status import DEFAULT_CONTROL_SOCKET, format_status, query_status
-        try:
-            doc = query_status(args.control_socket or DEFAULT_CONTROL_SOCKET)
-        except OSError as exc:
-            print(f"fastpptp status: cannot reach the server's control socket: {exc}", file=sys.stderr)
-            return 1
-        print(json.dumps(doc, indent=2) if args.json else format_status(doc))
-        return 0
+    if args.cmd in ("sessions", "status", "terminate", "rate-limit"):
+        return _control_command(args)
     if args.cmd == "demo":
         from .tools.demo import run_demo
         return run_demo(json_out=args.json, nbytes=args.bytes)

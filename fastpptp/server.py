@@ -22,8 +22,15 @@ Flow:
    closed (the kernel deletes the interface) once ip-down has run, and its unit is free.
 5. SIGTERM: every call is cleared (LCP Terminate, Call-Disconnect-Notify,
    Stop-Control-Connection-Request) before exit.  SIGHUP: secrets and options reloaded; live
-   sessions are untouched.
-6. Under systemd (``notifier``, fastpptp.sdnotify): READY=1 once the listener accepts,
+   sessions keep running, only their rate limits follow a changed chap-secrets (6).
+6. Session control (the control socket, ``fastpptp sessions | terminate | rate-limit``): every
+   call has a session ID (16 random hex digits, unique across restarts: Acct-Session-Id);
+   :meth:`Server.terminate` ends the sessions a :class:`~fastpptp.status.SessionMatch` selects;
+   a session's rate limit (``SessionInfo.rate``, a :class:`~fastpptp.shaping.RateLimit`) comes
+   from the auth backend (chap-secrets' RATE column, an embedding callback) when the user
+   authenticates, else from ``default_rate_limit``; it reaches the engine when the network
+   comes up, and :meth:`Server.limit_session` changes it live.
+7. Under systemd (``notifier``, fastpptp.sdnotify): READY=1 once the listener accepts,
    STATUS= with the session count on every change, RELOADING=1/READY=1 around SIGHUP,
    STOPPING=1 when 5 begins, WATCHDOG=1 from the event loop.
 """
@@ -55,11 +62,18 @@ from .sdnotify import Notifier
 from .pptp.control import (CallCleared, CallIdAllocator, CallRequested, ControlClosed, ControlConnected,
                            EchoTimeout, Event)
 from .pptp.messages import PPTP_PORT
-from .status import DEFAULT_CONTROL_SOCKET, StatusServer
+from .shaping import UNLIMITED, RateLimit, RateLimitBackend, RateSource
+from .status import DEFAULT_CONTROL_SOCKET, SessionMatch, StatusServer
 
 log = logging.getLogger("fastpptp.server")
 
 SHARED_DEFAULT_INTERFACE = "fpptp0"
+#: ``terminate`` (hard): time the LCP Terminate-Request gets to leave the engine's control
+#: queue before the call is cleared (remove_session drops the call's queued frames).
+HARD_TERMINATE_GRACE = 0.1
+#: ``terminate --soft``: the longest the LCP Terminate exchange may take before the call is
+#: cleared anyway (pppd's lcp-restart 3 s x lcp-max-terminate 2 fits, with room).
+SOFT_TERMINATE_LIMIT = 10.0
 
 
 @dataclass(frozen=True)
@@ -86,6 +100,7 @@ class ServerConfig:
     flow_control: bool = False           # RFC 2637 sliding window (old PACs/PNSs); peers ignore it
     metrics_listen: str | None = None    # "ADDR:PORT": Prometheus /metrics (fastpptp/metrics.py)
     metrics_per_session: bool = False    # per-session series (labels session, user)
+    default_rate_limit: RateLimit | None = None   # every session without a per-user limit
 
 
 class ServerEngine(SessionEngine, Protocol):
@@ -106,13 +121,15 @@ class ServerEngine(SessionEngine, Protocol):
 
     @property
     def loops(self) -> int: ...
+    def set_rate_limit(self, call_id: int, tx_kbit: int, rx_kbit: int, burst_bytes: int = 0) -> None: ...
 
 
 class Server:
     """The embeddable server.  ``await server.start()`` then ``await server.serve_forever()``.
 
     ``auth_backend``: anything with ``get_secret(user, server_name)`` and
-    ``check_password(user, password, server_name)`` (see fastpptp.ppp.auth.secrets); default:
+    ``check_password(user, password, server_name)`` (see fastpptp.ppp.auth.secrets), and
+    optionally ``static_address`` and ``rate_limit(user, server_name)``; default:
     chap-secrets.  ``assign_address(user) -> str | None`` overrides the pool.  ``on_event(kind,
     info)`` is told of session events ("up", "down", "auth-failed").  ``notifier``: tells systemd
     READY/STOPPING/STATUS (session count)/WATCHDOG (fastpptp.sdnotify; default: none).
@@ -185,7 +202,7 @@ class Server:
         self._tcp_server = await loop.create_server(self._make_stream, self.config.listen, self.config.port,
                                                     reuse_address=True)
         path = self.config.control_socket or DEFAULT_CONTROL_SOCKET
-        self._status = StatusServer(path, self.snapshot)
+        self._status = StatusServer(path, self.snapshot, control=self)
         try:
             await self._status.start()
         except OSError as exc:
@@ -303,6 +320,7 @@ class Server:
                     self._ppp = parse_ppp_options(f.read(), self.config.option_file)
             except Exception as exc:
                 log.error("reload of %s failed, keeping the old options: %s", self.config.option_file, exc)
+        self._reapply_rates()
         log.info("reloaded secrets and options")
         self._notify.ready(self._status_line())
 
@@ -409,6 +427,7 @@ class Server:
                               peer_ppd=req.peer_ppd,
                               on_network_up=self._network_up, on_network_down=self._network_down,
                               on_closed=closed, on_auth=self._auth_event)
+        session.info.session_id = self._new_session_id()
         self.sessions[call_id] = session
         self.stats.calls_accepted += 1
         self._calls_of.setdefault(stream, set()).add(call_id)
@@ -497,14 +516,19 @@ class Server:
         return self.pool.allocate(static)
 
     def _auth_event(self, session: CallSession, ev: Authenticated | AuthenticationFailed) -> None:
-        if isinstance(ev, Authenticated):
-            self.stats.auth_successes[ev.method.value] += 1
-        else:
+        if isinstance(ev, AuthenticationFailed):
             self.stats.auth_failures[ev.method.value] += 1
             self.admission.auth_failed(session.info.peer, session.now)
             self._emit("auth-failed", {"user": ev.user, "peer": session.info.peer})
+            return
+        self.stats.auth_successes[ev.method.value] += 1
+        if session.info.rate is None:      # a limit set before (RADIUS, admin) stays
+            rate = self._user_rate(ev.user)
+            if rate is not None:
+                session.info.rate, session.info.rate_source = rate, RateSource.AUTH
 
     def _network_up(self, session: CallSession, ev: NetworkUp) -> None:
+        self._install_rate(session)
         if ev.family in (4, "ipv4"):
             self.stats.sessions_setup += 1
         iface = self._ifaces.get(session.call_id)
@@ -610,6 +634,108 @@ class Server:
             except Exception:
                 log.exception("on_event hook failed")
 
+    # ------------------------------------------------------------------ session control
+    def _new_session_id(self) -> str:
+        """16 random hex digits: unique across restarts (64 bits from the system's CSPRNG)
+        and among the live sessions, so RADIUS can use it as Acct-Session-Id."""
+        live = {s.info.session_id for s in self.sessions.values()}
+        while True:
+            sid = f"{self._rng.getrandbits(64):016x}"
+            if sid not in live:
+                return sid
+
+    def find_sessions(self, match: SessionMatch) -> list[CallSession]:
+        """The live sessions ``match`` selects (a session not yet authenticated has no user
+        and, before IPCP, no address: only ``session``, ``peer`` and ``all`` select it)."""
+        return [s for s in self.sessions.values() if not s.closed and match.matches(
+            session_id=s.info.session_id, user=s.info.user, ip=s.info.remote_ip, peer=s.info.peer)]
+
+    def terminate(self, match: SessionMatch, *, soft: bool = False,
+                  reason: str = "administratively terminated") -> list[str]:
+        """End the sessions ``match`` selects; returns their session IDs (none matched: []).
+
+        Hard (default): LCP Terminate-Request with ``reason`` goes out once, and the call is
+        cleared HARD_TERMINATE_GRACE (0.1 s) later without waiting for the peer's
+        Terminate-Ack. Soft: the normal teardown: LCP Terminate-Request, retransmitted until
+        the peer's Terminate-Ack (or the LCP terminate timer runs out, at most
+        SOFT_TERMINATE_LIMIT), then the call is cleared.  Either way the call is cleared like
+        any other: Call-Disconnect-Notify, counters logged, the address back to the pool,
+        ip-down."""
+        hits = self.find_sessions(match)
+        loop = asyncio.get_running_loop()
+        for s in hits:
+            log.info("call %d session %s user %s peer %s: %sterminate: %s", s.call_id, s.info.session_id,
+                     s.info.user or "-", s.info.peer, "soft " if soft else "", reason)
+            s.close(reason)
+            loop.call_later(SOFT_TERMINATE_LIMIT if soft else HARD_TERMINATE_GRACE, s.abort, reason)
+        return [s.info.session_id for s in hits]
+
+    def limit_session(self, session_id: str, rate: RateLimit, *,
+                      source: RateSource = RateSource.ADMIN) -> bool:
+        """Change a live session's rate limit (0/0 = unlimited); False when no live session
+        has that ID.  Reaches the engine at once when the network is up, else when it comes up."""
+        for s in self.sessions.values():
+            if s.info.session_id == session_id and not s.closed:
+                self._set_rate(s, rate, source)
+                return True
+        return False
+
+    def _user_rate(self, user: str) -> RateLimit | None:
+        backend = self._auth_backend
+        if isinstance(backend, RateLimitBackend):
+            try:
+                return backend.rate_limit(user, self._ppp.name or "*")
+            except Exception as exc:   # an embedder's callback (or its rate text) failed
+                log.error("rate limit of %r unavailable, none applied: %s", user, exc)
+        return None
+
+    def _configured_rate(self, user: str | None) -> tuple[RateLimit | None, RateSource | None]:
+        """The limit the configuration gives a user: per user (auth backend), else the default."""
+        rate = self._user_rate(user) if user is not None else None
+        if rate is not None:
+            return rate, RateSource.AUTH
+        if self.config.default_rate_limit is not None:
+            return self.config.default_rate_limit, RateSource.DEFAULT
+        return None, None
+
+    def _install_rate(self, session: CallSession) -> None:
+        """Network up: the session's limit (per user, set at authentication; else the default)
+        into the engine before the first packet; none at all: the engine is not asked."""
+        info = session.info
+        if info.rate is None and self.config.default_rate_limit is not None:
+            info.rate, info.rate_source = self.config.default_rate_limit, RateSource.DEFAULT
+        if info.rate is not None:
+            self._engine_rate(session)
+
+    def _set_rate(self, session: CallSession, rate: RateLimit | None, source: RateSource | None) -> None:
+        info = session.info
+        had = info.rate is not None
+        info.rate, info.rate_source = rate, (source if rate is not None else None)
+        log.info("call %d session %s user %s: rate limit %s (%s)", session.call_id, info.session_id,
+                 info.user or "-", rate if rate is not None else "none",
+                 source.value if source is not None else "-")
+        if info.up and (had or rate is not None):
+            self._engine_rate(session)
+
+    def _engine_rate(self, session: CallSession) -> None:
+        rate = session.info.rate or UNLIMITED
+        try:
+            self.engine.set_rate_limit(session.call_id, tx_kbit=rate.down_kbit, rx_kbit=rate.up_kbit)
+        except (KeyError, ValueError) as exc:     # the call left the engine meanwhile
+            log.warning("call %d: rate limit %s not set: %s", session.call_id, rate, exc)
+
+    def _reapply_rates(self) -> None:
+        """After a reload: sessions whose limit came from the configuration (per user or the
+        default, or none) get what it says now; limits set live (admin, RADIUS) stay."""
+        for s in list(self.sessions.values()):
+            if s.closed or s.info.user is None:
+                continue
+            if s.info.rate_source not in (None, RateSource.AUTH, RateSource.DEFAULT):
+                continue
+            rate, source = self._configured_rate(s.info.user)
+            if (rate, source) != (s.info.rate, s.info.rate_source):
+                self._set_rate(s, rate, source)
+
     # ------------------------------------------------------------------ status
     def _session_doc(self, s: CallSession) -> dict[str, Any]:
         c: dict[str, int]
@@ -618,12 +744,15 @@ class Server:
         except Exception:
             c = {}
         return {
+            "session_id": s.info.session_id,
             "user": s.info.user, "peer": s.info.peer, "call_id": s.call_id,
             "interface": self._ifname(s) or None, "local_ip": s.info.local_ip, "remote_ip": s.info.remote_ip, "auth": s.info.auth,
             "mppe": s.info.mppe, "uptime_s": round(self.hub.loop.time() - s.info.started, 3),
             "rx_packets": c.get("rx_packets", 0), "tx_packets": c.get("tx_packets", 0),
             "rx_bytes": c.get("rx_bytes", 0), "tx_bytes": c.get("tx_bytes", 0),
             "drops": {k[5:]: v for k, v in c.items() if k.startswith("drop_")},
+            "rate": s.info.rate.to_json() if s.info.rate is not None else None,
+            "rate_source": s.info.rate_source.value if s.info.rate_source is not None else None,
         }
 
     def snapshot(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from ..ppp.constants import ENGINE_EVENT_BASE
+from ..shaping import RateLimit, RateSource
 from ..ppp.link import (Authenticated, AuthenticationFailed, LcpOpened, LinkDown, LinkEvent,
                         MppeReset, MppeUp, NetworkDown, NetworkUp, PPPLink)
 from .driver import DeadlineTimer
@@ -126,6 +127,11 @@ class SessionInfo:
     dns: tuple[str, ...] = ()
     up: bool = False
     reason: str | None = None
+    # set by the server: its session ID (``fastpptp sessions``, Acct-Session-Id) and the rate
+    # limit (shaping.RateLimit) with its source (shaping.RateSource)
+    session_id: str = ""
+    rate: RateLimit | None = None
+    rate_source: RateSource | None = None
 
 
 class CallSession:

@@ -159,3 +159,89 @@ def test_at_file_secret(tmp_path):
     assert b.get_secret("alice") == "from-file pw"
     assert b.check_password("alice", "from-file pw")
     assert b.get_secret("bob") is None and not b.check_password("bob", "")
+
+
+# --------------------------------------------------------------------------- RATE column
+
+RATES = r'''
+# client  server  secret  address          RATE (accel-ppp's fifth column)
+alice     pptpd   pw      198.51.100.7     2000/512
+bob       pptpd   pw      *                1000
+carol     pptpd   pw      -                0
+dave      pptpd   pw      198.51.100.8
+erin      pptpd   pw      198.51.100.9     198.51.100.10
+frank     pptpd   pw      198.51.100.0/28  !198.51.100.3  -- ms-dns 192.0.2.53
+gina      pptpd   pw      198.51.100.11    300/100        -- ms-dns 192.0.2.53
+hank      pptpd   pw      198.51.100.12    198.51.100.13  100
+ivan      pptpd   pw      "*"              '50'
+'''
+
+
+def test_rate_column():
+    from fastpptp.shaping import RateLimit
+    e = {x.client: x for x in parse_secrets(RATES, "chap-secrets")}
+    assert (e["alice"].addresses, e["alice"].rate) == (("198.51.100.7",), RateLimit(2000, 512))
+    assert e["alice"].static_address == "198.51.100.7"
+    assert (e["bob"].addresses, e["bob"].rate) == (("*",), RateLimit(1000, 1000))
+    assert (e["carol"].no_address, e["carol"].rate) == (True, RateLimit(0, 0))
+    # pppd files read as before: one address, two addresses, an address list with options
+    assert (e["dave"].addresses, e["dave"].rate) == (("198.51.100.8",), None)
+    assert (e["erin"].addresses, e["erin"].rate) == (("198.51.100.9", "198.51.100.10"), None)
+    assert (e["frank"].addresses, e["frank"].rate) == (("198.51.100.0/28", "!198.51.100.3"), None)
+    assert (e["gina"].rate, e["gina"].options) == (RateLimit(300, 100), ("ms-dns", "192.0.2.53"))
+    # a rate is the fifth column only: after two addresses "100" is a (pppd) address word
+    assert (e["hank"].addresses, e["hank"].rate) == (("198.51.100.12", "198.51.100.13", "100"), None)
+    assert e["ivan"].rate == RateLimit(50, 50)           # quoting is the tokenizer's business
+    assert "2000/512" in repr(e["alice"]) and "pw" not in repr(e["alice"])
+
+
+@pytest.mark.parametrize("rate", ["1000/", "1/2/3", "10M", "1.5", "100000001", "5x"])
+def test_bad_rate_column_is_refused_with_line(rate):
+    text = f"# header\nalice pptpd pw 198.51.100.7 {rate}\n"
+    with pytest.raises(SecretsSyntaxError) as ei:
+        parse_secrets(text, "chap-secrets")
+    assert ei.value.line == 2 and "bad rate" in ei.value.reason
+
+
+def test_rate_column_word_that_is_an_address_stays_an_address():
+    # a second IPv4 word (dotted) is an address, never a rate; a host name stays one too
+    (e,) = parse_secrets("alice pptpd pw 198.51.100.7 10.0.0.0/8\n")
+    assert (e.addresses, e.rate) == (("198.51.100.7", "10.0.0.0/8"), None)
+    (e,) = parse_secrets("alice pptpd pw 198.51.100.7 host.example\n")
+    assert (e.addresses, e.rate) == (("198.51.100.7", "host.example"), None)
+
+
+def test_file_backend_rate_limit(tmp_path):
+    from fastpptp.shaping import RateLimit, RateLimitBackend
+    p = tmp_path / "chap-secrets"
+    p.write_text(RATES)
+    b = SecretsFileBackend(SecretsFile.load(p), server_name="pptpd")
+    assert isinstance(b, RateLimitBackend)
+    assert b.rate_limit("alice") == RateLimit(2000, 512)
+    assert b.rate_limit("dave") is None and b.rate_limit("nobody") is None
+    assert b.get_secret("alice") == "pw" and b.static_address("alice") == "198.51.100.7"
+
+
+def test_callable_backend_rates():
+    from fastpptp.ppp.auth.secrets import UserSecret
+    from fastpptp.shaping import RateLimit, RateLimitBackend
+    table = {"alice": UserSecret("s1", rate="2000/512"), "bob": "s2",
+             "carol": UserSecret("s3", rate=RateLimit(7, 8)), "dave": UserSecret("s4")}
+    b = CallableBackend(lambda u, s: table.get(u))
+    assert isinstance(b, RateLimitBackend)
+    # plain strings keep working; the rate is the one of the answer that authenticated the user
+    assert [b.get_secret(u) for u in ("alice", "bob", "carol", "dave", "eve")] == ["s1", "s2", "s3", "s4", None]
+    assert b.rate_limit("alice") == RateLimit(2000, 512)
+    assert b.rate_limit("carol") == RateLimit(7, 8)
+    assert b.rate_limit("bob") is None and b.rate_limit("dave") is None and b.rate_limit("eve") is None
+    assert b.check_password("alice", "s1") and not b.check_password("alice", "s2")
+    table["alice"] = "s1"                               # the next answer has no rate: none kept
+    b.get_secret("alice")
+    assert b.rate_limit("alice") is None
+    assert "s1" not in repr(UserSecret("s1", rate="10"))
+    with pytest.raises(ValueError, match="bad rate"):
+        UserSecret("x", rate="fast")
+    # an explicit rate_limit callable answers instead (RateLimit or its text)
+    c = CallableBackend(lambda u, s: "pw", rate_limit=lambda u: {"a": "300/100", "b": RateLimit(1, 2)}.get(u))
+    assert (c.rate_limit("a"), c.rate_limit("b"), c.rate_limit("z")) == (RateLimit(300, 100), RateLimit(1, 2), None)
+    assert StaticBackend({"a": "x"}).rate_limit("a") is None

@@ -22,6 +22,14 @@ File format, as pppd's ``getword()`` / ``scan_authfile()`` read it (pppd(8) "AUT
   "no address".  A plain IPv4 address is the client's static address (pppd gives it to
   the peer when the address is not otherwise set); ``--`` ends the address list (pppd then
   reads per-user options, which we keep but ignore).
+* RATE (accel-ppp's fifth column, ours too): ``alice pptpd pw 198.51.100.7 2000/512``.  The
+  last of *exactly two* words after the secret (before any ``--``) is the session's rate
+  limit when it starts with a digit and is not an IPv4 address or subnet; it must then be a
+  valid rate (:func:`fastpptp.shaping.parse_rate`: ``1000`` or ``down/up`` kbit/s, ``0`` =
+  unlimited) or the file is refused.  A rate therefore always follows one address word (``*``
+  for "any", ``-`` for none), as in accel-ppp; pppd files with one address, or with two or
+  more addresses, read as before (pppd would take ``1000`` for the address 0.0.3.232, which
+  nobody writes).
 
 Nothing here logs or puts a secret in a ``repr``.  This module reads files with the
 builtin ``open`` only (no os / time imports: ppp/ stays sans-I/O).
@@ -33,6 +41,8 @@ import hmac
 import ipaddress
 import pathlib
 from typing import Callable, Iterable
+
+from fastpptp.shaping import RateLimit, parse_rate
 
 WILDCARD = "*"
 
@@ -61,10 +71,12 @@ class Secret:
     client: str = WILDCARD
     server: str = WILDCARD
     line: int = 0
+    rate: RateLimit | None = None       # the RATE column (accel-ppp's fifth), if given
 
     def __repr__(self) -> str:
+        rate = "" if self.rate is None else f", rate={str(self.rate)!r}"
         return (f"Secret(client={self.client!r}, server={self.server!r}, "
-                f"addresses={self.addresses!r}, secret=<hidden>)")
+                f"addresses={self.addresses!r}{rate}, secret=<hidden>)")
 
     @property
     def no_address(self) -> bool:
@@ -219,6 +231,13 @@ def parse_secrets(text: str, filename: str = "<secrets>") -> list[Secret]:
         if "--" in rest:
             k = rest.index("--")
             rest, options = rest[:k], rest[k + 1:]
+        rate: RateLimit | None = None
+        if len(rest) == 2 and _is_rate_column(rest[1]):
+            try:
+                rate = parse_rate(rest[1])
+            except ValueError as exc:
+                raise SecretsSyntaxError(filename, line, str(exc)) from None
+            rest = rest[:1]
         if "-" in rest and rest != ["-"]:
             raise SecretsSyntaxError(filename, line, "'-' (no address) must stand alone")
         for word in rest:
@@ -231,8 +250,20 @@ def parse_secrets(text: str, filename: str = "<secrets>") -> list[Secret]:
                 # pppd also accepts host names here; we cannot resolve (sans-I/O): keep it.
                 if not w or any(ch.isspace() for ch in w):
                     raise SecretsSyntaxError(filename, line, f"bad address {word!r}") from None
-        out.append(Secret(secret, tuple(rest), tuple(options), client, server, line))
+        out.append(Secret(secret, tuple(rest), tuple(options), client, server, line, rate))
     return out
+
+
+def _is_rate_column(word: str) -> bool:
+    """The word after exactly one address word is RATE when it starts with a digit and is
+    not an IPv4 address or subnet (see the module docstring)."""
+    if not word[:1].isdigit():
+        return False
+    try:
+        ipaddress.IPv4Network(word, strict=False)     # "1000" and "10/8" are not (no dots)
+    except ValueError:
+        return True
+    return False
 
 
 def lookup_entries(entries: Iterable[Secret], client: str, server: str) -> Secret | None:
@@ -365,33 +396,85 @@ class SecretsFileBackend:
             entry = self.pap.lookup(user, self._server(server_name))
         return None if entry is None else entry.static_address
 
+    def rate_limit(self, user: str, server_name: str = WILDCARD) -> RateLimit | None:
+        """The RATE column of the user's chap-secrets entry (None: none given)."""
+        entry = self.lookup(user, server_name)
+        return None if entry is None else entry.rate
+
+
+@dataclasses.dataclass(frozen=True)
+class UserSecret:
+    """What an embedding ``get_secret`` callback may answer instead of a plain string: the
+    secret and the user's rate limit (a :class:`~fastpptp.shaping.RateLimit` or its text,
+    ``"2000/512"``; None = the server's default)."""
+
+    secret: str = dataclasses.field(repr=False)
+    rate: RateLimit | str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rate, str):      # checked now: a bad rate fails in the callback's caller
+            object.__setattr__(self, "rate", parse_rate(self.rate))
+
+    @property
+    def rate_limit(self) -> RateLimit | None:
+        return self.rate if isinstance(self.rate, RateLimit) else None
+
+
+#: A get_secret callback's answer: the secret, the secret with a rate, or None (unknown user).
+SecretAnswer = str | UserSecret | None
+
 
 class CallableBackend:
     """Backend made of callables: routers plug their user database in here.
 
-    ``get_secret(user, server_name) -> str | None``; ``check_password(user, password,
-    server_name) -> bool`` defaults to comparing with ``get_secret`` in constant time;
-    ``static_address(user) -> str | None`` is optional.
+    ``get_secret(user, server_name) -> str | UserSecret | None`` (a :class:`UserSecret` also
+    carries the user's rate limit); ``check_password(user, password, server_name) -> bool``
+    defaults to comparing with ``get_secret`` in constant time; ``static_address(user) -> str |
+    None`` is optional; ``rate_limit(user) -> RateLimit | str | None`` is optional too and,
+    when given, is what :meth:`rate_limit` answers (otherwise the rate of the user's latest
+    ``get_secret`` answer, the one that authenticated them).
     """
 
-    def __init__(self, get_secret: Callable[[str, str], str | None],
+    def __init__(self, get_secret: Callable[[str, str], SecretAnswer],
                  check_password: Callable[[str, str, str], bool] | None = None,
-                 static_address: Callable[[str], str | None] | None = None) -> None:
+                 static_address: Callable[[str], str | None] | None = None,
+                 rate_limit: Callable[[str], RateLimit | str | None] | None = None) -> None:
         self._get_secret = get_secret
         self._check_password = check_password
         self._static_address = static_address
+        self._rate_limit = rate_limit
+        # user -> the rate of their latest get_secret answer (only users whose answer had one)
+        self._answered_rates: dict[str, RateLimit] = {}
+
+    def _answer(self, user: str, server_name: str) -> str | None:
+        answer = self._get_secret(user, server_name)
+        if isinstance(answer, UserSecret):
+            rate = answer.rate_limit
+            if rate is not None:
+                self._answered_rates[user] = rate
+            else:
+                self._answered_rates.pop(user, None)
+            return answer.secret
+        self._answered_rates.pop(user, None)
+        return answer
 
     def get_secret(self, user: str, server_name: str = WILDCARD) -> str | None:
-        return self._get_secret(user, server_name)
+        return self._answer(user, server_name)
 
     def check_password(self, user: str, password: str, server_name: str = WILDCARD) -> bool:
         if self._check_password is not None:
             return bool(self._check_password(user, password, server_name))
-        secret = self._get_secret(user, server_name)
+        secret = self._answer(user, server_name)
         return secret is not None and _same_secret(secret, password)
 
     def static_address(self, user: str, server_name: str = WILDCARD) -> str | None:
         return self._static_address(user) if self._static_address is not None else None
+
+    def rate_limit(self, user: str, server_name: str = WILDCARD) -> RateLimit | None:
+        if self._rate_limit is not None:
+            rate = self._rate_limit(user)
+            return parse_rate(rate) if isinstance(rate, str) else rate
+        return self._answered_rates.get(user)
 
 
 class StaticBackend(CallableBackend):
