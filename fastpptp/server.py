@@ -27,7 +27,9 @@ Flow:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -43,13 +45,14 @@ from .aio.session import CallSession, EngineHub, SessionEngine
 from .config import AddressPool, PppOptions, parse_ppp_options, server_link_config
 from .aio.offloop import netlink
 from .hooks import run_hook
+from .net import netlink as netlink_direct
 from .net.tun import TunLike
 from .net.units import UnitTable, unit_pattern
 from .ppp.auth.base import AuthBackend, StaticAddressBackend
-from .ppp.link import Authenticated, AuthenticationFailed, LinkConfig, NetworkDown, NetworkUp
-from .pptp.control import (CallCleared, CallIdAllocator, CallRequested, ControlClosed, ControlConnected,
-                           EchoTimeout, Event)
-from .pptp.messages import PPTP_PORT
+from .ppp.link import NO_PEER_ADDRESS, Authenticated, AuthenticationFailed, LinkConfig, NetworkDown, NetworkUp
+from .pptp.control import (CallCleared, CallIdAllocator, CallIdsExhausted, CallRequested, ControlClosed,
+                           ControlConnected, EchoTimeout, Event)
+from .pptp.messages import PPTP_PORT, CallDisconnectResult, GeneralErrorCode
 from .status import DEFAULT_CONTROL_SOCKET, StatusServer
 
 log = logging.getLogger("fastpptp.server")
@@ -64,6 +67,7 @@ class ServerConfig:
     local_ips: tuple[str, ...] = ("198.51.100.1",)
     remote_ips: tuple[str, ...] = ()
     connections: int = 100
+    calls_per_source: int = 64           # live calls from one peer address (issue 10)
     ppp: PppOptions = PppOptions()
     secrets_file: str | None = "/etc/ppp/chap-secrets"
     interface: str = "fpptp0"
@@ -94,6 +98,8 @@ class ServerEngine(SessionEngine, Protocol):
     def remove_tun(self, index: int) -> None: ...
 
     def counters(self, call_id: int) -> dict[str, int]: ...
+
+    def totals(self) -> dict[str, int]: ...
 
 
 class Server:
@@ -133,7 +139,12 @@ class Server:
         self._stopping = False
         self._stopped = asyncio.Event()
         self._hub: EngineHub | None = None
-        self._call_ids = CallIdAllocator(self._rng)
+        # shared by every control connection; hardened against unauthenticated churn (issue
+        # 10): only IDs that carried GRE are quarantined, at most 256 per source, and the
+        # oldest is reused before a new call is refused
+        self._call_ids = CallIdAllocator.for_pac(self._rng)
+        # the kernel route changes of IPCP up/down, one at a time in call order, off the loop
+        self._netlink_worker: concurrent.futures.ThreadPoolExecutor | None = None
         self._ppp = config.ppp
         self._secrets_from_file = False
         # per_session_interfaces: call ID -> its interface; the units (ppp0 = unit 0)
@@ -165,8 +176,11 @@ class Server:
             self._secrets_from_file = True
         self._open_dataplane()
         self._hub = EngineHub(self.engine, loop)
+        # a connect storm (1 000 clients at once) must not overflow the accept queue: the
+        # kernel caps the backlog at net.core.somaxconn
+        backlog = max(socket.SOMAXCONN, self.admission.limits.max_connections)
         self._tcp_server = await loop.create_server(self._make_stream, self.config.listen, self.config.port,
-                                                    reuse_address=True)
+                                                    reuse_address=True, backlog=backlog)
         path = self.config.control_socket or DEFAULT_CONTROL_SOCKET
         self._status = StatusServer(path, self.snapshot)
         try:
@@ -251,6 +265,9 @@ class Server:
             await self._status.close()
         if self._hub is not None:
             self._hub.close()
+        if self._netlink_worker is not None:        # the route deletes queued above finish
+            await loop.run_in_executor(None, functools.partial(self._netlink_worker.shutdown, wait=True))
+            self._netlink_worker = None
         if self._engine is not None:
             self._engine.stop()
             if self._gre is not None:
@@ -310,6 +327,7 @@ class Server:
             return
         self._streams.add(stream)
         self._calls_of[stream] = set()
+        stream.conn.source = peer              # its call IDs' quarantine counts against it
         log.info("control connection from %s", peer)
 
     def _control_event(self, stream: ControlStream, ev: Event) -> None:
@@ -319,6 +337,19 @@ class Server:
             if len(self.sessions) >= self.config.connections or self._stopping:
                 log.warning("call from %s refused: %d sessions (limit %d)", peer, len(self.sessions),
                             self.config.connections)
+                stream.conn.reject_call(ev, now=now)
+                return
+            from_peer = sum(1 for s in self.sessions.values() if s.info.peer == peer)
+            if from_peer >= self.config.calls_per_source:
+                log.warning("call from %s refused: %d calls from it (limit %d)", peer, from_peer,
+                            self.config.calls_per_source)
+                stream.conn.reject_call(ev, now=now)
+                return
+            if self._pool_exhausted():
+                # the call could never get an address: say so now, as a resource error
+                # (OCRP General Error, No-Resource: RFC 2637 §2.8, §2.16), not after LCP and auth
+                log.warning("call from %s refused: address pool exhausted (%d in use)", peer,
+                            len(self.pool.in_use))
                 stream.conn.reject_call(ev, now=now)
                 return
             iface = None
@@ -331,6 +362,12 @@ class Server:
                     return
             try:
                 call_id = stream.conn.accept_call(ev, now=now)   # fresh ID from the shared allocator
+            except CallIdsExhausted:
+                if iface is not None:
+                    self._close_interface(iface)
+                log.warning("call from %s refused: no free call ID (%d in use)", peer, len(self._call_ids))
+                stream.conn.reject_call(ev, now=now)
+                return
             except BaseException:
                 if iface is not None:
                     self._close_interface(iface)
@@ -346,7 +383,9 @@ class Server:
             if s is not None:
                 s.abort(f"peer cleared the call ({ev.reason or 'Call-Clear-Request'})")
         elif isinstance(ev, (ControlClosed, EchoTimeout)):
-            log.info("control connection from %s closing: %s", peer, ev.reason)
+            failed = isinstance(ev, EchoTimeout) or ev.error is not None or "timeout" in ev.reason
+            log.log(logging.WARNING if failed else logging.INFO, "control connection from %s closing: %s",
+                    peer, ev.reason)
             stream.close()
         elif isinstance(ev, ControlConnected):
             log.info("control connection from %s: %s", peer, ev)
@@ -377,7 +416,8 @@ class Server:
                               peer_rwin=req.peer_rwin or 64,      # 0: the PNS gave no window
                               peer_ppd=req.peer_ppd,
                               on_network_up=self._network_up, on_network_down=self._network_down,
-                              on_closed=closed, on_auth=self._auth_event)
+                              on_closed=closed, on_auth=self._auth_event,
+                              on_peer_frame=lambda s: self._call_ids.mark_active(s.call_id))
         self.sessions[call_id] = session
         self._calls_of.setdefault(stream, set()).add(call_id)
         if iface is not None:
@@ -455,6 +495,12 @@ class Server:
                                   assign_address=self._allocate_address,
                                   release_address=self.pool.release)
 
+    def _pool_exhausted(self) -> bool:
+        """No address could be given to a new call: the pool is empty, and neither an
+        ``assign_address`` override nor per-user static addresses could supply one."""
+        return (len(self.pool) == 0 and bool(self.config.remote_ips) and self._assign_address is None
+                and not isinstance(self._auth_backend, StaticAddressBackend))
+
     def _allocate_address(self, user: str) -> str | None:
         if self._assign_address is not None:
             return self._assign_address(user)
@@ -468,11 +514,11 @@ class Server:
             self.admission.auth_failed(session.info.peer, session.now)
             self._emit("auth-failed", {"user": ev.user, "peer": session.info.peer})
 
-    def _network_up(self, session: CallSession, ev: NetworkUp) -> None:
+    def _network_up(self, session: CallSession, ev: NetworkUp) -> asyncio.Future[object] | None:
         iface = self._ifaces.get(session.call_id)
         if iface is not None:
             self._network_up_own_interface(session, iface, ev)
-            return
+            return None
         if ev.family not in (4, "ipv4"):
             # IPv6CP (RFC 5072): link-local addresses from the interface identifiers; the
             # peer's gets a host route through the shared TUN like an IPv4 peer.
@@ -481,18 +527,34 @@ class Server:
                     netlink.add_address(self._shared_ifname, f"{ev.local}/128", peer=str(ev.remote), nodad=True)
                 except Exception as exc:
                     log.warning("call %d: IPv6 link-local %s: %s", session.call_id, ev.local, exc)
-            return
+            return None
+        route: asyncio.Future[object] | None = None
         if self._configure_network:
-            try:
-                netlink.add_route(f"{ev.remote}/32", dev=self._shared_ifname, src=self.config.local_ips[0],
-                                  replace=True)
-            except Exception as exc:
-                log.error("call %d: route to %s failed: %s", session.call_id, ev.remote, exc)
+            # off the event loop (~4 ms per route in a connect storm); the session holds its
+            # last IPCP Configure-Ack until the route is there (see CallSession.pump)
+            call_id, remote = session.call_id, ev.remote
+            route = self._netlink_call(functools.partial(
+                netlink_direct.add_route, f"{remote}/32", dev=self._shared_ifname, src=self.config.local_ips[0],
+                replace=True))
+
+            def added(f: asyncio.Future[object]) -> None:
+                if not f.cancelled() and f.exception() is not None:
+                    log.error("call %d: route to %s failed: %s", call_id, remote, f.exception())
+            route.add_done_callback(added)
         self._hook(run_hook(
             self.config.ip_up, ifname=self._ifname(session),
             local=str(ev.local), remote=str(ev.remote), ipparam=self._ppp.ipparam,
             peer=session.info.user))
         self._emit("up", self._session_doc(session))
+        return route
+
+    def _netlink_call(self, fn: Callable[[], object]) -> asyncio.Future[object]:
+        """``fn()`` (a netlink change) on the one worker thread: changes apply in the order
+        made, and the loop does not wait for them.  The thread is made by the loop's thread,
+        so it works in the same network namespace."""
+        if self._netlink_worker is None:
+            self._netlink_worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="netlink")
+        return asyncio.get_running_loop().run_in_executor(self._netlink_worker, fn)
 
     def _network_up_own_interface(self, session: CallSession, iface: SessionInterface,
                                   ev: NetworkUp) -> None:
@@ -521,8 +583,10 @@ class Server:
         remote = session.info.remote_ip
         own = session.call_id in self._ifaces     # its own interface goes away as a whole
         if remote and self._configure_network and not own:
-            with contextlib.suppress(Exception):
-                netlink.delete_route(f"{remote}/32", dev=self._shared_ifname, missing_ok=True)
+            # off the loop, after the add queued before it (the worker keeps the order)
+            done = self._netlink_call(functools.partial(
+                netlink_direct.delete_route, f"{remote}/32", dev=self._shared_ifname, missing_ok=True))
+            done.add_done_callback(functools.partial(_route_deleted, session.call_id, remote))
         c = session.final_counters
         if remote:
             task = self._hook(run_hook(
@@ -537,8 +601,7 @@ class Server:
         now = asyncio.get_running_loop().time()
         self.sessions.pop(session.call_id, None)
         self._calls_of.get(stream, set()).discard(session.call_id)
-        if session.info.remote_ip:
-            self.pool.release(session.info.remote_ip)
+        # the pool address went back when the link reached Dead (PPPLink owns it)
         self._emit("down", {**self._session_doc(session), "reason": reason})
         if session.call_id in self._ifaces:
             hook = self._down_hooks.get(session.call_id)
@@ -552,7 +615,13 @@ class Server:
                 self._release_interface(session.call_id)
         if stream in self._streams:
             with contextlib.suppress(Exception):
-                stream.conn.clear_call(session.call_id, reason, now=now)
+                if session.link.down_reason == NO_PEER_ADDRESS:
+                    # a resource error, not an administrative one (RFC 2637 §2.13, §2.16)
+                    stream.conn.clear_call(session.call_id, reason, now=now,
+                                           result=CallDisconnectResult.GENERAL_ERROR,
+                                           error=GeneralErrorCode.NO_RESOURCE)
+                else:
+                    stream.conn.clear_call(session.call_id, reason, now=now)
                 stream.pump()
 
     def _hook(self, run: Coroutine[Any, Any, int | None]) -> asyncio.Task[int | None]:
@@ -587,7 +656,9 @@ class Server:
         }
 
     def snapshot(self) -> dict[str, Any]:
-        return {"sessions": [self._session_doc(s) for s in self.sessions.values() if not s.closed]}
+        return {"sessions": [self._session_doc(s) for s in self.sessions.values() if not s.closed],
+                # engine-wide drops no session owns (queue full on dead calls, unknown call IDs)
+                "totals": dict(self.engine.totals()) if self._engine is not None else {}}
 
 
 @dataclass(eq=False)
@@ -601,6 +672,12 @@ class SessionInterface:
     index: int
     attached: bool = True
     up: bool = False
+
+
+def _route_deleted(call_id: int, remote: str, done: asyncio.Future[object]) -> None:
+    """A route delete's outcome: a route already gone is no failure (missing_ok)."""
+    if not done.cancelled() and done.exception() is not None:
+        log.warning("call %d: deleting the route to %s failed: %s", call_id, remote, done.exception())
 
 
 def _source(stream: ControlStream) -> str:
