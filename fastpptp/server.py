@@ -345,13 +345,6 @@ class Server:
                             self.config.calls_per_source)
                 stream.conn.reject_call(ev, now=now)
                 return
-            if self._pool_exhausted():
-                # the call could never get an address: say so now, as a resource error
-                # (OCRP General Error, No-Resource: RFC 2637 §2.8, §2.16), not after LCP and auth
-                log.warning("call from %s refused: address pool exhausted (%d in use)", peer,
-                            len(self.pool.in_use))
-                stream.conn.reject_call(ev, now=now)
-                return
             iface = None
             if self.config.per_session_interfaces:
                 try:
@@ -494,12 +487,6 @@ class Server:
         return server_link_config(self._ppp, local_ip=self.config.local_ips[0],
                                   assign_address=self._allocate_address,
                                   release_address=self.pool.release)
-
-    def _pool_exhausted(self) -> bool:
-        """No address could be given to a new call: the pool is empty, and neither an
-        ``assign_address`` override nor per-user static addresses could supply one."""
-        return (len(self.pool) == 0 and bool(self.config.remote_ips) and self._assign_address is None
-                and not isinstance(self._auth_backend, StaticAddressBackend))
 
     def _allocate_address(self, user: str) -> str | None:
         if self._assign_address is not None:
