@@ -95,9 +95,13 @@ class EngineHub:
     def unregister(self, call_id: int) -> None:
         self.sessions.pop(call_id, None)
 
+    #: frames taken per recv_control call; the hub drains the queue fully on every wake-up
+    #: (a connect storm fills it faster than one batch: issue 10)
+    BATCH = 256
+
     def _readable(self) -> None:
         while True:
-            frames = self.engine.recv_control(64)
+            frames = self.engine.recv_control(self.BATCH)
             if not frames:
                 return
             for call_id, protocol, payload in frames:

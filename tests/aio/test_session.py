@@ -213,3 +213,37 @@ def test_a_network_up_future_holds_frames_until_done():
 
     held, opened = asyncio.run(main())
     assert held >= 1 and opened == "Opened"
+
+
+def test_hub_drains_the_whole_control_queue_on_one_wake_up():
+    # a connect storm queues more frames than one batch: all are routed on one wake-up
+    class QueueEngine(RecordingEngine):
+        def __init__(self, frames):
+            super().__init__()
+            self.queue = list(frames)
+            self.calls = 0
+
+        def recv_control(self, max: int = 64):
+            self.calls += 1
+            out, self.queue = self.queue[:max], self.queue[max:]
+            return out
+
+    class Sink:
+        def __init__(self):
+            self.frames = []
+
+        def on_frame(self, protocol, payload):
+            self.frames.append((protocol, payload))
+
+    async def main():
+        engine = QueueEngine([(1 + i % 5, Protocol.LCP, bytes([i % 256])) for i in range(3000)])
+        hub = EngineHub(engine, asyncio.get_running_loop())
+        sinks = {call_id: Sink() for call_id in range(1, 6)}
+        hub.sessions.update(sinks)
+        hub._readable()
+        hub.close()
+        engine.close()
+        return engine.queue, sum(len(s.frames) for s in sinks.values())
+
+    left, routed = asyncio.run(main())
+    assert left == [] and routed == 3000

@@ -203,3 +203,49 @@ def test_no_address_for_the_peer_is_a_resource_error(loopback_ns, tmp_path, monk
     assert cleared and cleared[0].established
     assert (cleared[0].result, cleared[0].error) == (m.CallDisconnectResult.GENERAL_ERROR,
                                                      m.GeneralErrorCode.NO_RESOURCE)
+
+
+def test_listen_backlog_is_raised(loopback_ns, tmp_path):
+    # a connect storm of 500 clients overflowed the backlog of 100 (connects took up to 14 s)
+    import subprocess
+
+    async def main():
+        port = free_port()
+        server = make_server(tmp_path, port)
+        await server.start()
+        try:
+            out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True,
+                                 text=True, check=True).stdout.split()
+            return int(out[2])                 # a listener's Send-Q is its backlog
+        finally:
+            await server.stop("test over")
+
+    assert asyncio.run(main()) >= min(socket.SOMAXCONN, 1024)
+
+
+def test_calls_per_source_are_capped(loopback_ns, tmp_path):
+    async def main():
+        port = free_port()
+        server = Server(ServerConfig(listen="127.0.0.1", port=port, local_ips=("198.51.100.1",),
+                                     remote_ips=POOL, rate_limit=100, calls_per_source=1,
+                                     ppp=parse_ppp_options(OPTS + " name testsrv lcp-echo-interval 0"),
+                                     control_socket=str(tmp_path / "ctl.sock"), ip_up=None,
+                                     ip_down=None),
+                        auth_backend=CallableBackend(lambda user, srv: USERS.get(user)),
+                        tun_factory=FakeTun, configure_network=False)
+        await server.start()
+        try:
+            first = make_client(port, [])
+            t1 = asyncio.ensure_future(first.run())
+            await asyncio.wait_for(first.up.wait(), 20)
+            second = make_client(port, [])
+            rc = await asyncio.wait_for(second.run(), 20)
+            reason = second.exit_reason
+            first.stop()
+            await asyncio.wait_for(t1, 15)
+            return rc, reason
+        finally:
+            await server.stop("test over")
+
+    rc, reason = asyncio.run(main())
+    assert rc == 8 and "refused" in (reason or "")       # pppd EXIT_CONNECT_FAILED
