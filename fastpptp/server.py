@@ -465,11 +465,6 @@ class Server:
             self._close_interface(iface)
             log.info("call %d: interface %s removed", call_id, iface.name)
 
-    def _interface_up(self, iface: SessionInterface) -> None:
-        if not iface.up and self._configure_network:
-            netlink.set_link_up(iface.name)
-        iface.up = True
-
     def _ifname(self, session: CallSession) -> str:
         iface = self._ifaces.get(session.call_id)
         if iface is not None:
@@ -504,17 +499,22 @@ class Server:
     def _network_up(self, session: CallSession, ev: NetworkUp) -> asyncio.Future[object] | None:
         iface = self._ifaces.get(session.call_id)
         if iface is not None:
-            self._network_up_own_interface(session, iface, ev)
-            return None
+            return self._network_up_own_interface(session, iface, ev)
         if ev.family not in (4, "ipv4"):
             # IPv6CP (RFC 5072): link-local addresses from the interface identifiers; the
             # peer's gets a host route through the shared TUN like an IPv4 peer.
-            if self._configure_network:
-                try:
-                    netlink.add_address(self._shared_ifname, f"{ev.local}/128", peer=str(ev.remote), nodad=True)
-                except Exception as exc:
-                    log.warning("call %d: IPv6 link-local %s: %s", session.call_id, ev.local, exc)
-            return None
+            if not self._configure_network:
+                return None
+            call_id, local = session.call_id, ev.local
+            address = self._netlink_call(functools.partial(
+                netlink_direct.add_address, self._shared_ifname, f"{local}/128", peer=str(ev.remote),
+                nodad=True))
+
+            def link_local(f: asyncio.Future[object]) -> None:
+                if not f.cancelled() and f.exception() is not None:
+                    log.warning("call %d: IPv6 link-local %s: %s", call_id, local, f.exception())
+            address.add_done_callback(link_local)
+            return address
         route: asyncio.Future[object] | None = None
         if self._configure_network:
             # off the event loop (~4 ms per route in a connect storm); the session holds its
@@ -544,20 +544,35 @@ class Server:
         return asyncio.get_running_loop().run_in_executor(self._netlink_worker, fn)
 
     def _network_up_own_interface(self, session: CallSession, iface: SessionInterface,
-                                  ev: NetworkUp) -> None:
+                                  ev: NetworkUp) -> asyncio.Future[object] | None:
         """pppd's sifaddr/sifup: the link up, ``local peer remote`` on it (the kernel routes
-        the peer through it), then ip-up with its name."""
+        the peer through it), then ip-up with its name.  The netlink part runs on the worker
+        thread (off the loop); ip-up starts once it is done, and the session's last IPCP
+        Configure-Ack waits for it (the future returned)."""
         ipv4 = ev.family in (4, "ipv4")
-        try:
+        link_down, iface.up = not iface.up, True
+        if not self._configure_network:
+            self._own_interface_up(session, iface, ev)
+            return None
+        name, local = iface.name, f"{ev.local}/{32 if ipv4 else 128}"
+
+        def configure() -> None:
             # IPv6 with a peer: the kernel routes the peer only if the link is already up
-            self._interface_up(iface)
-            if self._configure_network:
-                netlink.add_address(iface.name, f"{ev.local}/{32 if ipv4 else 128}", peer=str(ev.remote),
-                                    nodad=not ipv4)
-        except Exception as exc:
-            log.error("call %d: %s address %s peer %s: %s", session.call_id, iface.name, ev.local,
-                      ev.remote, exc)
-        if not ipv4:
+            if link_down:
+                netlink_direct.set_link_up(name)
+            netlink_direct.add_address(name, local, peer=str(ev.remote), nodad=not ipv4)
+
+        def configured(f: asyncio.Future[object]) -> None:
+            if not f.cancelled() and f.exception() is not None:
+                log.error("call %d: %s address %s peer %s: %s", session.call_id, name, ev.local,
+                          ev.remote, f.exception())
+            self._own_interface_up(session, iface, ev)
+        done = self._netlink_call(configure)
+        done.add_done_callback(configured)
+        return done
+
+    def _own_interface_up(self, session: CallSession, iface: SessionInterface, ev: NetworkUp) -> None:
+        if ev.family not in (4, "ipv4"):
             return
         self._hook(run_hook(
             self.config.ip_up, ifname=iface.name, local=str(ev.local), remote=str(ev.remote),
