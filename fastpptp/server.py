@@ -9,13 +9,18 @@ Flow:
    :class:`~fastpptp.aio.driver.ControlStream`.  Admission control first
    (:class:`~fastpptp.admission.Admission`, sans-I/O): connection limit, per-source
    failed-login lockout, per-source rate limit.
-3. An Outgoing-Call-Request gets a fresh, unpredictable call ID; the call is registered in the
-   engine and a server-role PPP link starts (LCP -> MS-CHAPv2/... -> CCP/MPPE -> IPCP).
+3. An Outgoing-Call-Request gets a fresh, unpredictable call ID (at most ``calls_per_source``
+   live calls per peer address; the control connection rate-limits requests and the shared
+   allocator keeps its quarantine from being filled: ``CallIdAllocator.for_pac``); the call is
+   registered in the engine and a server-role PPP link starts (LCP -> MS-CHAPv2/... ->
+   CCP/MPPE -> IPCP).  The link owns the peer's pool address until it reaches Dead.
 3a. ``per_session_interfaces`` (pppd/pptpd style): before the call is accepted it gets its own
    TUN ``ppp<unit>`` (lowest free unit from :class:`~fastpptp.net.units.UnitTable`;
    ``interface`` may give another prefix) with the MTU
    set, added to the running engine (``add_tun``), so the engine has it before LCP starts.
-4. IPCP up: a /32 route to the client's address via the TUN (per-session: the link goes up
+4. IPCP up: the engine takes the call's packets, then a /32 route to the client's address via
+   the TUN is added on the netlink worker thread (off the loop; the last IPCP Configure-Ack
+   waits for it) (per-session: the link goes up
    with ``local peer remote`` point-to-point addressing, which routes the peer), ip-up hook
    with the interface name; link down: the route, the address and the call ID are released,
    ip-down hook, Call-Disconnect-Notify; a per-session TUN is removed from the engine and

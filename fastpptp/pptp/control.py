@@ -26,6 +26,11 @@ Calls (RFC 2637 §3.2, outgoing calls only; §3.3 incoming calls are refused)::
     PAC:  OCRQ -> CallRequested event -> accept_call()/OCRP -> ESTABLISHED
           --CCRQ from the PNS, or clear_call()--> CDN, cleared
 
+A PAC bounds what a peer can ask before any login (issue 10): ``max_calls`` calls at once
+per connection, ``call_rate``/``call_burst`` Outgoing-Call-Requests per second (more get OCRP
+General-Error/No-Resource), and released call IDs count against ``source`` in the shared
+allocator's quarantine (see ``CallIdAllocator.for_pac``).
+
 Every call that leaves the table produces exactly one ``CallCleared`` event (whoever
 cleared it), and the connection ends with exactly one ``ControlClosed`` event, after which
 the owner closes TCP (after flushing ``data_to_send()``).
