@@ -68,6 +68,33 @@ def test_one_connection_cannot_exhaust_the_call_ids_and_a_victim_still_gets_a_ca
     assert ocrp.call_id == call_id != 0
 
 
+@pytest.mark.parametrize("with_gre", [False, True])
+def test_the_whole_id_space_churned_leaves_ids_for_a_victim(with_gre):
+    # The same churn without the rate limit (many connections, or a patient attacker): the
+    # allocator alone keeps IDs free.  Without GRE nothing is quarantined; with GRE for
+    # every call, at most per_owner (256) IDs of that source wait in quarantine.
+    alloc = CallIdAllocator.for_pac(random.Random(9))
+    now = 0.0
+    for _ in range(65_600):
+        now += 50.0 / 65_600
+        call_id = alloc.allocate(now)
+        if with_gre:
+            alloc.mark_active(call_id)
+        alloc.release(call_id, now, "203.0.113.66")
+    assert alloc.quarantined() == (256 if with_gre else 0)
+    assert alloc.allocate(now) and alloc.stats["reused_early"] == 0
+
+
+def test_the_old_allocator_is_exhausted_by_that_churn():
+    # the reproduction of issue 10's finding: the plain allocator (quarantine everything,
+    # no cap, no reuse) runs out for the victim after one source's churn
+    alloc = CallIdAllocator(random.Random(9))
+    for _ in range(65_535):
+        alloc.release(alloc.allocate(1.0), 1.0, "203.0.113.66")
+    with pytest.raises(CallIdsExhausted):
+        alloc.allocate(2.0)
+
+
 def test_many_connections_with_gre_cannot_fill_the_quarantine():
     # Worst case: the attacker opens many connections and sends GRE for every call, so each
     # ID would be quarantined.  A small ID space (300) makes the exhaustion quick to reach:
