@@ -9,13 +9,18 @@ Flow:
    :class:`~fastpptp.aio.driver.ControlStream`.  Admission control first
    (:class:`~fastpptp.admission.Admission`, sans-I/O): connection limit, per-source
    failed-login lockout, per-source rate limit.
-3. An Outgoing-Call-Request gets a fresh, unpredictable call ID; the call is registered in the
-   engine and a server-role PPP link starts (LCP -> MS-CHAPv2/... -> CCP/MPPE -> IPCP).
+3. An Outgoing-Call-Request gets a fresh, unpredictable call ID (at most ``calls_per_source``
+   live calls per peer address; the control connection rate-limits requests and the shared
+   allocator keeps its quarantine from being filled: ``CallIdAllocator.for_pac``); the call is
+   registered in the engine and a server-role PPP link starts (LCP -> MS-CHAPv2/... ->
+   CCP/MPPE -> IPCP).  The link owns the peer's pool address until it reaches Dead.
 3a. ``per_session_interfaces`` (pppd/pptpd style): before the call is accepted it gets its own
    TUN ``ppp<unit>`` (lowest free unit from :class:`~fastpptp.net.units.UnitTable`;
    ``interface`` may give another prefix) with the MTU
    set, added to the running engine (``add_tun``), so the engine has it before LCP starts.
-4. IPCP up: a /32 route to the client's address via the TUN (per-session: the link goes up
+4. IPCP up: the engine takes the call's packets, then a /32 route to the client's address via
+   the TUN is added on the netlink worker thread (off the loop; the last IPCP Configure-Ack
+   waits for it) (per-session: the link goes up
    with ``local peer remote`` point-to-point addressing, which routes the peer), ip-up hook
    with the interface name; link down: the route, the address and the call ID are released,
    ip-down hook, Call-Disconnect-Notify; a per-session TUN is removed from the engine and
@@ -37,7 +42,9 @@ Flow:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -54,14 +61,15 @@ from .config import AddressPool, PppOptions, parse_ppp_options, server_link_conf
 from .aio.offloop import netlink
 from .hooks import run_hook
 from .metrics import MetricsServer, ServerStats, parse_listen, teardown_reason
+from .net import netlink as netlink_direct
 from .net.tun import TunLike
 from .net.units import UnitTable, unit_pattern
 from .ppp.auth.base import AuthBackend, StaticAddressBackend
-from .ppp.link import Authenticated, AuthenticationFailed, LinkConfig, NetworkDown, NetworkUp
+from .ppp.link import NO_PEER_ADDRESS, Authenticated, AuthenticationFailed, LinkConfig, NetworkDown, NetworkUp
+from .pptp.control import (CallCleared, CallIdAllocator, CallIdsExhausted, CallRequested, ControlClosed,
+                           ControlConnected, EchoTimeout, Event)
+from .pptp.messages import PPTP_PORT, CallDisconnectResult, GeneralErrorCode
 from .sdnotify import Notifier
-from .pptp.control import (CallCleared, CallIdAllocator, CallRequested, ControlClosed, ControlConnected,
-                           EchoTimeout, Event)
-from .pptp.messages import PPTP_PORT
 from .shaping import UNLIMITED, RateLimit, RateLimitBackend, RateSource
 from .status import DEFAULT_CONTROL_SOCKET, SessionMatch, StatusServer
 
@@ -83,6 +91,7 @@ class ServerConfig:
     local_ips: tuple[str, ...] = ("198.51.100.1",)
     remote_ips: tuple[str, ...] = ()
     connections: int = 100
+    calls_per_source: int = 64           # live calls from one peer address (issue 10)
     ppp: PppOptions = PppOptions()
     secrets_file: str | None = "/etc/ppp/chap-secrets"
     interface: str = "fpptp0"
@@ -121,6 +130,7 @@ class ServerEngine(SessionEngine, Protocol):
 
     @property
     def loops(self) -> int: ...
+
     def set_rate_limit(self, call_id: int, tx_kbit: int, rx_kbit: int, burst_bytes: int = 0) -> None: ...
 
 
@@ -165,7 +175,12 @@ class Server:
         self._stopping = False
         self._stopped = asyncio.Event()
         self._hub: EngineHub | None = None
-        self._call_ids = CallIdAllocator(self._rng)
+        # shared by every control connection; hardened against unauthenticated churn (issue
+        # 10): only IDs that carried GRE are quarantined, at most 256 per source, and the
+        # oldest is reused before a new call is refused
+        self._call_ids = CallIdAllocator.for_pac(self._rng)
+        # the kernel route changes of IPCP up/down, one at a time in call order, off the loop
+        self._netlink_worker: concurrent.futures.ThreadPoolExecutor | None = None
         self._ppp = config.ppp
         self._secrets_from_file = False
         # per_session_interfaces: call ID -> its interface; the units (ppp0 = unit 0)
@@ -199,8 +214,11 @@ class Server:
             self._secrets_from_file = True
         self._open_dataplane()
         self._hub = EngineHub(self.engine, loop)
+        # a connect storm (1 000 clients at once) must not overflow the accept queue: the
+        # kernel caps the backlog at net.core.somaxconn
+        backlog = max(socket.SOMAXCONN, self.admission.limits.max_connections)
         self._tcp_server = await loop.create_server(self._make_stream, self.config.listen, self.config.port,
-                                                    reuse_address=True)
+                                                    reuse_address=True, backlog=backlog)
         path = self.config.control_socket or DEFAULT_CONTROL_SOCKET
         self._status = StatusServer(path, self.snapshot, control=self)
         try:
@@ -293,6 +311,9 @@ class Server:
             await self._metrics.close()
         if self._hub is not None:
             self._hub.close()
+        if self._netlink_worker is not None:        # the route deletes queued above finish
+            await loop.run_in_executor(None, functools.partial(self._netlink_worker.shutdown, wait=True))
+            self._netlink_worker = None
         if self._engine is not None:
             self._engine.stop()
             if self._gre is not None:
@@ -357,6 +378,7 @@ class Server:
             return
         self._streams.add(stream)
         self._calls_of[stream] = set()
+        stream.conn.source = peer              # its call IDs' quarantine counts against it
         log.info("control connection from %s", peer)
 
     def _control_event(self, stream: ControlStream, ev: Event) -> None:
@@ -367,6 +389,12 @@ class Server:
                 log.warning("call from %s refused: %d sessions (limit %d)", peer, len(self.sessions),
                             self.config.connections)
                 self.stats.calls_refused["stopping" if self._stopping else "session_limit"] += 1
+                stream.conn.reject_call(ev, now=now)
+                return
+            from_peer = sum(1 for s in self.sessions.values() if s.info.peer == peer)
+            if from_peer >= self.config.calls_per_source:
+                log.warning("call from %s refused: %d calls from it (limit %d)", peer, from_peer,
+                            self.config.calls_per_source)
                 stream.conn.reject_call(ev, now=now)
                 return
             iface = None
@@ -380,6 +408,12 @@ class Server:
                     return
             try:
                 call_id = stream.conn.accept_call(ev, now=now)   # fresh ID from the shared allocator
+            except CallIdsExhausted:
+                if iface is not None:
+                    self._close_interface(iface)
+                log.warning("call from %s refused: no free call ID (%d in use)", peer, len(self._call_ids))
+                stream.conn.reject_call(ev, now=now)
+                return
             except BaseException:
                 if iface is not None:
                     self._close_interface(iface)
@@ -395,7 +429,9 @@ class Server:
             if s is not None:
                 s.abort(f"peer cleared the call ({ev.reason or 'Call-Clear-Request'})")
         elif isinstance(ev, (ControlClosed, EchoTimeout)):
-            log.info("control connection from %s closing: %s", peer, ev.reason)
+            failed = isinstance(ev, EchoTimeout) or ev.error is not None or "timeout" in ev.reason
+            log.log(logging.WARNING if failed else logging.INFO, "control connection from %s closing: %s",
+                    peer, ev.reason)
             stream.close()
         elif isinstance(ev, ControlConnected):
             log.info("control connection from %s: %s", peer, ev)
@@ -426,7 +462,8 @@ class Server:
                               peer_rwin=req.peer_rwin or 64,      # 0: the PNS gave no window
                               peer_ppd=req.peer_ppd,
                               on_network_up=self._network_up, on_network_down=self._network_down,
-                              on_closed=closed, on_auth=self._auth_event)
+                              on_closed=closed, on_auth=self._auth_event,
+                              on_peer_frame=lambda s: self._call_ids.mark_active(s.call_id))
         session.info.session_id = self._new_session_id()
         self.sessions[call_id] = session
         self.stats.calls_accepted += 1
@@ -484,11 +521,6 @@ class Server:
             self._close_interface(iface)
             log.info("call %d: interface %s removed", call_id, iface.name)
 
-    def _interface_up(self, iface: SessionInterface) -> None:
-        if not iface.up and self._configure_network:
-            netlink.set_link_up(iface.name)
-        iface.up = True
-
     def _ifname(self, session: CallSession) -> str:
         iface = self._ifaces.get(session.call_id)
         if iface is not None:
@@ -527,50 +559,86 @@ class Server:
             if rate is not None:
                 session.info.rate, session.info.rate_source = rate, RateSource.AUTH
 
-    def _network_up(self, session: CallSession, ev: NetworkUp) -> None:
+    def _network_up(self, session: CallSession, ev: NetworkUp) -> asyncio.Future[object] | None:
         self._install_rate(session)
         if ev.family in (4, "ipv4"):
             self.stats.sessions_setup += 1
         iface = self._ifaces.get(session.call_id)
         if iface is not None:
-            self._network_up_own_interface(session, iface, ev)
-            return
+            return self._network_up_own_interface(session, iface, ev)
         if ev.family not in (4, "ipv4"):
             # IPv6CP (RFC 5072): link-local addresses from the interface identifiers; the
             # peer's gets a host route through the shared TUN like an IPv4 peer.
-            if self._configure_network:
-                try:
-                    netlink.add_address(self._shared_ifname, f"{ev.local}/128", peer=str(ev.remote), nodad=True)
-                except Exception as exc:
-                    log.warning("call %d: IPv6 link-local %s: %s", session.call_id, ev.local, exc)
-            return
+            if not self._configure_network:
+                return None
+            call_id, local = session.call_id, ev.local
+            address = self._netlink_call(functools.partial(
+                netlink_direct.add_address, self._shared_ifname, f"{local}/128", peer=str(ev.remote),
+                nodad=True))
+
+            def link_local(f: asyncio.Future[object]) -> None:
+                if not f.cancelled() and f.exception() is not None:
+                    log.warning("call %d: IPv6 link-local %s: %s", call_id, local, f.exception())
+            address.add_done_callback(link_local)
+            return address
+        route: asyncio.Future[object] | None = None
         if self._configure_network:
-            try:
-                netlink.add_route(f"{ev.remote}/32", dev=self._shared_ifname, src=self.config.local_ips[0],
-                                  replace=True)
-            except Exception as exc:
-                log.error("call %d: route to %s failed: %s", session.call_id, ev.remote, exc)
+            # off the event loop (~4 ms per route in a connect storm); the session holds its
+            # last IPCP Configure-Ack until the route is there (see CallSession.pump)
+            call_id, remote = session.call_id, ev.remote
+            route = self._netlink_call(functools.partial(
+                netlink_direct.add_route, f"{remote}/32", dev=self._shared_ifname, src=self.config.local_ips[0],
+                replace=True))
+
+            def added(f: asyncio.Future[object]) -> None:
+                if not f.cancelled() and f.exception() is not None:
+                    log.error("call %d: route to %s failed: %s", call_id, remote, f.exception())
+            route.add_done_callback(added)
         self._hook(run_hook(
             self.config.ip_up, ifname=self._ifname(session),
             local=str(ev.local), remote=str(ev.remote), ipparam=self._ppp.ipparam,
             peer=session.info.user))
         self._emit("up", self._session_doc(session))
+        return route
+
+    def _netlink_call(self, fn: Callable[[], object]) -> asyncio.Future[object]:
+        """``fn()`` (a netlink change) on the one worker thread: changes apply in the order
+        made, and the loop does not wait for them.  The thread is made by the loop's thread,
+        so it works in the same network namespace."""
+        if self._netlink_worker is None:
+            self._netlink_worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="netlink")
+        return asyncio.get_running_loop().run_in_executor(self._netlink_worker, fn)
 
     def _network_up_own_interface(self, session: CallSession, iface: SessionInterface,
-                                  ev: NetworkUp) -> None:
+                                  ev: NetworkUp) -> asyncio.Future[object] | None:
         """pppd's sifaddr/sifup: the link up, ``local peer remote`` on it (the kernel routes
-        the peer through it), then ip-up with its name."""
+        the peer through it), then ip-up with its name.  The netlink part runs on the worker
+        thread (off the loop); ip-up starts once it is done, and the session's last IPCP
+        Configure-Ack waits for it (the future returned)."""
         ipv4 = ev.family in (4, "ipv4")
-        try:
+        link_down, iface.up = not iface.up, True
+        if not self._configure_network:
+            self._own_interface_up(session, iface, ev)
+            return None
+        name, local = iface.name, f"{ev.local}/{32 if ipv4 else 128}"
+
+        def configure() -> None:
             # IPv6 with a peer: the kernel routes the peer only if the link is already up
-            self._interface_up(iface)
-            if self._configure_network:
-                netlink.add_address(iface.name, f"{ev.local}/{32 if ipv4 else 128}", peer=str(ev.remote),
-                                    nodad=not ipv4)
-        except Exception as exc:
-            log.error("call %d: %s address %s peer %s: %s", session.call_id, iface.name, ev.local,
-                      ev.remote, exc)
-        if not ipv4:
+            if link_down:
+                netlink_direct.set_link_up(name)
+            netlink_direct.add_address(name, local, peer=str(ev.remote), nodad=not ipv4)
+
+        def configured(f: asyncio.Future[object]) -> None:
+            if not f.cancelled() and f.exception() is not None:
+                log.error("call %d: %s address %s peer %s: %s", session.call_id, name, ev.local,
+                          ev.remote, f.exception())
+            self._own_interface_up(session, iface, ev)
+        done = self._netlink_call(configure)
+        done.add_done_callback(configured)
+        return done
+
+    def _own_interface_up(self, session: CallSession, iface: SessionInterface, ev: NetworkUp) -> None:
+        if ev.family not in (4, "ipv4"):
             return
         self._hook(run_hook(
             self.config.ip_up, ifname=iface.name, local=str(ev.local), remote=str(ev.remote),
@@ -583,8 +651,10 @@ class Server:
         remote = session.info.remote_ip
         own = session.call_id in self._ifaces     # its own interface goes away as a whole
         if remote and self._configure_network and not own:
-            with contextlib.suppress(Exception):
-                netlink.delete_route(f"{remote}/32", dev=self._shared_ifname, missing_ok=True)
+            # off the loop, after the add queued before it (the worker keeps the order)
+            done = self._netlink_call(functools.partial(
+                netlink_direct.delete_route, f"{remote}/32", dev=self._shared_ifname, missing_ok=True))
+            done.add_done_callback(functools.partial(_route_deleted, session.call_id, remote))
         c = session.final_counters
         if remote:
             task = self._hook(run_hook(
@@ -601,8 +671,7 @@ class Server:
         self.stats.session_closed(teardown_reason(reason, shutdown=self._stopping), session.final_counters)
         self._calls_of.get(stream, set()).discard(session.call_id)
         self._notify.status(self._status_line())
-        if session.info.remote_ip:
-            self.pool.release(session.info.remote_ip)
+        # the pool address went back when the link reached Dead (PPPLink owns it)
         self._emit("down", {**self._session_doc(session), "reason": reason})
         if session.call_id in self._ifaces:
             hook = self._down_hooks.get(session.call_id)
@@ -616,7 +685,13 @@ class Server:
                 self._release_interface(session.call_id)
         if stream in self._streams:
             with contextlib.suppress(Exception):
-                stream.conn.clear_call(session.call_id, reason, now=now)
+                if session.link.down_reason == NO_PEER_ADDRESS:
+                    # a resource error, not an administrative one (RFC 2637 §2.13, §2.16)
+                    stream.conn.clear_call(session.call_id, reason, now=now,
+                                           result=CallDisconnectResult.GENERAL_ERROR,
+                                           error=GeneralErrorCode.NO_RESOURCE)
+                else:
+                    stream.conn.clear_call(session.call_id, reason, now=now)
                 stream.pump()
 
     def _hook(self, run: Coroutine[Any, Any, int | None]) -> asyncio.Task[int | None]:
@@ -756,7 +831,9 @@ class Server:
         }
 
     def snapshot(self) -> dict[str, Any]:
-        return {"sessions": [self._session_doc(s) for s in self.sessions.values() if not s.closed]}
+        return {"sessions": [self._session_doc(s) for s in self.sessions.values() if not s.closed],
+                # engine-wide drops no session owns (queue full on dead calls, unknown call IDs)
+                "totals": dict(self.engine.totals()) if self._engine is not None else {}}
 
     def _status_line(self) -> str:
         """systemd's one-line STATUS= (``systemctl status``): the session count."""
@@ -775,6 +852,12 @@ class SessionInterface:
     index: int
     attached: bool = True
     up: bool = False
+
+
+def _route_deleted(call_id: int, remote: str, done: asyncio.Future[object]) -> None:
+    """A route delete's outcome: a route already gone is no failure (missing_ok)."""
+    if not done.cancelled() and done.exception() is not None:
+        log.warning("call %d: deleting the route to %s failed: %s", call_id, remote, done.exception())
 
 
 def _source(stream: ControlStream) -> str:

@@ -11,6 +11,13 @@ Flow of a call (both roles):
    sequence numbers of the call stay coherent.
 4. Link events drive the engine: LCP opened -> framing (ACFC/PFC, MTU); MPPE keys -> engine
    MPPE; network up -> routes and ``set_data``; link down -> data stops, the call is cleared.
+   Network up opens the data path *before* the frames of the same step leave (the last IPCP
+   Configure-Ack: a peer may send its first packet the moment it sees it), and an
+   ``on_network_up`` hook that returns a future (the server's kernel route, added off the
+   event loop) holds every later frame until it is done.
+5. However the call ends (link down, ``abort``: TCP reset, Call-Clear-Request, the control
+   connection gone), the link is brought to Dead: what it holds -- the peer's pool address
+   -- is released there, exactly once.
 """
 from __future__ import annotations
 
@@ -22,7 +29,7 @@ from typing import Callable, Protocol
 from ..ppp.constants import ENGINE_EVENT_BASE
 from ..shaping import RateLimit, RateSource
 from ..ppp.link import (Authenticated, AuthenticationFailed, LcpOpened, LinkDown, LinkEvent,
-                        MppeReset, MppeUp, NetworkDown, NetworkUp, PPPLink)
+                        MppeReset, MppeUp, NetworkDown, NetworkUp, Phase, PPPLink)
 from .driver import DeadlineTimer
 
 log = logging.getLogger("fastpptp.session")
@@ -49,10 +56,13 @@ class SessionEngine(Protocol):
     def counters(self, call_id: int) -> dict[str, int]: ...
 
 
-#: ``on_network_up(session, NetworkUp)``; ``on_network_down(session, NetworkDown | None)``
-#: (None: the whole link went down after the network was up); ``on_closed(session, reason)``;
-#: ``on_auth(session, Authenticated | AuthenticationFailed)``.
-NetworkUpHook = Callable[["CallSession", NetworkUp], None]
+#: ``on_network_up(session, NetworkUp)`` (may return a future: the session's frames wait for
+#: it); ``on_network_down(session, NetworkDown | None)`` (None: the whole link went down after
+#: the network was up); ``on_closed(session, reason)``;
+#: ``on_auth(session, Authenticated | AuthenticationFailed)``; ``on_peer_frame(session)``: the
+#: first PPP frame from the peer arrived (the call carried GRE).
+NetworkUpHook = Callable[["CallSession", NetworkUp], "asyncio.Future[object] | None"]
+PeerFrameHook = Callable[["CallSession"], None]
 NetworkDownHook = Callable[["CallSession", NetworkDown | None], None]
 ClosedHook = Callable[["CallSession", str], None]
 AuthHook = Callable[["CallSession", Authenticated | AuthenticationFailed], None]
@@ -86,9 +96,13 @@ class EngineHub:
     def unregister(self, call_id: int) -> None:
         self.sessions.pop(call_id, None)
 
+    #: frames taken per recv_control call; the hub drains the queue fully on every wake-up
+    #: (a connect storm fills it faster than one batch: issue 10)
+    BATCH = 256
+
     def _readable(self) -> None:
         while True:
-            frames = self.engine.recv_control(64)
+            frames = self.engine.recv_control(self.BATCH)
             if not frames:
                 return
             for call_id, protocol, payload in frames:
@@ -141,7 +155,8 @@ class CallSession:
                  peer_addr: str, tun: int = 0, peer_rwin: int = 64, peer_ppd: int = 0,
                  on_network_up: NetworkUpHook | None = None,
                  on_network_down: NetworkDownHook | None = None,
-                 on_closed: ClosedHook | None = None, on_auth: AuthHook | None = None):
+                 on_closed: ClosedHook | None = None, on_auth: AuthHook | None = None,
+                 on_peer_frame: PeerFrameHook | None = None):
         self.hub = hub
         self.engine = hub.engine
         self.link = link
@@ -154,6 +169,11 @@ class CallSession:
         self._on_network_down = on_network_down
         self._on_closed = on_closed
         self._on_auth = on_auth
+        self._on_peer_frame = on_peer_frame
+        self._heard_peer = False
+        # frames held until the on_network_up hook's future is done (see pump)
+        self._gate: asyncio.Future[object] | None = None
+        self._held_out: list[tuple[int, bytes]] = []
         self._timer = DeadlineTimer(hub.loop, self._on_timer)
         self._routes: list[str] = []
         self._lower_is_up = False
@@ -205,6 +225,10 @@ class CallSession:
         if protocol >= ENGINE_EVENT_BASE:          # an engine event, e.g. EV_MPPE_RESET_NEEDED
             self.link.engine_event(protocol, self.now)
         else:
+            if not self._heard_peer:
+                self._heard_peer = True
+                if self._on_peer_frame is not None:
+                    self._on_peer_frame(self)
             self.link.receive(protocol, payload, self.now)
         self.pump()
 
@@ -227,20 +251,53 @@ class CallSession:
 
     # ------------------------------------------------------------------------------------
     def pump(self) -> None:
+        """Frames out, events handled, timer re-armed.  A step's frames leave before its
+        events are acted on (LinkDown removes the call: our Terminate-Ack must go first),
+        except that NetworkUp opens the data path before them: the frame that brings IPCP
+        up at the peer (our Configure-Ack) must not reach it before we take its packets."""
         if self.closed:
             return
-        for protocol, payload in self.link.frames_to_send():
-            self.engine.send_control(self.call_id, protocol, payload)
+        pending = self.link.frames_to_send()
         while not self.closed:
             ev = self.link.next_event()
             if ev is None:
                 break
+            if not isinstance(ev, NetworkUp):
+                self._send_frames(pending)
+                pending = []
             self._handle(ev)
         if not self.closed:
             # events may have produced frames (e.g. Terminate after MPPE failure)
-            for protocol, payload in self.link.frames_to_send():
-                self.engine.send_control(self.call_id, protocol, payload)
+            self._send_frames(pending + self.link.frames_to_send())
             self._timer.arm(self.link.get_timer())
+
+    def _send_frames(self, frames: list[tuple[int, bytes]]) -> None:
+        if self._gate is not None:
+            self._held_out.extend(frames)
+            return
+        for protocol, payload in frames:
+            self.engine.send_control(self.call_id, protocol, payload)
+
+    GATE_TIMEOUT = 5.0   # seconds the frames wait for an on_network_up future at most
+
+    def _hold_frames_until(self, gate: "asyncio.Future[object]") -> None:
+        self._gate = gate
+        timeout = self.hub.loop.call_later(self.GATE_TIMEOUT, self._open_gate, gate)
+
+        def done(_: "asyncio.Future[object]") -> None:
+            timeout.cancel()
+            self._open_gate(gate)
+        gate.add_done_callback(done)
+
+    def _open_gate(self, gate: "asyncio.Future[object]") -> None:
+        if self._gate is not gate:
+            return
+        self._gate = None
+        held, self._held_out = self._held_out, []
+        if not self.closed:
+            if gate.done() and not gate.cancelled() and gate.exception() is not None:
+                log.warning("call %d: network-up step failed: %s", self.call_id, gate.exception())
+            self._send_frames(held)
 
     def _on_timer(self, now: float) -> None:
         if self.closed:
@@ -286,12 +343,14 @@ class CallSession:
         if ev.family == 4:
             self.info.local_ip, self.info.remote_ip = str(ev.local), str(ev.remote)
             self.info.dns = tuple(str(d) for d in (ev.dns or ()))
-            if self._on_network_up is not None:
-                self._on_network_up(self, ev)
             self.engine.add_route(self.call_id, str(ev.remote))
             self._routes.append(str(ev.remote))
             self.engine.set_data(self.call_id, True, self._ipv6_up)
             self.info.up = True
+            if self._on_network_up is not None:
+                gate = self._on_network_up(self, ev)
+                if gate is not None and not gate.done():
+                    self._hold_frames_until(gate)
             log.info("call %d peer %s: IPCP up local %s remote %s%s", self.call_id, self.info.peer,
                      ev.local, ev.remote, f" MPPE {self.info.mppe}" if self.info.mppe else "")
             self.up_event.set()
@@ -302,7 +361,9 @@ class CallSession:
                 self._routes.append(str(ev.remote))
             self.engine.set_data(self.call_id, bool(self.info.up), True)
             if self._on_network_up is not None:
-                self._on_network_up(self, ev)
+                gate = self._on_network_up(self, ev)
+                if gate is not None and not gate.done():
+                    self._hold_frames_until(gate)
 
     def _teardown(self, reason: str) -> None:
         if self.closed:
@@ -310,6 +371,16 @@ class CallSession:
         self.closed = True
         self.info.reason = reason
         self._timer.cancel()
+        self._gate, self._held_out = None, []
+        if self.link.phase is not Phase.DEAD:
+            # ended without PPP goodbyes (abort): the link goes to Dead all the same, which
+            # releases what it holds (the pool address); its last words are not sent
+            try:
+                self.link.lower_down(self.now)
+                self.link.frames_to_send()
+                self.link.events()
+            except Exception:
+                log.exception("call %d: link teardown", self.call_id)
         counters: dict[str, int] = {}
         try:
             counters = self.engine.counters(self.call_id)
@@ -324,9 +395,11 @@ class CallSession:
             log.exception("call %d: engine teardown", self.call_id)
         self.hub.unregister(self.call_id)
         self.final_counters = counters
-        log.info("call %d peer %s: down (%s) rx %d pkts %d bytes, tx %d pkts %d bytes",
-                 self.call_id, self.info.peer, reason, counters.get("rx_packets", 0),
-                 counters.get("rx_bytes", 0), counters.get("tx_packets", 0), counters.get("tx_bytes", 0))
+        # a call that never came up is a failure the operator should see (issue 10)
+        log.log(logging.INFO if self.info.up else logging.WARNING,
+                "call %d peer %s: down (%s) rx %d pkts %d bytes, tx %d pkts %d bytes",
+                self.call_id, self.info.peer, reason, counters.get("rx_packets", 0),
+                counters.get("rx_bytes", 0), counters.get("tx_packets", 0), counters.get("tx_bytes", 0))
         if self.info.up and self._on_network_down is not None:
             try:
                 self._on_network_down(self, None)

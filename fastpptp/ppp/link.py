@@ -54,12 +54,16 @@ from .lcp import LCP, EchoFailure, LcpConfig, LcpResult, LoopbackDetected, Proto
 __all__ = [
     "PPPLink", "LinkConfig", "Phase", "LinkEvent", "LcpOpened", "Authenticated", "AuthenticationFailed",
     "MppeUp", "MppeReset", "NetworkUp", "NetworkDown", "LinkDown", "EV_MPPE_RESET_NEEDED",
+    "NO_PEER_ADDRESS",
     "MPPE_NOT_NEGOTIATED",
 ]
 
 log = logging.getLogger(__name__)
 
 MPPE_NOT_NEGOTIATED = "MPPE required but not negotiated"
+#: the down reason of a server link with no address for its peer (pool exhausted): the owner
+#: tells the PNS with a resource error (RFC 2637 §2.13/§2.16: General Error, No-Resource)
+NO_PEER_ADDRESS = "no IP address available for the peer"
 MAX_HELD_FRAMES = 8                  # NCP frames held while CCP settles (bounded)
 MAX_EVENTS = 256
 MAX_FRAMES = 1024                    # frames queued for an owner that does not drain
@@ -497,10 +501,16 @@ class PPPLink:
         self.ccp = self.ipcp = self.ipv6cp = None
         self._held.clear()
         self._ncps_started = False
-        if self._assigned_address is not None and self.config.release_address is not None:
-            addr, self._assigned_address = self._assigned_address, None
-            self.config.release_address(addr)
+        self._release_address()
         self._emit(LinkDown(self._down_reason or "link terminated"))
+
+    def _release_address(self) -> None:
+        """Give back the address ``assign_address`` handed this link (once: it is forgotten).
+        The link owns it from allocation; every way to Dead passes here (the owner of a call
+        that ends without PPP goodbyes calls :meth:`lower_down`)."""
+        addr, self._assigned_address = self._assigned_address, None
+        if addr is not None and self.config.release_address is not None:
+            self.config.release_address(addr)
 
     def _stop_upper(self, now: float) -> None:
         """LCP left Opened: NCPs go down (§3.7); auth restarts on the next LCP Up."""
@@ -525,7 +535,7 @@ class PPPLink:
         self._ncps_started = False
 
     def _fatal(self, reason: str, now: float) -> None:
-        log.info("PPP link closing: %s", reason)
+        log.warning("PPP link closing: %s", reason)
         self._note_reason(reason)
         self.phase = Phase.TERMINATE
         self.lcp.close(now, reason)
@@ -642,6 +652,9 @@ class PPPLink:
         if self.role == "server" and self.peer_user is not None:
             addr: IPv4Address | str | None = None
             if cfg.assign_address is not None:
+                # LCP renegotiated (and the peer authenticated again): the address this link
+                # holds goes back first -- the link owns at most one at a time
+                self._release_address()
                 addr = cfg.assign_address(self.peer_user)
                 if addr is not None:
                     self._assigned_address = str(addr)
@@ -660,7 +673,7 @@ class PPPLink:
                 and ipcp_config.assign_peer_address is None:
             # Never let a client pick its own address on a server (pppd: "Peer is not
             # authorized to use remote address").
-            self._fatal("no IP address available for the peer", now)
+            self._fatal(NO_PEER_ADDRESS, now)
             return
         self.ipcp = IPCP(ipcp_config, self.rng)
         self.ipcp.open(now)

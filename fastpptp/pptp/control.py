@@ -26,6 +26,11 @@ Calls (RFC 2637 §3.2, outgoing calls only; §3.3 incoming calls are refused)::
     PAC:  OCRQ -> CallRequested event -> accept_call()/OCRP -> ESTABLISHED
           --CCRQ from the PNS, or clear_call()--> CDN, cleared
 
+A PAC bounds what a peer can ask before any login (issue 10): ``max_calls`` calls at once
+per connection, ``call_rate``/``call_burst`` Outgoing-Call-Requests per second (more get OCRP
+General-Error/No-Resource), and released call IDs count against ``source`` in the shared
+allocator's quarantine (see ``CallIdAllocator.for_pac``).
+
 Every call that leaves the table produces exactly one ``CallCleared`` event (whoever
 cleared it), and the connection ends with exactly one ``ControlClosed`` event, after which
 the owner closes TCP (after flushing ``data_to_send()``).
@@ -108,7 +113,12 @@ class ControlConfig:
     setup_timeout: float = 30.0            # SCCRQ/SCCRP/OCRP/accept_call wait; mid-message stall
     stop_timeout: float = 10.0             # StopCCRP wait
     clear_timeout: float = 10.0            # PNS: Call-Disconnect-Notify wait after CCRQ
-    max_calls: int = 256                   # calls per control connection
+    max_calls: int = 128                   # calls at once per control connection (pptpd: 128)
+    # PAC: Outgoing-Call-Requests accepted per second (token bucket of call_burst); more get
+    # OCRP General-Error/No-Resource.  Control runs before any login, and every call takes a
+    # call ID: an unauthenticated peer must not churn through them (issue 10).  0: no limit.
+    call_rate: float = 1.0
+    call_burst: int = 8
 
 
 # --- events ---------------------------------------------------------------------------
@@ -208,25 +218,84 @@ class CallIdAllocator:
     injected rng: GRE keys are the only thing binding a GRE packet to a call) and not reused
     while stale GRE for a released call may still arrive (``quarantine`` seconds).
     Call ID 0 is never handed out: pptpd uses it for every call, and a GRE key of 0 is what
-    a confused peer sends."""
+    a confused peer sends.
+
+    The quarantine must not be a resource a peer can fill: PPTP control runs before any PPP
+    login, so an unauthenticated peer can have calls accepted and cleared as fast as it likes
+    (issue 10: 65 520 IDs in 50 s, then no call for anyone).  A server therefore builds its
+    allocator with the three bounds below (the defaults keep the plain behaviour):
+
+    * ``quarantine_idle=False``: only an ID whose call carried GRE from the peer (the owner
+      says so with :meth:`mark_active`) is quarantined; an ID that never saw a GRE packet
+      can have no stale GRE in flight and is free again at once.
+    * ``per_owner``: at most that many quarantined IDs per owner (the peer's address, given
+      to :meth:`release`); beyond it the owner's oldest goes free early.
+    * ``reuse_oldest=True``: when no ID is free, the oldest quarantined one is handed out
+      rather than raising :class:`CallIdsExhausted` (stale GRE for it would still have to
+      come from that call's peer address); only 65 535 live calls exhaust the space.
+    """
 
     def __init__(self, rng: random.Random, quarantine: float = 60.0, *, tries: int = 64,
-                 first: int = 1, last: int = 0xFFFF):
+                 first: int = 1, last: int = 0xFFFF, quarantine_idle: bool = True,
+                 per_owner: int = 0, reuse_oldest: bool = False):
         if not 1 <= first <= last <= 0xFFFF:
             raise ValueError("call ID range must lie within 1..65535")
+        if per_owner < 0:
+            raise ValueError("per_owner must be >= 0 (0: no per-owner cap)")
         self._rng = rng
         self.quarantine = quarantine
         self._tries = tries
         self.first, self.last = first, last
+        self.quarantine_idle = quarantine_idle
+        self.per_owner = per_owner
+        self.reuse_oldest = reuse_oldest
         self._in_use: set[int] = set()
-        self._released: dict[int, float] = {}          # call ID -> usable again at
+        self._active: set[int] = set()                    # in use and carried GRE
+        self._released: dict[int, tuple[float, str]] = {}  # call ID -> (usable again at, owner)
+        # release order (at, call ID), globally and per owner; entries whose ID left the
+        # quarantine early are skipped when met (the dict above is the truth)
         self._order: collections.deque[tuple[float, int]] = collections.deque()
+        self._owners: dict[str, collections.deque[tuple[float, int]]] = {}
+        self.stats: collections.Counter[str] = collections.Counter()
+
+    @classmethod
+    def for_pac(cls, rng: random.Random, quarantine: float = 60.0, *,
+                per_owner: int = 256) -> "CallIdAllocator":
+        """The allocator a server shares between its control connections: quarantine only
+        IDs that carried GRE, at most ``per_owner`` per peer address, reuse the oldest
+        rather than run out."""
+        return cls(rng, quarantine, quarantine_idle=False, per_owner=per_owner,
+                   reuse_oldest=True)
+
+    def _quarantined(self, entry: tuple[float, int]) -> bool:
+        at, call_id = entry
+        held = self._released.get(call_id)
+        return held is not None and held[0] == at
+
+    def _unquarantine(self, call_id: int) -> None:
+        at, owner = self._released.pop(call_id)
+        queue = self._owners.get(owner)
+        if queue is None:
+            return
+        while queue and not self._quarantined(queue[0]):
+            queue.popleft()
+        if not queue:
+            del self._owners[owner]
 
     def _expire(self, now: float) -> None:
         while self._order and self._order[0][0] <= now:
-            at, call_id = self._order.popleft()
-            if self._released.get(call_id) == at:
-                del self._released[call_id]
+            entry = self._order.popleft()
+            if self._quarantined(entry):
+                self._unquarantine(entry[1])
+
+    def _take_oldest(self) -> int | None:
+        """The longest-quarantined ID, out of quarantine (None: nothing quarantined)."""
+        while self._order:
+            entry = self._order.popleft()
+            if self._quarantined(entry):
+                self._unquarantine(entry[1])
+                return entry[1]
+        return None
 
     def available(self, call_id: int, now: float) -> bool:
         self._expire(now)
@@ -247,6 +316,12 @@ class CallIdAllocator:
             if call_id not in self._in_use and call_id not in self._released:
                 self._in_use.add(call_id)
                 return call_id
+        if self.reuse_oldest:
+            oldest = self._take_oldest()
+            if oldest is not None:
+                self.stats["reused_early"] += 1
+                self._in_use.add(oldest)
+                return oldest
         raise CallIdsExhausted("no free call ID")
 
     def reserve(self, call_id: int, now: float) -> None:
@@ -255,13 +330,45 @@ class CallIdAllocator:
             raise CallIdsExhausted(f"call ID {call_id} is in use or in quarantine")
         self._in_use.add(call_id)
 
-    def release(self, call_id: int, now: float) -> None:
+    def mark_active(self, call_id: int) -> None:
+        """GRE from the peer arrived for this call: quarantine its ID when it is released."""
+        if call_id in self._in_use:
+            self._active.add(call_id)
+
+    def release(self, call_id: int, now: float, owner: str = "") -> None:
+        """Give ``call_id`` back; ``owner`` (the peer's address) is whose quarantine it
+        counts against."""
         if call_id not in self._in_use:
             return
         self._in_use.discard(call_id)
+        active = call_id in self._active
+        self._active.discard(call_id)
+        if not (active or self.quarantine_idle) or self.quarantine <= 0:
+            self.stats["released_idle"] += 1
+            return
+        self._expire(now)
         at = now + self.quarantine
-        self._released[call_id] = at
+        self._released[call_id] = (at, owner)
         self._order.append((at, call_id))
+        queue = self._owners.setdefault(owner, collections.deque())
+        queue.append((at, call_id))
+        if self.per_owner:
+            while len(self._owners_live(queue)) > self.per_owner:
+                _, oldest = queue[0]
+                self.stats["owner_cap"] += 1
+                self._unquarantine(oldest)        # pops it (and any stale heads) off queue
+
+    def _owners_live(self, queue: collections.deque[tuple[float, int]]) -> collections.deque[tuple[float, int]]:
+        """``queue`` without stale heads (its length then bounds the owner's quarantine)."""
+        while queue and not self._quarantined(queue[0]):
+            queue.popleft()
+        return queue
+
+    def quarantined(self, owner: str | None = None) -> int:
+        """How many IDs wait in quarantine (of ``owner``, or of everyone)."""
+        if owner is None:
+            return len(self._released)
+        return sum(1 for _, o in self._released.values() if o == owner)
 
     def __len__(self) -> int:
         return len(self._in_use)
@@ -302,6 +409,14 @@ def _reached(now: float, deadline: float | None) -> bool:
     return deadline is not None and now >= deadline
 
 
+def _came_up(call: _Call) -> bool:
+    """The call got as far as an answered Outgoing-Call-Request (``CallCleared.established``):
+    not a call still waiting for its reply -- nor a PNS call cleared before the reply came
+    (WAIT_DISCONNECT with ``awaiting_reply``)."""
+    return not call.awaiting_reply and call.state not in (CallState.WAIT_REPLY,
+                                                          CallState.WAIT_ACCEPT)
+
+
 def _ok(result: int) -> bool:
     return result in (1, _SUCCESS)
 
@@ -336,6 +451,11 @@ class ControlConnection:
         self._state_deadline: float | None = None
         self.stats: collections.Counter[str] = collections.Counter()
         self.peer: m.SCCRQ | m.SCCRP | None = None
+        # whose quarantine our released call IDs count against (the owner sets the peer's
+        # address here once it knows it; see CallIdAllocator)
+        self.source = ""
+        self._call_tokens = float(self.config.call_burst)
+        self._tokens_at = now
         if self.role is Role.PAC:
             self.state = State.WAIT_CTL_REQUEST     # a peer that connects and says nothing
             self._state_deadline = self._after(now, self.config.setup_timeout)
@@ -409,7 +529,8 @@ class ControlConnection:
         for call in list(self._calls):
             if call.state is CallState.WAIT_DISCONNECT:
                 self._drop_call(call, now, result=m.CallDisconnectResult.REQUEST,
-                                reason="TCP closed after Call-Clear-Request", by_peer=True)
+                                reason="TCP closed after Call-Clear-Request", by_peer=True,
+                                established=_came_up(call))
         stopping = self.state is State.WAIT_STOP_REPLY
         self._close("peer closed the control connection" if not stopping
                     else "control connection stopped", now, by_peer=True)
@@ -456,7 +577,8 @@ class ControlConnection:
                                 reason="timeout: no Outgoing-Call-Reply", established=False)
             elif call.state is CallState.WAIT_DISCONNECT:
                 self._drop_call(call, now, result=m.CallDisconnectResult.REQUEST,
-                                reason="timeout: no Call-Disconnect-Notify")
+                                reason="timeout: no Call-Disconnect-Notify",
+                                established=_came_up(call))
             elif call.state is CallState.WAIT_ACCEPT:
                 self._send(m.OCRP(call_id=0, peer_call_id=call.peer_call_id,
                                   result_code=m.OutgoingCallResult.TIME_OUT))
@@ -573,7 +695,8 @@ class ControlConnection:
         self._calls.remove(call)
 
     def clear_call(self, call_id: int, reason: str = "", now: float | None = None, *,
-                   result: int | None = None, cause: int = 0, stats: bytes = b"") -> None:
+                   result: int | None = None, error: int = 0, cause: int = 0,
+                   stats: bytes = b"") -> None:
         """PNS: Call-Clear-Request (``CallCleared`` follows the peer's CDN or TCP close).
         PAC: Call-Disconnect-Notify (default result Admin Shutdown, as pptpd) and
         ``CallCleared`` at once.  Clearing an unknown or already-clearing call is a no-op."""
@@ -591,9 +714,10 @@ class ControlConnection:
                 log.info("call %d: clearing: %s", call_id, reason)
             return
         result = m.CallDisconnectResult.ADMIN_SHUTDOWN if result is None else result
-        self._send(m.CDN(call_id=call_id, result_code=result, cause_code=cause,
+        self._send(m.CDN(call_id=call_id, result_code=result, error_code=error, cause_code=cause,
                          call_statistics=bytes(stats)[:128]))
-        self._drop_call(call, now, result=result, cause=cause, stats=bytes(stats)[:128],
+        self._drop_call(call, now, result=result, error=error, cause=cause,
+                        stats=bytes(stats)[:128],
                         reason=reason or "cleared locally")
 
     def set_link_info(self, call_id: int, send_accm: int = 0xFFFFFFFF,
@@ -637,7 +761,7 @@ class ControlConnection:
                 self._send(m.CallClearRequest(call_id=call.id))
             self._drop_call(call, now, result=m.CallDisconnectResult.ADMIN_SHUTDOWN,
                             reason=f"control connection stopping: {text}",
-                            established=call.state is not CallState.WAIT_REPLY)
+                            established=_came_up(call))
         self._send(m.StopCCRQ(reason=code))
         self.state = State.WAIT_STOP_REPLY
         self._state_deadline = self._after(now, self.config.stop_timeout)
@@ -743,8 +867,7 @@ class ControlConnection:
         for call in list(self._calls):
             self._drop_call(call, now, result=m.CallDisconnectResult.ADMIN_SHUTDOWN,
                             reason="peer stopped the control connection", by_peer=True,
-                            established=call.state not in (CallState.WAIT_REPLY,
-                                                           CallState.WAIT_ACCEPT))
+                            established=_came_up(call))
         reason = msg.reason.name.lower() if isinstance(msg.reason, enum.Enum) else msg.reason
         self._close(f"peer sent Stop-Control-Connection-Request ({reason})", now, by_peer=True)
 
@@ -774,8 +897,13 @@ class ControlConnection:
                                           else m.GeneralErrorCode.PAC_ERROR)))
             self._wrong_state(msg, now, close_if_not_up=False)
             return
-        if len(self._calls) >= self.config.max_calls:
-            self.stats["calls_refused"] += 1
+        if len(self._calls) >= self.config.max_calls or not self._call_token(now):
+            self.stats["calls_refused" if len(self._calls) >= self.config.max_calls
+                       else "calls_rate_limited"] += 1
+            if self.stats["calls_refused"] + self.stats["calls_rate_limited"] == 1:
+                log.warning("peer %s: Outgoing-Call-Request refused (%d calls, at most %d; "
+                            "%g per s): later ones are only counted", self.source or "?",
+                            len(self._calls), self.config.max_calls, self.config.call_rate)
             self._send(m.OCRP(call_id=0, peer_call_id=msg.call_id,
                               result_code=m.OutgoingCallResult.GENERAL_ERROR,
                               error_code=m.GeneralErrorCode.NO_RESOURCE))
@@ -790,6 +918,19 @@ class ControlConnection:
             request_id, msg.call_id, msg.call_serial_number, msg.packet_recv_window_size,
             msg.packet_processing_delay, msg.minimum_bps, msg.maximum_bps,
             int(msg.bearer_type), int(msg.framing_type), msg.phone_number, msg.subaddress))
+
+    def _call_token(self, now: float) -> bool:
+        """Take one Outgoing-Call-Request token (False: over ``call_rate``)."""
+        rate = self.config.call_rate
+        if rate <= 0:
+            return True
+        self._call_tokens = min(float(self.config.call_burst),
+                                self._call_tokens + (now - self._tokens_at) * rate)
+        self._tokens_at = now
+        if self._call_tokens < 1.0:
+            return False
+        self._call_tokens -= 1.0
+        return True
 
     def _on_OutgoingCallReply(self, msg: m.OCRP, now: float) -> None:
         call = next((c for c in self._calls if c.call_id == msg.peer_call_id
@@ -856,6 +997,7 @@ class ControlConnection:
         result = msg.result_code
         self._drop_call(candidates[0], now, result=result, error=msg.error_code,
                         cause=msg.cause_code, stats=msg.call_statistics, by_peer=True,
+                        established=_came_up(candidates[0]),
                         reason="peer sent Call-Disconnect-Notify"
                         + (f" ({result.name.lower()})" if isinstance(result, enum.Enum) else ""))
 
@@ -933,7 +1075,7 @@ class ControlConnection:
                    established: bool = True, peer_call_id: int | None = None) -> None:
         self._calls.remove(call)
         if call.owned_id and call.call_id is not None:
-            self.allocator.release(call.call_id, now)
+            self.allocator.release(call.call_id, now, self.source)
         if call.call_id is None:           # a request the owner has not answered yet
             self._gone_requests[call.request_id] = reason
             while len(self._gone_requests) > 4 * self.config.max_calls:
@@ -950,8 +1092,7 @@ class ControlConnection:
         for call in list(self._calls):
             self._drop_call(call, now, result=m.CallDisconnectResult.GENERAL_ERROR,
                             reason=f"control connection closed: {reason}", by_peer=by_peer,
-                            established=call.state not in (CallState.WAIT_REPLY,
-                                                           CallState.WAIT_ACCEPT))
+                            established=_came_up(call))
         self.state = State.CLOSED
         self._state_deadline = None
         self._partial_since = None

@@ -404,6 +404,7 @@ def test_control_socket_is_root_only(loopback_ns, engines):
         import shutil
         shutil.rmtree(base, ignore_errors=True)
     assert mode == 0o600
-    assert as_root == {"sessions": []}
+    assert as_root["sessions"] == []
+    assert set(as_root) == {"sessions", "totals"} and all(isinstance(v, int) for v in as_root["totals"].values())
     assert by_mode == {"connect": "EACCES"}
     assert by_cred == {"reply": {"error": "permission denied"}}
