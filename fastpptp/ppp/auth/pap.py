@@ -9,9 +9,9 @@ Wire format (RFC 1334 §2.2), protocol 0xC023::
 Theory of operation: the *peer* sends Authenticate-Request and retransmits it every
 ``restart`` seconds (RFC 1334 §2.1: the authenticator never retransmits) until an Ack or
 Nak with the same Identifier arrives or ``max_transmits`` is reached.  The *authenticator*
-waits (bounded by ``wait``) for a request, has its verifier check it and answers Ack
-"Login ok" or Nak "Login incorrect" -- pppd's texts.  The check is the verifier's (the
-local one asks the backend; an external one answers later, see ``ppp/auth/base.py``).  A retransmitted request for which we
+waits (bounded by ``wait``) for a request, has its verifier check it (the local one asks
+the backend; an external one answers later, see ``ppp/auth/base.py``) and answers Ack
+"Login ok" or Nak "Login incorrect" -- pppd's texts.  A retransmitted request for which we
 already answered is answered again with the same verdict (the Ack may have been lost).
 """
 from __future__ import annotations
