@@ -325,8 +325,12 @@ class CallSession:
             result = VerifyResult(False, reason=f"verifier error: {type(exc).__name__}")
         if self.closed:
             return
-        self.link.verified(request, result, self.now)
-        self.pump()
+        try:
+            self.link.verified(request, result, self.now)
+            self.pump()
+        except Exception:    # our bug: end this session, never the loop or other sessions
+            log.exception("call %d: error handling the verdict", self.call_id)
+            self.abort("internal error")
 
     def _apply_attributes(self, attrs: ReplyAttributes) -> None:
         self.attributes = attrs

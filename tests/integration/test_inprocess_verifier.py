@@ -228,3 +228,32 @@ def test_reply_attributes_address_rate_limit_and_session_timeout(loopback_ns, tm
     downs = [i for k, i in events if k == "down"]
     assert len(downs) == 1 and "session timeout" in downs[0]["reason"]
     assert rc != 19                               # the client was logged in, then hung up on
+
+
+def test_idle_timeout_from_the_verifier_ends_an_idle_session(loopback_ns, tmp_path):
+    async def main():
+        events, tuns = [], {}
+        server, port = await start_server(tmp_path, "require-pap", DelayedVerifier(
+            attributes=ReplyAttributes(idle_timeout=1)), events, tuns)
+        client = make_client(port, "alice", USERS["alice"], "", tuns)
+        task = asyncio.ensure_future(client.run())
+        loop = asyncio.get_running_loop()
+        try:
+            up = await wait_up(client, task)
+            (session,) = server.sessions.values()
+            # traffic keeps it alive past its idle timeout ...
+            for _ in range(8):
+                tuns["alice"].peer.send(udp_packet("198.51.100.2", "198.51.100.1", b"busy"))
+                await asyncio.sleep(0.2)
+            alive = not session.closed
+            quiet_from = loop.time()
+            # ... silence ends it
+            await asyncio.wait_for(session.closed_event.wait(), 5)
+            return up, alive, loop.time() - quiet_from, session.info.reason
+        finally:
+            await stop_client(client, task)
+            await server.stop("test over")
+
+    up, alive, quiet_for, reason = asyncio.run(main())
+    assert up and alive
+    assert 0.9 <= quiet_for < 3.0 and "idle timeout" in reason
