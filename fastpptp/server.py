@@ -51,12 +51,13 @@ import random
 import signal
 import socket
 from collections.abc import Callable, Coroutine
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .admission import Admission, AdmissionLimits, Admit
 from .aio.driver import ControlStream
-from .aio.session import CallSession, EngineHub, SessionEngine
+from .aio.session import AsyncVerifier, CallSession, EngineHub, SessionEngine
 from .config import AddressPool, PppOptions, parse_ppp_options, server_link_config
 from .aio.offloop import netlink
 from .hooks import run_hook
@@ -140,12 +141,15 @@ class Server:
     ``auth_backend``: anything with ``get_secret(user, server_name)`` and
     ``check_password(user, password, server_name)`` (see fastpptp.ppp.auth.secrets), and
     optionally ``static_address`` and ``rate_limit(user, server_name)``; default:
-    chap-secrets.  ``assign_address(user) -> str | None`` overrides the pool.  ``on_event(kind,
+    chap-secrets.  ``verifier``: ``async verifier(VerifyRequest) -> VerifyResult`` checks the
+    peers instead (RADIUS ...; ``auth_backend`` then only gives static addresses), with
+    ``verify_timeout`` seconds for a verdict (default ``AuthTimers.verify_timeout``).  ``assign_address(user) -> str | None`` overrides the pool.  ``on_event(kind,
     info)`` is told of session events ("up", "down", "auth-failed").  ``notifier``: tells systemd
     READY/STOPPING/STATUS (session count)/WATCHDOG (fastpptp.sdnotify; default: none).
     """
 
     def __init__(self, config: ServerConfig, *, auth_backend: AuthBackend | None = None,
+                 verifier: AsyncVerifier | None = None, verify_timeout: float | None = None,
                  assign_address: Callable[[str], str | None] | None = None,
                  on_event: Callable[[str, dict[str, Any]], None] | None = None,
                  tun_factory: Callable[[str], TunLike] | None = None, configure_network: bool = True,
@@ -153,6 +157,8 @@ class Server:
         self.config = config
         self._notify = notifier if notifier is not None else Notifier()
         self._auth_backend = auth_backend
+        self._verifier = verifier
+        self._verify_timeout = verify_timeout
         self._assign_address = assign_address
         self._on_event = on_event
         self._engine: ServerEngine | None = None
@@ -451,7 +457,8 @@ class Server:
     def _start_call(self, stream: ControlStream, call_id: int, req: CallRequested) -> None:
         from .ppp.link import PPPLink
         peer = _source(stream)
-        link = PPPLink(self._link_config(), "server", self._auth_backend, self._rng)
+        link = PPPLink(self._link_config(), "server", self._auth_backend, self._rng,
+                       external_verifier=self._verifier is not None)
         iface = self._ifaces.get(call_id)
 
         def closed(s: CallSession, reason: str) -> None:
@@ -462,7 +469,7 @@ class Server:
                               peer_rwin=req.peer_rwin or 64,      # 0: the PNS gave no window
                               peer_ppd=req.peer_ppd,
                               on_network_up=self._network_up, on_network_down=self._network_down,
-                              on_closed=closed, on_auth=self._auth_event,
+                              on_closed=closed, on_auth=self._auth_event, verifier=self._verifier,
                               on_peer_frame=lambda s: self._call_ids.mark_active(s.call_id))
         session.info.session_id = self._new_session_id()
         self.sessions[call_id] = session
@@ -535,9 +542,13 @@ class Server:
         return self._tun.name if self._tun is not None else self.config.interface
 
     def _link_config(self) -> LinkConfig:
-        return server_link_config(self._ppp, local_ip=self.config.local_ips[0],
-                                  assign_address=self._allocate_address,
-                                  release_address=self.pool.release)
+        cfg = server_link_config(self._ppp, local_ip=self.config.local_ips[0],
+                                 assign_address=self._allocate_address,
+                                 release_address=self.pool.release)
+        if self._verify_timeout is not None:
+            cfg = dataclasses.replace(cfg, auth_timers=dataclasses.replace(
+                cfg.auth_timers, verify_timeout=self._verify_timeout))
+        return cfg
 
     def _allocate_address(self, user: str) -> str | None:
         if self._assign_address is not None:
@@ -554,7 +565,9 @@ class Server:
             self._emit("auth-failed", {"user": ev.user, "peer": session.info.peer})
             return
         self.stats.auth_successes[ev.method.value] += 1
-        if session.info.rate is None:      # a limit set before (RADIUS, admin) stays
+        if session.rate_limit is not None:      # the verifier's reply (RADIUS) names one
+            session.info.rate, session.info.rate_source = RateLimit(*session.rate_limit), RateSource.RADIUS
+        elif session.info.rate is None:      # a limit set before (admin) stays
             rate = self._user_rate(ev.user)
             if rate is not None:
                 session.info.rate, session.info.rate_source = rate, RateSource.AUTH

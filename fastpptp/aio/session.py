@@ -18,18 +18,26 @@ Flow of a call (both roles):
 5. However the call ends (link down, ``abort``: TCP reset, Call-Clear-Request, the control
    connection gone), the link is brought to Dead: what it holds -- the peer's pool address
    -- is released there, exactly once.
+6. External verification (server with a ``verifier``): the link's ``VerifyPeer`` starts a
+   task awaiting ``verifier(request)``; its verdict goes back to ``link.verified`` (the link
+   drops it if it came too late; the link's verify timeout fails the login on its own).  The
+   loop never waits for it: LCP, the auth timers and every other session keep running.  The
+   verdict's reply attributes are kept on the session (``attributes``, ``rate_limit``);
+   Session-Timeout and Idle-Timeout end the session with ``SESSION_TIMEOUT`` /
+   ``IDLE_TIMEOUT`` as the reason.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Awaitable, Callable, Protocol
 
+from ..ppp.auth.base import NO_REPLY_ATTRIBUTES, ReplyAttributes, VerifyRequest, VerifyResult
 from ..ppp.constants import ENGINE_EVENT_BASE
 from ..shaping import RateLimit, RateSource
 from ..ppp.link import (Authenticated, AuthenticationFailed, LcpOpened, LinkDown, LinkEvent,
-                        MppeReset, MppeUp, NetworkDown, NetworkUp, Phase, PPPLink)
+                        MppeReset, MppeUp, NetworkDown, NetworkUp, Phase, PPPLink, VerifyPeer)
 from .driver import DeadlineTimer
 
 log = logging.getLogger("fastpptp.session")
@@ -66,6 +74,13 @@ PeerFrameHook = Callable[["CallSession"], None]
 NetworkDownHook = Callable[["CallSession", NetworkDown | None], None]
 ClosedHook = Callable[["CallSession", str], None]
 AuthHook = Callable[["CallSession", Authenticated | AuthenticationFailed], None]
+#: ``await verifier(request) -> VerifyResult``: checks a peer's credentials (RADIUS, ...).
+#: It may take its time; an exception counts as a rejection.
+AsyncVerifier = Callable[[VerifyRequest], Awaitable[VerifyResult]]
+
+SESSION_TIMEOUT = "session timeout"      # the close reasons of the verifier's limits
+IDLE_TIMEOUT = "idle timeout"
+IDLE_CHECK_MAX = 30.0                    # seconds between idle checks, at most
 
 
 class EngineHub:
@@ -156,7 +171,8 @@ class CallSession:
                  on_network_up: NetworkUpHook | None = None,
                  on_network_down: NetworkDownHook | None = None,
                  on_closed: ClosedHook | None = None, on_auth: AuthHook | None = None,
-                 on_peer_frame: PeerFrameHook | None = None):
+                 on_peer_frame: PeerFrameHook | None = None,
+                 verifier: AsyncVerifier | None = None):
         self.hub = hub
         self.engine = hub.engine
         self.link = link
@@ -174,6 +190,15 @@ class CallSession:
         # frames held until the on_network_up hook's future is done (see pump)
         self._gate: asyncio.Future[object] | None = None
         self._held_out: list[tuple[int, bytes]] = []
+        self._verifier = verifier
+        self._verifications: set[asyncio.Task[None]] = set()
+        #: the verifier's reply attributes (server; empty otherwise) and its rate limit,
+        #: (down_kbit, up_kbit), for the shaper
+        self.attributes: ReplyAttributes = NO_REPLY_ATTRIBUTES
+        self.rate_limit: tuple[int, int] | None = None
+        self._limit_timers: list[asyncio.TimerHandle] = []
+        self._idle_packets = -1                  # rx + tx data packets at the last check
+        self._idle_since = 0.0
         self._timer = DeadlineTimer(hub.loop, self._on_timer)
         self._routes: list[str] = []
         self._lower_is_up = False
@@ -310,11 +335,15 @@ class CallSession:
             case LcpOpened(result=r):
                 self.engine.set_ppp(self.call_id, tx_acfc=r.tx_acfc, tx_pfc=r.tx_pfc,
                                     mtu=r.peer_mru or 1500)
+            case VerifyPeer(request=request):
+                self._verify(request)
             case Authenticated():
                 self.info.user = ev.user
                 self.info.auth = ev.method.label
                 log.info("call %d peer %s: authenticated %r with %s", self.call_id, self.info.peer,
                          ev.user, self.info.auth)
+                if ev.direction == "peer":
+                    self._apply_attributes(ev.attributes)
                 if self._on_auth is not None:
                     self._on_auth(self, ev)
             case AuthenticationFailed():
@@ -338,6 +367,68 @@ class CallSession:
                 self._teardown(ev.reason)
             case _:
                 log.debug("call %d: event %s", self.call_id, ev)
+
+    # ---- external verification and the verifier's limits ---------------------------------
+    def _verify(self, request: VerifyRequest) -> None:
+        if self._verifier is None:
+            # a link set up for external verification without a verifier: refuse at once
+            self.link.verified(request, VerifyResult(False, reason="no verifier"), self.now)
+            return
+        task = self.hub.loop.create_task(self._await_verdict(self._verifier, request))
+        self._verifications.add(task)
+        task.add_done_callback(self._verifications.discard)
+
+    async def _await_verdict(self, verifier: AsyncVerifier, request: VerifyRequest) -> None:
+        try:
+            result = await verifier(request)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:    # the verifier's bug or outage: a clean rejection
+            log.exception("call %d: verifier failed for %r", self.call_id, request.user)
+            result = VerifyResult(False, reason=f"verifier error: {type(exc).__name__}")
+        if self.closed:
+            return
+        try:
+            self.link.verified(request, result, self.now)
+            self.pump()
+        except Exception:    # our bug: end this session, never the loop or other sessions
+            log.exception("call %d: error handling the verdict", self.call_id)
+            self.abort("internal error")
+
+    def _apply_attributes(self, attrs: ReplyAttributes) -> None:
+        self.attributes = attrs
+        self.rate_limit = attrs.rate_limit
+        loop = self.hub.loop
+        if attrs.session_timeout:
+            self._limit_timers.append(loop.call_later(attrs.session_timeout, self._limit_reached,
+                                                      SESSION_TIMEOUT))
+        if attrs.idle_timeout:
+            self._idle_since = self.now
+            self._schedule_idle_check(attrs.idle_timeout)
+
+    def _schedule_idle_check(self, idle: int) -> None:
+        period = min(max(idle / 4, 0.05), IDLE_CHECK_MAX)
+        self._limit_timers.append(self.hub.loop.call_later(period, self._idle_check, idle))
+
+    def _idle_check(self, idle: int) -> None:
+        if self.closed:
+            return
+        try:
+            c = self.engine.counters(self.call_id)
+        except Exception:              # the call is leaving the engine
+            return
+        packets = c.get("rx_packets", 0) + c.get("tx_packets", 0)
+        if packets != self._idle_packets:
+            self._idle_packets, self._idle_since = packets, self.now
+        elif self.now - self._idle_since >= idle:
+            self._limit_reached(IDLE_TIMEOUT)
+            return
+        self._schedule_idle_check(idle)
+
+    def _limit_reached(self, reason: str) -> None:
+        if not self.closed:
+            log.info("call %d peer %s: %s", self.call_id, self.info.peer, reason)
+            self.close(reason)
 
     def _network_up(self, ev: NetworkUp) -> None:
         if ev.family == 4:
@@ -371,6 +462,10 @@ class CallSession:
         self.closed = True
         self.info.reason = reason
         self._timer.cancel()
+        for task in self._verifications:
+            task.cancel()                 # a verdict now would be for a dead link
+        for handle in self._limit_timers:
+            handle.cancel()
         self._gate, self._held_out = None, []
         if self.link.phase is not Phase.DEAD:
             # ended without PPP goodbyes (abort): the link goes to Dead all the same, which

@@ -10,7 +10,11 @@ One :class:`PPPLink` per PPTP call, sans-I/O like its parts (docs/DESIGN.md "PPP
 1. Establish (§3.3): only LCP runs; every other frame is silently discarded (§3.5).
 2. Authenticate (§3.5): LCP's result says who authenticates whom
    (``authenticate_peer``: we are the authenticator; ``authenticate_self``: the peer
-   authenticates us); one PAP/CHAP machine runs per direction.  Only LCP and the
+   authenticates us); one PAP/CHAP machine runs per direction.  The peer's credentials are
+   checked at once against ``auth_backend``, or, with ``external_verifier``, handed out as
+   :class:`VerifyPeer` and the verdict fed back with :meth:`PPPLink.verified` (RADIUS);
+   its reply attributes ride on :class:`Authenticated` and a Framed-IP-Address or name
+   servers in them override the pool and the configured ones for IPCP.  Only LCP and the
    authentication protocols pass; NCP frames are discarded.  A failure closes LCP
    ("Authentication failed" / "Failed to authenticate ourselves to peer", pppd's texts).
 3. Network (§3.6): when MPPE is allowed, CCP runs first and IPCP/IPv6CP start only once
@@ -39,7 +43,9 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import Callable, Literal, Protocol as _TypingProtocol
 
 from .auth.base import (
-    AuthBackend, AuthFailed, AuthSucceeded, AuthTimers, StaticAddressBackend,
+    FRAMED_IP_FROM_POOL, FRAMED_IP_PEER_CHOOSES, NO_REPLY_ATTRIBUTES, AuthBackend, AuthFailed,
+    AuthSucceeded, AuthTimers, ReplyAttributes, StaticAddressBackend, VerifyRequest,
+    VerifyResult,
 )
 from .auth.chap import ChapAuthenticator, ChapPeer, ChapResult
 from .auth.pap import PapAuthenticator, PapPeer
@@ -52,7 +58,8 @@ from .ipv6cp import IPV6CP, Ipv6cpConfig, Ipv6cpResult
 from .lcp import LCP, EchoFailure, LcpConfig, LcpResult, LoopbackDetected, ProtocolRejected
 
 __all__ = [
-    "PPPLink", "LinkConfig", "Phase", "LinkEvent", "LcpOpened", "Authenticated", "AuthenticationFailed",
+    "PPPLink", "LinkConfig", "Phase", "LinkEvent", "LcpOpened", "VerifyPeer", "Authenticated",
+    "AuthenticationFailed",
     "MppeUp", "MppeReset", "NetworkUp", "NetworkDown", "LinkDown", "EV_MPPE_RESET_NEEDED",
     "NO_PEER_ADDRESS",
     "MPPE_NOT_NEGOTIATED",
@@ -101,15 +108,27 @@ class LcpOpened(LinkEvent):
 
 
 @dataclasses.dataclass(frozen=True)
+class VerifyPeer(LinkEvent):
+    """External verification (``PPPLink(..., external_verifier=True)``): check ``request``
+    -- without blocking: LCP and the auth timers keep running -- and give the verdict to
+    ``link.verified(request, result, now)``.  A verdict that comes too late is dropped."""
+
+    request: VerifyRequest
+
+
+@dataclasses.dataclass(frozen=True)
 class Authenticated(LinkEvent):
     """One direction of authentication succeeded.
 
     ``direction`` "peer": we authenticated the peer, ``user`` is the peer's name (server);
-    "self": the peer accepted us, ``user`` is our own name (client)."""
+    "self": the peer accepted us, ``user`` is our own name (client).  ``attributes``: the
+    verifier's reply attributes (session/idle timeout, rate limit, class...; the link itself
+    applies the address and name servers)."""
 
     user: str
     method: AuthMethod
     direction: Direction = "peer"
+    attributes: ReplyAttributes = NO_REPLY_ATTRIBUTES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,8 +214,10 @@ class LinkConfig:
     release_address: given back each address ``assign_address`` handed out, when the
                 link dies.
     dns / nbns: server: name servers to hand out (RFC 1877); client: see ipcp.request_dns.
-    auth_timers: PAP/CHAP restart, max transmits and wait.  mschap_retries: MS-CHAP
-                Failure R=1 retries the authenticator allows (0 = pppd's behaviour).
+    auth_timers: PAP/CHAP restart, max transmits, wait and verify timeout.  mschap_retries:
+                MS-CHAP Failure R=1 retries the authenticator allows (0 = pppd's behaviour).
+    peer_may_choose_address: server: a verifier's Framed-IP-Address 255.255.255.255 lets the
+                peer use the address it asks for; False: such a peer gets one from the pool.
     """
 
     lcp: LcpConfig = dataclasses.field(default_factory=LcpConfig)
@@ -214,6 +235,7 @@ class LinkConfig:
     auth_timers: AuthTimers = dataclasses.field(default_factory=AuthTimers)
     mschap_retries: int = 0
     release_address: Callable[[str], None] | None = None
+    peer_may_choose_address: bool = False
 
 
 # --------------------------------------------------------------------------- the link
@@ -248,16 +270,27 @@ Authenticator = PapAuthenticator | ChapAuthenticator
 Authenticatee = PapPeer | ChapPeer
 
 
+def _peer_choice(requested: IPv4Address) -> IPv4Address | None:
+    """Framed-IP-Address 255.255.255.255 with the policy's consent: the peer's own
+    address, if it names one (0.0.0.0 asks us to choose: refused, there is nothing to give)."""
+    return requested if int(requested) != 0 else None
+
+
 class PPPLink:
     """RFC 1661 §3 phase machine driving LCP, PAP/CHAP, CCP, IPCP and IPv6CP."""
 
     def __init__(self, config: LinkConfig, role: LinkRole, auth_backend: AuthBackend | None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, *, external_verifier: bool = False) -> None:
+        """``external_verifier``: the peer's credentials go out as :class:`VerifyPeer` and
+        the verdict comes back through :meth:`verified` (``auth_backend`` then serves only
+        static addresses and a client's own secret); otherwise ``auth_backend`` checks them
+        at once."""
         if role not in ("server", "client"):
             raise ValueError("role must be 'server' or 'client'")
         self.config = config
         self.role: LinkRole = role
         self.backend = auth_backend
+        self.external_verifier = external_verifier
         self.rng = rng or random.Random()
         self.lcp = self._new_lcp()
         self.phase = Phase.DEAD
@@ -265,6 +298,7 @@ class PPPLink:
         self.authenticator: Authenticator | None = None   # our machine checking the peer
         self.authenticatee: Authenticatee | None = None   # our machine proving ourselves
         self.peer_user: str | None = None
+        self.peer_attributes: ReplyAttributes = NO_REPLY_ATTRIBUTES  # the verifier's reply
         self.auth_result: ChapResult | None = None        # the result MPPE keys come from
         self.ccp: CCP | None = None
         self.ipcp: IPCP | None = None
@@ -363,6 +397,20 @@ class PPPLink:
                 self.counters["reset_needed_ignored"] += 1
         else:
             self.counters["unknown_engine_event"] += 1
+        self._pump(now)
+
+    def verified(self, request: VerifyRequest, result: VerifyResult, now: float) -> None:
+        """The verdict on a :class:`VerifyPeer` request.  Dropped (``counters
+        ["verdict_dropped"]``) when that request is no longer pending: the link went down or
+        renegotiated, the verify timeout passed, or the verdict was already given."""
+        self._now = now
+        m = self.authenticator
+        if m is None or m.pending is not request:
+            self.counters["verdict_dropped"] += 1
+            log.debug("PPP link: dropped a verdict for %s %r: not pending", request.method.label,
+                      request.user)
+            return
+        m.verified(request, result, now)
         self._pump(now)
 
     def frames_to_send(self) -> list[tuple[int, bytes]]:
@@ -563,15 +611,17 @@ class PPPLink:
             self._fatal("peer refused to authenticate", now)
             return
         if theirs is not None:
-            if self.backend is None:
+            if self.backend is None and not self.external_verifier:
                 self._fatal("no authentication backend to check the peer", now)
                 return
+            # external verification: an authenticator without backend emits VerifyRequest
+            backend = None if self.external_verifier else self.backend
             checker: Authenticator
             if theirs is AuthMethod.PAP:
-                checker = PapAuthenticator(self.backend, self.rng, cfg.auth_timers,
+                checker = PapAuthenticator(backend, self.rng, cfg.auth_timers,
                                            server_name=cfg.name or "*")
             else:
-                checker = ChapAuthenticator(theirs, self.backend, self.rng, cfg.name,
+                checker = ChapAuthenticator(theirs, backend, self.rng, cfg.name,
                                             cfg.auth_timers, retries=cfg.mschap_retries)
             self.authenticator = checker
             checker.start(now)
@@ -588,10 +638,14 @@ class PPPLink:
 
     def _on_auth(self, checking_peer: bool, ev: object, now: float) -> None:
         direction: Direction = "peer" if checking_peer else "self"
-        if isinstance(ev, AuthSucceeded):
+        if isinstance(ev, VerifyRequest):
+            self._emit(VerifyPeer(ev))
+        elif isinstance(ev, AuthSucceeded):
+            attributes = NO_REPLY_ATTRIBUTES
             if direction == "peer":
                 self.peer_user = ev.user
-            self._emit(Authenticated(ev.user, ev.method, direction))
+                attributes = self.peer_attributes = ev.result.attributes
+            self._emit(Authenticated(ev.user, ev.method, direction, attributes))
             self._maybe_network(now)
         elif isinstance(ev, AuthFailed):
             self._emit(AuthenticationFailed(ev.user, ev.method, ev.reason, direction))
@@ -614,12 +668,14 @@ class PPPLink:
 
     def _ms_result(self) -> ChapResult | None:
         """The MS-CHAP result MPPE keys come from: ours as authenticator on a server,
-        as authenticatee on a client (RFC 3079 is written for that pairing)."""
+        as authenticatee on a client (RFC 3079 is written for that pairing).  A result
+        without keys (an external verifier that sent none) gives no MPPE."""
         first, second = ((self.authenticator, self.authenticatee) if self.role == "server"
                          else (self.authenticatee, self.authenticator))
         for m in (first, second):
             if m is not None and isinstance(m.result, ChapResult) \
-                    and m.result.method in MS_CHAP_METHODS:
+                    and m.result.method in MS_CHAP_METHODS \
+                    and m.result.mppe_send_key and m.result.mppe_recv_key:
                 return m.result
         return None
 
@@ -649,6 +705,19 @@ class PPPLink:
             ipcp = dataclasses.replace(ipcp, dns=cfg.dns)
         if cfg.nbns and not ipcp.nbns:
             ipcp = dataclasses.replace(ipcp, nbns=cfg.nbns)
+        attrs = self.peer_attributes
+        if self.role == "server" and attrs.dns:
+            ipcp = dataclasses.replace(ipcp, dns=attrs.dns)
+        if self.role == "server" and attrs.nbns:
+            ipcp = dataclasses.replace(ipcp, nbns=attrs.nbns)
+        framed = attrs.framed_ip
+        if self.role == "server" and framed not in (None, FRAMED_IP_FROM_POOL):
+            if framed != FRAMED_IP_PEER_CHOOSES:
+                return dataclasses.replace(ipcp, peer_address=framed)    # the verifier's
+            if cfg.peer_may_choose_address:
+                return dataclasses.replace(ipcp, peer_address=None,
+                                           assign_peer_address=_peer_choice)
+            log.info("verifier lets the peer choose its address, policy does not: pool")
         if self.role == "server" and self.peer_user is not None:
             addr: IPv4Address | str | None = None
             if cfg.assign_address is not None:

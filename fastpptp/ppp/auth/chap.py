@@ -22,7 +22,9 @@ Theory of operation
      ``max_transmits`` times (pppd ``chap-restart``/``chap-max-challenge``).
   2. The peer answers every Challenge with a Response carrying its user name; a
      retransmitted Challenge gets the same Response (same MS-CHAPv2 Peer-Challenge).
-  3. The authenticator looks the Name up in the backend and compares.  Success carries
+  3. The authenticator hands Name, Challenge and Response to its verifier (the local one
+     looks the Name up in the backend and compares; an external one -- RADIUS -- answers
+     later, see ``ppp/auth/base.py``).  Success carries
      pppd's message ("Access granted"; MS-CHAPv2 ``S=<40 hex> M=Access granted``), Failure
      "Access denied" (MD5) or the MS format ``E=691 R=r C=<challenge hex> V=v [M=...]``
      (RFC 2433 §5 / RFC 2759 §6).  A Response repeated after the verdict gets the same
@@ -33,30 +35,30 @@ Theory of operation
      missing S= fails authentication (mutual authentication).  ``S=...M=...`` without the
      space (Windows Server 2019) is accepted.
 
-Results carry what MPPE start-key derivation (RFC 3079) needs, already derived: the
-authenticator computes them from the secret the backend returned, the peer from its
-password -- no one has to keep the password afterwards.
+Results carry the MPPE start keys (RFC 3079), already derived: the authenticator takes
+them from its verifier (the local one computes them from the secret the backend returned;
+RADIUS sends MS-MPPE-Send/Recv-Key), the peer computes them from its password -- no one has
+to keep the password afterwards.
 """
 from __future__ import annotations
 
 import dataclasses
 import enum
-import hashlib
-import hmac
 import random
 import re
 import struct
 
 from fastpptp.crypto import mschap
 from fastpptp.ppp.auth.base import (
-    AuthBackend, AuthResult, AuthTimers, AuthDecodeError, AuthUsageError, Role, _Machine,
+    AuthBackend, AuthResult, AuthTimers, AuthDecodeError, AuthUsageError, Role, SyncVerifier,
+    VerifyRequest, VerifyResult, _Machine,
 )
+from fastpptp.ppp.auth.local import MSCHAP_RESPONSE_LEN, LocalVerifier, chap_md5_response
 from fastpptp.ppp.constants import CHAP_ALGORITHM, AuthMethod, Protocol
 
 SUCCESS_MESSAGE = "Access granted"       # pppd chap-md5.c / chap_ms.c
 FAILURE_MESSAGE = "Access denied"
 ERROR_AUTHENTICATION_FAILURE = 691       # RFC 2759 §6 / RFC 2433 §5
-MSCHAP_RESPONSE_LEN = 49
 MSCHAPV2_FAILURE_VERSION = 3             # RFC 2759 §6: V=3 for MS-CHAPv2
 MSCHAPV1_FAILURE_VERSION = 0             # pppd's value for MS-CHAPv1 ("no password change")
 CHALLENGE_LEN = {AuthMethod.CHAP_MD5: 16, AuthMethod.MSCHAP_V1: 8, AuthMethod.MSCHAP_V2: 16}
@@ -194,11 +196,6 @@ def parse_ms_failure(message: str) -> MsFailure:
 
 # --------------------------------------------------------------------------- algorithms
 
-def chap_md5_response(identifier: int, secret: bytes, challenge: bytes) -> bytes:
-    """RFC 1994 §4.1: MD5 over Identifier, secret, Challenge Value."""
-    return hashlib.md5(bytes([identifier]) + secret + challenge).digest()
-
-
 def mschapv1_response_value(challenge: bytes, password: str) -> bytes:
     """RFC 2433 §4 Response Value, pppd style: LM response zeroed, UseNT flag = 1."""
     return bytes(24) + mschap.nt_challenge_response(challenge, password) + b"\x01"
@@ -243,19 +240,29 @@ def _check_method(method: AuthMethod) -> None:
 # --------------------------------------------------------------------------- authenticator
 
 class ChapAuthenticator(_Machine):
-    """The side that challenges (the server, usually)."""
+    """The side that challenges (the server, usually).
+
+    ``backend``: the secrets the peer's Response is checked against (through a
+    :class:`~fastpptp.ppp.auth.local.LocalVerifier`), or ``verifier``: any synchronous
+    verifier; with neither, verification is external: :class:`VerifyRequest` comes out of
+    ``next_event()`` and the verdict goes back in through :meth:`verified`.
+    """
 
     protocol = Protocol.CHAP
     role = Role.AUTHENTICATOR
 
-    def __init__(self, method: AuthMethod, backend: AuthBackend, rng: random.Random,
+    def __init__(self, method: AuthMethod, backend: AuthBackend | None, rng: random.Random,
                  name: str = "",
-                 timers: AuthTimers | None = None, retries: int = 0) -> None:
+                 timers: AuthTimers | None = None, retries: int = 0, *,
+                 verifier: SyncVerifier | None = None) -> None:
         _check_method(method)
         super().__init__(timers)
         self.method = method
         self.algorithm = CHAP_ALGORITHM[method]
         self.backend = backend
+        self.verifier: SyncVerifier | None = (
+            verifier if verifier is not None
+            else LocalVerifier(backend) if backend is not None else None)
         self.rng = rng
         self.name = name
         self.retries = retries if method in (AuthMethod.MSCHAP_V1, AuthMethod.MSCHAP_V2) else 0
@@ -292,6 +299,14 @@ class ChapAuthenticator(_Machine):
     def handle_timer(self, now: float) -> None:
         if self.finished:
             return
+        overdue = self._verify_timed_out(now)
+        if overdue is not None:
+            # the verifier did not answer: a Failure (no retry offered), then the event
+            self._conclude(overdue, VerifyResult(
+                False, reason=f"no verdict from the verifier in {self.timers.verify_timeout:g} s"), now, allow_retry=False)
+            return
+        if self._pending is not None:
+            return
         if self._wait_deadline is not None and now >= self._wait_deadline:
             self._fail("", "peer did not complete CHAP in time")
             return
@@ -313,6 +328,14 @@ class ChapAuthenticator(_Machine):
                 or not self._started:
             self.discarded += 1
             return
+        if self._pending is not None:
+            # A verdict is pending: the peer's retransmitted Response is not verified twice
+            # (it gets the verdict when that comes); any other is stale.
+            if pkt.identifier == self._pending.identifier:
+                self.ignored_while_pending += 1
+            else:
+                self.discarded += 1
+            return
         if not self._awaiting:
             # RFC 1994 §4.2: a repeated Response (our verdict was lost) gets it again.
             if self._verdict is not None and pkt.identifier == self._verdict_id:
@@ -323,89 +346,87 @@ class ChapAuthenticator(_Machine):
         if pkt.identifier != self.identifier:
             self.discarded += 1                 # stale Response to an earlier Challenge
             return
-        self._verify(pkt, now)
-
-    # -- verification per algorithm
-    def _verify(self, pkt: ChapValuePacket, now: float) -> None:
-        user = _text(pkt.name)
-        secret = self.backend.get_secret(user, self.name or "*")
-        if secret is None and "\\" in user:
-            # Windows sends DOMAIN\user when the user typed a domain; pppd would need
-            # that exact name in chap-secrets -- also try the bare user name.  The
-            # MS-CHAPv2 hashes use the bare name anyway (RFC 2759 §4).
-            bare = user.rsplit("\\", 1)[1]
-            secret = self.backend.get_secret(bare, self.name or "*")
-            if secret is not None:
-                user = bare
-        # result is set only when the Response proves the secret (so it is the verdict)
-        result: ChapResult | None = None
-        message = ""
-        if self.method is AuthMethod.CHAP_MD5:
-            if secret is not None and len(pkt.value) == 16 and hmac.compare_digest(
-                    chap_md5_response(self.identifier, secret.encode("utf-8"), self.challenge),
-                    pkt.value):
-                message = SUCCESS_MESSAGE
-                result = ChapResult(self.method, user, message, self.challenge)
-        elif len(pkt.value) != MSCHAP_RESPONSE_LEN:
+        if self.method is not AuthMethod.CHAP_MD5 and len(pkt.value) != MSCHAP_RESPONSE_LEN:
             self.malformed += 1                 # RFC 2433/2759: Value-Size must be 49
             return
-        elif self.method is AuthMethod.MSCHAP_V1:
-            nt, use_nt = pkt.value[24:48], pkt.value[48]
-            if secret is not None and use_nt == 1 and hmac.compare_digest(
-                    mschap.nt_challenge_response(self.challenge, secret), nt):
-                message = SUCCESS_MESSAGE
-                key = _mppe_key_v1(secret, self.challenge)
-                result = ChapResult(self.method, user, message, self.challenge,
-                                    nt_response=nt,
-                                    password_hash=mschap.nt_password_hash(secret),
-                                    mppe_send_key=key, mppe_recv_key=key)
+        request = VerifyRequest(self.method, _text(pkt.name), pkt.identifier, self.challenge,
+                                pkt.value, server_name=self.name or "*", name=pkt.name)
+        if self.verifier is not None:
+            self._conclude(request, self.verifier.verify(request), now)
         else:
-            peer_challenge, nt = pkt.value[:16], pkt.value[24:48]
-            if secret is not None and hmac.compare_digest(
-                    mschap.generate_nt_response(self.challenge, peer_challenge, pkt.name,
-                                                secret), nt):
-                s = mschap.generate_authenticator_response(
-                    secret, nt, peer_challenge, self.challenge, pkt.name)
-                # pppd chap_ms.c: no M= when the peer set the Flags octet.
-                message = s if pkt.value[48] else f"{s} M={SUCCESS_MESSAGE}"
-                send, recv = _mppe_keys_v2(secret, nt, is_server=True)
-                result = ChapResult(self.method, user, message, self.challenge,
-                                    peer_challenge, nt, mschap.nt_password_hash(secret),
-                                    mppe_send_key=send, mppe_recv_key=recv)
-        if result is not None:
-            self._verdict = ChapStatusPacket(ChapCode.SUCCESS, pkt.identifier,
+            self._await_verdict(request, now)
+
+    def verified(self, request: VerifyRequest, result: VerifyResult, now: float) -> None:
+        """The external verifier's verdict on ``request``; dropped (``late_verdicts``) unless
+        ``request`` is the pending one."""
+        if self._take_verdict(request):
+            self._conclude(request, result, now)
+
+    # -- the verdict on the wire
+    def _success_message(self, request: VerifyRequest, result: VerifyResult) -> str | None:
+        """The Success message text, or None when an accepting verdict cannot be used."""
+        if self.method is not AuthMethod.MSCHAP_V2:
+            return result.message or SUCCESS_MESSAGE
+        s, text = parse_mschapv2_success(result.authenticator_response)
+        if s is None:
+            return None
+        # pppd chap_ms.c: no M= when the peer set the Flags octet.
+        if request.response[48]:
+            return s
+        return f"{s} M={text or result.message or SUCCESS_MESSAGE}"
+
+    def _conclude(self, request: VerifyRequest, result: VerifyResult, now: float,
+                  allow_retry: bool = True) -> None:
+        user = result.user or request.user
+        ident = request.identifier
+        message = self._success_message(request, result) if result.accepted else None
+        if result.accepted and message is None:
+            result = VerifyResult(False, user, "the verifier accepted MS-CHAPv2 without an "
+                                  "authenticator response (S=)")
+        if result.accepted and message is not None:
+            nt = request.response[24:48] if self.method is not AuthMethod.CHAP_MD5 else b""
+            peer_challenge = (request.response[:16] if self.method is AuthMethod.MSCHAP_V2
+                              else b"")
+            self._verdict = ChapStatusPacket(ChapCode.SUCCESS, ident,
                                              message.encode("utf-8")).encode()
-            self._verdict_id = pkt.identifier
+            self._verdict_id = ident
             self._awaiting = False
             self._send(self._verdict)
-            self._succeed(result)
+            self._succeed(ChapResult(self.method, user, message, request.challenge,
+                                     peer_challenge, nt, attributes=result.attributes,
+                                     mppe_send_key=result.mppe_send_key,
+                                     mppe_recv_key=result.mppe_recv_key))
             return
-        reason = ("unknown user" if secret is None
-                  else f"wrong {self.method.label} response (bad password?)")
-        retry = self.retries > 0
+        reason = result.reason or f"{self.method.label} login rejected by the verifier"
+        retry = allow_retry and self.retries > 0
+        new_challenge = self.challenge
         if self.method is AuthMethod.CHAP_MD5:
-            message = FAILURE_MESSAGE
+            message = result.failure_message or FAILURE_MESSAGE
         else:
-            new_challenge = (self.rng.randbytes(CHALLENGE_LEN[self.method]) if retry
-                             else self.challenge)
+            if retry:
+                new_challenge = self.rng.randbytes(CHALLENGE_LEN[self.method])
             version = (MSCHAPV2_FAILURE_VERSION if self.method is AuthMethod.MSCHAP_V2
                        else MSCHAPV1_FAILURE_VERSION)
             text = FAILURE_MESSAGE if self.method is AuthMethod.MSCHAP_V2 else ""
-            message = MsFailure(ERROR_AUTHENTICATION_FAILURE, retry, new_challenge,
-                                version, text).encode()
-        failure = ChapStatusPacket(ChapCode.FAILURE, pkt.identifier,
-                                   message.encode("utf-8")).encode()
+            error = ERROR_AUTHENTICATION_FAILURE
+            if result.failure_message:
+                # the verifier's MS-CHAP-Error: its error code and text; R=, C=, V= are ours
+                theirs = parse_ms_failure(result.failure_message)
+                error = theirs.error if theirs.error is not None else error
+                text = theirs.text
+            message = MsFailure(error, retry, new_challenge, version, text).encode()
+        failure = ChapStatusPacket(ChapCode.FAILURE, ident, message.encode("utf-8")).encode()
         self._send(failure)
         if retry:
             # RFC 2759 §6 / RFC 2433 §5: the retried Response uses the new challenge and
             # the Failure's Identifier + 1.  We wait for it; we do not retransmit.
             self.retries -= 1
             self.challenge = new_challenge
-            self.identifier = (pkt.identifier + 1) & 0xFF
+            self.identifier = (ident + 1) & 0xFF
             self._deadline = None
             self._arm_wait(now)
             return
-        self._verdict, self._verdict_id = failure, pkt.identifier
+        self._verdict, self._verdict_id = failure, ident
         self._awaiting = False
         self._fail(user, reason, message)
 

@@ -9,7 +9,8 @@ Wire format (RFC 1334 §2.2), protocol 0xC023::
 Theory of operation: the *peer* sends Authenticate-Request and retransmits it every
 ``restart`` seconds (RFC 1334 §2.1: the authenticator never retransmits) until an Ack or
 Nak with the same Identifier arrives or ``max_transmits`` is reached.  The *authenticator*
-waits (bounded by ``wait``) for a request, checks it with the backend and answers Ack
+waits (bounded by ``wait``) for a request, has its verifier check it (the local one asks
+the backend; an external one answers later, see ``ppp/auth/base.py``) and answers Ack
 "Login ok" or Nak "Login incorrect" -- pppd's texts.  A retransmitted request for which we
 already answered is answered again with the same verdict (the Ack may have been lost).
 """
@@ -21,8 +22,10 @@ import random
 import struct
 
 from fastpptp.ppp.auth.base import (
-    AuthBackend, AuthResult, AuthTimers, AuthDecodeError, AuthUsageError, Role, _Machine,
+    AuthBackend, AuthResult, AuthTimers, AuthDecodeError, AuthUsageError, Role, SyncVerifier,
+    VerifyRequest, VerifyResult, _Machine,
 )
+from fastpptp.ppp.auth.local import LocalVerifier
 from fastpptp.ppp.constants import AuthMethod, Protocol
 
 PAP_ACK_MESSAGE = "Login ok"            # pppd upap.c
@@ -151,16 +154,23 @@ class PapPeer(_Machine):
 
 
 class PapAuthenticator(_Machine):
-    """The side that checks a PAP password (the server, usually)."""
+    """The side that checks a PAP password (the server, usually).
+
+    ``backend`` / ``verifier`` / neither (external verification): as
+    :class:`~fastpptp.ppp.auth.chap.ChapAuthenticator`."""
 
     protocol = Protocol.PAP
     method = AuthMethod.PAP
     role = Role.AUTHENTICATOR
 
-    def __init__(self, backend: AuthBackend, rng: random.Random | None = None, timers: AuthTimers | None = None,
-                 server_name: str = "*") -> None:
+    def __init__(self, backend: AuthBackend | None, rng: random.Random | None = None,
+                 timers: AuthTimers | None = None, server_name: str = "*", *,
+                 verifier: SyncVerifier | None = None) -> None:
         super().__init__(timers)
         self.backend = backend
+        self.verifier: SyncVerifier | None = (
+            verifier if verifier is not None
+            else LocalVerifier(backend) if backend is not None else None)
         self.server_name = server_name
         self._answered: tuple[int, PapReply] | None = None
         self._started = False
@@ -172,7 +182,13 @@ class PapAuthenticator(_Machine):
         self._arm_wait(now)
 
     def handle_timer(self, now: float) -> None:
-        if (not self.finished and self._wait_deadline is not None
+        if self.finished:
+            return
+        overdue = self._verify_timed_out(now)
+        if overdue is not None:
+            self._conclude(overdue, VerifyResult(
+                False, reason=f"no verdict from the verifier in {self.timers.verify_timeout:g} s"))
+        elif (self._pending is None and self._wait_deadline is not None
                 and now >= self._wait_deadline):
             self._fail("", "peer did not send a PAP Authenticate-Request in time")
 
@@ -185,6 +201,10 @@ class PapAuthenticator(_Machine):
         if not isinstance(pkt, PapRequest) or not self._started:
             self.discarded += 1
             return
+        if self._pending is not None:
+            # the peer retransmits every `restart` s: verified once, answered with the verdict
+            self.ignored_while_pending += 1
+            return
         if self._answered is not None:
             ident, reply = self._answered
             # RFC 1334 §2.2.1 / pppd: a retransmitted request gets the same answer again.
@@ -193,22 +213,31 @@ class PapAuthenticator(_Machine):
             else:
                 self.discarded += 1
             return
-        user = _text(pkt.peer_id)
-        try:
-            ok = bool(self.backend.check_password(user, pkt.password.decode("utf-8"),
-                                                  self.server_name))
-        except UnicodeDecodeError:
-            ok = False
-        if ok:
-            reply = PapReply(PapCode.AUTHENTICATE_ACK, pkt.identifier,
-                             PAP_ACK_MESSAGE.encode())
+        request = VerifyRequest(AuthMethod.PAP, _text(pkt.peer_id), pkt.identifier,
+                                password=pkt.password, server_name=self.server_name,
+                                name=pkt.peer_id)
+        if self.verifier is not None:
+            self._conclude(request, self.verifier.verify(request))
         else:
-            reply = PapReply(PapCode.AUTHENTICATE_NAK, pkt.identifier,
-                             PAP_NAK_MESSAGE.encode())
-        self._answered = (pkt.identifier, reply)
-        self._send(reply.encode())
-        if ok:
-            self._succeed(AuthResult(AuthMethod.PAP, user, PAP_ACK_MESSAGE))
-        else:
-            self._fail(user, "wrong PAP user name or password", PAP_NAK_MESSAGE)
+            self._await_verdict(request, now)
 
+    def verified(self, request: VerifyRequest, result: VerifyResult, now: float) -> None:
+        """The external verifier's verdict on ``request``; dropped (``late_verdicts``) unless
+        ``request`` is the pending one."""
+        if self._take_verdict(request):
+            self._conclude(request, result)
+
+    def _conclude(self, request: VerifyRequest, result: VerifyResult) -> None:
+        user = result.user or request.user
+        if result.accepted:
+            text = result.message or PAP_ACK_MESSAGE
+            reply = PapReply(PapCode.AUTHENTICATE_ACK, request.identifier, text.encode("utf-8"))
+        else:
+            text = result.failure_message or PAP_NAK_MESSAGE
+            reply = PapReply(PapCode.AUTHENTICATE_NAK, request.identifier, text.encode("utf-8"))
+        self._answered = (request.identifier, reply)
+        self._send(reply.encode())
+        if result.accepted:
+            self._succeed(AuthResult(AuthMethod.PAP, user, text, attributes=result.attributes))
+        else:
+            self._fail(user, result.reason or "PAP login rejected by the verifier", text)
