@@ -41,16 +41,21 @@ Decapsulation (IPv4 datagram from the raw GRE socket):
  3. A=1: ack processed (RFC 1982 serial comparison).  S=0: ack-only, no payload allowed.
  4. Sequence (RFC 2637 §4.3): the first packet is accepted whatever its number (peers start
     at 0 or at 1).  Next expected -> delivered, then the reorder buffer drains.  Ahead ->
-    buffered (``reordered``), at most ``reorder_depth`` ahead (further ahead forces older
-    gaps to be given up: ``lost``); a gap held longer than ``reorder_timeout`` is given up
-    (``lost`` and ``drop_reorder_timeout`` count the sequence numbers skipped).  Behind ->
+    buffered (``reordered``), at most ``reorder_depth`` ahead; up to reorder_depth +
+    max(reorder_depth, JUMP_SLACK) ahead forces older gaps to be given up (``lost``);
+    further ahead is a jump (``_jump``: refused, ``drop_seq_jump``, until a second packet
+    confirms the new region and the window has been silent for ``reorder_timeout``).  A
+    gap held longer than ``reorder_timeout`` is given up (``lost`` and
+    ``drop_reorder_timeout`` count the sequence numbers skipped).  Behind ->
     ``drop_duplicate`` if that number was delivered (64-entry history), else
-    ``drop_too_old``.  LCP Echo-Request/Reply bypass ordering (Linux does the same), so
-    keepalives survive reordering.
+    ``drop_too_old``.  LCP Echo-Request/Reply are delivered out of order (so keepalives
+    survive reordering) only inside the window or behind it within the history, never
+    twice: a window moved away from the peer makes the keepalive fail.
  5. Delivery (in order, after the reorder buffer): PPP header parsed (FF 03 optional,
     protocol 1 or 2 bytes: RFC 1661 §2 validity), MPPE decrypted when on (plaintext data
     is refused: ``drop_mppe``), IPv4/IPv6 -> TUN (``rx_packets``/``rx_bytes``), anything else
-    -> control queue (``rx_control``; ``drop_queue_full``) and the control eventfd.
+    -> control queue (``rx_control``; ``queue_full_rx_control``) and the control eventfd.
+    In ``decap_slab`` a packet no row can take is ``drop_no_room``, never ``rx_packets``.
 
 Acks: when an ack is pending and nothing carried it for ``ack_delay`` seconds, one ack-only
 packet (S=0, A=1, ack in the sequence slot) goes out (``tx_acks``): one per call per timer,
