@@ -287,3 +287,28 @@ def test_recv_control_drains_a_deep_queue_in_order(Engine):
     got = e.recv_control(10_000)
     assert [p[1] for _, _, p in got] == [k & 0xFF for k in range(700)]
     assert e.recv_control() == []
+
+
+def test_confirmed_region_is_taken_by_the_timer_once_the_window_is_silent(Engine):
+    e = make(Engine, reorder_timeout=0.125)
+    stream(e, range(10), 0.0, dt=0.0)
+    # a burst loss: the next packets come from far ahead while the window is not yet silent
+    assert e.process(0.0625, gre_in=[data_in(CID, s, ip(s)) for s in (500, 501)]).tun_out == []
+    assert e.next_deadline() == pytest.approx(0.125)            # last old packet + time-out
+    assert e.process(0.125).tun_out == []                       # the window moves past 501
+    assert stream(e, [502, 503], 0.25) == [ip(502), ip(503)]
+    c = e.counters(CID)
+    assert c["drop_seq_jump"] == 2 and c["lost"] == 492 and c["drop_too_old"] == 0
+
+
+def test_spoofed_pair_is_forgotten_when_the_peer_speaks_again(Engine):
+    """A confirmed spoofed pair while the peer talks, then an idle call: the timer must not
+    move the window later -- the peer's next packet forgot the candidate."""
+    e = make(Engine)
+    stream(e, range(10), 0.0)
+    e.process(0.0095, gre_in=[data_in(CID, s, ip(0)) for s in (70_000, 70_001)])
+    assert stream(e, [10], 0.010) == [ip(10)]
+    assert e.process(5.0).tun_out == []
+    assert stream(e, [11, 12], 5.0) == [ip(11), ip(12)]
+    c = e.counters(CID)
+    assert c["drop_seq_jump"] == 2 and c["lost"] == 0
