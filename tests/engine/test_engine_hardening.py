@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import socket
 import time
 
 import numpy as np
@@ -312,3 +313,24 @@ def test_spoofed_pair_is_forgotten_when_the_peer_speaks_again(Engine):
     assert stream(e, [11, 12], 5.0) == [ip(11), ip(12)]
     c = e.counters(CID)
     assert c["drop_seq_jump"] == 2 and c["lost"] == 0
+
+
+def test_io_thread_keeps_forwarding_while_the_control_queue_is_full(Engine):
+    """Nobody drains the control queue: the I/O thread drops and counts, never waits."""
+    tun_eng, tun = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    gre_eng, gre_peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    tun.settimeout(5)
+    e = make(Engine, control_queue=8)
+    e.start([tun_eng.fileno()], gre_eng.fileno(), vnet_hdr_len=0)
+    try:
+        for k in range(50):
+            gre_peer.send(dgram(gre(CID, seq=k, payload=ppp(0xC021, bytes([1, k, 0, 4])))))
+        gre_peer.send(data_in(CID, 50, ip(50)))
+        assert tun.recv(65535) == ip(50)
+        c = e.counters(CID)
+        assert c["queue_full_rx_control"] == 42 and c["rx_control"] == 8 and c["rx_packets"] == 1
+        assert [p[1] for _, _, p in e.recv_control(100)] == list(range(8))
+    finally:
+        e.close()
+        for x in (tun_eng, tun, gre_eng, gre_peer):
+            x.close()
