@@ -65,7 +65,8 @@ cdef double ATO_MIN = 0.1
 cdef double ATO_MAX = 10.0
 cdef double ATO_INIT = 1.0
 #: Packets up to reorder_depth + max(reorder_depth, JUMP_SLACK) ahead make room in the
-#: window at once (one packet moves it by at most that); further ahead is a jump (_jump).
+#: window at once (one packet moves it by at most max(depth, JUMP_SLACK)); further ahead is
+#: a jump (_jump).
 cdef int JUMP_SLACK = 64
 cdef int RECV_CHUNK = 64        # recv_control: frames copied out per hold of the table lock
 
@@ -555,8 +556,8 @@ cdef class Engine:
                     self.ctlq_count -= 1
                     k += 1
                 if self.ctlq_count == 0:
-                    # empty: start again at slot 0, so only the high-water mark of the
-                    # (large, mostly idle) queue is ever touched in memory
+                    # empty: start again at slot 0, so a large, mostly idle queue only
+                    # ever touches its first pages
                     self.ctlq_head = 0
                     if self.efd >= 0:
                         sys_.read(self.efd, &v, 8)
@@ -1031,7 +1032,7 @@ cdef class Engine:
             d = 0                               # _jump made seq the next expected
         elif d >= self.depth:
             # just beyond (a gap held open filled the buffer): give up the oldest gaps (lost)
-            # to make room; one packet moves the window by at most reorder_depth
+            # to make room; one packet moves the window by at most max(depth, JUMP_SLACK)
             self._skip_to(s, seq - <uint32_t>self.depth + 1, now, 0)
             d = sdiff(seq, s.seq_recv + 1)
         if d == 0:

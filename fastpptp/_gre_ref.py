@@ -91,7 +91,8 @@ ATO_MIN, ATO_MAX, ATO_INIT = 0.1, 10.0, 1.0   # Appendix A ack time-out bounds (
 U32 = 0xFFFFFFFF
 M64 = (1 << 64) - 1
 #: Packets up to reorder_depth + max(reorder_depth, JUMP_SLACK) ahead make room in the
-#: window at once (one packet moves it by at most that); further ahead is a jump (_jump).
+#: window at once (one packet moves it by at most max(depth, JUMP_SLACK)); further ahead is
+#: a jump (_jump).
 JUMP_SLACK = 64
 
 
@@ -642,7 +643,7 @@ class Engine:
             d = 0                           # _jump made seq the next expected
         elif d >= depth:
             # just beyond (a gap held open filled the buffer): give up the oldest gaps (lost)
-            # to make room; one packet moves the window by at most reorder_depth
+            # to make room; one packet moves the window by at most max(depth, JUMP_SLACK)
             self._skip_to(s, (seq - depth + 1) & U32, now, tun_out, timeout=False)
             d = serial_diff(seq, (s.seq_recv + 1) & U32)
         if d == 0:
