@@ -34,6 +34,11 @@ cdef enum:
     C_DROP_MALFORMED
     C_DROP_UNKNOWN_CALL
     C_DROP_WRONG_SOURCE
+    C_DROP_SEQ_JUMP
+    C_DROP_NO_ROOM
+    C_QFULL_RX_CONTROL
+    C_QFULL_TX_CONTROL
+    C_QFULL_EVENT
     C_DROP_DUPLICATE
     C_DROP_TOO_OLD
     C_DROP_REORDER_TIMEOUT
@@ -87,11 +92,16 @@ cdef struct session:
     uint32_t ack_sent
     int rx_started
     uint64_t rx_hist        # bit k: seq_recv - k was delivered
-    reorder_slot* reorder   # reorder_depth slots (index seq % depth), allocated on first use
+    reorder_slot* reorder   # Engine.ring slots (index seq & ring_mask), allocated on first use
     uint8_t* reorder_mem
     int reorder_count
     int has_reorder_dl
     double reorder_dl
+    # bounded window moves (issue 10): a packet >= depth ahead is a jump candidate
+    double rx_last          # arrival of the last packet taken into the window
+    int has_jump
+    uint32_t jump_seq       # the latest refused far-ahead sequence number
+    int jump_n              # refused packets near each other (>= 2: a confirmed region)
     int has_ack_dl
     double ack_dl
     # flow control (opt-in, RFC 2637 Appendix A)
@@ -153,6 +163,8 @@ cdef class Engine:
     cdef uint32_t mru
     cdef uint32_t max_frame
     cdef int depth
+    cdef uint32_t ring_mask         # reorder slots - 1: slots are a power of two >= depth
+    cdef int jump_at                # a packet this far ahead is a jump candidate (_jump)
     cdef double reorder_timeout
     cdef double ack_delay
     cdef int flow_control
@@ -181,7 +193,11 @@ cdef class Engine:
     cdef size_t slab_rows
     cdef size_t slab_cur
     cdef size_t slab_spare
-    cdef int slab_first
+    cdef int slab_first             # row slab_cur has yielded nothing yet
+    cdef int32_t* slab_free         # rows < slab_cur that yielded nothing: free for releases
+    cdef size_t slab_free_cap
+    cdef size_t slab_free_head
+    cdef size_t slab_free_n
     cdef int32_t* o_tun
     cdef int64_t* o_off
     cdef uint32_t* o_len
@@ -253,8 +269,10 @@ cdef class Engine:
     cdef uint32_t _lowest_buffered(self, session* s) noexcept nogil
     cdef void _skip_to(self, session* s, uint32_t new_expected, double now, bint timeout) noexcept nogil
     cdef void _lost(self, session* s, int32_t gap, bint timeout) noexcept nogil
+    cdef bint _jump(self, session* s, uint32_t seq, double now) noexcept nogil
+    cdef void _ctl_full(self, session* s, int cause) noexcept nogil
     cdef void _deliver(self, session* s, uint8_t* f, uint32_t n, double now) noexcept nogil
-    cdef void emit_tun(self, session* s, uint8_t* p, uint32_t n) noexcept nogil
+    cdef bint emit_tun(self, session* s, uint8_t* p, uint32_t n) noexcept nogil
     cdef void emit_gre(self, session* s, uint8_t* p, uint32_t n) noexcept nogil
     cdef int _io_alloc(self) except -1
     cdef void _io_free(self) noexcept

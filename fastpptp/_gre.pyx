@@ -26,7 +26,7 @@ and route tables under ``lock``, which the loop holds for one batch at a time.
 """
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
-from libc.stdlib cimport malloc, calloc, free
+from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memcpy, memcmp, memset
 
 cimport fastpptp._sys as sys_
@@ -64,6 +64,11 @@ cdef uint32_t U32 = 0xFFFFFFFF
 cdef double ATO_MIN = 0.1
 cdef double ATO_MAX = 10.0
 cdef double ATO_INIT = 1.0
+#: Packets up to reorder_depth + max(reorder_depth, JUMP_SLACK) ahead make room in the
+#: window at once (one packet moves it by at most max(depth, JUMP_SLACK)); further ahead is
+#: a jump (_jump).
+cdef int JUMP_SLACK = 64
+cdef int RECV_CHUNK = 64        # recv_control: frames copied out per hold of the table lock
 
 
 # --------------------------------------------------------------------------- tiny helpers
@@ -91,6 +96,13 @@ cdef inline double mono_now() noexcept nogil:
     cdef timespec ts
     sys_.clock_gettime(sys_.CLOCK_MONOTONIC, &ts)
     return ts.tv_sec + ts.tv_nsec * 1e-9
+
+cdef inline double jump_due(const session* s, double timeout) noexcept nogil:
+    """When a confirmed jump candidate (two or more refused packets near each other) is
+    taken by the timer: the window silent for ``timeout``; never (1e300) otherwise."""
+    if s.has_jump and s.jump_n >= 2:
+        return s.rx_last + timeout
+    return 1e300
 
 cdef inline uint32_t hash_key(const uint8_t* k, uint8_t fam) noexcept nogil:
     # FNV-1a over the address bytes: cheap and good enough for addresses we assign
@@ -147,6 +159,14 @@ cdef class Engine:
         self.mru = cfg.mru
         self.max_frame = cfg.mru + FRAME_SLACK
         self.depth = cfg.reorder_depth
+        # slots are indexed by seq & ring_mask: a power of two divides 2^32, so the index
+        # stays continuous across the sequence-number wrap (seq % 5 does not: 0xFFFFFFFF and
+        # 0 would share slot 0); the window itself stays `depth` wide
+        ring = 1
+        while ring < cfg.reorder_depth:
+            ring *= 2
+        self.ring_mask = ring - 1
+        self.jump_at = cfg.reorder_depth + max(cfg.reorder_depth, JUMP_SLACK)
         self.reorder_timeout = cfg.reorder_timeout
         self.ack_delay = cfg.ack_delay
         self.flow_control = 1 if cfg.flow_control else 0
@@ -189,6 +209,7 @@ cdef class Engine:
         free(self.ctlo_mem)
         free(self.work)
         free(self.ackbuf)
+        free(self.slab_free)
         self._io_free()
         if self.efd >= 0:
             sys_.close(self.efd)
@@ -274,7 +295,8 @@ cdef class Engine:
     def remove_session(self, call_id):
         cdef session* s
         cdef uint32_t i
-        cdef int k
+        cdef int k, w, a_, b_
+        cdef ctl_entry tmp
         cdef int cid = _args.lookup(call_id)
         self._lock()
         s = self.calls[cid]
@@ -294,9 +316,19 @@ cdef class Engine:
                 self._route_delete_at(i)
                 continue
             i += 1
+        # its queued outgoing control frames give their slots back: a stable compaction of
+        # the ring (entries are swapped, so every slot keeps its own data buffer)
+        w = 0
         for k in range(self.ctlo_count):
-            if self.ctlo[(self.ctlo_head + k) % self.ctlq_cap].call_id == cid:
-                self.ctlo[(self.ctlo_head + k) % self.ctlq_cap].call_id = -1
+            a_ = (self.ctlo_head + k) % self.ctlq_cap
+            if self.ctlo[a_].call_id != cid:
+                b_ = (self.ctlo_head + w) % self.ctlq_cap
+                if a_ != b_:
+                    tmp = self.ctlo[b_]
+                    self.ctlo[b_] = self.ctlo[a_]
+                    self.ctlo[a_] = tmp
+                w += 1
+        self.ctlo_count = w
         self.peer_strs.pop(cid, None)
         self._free_session(s)
         self._unlock()
@@ -482,7 +514,7 @@ cdef class Engine:
             s = self._get(cid)
             _args.control_length(len(pl), s.mtu, self.mru)
             if self.ctlo_count >= self.ctlq_cap:
-                s.c[C_DROP_QUEUE_FULL] += 1
+                self._ctl_full(s, C_QFULL_TX_CONTROL)   # bounded: PPP retransmits control frames
                 return
             e = &self.ctlo[(self.ctlo_head + self.ctlo_count) % self.ctlq_cap]
             self.ctlo_count += 1
@@ -509,29 +541,50 @@ cdef class Engine:
         out = []
         cdef ctl_entry* e
         cdef uint64_t v
+        cdef int k
         max = _args.recv_control(max)
-        self._lock()
-        try:
-            while self.ctlq_count > 0 and len(out) < max:
-                e = &self.ctlq[self.ctlq_head]
-                out.append((e.call_id, e.proto, PyBytes_FromStringAndSize(<char*>e.data, e.len)))
-                self.ctlq_head = (self.ctlq_head + 1) % self.ctlq_cap
-                self.ctlq_count -= 1
-            if self.ctlq_count == 0 and self.efd >= 0:
-                sys_.read(self.efd, &v, 8)
-        finally:
-            self._unlock()
-        return out
+        # The I/O thread waits for the lock while we hold it: take at most RECV_CHUNK frames
+        # per hold, so a deep queue drained in one call never stalls the data path for long.
+        while True:
+            self._lock()
+            try:
+                k = 0
+                while self.ctlq_count > 0 and len(out) < max and k < RECV_CHUNK:
+                    e = &self.ctlq[self.ctlq_head]
+                    out.append((e.call_id, e.proto, PyBytes_FromStringAndSize(<char*>e.data, e.len)))
+                    self.ctlq_head = (self.ctlq_head + 1) % self.ctlq_cap
+                    self.ctlq_count -= 1
+                    k += 1
+                if self.ctlq_count == 0:
+                    # empty: start again at slot 0, so a large, mostly idle queue only
+                    # ever touches its first pages
+                    self.ctlq_head = 0
+                    if self.efd >= 0:
+                        sys_.read(self.efd, &v, 8)
+                    return out
+                if len(out) >= max:
+                    return out
+            finally:
+                self._unlock()
 
     @property
     def control_fd(self):
         return self.efd
 
+    cdef void _ctl_full(self, session* s, int cause) noexcept nogil:
+        """A control queue overflowed: counted by cause, and in the sum drop_queue_full, on
+        the call and engine-wide (totals outlive the call)."""
+        s.c[cause] += 1
+        s.c[C_DROP_QUEUE_FULL] += 1
+        self.totals_c[cause] += 1
+        self.totals_c[C_DROP_QUEUE_FULL] += 1
+
     cdef void _queue_control(self, session* s, uint32_t proto, const uint8_t* p, uint32_t n) noexcept nogil:
+        # Never blocks: a full ring drops (counted) and the eventfd is non-blocking.
         cdef ctl_entry* e
         cdef uint64_t one = 1
         if self.ctlq_count >= self.ctlq_cap or n > self.max_frame:
-            s.c[C_DROP_QUEUE_FULL] += 1
+            self._ctl_full(s, C_QFULL_EVENT if proto >= 0x10000 else C_QFULL_RX_CONTROL)
             return
         e = &self.ctlq[(self.ctlq_head + self.ctlq_count) % self.ctlq_cap]
         self.ctlq_count += 1
@@ -607,6 +660,8 @@ cdef class Engine:
                 best = s.ack_dl
             if s.has_fc_dl and s.fc_dl < best:
                 best = s.fc_dl
+            if jump_due(s, self.reorder_timeout) < best:
+                best = jump_due(s, self.reorder_timeout)
             s = s.tnext
         return best
 
@@ -627,6 +682,11 @@ cdef class Engine:
             while s.has_reorder_dl and s.reorder_dl <= now:
                 first = self._lowest_buffered(s)
                 self._skip_to(s, first, now, 1)
+            if jump_due(s, self.reorder_timeout) <= now:
+                # the new region is confirmed and the window silent: move to just past the
+                # candidate (it and every gap before it lost)
+                s.has_jump = 0
+                self._skip_to(s, s.jump_seq + 1, now, 0)
             if self.flow_control:
                 if s.has_fc_dl and s.fc_dl <= now:
                     # Appendix A: no ack within the time-out: assume the window was lost,
@@ -647,9 +707,12 @@ cdef class Engine:
                 s.has_ack_dl = 0
                 if s.seq_recv != s.ack_sent:
                     self._send_ack_only(s)
-            if not (s.has_reorder_dl or s.has_ack_dl or s.has_fc_dl or s.txq_count):
+            if not (s.has_reorder_dl or s.has_ack_dl or s.has_fc_dl or s.txq_count
+                    or jump_due(s, self.reorder_timeout) < 1e300):
                 self._timer_unlink(s)
             else:
+                if jump_due(s, self.reorder_timeout) < best:
+                    best = jump_due(s, self.reorder_timeout)
                 if s.has_reorder_dl and s.reorder_dl < best:
                     best = s.reorder_dl
                 if s.has_ack_dl and s.ack_dl < best:
@@ -820,6 +883,7 @@ cdef class Engine:
             memcpy(self.work + HEADROOM, e.data, e.len)
             self._emit_gre_hdr(s, self.work + HEADROOM, e.len, now)
             s.c[C_TX_CONTROL] += 1
+        self.ctlo_head = 0                      # empty: reuse the first slots (see recv_control)
 
     # ------------------------------------------------------------------ decapsulation
     cdef void decap_one(self, uint8_t* d, uint32_t n, double now) noexcept nogil:
@@ -956,45 +1020,53 @@ cdef class Engine:
             s.rx_started = 1
             s.seq_recv = seq - 1
             s.ack_sent = seq - 1                 # nothing acked yet, whatever seq is
+            s.rx_last = now
             self._advance(s, seq, 1, now)
             self._deliver(s, f, n, now)
             return
         d = sdiff(seq, s.seq_recv + 1)
+        if d >= self.jump_at:
+            # far beyond the window: a new region, or a blind spoof (see _jump)
+            if not self._jump(s, seq, now):
+                return
+            d = 0                               # _jump made seq the next expected
+        elif d >= self.depth:
+            # just beyond (a gap held open filled the buffer): give up the oldest gaps (lost)
+            # to make room; one packet moves the window by at most max(depth, JUMP_SLACK)
+            self._skip_to(s, seq - <uint32_t>self.depth + 1, now, 0)
+            d = sdiff(seq, s.seq_recv + 1)
         if d == 0:
+            s.rx_last = now
+            s.has_jump = 0
             self._advance(s, seq, 1, now)
             self._deliver(s, f, n, now)
             self._drain(s, now)
             return
         echo = is_lcp_echo(f, n)
         if d < 0:
-            if echo:
-                self._deliver(s, f, n, now)
-                return
             back = -d - 1
             if back < 64 and (s.rx_hist >> back) & 1:
                 s.c[C_DROP_DUPLICATE] += 1
+            elif echo and back < 64:
+                # a keepalive arriving after its gap was given up: still delivered, but only
+                # near the window, so a window moved away from the peer makes echoes fail
+                self._deliver(s, f, n, now)
             else:
                 s.c[C_DROP_TOO_OLD] += 1
             return
         if s.reorder != NULL:
-            sl = &s.reorder[seq % <uint32_t>self.depth]
+            sl = &s.reorder[seq & self.ring_mask]
             if sl.used and sl.seq == seq:
                 s.c[C_DROP_DUPLICATE] += 1
                 return
-        if d >= self.depth:
-            # too far ahead for the buffer: give up the oldest gaps (lost) to make room
-            self._skip_to(s, seq - <uint32_t>self.depth + 1, now, 0)
-            if sdiff(seq, s.seq_recv + 1) == 0:
-                self._advance(s, seq, 1, now)
-                self._deliver(s, f, n, now)
-                self._drain(s, now)
-                return
         if s.reorder == NULL and not self._alloc_reorder(s):
-            s.c[C_DROP_QUEUE_FULL] += 1
+            s.c[C_DROP_NO_ROOM] += 1
             return
+        s.rx_last = now
+        s.has_jump = 0
         if echo:
             self._deliver(s, f, n, now)
-        sl = &s.reorder[seq % <uint32_t>self.depth]
+        sl = &s.reorder[seq & self.ring_mask]
         sl.used = 1
         sl.seq = seq
         sl.done = 1 if echo else 0
@@ -1009,17 +1081,54 @@ cdef class Engine:
             s.reorder_dl = now + self.reorder_timeout
             self._arm(s, s.reorder_dl)
 
+    cdef bint _jump(self, session* s, uint32_t seq, double now) noexcept nogil:
+        """``seq`` is ``jump_at`` or more ahead of the window. RFC 2637 §4.4: the peer never
+        retransmits, so after a burst loss larger than the window the window must follow the
+        peer -- but one packet (a blind spoof with a live call ID and the peer's address)
+        must not drag it away from the real stream. So a far-ahead packet is refused
+        (drop_seq_jump) and remembered as the candidate of a new region. A second one within
+        max(reorder_depth, JUMP_SLACK) of the candidate confirms the region; the window
+        jumps there once it has itself had no packet for reorder_timeout (a spoofer can add
+        packets but cannot silence the peer's): at once, to a confirming packet arriving
+        when the window is already silent, or by fire_timers (to just past the candidate)
+        when it falls silent later. A packet taken into the window forgets the candidate.
+        Returns 1 when ``seq`` is now the next expected (the gaps before it given up: lost),
+        0 when the packet is refused."""
+        cdef int32_t k
+        cdef bint near
+        if s.has_jump:
+            k = sdiff(seq, s.jump_seq)
+            # near: the region's own reordering may reach what makes room in the window
+            near = k != 0 and k > self.depth - self.jump_at and k < self.jump_at - self.depth
+            if near and now - s.rx_last >= self.reorder_timeout:
+                s.has_jump = 0
+                self._skip_to(s, seq, now, 0)
+                return 1
+            s.c[C_DROP_SEQ_JUMP] += 1
+            if k == 0:
+                return 0                        # the candidate again: confirms nothing
+            s.jump_n = s.jump_n + 1 if near else 1
+        else:
+            s.c[C_DROP_SEQ_JUMP] += 1
+            s.jump_n = 1
+        s.has_jump = 1
+        s.jump_seq = seq
+        if s.jump_n >= 2:                       # confirmed: the timer takes it if the window stays silent
+            self._arm(s, s.rx_last + self.reorder_timeout)
+        return 0
+
     cdef bint _alloc_reorder(self, session* s) noexcept nogil:
         cdef int i
-        s.reorder = <reorder_slot*>calloc(self.depth, sizeof(reorder_slot))
-        s.reorder_mem = <uint8_t*>malloc(<size_t>self.depth * self.max_frame)
+        cdef int ring = self.ring_mask + 1
+        s.reorder = <reorder_slot*>calloc(ring, sizeof(reorder_slot))
+        s.reorder_mem = <uint8_t*>malloc(<size_t>ring * self.max_frame)
         if s.reorder == NULL or s.reorder_mem == NULL:
             free(s.reorder)
             free(s.reorder_mem)
             s.reorder = NULL
             s.reorder_mem = NULL
             return 0
-        for i in range(self.depth):
+        for i in range(ring):
             s.reorder[i].data = s.reorder_mem + <size_t>i * self.max_frame
         return 1
 
@@ -1028,7 +1137,7 @@ cdef class Engine:
         cdef uint32_t nxt
         while s.reorder_count > 0:
             nxt = s.seq_recv + 1
-            sl = &s.reorder[nxt % <uint32_t>self.depth]
+            sl = &s.reorder[nxt & self.ring_mask]
             if not (sl.used and sl.seq == nxt):
                 break
             sl.used = 0
@@ -1051,7 +1160,7 @@ cdef class Engine:
                 s.reorder = NULL
                 s.reorder_mem = NULL
             return
-        for i in range(self.depth):
+        for i in range(<int>self.ring_mask + 1):
             if s.reorder[i].used and s.reorder[i].arrival < m:
                 m = s.reorder[i].arrival
         s.has_reorder_dl = 1
@@ -1064,7 +1173,7 @@ cdef class Engine:
         cdef reorder_slot* sl
         for k in range(1, self.depth + 1):
             q = s.seq_recv + <uint32_t>k
-            sl = &s.reorder[q % <uint32_t>self.depth]
+            sl = &s.reorder[q & self.ring_mask]
             if sl.used and sl.seq == q:
                 return q
         return s.seq_recv + 1
@@ -1082,7 +1191,7 @@ cdef class Engine:
             lim = span if span < self.depth else self.depth
             for k in range(lim):
                 q = exp + <uint32_t>k
-                sl = &s.reorder[q % <uint32_t>self.depth]
+                sl = &s.reorder[q & self.ring_mask]
                 if sl.used and sl.seq == q:
                     gap = sdiff(q, s.seq_recv + 1)
                     self._lost(s, gap, timeout)
@@ -1151,22 +1260,26 @@ cdef class Engine:
                 return
             if self.clamp:
                 mss_clamp_mtu(f + o, m, <uint16_t>s.mtu)
-            self.emit_tun(s, f + o, m)
+            if not self.emit_tun(s, f + o, m):
+                s.c[C_DROP_NO_ROOM] += 1          # decap_slab: no row can take it
+                return
             s.c[C_RX_PACKETS] += 1
             s.c[C_RX_BYTES] += m
             return
         self._queue_control(s, proto, f + o, n - o)
 
     # ------------------------------------------------------------------ output sinks
-    cdef void emit_tun(self, session* s, uint8_t* p, uint32_t n) noexcept nogil:
-        cdef size_t off
+    cdef bint emit_tun(self, session* s, uint8_t* p, uint32_t n) noexcept nogil:
+        """Hand an IP packet to the session's TUN.  0 only when decap_slab has no row for
+        it (drop_no_room); a TUN gone or full in I/O mode loses it after the count."""
+        cdef size_t off, r
         cdef uint8_t* row
         if self.mode == MODE_IO:
             if s.tun < 0 or s.tun >= self.ntun or self.tun_fds[s.tun] < 0:
-                return
+                return 1
             if self.tun_vnet[s.tun] == 0:
                 sys_.write(self.tun_fds[s.tun], p, n)
-                return
+                return 1
             if self.offload and p >= self.io_gre_slab and p < self.io_gre_slab + <size_t>self.batch * IO_ROW:
                 # held for GRO until the end of the batch (the slab row stays valid till then)
                 if self.gro_n and (self.gro_tun != s.tun or self.gro_n >= GRO_MAX):
@@ -1175,24 +1288,32 @@ cdef class Engine:
                 self.gro_lens[self.gro_n] = n
                 self.gro_tun = s.tun
                 self.gro_n += 1
-                return
+                return 1
             self.io_flush_tun()                  # keep the order of what is held
             self.io_write_tun(s.tun, p, n)
         elif self.mode == MODE_SLAB:
             row = self.slab_base + self.slab_cur * self.slab_row
-            if self.slab_first and HEADROOM + n <= self.slab_row:
+            if p >= row and p + n <= row + self.slab_row:
+                # the row's own packet, decapsulated in place: it stays where it is
                 self.slab_first = 0
-                if p >= row and p + n <= row + self.slab_row:
-                    off = <size_t>(p - self.slab_base)          # in place
-                else:
-                    memcpy(row + HEADROOM, p, n)
-                    off = self.slab_cur * self.slab_row + HEADROOM
+                off = <size_t>(p - self.slab_base)
             else:
-                if self.slab_spare >= self.slab_rows or HEADROOM + n > self.slab_row:
-                    return
-                off = self.slab_spare * self.slab_row + HEADROOM
+                # released from the reorder buffer: never into the current row, whose
+                # datagram is still being read; a row already done that yielded nothing,
+                # else a spare row n, n+1, ...
+                if HEADROOM + n > self.slab_row:
+                    return 0
+                if self.slab_free_n > 0:
+                    r = <size_t>self.slab_free[self.slab_free_head]
+                    self.slab_free_head += 1
+                    self.slab_free_n -= 1
+                elif self.slab_spare < self.slab_rows:
+                    r = self.slab_spare
+                    self.slab_spare += 1
+                else:
+                    return 0
+                off = r * self.slab_row + HEADROOM
                 memcpy(self.slab_base + off, p, n)
-                self.slab_spare += 1
             self.o_tun[self.o_n] = s.tun
             self.o_off[self.o_n] = off
             self.o_len[self.o_n] = n
@@ -1200,6 +1321,7 @@ cdef class Engine:
         else:
             with gil:
                 self.py_tun_out.append((s.tun, PyBytes_FromStringAndSize(<char*>p, n)))
+        return 1
 
     cdef void emit_gre(self, session* s, uint8_t* p, uint32_t n) noexcept nogil:
         cdef mmsghdr* m
@@ -1322,11 +1444,14 @@ cdef class Engine:
         """Decapsulate rows 0..n-1 of ``slab``: row i holds an IPv4+GRE datagram of
         ``lens[i]`` bytes at offset ``HEADROOM``.  IP packets for TUN come back in delivery
         order: ``out_tun[j], out_off[j], out_len[j]`` for j < the returned count, where
-        ``out_off`` is the flat offset into the slab (row * row_size + column).  The first
-        packet a row yields stays in that row (in place when it can); packets released
-        from the reorder buffer are copied into spare rows n, n+1, ... (give the slab
-        n + reorder_depth rows, and the out arrays as many entries).  A packet that fits no
-        row is lost.  A datagram above 65535 bytes is ``drop_malformed``, as in ``process``."""
+        ``out_off`` is the flat offset into the slab (row * row_size + column).  A row's own
+        packet stays in that row, where it was decrypted; packets released from the reorder
+        buffer never go into the row being read: they are copied into a row already done
+        that yielded nothing (lowest first), else into spare rows n, n+1, ... (give the slab
+        n + reorder_depth rows, and the out arrays as many entries).  A released packet no
+        row can take (none left, or rows too narrow) is ``drop_no_room``, never
+        ``rx_packets``.  A datagram above 65535 bytes is ``drop_malformed``, as in
+        ``process``."""
         if self.running:
             raise RuntimeError("decap_slab() while the I/O thread runs")
         cdef size_t rows = slab.shape[0], row = slab.shape[1]
@@ -1340,13 +1465,23 @@ cdef class Engine:
                 raise ValueError(f"row {i}: datagram does not fit the row")
         if cap < rows:
             raise ValueError("out arrays need one entry per slab row")
+        cdef int32_t* fr
         self._lock()
+        if self.slab_free_cap < <size_t>n:
+            fr = <int32_t*>realloc(self.slab_free, <size_t>n * sizeof(int32_t))
+            if fr == NULL:
+                self._unlock()
+                raise MemoryError()
+            self.slab_free = fr
+            self.slab_free_cap = n
         with nogil:
             self.mode = MODE_SLAB
             self.slab_base = &slab[0, 0]
             self.slab_row = row
             self.slab_rows = rows
             self.slab_spare = n
+            self.slab_free_head = 0
+            self.slab_free_n = 0
             self.o_dst = NULL
             self.o_tun = &out_tun[0]
             self.o_off = &out_off[0]
@@ -1357,12 +1492,15 @@ cdef class Engine:
                     self.prefetch_call(&slab[i + 4, 0] + HEADROOM, lens[i + 4], 0)
                 if i + 2 < n:
                     self.prefetch_call(&slab[i + 2, 0] + HEADROOM, lens[i + 2], 1)
-                if lens[i] > 65535:
-                    self.totals_c[C_DROP_MALFORMED] += 1
-                    continue
                 self.slab_cur = i
                 self.slab_first = 1
-                self.decap_one(&slab[i, 0] + HEADROOM, lens[i], now)
+                if lens[i] > 65535:
+                    self.totals_c[C_DROP_MALFORMED] += 1
+                else:
+                    self.decap_one(&slab[i, 0] + HEADROOM, lens[i], now)
+                if self.slab_first:             # nothing left in row i: free for releases
+                    self.slab_free[self.slab_free_head + self.slab_free_n] = i
+                    self.slab_free_n += 1
             self.mode = MODE_PROCESS
             pthread_mutex_unlock(&self.lock)
         return self.o_n

@@ -41,16 +41,21 @@ Decapsulation (IPv4 datagram from the raw GRE socket):
  3. A=1: ack processed (RFC 1982 serial comparison).  S=0: ack-only, no payload allowed.
  4. Sequence (RFC 2637 §4.3): the first packet is accepted whatever its number (peers start
     at 0 or at 1).  Next expected -> delivered, then the reorder buffer drains.  Ahead ->
-    buffered (``reordered``), at most ``reorder_depth`` ahead (further ahead forces older
-    gaps to be given up: ``lost``); a gap held longer than ``reorder_timeout`` is given up
-    (``lost`` and ``drop_reorder_timeout`` count the sequence numbers skipped).  Behind ->
+    buffered (``reordered``), at most ``reorder_depth`` ahead; up to reorder_depth +
+    max(reorder_depth, JUMP_SLACK) ahead forces older gaps to be given up (``lost``);
+    further ahead is a jump (``_jump``: refused, ``drop_seq_jump``, until a second packet
+    confirms the new region and the window has been silent for ``reorder_timeout``).  A
+    gap held longer than ``reorder_timeout`` is given up (``lost`` and
+    ``drop_reorder_timeout`` count the sequence numbers skipped).  Behind ->
     ``drop_duplicate`` if that number was delivered (64-entry history), else
-    ``drop_too_old``.  LCP Echo-Request/Reply bypass ordering (Linux does the same), so
-    keepalives survive reordering.
+    ``drop_too_old``.  LCP Echo-Request/Reply are delivered out of order (so keepalives
+    survive reordering) only inside the window or behind it within the history, never
+    twice: a window moved away from the peer makes the keepalive fail.
  5. Delivery (in order, after the reorder buffer): PPP header parsed (FF 03 optional,
     protocol 1 or 2 bytes: RFC 1661 §2 validity), MPPE decrypted when on (plaintext data
     is refused: ``drop_mppe``), IPv4/IPv6 -> TUN (``rx_packets``/``rx_bytes``), anything else
-    -> control queue (``rx_control``; ``drop_queue_full``) and the control eventfd.
+    -> control queue (``rx_control``; ``queue_full_rx_control``) and the control eventfd.
+    In ``decap_slab`` a packet no row can take is ``drop_no_room``, never ``rx_packets``.
 
 Acks: when an ack is pending and nothing carried it for ``ack_delay`` seconds, one ack-only
 packet (S=0, A=1, ack in the sequence slot) goes out (``tx_acks``): one per call per timer,
@@ -85,6 +90,10 @@ PPP_LCP = int(Protocol.LCP)
 ATO_MIN, ATO_MAX, ATO_INIT = 0.1, 10.0, 1.0   # Appendix A ack time-out bounds (seconds)
 U32 = 0xFFFFFFFF
 M64 = (1 << 64) - 1
+#: Packets up to reorder_depth + max(reorder_depth, JUMP_SLACK) ahead make room in the
+#: window at once (one packet moves it by at most max(depth, JUMP_SLACK)); further ahead is
+#: a jump (_jump).
+JUMP_SLACK = 64
 
 
 def serial_diff(a: int, b: int) -> int:
@@ -112,6 +121,43 @@ class Output:
         self.gre_out: list[tuple[str, bytes]] = []
 
 
+class _SlabSink:
+    """Where ``decap_slab`` puts the IP packets ``_deliver`` hands over (in place of a
+    ``tun_out`` list): the row's own packet in its row, a released one in a free row (done,
+    yielded nothing; lowest first) or a spare row; ``put`` is False when none can take it."""
+
+    def __init__(self, slab, n, out_tun, out_off, out_len):
+        self.flat = slab.reshape(-1)
+        self.rows, self.width = slab.shape
+        self.spare = n
+        self.free: deque = deque()
+        self.out = (out_tun, out_off, out_len)
+        self.m = 0
+        self.row = 0                # the row being decapsulated
+        self.yielded = False        # it has put its own packet
+
+    def put(self, tun, ip, own) -> bool:
+        k = len(ip)
+        if own:
+            self.yielded = True     # shorter than its datagram: it fits its own row
+            r = self.row
+        elif HEADROOM + k > self.width:
+            return False
+        elif self.free:
+            r = self.free.popleft()
+        elif self.spare < self.rows:
+            r = self.spare
+            self.spare += 1
+        else:
+            return False
+        off = r * self.width + HEADROOM
+        self.flat[off:off + k] = memoryview(bytes(ip))
+        out_tun, out_off, out_len = self.out
+        out_tun[self.m], out_off[self.m], out_len[self.m] = tun, off, k
+        self.m += 1
+        return True
+
+
 class _Session:
     def __init__(self, call_id, peer_call_id, peer_addr, peer_bin, tun, peer_rwin, peer_ppd, mtu):
         self.call_id = call_id
@@ -135,6 +181,9 @@ class _Session:
         self.rx_hist = 0            # bit k: seq_recv - k was delivered
         self.reorder: dict[int, tuple[float, bytes]] = {}   # seq -> (arrival, frame or b"" = done)
         self.reorder_deadline = None
+        self.rx_last = 0.0          # arrival of the last packet taken into the window
+        self.jump = None            # the latest refused far-ahead sequence number (_jump)
+        self.jump_n = 0             # refused packets near each other (>= 2: a confirmed region)
         self.ack_deadline = None
         # Flow control (opt-in, Appendix A).
         self.txq: deque = deque()
@@ -319,7 +368,7 @@ class Engine:
             s = self._get(call_id)
             _args.control_length(len(payload), s.mtu, self.config.mru)
             if len(self._ctl_out) >= self.config.control_queue:
-                s.c["drop_queue_full"] += 1         # bounded: PPP retransmits control frames
+                self._ctl_full(s, "queue_full_tx_control")  # bounded: PPP retransmits control frames
                 return
             self._ctl_out.append((call_id, self._ppp_header(s, protocol, force_full=protocol == PPP_LCP)
                                   + payload))
@@ -342,9 +391,18 @@ class Engine:
     def control_fd(self):
         return self._efd
 
+    def _ctl_full(self, s, cause):
+        """A control queue overflowed: counted by cause, and in the sum drop_queue_full, on
+        the call and engine-wide (totals outlive the call)."""
+        for k in (cause, "drop_queue_full"):
+            s.c[k] += 1
+            self._totals[k] += 1
+
     def _queue_control(self, s, protocol, info):
+        # Never blocks: a full queue drops (counted) and the eventfd is non-blocking.
         if len(self._ctlq) >= self.config.control_queue or len(info) > self._max_frame:
-            s.c["drop_queue_full"] += 1             # bounded, and slots of MRU + slack
+            # bounded, and slots of MRU + slack
+            self._ctl_full(s, "queue_full_event" if protocol >= 0x10000 else "queue_full_rx_control")
             return
         self._ctlq.append((s.call_id, protocol, bytes(info)))
         if protocol < 0x10000:
@@ -394,7 +452,7 @@ class Engine:
         best = None
         for cid in self._timers:
             s = self._sessions[cid]
-            for d in (s.reorder_deadline, s.ack_deadline, s.fc_deadline):
+            for d in (s.reorder_deadline, s.ack_deadline, s.fc_deadline, self._jump_due(s)):
                 if d is not None and (best is None or d < best):
                     best = d
         return best
@@ -572,38 +630,46 @@ class Engine:
         if not s.rx_started:
             s.rx_started = True
             s.seq_recv = s.ack_sent = (seq - 1) & U32   # nothing acked yet, whatever seq is
+            s.rx_last = now
             self._advance(s, seq, True, now)
-            self._deliver(s, frame, now, tun_out)
+            self._deliver(s, frame, now, tun_out, own=True)
             return
         d = serial_diff(seq, (s.seq_recv + 1) & U32)
+        depth = self.config.reorder_depth
+        if d >= depth + max(depth, JUMP_SLACK):
+            # far beyond the window: a new region, or a blind spoof (see _jump)
+            if not self._jump(s, seq, now, tun_out):
+                return
+            d = 0                           # _jump made seq the next expected
+        elif d >= depth:
+            # just beyond (a gap held open filled the buffer): give up the oldest gaps (lost)
+            # to make room; one packet moves the window by at most max(depth, JUMP_SLACK)
+            self._skip_to(s, (seq - depth + 1) & U32, now, tun_out, timeout=False)
+            d = serial_diff(seq, (s.seq_recv + 1) & U32)
         if d == 0:
+            s.rx_last = now
+            s.jump = None
             self._advance(s, seq, True, now)
-            self._deliver(s, frame, now, tun_out)
+            self._deliver(s, frame, now, tun_out, own=True)
             self._drain(s, now, tun_out)
             return
         echo = _is_lcp_echo(frame)
         if d < 0:
-            if echo:
-                self._deliver(s, frame, now, tun_out)
-                return
             back = -d - 1                   # 0: seq == seq_recv
             if back < 64 and (s.rx_hist >> back) & 1:
                 s.c["drop_duplicate"] += 1
+            elif echo and back < 64:
+                # a keepalive arriving after its gap was given up: still delivered, but only
+                # near the window, so a window moved away from the peer makes echoes fail
+                self._deliver(s, frame, now, tun_out)
             else:
                 s.c["drop_too_old"] += 1
             return
         if seq in s.reorder:
             s.c["drop_duplicate"] += 1
             return
-        depth = self.config.reorder_depth
-        if d >= depth:
-            # Too far ahead for the buffer: give up the oldest gaps (lost) to make room.
-            self._skip_to(s, (seq - depth + 1) & U32, now, tun_out, timeout=False)
-            if serial_diff(seq, (s.seq_recv + 1) & U32) == 0:
-                self._advance(s, seq, True, now)
-                self._deliver(s, frame, now, tun_out)
-                self._drain(s, now, tun_out)
-                return
+        s.rx_last = now
+        s.jump = None
         if echo:
             self._deliver(s, frame, now, tun_out)
             frame = b""                     # placeholder: counts as delivered when reached
@@ -612,6 +678,47 @@ class Engine:
         if s.reorder_deadline is None:
             s.reorder_deadline = now + self.config.reorder_timeout
             self._arm(s)
+
+    def _jump(self, s, seq, now, tun_out) -> bool:
+        """``seq`` is reorder_depth + max(reorder_depth, JUMP_SLACK) or more ahead of the
+        window. RFC 2637 §4.4: the peer never retransmits, so after a burst loss larger than
+        the window the window must follow the peer -- but one packet (a blind spoof with a
+        live call ID and the peer's address) must not drag it away from the real stream. So
+        a far-ahead packet is refused (``drop_seq_jump``) and remembered as the candidate of
+        a new region. A second one within max(reorder_depth, JUMP_SLACK) of the candidate
+        confirms the region; the window jumps there once it has itself had no packet for
+        reorder_timeout (a spoofer can add packets but cannot silence the peer's): at once,
+        to a confirming packet arriving when the window is already silent, or by
+        ``_fire_timers`` (to just past the candidate) when it falls silent later. A packet
+        taken into the window forgets the candidate. True when ``seq`` is now the next
+        expected (the gaps before it given up: ``lost``), False when the packet is refused."""
+        depth = self.config.reorder_depth
+        if s.jump is not None:
+            k = serial_diff(seq, s.jump)
+            # near: the region's own reordering may reach what makes room in the window
+            slack = max(depth, JUMP_SLACK)
+            near = k != 0 and -slack < k < slack
+            if near and now - s.rx_last >= self.config.reorder_timeout:
+                s.jump = None
+                self._skip_to(s, seq, now, tun_out, timeout=False)
+                return True
+            s.c["drop_seq_jump"] += 1
+            if k == 0:
+                return False                # the candidate again: confirms nothing
+            s.jump_n = s.jump_n + 1 if near else 1
+        else:
+            s.c["drop_seq_jump"] += 1
+            s.jump_n = 1
+        s.jump = seq
+        if s.jump_n >= 2:                   # confirmed: the timer takes it if the window stays silent
+            self._arm(s)
+        return False
+
+    def _jump_due(self, s):
+        """When a confirmed candidate is taken by the timer (None: not armed)."""
+        if s.jump is not None and s.jump_n >= 2:
+            return s.rx_last + self.config.reorder_timeout
+        return None
 
     def _drain(self, s, now, tun_out):
         r = s.reorder
@@ -659,7 +766,9 @@ class Engine:
             s.c["drop_reorder_timeout"] += gap
 
     # ---- delivery of an in-order PPP frame
-    def _deliver(self, s, frame, now, tun_out):
+    def _deliver(self, s, frame, now, tun_out, own=False):
+        """``own``: the frame of the datagram being decapsulated (not one released from
+        the reorder buffer); decap_slab leaves it in its own row."""
         n = len(frame)
         o = 2 if n >= 2 and frame[0] == 0xFF and frame[1] == 0x03 else 0
         proto, o = self._ppp_proto(frame, o)
@@ -699,7 +808,12 @@ class Engine:
                 return
             if self.config.clamp_mss:
                 _offload.mss_clamp_mtu(ip, s.mtu)
-            tun_out.append((s.tun, bytes(ip)))
+            if isinstance(tun_out, _SlabSink):
+                if not tun_out.put(s.tun, ip, own):
+                    s.c["drop_no_room"] += 1    # decap_slab: no row can take it
+                    return
+            else:
+                tun_out.append((s.tun, bytes(ip)))
             s.c["rx_packets"] += 1
             s.c["rx_bytes"] += m
             return
@@ -729,6 +843,12 @@ class Engine:
             while s.reorder_deadline is not None and s.reorder_deadline <= now:
                 first = min(s.reorder, key=lambda q: serial_diff(q, s.seq_recv))
                 self._skip_to(s, first, now, tun_out, timeout=True)
+            due = self._jump_due(s)
+            if due is not None and due <= now:
+                # the new region is confirmed and the window silent: move to just past the
+                # candidate (it and every gap before it lost)
+                cand, s.jump = s.jump, None
+                self._skip_to(s, (cand + 1) & U32, now, tun_out, timeout=False)
             if self.config.flow_control:
                 if s.fc_deadline is not None and s.fc_deadline <= now:
                     # Appendix A: no ack within the time-out -> assume the window was lost,
@@ -750,7 +870,7 @@ class Engine:
                     s.ack_sent = s.seq_recv
                     s.c["tx_acks"] += 1
             if (s.reorder_deadline is None and s.ack_deadline is None and s.fc_deadline is None
-                    and not s.txq):
+                    and not s.txq and self._jump_due(s) is None):
                 del self._timers[cid]
 
     # ------------------------------------------------------------------ slab API
@@ -792,46 +912,34 @@ class Engine:
         """Decapsulate rows 0..n-1 of ``slab``: row i holds an IPv4+GRE datagram of ``lens[i]``
         bytes at offset ``HEADROOM``.  IP packets for TUN come back in delivery order:
         ``out_tun[j], out_off[j], out_len[j]`` for j < the returned count, where ``out_off`` is
-        the flat offset into the slab (row * row_size + column).  In-order packets are left in
-        place (decrypted in place); packets released from the reorder buffer are copied into
-        spare rows n, n+1, ... (the slab needs n + reorder_depth rows).  A packet that fits
-        no row is lost (counted delivered, as the compiled engine does).  A datagram above
-        65535 bytes is ``drop_malformed``, as in ``process``."""
+        the flat offset into the slab (row * row_size + column).  A row's own packet stays in
+        its row (here: copied to its HEADROOM); packets released from the reorder buffer
+        never go into the row being read: they go to a row already done that yielded
+        nothing (lowest first), else to spare rows n, n+1, ... (the slab needs n +
+        reorder_depth rows).  A released packet no row can take (none left, or rows too
+        narrow) is ``drop_no_room``, never ``rx_packets``.  A datagram above 65535 bytes is
+        ``drop_malformed``, as in ``process``."""
         if self._running:
             raise RuntimeError("decap_slab() while the I/O thread runs")
         n = _check_slab(slab, lens, n, [(out_tun, "out_tun", np.int32, 1),
                                         (out_off, "out_off", np.int64, 1),
                                         (out_len, "out_len", np.uint32, 1)])
-        rows, width = slab.shape
+        rows = slab.shape[0]
         if min(out_tun.shape[0], out_off.shape[0], out_len.shape[0]) < rows:
             raise ValueError("out arrays need one entry per slab row")
         now = time.monotonic()
-        m = 0
-        spare = n
-        flat = slab.reshape(-1)
+        sink = _SlabSink(slab, n, out_tun, out_off, out_len)
         with self._lock:
             for i in range(n):
+                sink.row = i
+                sink.yielded = False
                 if lens[i] > 65535:
                     self._totals["drop_malformed"] += 1
-                    continue
-                d = slab[i, HEADROOM:HEADROOM + int(lens[i])].tobytes()
-                to = []
-                self._decap(d, now, to)
-                first = True
-                for tun, ip in to:
-                    k = len(ip)
-                    if first and HEADROOM + k <= width:
-                        first = False
-                        off = i * width + HEADROOM      # row i is free again: reuse it
-                    else:
-                        if spare >= rows or HEADROOM + k > width:
-                            continue
-                        off = spare * width + HEADROOM
-                        spare += 1
-                    flat[off:off + k] = memoryview(ip)
-                    out_tun[m], out_off[m], out_len[m] = tun, off, k
-                    m += 1
-        return m
+                else:
+                    self._decap(slab[i, HEADROOM:HEADROOM + int(lens[i])].tobytes(), now, sink)
+                if not sink.yielded:            # nothing left in row i: free for releases
+                    sink.free.append(i)
+        return sink.m
 
     # ------------------------------------------------------------------ I/O mode
     supports_vnet_hdr = True

@@ -32,6 +32,10 @@ HEADROOM = 64
 COUNTER_NAMES = (
     "rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "rx_control", "tx_control", "tx_acks",
     "lost", "reordered", "drop_malformed", "drop_unknown_call", "drop_wrong_source",
+    # issue 10: a refused jump of the window, a packet no slab row could take, and the
+    # control-queue overflows by cause (each of the three also counts in drop_queue_full)
+    "drop_seq_jump", "drop_no_room", "queue_full_rx_control", "queue_full_tx_control",
+    "queue_full_event",
     "drop_duplicate", "drop_too_old", "drop_reorder_timeout", "drop_queue_full",
     "drop_window_full", "drop_mppe", "drop_not_ready", "icmp_errors",
 )
@@ -55,7 +59,7 @@ class EngineConfig:
     ack_delay: float = 0.02         # seconds before a pending ack goes out alone (<= 0.1)
     flow_control: bool = False      # RFC 2637 sliding window + Appendix A ack timeout
     clamp_mss: bool = True          # clamp TCP MSS of SYNs both ways to fit the tunnel
-    control_queue: int = 256        # PPP control frames held for Python
+    control_queue: int = 4096       # PPP control frames held each way (peer->Python, Python->peer)
     rcvbuf: int = 4 << 20
     sndbuf: int = 4 << 20
     offload: bool = True            # TUN virtio_net_hdr / TSO / GRO when the TUN has them
