@@ -1,0 +1,62 @@
+"""What a server's RADIUS use is configured with: one frozen value the products and the RADIUS
+parts (authentication, accounting, Dynamic Authorization) share.
+
+It comes from fastpptp's own flags or the embedding API, or from a pppd options file naming
+``plugin radius.so`` with a radiusclient.conf (``radius-config-file``); either way the result is
+a :class:`RadiusSettings`.  Nothing here opens a socket.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .client import ClientPolicy, RadiusServer
+
+#: how logins are checked when RADIUS is configured: "radius" only (pppd radius.so's default),
+#: or RADIUS first and chap-secrets when no RADIUS server answers ("radius,local"), or
+#: chap-secrets first and RADIUS for users it does not know ("local,radius")
+AuthOrder = Literal["radius", "radius,local", "local,radius"]
+
+DAE_PORT = 3799          # RFC 5176 §3.2 (Disconnect/CoA on the NAS)
+
+
+@dataclass(frozen=True)
+class DaeSettings:
+    """The Dynamic Authorization listener (RFC 5176): where it listens, the shared secret, and
+    which clients may send requests (accel-ppp's ``dae-server`` plus ``--dae-allowed``)."""
+
+    listen: tuple[str, int]
+    secret: bytes = field(repr=False)
+    allowed: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+
+@dataclass(frozen=True)
+class RadiusSettings:
+    """Servers, client policy and the NAS's own attributes.
+
+    ``auth_servers``/``acct_servers``: tried in order, with failover (``policy``);
+    ``nas_identifier``/``nas_ip_address``: sent in every request (RFC 2865 §5.4, §5.32: at
+    least one of the two); ``bind_address``: the local address of the RADIUS socket;
+    ``acct_interim_interval``: seconds between Interim-Updates when the Access-Accept names
+    none (0: none); ``avpairs``: extra attributes for every Access-Request (pppd's ``avpair``);
+    ``radattr_dir``: where radattr.so-style ``radattr.<ifname>`` files go (None: not written).
+    """
+
+    auth_servers: tuple[RadiusServer, ...]
+    acct_servers: tuple[RadiusServer, ...] = ()
+    policy: ClientPolicy = ClientPolicy()
+    nas_identifier: str | None = None
+    nas_ip_address: str | None = None
+    bind_address: str | None = None
+    acct_interim_interval: int = 0
+    auth_order: AuthOrder = "radius"
+    avpairs: tuple[tuple[str, str], ...] = ()
+    dae: DaeSettings | None = None
+    radattr_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.auth_servers:
+            raise ValueError("RADIUS needs at least one authentication server")
+        if self.acct_interim_interval < 0:
+            raise ValueError("acct_interim_interval must be >= 0")
