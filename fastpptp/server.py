@@ -70,6 +70,7 @@ from .ppp.link import NO_PEER_ADDRESS, Authenticated, AuthenticationFailed, Link
 from .pptp.control import (CallCleared, CallIdAllocator, CallIdsExhausted, CallRequested, ControlClosed,
                            ControlConnected, EchoTimeout, Event)
 from .pptp.messages import PPTP_PORT, CallDisconnectResult, GeneralErrorCode
+from .radius.settings import RadiusSettings
 from .sdnotify import Notifier
 from .shaping import UNLIMITED, RateLimit, RateLimitBackend, RateSource
 from .status import DEFAULT_CONTROL_SOCKET, SessionMatch, StatusServer
@@ -111,6 +112,7 @@ class ServerConfig:
     metrics_listen: str | None = None    # "ADDR:PORT": Prometheus /metrics (fastpptp/metrics.py)
     metrics_per_session: bool = False    # per-session series (labels session, user)
     default_rate_limit: RateLimit | None = None   # every session without a per-user limit
+    radius: RadiusSettings | None = None        # RADIUS auth/accounting/DAE (fastpptp/radius/)
 
 
 class ServerEngine(SessionEngine, Protocol):
