@@ -185,7 +185,9 @@ def _bucket(kbit: int, burst: int) -> Bucket:
     if kbit == 0:
         return Bucket(0.0, 0.0, 0)
     b = float(burst) if burst else max(rate * RL_BURST_TIME, float(RL_BURST_MIN))
-    return Bucket(rate, b, int(max(rate * RL_QUEUE_TIME, float(RL_QUEUE_MIN))))
+    # the byte bound only matters below rate_limit_queue x RLQ_SLOT (2 MiB at most)
+    q = min(max(rate * RL_QUEUE_TIME, float(RL_QUEUE_MIN)), float(RL_MAX_BURST))
+    return Bucket(rate, b, int(q))
 
 
 def set_rate_limit(call_id: object, tx_kbit: object, rx_kbit: object,

@@ -18,7 +18,7 @@ with ``-DFASTPPTP_NO_RATE_LIMIT`` (the limiter's hooks compiled out: ``RATE_LIMI
 is False in that build).  Encap and decap packets/s (no MPPE) are measured, in interleaved
 rounds, for: ``off`` -- the build without the limiter, an unlimited session; ``unlimited``
 -- the build with it, an unlimited session; ``limited`` -- the same build, a session limited
-to RL_MAX_KBIT (100 Gbit/s, never reached here: every packet passes).  Each figure is the
+to RL_MAX_KBIT (1 Tbit/s, never reached here: every packet passes).  Each figure is the
 median of the rounds.
 """
 from __future__ import annotations

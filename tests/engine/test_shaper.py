@@ -86,7 +86,7 @@ def test_drop_rate_limit_is_a_counter_and_a_total(engine):
 @pytest.mark.parametrize("args,exc", [
     ((CID, -1, 0), ValueError),
     ((CID, 0, -1), ValueError),
-    ((CID, 100_000_001, 0), ValueError),
+    ((CID, 1_000_000_001, 0), ValueError),
     ((CID, 0, 0, -1), ValueError),
     ((CID, 0, 0, (1 << 30) + 1), ValueError),
     ((CID, 1.5, 0), TypeError),
