@@ -264,7 +264,6 @@ cdef class Engine:
     cdef void _send_ack_only(self, session* s) noexcept nogil
     cdef void encap_one(self, int tun, uint8_t* pkt, uint32_t n, double now) noexcept nogil
     cdef session* _only_session(self, int tun) noexcept nogil
-    cdef void _send_data(self, session* s, uint16_t proto, uint8_t* pkt, uint32_t n, double now) noexcept nogil
     cdef int _rl_admit(self, session* s, rate_bucket* b, uint16_t proto, uint8_t* p, uint32_t n, double now) noexcept nogil
     cdef void _rl_arm(self, session* s) noexcept nogil
     cdef void _rl_release(self, session* s, double now) noexcept nogil

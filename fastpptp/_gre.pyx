@@ -48,8 +48,11 @@ cdef extern from *:
     #else
     #define FP_RATE_LIMIT 1
     #endif
+    /* the limiter's branch is the rare one: keep it out of the hot path's straight line */
+    #define fp_rl_on(s) (FP_RATE_LIMIT && __builtin_expect(!!((s)->rl_on), 0))
     """
     const int FP_RATE_LIMIT
+    bint fp_rl_on(session* s) noexcept nogil
 
 import os
 
@@ -531,7 +534,7 @@ cdef class Engine:
                 if s.tun < 0 or not (s.ipv4 if it.proto == 0x21 else s.ipv6):
                     s.c[C_DROP_NOT_READY] += 1
                     continue
-                self._send_data(s, it.proto, p, it.len, now)
+                send_data(self, s, it.proto, p, it.len, now)
         b = &s.rl_rx
         if b.qcount:
             rl_refill(b, now)
@@ -885,41 +888,10 @@ cdef class Engine:
             return
         if self.clamp:
             mss_clamp_mtu(pkt, n, <uint16_t>s.mtu)
-        if FP_RATE_LIMIT and s.rl_on and not self._rl_admit(s, &s.rl_tx, proto, pkt, n, now):
+        if fp_rl_on(s) and not self._rl_admit(s, &s.rl_tx, proto, pkt, n, now):
             return
-        self._send_data(s, proto, pkt, n, now)
+        send_data(self, s, proto, pkt, n, now)
 
-    cdef void _send_data(self, session* s, uint16_t proto, uint8_t* pkt, uint32_t n,
-                         double now) noexcept nogil:
-        """An IP packet for the session (past its rate limit): held while the flow-control
-        window is closed, else framed and emitted.  pkt has HEADROOM writable bytes before."""
-        cdef int i
-        cdef txq_item* it
-        if self.flow_control and (s.txq_count > 0 or
-                                  sdiff(s.seq_sent, s.ack_recv) >= <int32_t>s.fc_window):
-            if s.txq_count >= TXQ_DEPTH or n > TXQ_SLOT:
-                s.c[C_DROP_WINDOW_FULL] += 1
-                return
-            if s.txq == NULL:
-                s.txq = <txq_item*>calloc(TXQ_DEPTH, sizeof(txq_item))
-                s.txq_mem = <uint8_t*>malloc(<size_t>TXQ_DEPTH * (TXQ_SLOT + HEADROOM))
-                if s.txq == NULL or s.txq_mem == NULL:
-                    free(s.txq)
-                    free(s.txq_mem)
-                    s.txq = NULL
-                    s.txq_mem = NULL
-                    s.c[C_DROP_WINDOW_FULL] += 1
-                    return
-                for i in range(TXQ_DEPTH):
-                    s.txq[i].row = s.txq_mem + <size_t>i * (TXQ_SLOT + HEADROOM)
-            it = &s.txq[(s.txq_head + s.txq_count) % TXQ_DEPTH]
-            s.txq_count += 1
-            it.proto = proto
-            it.len = n
-            memcpy(it.row + HEADROOM, pkt, n)
-            self._arm(s, now)
-            return
-        self._emit_data(s, proto, pkt, n, now)
 
     cdef session* _only_session(self, int tun) noexcept nogil:
         return self.tun_single[tun] if self.tun_count[tun] == 1 else NULL
@@ -1342,8 +1314,7 @@ cdef class Engine:
                 return
             if self.clamp:
                 mss_clamp_mtu(f + o, m, <uint16_t>s.mtu)
-            if FP_RATE_LIMIT and s.rl_on and not self._rl_admit(s, &s.rl_rx, <uint16_t>proto,
-                                                                 f + o, m, now):
+            if fp_rl_on(s) and not self._rl_admit(s, &s.rl_rx, <uint16_t>proto, f + o, m, now):
                 return
             self.emit_tun(s, f + o, m)
             s.c[C_RX_PACKETS] += 1
@@ -2019,6 +1990,41 @@ cdef class Engine:
             self.io_flush_gre()
             pthread_mutex_unlock(&self.lock)
         self.mode = MODE_PROCESS
+
+
+
+cdef inline void send_data(Engine self, session* s, uint16_t proto, uint8_t* pkt, uint32_t n,
+                           double now) noexcept nogil:
+    """An IP packet for the session, past its rate limit (inline: the encapsulation fast
+    path and the hold queue both end here): held while the flow-control
+    window is closed, else framed and emitted.  pkt has HEADROOM writable bytes before."""
+    cdef int i
+    cdef txq_item* it
+    if self.flow_control and (s.txq_count > 0 or
+                              sdiff(s.seq_sent, s.ack_recv) >= <int32_t>s.fc_window):
+        if s.txq_count >= TXQ_DEPTH or n > TXQ_SLOT:
+            s.c[C_DROP_WINDOW_FULL] += 1
+            return
+        if s.txq == NULL:
+            s.txq = <txq_item*>calloc(TXQ_DEPTH, sizeof(txq_item))
+            s.txq_mem = <uint8_t*>malloc(<size_t>TXQ_DEPTH * (TXQ_SLOT + HEADROOM))
+            if s.txq == NULL or s.txq_mem == NULL:
+                free(s.txq)
+                free(s.txq_mem)
+                s.txq = NULL
+                s.txq_mem = NULL
+                s.c[C_DROP_WINDOW_FULL] += 1
+                return
+            for i in range(TXQ_DEPTH):
+                s.txq[i].row = s.txq_mem + <size_t>i * (TXQ_SLOT + HEADROOM)
+        it = &s.txq[(s.txq_head + s.txq_count) % TXQ_DEPTH]
+        s.txq_count += 1
+        it.proto = proto
+        it.len = n
+        memcpy(it.row + HEADROOM, pkt, n)
+        self._arm(s, now)
+        return
+    self._emit_data(s, proto, pkt, n, now)
 
 
 class Output:
