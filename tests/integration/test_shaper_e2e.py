@@ -15,7 +15,6 @@ import json
 import os
 import select
 import shutil
-import subprocess
 import time
 
 import pytest
