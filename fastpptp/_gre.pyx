@@ -19,7 +19,9 @@ the two byte-identical).  The flow, as the I/O thread runs it:
     place, GRE header written in front, in place -> one sendmmsg.  In step 2, packets for a
     TUN with a virtio_net_hdr are held to the end of the batch and in-order TCP segments
     of one flow go out as one GRO super-packet (_offload.gro_coalesce).
- 5. Timers due: reorder gaps given up, queued flow-control frames, ack-only packets.
+ 5. Timers due: reorder gaps given up, queued flow-control frames, packets held by a rate
+    limit (set_rate_limit: a token bucket per direction, checked in steps 2 and 4 just
+    before a packet is written to TUN or framed), ack-only packets.
 
 No Python object is touched per packet in the I/O thread; Python threads change the call
 and route tables under ``lock``, which the loop holds for one batch at a time.

@@ -52,6 +52,10 @@ Decapsulation (IPv4 datagram from the raw GRE socket):
     is refused: ``drop_mppe``), IPv4/IPv6 -> TUN (``rx_packets``/``rx_bytes``), anything else
     -> control queue (``rx_control``; ``drop_queue_full``) and the control eventfd.
 
+Rate limits (``set_rate_limit``): a token bucket and hold queue per direction (_Bucket) on
+IP packets only, checked after the MSS clamp of encapsulation step 4 and of delivery (5);
+``drop_rate_limit``; held packets leave from the timers.
+
 Acks: when an ack is pending and nothing carried it for ``ack_delay`` seconds, one ack-only
 packet (S=0, A=1, ack in the sequence slot) goes out (``tx_acks``): one per call per timer,
 never one per received packet.
