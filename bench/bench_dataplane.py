@@ -93,3 +93,36 @@ def test_encap_sessions_flat(benchmark, sessions):
         dst = "198.51.100.2" if sessions == 1 else f"172.16.{k >> 8}.{k & 255}"
         slab[i, HEADROOM:HEADROOM + 512] = np.frombuffer(bc._ip_packet(512, dst), np.uint8)
     _rounds(benchmark, lambda: e.encap_slab(0, slab, lens, bc.BATCH, out), bc.BATCH)
+
+
+@pytest.mark.parametrize("case", bc.RL_CASES)
+@pytest.mark.parametrize("op", ["encap", "decap"])
+def test_rate_limiter_cost(benchmark, op, case):
+    """The rate limiter compiled out (``off``), in but unlimited, and limited to a rate never
+    reached: the same engine calls as above (builds: benchcmd._build_gre, cached)."""
+    cls = bc._build_gre(case == "off").Engine
+    kbit = bc.RL_MAX_KBIT if case == "limited" else 0
+    e = bc._engine("compiled", None, engine_cls=cls, rate_kbit=kbit)
+    if op == "encap":
+        slab = np.zeros((bc.BATCH, bc.ROW), np.uint8)
+        lens = np.full(bc.BATCH, 512, np.uint32)
+        out = np.zeros((bc.BATCH, 3), np.uint32)
+        slab[:, HEADROOM:HEADROOM + 512] = np.frombuffer(bc._ip_packet(512), np.uint8)
+        _rounds(benchmark, lambda: e.encap_slab(0, slab, lens, bc.BATCH, out), bc.BATCH)
+        return
+    stream, dlen = bc._peer_stream(512, None, 210)
+    slab = np.zeros((bc.BATCH + 64, bc.ROW), np.uint8)
+    lens = np.full(bc.BATCH + 64, dlen, np.uint32)
+    o_tun = np.zeros(bc.BATCH + 64, np.int32)
+    o_off = np.zeros(bc.BATCH + 64, np.int64)
+    o_len = np.zeros(bc.BATCH + 64, np.uint32)
+    it = iter(range(len(stream)))
+
+    def setup():
+        slab[:bc.BATCH] = stream[next(it)]
+        return (), {}
+
+    def one():
+        assert e.decap_slab(slab, lens, bc.BATCH, o_tun, o_off, o_len) == bc.BATCH
+    benchmark.extra_info["packets_per_round"] = bc.BATCH
+    benchmark.pedantic(one, setup=setup, rounds=200, iterations=1, warmup_rounds=5)

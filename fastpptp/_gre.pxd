@@ -19,6 +19,7 @@ cdef enum:
     SEG_ROW = HEADROOM + 4096   # TSO segment row (segments are at most min(MTU, 4096))
     SEG_MAX = 256           # segments of one TSO super-packet
     GRO_MAX = 256           # delivered packets held for one coalescing pass
+    RLQ_SLOT = 2048         # rate limit: largest IP packet its hold queue takes (larger: policed)
 
 # Per-session counter indices: the order of dataplane.COUNTER_NAMES.
 cdef enum:
@@ -46,6 +47,7 @@ cdef enum:
     C_DROP_WINDOW_FULL
     C_DROP_MPPE
     C_DROP_NOT_READY
+    C_DROP_RATE_LIMIT
     C_ICMP_ERRORS
     C_DROP_NO_ROUTE          # totals only
     N_COUNTERS
@@ -73,6 +75,24 @@ cdef struct txq_item:
     uint32_t len
     uint8_t* row            # TXQ_SLOT + HEADROOM bytes, packet at HEADROOM
 
+cdef struct rl_item:
+    uint16_t proto
+    uint32_t len
+
+# Rate limit (token bucket) of one direction of a session, and its hold queue
+# (docs/DESIGN.md "Rate limits"; semantics: fastpptp/_gre_ref.py _Bucket).
+cdef struct rate_bucket:
+    double rate             # bytes per second; 0: unlimited
+    double burst            # bucket size, bytes
+    double tokens           # may go below 0 after a packet larger than the burst
+    double last             # time of the last refill; < 0: none yet
+    uint32_t qmax           # bytes the hold queue may hold
+    uint32_t qbytes
+    int qhead
+    int qcount
+    rl_item* q              # rate_limit_queue items, allocated on first use
+    uint8_t* qmem           # rate_limit_queue x (HEADROOM + RLQ_SLOT)
+
 cdef struct session:
     uint16_t call_id
     uint16_t peer_call_id
@@ -85,6 +105,7 @@ cdef struct session:
     uint32_t mtu
     int ipv4
     int ipv6
+    int rl_on               # a rate limit is set or a hold queue is not empty
     # RFC 2637 §4.2-4.4, Linux pptp.c names
     uint32_t seq_sent
     uint32_t ack_recv
@@ -125,6 +146,10 @@ cdef struct session:
     int in_timers
     session* tnext
     session* tprev
+    int has_rl_dl           # a rate-limit hold queue waits for tokens until rl_dl
+    double rl_dl
+    rate_bucket rl_tx       # TUN -> GRE
+    rate_bucket rl_rx       # GRE -> TUN
     # MPPE (RFC 3078), one state per direction: last, so that the fields every packet
     # touches share a few cache lines (10 000 calls do not fit in the CPU caches)
     mppe_state mppe_tx
@@ -169,6 +194,7 @@ cdef class Engine:
     cdef double ack_delay
     cdef int flow_control
     cdef int clamp
+    cdef int rl_depth               # config.rate_limit_queue
     # control queues
     cdef int efd
     cdef int wake_fd
@@ -254,6 +280,9 @@ cdef class Engine:
     cdef void _send_ack_only(self, session* s) noexcept nogil
     cdef void encap_one(self, int tun, uint8_t* pkt, uint32_t n, double now) noexcept nogil
     cdef session* _only_session(self, int tun) noexcept nogil
+    cdef int _rl_admit(self, session* s, rate_bucket* b, uint16_t proto, uint8_t* p, uint32_t n, double now) noexcept nogil
+    cdef void _rl_arm(self, session* s) noexcept nogil
+    cdef void _rl_release(self, session* s, double now) noexcept nogil
     cdef session* _scan_tun_session(self, int tun) noexcept nogil
     cdef void _emit_data(self, session* s, uint16_t proto, uint8_t* pkt, uint32_t n, double now) noexcept nogil
     cdef void _emit_gre_hdr(self, session* s, uint8_t* p, uint32_t L, double now) noexcept nogil

@@ -19,7 +19,9 @@ the two byte-identical).  The flow, as the I/O thread runs it:
     place, GRE header written in front, in place -> one sendmmsg.  In step 2, packets for a
     TUN with a virtio_net_hdr are held to the end of the batch and in-order TCP segments
     of one flow go out as one GRO super-packet (_offload.gro_coalesce).
- 5. Timers due: reorder gaps given up, queued flow-control frames, ack-only packets.
+ 5. Timers due: reorder gaps given up, queued flow-control frames, packets held by a rate
+    limit (set_rate_limit: a token bucket per direction, checked in steps 2 and 4 just
+    before a packet is written to TUN or framed), ack-only packets.
 
 No Python object is touched per packet in the I/O thread; Python threads change the call
 and route tables under ``lock``, which the loop holds for one batch at a time.
@@ -38,6 +40,21 @@ from fastpptp._mppe cimport (mppe_state, mppe_init, mppe_encrypt, mppe_decrypt,
 from fastpptp._offload cimport (vnet_hdr, tso_segment, gro_coalesce, csum_complete,
                                 mss_clamp_mtu, VIRTIO_NET_HDR_GSO_NONE,
                                 VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_F_NEEDS_CSUM)
+
+# The rate limiter can be compiled out (-DFASTPPTP_NO_RATE_LIMIT): `fastpptp bench dataplane`
+# builds such a copy to show that an unlimited session pays nothing for it.
+cdef extern from *:
+    """
+    #ifdef FASTPPTP_NO_RATE_LIMIT
+    #define FP_RATE_LIMIT 0
+    #else
+    #define FP_RATE_LIMIT 1
+    #endif
+    /* the limiter's branch is the rare one: keep it out of the hot path's straight line */
+    #define fp_rl_on(s) (FP_RATE_LIMIT && __builtin_expect(!!((s)->rl_on), 0))
+    """
+    const int FP_RATE_LIMIT
+    bint fp_rl_on(session* s) noexcept nogil
 
 import os
 
@@ -60,6 +77,11 @@ DEF_HEADROOM = HEADROOM
 cdef uint32_t EV_RESET = EV_MPPE_RESET_NEEDED    # from ppp/constants.py, via dataplane
 #: The value the compiled code queues (tests pin it to ppp.constants.EV_MPPE_RESET_NEEDED).
 COMPILED_EV_MPPE_RESET_NEEDED = EV_RESET
+#: False in a build with -DFASTPPTP_NO_RATE_LIMIT (the benchmark's baseline).
+RATE_LIMIT_COMPILED = bool(FP_RATE_LIMIT)
+if RLQ_SLOT != _dp.RLQ_SLOT:
+    raise ImportError("fastpptp/_gre.pxd RLQ_SLOT differs from fastpptp/dataplane.py: rebuild")
+cdef double RL_EPS = 1e-6      # bytes: a deadline computed for a packet lets it pass
 cdef uint32_t U32 = 0xFFFFFFFF
 cdef double ATO_MIN = 0.1
 cdef double ATO_MAX = 10.0
@@ -103,6 +125,47 @@ cdef inline double jump_due(const session* s, double timeout) noexcept nogil:
     if s.has_jump and s.jump_n >= 2:
         return s.rx_last + timeout
     return 1e300
+
+cdef inline void rl_set(rate_bucket* b, double rate, double burst, uint32_t qmax) noexcept nogil:
+    """A new limit: from unlimited the bucket starts full; otherwise its tokens are kept
+    (at most the new burst).  Held packets stay and leave at the new rate."""
+    if rate != 0 and b.rate == 0:
+        b.tokens = burst
+        b.last = -1.0
+    elif b.tokens > burst:
+        b.tokens = burst
+    b.rate = rate
+    b.burst = burst
+    b.qmax = qmax
+
+cdef inline void rl_refill(rate_bucket* b, double now) noexcept nogil:
+    if b.last < 0 or now < b.last:        # first packet, or a clock from elsewhere
+        b.last = now
+        return
+    if b.tokens < b.burst:
+        b.tokens += (now - b.last) * b.rate
+        if b.tokens > b.burst:
+            b.tokens = b.burst
+    b.last = now
+
+cdef inline bint rl_fits(rate_bucket* b, uint32_t n) noexcept nogil:
+    """A packet passes when the bucket holds its size, or is full (packets above the burst)."""
+    cdef double need = n if n < b.burst else b.burst
+    return b.rate == 0 or b.tokens >= need - RL_EPS
+
+cdef inline double rl_deadline(rate_bucket* b) noexcept nogil:
+    """When the first held packet can pass (1e300: nothing held)."""
+    cdef double need
+    if b.qcount == 0:
+        return 1e300
+    if b.rate == 0:
+        return b.last
+    need = b.q[b.qhead].len
+    if need > b.burst:
+        need = b.burst
+    if b.tokens >= need - RL_EPS:
+        return b.last
+    return b.last + (need - b.tokens) / b.rate
 
 cdef inline uint32_t hash_key(const uint8_t* k, uint8_t fam) noexcept nogil:
     # FNV-1a over the address bytes: cheap and good enough for addresses we assign
@@ -171,6 +234,7 @@ cdef class Engine:
         self.ack_delay = cfg.ack_delay
         self.flow_control = 1 if cfg.flow_control else 0
         self.clamp = 1 if cfg.clamp_mss else 0
+        self.rl_depth = cfg.rate_limit_queue
         self.peer_strs = {}
         self.ctlq_cap = cfg.control_queue
         self.ctlq = <ctl_entry*>calloc(self.ctlq_cap, sizeof(ctl_entry))
@@ -222,6 +286,10 @@ cdef class Engine:
         free(s.reorder_mem)
         free(s.txq)
         free(s.txq_mem)
+        free(s.rl_tx.q)
+        free(s.rl_tx.qmem)
+        free(s.rl_rx.q)
+        free(s.rl_rx.qmem)
         free(s)
 
     cdef void _lock(self) noexcept:
@@ -407,6 +475,121 @@ cdef class Engine:
                 mppe_request_flush(&s.mppe_tx)
         finally:
             self._unlock()
+
+    # ------------------------------------------------------------------ rate limits
+    def set_rate_limit(self, call_id, tx_kbit, rx_kbit, burst_bytes=0):
+        """Token bucket per direction (tx: TUN -> GRE, rx: GRE -> TUN) on IP packets, in
+        kbit/s (1000 bit/s) of IP bytes; 0 = unlimited; ``burst_bytes`` 0 = automatic.
+        Packets over the limit wait in a hold queue (``rate_limit_queue`` packets, at most
+        RL_QUEUE_TIME at the rate) or are dropped (``drop_rate_limit``).  PPP control frames
+        and acks are never limited.  May be called at any time (also while running)."""
+        cid, tx, rx = _args.set_rate_limit(call_id, tx_kbit, rx_kbit, burst_bytes)
+        cdef session* s
+        if not FP_RATE_LIMIT and (tx.rate or rx.rate):
+            raise RuntimeError("this build of fastpptp._gre has no rate limiter")
+        self._lock()
+        try:
+            s = self._get(cid)
+            rl_set(&s.rl_tx, tx.rate, tx.burst, tx.queue_bytes)
+            rl_set(&s.rl_rx, rx.rate, rx.burst, rx.queue_bytes)
+            s.rl_on = 1 if (tx.rate or rx.rate or s.rl_tx.qcount or s.rl_rx.qcount) else 0
+            if s.rl_tx.qcount or s.rl_rx.qcount:
+                # the rate changed under held packets: recompute their time on the next timer pass
+                s.has_rl_dl = 1
+                s.rl_dl = 0.0
+                self._arm(s, 0.0)
+        finally:
+            self._unlock()
+        self._kick()
+
+    cdef int _rl_admit(self, session* s, rate_bucket* b, uint16_t proto, uint8_t* p, uint32_t n,
+                       double now) noexcept nogil:
+        """1: send p[0:n] now (tokens taken); 0: held in the queue (in order behind what
+        waits) or dropped (``drop_rate_limit``)."""
+        cdef int i
+        cdef rl_item* it
+        if b.rate == 0 and b.qcount == 0:
+            return 1
+        rl_refill(b, now)
+        if b.qcount == 0 and rl_fits(b, n):
+            b.tokens -= n
+            return 1
+        if (b.qcount >= self.rl_depth or n > RLQ_SLOT
+                or (b.rate != 0 and b.qbytes + n > b.qmax)):
+            s.c[C_DROP_RATE_LIMIT] += 1
+            return 0
+        if b.q == NULL:
+            b.q = <rl_item*>calloc(self.rl_depth, sizeof(rl_item))
+            b.qmem = <uint8_t*>malloc(<size_t>self.rl_depth * (HEADROOM + RLQ_SLOT))
+            if b.q == NULL or b.qmem == NULL:
+                free(b.q)
+                free(b.qmem)
+                b.q = NULL
+                b.qmem = NULL
+                s.c[C_DROP_RATE_LIMIT] += 1
+                return 0
+        i = (b.qhead + b.qcount) % self.rl_depth
+        it = &b.q[i]
+        it.proto = proto
+        it.len = n
+        memcpy(b.qmem + <size_t>i * (HEADROOM + RLQ_SLOT) + HEADROOM, p, n)
+        b.qcount += 1
+        b.qbytes += n
+        self._rl_arm(s)
+        return 0
+
+    cdef void _rl_arm(self, session* s) noexcept nogil:
+        """The time the first held packet of either direction gets its tokens."""
+        cdef double a = rl_deadline(&s.rl_tx), b = rl_deadline(&s.rl_rx)
+        if b < a:
+            a = b
+        if a >= 1e300:
+            s.has_rl_dl = 0
+            return
+        s.has_rl_dl = 1
+        s.rl_dl = a
+        self._arm(s, a)
+
+    cdef void _rl_release(self, session* s, double now) noexcept nogil:
+        """Send what the buckets allow of the hold queues, in order (from the timers)."""
+        cdef rate_bucket* b = &s.rl_tx
+        cdef rl_item* it
+        cdef uint8_t* p
+        s.has_rl_dl = 0
+        if b.qcount:
+            rl_refill(b, now)
+            while b.qcount and rl_fits(b, b.q[b.qhead].len):
+                it = &b.q[b.qhead]
+                p = b.qmem + <size_t>b.qhead * (HEADROOM + RLQ_SLOT) + HEADROOM
+                b.qhead = (b.qhead + 1) % self.rl_depth
+                b.qcount -= 1
+                b.qbytes -= it.len
+                b.tokens -= it.len
+                if s.tun < 0 or not (s.ipv4 if it.proto == 0x21 else s.ipv6):
+                    s.c[C_DROP_NOT_READY] += 1
+                    continue
+                send_data(self, s, it.proto, p, it.len, now)
+        b = &s.rl_rx
+        if b.qcount:
+            rl_refill(b, now)
+            while b.qcount and rl_fits(b, b.q[b.qhead].len):
+                it = &b.q[b.qhead]
+                p = b.qmem + <size_t>b.qhead * (HEADROOM + RLQ_SLOT) + HEADROOM
+                b.qhead = (b.qhead + 1) % self.rl_depth
+                b.qcount -= 1
+                b.qbytes -= it.len
+                b.tokens -= it.len
+                if s.tun < 0 or not (s.ipv4 if it.proto == 0x21 else s.ipv6):
+                    s.c[C_DROP_NOT_READY] += 1
+                    continue
+                if not self.emit_tun(s, p, it.len):
+                    s.c[C_DROP_NO_ROOM] += 1      # decap_slab: no row can take it
+                    continue
+                s.c[C_RX_PACKETS] += 1
+                s.c[C_RX_BYTES] += it.len
+        if s.rl_tx.qcount == 0 and s.rl_rx.qcount == 0 and s.rl_tx.rate == 0 and s.rl_rx.rate == 0:
+            s.rl_on = 0
+        self._rl_arm(s)
 
     # ------------------------------------------------------------------ routes
     cdef session* route_lookup(self, const uint8_t* key, uint8_t fam) noexcept nogil:
@@ -662,6 +845,8 @@ cdef class Engine:
                 best = s.fc_dl
             if jump_due(s, self.reorder_timeout) < best:
                 best = jump_due(s, self.reorder_timeout)
+            if s.has_rl_dl and s.rl_dl < best:
+                best = s.rl_dl
             s = s.tnext
         return best
 
@@ -703,12 +888,14 @@ cdef class Engine:
                     s.txq_head = (s.txq_head + 1) % TXQ_DEPTH
                     s.txq_count -= 1
                     self._emit_data(s, it.proto, it.row + HEADROOM, it.len, now)
+            if s.has_rl_dl and s.rl_dl <= now:
+                self._rl_release(s, now)
             if s.has_ack_dl and s.ack_dl <= now:
                 s.has_ack_dl = 0
                 if s.seq_recv != s.ack_sent:
                     self._send_ack_only(s)
             if not (s.has_reorder_dl or s.has_ack_dl or s.has_fc_dl or s.txq_count
-                    or jump_due(s, self.reorder_timeout) < 1e300):
+                    or jump_due(s, self.reorder_timeout) < 1e300 or s.has_rl_dl):
                 self._timer_unlink(s)
             else:
                 if jump_due(s, self.reorder_timeout) < best:
@@ -719,6 +906,8 @@ cdef class Engine:
                     best = s.ack_dl
                 if s.has_fc_dl and s.fc_dl < best:
                     best = s.fc_dl
+                if s.has_rl_dl and s.rl_dl < best:
+                    best = s.rl_dl
             s = nxt
         self.next_dl = best
 
@@ -743,8 +932,6 @@ cdef class Engine:
         cdef session* s
         cdef uint16_t proto
         cdef int v = pkt[0] >> 4 if n else 0
-        cdef int i
-        cdef txq_item* it
         if v == 4 and n >= 20:
             s = self.route_lookup(pkt + 16, 4)
             proto = 0x21
@@ -767,31 +954,10 @@ cdef class Engine:
             return
         if self.clamp:
             mss_clamp_mtu(pkt, n, <uint16_t>s.mtu)
-        if self.flow_control and (s.txq_count > 0 or
-                                  sdiff(s.seq_sent, s.ack_recv) >= <int32_t>s.fc_window):
-            if s.txq_count >= TXQ_DEPTH or n > TXQ_SLOT:
-                s.c[C_DROP_WINDOW_FULL] += 1
-                return
-            if s.txq == NULL:
-                s.txq = <txq_item*>calloc(TXQ_DEPTH, sizeof(txq_item))
-                s.txq_mem = <uint8_t*>malloc(<size_t>TXQ_DEPTH * (TXQ_SLOT + HEADROOM))
-                if s.txq == NULL or s.txq_mem == NULL:
-                    free(s.txq)
-                    free(s.txq_mem)
-                    s.txq = NULL
-                    s.txq_mem = NULL
-                    s.c[C_DROP_WINDOW_FULL] += 1
-                    return
-                for i in range(TXQ_DEPTH):
-                    s.txq[i].row = s.txq_mem + <size_t>i * (TXQ_SLOT + HEADROOM)
-            it = &s.txq[(s.txq_head + s.txq_count) % TXQ_DEPTH]
-            s.txq_count += 1
-            it.proto = proto
-            it.len = n
-            memcpy(it.row + HEADROOM, pkt, n)
-            self._arm(s, now)
+        if fp_rl_on(s) and not self._rl_admit(s, &s.rl_tx, proto, pkt, n, now):
             return
-        self._emit_data(s, proto, pkt, n, now)
+        send_data(self, s, proto, pkt, n, now)
+
 
     cdef session* _only_session(self, int tun) noexcept nogil:
         return self.tun_single[tun] if self.tun_count[tun] == 1 else NULL
@@ -1260,6 +1426,8 @@ cdef class Engine:
                 return
             if self.clamp:
                 mss_clamp_mtu(f + o, m, <uint16_t>s.mtu)
+            if fp_rl_on(s) and not self._rl_admit(s, &s.rl_rx, <uint16_t>proto, f + o, m, now):
+                return
             if not self.emit_tun(s, f + o, m):
                 s.c[C_DROP_NO_ROOM] += 1          # decap_slab: no row can take it
                 return
@@ -1963,6 +2131,41 @@ cdef class Engine:
             self.io_flush_gre()
             pthread_mutex_unlock(&self.lock)
         self.mode = MODE_PROCESS
+
+
+
+cdef inline void send_data(Engine self, session* s, uint16_t proto, uint8_t* pkt, uint32_t n,
+                           double now) noexcept nogil:
+    """An IP packet for the session, past its rate limit (inline: the encapsulation fast
+    path and the hold queue both end here): held while the flow-control
+    window is closed, else framed and emitted.  pkt has HEADROOM writable bytes before."""
+    cdef int i
+    cdef txq_item* it
+    if self.flow_control and (s.txq_count > 0 or
+                              sdiff(s.seq_sent, s.ack_recv) >= <int32_t>s.fc_window):
+        if s.txq_count >= TXQ_DEPTH or n > TXQ_SLOT:
+            s.c[C_DROP_WINDOW_FULL] += 1
+            return
+        if s.txq == NULL:
+            s.txq = <txq_item*>calloc(TXQ_DEPTH, sizeof(txq_item))
+            s.txq_mem = <uint8_t*>malloc(<size_t>TXQ_DEPTH * (TXQ_SLOT + HEADROOM))
+            if s.txq == NULL or s.txq_mem == NULL:
+                free(s.txq)
+                free(s.txq_mem)
+                s.txq = NULL
+                s.txq_mem = NULL
+                s.c[C_DROP_WINDOW_FULL] += 1
+                return
+            for i in range(TXQ_DEPTH):
+                s.txq[i].row = s.txq_mem + <size_t>i * (TXQ_SLOT + HEADROOM)
+        it = &s.txq[(s.txq_head + s.txq_count) % TXQ_DEPTH]
+        s.txq_count += 1
+        it.proto = proto
+        it.len = n
+        memcpy(it.row + HEADROOM, pkt, n)
+        self._arm(s, now)
+        return
+    self._emit_data(s, proto, pkt, n, now)
 
 
 class Output:

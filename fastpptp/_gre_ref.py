@@ -57,6 +57,10 @@ Decapsulation (IPv4 datagram from the raw GRE socket):
     -> control queue (``rx_control``; ``queue_full_rx_control``) and the control eventfd.
     In ``decap_slab`` a packet no row can take is ``drop_no_room``, never ``rx_packets``.
 
+Rate limits (``set_rate_limit``): a token bucket and hold queue per direction (_Bucket) on
+IP packets only, checked after the MSS clamp of encapsulation step 4 and of delivery (5);
+``drop_rate_limit``; held packets leave from the timers.
+
 Acks: when an ack is pending and nothing carried it for ``ack_delay`` seconds, one ack-only
 packet (S=0, A=1, ack in the sequence slot) goes out (``tx_acks``): one per call per timer,
 never one per received packet.
@@ -79,7 +83,8 @@ from fastpptp import _offload_ref as _offload
 from fastpptp import engine_args as _args
 from fastpptp.crypto import mppe as _mppe
 from fastpptp.dataplane import (COUNTER_NAMES, EV_MPPE_RESET_NEEDED, FRAME_SLACK, HEADROOM,
-                                MAX_TUN, TOTAL_NAMES, TXQ_DEPTH, TXQ_SLOT, EngineConfig)
+                                MAX_TUN, RLQ_SLOT, TOTAL_NAMES, TXQ_DEPTH, TXQ_SLOT,
+                                EngineConfig)
 from fastpptp.gre import GRE_PROTOCOL_PPP as GRE_PROTO_PPP
 from fastpptp.ppp.constants import Protocol
 
@@ -88,6 +93,7 @@ PPP_IPV6 = int(Protocol.IPV6)
 PPP_COMP = int(Protocol.COMPRESSED)
 PPP_LCP = int(Protocol.LCP)
 ATO_MIN, ATO_MAX, ATO_INIT = 0.1, 10.0, 1.0   # Appendix A ack time-out bounds (seconds)
+RL_EPS = 1e-6                   # bytes: a deadline computed for a packet lets it pass
 U32 = 0xFFFFFFFF
 M64 = (1 << 64) - 1
 #: Packets up to reorder_depth + max(reorder_depth, JUMP_SLACK) ahead make room in the
@@ -158,6 +164,65 @@ class _SlabSink:
         return True
 
 
+class _Bucket:
+    """Rate limit of one direction of a session: a token bucket (bytes) and a hold queue.
+
+    Tokens refill at ``rate`` bytes/s up to ``burst``, on each packet and timer, from the
+    caller's clock.  A packet passes when nothing is held and the bucket holds its size (or
+    is full, for a packet larger than the burst: the tokens may then go below 0); otherwise
+    it joins the hold queue, unless the queue has ``rate_limit_queue`` packets, or
+    ``queue_bytes`` bytes with it, or the packet is larger than RLQ_SLOT: then it is
+    dropped (``drop_rate_limit``).  Held packets leave in order from the timers, each when
+    the bucket holds its size.  rate 0: unlimited (what is still held leaves at once)."""
+
+    __slots__ = ("rate", "burst", "tokens", "last", "qmax", "q", "qbytes")
+
+    def __init__(self):
+        self.rate = 0.0
+        self.burst = 0.0
+        self.tokens = 0.0
+        self.last = -1.0
+        self.qmax = 0
+        self.q: deque = deque()         # (protocol, packet)
+        self.qbytes = 0
+
+    def set(self, rate, burst, qmax):
+        """From unlimited the bucket starts full; otherwise it keeps its tokens (at most
+        the new burst)."""
+        if rate and not self.rate:
+            self.tokens = burst
+            self.last = -1.0
+        elif self.tokens > burst:
+            self.tokens = burst
+        self.rate, self.burst, self.qmax = rate, burst, qmax
+
+    def refill(self, now):
+        if self.last < 0 or now < self.last:       # first packet, or a clock from elsewhere
+            self.last = now
+            return
+        if self.tokens < self.burst:
+            self.tokens += (now - self.last) * self.rate
+            if self.tokens > self.burst:
+                self.tokens = self.burst
+        self.last = now
+
+    def fits(self, n):
+        need = float(n) if n < self.burst else self.burst
+        return self.rate == 0 or self.tokens >= need - RL_EPS
+
+    def deadline(self):
+        if not self.q:
+            return None
+        if self.rate == 0:
+            return self.last
+        need = float(len(self.q[0][1]))
+        if need > self.burst:
+            need = self.burst
+        if self.tokens >= need - RL_EPS:
+            return self.last
+        return self.last + (need - self.tokens) / self.rate
+
+
 class _Session:
     def __init__(self, call_id, peer_call_id, peer_addr, peer_bin, tun, peer_rwin, peer_ppd, mtu):
         self.call_id = call_id
@@ -195,6 +260,9 @@ class _Session:
         self.probe = None           # (seq, sent_at) RTT sample in flight
         self.mppe_tx = None
         self.mppe_rx = None
+        self.rl_tx = _Bucket()      # TUN -> GRE
+        self.rl_rx = _Bucket()      # GRE -> TUN
+        self.rl_deadline = None
         self.c = dict.fromkeys(COUNTER_NAMES, 0)
 
 
@@ -361,6 +429,79 @@ class Engine:
             if s.mppe_tx is not None:
                 s.mppe_tx.request_flush()
 
+    # ------------------------------------------------------------------ rate limits
+    def set_rate_limit(self, call_id, tx_kbit, rx_kbit, burst_bytes=0):
+        """Token bucket per direction (tx: TUN -> GRE, rx: GRE -> TUN) on IP packets, in
+        kbit/s (1000 bit/s) of IP bytes; 0 = unlimited; ``burst_bytes`` 0 = automatic.  See
+        _Bucket; PPP control frames and acks are never limited."""
+        call_id, tx, rx = _args.set_rate_limit(call_id, tx_kbit, rx_kbit, burst_bytes)
+        with self._lock:
+            s = self._get(call_id)
+            s.rl_tx.set(tx.rate, tx.burst, tx.queue_bytes)
+            s.rl_rx.set(rx.rate, rx.burst, rx.queue_bytes)
+            if s.rl_tx.q or s.rl_rx.q:
+                # the rate changed under held packets: recomputed on the next timer pass
+                s.rl_deadline = 0.0
+                self._arm(s)
+        self._kick()
+
+    def _rl_admit(self, s, b, proto, pkt, now) -> bool:
+        """True: send ``pkt`` now (tokens taken); False: held or dropped."""
+        if b.rate == 0 and not b.q:
+            return True
+        b.refill(now)
+        n = len(pkt)
+        if not b.q and b.fits(n):
+            b.tokens -= n
+            return True
+        if (len(b.q) >= self.config.rate_limit_queue or n > RLQ_SLOT
+                or (b.rate != 0 and b.qbytes + n > b.qmax)):
+            s.c["drop_rate_limit"] += 1
+            return False
+        b.q.append((proto, bytes(pkt)))
+        b.qbytes += n
+        self._rl_arm(s)
+        return False
+
+    def _rl_arm(self, s):
+        ds = [d for d in (s.rl_tx.deadline(), s.rl_rx.deadline()) if d is not None]
+        s.rl_deadline = min(ds) if ds else None
+        if ds:
+            self._arm(s)
+
+    def _rl_release(self, s, now, tun_out, gre_out):
+        """Send what the buckets allow of the hold queues, in order (from the timers)."""
+        s.rl_deadline = None
+        for b, tx in ((s.rl_tx, True), (s.rl_rx, False)):
+            if not b.q:
+                continue
+            b.refill(now)
+            while b.q and b.fits(len(b.q[0][1])):
+                proto, pkt = b.q.popleft()
+                b.qbytes -= len(pkt)
+                b.tokens -= len(pkt)
+                if s.tun < 0 or not (s.ipv4 if proto == PPP_IPV4 else s.ipv6):
+                    s.c["drop_not_ready"] += 1
+                    continue
+                if tx:
+                    self._send_data(s, proto, bytearray(pkt), now, gre_out)
+                else:
+                    self._to_tun(s, tun_out, pkt, False)
+        self._rl_arm(s)
+
+    @staticmethod
+    def _to_tun(s, tun_out, ip, own):
+        """Hand an IP packet to the session's TUN (a ``tun_out`` list, or decap_slab's rows)
+        and count it; a packet no slab row can take is ``drop_no_room``, never received."""
+        if isinstance(tun_out, _SlabSink):
+            if not tun_out.put(s.tun, ip, own):
+                s.c["drop_no_room"] += 1
+                return
+        else:
+            tun_out.append((s.tun, bytes(ip)))
+        s.c["rx_packets"] += 1
+        s.c["rx_bytes"] += len(ip)
+
     # ------------------------------------------------------------------ control queue
     def send_control(self, call_id, protocol, payload):
         call_id, protocol, payload = _args.send_control(call_id, protocol, payload)
@@ -452,7 +593,7 @@ class Engine:
         best = None
         for cid in self._timers:
             s = self._sessions[cid]
-            for d in (s.reorder_deadline, s.ack_deadline, s.fc_deadline, self._jump_due(s)):
+            for d in (s.reorder_deadline, s.ack_deadline, s.fc_deadline, self._jump_due(s), s.rl_deadline):
                 if d is not None and (best is None or d < best):
                     best = d
         return best
@@ -491,6 +632,14 @@ class Engine:
             return
         if self.config.clamp_mss:
             _offload.mss_clamp_mtu(pkt, s.mtu)
+        if not self._rl_admit(s, s.rl_tx, proto, pkt, now):
+            return
+        self._send_data(s, proto, pkt, now, gre_out)
+
+    def _send_data(self, s, proto, pkt, now, gre_out):
+        """An IP packet past its rate limit: held while the flow-control window is closed,
+        else framed and emitted."""
+        n = len(pkt)
         if self.config.flow_control and (s.txq or serial_diff(s.seq_sent, s.ack_recv) >= s.fc_window):
             if len(s.txq) >= TXQ_DEPTH or n > TXQ_SLOT:
                 s.c["drop_window_full"] += 1        # queue full, or larger than a slot
@@ -808,14 +957,9 @@ class Engine:
                 return
             if self.config.clamp_mss:
                 _offload.mss_clamp_mtu(ip, s.mtu)
-            if isinstance(tun_out, _SlabSink):
-                if not tun_out.put(s.tun, ip, own):
-                    s.c["drop_no_room"] += 1    # decap_slab: no row can take it
-                    return
-            else:
-                tun_out.append((s.tun, bytes(ip)))
-            s.c["rx_packets"] += 1
-            s.c["rx_bytes"] += m
+            if not self._rl_admit(s, s.rl_rx, proto, ip, now):
+                return
+            self._to_tun(s, tun_out, ip, own)
             return
         self._queue_control(s, proto, frame[o:])
 
@@ -861,6 +1005,8 @@ class Engine:
                 while s.txq and serial_diff(s.seq_sent, s.ack_recv) < s.fc_window:
                     proto, pkt = s.txq.popleft()
                     self._emit_data(s, proto, pkt, now, gre_out)
+            if s.rl_deadline is not None and s.rl_deadline <= now:
+                self._rl_release(s, now, tun_out, gre_out)
             if s.ack_deadline is not None and s.ack_deadline <= now:
                 s.ack_deadline = None
                 if s.seq_recv != s.ack_sent:
@@ -870,7 +1016,7 @@ class Engine:
                     s.ack_sent = s.seq_recv
                     s.c["tx_acks"] += 1
             if (s.reorder_deadline is None and s.ack_deadline is None and s.fc_deadline is None
-                    and not s.txq and self._jump_due(s) is None):
+                    and not s.txq and self._jump_due(s) is None and s.rl_deadline is None):
                 del self._timers[cid]
 
     # ------------------------------------------------------------------ slab API

@@ -37,7 +37,9 @@ COUNTER_NAMES = (
     "drop_seq_jump", "drop_no_room", "queue_full_rx_control", "queue_full_tx_control",
     "queue_full_event",
     "drop_duplicate", "drop_too_old", "drop_reorder_timeout", "drop_queue_full",
-    "drop_window_full", "drop_mppe", "drop_not_ready", "icmp_errors",
+    "drop_window_full", "drop_mppe", "drop_not_ready",
+    "drop_rate_limit",
+    "icmp_errors",
 )
 TOTAL_NAMES = COUNTER_NAMES + ("drop_no_route",)
 
@@ -47,6 +49,18 @@ MAX_TUN = 256           # TUN indexes 0..255
 TXQ_DEPTH = 64          # flow control: packets held per call while the peer's window is full
 TXQ_SLOT = 2048         # flow control: largest IP packet that can be held (larger: dropped)
 FRAME_SLACK = 32        # a GRE payload may exceed the MRU by the PPP/MPPE headers
+RLQ_SLOT = 2048         # rate limit: largest IP packet the hold queue takes (larger: policed)
+
+#: Rate limits (``set_rate_limit``, docs/DESIGN.md "Rate limits"): the automatic burst is
+#: RL_BURST_TIME seconds at the rate, at least RL_BURST_MIN bytes; the hold queue takes at
+#: most RL_QUEUE_TIME seconds at the rate (at least RL_QUEUE_MIN bytes) and
+#: ``EngineConfig.rate_limit_queue`` packets.
+RL_BURST_TIME = 0.01
+RL_BURST_MIN = 6000
+RL_QUEUE_TIME = 0.05
+RL_QUEUE_MIN = 6000
+RL_MAX_KBIT = 1_000_000_000   # 1 Tbit/s (a limit the benchmark can set and never reach)
+RL_MAX_BURST = 1 << 30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +77,7 @@ class EngineConfig:
     rcvbuf: int = 4 << 20
     sndbuf: int = 4 << 20
     offload: bool = True            # TUN virtio_net_hdr / TSO / GRO when the TUN has them
+    rate_limit_queue: int = 64      # packets held per session and direction over its rate limit (0: drop)
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch <= 1024:
@@ -77,6 +92,8 @@ class EngineConfig:
             raise ValueError("ack_delay must be in [0, 0.1] seconds (RFC 2637 §4.4 wants acks soon)")
         if not 1 <= self.control_queue <= 65536:
             raise ValueError("control_queue must be 1..65536")
+        if not 0 <= self.rate_limit_queue <= 1024:
+            raise ValueError("rate_limit_queue must be 0..1024")
 
 
 class EngineUnavailable(ImportError):

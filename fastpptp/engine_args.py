@@ -29,7 +29,9 @@ from typing import NamedTuple, SupportsIndex, Union
 
 import numpy as np
 
-from fastpptp.dataplane import FRAME_SLACK, MAX_TUN, EngineConfig, vnet_lengths
+from fastpptp.dataplane import (FRAME_SLACK, MAX_TUN, RL_BURST_MIN, RL_BURST_TIME, RL_MAX_BURST,
+                                RL_MAX_KBIT, RL_QUEUE_MIN, RL_QUEUE_TIME, EngineConfig,
+                                vnet_lengths)
 
 MPPE_KEY_LEN = {40: 8, 56: 8, 128: 16}      # RFC 3079 §2-3: start key octets per strength
 
@@ -168,6 +170,39 @@ def control_length(n: int, mtu: int, mru: int) -> None:
         raise ValueError("control frame longer than the MTU")
     if n > mru + FRAME_SLACK:
         raise ValueError("control frame too long")
+
+
+class Bucket(NamedTuple):
+    """One direction of a rate limit, resolved: rate in bytes/s (0: unlimited), the bucket
+    size and the hold queue's byte bound (both bytes)."""
+    rate: float
+    burst: float
+    queue_bytes: int
+
+
+def _bucket(kbit: int, burst: int) -> Bucket:
+    rate = kbit * 125.0                 # kbit/s = 1000 bit/s
+    if kbit == 0:
+        return Bucket(0.0, 0.0, 0)
+    b = float(burst) if burst else max(rate * RL_BURST_TIME, float(RL_BURST_MIN))
+    # the byte bound only matters below rate_limit_queue x RLQ_SLOT (2 MiB at most)
+    q = min(max(rate * RL_QUEUE_TIME, float(RL_QUEUE_MIN)), float(RL_MAX_BURST))
+    return Bucket(rate, b, int(q))
+
+
+def set_rate_limit(call_id: object, tx_kbit: object, rx_kbit: object,
+                   burst_bytes: object) -> tuple[int, Bucket, Bucket]:
+    """(call ID, TUN -> GRE bucket, GRE -> TUN bucket).  kbit/s = 1000 bit/s of IP packets,
+    0 = unlimited, at most RL_MAX_KBIT; ``burst_bytes`` 0 = automatic (RL_BURST_TIME at the
+    rate, at least RL_BURST_MIN), else 1..RL_MAX_BURST, for both directions."""
+    tx = _int(tx_kbit, "tx_kbit")
+    rx = _int(rx_kbit, "rx_kbit")
+    burst = _int(burst_bytes, "burst_bytes")
+    if not 0 <= tx <= RL_MAX_KBIT or not 0 <= rx <= RL_MAX_KBIT:
+        raise ValueError(f"rate limits are 0 (unlimited)..{RL_MAX_KBIT} kbit/s")
+    if not 0 <= burst <= RL_MAX_BURST:
+        raise ValueError(f"burst_bytes must be 0 (automatic)..{RL_MAX_BURST}")
+    return lookup(call_id), _bucket(tx, burst), _bucket(rx, burst)
 
 
 def recv_control(max: object) -> int:

@@ -11,18 +11,37 @@ MPPE-128 stateless (a fresh RC4 key per packet, the Windows default), for:
 Only the engine calls are timed: refilling the decap slab with fresh, in-sequence frames
 between batches is not.  Also reported: encapsulation cost with 1, 100 and 10 000 sessions
 (routes hashed; packets spread over all sessions) to show the per-packet cost is flat.
+
+Rate limiter cost (``rate_limit`` in the result): fastpptp/_gre.pyx is built twice more into a
+cache directory under the temp dir, with the same compiler and flags, once as it is and once
+with ``-DFASTPPTP_NO_RATE_LIMIT`` (the limiter's hooks compiled out: ``RATE_LIMIT_COMPILED``
+is False in that build).  Encap and decap packets/s (no MPPE) are measured, in interleaved
+rounds, for: ``off`` -- the build without the limiter, an unlimited session; ``unlimited``
+-- the build with it, an unlimited session; ``limited`` -- the same build, a session limited
+to RL_MAX_KBIT (1 Tbit/s, never reached here: every packet passes).  Each figure is the
+median of the rounds (``best_unlimited_vs_off``: the same from each case's best round;
+``spread_off``: (max - min) / median of the ``off`` rounds, the noise to compare with).
 """
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import ipaddress
 import json as _json
+import os
+import statistics
 import struct
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
-from fastpptp.dataplane import HEADROOM, EngineConfig, load_engine
+from fastpptp.dataplane import HEADROOM, RL_MAX_KBIT, EngineConfig, load_engine
 
 PAYLOADS = (64, 512, 1400)
 MPPE_MODES = (None, "128-stateless")
@@ -46,8 +65,12 @@ def _ip_packet(size: int, dst: str = "198.51.100.2", src: str = "198.51.100.1") 
     return _ipv4_header(size, 17, src, dst) + udp
 
 
-def _engine(impl: str, mppe, *, call_id=7, peer_call_id=0x99, peer=PEER, sessions=1):
-    e = load_engine(impl)(EngineConfig(batch=64, clamp_mss=True))
+def _engine(impl: str, mppe, *, call_id=7, peer_call_id=0x99, peer=PEER, sessions=1,
+            engine_cls: Any = None, rate_kbit: int = 0):
+    """An engine with ``sessions`` sessions; ``engine_cls`` overrides ``impl`` (a build of
+    the rate-limit comparison), ``rate_kbit`` limits every session both ways."""
+    cls = engine_cls if engine_cls is not None else load_engine(impl)
+    e = cls(EngineConfig(batch=64, clamp_mss=True))
     for k in range(sessions):
         cid = (call_id + k) & 0xFFFF
         e.add_session(cid, (peer_call_id + k) & 0xFFFF, peer if sessions == 1 else f"10.{k >> 8}.{k & 255}.1",
@@ -58,6 +81,8 @@ def _engine(impl: str, mppe, *, call_id=7, peer_call_id=0x99, peer=PEER, session
             e.add_route(cid, f"172.16.{k >> 8}.{k & 255}")
         if mppe:
             e.set_mppe(cid, KEY_A, KEY_B, 128, False)
+        if rate_kbit:
+            e.set_rate_limit(cid, rate_kbit, rate_kbit)
     return e
 
 
@@ -72,8 +97,9 @@ def _timeit(fn, min_time: float, count_per_call: int) -> float:
 
 
 # ------------------------------------------------------------------ encapsulation
-def encap_compiled(payload: int, mppe, min_time=0.3, sessions: int = 1) -> float:
-    e = _engine("compiled", mppe, sessions=sessions)
+def encap_compiled(payload: int, mppe, min_time=0.3, sessions: int = 1,
+                   engine_cls: Any = None, rate_kbit: int = 0) -> float:
+    e = _engine("compiled", mppe, sessions=sessions, engine_cls=engine_cls, rate_kbit=rate_kbit)
     slab = np.zeros((BATCH, ROW), np.uint8)
     lens = np.full(BATCH, payload, np.uint32)
     out = np.zeros((BATCH, 3), np.uint32)
@@ -168,13 +194,17 @@ def _peer_stream_sessions(payload: int, sessions: int, batches: int):
     return stream, dlen
 
 
-def decap_compiled(payload: int, mppe, min_time=0.3, sessions: int = 1) -> float:
+def decap_compiled(payload: int, mppe, min_time=0.3, sessions: int = 1,
+                   engine_cls: Any = None, rate_kbit: int = 0) -> float:
     batches = 24
     if sessions == 1:
         stream, dlen = _peer_stream(payload, mppe, batches)
     else:
         stream, dlen = _peer_stream_sessions(payload, sessions, batches)
-    e = _engine("compiled", mppe, sessions=sessions)
+    def fresh():
+        return _engine("compiled", mppe, sessions=sessions, engine_cls=engine_cls,
+                       rate_kbit=rate_kbit)
+    e = fresh()
     slab = np.zeros((BATCH + 64, ROW), np.uint8)
     lens = np.full(BATCH + 64, dlen, np.uint32)
     o_tun = np.zeros(BATCH + 64, np.int32)
@@ -185,7 +215,7 @@ def decap_compiled(payload: int, mppe, min_time=0.3, sessions: int = 1) -> float
     def run():
         b = state["b"]
         if b == batches:                         # stream used up: a fresh receiver
-            state["e"] = _engine("compiled", mppe, sessions=sessions)
+            state["e"] = fresh()
             b = 0
         state["b"] = b + 1
         slab[:BATCH] = stream[b]
@@ -229,6 +259,97 @@ def memcpy_rate(nbytes: int, min_time=0.3) -> float:
     return _timeit(run, min_time, BATCH)
 
 
+# ------------------------------------------------------------------ rate limiter cost
+_GRE_SOURCES = ("_gre.pyx", "_gre.pxd", "_sys.pxd", "_mppe.pxd", "_offload.pxd")
+
+
+def _compile_gre(out: str, no_rate_limit: bool) -> None:
+    """Build fastpptp/_gre.pyx into ``out`` with setup.py's flags (and the switch).  Run in a
+    fresh interpreter per variant: cythonize remembers an extension's settings for the
+    rest of the process, so a second variant built in the same one would be the first."""
+    import numpy
+    from Cython.Build import cythonize
+    from setuptools import Distribution, Extension
+    pkg = Path(__file__).resolve().parent.parent
+    flags = ["-O3", "-fno-strict-aliasing", "-D_GNU_SOURCE",
+             "-DNPY_NO_DEPRECATED_API=NPY_1_7_API_VERSION"]
+    ext = Extension("fastpptp._gre", [str(pkg / "_gre.pyx")],
+                    include_dirs=[numpy.get_include(), str(pkg)],
+                    extra_compile_args=flags + (["-DFASTPPTP_NO_RATE_LIMIT"] if no_rate_limit else []),
+                    libraries=["pthread"])
+    directives = {"language_level": 3, "boundscheck": False, "wraparound": False,
+                  "cdivision": True, "initializedcheck": False, "embedsignature": True}
+    exts = cythonize([ext], build_dir=str(Path(out) / "c"), compiler_directives=directives,
+                     quiet=True)
+    dist = Distribution({"ext_modules": exts})
+    cmd: Any = dist.get_command_obj("build_ext")
+    cmd.build_lib = out
+    cmd.build_temp = str(Path(out) / "tmp")
+    cmd.inplace = False
+    cmd.ensure_finalized()
+    cmd.run()
+
+
+def _build_gre(no_rate_limit: bool) -> ModuleType:
+    """fastpptp/_gre.pyx built into a cache directory (with -DFASTPPTP_NO_RATE_LIMIT when
+    asked) and loaded under its own name, beside the real fastpptp._gre (a separate shared
+    object: its own globals and types)."""
+    import Cython
+    pkg = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256(f"{Cython.__version__} {sys.version} {no_rate_limit}".encode())
+    for name in _GRE_SOURCES:
+        h.update((pkg / name).read_bytes())
+    out = Path(tempfile.gettempdir()) / f"fastpptp-bench-gre-{h.hexdigest()[:16]}"
+    found = sorted(out.glob("fastpptp/_gre*.so")) if out.is_dir() else []
+    if not found:
+        print(f"fastpptp bench dataplane: building _gre {'without' if no_rate_limit else 'with'} "
+              f"the rate limiter into {out} (once)", file=sys.stderr, flush=True)
+        code = ("import sys; from fastpptp.tools.benchcmd import _compile_gre; "
+                "_compile_gre(sys.argv[1], sys.argv[2] == '1')")
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [str(pkg.parent)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+        subprocess.run([sys.executable, "-c", code, str(out), "1" if no_rate_limit else "0"],
+                       check=True, env=env, cwd=str(pkg.parent), timeout=900,
+                       stdout=subprocess.DEVNULL)
+        found = sorted(out.glob("fastpptp/_gre*.so"))
+    spec = importlib.util.spec_from_file_location("fastpptp._gre", found[0])
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    if mod.RATE_LIMIT_COMPILED == no_rate_limit:
+        raise RuntimeError(f"{found[0]}: RATE_LIMIT_COMPILED is {mod.RATE_LIMIT_COMPILED}")
+    return mod
+
+
+RL_CASES = ("off", "unlimited", "limited")
+
+
+def rate_limit_cost(min_time: float = 0.3, rounds: int = 9,
+                    payloads: tuple[int, ...] = PAYLOADS) -> list[dict]:
+    """Packets/s of the three RL_CASES, per op and payload: the median of ``rounds``
+    interleaved measurements (a busy moment of the machine hits every case alike)."""
+    cls = {"off": _build_gre(True).Engine, "unlimited": _build_gre(False).Engine}
+    cls["limited"] = cls["unlimited"]
+    kbit = {"off": 0, "unlimited": 0, "limited": RL_MAX_KBIT}
+    rows = []
+    for op, fn in (("encap", encap_compiled), ("decap", decap_compiled)):
+        for payload in payloads:
+            got: dict[str, list[float]] = {c: [] for c in RL_CASES}
+            for r in range(rounds):
+                k = r % len(RL_CASES)                   # each case goes first in turn
+                for case in RL_CASES[k:] + RL_CASES[:k]:
+                    got[case].append(fn(payload, None, min_time, engine_cls=cls[case],
+                                        rate_kbit=kbit[case]))
+            med = {c: statistics.median(v) for c, v in got.items()}
+            rows.append({"op": op, "payload": payload,
+                         **{c: round(med[c], 1) for c in RL_CASES},
+                         "unlimited_vs_off": round(med["unlimited"] / med["off"] - 1, 4),
+                         "limited_vs_off": round(med["limited"] / med["off"] - 1, 4),
+                         "best_unlimited_vs_off": round(max(got["unlimited"]) / max(got["off"]) - 1, 4),
+                         "spread_off": round((max(got["off"]) - min(got["off"])) / med["off"], 4)})
+    return rows
+
+
 def collect(min_time: float = 0.3) -> dict:
     rows = []
     for op in ("encap", "decap"):
@@ -249,7 +370,7 @@ def collect(min_time: float = 0.3) -> dict:
                 "pps": round(fn(512, None, min_time, sessions=n), 1)}
                for op, fn in (("encap", encap_compiled), ("decap", decap_compiled))
                for n in (1, 100, 10_000)]
-    return {"rows": rows, "sessions": scaling}
+    return {"rows": rows, "sessions": scaling, "rate_limit": rate_limit_cost(min_time)}
 
 
 def _ratios(result: dict) -> list[str]:
@@ -283,6 +404,14 @@ def run_dataplane_bench(json: bool = False) -> int:
     print()
     for s in result["sessions"]:
         print(f"{s['op']} 512 B with {s['sessions']:6} sessions: {s['pps']:14,.0f} packets/s")
+    print()
+    print("rate limiter (packets/s, median of interleaved rounds; off = compiled out):")
+    print(f"{'op':6}{'payload':>8}{'off':>14}{'unlimited':>14}{'limited':>14}"
+          f"{'unl/off':>9}{'lim/off':>9}{'spread':>8}")
+    for r in result["rate_limit"]:
+        print(f"{r['op']:6}{r['payload']:8}{r['off']:14,.0f}{r['unlimited']:14,.0f}"
+              f"{r['limited']:14,.0f}{r['unlimited_vs_off']:+9.1%}{r['limited_vs_off']:+9.1%}"
+              f"{r['spread_off']:8.1%}")
     return 0
 
 

@@ -5,6 +5,7 @@ runner.
         --call-id 1 --peer-call-id 2 --tun-addr 198.51.100.1 --tun-peer 198.51.100.2 \\
         [--mppe-key HEX[:HEX]] [--mtu 1400] [--impl compiled|reference] [--no-offload] \\
         [--stats-json FILE] [--tun-name NAME] [--tun-addr6 A6 --tun-peer6 B6]
+        [--rate-limit DOWN/UP] [--rate-limit-burst BYTES] [--rate-limit-queue N]
 
 Run one in each of two namespaces (call IDs crossed) and they carry IP between their TUNs as
 two PPTP peers would after IPCP (and CCP, with a key) opened, with no control connection:
@@ -13,7 +14,9 @@ two PPTP peers would after IPCP (and CCP, with a key) opened, with no control co
 2. give the TUN its point-to-point address (--tun-addr peer --tun-peer), MTU, bring it up
    (fastpptp.net.netlink);
 3. make the engine (fastpptp.dataplane), add the one session, ACFC/PFC as pppd negotiates them,
-   the route to --tun-peer, MPPE if a key was given, ``set_data(True, True)``, ``start``;
+   the route to --tun-peer, MPPE if a key was given, the rate limit if one was given
+   (``set_rate_limit``: DOWN is what we send to the peer, UP what we receive from it, as a
+   server maps accel-ppp's ``down/up``), ``set_data(True, True)``, ``start``;
 4. print ``READY tun=NAME`` on stdout and wait for SIGTERM/SIGINT, discarding any PPP control
    frame the peer sends (there is no LCP here to answer it); SIGUSR1 writes a counters
    snapshot (``"final": false``) to --stats-json while the engine keeps running;
@@ -64,6 +67,18 @@ def _call_id(text: str) -> int:
     return v
 
 
+def _rate(text: str) -> tuple[int, int]:
+    """``DOWN/UP`` or ``RATE`` (both ways), kbit/s; 0 = unlimited."""
+    parts = text.split("/")
+    try:
+        vals = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError("rate limit is KBIT or DOWN/UP in kbit/s") from None
+    if len(vals) not in (1, 2) or any(v < 0 for v in vals):
+        raise argparse.ArgumentTypeError("rate limit is KBIT or DOWN/UP in kbit/s")
+    return (vals[0], vals[-1])
+
+
 def _ipv4(text: str) -> str:
     try:
         return str(ipaddress.IPv4Address(text))
@@ -102,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TUN transmit queue (packets the engine has not read yet)")
     p.add_argument("--reorder-timeout", type=float, default=None, help="seconds (engine default)")
     p.add_argument("--batch", type=int, default=None, help="engine batch (engine default)")
+    p.add_argument("--rate-limit", type=_rate, default=None, metavar="DOWN/UP",
+                   help="kbit/s: DOWN what we send to the peer, UP what we receive (0: none)")
+    p.add_argument("--rate-limit-burst", type=int, default=0,
+                   help="token bucket size in bytes (0: the engine's automatic burst)")
+    p.add_argument("--rate-limit-queue", type=int, default=None,
+                   help="packets held per direction over the limit (0: drop at once)")
     p.add_argument("--stats-json", help="write counters here at exit (default: stdout)")
     return p
 
@@ -159,6 +180,8 @@ def run(args: argparse.Namespace) -> int:
         cfg_kw["reorder_timeout"] = args.reorder_timeout
     if args.batch is not None:
         cfg_kw["batch"] = args.batch
+    if args.rate_limit_queue is not None:
+        cfg_kw["rate_limit_queue"] = args.rate_limit_queue
     cfg = EngineConfig(**cfg_kw)
     Engine = load_engine(args.impl)
 
@@ -213,6 +236,9 @@ def run(args: argparse.Namespace) -> int:
             send, recv = args.mppe_key
             bits = 128 if len(send) == 16 else 40
             eng.set_mppe(cid, send, recv, bits, args.mppe_stateful)
+        if args.rate_limit is not None:
+            down, up = args.rate_limit
+            eng.set_rate_limit(cid, down, up, args.rate_limit_burst)
         eng.set_data(cid, True, True)
         if offload:
             eng.start([dev.fd], gre.fileno(), vnet_hdr_len=dev.vnet_hdr_len)

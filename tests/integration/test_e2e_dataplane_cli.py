@@ -62,3 +62,19 @@ def test_command_round_trips_through_the_parser():
     assert a.no_offload and a.no_pfc and not a.no_acfc
     assert a.mppe_key == (bytes(16), bytes(16))
     assert (a.stats_json, a.tun_name) == ("/tmp/x.json", "tunx")
+
+
+@pytest.mark.parametrize("text,expect", [("20000/5000", (20000, 5000)), ("1000", (1000, 1000)),
+                                         ("0/300", (0, 300))])
+def test_rate_limit_forms(text, expect):
+    """DOWN/UP in kbit/s: DOWN is what this end sends to the peer (set_rate_limit's tx)."""
+    a = parse("--rate-limit", text, "--rate-limit-queue", "0", "--rate-limit-burst", "9000")
+    assert (a.rate_limit, a.rate_limit_queue, a.rate_limit_burst) == (expect, 0, 9000)
+    assert parse().rate_limit is None
+
+
+@pytest.mark.parametrize("bad", ["1/2/3", "-5", "fast", "10/", ""])
+def test_bad_rate_limits_are_usage_errors(bad):
+    with pytest.raises(SystemExit) as ei:
+        parse("--rate-limit", bad)
+    assert ei.value.code == 2

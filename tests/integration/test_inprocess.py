@@ -99,6 +99,7 @@ def test_client_and_server_in_process(loopback_ns, tmp_path, server_opts, client
     assert r["client_info"] == (auth, mppe, "198.51.100.2", "198.51.100.1")
     (s,) = r["server_sessions"]
     assert (s["user"], s["auth"], s["mppe"], s["remote_ip"]) == ("alice", auth, mppe, "198.51.100.2")
+    assert s["drops"]["rate_limit"] == 0          # every engine drop counter is in status --json
     assert r["c2s"] and r["s2c"], "IP packets did not cross both engines intact"
     assert r["rc"] == 0
     kinds = [k for k, _ in r["events"]]
