@@ -188,9 +188,9 @@ async def _thousand_calls(tmp_path, n: int):
     connections that never speak PPP: every session stays in LCP Establish (its Configure-
     Requests go to a GRE peer that is not there) while the scrapes run."""
     pptp_port, metrics_port = _free_port(), _free_port()
-    pool = tuple(f"10.99.{i // 250}.{i % 250 + 1}" for i in range(n))
+    pool = tuple(f"198.18.{i // 250}.{i % 250 + 1}" for i in range(n))   # RFC 2544 range, never routed
     server = Server(ServerConfig(listen="127.0.0.1", port=pptp_port, remote_ips=pool, connections=n,
-                                 rate_limit=10 * n, ppp=parse_ppp_options("require-mschap-v2 lcp-echo-interval 0"),
+                                 rate_limit=10 * n, calls_per_source=n,   # every call from 127.0.0.1 ppp=parse_ppp_options("require-mschap-v2 lcp-echo-interval 0"),
                                  control_socket=str(tmp_path / "ctl.sock"), ip_up=None, ip_down=None,
                                  metrics_listen=f"127.0.0.1:{metrics_port}"),
                     auth_backend=CallableBackend(lambda user, srv: None),
