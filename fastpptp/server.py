@@ -66,11 +66,15 @@ from .net import netlink as netlink_direct
 from .net.tun import TunLike
 from .net.units import UnitTable, unit_pattern
 from .ppp.auth.base import AuthBackend, StaticAddressBackend
-from .ppp.link import NO_PEER_ADDRESS, Authenticated, AuthenticationFailed, LinkConfig, NetworkDown, NetworkUp
+from .ppp.link import (NO_PEER_ADDRESS, Authenticated, AuthenticationFailed, LinkConfig, NetworkDown, NetworkUp,
+                       PPPLink)
 from .pptp.control import (CallCleared, CallIdAllocator, CallIdsExhausted, CallRequested, ControlClosed,
                            ControlConnected, EchoTimeout, Event)
 from .pptp.messages import PPTP_PORT, CallDisconnectResult, GeneralErrorCode
+from .radius.aio import RadiusDriver
+from .radius.client import RadiusClient
 from .radius.settings import RadiusSettings
+from .radius.verifier import NasContext, RadiusVerifier, SessionMppe
 from .sdnotify import Notifier
 from .shaping import UNLIMITED, RateLimit, RateLimitBackend, RateSource
 from .status import DEFAULT_CONTROL_SOCKET, SessionMatch, StatusServer
@@ -199,6 +203,9 @@ class Server:
         self._hook_tasks: set[asyncio.Task[int | None]] = set()
         self.stats = ServerStats()              # event counters, read by the metrics collector
         self._metrics: MetricsServer | None = None
+        # RADIUS authentication (config.radius, and no embedder's verifier): made at start
+        self._radius_driver: RadiusDriver | None = None
+        self.radius_verifier: RadiusVerifier | None = None
 
     @property
     def engine(self) -> ServerEngine:
@@ -220,6 +227,7 @@ class Server:
         if self._auth_backend is None:
             self._auth_backend = self._load_secrets()
             self._secrets_from_file = True
+        await self._radius_auth_start()
         self._open_dataplane()
         self._hub = EngineHub(self.engine, loop)
         # a connect storm (1 000 clients at once) must not overflow the accept queue: the
@@ -317,6 +325,7 @@ class Server:
             await self._status.close()
         if self._metrics is not None:
             await self._metrics.close()
+        self._radius_auth_stop()
         if self._hub is not None:
             self._hub.close()
         if self._netlink_worker is not None:        # the route deletes queued above finish
@@ -457,10 +466,11 @@ class Server:
 
     # ------------------------------------------------------------------ calls
     def _start_call(self, stream: ControlStream, call_id: int, req: CallRequested) -> None:
-        from .ppp.link import PPPLink
         peer = _source(stream)
         link = PPPLink(self._link_config(), "server", self._auth_backend, self._rng,
-                       external_verifier=self._verifier is not None)
+                       external_verifier=self._verifier is not None or self.radius_verifier is not None)
+        verifier = self._verifier if self.radius_verifier is None else \
+            self._radius_call_verifier(stream, call_id, link)
         iface = self._ifaces.get(call_id)
 
         def closed(s: CallSession, reason: str) -> None:
@@ -471,7 +481,7 @@ class Server:
                               peer_rwin=req.peer_rwin or 64,      # 0: the PNS gave no window
                               peer_ppd=req.peer_ppd,
                               on_network_up=self._network_up, on_network_down=self._network_down,
-                              on_closed=closed, on_auth=self._auth_event, verifier=self._verifier,
+                              on_closed=closed, on_auth=self._auth_event, verifier=verifier,
                               on_peer_frame=lambda s: self._call_ids.mark_active(s.call_id))
         session.info.session_id = self._new_session_id()
         self.sessions[call_id] = session
@@ -481,6 +491,51 @@ class Server:
         if iface is not None:
             log.info("call %d peer %s: interface %s", call_id, peer, iface.name)
         session.start(wait_for_peer=1.0)
+
+    # ------------------------------------------------------------------ RADIUS authentication
+    async def _radius_auth_start(self) -> None:
+        """``config.radius`` (and no embedder's verifier): the RADIUS client on its own UDP
+        socket and the verifier every call asks (radius/verifier.py).  The verify timeout
+        covers every server's tries (the auth machine would give up first otherwise)."""
+        settings = self.config.radius
+        if settings is None or self._verifier is not None:
+            return
+        driver = RadiusDriver(RadiusClient(settings.auth_servers, settings.policy),
+                              bind_address=settings.bind_address)
+        await driver.start()
+        self._radius_driver = driver
+        self.radius_verifier = RadiusVerifier(
+            driver, settings, self._link_config().policy.mppe,
+            local_backend=lambda: self._auth_backend, hostname=socket.gethostname())
+        if self._verify_timeout is None:
+            p = settings.policy
+            self._verify_timeout = p.timeout * p.tries * len(settings.auth_servers) + 2.0
+        log.info("RADIUS authentication: %s (order %s)", ", ".join(
+            f"{s.address[0]}:{s.address[1]}" for s in settings.auth_servers), settings.auth_order)
+
+    def _radius_auth_stop(self) -> None:
+        if self._radius_driver is not None:
+            self._radius_driver.close()
+            self._radius_driver = None
+
+    def _radius_call_verifier(self, stream: ControlStream, call_id: int, link: PPPLink) -> AsyncVerifier:
+        """The call's verifier: NAS-Port = call ID, Calling-Station-Id = the peer's address,
+        Called-Station-Id = ours; a narrowed MPPE policy (MS-MPPE-Encryption-Types/-Policy)
+        goes into the link's config before the verdict reaches it."""
+        assert self.radius_verifier is not None
+        ours = ""
+        if stream.transport is not None:
+            sockname = stream.transport.get_extra_info("sockname")
+            if isinstance(sockname, tuple) and sockname:
+                ours = str(sockname[0])
+
+        def narrow(mppe: SessionMppe) -> None:
+            log.info("call %d: MPPE narrowed by RADIUS to %s%s", call_id,
+                     ",".join(str(b) for b in sorted(mppe.policy.bits)),
+                     " (required)" if mppe.policy.required else "")
+            link.config = dataclasses.replace(link.config, policy=dataclasses.replace(
+                link.config.policy, mppe=mppe.policy))
+        return self.radius_verifier.for_call(NasContext(call_id, _source(stream), ours), narrow)
 
     # ------------------------------------------------------------------ per-session interfaces
     def _open_interface(self) -> SessionInterface:
