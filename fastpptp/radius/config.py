@@ -225,6 +225,8 @@ def settings_from_radiusclient(conf: RadiusClientConf, read_file: ReadFile, *,
                                radattr_dir: str | None = None) -> RadiusSettings:
     """RadiusSettings from a parsed radiusclient.conf, reading its ``servers`` file (paths
     relative to the conf's directory, as radiusclient resolves them) and its dictionary."""
+    if not conf.authservers:
+        raise RadiusConfigError(f"{conf.path}: no authserver")
     base = conf.path.rsplit("/", 1)[0] if "/" in conf.path else "."
 
     def relative(p: str) -> str:
@@ -240,9 +242,6 @@ def settings_from_radiusclient(conf: RadiusClientConf, read_file: ReadFile, *,
                                     f"{exc.strerror}") from None
     if conf.dictionary is not None:
         _read_dictionary(relative(conf.dictionary), read_file)
-    if not conf.authservers:
-        raise RadiusConfigError(f"{conf.path}: no authserver")
-
     def servers(specs: Iterable[tuple[str, int | None, str | None]], port: int) -> tuple[RadiusServer, ...]:
         out = []
         for host, p, inline in specs:
