@@ -74,7 +74,7 @@ from .pptp.messages import PPTP_PORT, CallDisconnectResult, GeneralErrorCode
 from .radius.aio import RadiusDriver
 from .radius.client import RadiusClient
 from .radius.settings import RadiusSettings
-from .radius.verifier import NasContext, RadiusVerifier, SessionMppe
+from .radius.verifier import NasContext, RadiusVerdict, RadiusVerifier
 from .sdnotify import Notifier
 from .shaping import UNLIMITED, RateLimit, RateLimitBackend, RateSource
 from .status import DEFAULT_CONTROL_SOCKET, SessionMatch, StatusServer
@@ -206,6 +206,7 @@ class Server:
         # RADIUS authentication (config.radius, and no embedder's verifier): made at start
         self._radius_driver: RadiusDriver | None = None
         self.radius_verifier: RadiusVerifier | None = None
+        self._radattr: dict[int, tuple[str, ...]] = {}     # call ID -> its Access-Accept, radattr.so's form
 
     @property
     def engine(self) -> ServerEngine:
@@ -510,6 +511,9 @@ class Server:
         if self._verify_timeout is None:
             p = settings.policy
             self._verify_timeout = p.timeout * p.tries * len(settings.auth_servers) + 2.0
+        if settings.radattr_dir is not None and not self.config.per_session_interfaces:
+            log.warning("radattr.so: radattr.<ifname> files need per-session interfaces "
+                        "(--per-session-interfaces); none are written")
         log.info("RADIUS authentication: %s (order %s)", ", ".join(
             f"{s.address[0]}:{s.address[1]}" for s in settings.auth_servers), settings.auth_order)
 
@@ -520,8 +524,9 @@ class Server:
 
     def _radius_call_verifier(self, stream: ControlStream, call_id: int, link: PPPLink) -> AsyncVerifier:
         """The call's verifier: NAS-Port = call ID, Calling-Station-Id = the peer's address,
-        Called-Station-Id = ours; a narrowed MPPE policy (MS-MPPE-Encryption-Types/-Policy)
-        goes into the link's config before the verdict reaches it."""
+        Called-Station-Id = ours.  On an Access-Accept, before the verdict reaches the link: a
+        narrowed MPPE policy (MS-MPPE-Encryption-Types/-Policy) goes into the link's config,
+        and the reply is kept for the radattr file."""
         assert self.radius_verifier is not None
         ours = ""
         if stream.transport is not None:
@@ -529,13 +534,45 @@ class Server:
             if isinstance(sockname, tuple) and sockname:
                 ours = str(sockname[0])
 
-        def narrow(mppe: SessionMppe) -> None:
+        def accepted(verdict: RadiusVerdict) -> None:
+            self._radattr[call_id] = verdict.reply
+            mppe = verdict.session_mppe
+            if mppe is None:
+                return
             log.info("call %d: MPPE narrowed by RADIUS to %s%s", call_id,
                      ",".join(str(b) for b in sorted(mppe.policy.bits)),
                      " (required)" if mppe.policy.required else "")
             link.config = dataclasses.replace(link.config, policy=dataclasses.replace(
                 link.config.policy, mppe=mppe.policy))
-        return self.radius_verifier.for_call(NasContext(call_id, _source(stream), ours), narrow)
+        return self.radius_verifier.for_call(NasContext(call_id, _source(stream), ours), accepted)
+
+    def _radattr_path(self, ifname: str) -> str | None:
+        radius = self.config.radius
+        if radius is None or radius.radattr_dir is None or not ifname:
+            return None
+        return os.path.join(radius.radattr_dir, f"radattr.{ifname}")
+
+    def _radattr_write(self, session: CallSession, ifname: str) -> None:
+        """radattr.so: the call's Access-Accept attributes in ``<dir>/radattr.<ifname>``
+        before ip-up runs (pppd's ip_up_notifier), one ``Name value`` per line."""
+        lines = self._radattr.get(session.call_id)
+        path = self._radattr_path(ifname)
+        if lines is None or path is None:
+            return
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write("".join(f"{line}\n" for line in lines))
+        except OSError as exc:
+            log.warning("call %d: radattr file %s: %s", session.call_id, path, exc)
+
+    def _radattr_remove(self, call_id: int) -> None:
+        self._radattr.pop(call_id, None)
+        iface = self._ifaces.get(call_id)
+        path = self._radattr_path(iface.name) if iface is not None else None
+        if path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
     # ------------------------------------------------------------------ per-session interfaces
     def _open_interface(self) -> SessionInterface:
@@ -710,6 +747,7 @@ class Server:
     def _own_interface_up(self, session: CallSession, iface: SessionInterface, ev: NetworkUp) -> None:
         if ev.family not in (4, "ipv4"):
             return
+        self._radattr_write(session, iface.name)
         self._hook(run_hook(
             self.config.ip_up, ifname=iface.name, local=str(ev.local), remote=str(ev.remote),
             ipparam=self._ppp.ipparam, peer=session.info.user))
@@ -743,6 +781,7 @@ class Server:
         self._notify.status(self._status_line())
         # the pool address went back when the link reached Dead (PPPLink owns it)
         self._emit("down", {**self._session_doc(session), "reason": reason})
+        self._radattr_remove(session.call_id)
         if session.call_id in self._ifaces:
             hook = self._down_hooks.get(session.call_id)
             if hook is not None and not hook.done():

@@ -40,6 +40,7 @@ Secrets and passwords are never logged.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import hashlib
 import ipaddress
 import logging
@@ -62,14 +63,15 @@ from fastpptp.radius.auth import AccessReply
 from fastpptp.radius.client import RadiusServer, Response
 from fastpptp.radius.config import avpair_attribute
 from fastpptp.radius.dictionary import (
-    VENDOR_CISCO, VENDOR_MIKROTIK, Attr, CiscoAttr, Code, FramedProtocol, MikrotikAttr,
-    MppeEncryptionPolicy, MppeEncryptionTypes, NasPortType, ServiceType,
+    ATTRIBUTE_TYPES, VENDOR_ATTRIBUTE_TYPES, VENDOR_CISCO, VENDOR_MICROSOFT, VENDOR_MIKROTIK, Attr,
+    CiscoAttr, Code, FramedProtocol, MikrotikAttr, MppeEncryptionPolicy, MppeEncryptionTypes, MsAttr,
+    NasPortType, ServiceType, ValueType,
 )
 from fastpptp.radius.packet import Attribute, Packet, RadiusDecodeError, text_value
 from fastpptp.radius.settings import RadiusSettings
 
 __all__ = [
-    "NasContext", "SessionMppe", "RadiusVerifier", "access_request_attributes", "verify_result",
+    "NasContext", "SessionMppe", "RadiusVerdict", "RadiusVerifier", "radattr_lines", "attribute_name", "access_request_attributes", "verify_result",
     "mppe_for_session", "reply_rate_limit", "parse_mikrotik_rate", "parse_cisco_rate",
     "parse_filter_id_rate", "COUNTERS",
 ]
@@ -103,6 +105,16 @@ class NasContext:
 class SessionMppe:
     """The MPPE policy a login's session runs with when RADIUS narrowed ours (None: ours)."""
     policy: MppePolicy
+
+
+@dataclass(frozen=True)
+class RadiusVerdict:
+    """:meth:`RadiusVerifier.verify`'s answer: the verdict for the auth machine, the session's
+    MPPE policy when RADIUS narrowed ours, and the Access-Accept's attributes as radattr.so
+    writes them (``Name value`` lines; empty unless RADIUS accepted)."""
+    result: VerifyResult
+    session_mppe: SessionMppe | None = None
+    reply: tuple[str, ...] = ()
 
 
 def _i(v: int) -> bytes:
@@ -331,6 +343,50 @@ def verify_result(request: VerifyRequest, packet: Packet, reply: AccessReply,
                         mppe_send_key=send, mppe_recv_key=recv, attributes=attributes), session
 
 
+# --------------------------------------------------------------------------- radattr
+
+_ACRONYMS = {"IP": "IP", "IPV6": "IPv6", "MTU": "MTU", "NAS": "NAS", "MS": "MS", "CHAP": "CHAP",
+             "MPPE": "MPPE", "DNS": "DNS", "NBNS": "NBNS", "CHAP2": "CHAP2", "RAS": "RAS",
+             "CPW": "CPW", "LM": "LM", "NT": "NT", "PW": "PW", "AVPAIR": "AVPair"}
+#: never written: key material and the signature
+_SECRET_ATTRIBUTES = {(0, Attr.USER_PASSWORD), (0, Attr.CHAP_PASSWORD), (0, Attr.MESSAGE_AUTHENTICATOR),
+                      (VENDOR_MICROSOFT, MsAttr.MS_MPPE_SEND_KEY), (VENDOR_MICROSOFT, MsAttr.MS_MPPE_RECV_KEY),
+                      (VENDOR_MICROSOFT, MsAttr.MS_CHAP_MPPE_KEYS), (0, Attr.STATE)}
+_ENUMS: dict[int, type[enum.IntEnum]] = {0: Attr, VENDOR_MICROSOFT: MsAttr, VENDOR_CISCO: CiscoAttr,
+                                          VENDOR_MIKROTIK: MikrotikAttr}
+
+
+def attribute_name(type_: int, vendor: int = 0) -> str:
+    """The dictionary name of an attribute (``Framed-IP-Address``, ``MS-Primary-DNS-Server``,
+    ``Cisco-AVPair``), or ``Attr-<vendor>-<type>`` for one ours does not name."""
+    table = _ENUMS.get(vendor)
+    if table is not None and type_ in table._value2member_map_:
+        words = table(type_).name.split("_")
+        return "-".join(_ACRONYMS.get(w, w.capitalize()) for w in words)
+    return f"Attr-{vendor}-{type_}" if vendor else f"Attr-{type_}"
+
+
+def radattr_lines(packet: Packet) -> tuple[str, ...]:
+    """An Access-Accept's attributes as pppd's radattr.so writes them to
+    ``/var/run/radattr.<ifname>`` for ip-up scripts: ``Name value`` per line (integers in
+    decimal, addresses dotted, text as is, other octets in hex), key material left out."""
+    lines = []
+    for a in packet.attributes:
+        if (a.vendor, a.type) in _SECRET_ATTRIBUTES:
+            continue
+        vt = (ATTRIBUTE_TYPES if a.vendor == 0 else VENDOR_ATTRIBUTE_TYPES.get(a.vendor, {})).get(a.type)
+        if vt is ValueType.INTEGER and len(a.value) == 4:
+            value = str(int.from_bytes(a.value, "big"))
+        elif vt is ValueType.IPADDR and len(a.value) == 4:
+            value = str(ipaddress.IPv4Address(a.value))
+        elif vt is ValueType.STRING and a.value.isascii() and a.value.decode().isprintable():
+            value = a.value.decode()
+        else:
+            value = "0x" + a.value.hex()
+        lines.append(f"{attribute_name(a.type, a.vendor)} {value}")
+    return tuple(lines)
+
+
 # --------------------------------------------------------------------------- the verifier
 
 class _Client(Protocol):
@@ -369,30 +425,30 @@ class RadiusVerifier:
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
 
     def for_call(self, ctx: NasContext,
-                 on_session_mppe: Callable[[SessionMppe], None] | None = None
+                 on_accept: Callable[[RadiusVerdict], None] | None = None
                  ) -> Callable[[VerifyRequest], Awaitable[VerifyResult]]:
-        """The call's AsyncVerifier; ``on_session_mppe`` gets a narrowed MPPE policy before
-        the accepting verdict is returned."""
+        """The call's AsyncVerifier; ``on_accept`` gets an accepting verdict (its session
+        MPPE policy, its reply attributes) before the verdict goes to the auth machine."""
         async def verify(request: VerifyRequest) -> VerifyResult:
-            result, session = await self.verify(request, ctx)
-            if result.accepted and session is not None and on_session_mppe is not None:
-                on_session_mppe(session)
-            return result
+            verdict = await self.verify(request, ctx)
+            if verdict.result.accepted and on_accept is not None:
+                on_accept(verdict)
+            return verdict.result
         return verify
 
     async def verify(self, request: VerifyRequest,
-                     ctx: NasContext) -> tuple[VerifyResult, SessionMppe | None]:
+                     ctx: NasContext) -> RadiusVerdict:
         order = self.settings.auth_order
         local = self._local()
         if order == "local,radius" and local is not None and self._local_knows(local, request):
             self.counters["local"] += 1
-            return local.verify(request), None
+            return RadiusVerdict(local.verify(request))
         try:
             attrs = access_request_attributes(
                 request, ctx, nas_identifier=self._nas_identifier,
                 nas_ip_address=self.settings.nas_ip_address, avpairs=self._avpairs)
         except (LocalProtocolError, ValueError) as exc:
-            return VerifyResult(False, reason=f"cannot ask RADIUS: {exc}"), None
+            return RadiusVerdict(VerifyResult(False, reason=f"cannot ask RADIUS: {exc}"))
         self.counters["requests"] += 1
         try:
             response = await self.driver.request(Code.ACCESS_REQUEST, attrs)
@@ -402,10 +458,10 @@ class RadiusVerifier:
                 log.warning("call %d: no RADIUS server answered for %r: local secrets", ctx.call_id,
                             request.user)
                 self.counters["local"] += 1
-                return local.verify(request), None
+                return RadiusVerdict(local.verify(request))
             log.warning("call %d peer %s: no RADIUS server answered for %r", ctx.call_id,
                         ctx.calling_station, request.user)
-            return VerifyResult(False, reason="no RADIUS server answered"), None
+            return RadiusVerdict(VerifyResult(False, reason="no RADIUS server answered"))
         try:
             if response.packet.code == Code.ACCESS_CHALLENGE:
                 raise RadiusDecodeError("Access-Challenge (not used by PPP logins)")
@@ -414,7 +470,7 @@ class RadiusVerifier:
         except (RadiusDecodeError, LocalProtocolError) as exc:
             self.counters["policy_rejects"] += 1
             log.warning("call %d: unusable RADIUS reply for %r: %s", ctx.call_id, request.user, exc)
-            return VerifyResult(False, reason=f"unusable RADIUS reply: {exc}"), None
+            return RadiusVerdict(VerifyResult(False, reason=f"unusable RADIUS reply: {exc}"))
         if result.accepted:
             self.counters["accepts"] += 1
         elif reply.accepted:
@@ -426,7 +482,8 @@ class RadiusVerifier:
             log.info("call %d peer %s: %r rejected by RADIUS server %s", ctx.call_id,
                      ctx.calling_station, request.user,
                      "%s:%d" % self.driver.client.servers[response.server].address)
-        return result, session
+        lines = radattr_lines(response.packet) if result.accepted else ()
+        return RadiusVerdict(result, session, lines)
 
     def _local(self) -> LocalVerifier | None:
         backend = self._local_backend() if self._local_backend is not None else None

@@ -93,7 +93,7 @@ class Rig:
     """One in-process server and its clients; ``events`` the server's on_event calls."""
 
     def __init__(self, tmp_path, server_opts: str, radius: RadiusSettings | None,
-                 config: ServerConfig | None = None):
+                 config: ServerConfig | None = None, **overrides):
         self.tmp_path = tmp_path
         self.tuns: dict[str, FakeTun] = {}
         self.events: list[tuple[str, dict]] = []
@@ -106,7 +106,7 @@ class Rig:
             control_socket=str(tmp_path / "ctl.sock"), ip_up=None, ip_down=None, radius=radius)
         self.config = dataclasses.replace(self.config, listen="127.0.0.1", port=self.port,
                                           control_socket=str(tmp_path / "ctl.sock"),
-                                          ip_up=None, ip_down=None)
+                                          ip_up=None, ip_down=None, **overrides)
         self.server = Server(self.config, on_event=lambda k, i: self.events.append((k, i)),
                              tun_factory=self._tun("server"), configure_network=False)
         self.tasks: list[tuple[Client, asyncio.Future]] = []
@@ -340,3 +340,39 @@ def test_pptpd_with_radius_so_configuration_works_unchanged(radius_ns, tmp_path)
     up, info, traffic = asyncio.run(main())
     assert up and info == ("MS-CHAPv2", "128 stateless") and traffic == (True, True)
     assert "NAS-Port-Id = \"pptp-e2e\"" in radius_ns.log()
+
+
+def test_radattr_file_for_ip_up_with_per_session_interfaces(radius_ns, tmp_path):
+    """radattr.so: the Access-Accept's attributes in <dir>/radattr.ppp0 while the session is
+    up (written before ip-up), without key material; removed when it ends."""
+    radattr = tmp_path / "run"
+    radattr.mkdir()
+
+    async def main():
+        rig = Rig(tmp_path, "require-mschap-v2 require-mppe-128",
+                  _settings(radius_ns, radattr_dir=str(radattr)), per_session_interfaces=True)
+        await rig.start()
+        try:
+            c, t = rig.client("carol", PASSWORDS["carol"], "require-mppe-128")
+            up = await rig.wait_up(c, t)
+            files = sorted(p.name for p in radattr.iterdir())
+            text = (radattr / "radattr.ppp0").read_text() if files else ""
+            c.stop()
+            await asyncio.wait_for(t, 15)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5
+            while any(radattr.iterdir()) and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+            return up, files, text, sorted(p.name for p in radattr.iterdir())
+        finally:
+            await rig.close()
+
+    up, files, text, after = asyncio.run(main())
+    assert up and files == ["radattr.ppp0"]
+    lines = text.splitlines()
+    assert "Framed-IP-Address 198.51.100.77" in lines
+    assert "Session-Timeout 3600" in lines
+    assert "Mikrotik-Rate-Limit 512k/2M" in lines
+    assert any(line.startswith("MS-CHAP2-Success ") for line in lines)
+    assert not any("MPPE-Send-Key" in line or "MPPE-Recv-Key" in line for line in lines)
+    assert after == []

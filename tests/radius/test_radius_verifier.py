@@ -307,8 +307,8 @@ def _verify(sender, order, request, backend=LOCAL):
     settings = RadiusSettings(auth_servers=sender.client.servers, auth_order=order,
                               avpairs=(("NAS-Port-Id", "x"),))
     v = RadiusVerifier(sender, settings, NO_MPPE, local_backend=lambda: backend, hostname="nas-host")
-    result, _ = asyncio.run(v.verify(request, CTX))
-    return result, v.counters
+    verdict = asyncio.run(v.verify(request, CTX))
+    return verdict.result, v.counters
 
 
 def _pap(user, pw):
