@@ -338,3 +338,18 @@ def test_local_then_radius_for_users_the_secrets_do_not_know():
     assert not result.accepted and counters["local"] == 1 and not sender.sent
     result, counters = _verify(sender, "local,radius", _pap("radius-user", "any"))
     assert result.accepted and counters["requests"] == 1 and len(sender.sent) == 1
+
+
+def test_radattr_lines_name_and_format_attributes_and_leave_keys_out():
+    from fastpptp.radius.verifier import attribute_name, radattr_lines
+    assert attribute_name(Attr.FRAMED_IP_ADDRESS) == "Framed-IP-Address"
+    assert attribute_name(Attr.CALLING_STATION_ID) == "Calling-Station-Id"
+    assert attribute_name(MsAttr.MS_PRIMARY_DNS_SERVER, VENDOR_MICROSOFT) == "MS-Primary-DNS-Server"
+    assert attribute_name(CiscoAttr.CISCO_AVPAIR, VENDOR_CISCO) == "Cisco-AVPair"
+    assert attribute_name(200) == "Attr-200" and attribute_name(5, 4242) == "Attr-4242-5"
+    packet = _accept(Attribute(Attr.FRAMED_IP_ADDRESS, bytes([203, 0, 113, 9])),
+                     Attribute(Attr.SESSION_TIMEOUT, _i(60)), Attribute(Attr.FILTER_ID, b"web"),
+                     Attribute(Attr.CLASS, b"\x01\x02"), *_mppe_attrs(b"S" * 16, b"R" * 16))
+    assert radattr_lines(packet) == (
+        "Framed-IP-Address 203.0.113.9", "Session-Timeout 60", "Filter-Id web", "Class 0x0102",
+        "MS-MPPE-Encryption-Policy 1", "MS-MPPE-Encryption-Types 4")
