@@ -499,7 +499,10 @@ class Server:
         socket and the verifier every call asks (radius/verifier.py).  The verify timeout
         covers every server's tries (the auth machine would give up first otherwise)."""
         settings = self.config.radius
-        if settings is None or self._verifier is not None:
+        if settings is None:
+            return
+        if self._verifier is not None:
+            log.info("RADIUS authentication not started: the embedder's verifier checks logins")
             return
         driver = RadiusDriver(RadiusClient(settings.auth_servers, settings.policy),
                               bind_address=settings.bind_address)

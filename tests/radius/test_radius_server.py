@@ -44,6 +44,8 @@ USERS = [
     }),
     RadiusUser("dave", "dave-pw"),
     RadiusUser("brief", "brief-pw", {"Session-Timeout": "2"}),
+    # MS-MPPE-Encryption-Types 2: 40-bit only (FreeRADIUS's mschap keeps a reply's own)
+    RadiusUser("weak", "weak-pw", {"MS-MPPE-Encryption-Types": "2"}),
 ]
 PASSWORDS = {u.name: u.password for u in USERS}
 FAST = ClientPolicy(timeout=0.4, tries=2, dead_time=30.0)
@@ -376,3 +378,30 @@ def test_radattr_file_for_ip_up_with_per_session_interfaces(radius_ns, tmp_path)
     assert any(line.startswith("MS-CHAP2-Success ") for line in lines)
     assert not any("MPPE-Send-Key" in line or "MPPE-Recv-Key" in line for line in lines)
     assert after == []
+
+
+@pytest.mark.parametrize("server_opts,client_ok,mppe", [
+    ("require-mschap-v2 require-mppe", True, "40 stateless"),       # narrowed to RADIUS's types
+    ("require-mschap-v2 require-mppe-128", False, None),          # no common strength: refused
+], ids=["narrowed-to-40", "refused-128-only"])
+def test_mppe_encryption_types_from_radius_against_our_policy(radius_ns, tmp_path, server_opts,
+                                                              client_ok, mppe):
+    async def main():
+        rig = Rig(tmp_path, server_opts, _settings(radius_ns))
+        await rig.start()
+        try:
+            c, t = rig.client("weak", PASSWORDS["weak"], "require-mppe")
+            up = await rig.wait_up(c, t)
+            info = c.session.info.mppe if up else None
+            traffic = await rig.ping_both_ways("weak", "198.51.100.2") if up else None
+            rc = None if up else await asyncio.wait_for(t, 20)
+            return up, info, traffic, rc, dict(rig.server.radius_verifier.counters)
+        finally:
+            await rig.close()
+
+    up, info, traffic, rc, counters = asyncio.run(main())
+    assert up == client_ok
+    if client_ok:
+        assert info == mppe and traffic == (True, True)
+    else:
+        assert rc == 19 and counters["policy_rejects"] == 1
