@@ -110,6 +110,27 @@ def server_parser() -> argparse.ArgumentParser:
     p.add_argument("--flow-control", action="store_true",
                    help="honour the peers' Packet Receive Window (RFC 2637 sliding window, for old "
                         "PNSs; Windows and Linux peers do not need it)")
+    r = p.add_argument_group(
+        "RADIUS", "authenticate through RADIUS (as pppd's radius.so; its 'plugin radius.so' + "
+                  "radiusclient.conf in the options file work unchanged; these flags override them)")
+    r.add_argument("--radius-server", action="append", default=[], metavar="ADDR[:PORT],SECRET",
+                   help="RADIUS authentication server (repeatable: failover in order; port 1812)")
+    r.add_argument("--radius-acct-server", action="append", default=[], metavar="ADDR[:PORT],SECRET",
+                   help="RADIUS accounting server (repeatable; port 1813)")
+    r.add_argument("--radius-timeout", type=float, default=None, metavar="SECONDS",
+                   help="seconds between sends to one server (default 3)")
+    r.add_argument("--radius-retries", type=int, default=None, metavar="N",
+                   help="sends to one server before failing over (default 3)")
+    r.add_argument("--nas-identifier", default=None, help="NAS-Identifier sent to RADIUS")
+    r.add_argument("--nas-ip-address", default=None, help="NAS-IP-Address sent to RADIUS")
+    r.add_argument("--radius-bind", default=None, metavar="ADDR",
+                   help="local address of the RADIUS client socket")
+    r.add_argument("--radius-order", default=None, choices=("radius", "radius,local", "local,radius"),
+                   help="radius: RADIUS only (default, as radius.so); radius,local: chap-secrets "
+                        "when no RADIUS server answers; local,radius: chap-secrets' users locally, "
+                        "everyone else through RADIUS")
+    r.add_argument("--acct-interim-interval", type=int, default=None, metavar="SECONDS",
+                   help="Interim-Update period when the Access-Accept names none (0: none)")
     p.add_argument("-f", "--foreground", action="store_true", help="do not detach (pptpd -f)")
     p.add_argument("-d", "--debug", action="store_true", help="debug logging")
     p.add_argument("--log-level", default=None, choices=("debug", "info", "warning", "error"))
@@ -167,7 +188,55 @@ def build_server_config(args: argparse.Namespace):
         option_file=opt_path, flow_control=args.flow_control,
         metrics_listen=args.metrics_listen, metrics_per_session=args.metrics_per_session,
         default_rate_limit=args.default_rate_limit,
+        radius=build_radius_settings(args, opts),
     ), (args.syslog, args.logfile or opts.logfile)
+
+
+def _resolve(host: str) -> str:
+    """A RADIUS server's host name -> its address (once, at start-up)."""
+    import socket
+    return str(socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)[0][4][0])
+
+
+def build_radius_settings(args: argparse.Namespace, opts: PppOptions):
+    """RadiusSettings from pppd's radius.so configuration (the options file) with the
+    --radius-* flags over it; None when neither names a RADIUS server."""
+    import dataclasses
+    from .radius.client import ClientPolicy
+    from .radius.config import (ACCT_PORT, AUTH_PORT, RadiusConfigError, parse_server_spec,
+                                settings_from_pppd)
+    from .radius.settings import RadiusSettings
+    where = "<command line>"
+    try:
+        base = settings_from_pppd(opts.plugins, opts.radius_config_file, opts.avpairs, _read,
+                                  resolve=_resolve)
+        auth = tuple(parse_server_spec(s, AUTH_PORT, _resolve) for s in args.radius_server)
+        acct = tuple(parse_server_spec(s, ACCT_PORT, _resolve) for s in args.radius_acct_server)
+        if base is None and not auth:
+            if acct or args.radius_order:
+                raise RadiusConfigError("RADIUS needs --radius-server (or plugin radius.so)")
+            return None
+        settings = base if base is not None else RadiusSettings(auth_servers=auth)
+        policy = settings.policy
+        policy = ClientPolicy(
+            timeout=args.radius_timeout if args.radius_timeout is not None else policy.timeout,
+            tries=args.radius_retries if args.radius_retries is not None else policy.tries,
+            dead_time=policy.dead_time,
+            require_message_authenticator=policy.require_message_authenticator)
+        changes: dict[str, object] = {"policy": policy}
+        for flag, name in (("nas_identifier", "nas_identifier"), ("nas_ip_address", "nas_ip_address"),
+                           ("radius_bind", "bind_address"), ("radius_order", "auth_order"),
+                           ("acct_interim_interval", "acct_interim_interval")):
+            value = getattr(args, flag)
+            if value is not None:
+                changes[name] = value
+        if auth:
+            changes["auth_servers"] = auth
+        if acct:
+            changes["acct_servers"] = acct
+        return dataclasses.replace(settings, **changes)
+    except (RadiusConfigError, ValueError) as exc:
+        raise ConfigError(where, 0, str(exc)) from None
 
 
 def _configure(prog: str, build, args):

@@ -71,7 +71,8 @@ ARG_OPTIONS = {
     "ipcp-restart": "ipcp_restart", "ipcp-max-configure": "ipcp_max_configure",
     "chap-restart": "chap_restart", "chap-max-challenge": "chap_max_challenge",
     "chap-interval": None, "pap-restart": "pap_restart", "pap-max-authreq": "pap_max_authreq",
-    "linkname": "linkname", "unit": "unit", "asyncmap": None, "plugin": None, "pty": None,
+    "linkname": "linkname", "unit": "unit", "asyncmap": None, "plugin": "plugins", "pty": None,
+    "radius-config-file": "radius_config_file", "avpair": "avpairs",
     "bsdcomp": None, "deflate": None, "vj-max-slots": None, "mppc": None,
 }
 INT_OPTIONS = {
@@ -92,8 +93,11 @@ UNSUPPORTED = frozenset({
     "callback", "mrru", "mp", "multilink",
     "endpoint", "proxyarp", "require-eap", "eap-restart", "demand", "active-filter", "pass-filter",
     "ipx", "ktune", "noaccomp", "nopcomp", "noccp", "ipcp-accept-local", "ipcp-accept-remote",
-    "receive-all", "sync", "lcp-echo-adaptive",
+    "receive-all", "sync", "lcp-echo-adaptive", "map-to-ttyname", "map-to-ifname",
 })
+# pppd plugins fastpptp does itself (by file name; any directory): pppd's RADIUS client and
+# radattr (fastpptp/radius/).  Any other plugin is warned about by name.
+KNOWN_PLUGINS = frozenset({"radius.so", "radattr.so"})
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,9 @@ class PppOptions:
     ipv6: bool = False
     local_ip: str | None = None          # "a.b.c.d" from pppd's "a.b.c.d:" form
     remote_ip: str | None = None         # "w.x.y.z" from pppd's ":w.x.y.z" form
+    plugins: tuple[str, ...] = ()        # the plugins fastpptp implements (KNOWN_PLUGINS), by file name
+    radius_config_file: str | None = None   # radius.so: the radiusclient.conf to read
+    avpairs: tuple[str, ...] = ()        # radius.so: "ATTR=VALUE" for every Access-Request
     ignored: tuple[str, ...] = ()        # recognised but not implemented: warn once each
     unknown: tuple[str, ...] = ()        # not pppd options we know: warn once each
 
@@ -263,7 +270,7 @@ def parse_ppp_options(text: str, path: str = "<options>", *, base: PppOptions | 
     # collecting); Any because the field types differ per name.  PppOptions(**...) at the
     # end is where the names are checked.
     values: dict[str, Any] = dataclasses.asdict(base or PppOptions())
-    for key in ("auth_flags", "ms_dns", "ms_wins", "ignored", "unknown"):
+    for key in _LIST_FIELDS:
         values[key] = list(values[key])
     toks = list(_tokens(text, path))
     i = 0
@@ -293,13 +300,23 @@ def parse_ppp_options(text: str, path: str = "<options>", *, base: PppOptions | 
                 merged = parse_ppp_options(sub, arg, base=PppOptions(**_freeze(values)),
                                            read_file=read_file, _depth=_depth + 1)
                 values = dataclasses.asdict(merged)
-                for key in ("auth_flags", "ms_dns", "ms_wins", "ignored", "unknown"):
+                for key in _LIST_FIELDS:
                     values[key] = list(values[key])
             elif attr is None:
                 values["ignored"].append(opt)
             elif attr in ("ms_dns", "ms_wins"):
                 _check_ipv4(arg, path, lineno, opt)
                 values[attr].append(arg)
+            elif attr == "plugins":
+                plugin = arg.rsplit("/", 1)[-1]
+                if plugin in KNOWN_PLUGINS:
+                    values["plugins"].append(plugin)
+                else:
+                    values["ignored"].append(f"plugin {plugin}")
+            elif attr == "avpairs":
+                if "=" not in arg or arg.startswith("="):
+                    raise ConfigError(path, lineno, f"avpair '{arg}': expected ATTR=VALUE")
+                values["avpairs"].append(arg)
             elif attr in INT_OPTIONS:
                 try:
                     values[attr] = int(arg, 0)
@@ -328,8 +345,11 @@ def parse_ppp_options(text: str, path: str = "<options>", *, base: PppOptions | 
     return PppOptions(**_freeze(values))
 
 
+_LIST_FIELDS = ("auth_flags", "ms_dns", "ms_wins", "plugins", "avpairs", "ignored", "unknown")
+
+
 def _freeze(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: tuple(dict.fromkeys(v)) if k in ("ignored", "unknown") else
+    return {k: tuple(dict.fromkeys(v)) if k in ("ignored", "unknown", "plugins") else
             (tuple(v) if isinstance(v, list) else v) for k, v in values.items()}
 
 

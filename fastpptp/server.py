@@ -66,11 +66,15 @@ from .net import netlink as netlink_direct
 from .net.tun import TunLike
 from .net.units import UnitTable, unit_pattern
 from .ppp.auth.base import AuthBackend, StaticAddressBackend
-from .ppp.link import NO_PEER_ADDRESS, Authenticated, AuthenticationFailed, LinkConfig, NetworkDown, NetworkUp
+from .ppp.link import (NO_PEER_ADDRESS, Authenticated, AuthenticationFailed, LinkConfig, NetworkDown, NetworkUp,
+                       PPPLink)
 from .pptp.control import (CallCleared, CallIdAllocator, CallIdsExhausted, CallRequested, ControlClosed,
                            ControlConnected, EchoTimeout, Event)
 from .pptp.messages import PPTP_PORT, CallDisconnectResult, GeneralErrorCode
+from .radius.aio import RadiusDriver
+from .radius.client import RadiusClient
 from .radius.settings import RadiusSettings
+from .radius.verifier import NasContext, RadiusVerdict, RadiusVerifier
 from .sdnotify import Notifier
 from .shaping import UNLIMITED, RateLimit, RateLimitBackend, RateSource
 from .status import DEFAULT_CONTROL_SOCKET, SessionMatch, StatusServer
@@ -199,6 +203,10 @@ class Server:
         self._hook_tasks: set[asyncio.Task[int | None]] = set()
         self.stats = ServerStats()              # event counters, read by the metrics collector
         self._metrics: MetricsServer | None = None
+        # RADIUS authentication (config.radius, and no embedder's verifier): made at start
+        self._radius_driver: RadiusDriver | None = None
+        self.radius_verifier: RadiusVerifier | None = None
+        self._radattr: dict[int, tuple[str, ...]] = {}     # call ID -> its Access-Accept, radattr.so's form
 
     @property
     def engine(self) -> ServerEngine:
@@ -220,6 +228,7 @@ class Server:
         if self._auth_backend is None:
             self._auth_backend = self._load_secrets()
             self._secrets_from_file = True
+        await self._radius_auth_start()
         self._open_dataplane()
         self._hub = EngineHub(self.engine, loop)
         # a connect storm (1 000 clients at once) must not overflow the accept queue: the
@@ -317,6 +326,7 @@ class Server:
             await self._status.close()
         if self._metrics is not None:
             await self._metrics.close()
+        self._radius_auth_stop()
         if self._hub is not None:
             self._hub.close()
         if self._netlink_worker is not None:        # the route deletes queued above finish
@@ -457,10 +467,11 @@ class Server:
 
     # ------------------------------------------------------------------ calls
     def _start_call(self, stream: ControlStream, call_id: int, req: CallRequested) -> None:
-        from .ppp.link import PPPLink
         peer = _source(stream)
         link = PPPLink(self._link_config(), "server", self._auth_backend, self._rng,
-                       external_verifier=self._verifier is not None)
+                       external_verifier=self._verifier is not None or self.radius_verifier is not None)
+        verifier = self._verifier if self.radius_verifier is None else \
+            self._radius_call_verifier(stream, call_id, link)
         iface = self._ifaces.get(call_id)
 
         def closed(s: CallSession, reason: str) -> None:
@@ -471,7 +482,7 @@ class Server:
                               peer_rwin=req.peer_rwin or 64,      # 0: the PNS gave no window
                               peer_ppd=req.peer_ppd,
                               on_network_up=self._network_up, on_network_down=self._network_down,
-                              on_closed=closed, on_auth=self._auth_event, verifier=self._verifier,
+                              on_closed=closed, on_auth=self._auth_event, verifier=verifier,
                               on_peer_frame=lambda s: self._call_ids.mark_active(s.call_id))
         session.info.session_id = self._new_session_id()
         self.sessions[call_id] = session
@@ -481,6 +492,90 @@ class Server:
         if iface is not None:
             log.info("call %d peer %s: interface %s", call_id, peer, iface.name)
         session.start(wait_for_peer=1.0)
+
+    # ------------------------------------------------------------------ RADIUS authentication
+    async def _radius_auth_start(self) -> None:
+        """``config.radius`` (and no embedder's verifier): the RADIUS client on its own UDP
+        socket and the verifier every call asks (radius/verifier.py).  The verify timeout
+        covers every server's tries (the auth machine would give up first otherwise)."""
+        settings = self.config.radius
+        if settings is None:
+            return
+        if self._verifier is not None:
+            log.info("RADIUS authentication not started: the embedder's verifier checks logins")
+            return
+        driver = RadiusDriver(RadiusClient(settings.auth_servers, settings.policy),
+                              bind_address=settings.bind_address)
+        await driver.start()
+        self._radius_driver = driver
+        self.radius_verifier = RadiusVerifier(
+            driver, settings, self._link_config().policy.mppe,
+            local_backend=lambda: self._auth_backend, hostname=socket.gethostname())
+        if self._verify_timeout is None:
+            p = settings.policy
+            self._verify_timeout = p.timeout * p.tries * len(settings.auth_servers) + 2.0
+        if settings.radattr_dir is not None and not self.config.per_session_interfaces:
+            log.warning("radattr.so: radattr.<ifname> files need per-session interfaces "
+                        "(--per-session-interfaces); none are written")
+        log.info("RADIUS authentication: %s (order %s)", ", ".join(
+            f"{s.address[0]}:{s.address[1]}" for s in settings.auth_servers), settings.auth_order)
+
+    def _radius_auth_stop(self) -> None:
+        if self._radius_driver is not None:
+            self._radius_driver.close()
+            self._radius_driver = None
+
+    def _radius_call_verifier(self, stream: ControlStream, call_id: int, link: PPPLink) -> AsyncVerifier:
+        """The call's verifier: NAS-Port = call ID, Calling-Station-Id = the peer's address,
+        Called-Station-Id = ours.  On an Access-Accept, before the verdict reaches the link: a
+        narrowed MPPE policy (MS-MPPE-Encryption-Types/-Policy) goes into the link's config,
+        and the reply is kept for the radattr file."""
+        assert self.radius_verifier is not None
+        ours = ""
+        if stream.transport is not None:
+            sockname = stream.transport.get_extra_info("sockname")
+            if isinstance(sockname, tuple) and sockname:
+                ours = str(sockname[0])
+
+        def accepted(verdict: RadiusVerdict) -> None:
+            self._radattr[call_id] = verdict.reply
+            mppe = verdict.session_mppe
+            if mppe is None:
+                return
+            log.info("call %d: MPPE narrowed by RADIUS to %s%s", call_id,
+                     ",".join(str(b) for b in sorted(mppe.policy.bits)),
+                     " (required)" if mppe.policy.required else "")
+            link.config = dataclasses.replace(link.config, policy=dataclasses.replace(
+                link.config.policy, mppe=mppe.policy))
+        return self.radius_verifier.for_call(NasContext(call_id, _source(stream), ours), accepted)
+
+    def _radattr_path(self, ifname: str) -> str | None:
+        radius = self.config.radius
+        if radius is None or radius.radattr_dir is None or not ifname:
+            return None
+        return os.path.join(radius.radattr_dir, f"radattr.{ifname}")
+
+    def _radattr_write(self, session: CallSession, ifname: str) -> None:
+        """radattr.so: the call's Access-Accept attributes in ``<dir>/radattr.<ifname>``
+        before ip-up runs (pppd's ip_up_notifier), one ``Name value`` per line."""
+        lines = self._radattr.get(session.call_id)
+        path = self._radattr_path(ifname)
+        if lines is None or path is None:
+            return
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write("".join(f"{line}\n" for line in lines))
+        except OSError as exc:
+            log.warning("call %d: radattr file %s: %s", session.call_id, path, exc)
+
+    def _radattr_remove(self, call_id: int) -> None:
+        self._radattr.pop(call_id, None)
+        iface = self._ifaces.get(call_id)
+        path = self._radattr_path(iface.name) if iface is not None else None
+        if path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
     # ------------------------------------------------------------------ per-session interfaces
     def _open_interface(self) -> SessionInterface:
@@ -655,6 +750,7 @@ class Server:
     def _own_interface_up(self, session: CallSession, iface: SessionInterface, ev: NetworkUp) -> None:
         if ev.family not in (4, "ipv4"):
             return
+        self._radattr_write(session, iface.name)
         self._hook(run_hook(
             self.config.ip_up, ifname=iface.name, local=str(ev.local), remote=str(ev.remote),
             ipparam=self._ppp.ipparam, peer=session.info.user))
@@ -688,6 +784,7 @@ class Server:
         self._notify.status(self._status_line())
         # the pool address went back when the link reached Dead (PPPLink owns it)
         self._emit("down", {**self._session_doc(session), "reason": reason})
+        self._radattr_remove(session.call_id)
         if session.call_id in self._ifaces:
             hook = self._down_hooks.get(session.call_id)
             if hook is not None and not hook.done():

@@ -15,9 +15,13 @@ __all__ = [
     "MS_ATTRIBUTE_TYPES", "REQUEST_CODES", "RESPONSE_CODES", "AcctStatusType",
     "AcctTerminateCause", "NasPortType", "ServiceType", "FramedProtocol",
     "MppeEncryptionPolicy", "MppeEncryptionTypes", "ErrorCause",
+    "VENDOR_CISCO", "VENDOR_MIKROTIK", "CiscoAttr", "MikrotikAttr", "VENDOR_ATTRIBUTE_TYPES",
+    "attribute_by_name",
 ]
 
 VENDOR_MICROSOFT = 311  # RFC 2548 §2: Vendor-Id of the Microsoft attributes
+VENDOR_CISCO = 9        # Cisco-AVPair (FreeRADIUS dictionary.cisco)
+VENDOR_MIKROTIK = 14988  # Mikrotik-Rate-Limit (FreeRADIUS dictionary.mikrotik)
 
 
 class Code(enum.IntEnum):
@@ -125,6 +129,16 @@ class MsAttr(enum.IntEnum):
     MS_SECONDARY_NBNS_SERVER = 31
 
 
+class CiscoAttr(enum.IntEnum):
+    """Cisco vendor attributes (Vendor-Id 9) a PPTP concentrator reads."""
+    CISCO_AVPAIR = 1          # "name=value", e.g. lcp:interface-config#1=rate-limit output ...
+
+
+class MikrotikAttr(enum.IntEnum):
+    """MikroTik vendor attributes (Vendor-Id 14988) a PPTP concentrator reads."""
+    MIKROTIK_RATE_LIMIT = 8   # "rx-rate[/tx-rate] ..." as RouterOS reads it (the NAS's rx/tx)
+
+
 class ValueType(enum.Enum):
     """RFC 2865 §5 data types (RFC 8044 names): how a value's length is checked."""
     STRING = "string"      # 1-253 octets, text or binary
@@ -166,6 +180,30 @@ MS_ATTRIBUTE_TYPES: dict[int, ValueType] = {
     MsAttr.MS_PRIMARY_DNS_SERVER: _A, MsAttr.MS_SECONDARY_DNS_SERVER: _A,
     MsAttr.MS_PRIMARY_NBNS_SERVER: _A, MsAttr.MS_SECONDARY_NBNS_SERVER: _A,
 }
+
+
+# vendor -> its attributes' value types (Microsoft's above; the others are text)
+VENDOR_ATTRIBUTE_TYPES: dict[int, dict[int, ValueType]] = {
+    VENDOR_MICROSOFT: MS_ATTRIBUTE_TYPES,
+    VENDOR_CISCO: {CiscoAttr.CISCO_AVPAIR: _S},
+    VENDOR_MIKROTIK: {MikrotikAttr.MIKROTIK_RATE_LIMIT: _S},
+}
+
+_VENDOR_OF: dict[type[enum.IntEnum], int] = {
+    Attr: 0, MsAttr: VENDOR_MICROSOFT, CiscoAttr: VENDOR_CISCO, MikrotikAttr: VENDOR_MIKROTIK,
+}
+
+
+def attribute_by_name(name: str) -> tuple[int, int, ValueType] | None:
+    """(vendor, type, value type) of an attribute by its dictionary name, case-insensitive
+    (``NAS-Port-Id``, ``MS-CHAP-Challenge``, ``Cisco-AVPair``...); None when unknown."""
+    key = name.strip().replace("-", "_").upper()
+    for enum_type, vendor in _VENDOR_OF.items():
+        member = enum_type.__members__.get(key)
+        if member is not None:
+            table = ATTRIBUTE_TYPES if vendor == 0 else VENDOR_ATTRIBUTE_TYPES[vendor]
+            return vendor, int(member), table.get(int(member), ValueType.OCTETS)
+    return None
 
 
 class AcctStatusType(enum.IntEnum):
