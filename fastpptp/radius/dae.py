@@ -401,6 +401,13 @@ class DaeCore:
 
     def _check_attributes(self, request: Packet) -> CoaChange | None:
         """The attributes' support and values; a CoA's change (None for a Disconnect)."""
+        for v in request.get_all(Attr.SERVICE_TYPE):
+            service = int.from_bytes(v, "big")
+            if service != SERVICE_TYPE_FRAMED:
+                # RFC 5176 §3.2: no dynamic re-authorization here (its State is not looked
+                # at); Authorize-Only is echoed in the NAK
+                extra = (Attribute(Attr.SERVICE_TYPE, v),) if service == SERVICE_TYPE_AUTHORIZE_ONLY else ()
+                raise _Nak(ErrorCause.UNSUPPORTED_SERVICE, *extra)
         allowed = _ALLOWED[request.code]
         coa = request.code is Code.COA_REQUEST
         for a in request.attributes:
@@ -411,12 +418,6 @@ class DaeCore:
             if coa and a.vendor == VENDOR_CISCO and a.type == CISCO_AVPAIR and _is_rate_avpair(a.value):
                 continue
             raise _Nak(ErrorCause.UNSUPPORTED_ATTRIBUTE)
-        for v in request.get_all(Attr.SERVICE_TYPE):
-            service = int.from_bytes(v, "big")
-            if service != SERVICE_TYPE_FRAMED:
-                # RFC 5176 §3.2: no dynamic re-authorization here; Authorize-Only is echoed
-                extra = (Attribute(Attr.SERVICE_TYPE, v),) if service == SERVICE_TYPE_AUTHORIZE_ONLY else ()
-                raise _Nak(ErrorCause.UNSUPPORTED_SERVICE, *extra)
         if not any(a.vendor == 0 and a.type in _SESSION_IDENTIFICATION for a in request.attributes):
             raise _Nak(ErrorCause.MISSING_ATTRIBUTE)
         if not coa:
