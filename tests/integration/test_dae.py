@@ -21,7 +21,6 @@ from fastpptp.config import parse_ppp_options
 from fastpptp.ppp.auth.secrets import CallableBackend
 from fastpptp.radius.settings import DAE_PORT, DaeSettings, RadiusSettings
 from fastpptp.server import Server, ServerConfig
-from fastpptp.shaping import RateLimit
 from fastpptp.status import SessionMatch
 from support.inproc import FakeTun, recv_packet, udp_packet
 from support.recording_engine import RecordingEngines
@@ -49,9 +48,9 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def start_server(tmp_path) -> Server:
+async def start_server(tmp_path, **dae_options) -> Server:
     dae = DaeSettings(listen=("127.0.0.1", DAE_PORT), secret=SECRET.encode(),
-                      allowed=(ipaddress.ip_network("127.0.0.1/32"),))
+                      allowed=(ipaddress.ip_network("127.0.0.1/32"),), **dae_options)
     server = Server(ServerConfig(listen="127.0.0.1", port=_free_port(), local_ips=("198.51.100.1",),
                                  remote_ips=("198.51.100.2", "198.51.100.3"), ppp=parse_ppp_options(SERVER_PPP),
                                  control_socket=str(tmp_path / "ctl.sock"), ip_up=None, ip_down=None,
@@ -152,7 +151,7 @@ def test_coa_session_timeout_takes_effect(loopback_ns, tmp_path, engines):
         try:
             await alice.connect(server)
             loop = asyncio.get_running_loop()
-            rc, out = await radclient("coa", f'User-Name = "alice"\nSession-Timeout = 2\n')
+            rc, out = await radclient("coa", 'User-Name = "alice"\nSession-Timeout = 2\n')
             sent = loop.time()
             client_rc = await alice.ended(10)
             return {"rc": rc, "out": out, "after": loop.time() - sent, "client_rc": client_rc,
@@ -166,6 +165,34 @@ def test_coa_session_timeout_takes_effect(loopback_ns, tmp_path, engines):
     assert 1.5 <= r["after"] <= 4.0, r
     assert r["server_reason"] == "session timeout"
     assert r["client_rc"] == 16 and "session timeout" in r["reason"], r["reason"]
+
+
+def test_coa_idle_timeout_takes_effect_and_zero_lifts_a_limit(loopback_ns, tmp_path, engines):
+    async def main():
+        server = await start_server(tmp_path)
+        alice = Peer("alice")
+        try:
+            await alice.connect(server)
+            loop = asyncio.get_running_loop()
+            # a Session-Timeout set, then lifted (0): it must not fire
+            rc_set, _ = await radclient("coa", 'User-Name = "alice"\nSession-Timeout = 1\n')
+            rc_lift, _ = await radclient("coa", 'User-Name = "alice"\nSession-Timeout = 0\n')
+            await asyncio.sleep(1.5)
+            alive = not alice.task.done()
+            rc, out = await radclient("coa", 'User-Name = "alice"\nIdle-Timeout = 1\n')
+            sent = loop.time()
+            client_rc = await alice.ended(10)
+            return {"rcs": (rc_set, rc_lift, rc), "out": out, "alive": alive, "after": loop.time() - sent,
+                    "client_rc": client_rc, "server_reason": alice.session.info.reason}
+        finally:
+            await alice.close()
+            await server.stop("test over")
+
+    r = asyncio.run(main())
+    assert r["rcs"] == (0, 0, 0) and "CoA-ACK" in r["out"], r["out"]
+    assert r["alive"]
+    assert 0.9 <= r["after"] <= 3.0, r
+    assert r["server_reason"] == "idle timeout" and r["client_rc"] == 16
 
 
 def test_coa_rate_limit_reaches_the_engine(loopback_ns, tmp_path, engines):
@@ -217,3 +244,28 @@ def test_wrong_secret_is_ignored(loopback_ns, tmp_path, engines):
     assert r["alive"]
     assert r["counters"]["rx_bad_authenticator"] >= 1
     assert r["counters"]["tx_disconnect_ack"] == r["counters"]["tx_disconnect_nak"] == 0
+
+
+def test_required_message_authenticator(loopback_ns, tmp_path, engines):
+    """--dae-require-message-authenticator: radclient's request without one goes unanswered;
+    with one (``Message-Authenticator = 0x00``: radclient computes it) it is acted on."""
+    async def main():
+        server = await start_server(tmp_path, require_message_authenticator=True)
+        alice = Peer("alice")
+        try:
+            await alice.connect(server)
+            rc_without, out_without = await radclient("coa", 'User-Name = "alice"\nIdle-Timeout = 600\n', retries=1)
+            rc_with, out_with = await radclient("coa", 'User-Name = "alice"\nIdle-Timeout = 600\n'
+                                                       "Message-Authenticator = 0x00\n")
+            assert server.dae is not None
+            return {"without": (rc_without, out_without), "with": (rc_with, out_with),
+                    "counters": dict(server.dae.core.counters), "alive": not alice.task.done()}
+        finally:
+            await alice.close()
+            await server.stop("test over")
+
+    r = asyncio.run(main())
+    assert r["without"][0] != 0 and "No reply" in r["without"][1], r["without"][1]
+    assert r["with"][0] == 0 and "CoA-ACK" in r["with"][1], r["with"][1]
+    assert r["counters"]["rx_no_message_authenticator"] >= 1 and r["counters"]["sessions_changed"] == 1
+    assert r["alive"]
