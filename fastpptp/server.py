@@ -855,8 +855,16 @@ class Server:
         if radius is None or radius.dae is None:
             return
         dae = radius.dae
-        allowed = dae.allowed or tuple(
-            ipaddress.ip_network(srv.address[0]) for srv in radius.auth_servers + radius.acct_servers)
+        allowed = dae.allowed
+        if not allowed:
+            nets = []
+            for srv in radius.auth_servers + radius.acct_servers:
+                try:
+                    nets.append(ipaddress.ip_network(srv.address[0]))
+                except ValueError:          # a name, not an address: it cannot be matched
+                    log.warning("Dynamic Authorization: RADIUS server %s is no address; not allowed",
+                                srv.address[0])
+            allowed = tuple(nets)
         addresses: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
         for text in (radius.nas_ip_address, dae.listen[0], self.config.listen):
             if text:
