@@ -24,7 +24,8 @@ Flow of a call (both roles):
    loop never waits for it: LCP, the auth timers and every other session keep running.  The
    verdict's reply attributes are kept on the session (``attributes``, ``rate_limit``);
    Session-Timeout and Idle-Timeout end the session with ``SESSION_TIMEOUT`` /
-   ``IDLE_TIMEOUT`` as the reason.
+   ``IDLE_TIMEOUT`` as the reason; ``set_session_timeout`` / ``set_idle_timeout`` replace
+   them live (a RADIUS CoA-Request), counted from then.
 """
 from __future__ import annotations
 
