@@ -233,13 +233,19 @@ def test_wrong_secret_is_ignored(loopback_ns, tmp_path, engines):
             rc, out = await radclient("disconnect", 'User-Name = "alice"\n', secret="not-the-secret", retries=1)
             await asyncio.sleep(0.3)
             assert server.dae is not None
-            return {"rc": rc, "out": out, "alive": not alice.task.done() and not alice.session.closed,
-                    "counters": dict(server.dae.core.counters)}
+            result = {"rc": rc, "out": out, "alive": not alice.task.done() and not alice.session.closed,
+                      "counters": dict(server.dae.core.counters)}
         finally:
             await alice.close()
             await server.stop("test over")
+        # the listener went with the server: its port is free again
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", DAE_PORT))
+        result["closed"] = server.dae is None
+        return result
 
     r = asyncio.run(main())
+    assert r["closed"]
     assert r["rc"] != 0 and "No reply" in r["out"], r["out"]
     assert r["alive"]
     assert r["counters"]["rx_bad_authenticator"] >= 1
