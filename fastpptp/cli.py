@@ -5,6 +5,7 @@ argv -> typed config -> run.  No protocol logic lives here.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import logging.handlers
@@ -101,6 +102,14 @@ def server_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-listen", metavar="ADDR:PORT", type=_listen_arg, default=None,
                    help="serve Prometheus metrics at http://ADDR:PORT/metrics (off by default; "
                         "e.g. 127.0.0.1:9723, [::1]:9723)")
+    p.add_argument("--dae-server", metavar="ADDR[:PORT],SECRET", type=dae_server_arg, default=None,
+                   help="answer RADIUS Disconnect/CoA requests (RFC 5176) on ADDR:PORT (port 3799 "
+                        "by default; IPv6 as [ADDR]:PORT) signed with SECRET, as accel-ppp's dae-server")
+    p.add_argument("--dae-allowed", metavar="CIDR", type=_network_arg, action="append", default=[],
+                   help="a network Disconnect/CoA requests may come from (repeatable; default: the "
+                        "RADIUS servers' addresses)")
+    p.add_argument("--dae-require-message-authenticator", action="store_true",
+                   help="drop Disconnect/CoA requests without a Message-Authenticator")
     p.add_argument("--metrics-per-session", action="store_true",
                    help="also per-session series labelled by session and user. WARNING: one series "
                         "set per session: cardinality grows with the sessions and users")
@@ -148,6 +157,62 @@ def _listen_arg(text: str) -> str:
     return text
 
 
+def dae_server_arg(text: str) -> tuple[tuple[str, int], bytes]:
+    """argparse type of ``--dae-server ADDR[:PORT],SECRET`` -> ((address, port), secret)."""
+    from .radius.settings import DAE_PORT
+    where, sep, secret = text.partition(",")
+    if not sep or not secret:
+        raise argparse.ArgumentTypeError(f"{where!r}: expected ADDR[:PORT],SECRET")
+    host, port = where, DAE_PORT
+    if where.startswith("["):                       # [v6]:port or [v6]
+        host, _, rest = where[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise argparse.ArgumentTypeError(f"bad address {where!r}")
+            port = _port(rest[1:])
+    elif where.count(":") == 1:
+        host, _, p = where.partition(":")
+        port = _port(p)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad address {host!r}: a numeric IPv4 or IPv6 address") from None
+    return (host, port), secret.encode()
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"bad port {text!r}")
+    return int(text)
+
+
+def _network_arg(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _with_dae(radius, args: argparse.Namespace):
+    """``--dae-server``/``--dae-allowed`` into the RADIUS settings (standalone when there are
+    none: DAE needs no RADIUS authentication); ``radius`` unchanged when no listener is asked for."""
+    import dataclasses
+    from .radius.settings import DaeSettings, RadiusSettings
+    if args.dae_server is None:
+        if args.dae_allowed:
+            raise ConfigError("<command line>", 0, "--dae-allowed without --dae-server")
+        return radius
+    listen, secret = args.dae_server
+    allowed = tuple(args.dae_allowed)
+    if not allowed and (radius is None or not (radius.auth_servers or radius.acct_servers)):
+        raise ConfigError("<command line>", 0, "--dae-server needs --dae-allowed (no RADIUS servers to allow)")
+    dae = DaeSettings(listen=listen, secret=secret, allowed=allowed,
+                      require_message_authenticator=args.dae_require_message_authenticator)
+    if radius is None:
+        return RadiusSettings(auth_servers=(), dae=dae)
+    return dataclasses.replace(radius, dae=dae)
+
+
 def build_server_config(args: argparse.Namespace):
     from .server import ServerConfig
     conf_path = args.conf or ("/etc/pptpd.conf" if os.path.exists("/etc/pptpd.conf") and args.conf is None else None)
@@ -188,7 +253,7 @@ def build_server_config(args: argparse.Namespace):
         option_file=opt_path, flow_control=args.flow_control,
         metrics_listen=args.metrics_listen, metrics_per_session=args.metrics_per_session,
         default_rate_limit=args.default_rate_limit,
-        radius=build_radius_settings(args, opts),
+        radius=_with_dae(build_radius_settings(args, opts), args),
     ), (args.syslog, args.logfile or opts.logfile)
 
 

@@ -35,6 +35,12 @@ Flow:
    from the auth backend (chap-secrets' RATE column, an embedding callback) when the user
    authenticates, else from ``default_rate_limit``; it reaches the engine when the network
    comes up, and :meth:`Server.limit_session` changes it live.
+6a. Dynamic Authorization (RFC 5176; ``config.radius.dae``): a UDP listener
+   (:class:`~fastpptp.aio.dae.DaeListener` over the sans-I/O
+   :class:`~fastpptp.radius.dae.DaeCore`) started with the server and closed first at stop.
+   A Disconnect-Request ends the matching sessions through :meth:`Server.terminate`; a
+   CoA-Request changes their Session-Timeout / Idle-Timeout (the session's timers) and rate
+   limit (:meth:`Server.limit_session`, ``RateSource.RADIUS``).
 7. Under systemd (``notifier``, fastpptp.sdnotify): READY=1 once the listener accepts,
    STATUS= with the session count on every change, RELOADING=1/READY=1 around SIGHUP,
    STOPPING=1 when 5 begins, WATCHDOG=1 from the event loop.
@@ -50,12 +56,14 @@ import os
 import random
 import signal
 import socket
-from collections.abc import Callable, Coroutine
+import ipaddress
+from collections.abc import Callable, Coroutine, Sequence
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .admission import Admission, AdmissionLimits, Admit
+from .aio.dae import DaeListener
 from .aio.driver import ControlStream
 from .aio.session import AsyncVerifier, CallSession, EngineHub, SessionEngine
 from .config import AddressPool, PppOptions, parse_ppp_options, server_link_config
@@ -78,6 +86,9 @@ from .radius.verifier import NasContext, RadiusVerdict, RadiusVerifier
 from .sdnotify import Notifier
 from .shaping import UNLIMITED, RateLimit, RateLimitBackend, RateSource
 from .status import DEFAULT_CONTROL_SOCKET, SessionMatch, StatusServer
+
+if TYPE_CHECKING:
+    from .radius.dae import CoaChange, DaeSession
 
 log = logging.getLogger("fastpptp.server")
 
@@ -207,6 +218,7 @@ class Server:
         self._radius_driver: RadiusDriver | None = None
         self.radius_verifier: RadiusVerifier | None = None
         self._radattr: dict[int, tuple[str, ...]] = {}     # call ID -> its Access-Accept, radattr.so's form
+        self._dae: DaeListener | None = None      # RFC 5176 listener (config.radius.dae)
 
     @property
     def engine(self) -> ServerEngine:
@@ -243,6 +255,7 @@ class Server:
         except OSError as exc:
             log.warning("status socket %s unavailable: %s", path, exc)
             self._status = None
+        await self._start_dae()
         if self.config.metrics_listen:
             self._metrics = MetricsServer(self, loop, per_session=self.config.metrics_per_session)
             self._metrics.start(*parse_listen(self.config.metrics_listen))
@@ -305,6 +318,7 @@ class Server:
         log.info("stopping: %s (%d sessions)", reason, len(self.sessions))
         if self._tcp_server is not None:
             self._tcp_server.close()
+        self._stop_dae()
         for s in list(self.sessions.values()):
             s.close(reason)
         loop = asyncio.get_running_loop()      # the one clock of the server: the loop's
@@ -499,7 +513,7 @@ class Server:
         socket and the verifier every call asks (radius/verifier.py).  The verify timeout
         covers every server's tries (the auth machine would give up first otherwise)."""
         settings = self.config.radius
-        if settings is None:
+        if settings is None or not settings.authenticates:     # DAE or accounting only
             return
         if self._verifier is not None:
             log.info("RADIUS authentication not started: the embedder's verifier checks logins")
@@ -923,6 +937,78 @@ class Server:
             if (rate, source) != (s.info.rate, s.info.rate_source):
                 self._set_rate(s, rate, source)
 
+    # ------------------------------------------------------------------ Dynamic Authorization
+    @property
+    def dae(self) -> DaeListener | None:
+        """The RFC 5176 listener (after :meth:`start`; None when not configured)."""
+        return self._dae
+
+    async def _start_dae(self) -> None:
+        """Listen for Disconnect/CoA requests when ``config.radius.dae`` says so.  Clients:
+        ``dae.allowed``, or else the configured RADIUS servers; the NAS identity a request
+        may name: ``nas_identifier``, ``nas_ip_address`` and our specific listen addresses."""
+        from .radius.dae import DaeCore, DaePolicy, DaeTarget
+        radius = self.config.radius
+        if radius is None or radius.dae is None:
+            return
+        dae = radius.dae
+        allowed = dae.allowed
+        if not allowed:
+            nets = []
+            for srv in radius.auth_servers + radius.acct_servers:
+                try:
+                    nets.append(ipaddress.ip_network(srv.address[0]))
+                except ValueError:          # a name, not an address: it cannot be matched
+                    log.warning("Dynamic Authorization: RADIUS server %s is no address; not allowed",
+                                srv.address[0])
+            allowed = tuple(nets)
+        addresses: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
+        for text in (radius.nas_ip_address, dae.listen[0], self.config.listen):
+            if text:
+                with contextlib.suppress(ValueError):
+                    ip = ipaddress.ip_address(text)
+                    if not ip.is_unspecified:
+                        addresses.add(ip)
+        policy = DaePolicy(secret=dae.secret, allowed=allowed, nas_identifier=radius.nas_identifier,
+                           nas_addresses=frozenset(addresses),
+                           require_message_authenticator=dae.require_message_authenticator,
+                           require_event_timestamp=dae.require_event_timestamp,
+                           event_timestamp_window=dae.event_timestamp_window)
+        core = DaeCore(policy, DaeTarget(self._dae_sessions, self._dae_disconnect, self._dae_change))
+        listener = DaeListener(core, dae.listen)
+        await listener.start()
+        self._dae = listener
+        if not allowed:
+            log.warning("Dynamic Authorization: no allowed clients (--dae-allowed): every request is dropped")
+
+    def _stop_dae(self) -> None:
+        if self._dae is not None:
+            self._dae.close()
+            self._dae = None
+
+    def _dae_sessions(self) -> list[DaeSession]:
+        from .radius.dae import DaeSession
+        return [DaeSession(session_id=s.info.session_id, call_id=s.call_id, user=s.info.user,
+                           framed_ip=s.info.remote_ip, calling_station=s.info.peer)
+                for s in self.sessions.values() if not s.closed]
+
+    def _dae_disconnect(self, session_ids: Sequence[str], reason: str) -> None:
+        for sid in session_ids:
+            self.terminate(SessionMatch(session=sid), reason=reason)
+
+    def _dae_change(self, session_ids: Sequence[str], change: CoaChange) -> None:
+        wanted = set(session_ids)
+        for s in [s for s in self.sessions.values() if s.info.session_id in wanted and not s.closed]:
+            log.info("call %d session %s user %s: RADIUS CoA: session-timeout %s idle-timeout %s rate %s",
+                     s.call_id, s.info.session_id, s.info.user or "-",
+                     _or_dash(change.session_timeout), _or_dash(change.idle_timeout), _or_dash(change.rate))
+            if change.session_timeout is not None:
+                s.set_session_timeout(change.session_timeout)
+            if change.idle_timeout is not None:
+                s.set_idle_timeout(change.idle_timeout)
+            if change.rate is not None:
+                self.limit_session(s.info.session_id, change.rate, source=RateSource.RADIUS)
+
     # ------------------------------------------------------------------ status
     def _session_doc(self, s: CallSession) -> dict[str, Any]:
         c: dict[str, int]
@@ -970,6 +1056,10 @@ def _route_deleted(call_id: int, remote: str, done: asyncio.Future[object]) -> N
     """A route delete's outcome: a route already gone is no failure (missing_ok)."""
     if not done.cancelled() and done.exception() is not None:
         log.warning("call %d: deleting the route to %s failed: %s", call_id, remote, done.exception())
+
+
+def _or_dash(value: object) -> str:
+    return "-" if value is None else str(value)
 
 
 def _source(stream: ControlStream) -> str:

@@ -24,7 +24,8 @@ Flow of a call (both roles):
    loop never waits for it: LCP, the auth timers and every other session keep running.  The
    verdict's reply attributes are kept on the session (``attributes``, ``rate_limit``);
    Session-Timeout and Idle-Timeout end the session with ``SESSION_TIMEOUT`` /
-   ``IDLE_TIMEOUT`` as the reason.
+   ``IDLE_TIMEOUT`` as the reason; ``set_session_timeout`` / ``set_idle_timeout`` replace
+   them live (a RADIUS CoA-Request), counted from then.
 """
 from __future__ import annotations
 
@@ -197,7 +198,9 @@ class CallSession:
         #: (down_kbit, up_kbit), for the shaper
         self.attributes: ReplyAttributes = NO_REPLY_ATTRIBUTES
         self.rate_limit: tuple[int, int] | None = None
-        self._limit_timers: list[asyncio.TimerHandle] = []
+        self._session_timer: asyncio.TimerHandle | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_limit = 0                     # seconds (0: none)
         self._idle_packets = -1                  # rx + tx data packets at the last check
         self._idle_since = 0.0
         self._timer = DeadlineTimer(hub.loop, self._on_timer)
@@ -399,20 +402,38 @@ class CallSession:
     def _apply_attributes(self, attrs: ReplyAttributes) -> None:
         self.attributes = attrs
         self.rate_limit = attrs.rate_limit
-        loop = self.hub.loop
         if attrs.session_timeout:
-            self._limit_timers.append(loop.call_later(attrs.session_timeout, self._limit_reached,
-                                                      SESSION_TIMEOUT))
+            self.set_session_timeout(attrs.session_timeout)
         if attrs.idle_timeout:
-            self._idle_since = self.now
-            self._schedule_idle_check(attrs.idle_timeout)
+            self.set_idle_timeout(attrs.idle_timeout)
+
+    def set_session_timeout(self, seconds: int) -> None:
+        """End the session ``seconds`` from now with SESSION_TIMEOUT (0: no limit); replaces
+        the limit it had (RADIUS reply, CoA-Request)."""
+        if self._session_timer is not None:
+            self._session_timer.cancel()
+            self._session_timer = None
+        if seconds > 0 and not self.closed:
+            self._session_timer = self.hub.loop.call_later(seconds, self._limit_reached, SESSION_TIMEOUT)
+
+    def set_idle_timeout(self, seconds: int) -> None:
+        """End the session after ``seconds`` without data packets, counted from now (0: no
+        limit); replaces the limit it had (RADIUS reply, CoA-Request)."""
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        self._idle_limit = seconds
+        if seconds > 0 and not self.closed:
+            self._idle_packets, self._idle_since = -1, self.now
+            self._schedule_idle_check(seconds)
 
     def _schedule_idle_check(self, idle: int) -> None:
         period = min(max(idle / 4, 0.05), IDLE_CHECK_MAX)
-        self._limit_timers.append(self.hub.loop.call_later(period, self._idle_check, idle))
+        self._idle_timer = self.hub.loop.call_later(period, self._idle_check, idle)
 
     def _idle_check(self, idle: int) -> None:
-        if self.closed:
+        self._idle_timer = None
+        if self.closed or idle != self._idle_limit:
             return
         try:
             c = self.engine.counters(self.call_id)
@@ -465,8 +486,9 @@ class CallSession:
         self._timer.cancel()
         for task in self._verifications:
             task.cancel()                 # a verdict now would be for a dead link
-        for handle in self._limit_timers:
-            handle.cancel()
+        for handle in (self._session_timer, self._idle_timer):
+            if handle is not None:
+                handle.cancel()
         self._gate, self._held_out = None, []
         if self.link.phase is not Phase.DEAD:
             # ended without PPP goodbyes (abort): the link goes to Dead all the same, which

@@ -24,18 +24,30 @@ DAE_PORT = 3799          # RFC 5176 §3.2 (Disconnect/CoA on the NAS)
 @dataclass(frozen=True)
 class DaeSettings:
     """The Dynamic Authorization listener (RFC 5176): where it listens, the shared secret, and
-    which clients may send requests (accel-ppp's ``dae-server`` plus ``--dae-allowed``)."""
+    which clients may send requests (accel-ppp's ``dae-server`` plus ``--dae-allowed``;
+    empty: the addresses of the configured RADIUS servers).
+
+    ``require_message_authenticator``: drop requests without one (BlastRADIUS hardening; off
+    by default: a Disconnect/CoA request is already signed as a whole by its Request
+    Authenticator, and radclient adds none unless asked); ``require_event_timestamp``: drop
+    requests without Event-Timestamp; ``event_timestamp_window``: seconds an Event-Timestamp
+    may be off our clock (RFC 5176 §4.2; 300, as FreeRADIUS)."""
 
     listen: tuple[str, int]
     secret: bytes = field(repr=False)
     allowed: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    require_message_authenticator: bool = False
+    require_event_timestamp: bool = False
+    event_timestamp_window: int = 300
 
 
 @dataclass(frozen=True)
 class RadiusSettings:
     """Servers, client policy and the NAS's own attributes.
 
-    ``auth_servers``/``acct_servers``: tried in order, with failover (``policy``);
+    ``auth_servers``/``acct_servers``: tried in order, with failover (``policy``); either
+    may be empty (no RADIUS authentication: :attr:`authenticates` is False -- e.g. only a
+    ``dae`` listener, as accel-ppp allows), but not all three of them and ``dae``;
     ``nas_identifier``/``nas_ip_address``: sent in every request (RFC 2865 §5.4, §5.32: at
     least one of the two); ``bind_address``: the local address of the RADIUS socket;
     ``acct_interim_interval``: seconds between Interim-Updates when the Access-Accept names
@@ -56,7 +68,12 @@ class RadiusSettings:
     radattr_dir: str | None = None
 
     def __post_init__(self) -> None:
-        if not self.auth_servers:
-            raise ValueError("RADIUS needs at least one authentication server")
+        if not self.auth_servers and not self.acct_servers and self.dae is None:
+            raise ValueError("RADIUS needs an authentication or accounting server, or a DAE listener")
         if self.acct_interim_interval < 0:
             raise ValueError("acct_interim_interval must be >= 0")
+
+    @property
+    def authenticates(self) -> bool:
+        """Logins are checked through RADIUS (there is an authentication server)."""
+        return bool(self.auth_servers)
