@@ -54,9 +54,14 @@ class RadiusSettings:
     avpairs: tuple[tuple[str, str], ...] = ()
     dae: DaeSettings | None = None
     radattr_dir: str | None = None
+    # the least Interim-Update interval, seconds (RFC 2869 §5.16, pppd's radius plugin: 60;
+    # lower only for tests)
+    acct_interim_floor: int = 60
 
     def __post_init__(self) -> None:
         if not self.auth_servers:
             raise ValueError("RADIUS needs at least one authentication server")
         if self.acct_interim_interval < 0:
             raise ValueError("acct_interim_interval must be >= 0")
+        if self.acct_interim_floor < 1:
+            raise ValueError("acct_interim_floor must be >= 1")
