@@ -206,34 +206,34 @@ def test_interim_interval(reply, configured, floor, interval):
 
 # --- the backlog -----------------------------------------------------------------------------------
 
-S, I, P, ON, OFF = RequestKind.START, RequestKind.INTERIM, RequestKind.STOP, RequestKind.ON, RequestKind.OFF
+START, INTERIM, STOP, ON, OFF = RequestKind.START, RequestKind.INTERIM, RequestKind.STOP, RequestKind.ON, RequestKind.OFF
 
 
 def test_backlog_a_newer_record_supersedes_the_sessions_unanswered_interim():
     b = AccountingBacklog(10)
-    start = b.admit(S, "a").key
-    first = b.admit(I, "a").key
-    other = b.admit(I, "b").key
-    second = b.admit(I, "a")
+    start = b.admit(START, "a").key
+    first = b.admit(INTERIM, "a").key
+    other = b.admit(INTERIM, "b").key
+    second = b.admit(INTERIM, "a")
     assert second.cancel == (first,) and second.key is not None
-    stop = b.admit(P, "a")
+    stop = b.admit(STOP, "a")
     assert stop.cancel == (second.key,)              # the Stop carries the final counters
-    assert b.kinds() == [S, I, P] and b.counters["interim_superseded"] == 2
+    assert b.kinds() == [START, INTERIM, STOP] and b.counters["interim_superseded"] == 2
     assert start is not None and other is not None
 
 
 @pytest.mark.parametrize("outstanding,new,sent,dropped,counter", [
     # full: the oldest Interim-Update goes first, whatever comes
-    ([S, I, I], P, True, 1, "interim_dropped"),
-    ([S, I, I], S, True, 1, "interim_dropped"),
-    ([I, S, S], I, True, 0, "interim_dropped"),
+    ([START, INTERIM, INTERIM], STOP, True, 1, "interim_dropped"),
+    ([START, INTERIM, INTERIM], START, True, 1, "interim_dropped"),
+    ([INTERIM, START, START], INTERIM, True, 0, "interim_dropped"),
     # no interim left: a new interim is not sent; a new Start replaces the oldest Start
-    ([S, P, S], I, False, None, "interim_dropped"),
-    ([P, S, S], S, True, 1, "start_dropped"),
+    ([START, STOP, START], INTERIM, False, None, "interim_dropped"),
+    ([STOP, START, START], START, True, 1, "start_dropped"),
     # a Stop, Accounting-On/-Off are never given up: admitted over the limit
-    ([S, P, S], P, True, None, "over_limit"),
-    ([P, P, ON], OFF, True, None, "over_limit"),
-    ([P, P, P], S, True, None, "over_limit"),
+    ([START, STOP, START], STOP, True, None, "over_limit"),
+    ([STOP, STOP, ON], OFF, True, None, "over_limit"),
+    ([STOP, STOP, STOP], START, True, None, "over_limit"),
 ])
 def test_backlog_over_the_limit(outstanding, new, sent, dropped, counter):
     b = AccountingBacklog(3)
@@ -247,10 +247,10 @@ def test_backlog_over_the_limit(outstanding, new, sent, dropped, counter):
 
 def test_backlog_done_frees_a_place_and_the_limit_is_checked():
     b = AccountingBacklog(1)
-    k = b.admit(P, "a").key
+    k = b.admit(STOP, "a").key
     b.done(k)
     b.done(k)                              # twice: harmless
-    assert len(b) == 0 and b.admit(I, "b").key is not None
+    assert len(b) == 0 and b.admit(INTERIM, "b").key is not None
     with pytest.raises(ValueError):
         AccountingBacklog(0)
 
