@@ -835,6 +835,11 @@ class Server:
                 self._set_rate(s, rate, source)
 
     # ------------------------------------------------------------------ RADIUS accounting
+    @property
+    def accounting(self) -> Accountant | None:
+        """The RADIUS accountant (after :meth:`start`, with accounting servers configured)."""
+        return self._accounting
+
     async def _start_accounting(self) -> None:
         """With accounting servers configured (whatever authenticates the users): the
         accountant's socket and Accounting-On (fastpptp/aio/accounting.py)."""

@@ -9,9 +9,9 @@ Flow:
    no drift), with the counters read from the engine at that moment.
 3. ``session_closed(session_id, final_counters, cause)``: Stop with the final counters and the
    Acct-Terminate-Cause; however the session ended (the server calls it from every teardown).
-4. ``await stop()``: waits (at most ``stop_wait``) for the outstanding requests -- the Stops
-   of the sessions the shutdown ended --, sends Accounting-Off, waits for it (as long again,
-   only if the Stops were all answered), then gives up what is left and closes.
+4. ``await stop()``: waits for the outstanding requests -- the Stops of the sessions the
+   shutdown ended --, sends Accounting-Off and waits for it, at most ``stop_wait`` in all
+   (the Off is sent at least once), then gives up what is left and closes.
 
 Every request is a task awaiting :meth:`RadiusDriver.request`: the RADIUS client core
 retransmits it with Acct-Delay-Time and fails over (bounded by ``ClientPolicy``), and the
@@ -45,7 +45,7 @@ log = logging.getLogger("fastpptp.accounting")
 
 #: requests outstanding at once before Interim-Updates (then Starts) are given up
 BACKLOG_LIMIT = 1024
-#: the longest ``stop()`` waits for the last Stops (and again for the Accounting-Off)
+#: the longest ``stop()`` waits for the last Stops and the Accounting-Off
 STOP_WAIT_MAX = 10.0
 
 #: the accountant's counters (besides the backlog's, BACKLOG_COUNTERS), each with its meaning
@@ -81,7 +81,7 @@ class Accountant:
     """Start / Interim-Update / Stop of each session and Accounting-On/-Off of the NAS.
 
     ``nas_session_id``: the Acct-Session-Id of the Accounting-On and -Off (this run of the
-    server); ``stop_wait``: the longest each of :meth:`stop`'s two waits (the Stops, the Off);
+    server); ``stop_wait``: the longest :meth:`stop` waits (for the Stops and the Off);
     ``wall_clock``: the clock of Event-Timestamp."""
 
     def __init__(self, nas: Nas, driver: AccountingDriver, *, nas_session_id: str,
@@ -137,22 +137,20 @@ class Accountant:
                    accounting_on_attributes(self.nas, self.nas_session_id, timestamp=self._now()))
 
     async def stop(self) -> None:
-        """The outstanding requests (the shutdown's Stops) first, then Accounting-Off, each
-        waited for at most ``stop_wait``; when the Stops were not all answered in time the
-        Off is sent once and not waited for.  What is left then is given up."""
+        """The outstanding requests (the shutdown's Stops) first, then Accounting-Off (sent at
+        least once), all within ``stop_wait``; what is left then is given up."""
         if self._stopped or self._loop is None:
             return
         self._stopped = True
         for s in self._sessions.values():      # sessions the server did not close: no Stop
             if s.timer is not None:
                 s.timer.cancel()
-        answered = await self._drain(self._loop.time() + self.stop_wait)
+        deadline = self._loop.time() + self.stop_wait
+        await self._drain(deadline)
         self._send(RequestKind.OFF, self.nas_session_id,
                    accounting_off_attributes(self.nas, self.nas_session_id, timestamp=self._now()))
-        if answered:
-            await self._drain(self._loop.time() + self.stop_wait)
-        else:       # no answer to the Stops in time: the Off goes out once, unwaited for
-            await asyncio.sleep(0)
+        await asyncio.sleep(0)          # the Off goes out at least once, however late it is
+        await self._drain(deadline)
         left = len(self._tasks)
         for task in list(self._tasks.values()):
             task.cancel()
