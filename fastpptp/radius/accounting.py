@@ -219,8 +219,10 @@ TERMINATE_CAUSES: tuple[tuple[str, AcctTerminateCause], ...] = (
     ("rejected by peer", AcctTerminateCause.SERVICE_UNAVAILABLE),
     ("code-rejected", AcctTerminateCause.SERVICE_UNAVAILABLE),
     ("internal error", AcctTerminateCause.NAS_ERROR),
+    # TCP gone, PPTP echo unanswered (also when the control connection clears the call for
+    # it: "peer cleared the call (control connection closed: ...)")
+    ("control connection closed", AcctTerminateCause.LOST_CARRIER),
     ("peer cleared the call", AcctTerminateCause.USER_REQUEST),   # PPTP Call-Clear-Request
-    ("control connection closed", AcctTerminateCause.LOST_CARRIER),   # TCP gone, PPTP echo
     ("disconnect", AcctTerminateCause.ADMIN_RESET),               # RFC 5176 Disconnect-Request
     ("admin", AcctTerminateCause.ADMIN_RESET),                    # fastpptp terminate, the API
     ("operator", AcctTerminateCause.ADMIN_RESET),

@@ -160,6 +160,8 @@ ADMIN_TERMINATE = inspect.signature(Server.terminate).parameters["reason"].defau
     ("control connection closed; PPP: peer terminated: bye", False, C.USER_REQUEST),
     # carrier lost: TCP gone, PPTP or LCP echo unanswered
     ("control connection closed", False, C.LOST_CARRIER),
+    ("peer cleared the call (control connection closed: peer closed the control connection)", False,
+     C.LOST_CARRIER),
     ("peer not responding (3 LCP Echo-Requests unanswered)", False, C.LOST_CARRIER),
     # the operator: `fastpptp terminate`, the embedding API, a RADIUS Disconnect-Request
     (ADMIN_TERMINATE, False, C.ADMIN_RESET),

@@ -313,3 +313,48 @@ def test_unanswered_accounting_server_retransmits_then_gives_up_and_the_session_
     assert 1 <= statuses.count(AcctStatusType.ACCOUNTING_OFF) <= 3
     assert r["counters"]["no_response"] >= 3 and r["counters"]["answered"] == 0
     assert r["stop_took"] < 3.0 + 2.5               # (+ the server's own wait for the TCP goodbyes)
+
+
+@pytest.mark.parametrize("how,cause", [
+    ("tcp-reset", "Lost-Carrier"),            # the control connection vanished: no PPP goodbye
+    ("server-stop", "Admin-Reboot"),          # SIGTERM with the session up
+])
+def test_a_session_ended_abnormally_still_gets_its_stop(radius_ns, tmp_path, how, cause):
+    fr = radius_ns
+    nas_id = f"acct-{how}-{os.getpid()}"
+
+    async def main():
+        events, tuns = [], {}
+        server = await start_server(tmp_path, settings(fr, nas_id, interval=0), events, tuns)
+        client = make_client(server, tuns)
+        task = asyncio.ensure_future(client.run())
+        try:
+            assert await wait_up(client, task), "tunnel did not come up"
+            (doc,) = server.snapshot()["sessions"]
+            traffic = await exchange(tuns, 5, 200)
+            if how == "tcp-reset":
+                (stream,) = server._streams
+                stream.transport.abort()
+                await wait_for(lambda: any(k == "down" for k, _ in events), 5)
+            else:
+                await server.stop("SIGTERM")
+            down = next(i for k, i in events if k == "down")
+            return doc, traffic, down
+        finally:
+            client.stop()
+            await asyncio.gather(task, return_exceptions=True)
+            await server.stop("test over")
+
+    with netns.entered(fr.netns):
+        doc, traffic, down = asyncio.run(main())
+    assert traffic
+    recs = fr.wait_detail(lambda rec: bool(of([rec], nas_id, "Accounting-Off")))
+    mine = of(recs, nas_id, session=doc["session_id"])
+    assert [rec["Acct-Status-Type"] for rec in mine] == ["Start", "Stop"]
+    stop = mine[-1]
+    assert stop["Acct-Terminate-Cause"] == cause, down["reason"]
+    assert int(stop["Acct-Input-Octets"]) == down["rx_bytes"] > 0
+    assert int(stop["Acct-Output-Octets"]) == down["tx_bytes"] > 0
+    # the Accounting-Off follows the session's Stop
+    ours = of(recs, nas_id)
+    assert [rec["Acct-Status-Type"] for rec in ours][-2:] == ["Stop", "Accounting-Off"]
