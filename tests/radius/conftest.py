@@ -44,7 +44,7 @@ def radius_ns():
     reason = freeradius_missing()
     if reason is not None:
         pytest.skip(reason)
-    name = f"fprad{os.getpid()}"
+    name = f"fpacct{os.getpid()}"
     netns.create(name)
     try:
         netlink.set_link_up("lo", netns=name)
