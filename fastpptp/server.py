@@ -51,12 +51,12 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import ipaddress
 import logging
 import os
 import random
 import signal
 import socket
-import ipaddress
 from collections.abc import Callable, Coroutine, Sequence
 import dataclasses
 from dataclasses import dataclass
@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .admission import Admission, AdmissionLimits, Admit
 from .aio.dae import DaeListener
+from .aio.accounting import Accountant
 from .aio.driver import ControlStream
 from .aio.session import AsyncVerifier, CallSession, EngineHub, SessionEngine
 from .config import AddressPool, PppOptions, parse_ppp_options, server_link_config
@@ -79,6 +80,7 @@ from .ppp.link import (NO_PEER_ADDRESS, Authenticated, AuthenticationFailed, Lin
 from .pptp.control import (CallCleared, CallIdAllocator, CallIdsExhausted, CallRequested, ControlClosed,
                            ControlConnected, EchoTimeout, Event)
 from .pptp.messages import PPTP_PORT, CallDisconnectResult, GeneralErrorCode
+from .radius.accounting import AcctAuthentic, AcctSession, Nas, interim_interval, terminate_cause
 from .radius.aio import RadiusDriver
 from .radius.client import RadiusClient
 from .radius.settings import RadiusSettings
@@ -219,6 +221,7 @@ class Server:
         self.radius_verifier: RadiusVerifier | None = None
         self._radattr: dict[int, tuple[str, ...]] = {}     # call ID -> its Access-Accept, radattr.so's form
         self._dae: DaeListener | None = None      # RFC 5176 listener (config.radius.dae)
+        self._accounting: Accountant | None = None       # RADIUS accounting (acct servers set)
 
     @property
     def engine(self) -> ServerEngine:
@@ -243,6 +246,7 @@ class Server:
         await self._radius_auth_start()
         self._open_dataplane()
         self._hub = EngineHub(self.engine, loop)
+        await self._start_accounting()              # Accounting-On before any session's Start
         # a connect storm (1 000 clients at once) must not overflow the accept queue: the
         # kernel caps the backlog at net.core.somaxconn
         backlog = max(socket.SOMAXCONN, self.admission.limits.max_connections)
@@ -336,6 +340,7 @@ class Server:
             await asyncio.sleep(0.05)
         for stream in list(self._streams):
             stream.close()
+        await self._stop_accounting()               # the sessions' Stops, then Accounting-Off
         if self._status is not None:
             await self._status.close()
         if self._metrics is not None:
@@ -687,6 +692,7 @@ class Server:
         self._install_rate(session)
         if ev.family in (4, "ipv4"):
             self.stats.sessions_setup += 1
+            self._acct_session_up(session)
         iface = self._ifaces.get(session.call_id)
         if iface is not None:
             return self._network_up_own_interface(session, iface, ev)
@@ -794,6 +800,7 @@ class Server:
         now = asyncio.get_running_loop().time()
         self.sessions.pop(session.call_id, None)
         self.stats.session_closed(teardown_reason(reason, shutdown=self._stopping), session.final_counters)
+        self._acct_session_closed(session, reason)
         self._calls_of.get(stream, set()).discard(session.call_id)
         self._notify.status(self._status_line())
         # the pool address went back when the link reached Dead (PPPLink owns it)
@@ -1008,6 +1015,68 @@ class Server:
                 s.set_idle_timeout(change.idle_timeout)
             if change.rate is not None:
                 self.limit_session(s.info.session_id, change.rate, source=RateSource.RADIUS)
+
+    # ------------------------------------------------------------------ RADIUS accounting
+    @property
+    def accounting(self) -> Accountant | None:
+        """The RADIUS accountant (after :meth:`start`, with accounting servers configured)."""
+        return self._accounting
+
+    async def _start_accounting(self) -> None:
+        """With accounting servers configured (whatever authenticates the users): the
+        accountant's socket and Accounting-On (fastpptp/aio/accounting.py)."""
+        radius = self.config.radius
+        if radius is None or not radius.acct_servers:
+            return
+        nas_ip = ipaddress.ip_address(radius.nas_ip_address) if radius.nas_ip_address else None
+        # RFC 2865 §5.4/§5.32: a NAS-IP-Address or a NAS-Identifier in every request
+        nas = Nas(radius.nas_identifier or (None if nas_ip is not None else socket.gethostname()), nas_ip)
+        accountant = Accountant.from_settings(radius, nas, nas_session_id=self._new_session_id())
+        await accountant.start()
+        self._accounting = accountant
+        log.info("RADIUS accounting to %s", ", ".join(f"{srv.address[0]}:{srv.address[1]}"
+                                                      for srv in radius.acct_servers))
+
+    def _acct_session_up(self, session: CallSession) -> None:
+        """IPCP up: Start, and Interim-Updates (the Access-Accept's Acct-Interim-Interval, else
+        the configured one; at least ``acct_interim_floor``)."""
+        radius = self.config.radius
+        if self._accounting is None or radius is None:
+            return
+        info, attrs = session.info, session.attributes
+        iface = self._ifaces.get(session.call_id)
+        acct = AcctSession(
+            session_id=info.session_id, nas_port=session.call_id, calling_station=info.peer,
+            user=info.user, called_station=self._acct_called_station(session.call_id),
+            framed_ip=ipaddress.IPv4Address(info.remote_ip) if info.remote_ip else None,
+            port_id=iface.name if iface is not None else None, classes=attrs.classes,
+            # our RADIUS verifier, or an embedder's (RADIUS with accounting configured)
+            authentic=(AcctAuthentic.RADIUS if self._verifier is not None or self.radius_verifier is not None
+                       else AcctAuthentic.LOCAL))
+        interval = interim_interval(attrs.acct_interim_interval, radius.acct_interim_interval,
+                                    radius.acct_interim_floor)
+        call_id = session.call_id
+        self._accounting.session_up(acct, lambda: self.engine.counters(call_id), interval=interval)
+
+    def _acct_session_closed(self, session: CallSession, reason: str) -> None:
+        """However the session ended: Stop with its final counters and the mapped cause."""
+        if self._accounting is not None:
+            self._accounting.session_closed(session.info.session_id, session.final_counters,
+                                            terminate_cause(reason, shutdown=self._stopping))
+
+    def _acct_called_station(self, call_id: int) -> str | None:
+        """Called-Station-Id: our address the call's control connection came to."""
+        for stream, calls in self._calls_of.items():
+            if call_id in calls and stream.transport is not None:
+                sockname = stream.transport.get_extra_info("sockname")
+                if isinstance(sockname, tuple) and sockname:
+                    return str(sockname[0])
+        return None
+
+    async def _stop_accounting(self) -> None:
+        if self._accounting is not None:
+            await self._accounting.stop()
+            self._accounting = None
 
     # ------------------------------------------------------------------ status
     def _session_doc(self, s: CallSession) -> dict[str, Any]:

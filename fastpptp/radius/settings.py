@@ -66,12 +66,17 @@ class RadiusSettings:
     avpairs: tuple[tuple[str, str], ...] = ()
     dae: DaeSettings | None = None
     radattr_dir: str | None = None
+    # the least Interim-Update interval, seconds (RFC 2869 §5.16, pppd's radius plugin: 60;
+    # lower only for tests)
+    acct_interim_floor: int = 60
 
     def __post_init__(self) -> None:
         if not self.auth_servers and not self.acct_servers and self.dae is None:
             raise ValueError("RADIUS needs an authentication or accounting server, or a DAE listener")
         if self.acct_interim_interval < 0:
             raise ValueError("acct_interim_interval must be >= 0")
+        if self.acct_interim_floor < 1:
+            raise ValueError("acct_interim_floor must be >= 1")
 
     @property
     def authenticates(self) -> bool:

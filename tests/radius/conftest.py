@@ -1,7 +1,10 @@
 """Fixtures of the RADIUS tests: one real FreeRADIUS per module (tests/support/freeradius.py),
 skipped with the reason only when FreeRADIUS is not installed."""
+import os
+
 import pytest
 
+from fastpptp.net import netlink, netns
 from support.freeradius import FreeRadius, RadiusUser, freeradius_missing
 
 ALICE_REPLY = {
@@ -31,3 +34,21 @@ def freeradius():
         pytest.skip(reason)
     with FreeRadius(USERS, secret="Fr33-radius-s3cret") as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def radius_ns():
+    """A fresh network namespace with ``lo`` up and a FreeRADIUS (USERS) on its 127.0.0.1,
+    for in-process servers: the test enters it (``netns.entered(radius_ns.netns)``).  Only
+    for tests marked netns (they need root)."""
+    reason = freeradius_missing()
+    if reason is not None:
+        pytest.skip(reason)
+    name = f"fpacct{os.getpid()}"
+    netns.create(name)
+    try:
+        netlink.set_link_up("lo", netns=name)
+        with FreeRadius(USERS, secret="Fr33-radius-s3cret", netns=name) as server:
+            yield server
+    finally:
+        netns.remove(name, missing_ok=True)
