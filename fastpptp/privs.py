@@ -50,8 +50,10 @@ import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
+import encodings
 import errno
 import grp
+import importlib.util
 import logging
 import os
 import pwd
@@ -204,6 +206,17 @@ def readable_by(path: str, uid: int, groups: Iterable[int]) -> bool:
     return allowed(st, stat.S_IROTH)
 
 
+def code_files() -> list[str]:
+    """Files the user must be able to read after the switch: modules are imported lazily
+    (fastpptp's own, codecs such as utf-16-le for MS-CHAP), so the standard library, this
+    package and pyroute2 must be readable -- a Python under root's 0700 home is not."""
+    files = [os.__file__, encodings.__file__, __file__]
+    spec = importlib.util.find_spec("pyroute2")
+    if spec is not None and spec.origin:
+        files.append(spec.origin)
+    return [f for f in files if f]
+
+
 class CapSys(Protocol):
     """The calls :class:`Privileges` makes (the real ones: :class:`LinuxCapSys`)."""
 
@@ -314,12 +327,21 @@ class Privileges:
 
     def __init__(self, keep: Iterable[int], *, run_as: RunAs | None = None,
                  startup: Iterable[int] = (), reread: Sequence[str] = (),
-                 sys: CapSys | None = None):
+                 sys: CapSys | None = None, check_code: bool = True):
+        """``check_code``: refuse a user who could not read the Python installation or
+        fastpptp (:func:`code_files`); only tests that never switch for real turn it off."""
         self.keep = mask(keep)
         self.identity = Identity.resolve(run_as or RunAs())
         self._sys: CapSys = sys if sys is not None else LinuxCapSys()
         self.reread = tuple(p for p in reread if p)
         ident = self.identity
+        if ident is not None and check_code:
+            hidden = [f for f in code_files() if not readable_by(f, ident.uid, ident.groups)]
+            if hidden:
+                raise PrivilegeError(
+                    f"user {ident.name} cannot read {hidden[0]}: Python and fastpptp load modules "
+                    f"after start-up, so they must be installed where the user can read them "
+                    f"(not under /root), or run without --user")
         uid = ident.uid if ident is not None else self._sys.euid()
         groups = ident.groups if ident is not None else tuple(os.getgroups()) + (os.getegid(),)
         #: CAP_DAC_READ_SEARCH kept (permitted only) for the re-read files
