@@ -240,7 +240,8 @@ def server_main(argv: list[str] | None = None) -> int:
         try:
             privileges = Privileges.for_server(port=config.port,
                                                files=[config.secrets_file, config.option_file],
-                                               run_as=RunAs(args.user, args.group))
+                                               run_as=RunAs(args.user, args.group),
+                                               per_session_interfaces=config.per_session_interfaces)
         except PrivilegeError as exc:
             print(f"fastpptp-server: {exc}", file=sys.stderr)
             return 2

@@ -177,18 +177,25 @@ class Identity:
         return cls(name or str(uid), uid, gid, groups)
 
 
-def readable_by(path: str, uid: int, groups: Iterable[int]) -> bool:
-    """Whether ``uid`` with ``groups`` may read ``path`` by its mode bits alone (no
-    capabilities: uid 0 included): search on every directory above it, read on the file.
-    False for a file that is missing (it may appear later, as root's)."""
+TUN_DEVICE = "/dev/net/tun"
+
+
+def readable_by(path: str, uid: int, groups: Iterable[int], *, write: bool = False) -> bool:
+    """Whether ``uid`` with ``groups`` may read (and with ``write``, also write) ``path`` by
+    its mode bits alone (no capabilities: uid 0 included): search on every directory above
+    it, read (write) on the file.  False for a file that is missing (it may appear later,
+    as root's)."""
     gids = set(groups)
+    want = stat.S_IROTH | (stat.S_IWOTH if write else 0)
 
     def allowed(st: os.stat_result, bits: int) -> bool:   # bits: the "other" r/w/x bits
         if st.st_uid == uid:
-            return bool(st.st_mode & (bits << 6))
-        if st.st_gid in gids:
-            return bool(st.st_mode & (bits << 3))
-        return bool(st.st_mode & bits)
+            shift = 6
+        elif st.st_gid in gids:
+            shift = 3
+        else:
+            shift = 0
+        return st.st_mode >> shift & bits == bits
 
     try:
         full = os.path.abspath(path)
@@ -203,7 +210,7 @@ def readable_by(path: str, uid: int, groups: Iterable[int]) -> bool:
             parent = up
     except OSError:
         return False
-    return allowed(st, stat.S_IROTH)
+    return allowed(st, want)
 
 
 def code_files() -> list[str]:
@@ -327,9 +334,12 @@ class Privileges:
 
     def __init__(self, keep: Iterable[int], *, run_as: RunAs | None = None,
                  startup: Iterable[int] = (), reread: Sequence[str] = (),
-                 sys: CapSys | None = None, check_code: bool = True):
+                 sys: CapSys | None = None, check_code: bool = True, open_tun_later: bool = False):
         """``check_code``: refuse a user who could not read the Python installation or
-        fastpptp (:func:`code_files`); only tests that never switch for real turn it off."""
+        fastpptp (:func:`code_files`); only tests that never switch for real turn it off.
+        ``open_tun_later``: TUN devices are opened after the drop (the client's attempts, the
+        server's per-session interfaces): refuse a user who may not open /dev/net/tun
+        (CAP_NET_ADMIN lets one create the interface, not open the file)."""
         self.keep = mask(keep)
         self.identity = Identity.resolve(run_as or RunAs())
         self._sys: CapSys = sys if sys is not None else LinuxCapSys()
@@ -342,6 +352,12 @@ class Privileges:
                     f"user {ident.name} cannot read {hidden[0]}: Python and fastpptp load modules "
                     f"after start-up, so they must be installed where the user can read them "
                     f"(not under /root), or run without --user")
+        if ident is not None and open_tun_later and not readable_by(TUN_DEVICE, ident.uid, ident.groups,
+                                                                    write=True):
+            raise PrivilegeError(
+                f"user {ident.name} cannot open {TUN_DEVICE}, and TUN devices are opened after "
+                f"start-up: give the user (or --group) read-write access to it (most "
+                f"distributions make it 0666), or run without --user")
         uid = ident.uid if ident is not None else self._sys.euid()
         groups = ident.groups if ident is not None else tuple(os.getgroups()) + (os.getegid(),)
         #: CAP_DAC_READ_SEARCH kept (permitted only) for the re-read files
@@ -356,15 +372,21 @@ class Privileges:
 
     @classmethod
     def for_server(cls, *, port: int, files: Sequence[str | None], run_as: RunAs | None = None,
-                   bpf_port: bool = False, sys: CapSys | None = None) -> "Privileges":
-        """The server's plan: bind ``port`` during start-up, re-read ``files`` on SIGHUP."""
+                   per_session_interfaces: bool = False, bpf_port: bool = False,
+                   sys: CapSys | None = None, check_code: bool = True) -> "Privileges":
+        """The server's plan: bind ``port`` during start-up, re-read ``files`` on SIGHUP, open
+        a TUN per session with ``per_session_interfaces``."""
         startup = [CAP_NET_BIND_SERVICE] if port < 1024 else []
         return cls(server_capabilities(bpf_port=bpf_port), run_as=run_as, startup=startup,
-                   reread=[f for f in files if f], sys=sys)
+                   reread=[f for f in files if f], sys=sys, check_code=check_code,
+                   open_tun_later=per_session_interfaces)
 
     @classmethod
-    def for_client(cls, *, run_as: RunAs | None = None, sys: CapSys | None = None) -> "Privileges":
-        return cls(client_capabilities(), run_as=run_as, sys=sys)
+    def for_client(cls, *, run_as: RunAs | None = None, sys: CapSys | None = None,
+                   check_code: bool = True) -> "Privileges":
+        """The client's plan: every attempt opens a TUN and a raw GRE socket."""
+        return cls(client_capabilities(), run_as=run_as, sys=sys, check_code=check_code,
+                   open_tun_later=True)
 
     # ------------------------------------------------------------------ step 1
     def limit(self) -> None:

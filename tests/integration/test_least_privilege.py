@@ -42,18 +42,27 @@ def _hidden_dir(path: str) -> str | None:
 
 def readable_python() -> list[str]:
     """The command prefix that runs ``python -m fastpptp`` so that nobody can read the Python
-    installation after the drop: when it lies under a directory only root may enter (this
-    machine's pyenv under /root), a private mount namespace shows that one directory, nothing
-    else, through a tmpfs laid over the closed one.  Empty when nothing is hidden."""
+    installation and open /dev/net/tun after the drop, in a private mount namespace, without
+    changing either for the rest of the machine: when the installation lies under a directory
+    only root may enter (this machine's pyenv under /root), a tmpfs over the closed one shows
+    that one directory; when /dev/net/tun is root's 0600 (this container), a 0666 node of the
+    same device is bound over it, as most distributions ship it.  Empty when neither is needed."""
     hidden = _hidden_dir(sys.prefix)
-    if hidden is None:
+    tun_closed = os.stat("/dev/net/tun").st_mode & 0o006 != 0o006
+    if hidden is None and not tun_closed:
         return []
-    closed = os.path.dirname(hidden)
-    script = ('set -e; d=$(mktemp -d /tmp/fpprivs-py.XXXXXX); mount --bind "$1" "$d"; '
-              'mount -t tmpfs -o mode=0755 fpprivs "$2"; mkdir -p "$1"; mount --bind "$d" "$1"; '
-              'umount "$d"; rmdir "$d"; shift 2; exec "$@"')
-    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh",
-            hidden, closed]
+    steps = ["set -e"]
+    if hidden is not None:
+        steps += ['d=$(mktemp -d /tmp/fpprivs-py.XXXXXX)', f'mount --bind {hidden} "$d"',
+                  f"mount -t tmpfs -o mode=0755 fpprivs {os.path.dirname(hidden)}", f"mkdir -p {hidden}",
+                  f'mount --bind "$d" {hidden}', 'umount "$d"', 'rmdir "$d"']
+    if tun_closed:
+        st = os.stat("/dev/net/tun")
+        steps += ['t=$(mktemp -d /tmp/fpprivs-tun.XXXXXX)', 'mount -t tmpfs fpprivs "$t"',
+                  f'mknod -m 0666 "$t/tun" c {os.major(st.st_rdev)} {os.minor(st.st_rdev)}',
+                  'mount --bind "$t/tun" /dev/net/tun', 'umount -l "$t"', 'rmdir "$t"']
+    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+            "; ".join(steps) + '; exec "$@"', "sh"]
 
 
 @pytest.fixture
@@ -185,19 +194,19 @@ def test_per_session_tun_and_hooks_as_nobody_and_client_as_nobody(lab, lab_py, s
     wait_until(lambda: read_ups(up), 60, "client up", p)
     assert ping(lab.clients[0], TUN_SERVER, count=2)
     names = {link.name for link in netlink.list_links(netns=lab.sns)}
-    assert "ppp0" in names                                # opened by the server as nobody
+    assert "fpisrv0" in names       # per-session unit 0 (prefix --interface), opened as nobody
     out = os.path.join(shared_dir, "hook.out")
     wait_until(lambda: os.path.exists(out) and open(out).read().count("\n") >= 4, 20, "ip-up ran")
     lines = open(out).read().split("\n")
     assert int(lines[0]) == NOBODY.pw_uid
     hook_caps = dict(line.split(":\t") for line in lines[1:3])
     assert int(hook_caps["CapEff"], 16) == NET and int(hook_caps["CapAmb"], 16) == NET
-    assert lines[3] == "ppp0"
+    assert lines[3] == "fpisrv0"
     # the client (as nobody) ends its session cleanly, the server removes the TUN
     p.send_signal(signal.SIGTERM)
     assert p.wait(20) == 0
     wait_until(lambda: lab.status()["sessions"] == [], 20, "session gone", lab.server)
-    wait_until(lambda: "ppp0" not in {link.name for link in netlink.list_links(netns=lab.sns)}, 20,
-               "ppp0 removed", lab.server)
+    wait_until(lambda: "fpisrv0" not in {link.name for link in netlink.list_links(netns=lab.sns)}, 20,
+               "fpisrv0 removed", lab.server)
     time.sleep(0.2)
     assert lab.server.poll() is None
