@@ -436,6 +436,10 @@ class Privileges:
                     raise PrivilegeError(f"cannot raise ambient {cap_names(1 << cap)}: {exc}") from exc
                 ambient = False
         self.dropped = True
+        if self.file_cap and not have & self.file_cap:
+            log.warning("no CAP_DAC_READ_SEARCH to keep: %s cannot be re-read on SIGHUP (make it "
+                        "readable by uid %d)", ", ".join(self.unreadable), self._sys.euid())
+            self.file_cap = 0
         line = self.describe(keep, ambient=ambient)
         log.info("%s", line)
         return line

@@ -214,6 +214,18 @@ def test_secrets_readable_by_the_group_need_nothing(open_dir):
         assert k.sets.effective == NET
 
 
+def test_unreadable_secrets_without_the_capability_to_keep_are_warned_about(open_dir, caplog):
+    """systemd's User= with AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW: nothing to keep."""
+    secrets = make_file(open_dir, "chap-secrets", 0o600)
+    k = FakeKernel(caps=NET, uid=NOBODY.pw_uid)
+    p = Privileges.for_server(port=1723, files=[secrets], sys=k, check_code=False)
+    line = p.drop()
+    assert k.sets == CapSets(NET, NET, NET) and "dac_read_search" not in line
+    assert f"{secrets} cannot be re-read on SIGHUP" in caplog.text
+    with p.file_access():
+        assert k.sets.effective == NET
+
+
 def test_root_without_user_reads_its_own_0600_files(open_dir):
     secrets = make_file(open_dir, "chap-secrets", 0o600)
     assert Privileges.for_server(port=1723, files=[secrets], sys=FakeKernel(), check_code=False).unreadable == ()
