@@ -15,7 +15,7 @@ import textwrap
 import pytest
 
 from fastpptp import privs
-from fastpptp.cli import client_parser, server_main, server_parser
+from fastpptp.cli import client_parser, server_parser
 from fastpptp.privs import (CAP_BPF, CAP_DAC_READ_SEARCH, CAP_NET_ADMIN, CAP_NET_BIND_SERVICE, CAP_NET_RAW,
                             CAP_SETGID, CAP_SETPCAP, CAP_SETUID, CapSets, Identity, PrivilegeError,
                             Privileges, RunAs, mask, readable_by)
@@ -293,8 +293,16 @@ def test_command_line_flags(tmp_path):
     conf.write_text("")
     base = ["-c", str(conf), "--remoteip", "198.51.100.2-9", "--secrets", str(tmp_path / "none"), "-f",
             "--log-level", "error"]
-    assert server_main(base + ["--user", "nobody", "--keep-privileges"]) == 2
-    assert server_main(base + ["--user", "fastpptp-no-such-user"]) == 2
+    for extra, message in ((["--user", "nobody", "--keep-privileges"], "exclude each other"),
+                           (["--user", "fastpptp-no-such-user"], "no such user")):
+        # a child process: server_main sets up the root logger
+        r = subprocess.run([sys.executable, "-m", "fastpptp", "server", *base, *extra], capture_output=True,
+                           text=True, timeout=60, cwd=os.path.dirname(os.path.dirname(privs.__file__)))
+        assert r.returncode == 2 and message in r.stderr, r.stderr
+    r = subprocess.run([sys.executable, "-m", "fastpptp", "client", "192.0.2.1", "-u", "alice", "-p", "x",
+                        "--run-as-user", "nobody", "--keep-privileges"], capture_output=True, text=True,
+                       timeout=60, cwd=os.path.dirname(os.path.dirname(privs.__file__)))
+    assert r.returncode == 2 and "exclude each other" in r.stderr, r.stderr
 
 
 CHILD = textwrap.dedent("""
