@@ -1,7 +1,7 @@
 """Least privilege: after start-up keep only the capabilities the products need, and
 optionally run as an unprivileged user (issue 10).
 
-Theory of operation (Linux capabilities(7); ``server`` in brackets where the client differs):
+Theory of operation (Linux capabilities(7)):
 
 1. :meth:`Privileges.limit`, before start-up, while the process has one thread: the bounding
    set is cleared of every capability but the kept ones (``CAP_NET_ADMIN``, ``CAP_NET_RAW``;
@@ -18,7 +18,9 @@ Theory of operation (Linux capabilities(7); ``server`` in brackets where the cli
    attempt, since every attempt opens its own TUN and GRE socket): with a user,
    ``PR_SET_KEEPCAPS`` then ``setgroups``/``setresgid``/``setresuid``.  glibc applies set*id
    to every thread; the kernel then clears the capabilities of every thread but the calling
-   one (only it has keepcaps), so the other threads run as the user with none.  Then the
+   one (only it has keepcaps), so the other threads run as the user with none (without a
+   user they keep 1's set: at most ``CAP_NET_BIND_SERVICE``/``CAP_DAC_READ_SEARCH`` more
+   than the kept ones, no way to reach another thread's sets from here).  Then the
    calling thread's sets become the kept ones exactly, and the kept ones are raised in the
    ambient set, so ip-up/ip-down scripts (run by this thread) get ``CAP_NET_ADMIN`` and
    ``CAP_NET_RAW`` and nothing else -- as the user with ``--user``, as uid 0 without it
@@ -36,6 +38,12 @@ Theory of operation (Linux capabilities(7); ``server`` in brackets where the cli
    the user.  The control socket keeps its owner (root) and mode 0600; it admits uid 0 and
    the uid the server had when it made the socket (status.py), so root's ``fastpptp
    sessions`` works and the unprivileged user's other processes do not get in.
+
+Before any of it the constructor refuses a user who could not go on after the switch:
+modules are imported lazily, so the Python installation and fastpptp must be readable by
+the user, and when TUN devices are opened after start-up (the client, per-session
+interfaces) so must ``/dev/net/tun`` (``CAP_NET_ADMIN`` creates the interface; opening the
+file is a plain permission check).
 
 Done with ctypes (``prctl``, ``capget``/``capset`` of glibc): five stable syscalls.  The
 bindings considered: python-prctl (PyPI 1.8.1, 2020; a C extension built against libcap)
