@@ -119,6 +119,15 @@ def server_parser() -> argparse.ArgumentParser:
     p.add_argument("--flow-control", action="store_true",
                    help="honour the peers' Packet Receive Window (RFC 2637 sliding window, for old "
                         "PNSs; Windows and Linux peers do not need it)")
+    p.add_argument("--user", default=None, metavar="NAME",
+                   help="after start-up run as this user (e.g. nobody or a dedicated fastpptp user), "
+                        "keeping only CAP_NET_ADMIN and CAP_NET_RAW")
+    p.add_argument("--group", default=None, metavar="NAME",
+                   help="after start-up run as this group (default: the user's); make chap-secrets "
+                        "readable by it (0640) and SIGHUP re-reads it without CAP_DAC_READ_SEARCH")
+    p.add_argument("--keep-privileges", action="store_true",
+                   help="keep every capability of root after start-up (like pppd; default: only "
+                        "CAP_NET_ADMIN and CAP_NET_RAW)")
     r = p.add_argument_group(
         "RADIUS", "authenticate through RADIUS (as pppd's radius.so; its 'plugin radius.so' + "
                   "radiusclient.conf in the options file work unchanged; these flags override them)")
@@ -359,10 +368,24 @@ def server_main(argv: list[str] | None = None) -> int:
     config = _configure("fastpptp-server", build_server_config, args)
     if config is None:
         return 2
+    from .privs import PrivilegeError, Privileges, RunAs
+    privileges = None
+    if not args.keep_privileges:
+        try:
+            privileges = Privileges.for_server(port=config.port,
+                                               files=[config.secrets_file, config.option_file],
+                                               run_as=RunAs(args.user, args.group),
+                                               per_session_interfaces=config.per_session_interfaces)
+        except PrivilegeError as exc:
+            print(f"fastpptp-server: {exc}", file=sys.stderr)
+            return 2
+    elif args.user or args.group:
+        print("fastpptp-server: --user/--group and --keep-privileges exclude each other", file=sys.stderr)
+        return 2
     if not args.foreground:
         _daemonize()
     from .server import run_server
-    return run_server(config)
+    return run_server(config, privileges=privileges)
 
 
 def _daemonize() -> None:
@@ -399,6 +422,14 @@ def client_parser() -> argparse.ArgumentParser:
                    help="honour the server's Packet Receive Window (RFC 2637 sliding window, old PACs)")
     p.add_argument("--local-address", help="source address for TCP and GRE (pptp --localbind)")
     p.add_argument("--up-file", help="write a JSON line here when the tunnel is up (for scripts/tests)")
+    p.add_argument("--run-as-user", default=None, metavar="NAME",
+                   help="run as this user from the start, keeping only CAP_NET_ADMIN and CAP_NET_RAW "
+                        "(--user is the PPP user name)")
+    p.add_argument("--run-as-group", default=None, metavar="NAME",
+                   help="run as this group (default: the user's)")
+    p.add_argument("--keep-privileges", action="store_true",
+                   help="keep every capability of root (like pppd; default: only CAP_NET_ADMIN and "
+                        "CAP_NET_RAW)")
     p.add_argument("-d", "--debug", action="store_true")
     p.add_argument("--log-level", default=None, choices=("debug", "info", "warning", "error"))
     p.add_argument("--syslog", action="store_true")
@@ -430,11 +461,24 @@ def build_client_config(args: argparse.Namespace):
 
 
 def client_main(argv: list[str] | None = None) -> int:
-    config = _configure("fastpptp-client", build_client_config, client_parser().parse_intermixed_args(argv))
+    args = client_parser().parse_intermixed_args(argv)
+    config = _configure("fastpptp-client", build_client_config, args)
     if config is None:
         return 2
+    from .privs import PrivilegeError, Privileges, RunAs
+    privileges = None
+    if not args.keep_privileges:
+        try:
+            privileges = Privileges.for_client(run_as=RunAs(args.run_as_user, args.run_as_group))
+        except PrivilegeError as exc:
+            print(f"fastpptp-client: {exc}", file=sys.stderr)
+            return 2
+    elif args.run_as_user or args.run_as_group:
+        print("fastpptp-client: --run-as-user/--run-as-group and --keep-privileges exclude each other",
+              file=sys.stderr)
+        return 2
     from .client import run_client
-    return run_client(config)
+    return run_client(config, privileges=privileges)
 
 
 # ----------------------------------------------------------------------------- umbrella

@@ -38,6 +38,7 @@ from .aio.offloop import netlink
 from .aio.session import CallSession, EngineHub
 from .config import PppOptions
 from .hooks import run_hook
+from .privs import PrivilegeError, Privileges
 from .net.tun import TunLike
 from .ppp.link import Authenticated, AuthenticationFailed, NetworkDown, NetworkUp
 from .pptp.control import (CallCleared, CallEstablished, ControlClosed, ControlConnected,
@@ -452,8 +453,16 @@ class Client:
             self._on_event("down", {"reason": session.info.reason})
 
 
-def run_client(config: ClientConfig) -> int:
+def run_client(config: ClientConfig, *, privileges: Privileges | None = None) -> int:
+    """The command: ``privileges`` (fastpptp.privs) are dropped before the first attempt --
+    every attempt opens its own TUN and GRE socket, so there is no later end of start-up."""
     async def main() -> int:
+        if privileges is not None:
+            try:
+                privileges.drop()
+            except PrivilegeError as exc:
+                log.error("cannot start: %s", exc)
+                return 1
         # systemd (Type=notify): READY once the tunnel is up; ip-up/ip-down do not inherit
         # $NOTIFY_SOCKET
         client = Client(config, notifier=Notifier.from_env(unset_environment=True))

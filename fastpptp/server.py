@@ -80,6 +80,7 @@ from .ppp.link import (NO_PEER_ADDRESS, Authenticated, AuthenticationFailed, Lin
 from .pptp.control import (CallCleared, CallIdAllocator, CallIdsExhausted, CallRequested, ControlClosed,
                            ControlConnected, EchoTimeout, Event)
 from .pptp.messages import PPTP_PORT, CallDisconnectResult, GeneralErrorCode
+from .privs import PrivilegeError, Privileges
 from .radius.accounting import AcctAuthentic, AcctSession, Nas, interim_interval, terminate_cause
 from .radius.aio import RadiusDriver
 from .radius.client import RadiusClient
@@ -1139,20 +1140,32 @@ def _source(stream: ControlStream) -> str:
     return "?"
 
 
-def run_server(config: ServerConfig) -> int:
+def run_server(config: ServerConfig, *, privileges: Privileges | None = None) -> int:
+    """The command: ``privileges`` (fastpptp.privs) limits capabilities before start-up and
+    drops them (and switches user) once the listener, TUN, GRE and control sockets exist."""
     async def main() -> int:
         # systemd (Type=notify): READY once listening, STOPPING, STATUS, WATCHDOG; the hooks we
         # start do not inherit $NOTIFY_SOCKET
         server = Server(config, notifier=Notifier.from_env(unset_environment=True))
         try:
+            if privileges is not None:
+                privileges.limit()
             await server.start()
-        except OSError as exc:
+        except (OSError, PrivilegeError) as exc:
             log.error("cannot start: %s", exc)
             return 1
+        if privileges is not None:
+            try:
+                privileges.drop()
+            except PrivilegeError as exc:
+                log.error("cannot start: %s", exc)
+                await server.stop(str(exc))
+                return 1
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, lambda: loop.create_task(server.stop("SIGTERM")))
         loop.add_signal_handler(signal.SIGINT, lambda: loop.create_task(server.stop("SIGINT")))
-        loop.add_signal_handler(signal.SIGHUP, server.reload)
+        loop.add_signal_handler(signal.SIGHUP, server.reload if privileges is None
+                                else privileges.around(server.reload))
         await server.serve_forever()
         return 0
     return asyncio.run(main())

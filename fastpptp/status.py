@@ -198,6 +198,8 @@ class StatusServer:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+        except PermissionError:     # dropped privileges (fastpptp.privs): the next start unlinks it
+            log.debug("control socket %s left behind (no write access to its directory)", self.path)
 
 
 # ----------------------------------------------------------------------------- client side
