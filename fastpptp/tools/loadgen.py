@@ -37,8 +37,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import itertools
 import json
 import logging
+import math
 import random
 import re
 import resource
@@ -67,6 +69,7 @@ MAGIC = b"FPLG"
 _PAYLOAD = struct.Struct("!4sIQd")       # magic, session index, sequence number, send time
 UDP_PORT = 9                             # discard: nothing on the way answers it
 GEN_INTERVAL = 0.05                      # seconds between traffic generation rounds
+SAMPLE_INTERVAL = 0.25                   # seconds between timeline samples (progress: 1 s)
 RTT_SAMPLES = 100_000
 
 
@@ -181,12 +184,12 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
     if not values:
         return None
     s = sorted(values)
-    k = max(0, min(len(s) - 1, int(round(q / 100 * len(s) + 0.5)) - 1))
+    k = max(0, min(len(s) - 1, math.ceil(q / 100 * len(s)) - 1))
     return s[k]
 
 
 def _ip_checksum(hdr: bytes) -> int:
-    total = sum(struct.unpack(f"!{len(hdr) // 2}H", hdr))
+    total: int = sum(struct.unpack(f"!{len(hdr) // 2}H", hdr))
     while total > 0xFFFF:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
@@ -685,11 +688,16 @@ class LoadGenerator:
             "tx_bytes": sum(s.tx_bytes for s in self.stats)})
 
     async def _progress(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
+        """A timeline sample every SAMPLE_INTERVAL; a progress line once a second."""
+        self._sample()
+        per_line = round(1.0 / SAMPLE_INTERVAL)
+        for i in itertools.count(1):
+            await asyncio.sleep(SAMPLE_INTERVAL)
             self._sample()
+            if i % per_line:
+                continue
             cur = self.timeline[-1]
-            prev = self.timeline[-2] if len(self.timeline) > 1 else {"t": 0.0, "rx_bytes": 0}
+            prev = self.timeline[-1 - per_line]
             dt = max(1e-9, cur["t"] - prev["t"])
             mbit = (cur["rx_bytes"] - prev["rx_bytes"]) * 8 / dt / 1e6
             if self.config.progress:

@@ -127,6 +127,18 @@ class LoadLab:
         except OSError:
             return ""
 
+    def _listed(self, best: int, peers: set[str]) -> tuple[int, set[str]]:
+        """The most up sessions `fastpptp sessions` listed so far, and their peers then."""
+        from ..status import query_status
+        try:
+            doc = query_status(self.path("ctl.sock"), timeout=10.0)
+        except Exception:        # busy or going away: the next poll asks again
+            return best, peers
+        up = [s for s in doc.get("sessions", []) if s.get("local_ip")]
+        if len(up) > best:
+            return len(up), {str(s.get("peer")) for s in up}
+        return best, peers
+
     def bench(self, *args: str, timeout: float = 300.0) -> tuple[int, dict[str, Any] | None, str]:
         """Run ``fastpptp bench sessions`` in the client namespace (``--json``), sampling the
         server meanwhile; returns (exit status, summary with a ``server`` section, stderr)."""
@@ -141,10 +153,16 @@ class LoadLab:
             proc = self.rig.spawn(self.client_ns, argv, stdout=out, stderr=err)
             deadline = time.monotonic() + timeout
             t0 = time.monotonic()
+            peers: set[str] = set()
+            listed = 0
+            next_status = t0 + 1.0
             try:
                 while proc.poll() is None and time.monotonic() < deadline:
                     self.samples.append({"t": time.monotonic() - t0, "rss_kb": proc_status(pid, "VmRSS"),
                                          "cpu_s": proc_cpu(pid) - cpu0})
+                    if time.monotonic() >= next_status:      # what the server lists, once a second
+                        next_status = time.monotonic() + 1.0
+                        listed, peers = self._listed(listed, peers)
                     time.sleep(0.25)
             finally:
                 status = self.rig.stop(proc) if proc.poll() is None else proc.returncode
@@ -158,6 +176,8 @@ class LoadLab:
                 "rss_kb_after": proc_status(pid, "VmRSS"),
                 "rss_kb_per_session": (peak - rss0) / up,
                 "cpu_s": proc_cpu(pid) - cpu0,
+                "sessions_listed_peak": listed,
+                "distinct_peers_at_peak": len(peers),
                 "log_tail": self.log("server.log")[-4000:],
             }
         return int(status if status is not None else -1), summary, self.log("bench.err")
