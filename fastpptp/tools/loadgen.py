@@ -159,7 +159,9 @@ class SessionStat:
     source: str | None
     user: str
     started: float = 0.0
-    up_at: float | None = None
+    tcp_at: float | None = None          # TCP connected
+    call_at: float | None = None         # Outgoing-Call-Reply: the call is established
+    up_at: float | None = None           # IPCP up
     ended_at: float | None = None
     failure: str | None = None           # reason class, set once
     detail: str | None = None
@@ -445,6 +447,7 @@ class LoadClient:
                     dp.add_session(call_id, 0, server)
                     gen.hub.expect(call_id)
                 case CallEstablished():
+                    st.call_at = now
                     link = PPPLink(gen.link_config(st.user, self.password), "client", None, gen.rng)
                     rwin = ev.peer_rwin or 64
                     self.peer_call_id = ev.peer_call_id
@@ -477,6 +480,7 @@ class LoadClient:
                                    local_addr=(st.source, 0) if st.source else None),
             gen.config.connect_timeout)
         self.stream = stream
+        st.tcp_at = loop.time()
         conn.start(now=loop.time())
         stream.pump()
         up_wait = asyncio.ensure_future(self._wait_up())
@@ -729,6 +733,14 @@ class LoadGenerator:
             tx_b += s.tx_bytes
             rx_b += s.rx_bytes
         window = ((self.traffic_end or self.loop.time()) - self.t0)
+        spans: dict[str, list[float]] = {"tcp_connect": [], "pptp_control": [], "ppp_lcp_auth_ccp_ipcp": []}
+        for s in ups:
+            if s.tcp_at is not None and s.call_at is not None and s.up_at is not None:
+                spans["tcp_connect"].append(s.tcp_at - s.started)
+                spans["pptp_control"].append(s.call_at - s.tcp_at)
+                spans["ppp_lcp_auth_ccp_ipcp"].append(s.up_at - s.call_at)
+        phases = {name: _p50_p99(v) for name, v in spans.items()}
+        usage = resource.getrusage(resource.RUSAGE_SELF)
         totals = self.datapath.totals()
         return {
             "server": cfg.server, "clients": cfg.clients, "auth": cfg.auth, "mppe": cfg.mppe,
@@ -741,7 +753,12 @@ class LoadGenerator:
                 "time_to_all_up_s": (last_up - self.t0) if last_up is not None and len(ups) == cfg.clients else None,
                 "time_to_last_up_s": (last_up - self.t0) if last_up is not None else None,
                 "latency_p50_s": _percentile(lat, 50), "latency_p99_s": _percentile(lat, 99),
-                "latency_max_s": max(lat) if lat else None},
+                "latency_max_s": max(lat) if lat else None,
+                # where the set-up time went (p50, p99 in seconds): the TCP connect (a full
+                # listen queue shows as SYN retransmits: 1 s, 3 s...), SCCRQ..OCRP, then PPP
+                "phases_s": phases},
+            "generator_cpu_s": usage.ru_utime + usage.ru_stime,
+            "generator_maxrss_kb": usage.ru_maxrss,
             "failures": dict(failures),
             "data": {
                 "tx_packets": tx_p, "rx_packets": rx_p, "tx_bytes": tx_b, "rx_bytes": rx_b,
@@ -765,6 +782,10 @@ class LoadGenerator:
                           "lost": max(0, s.tx_packets - s.rx_packets)} for s in self.stats],
             "timeline": self.timeline,
         }
+
+
+def _p50_p99(values: Sequence[float]) -> dict[str, float | None]:
+    return {"p50": _percentile(values, 50), "p99": _percentile(values, 99)}
 
 
 def _ms(x: float | None) -> float | None:
@@ -832,6 +853,10 @@ def format_summary(s: dict[str, Any]) -> str:
         f"{f(st['time_to_all_up_s'], '{:.2f}')} s, latency p50 {f(st['latency_p50_s'])} s "
         f"p99 {f(st['latency_p99_s'])} s max {f(st['latency_max_s'])} s",
     ]
+    ph = st.get("phases_s", {})
+    if ph:
+        lines.append("  set-up phases p50/p99 s: " + ", ".join(
+            f"{k} {f(v['p50'])}/{f(v['p99'])}" for k, v in ph.items()))
     for reason, n in sorted(s["failures"].items(), key=lambda kv: -kv[1]):
         lines.append(f"  failed: {n:5d}  {reason}")
     for reason, n in sorted(s["dropped_after_up"].items(), key=lambda kv: -kv[1]):
@@ -844,8 +869,10 @@ def format_summary(s: dict[str, Any]) -> str:
             f"throughput: aggregate tx {d['aggregate_tx_mbit']:.2f} rx {d['aggregate_rx_mbit']:.2f} "
             f"Mbit/s; per session rx min {f(ps['min'])} p50 {f(ps['p50'])} max {f(ps['max'])} Mbit/s",
             f"round trip: p50 {f(d['rtt_p50_ms'], '{:.2f}')} ms p99 {f(d['rtt_p99_ms'], '{:.2f}')} ms; "
-            f"sessions without traffic: {d['sessions_without_traffic']}",
+            f"sessions without traffic: {d['sessions_without_traffic']}; other packets received "
+            f"{d['foreign_packets']}",
         ]
+    lines.append(f"load generator: CPU {s['generator_cpu_s']:.2f} s, max RSS {s['generator_maxrss_kb']} kB")
     return "\n".join(lines)
 
 

@@ -39,6 +39,7 @@ SOURCE_RANGE = "198.19.0.0/16"
 TUN_LOCAL = "198.18.0.1"
 POOL_FIRST = 0xC6120002               # 198.18.0.2
 PY = [sys.executable, "-m", "fastpptp"]
+STATUS_IDLE = 10.0
 
 
 def pool_spec(n: int) -> str:
@@ -127,6 +128,8 @@ class LoadLab:
         except OSError:
             return ""
 
+    _last_listed = 0
+
     def _listed(self, best: int, peers: set[str]) -> tuple[int, set[str]]:
         """The most up sessions `fastpptp sessions` listed so far, and their peers then."""
         from ..status import query_status
@@ -135,9 +138,20 @@ class LoadLab:
         except Exception:        # busy or going away: the next poll asks again
             return best, peers
         up = [s for s in doc.get("sessions", []) if s.get("local_ip")]
+        self._last_listed = len(up)
         if len(up) > best:
             return len(up), {str(s.get("peer")) for s in up}
         return best, peers
+
+    def _netstat(self, ns: str) -> dict[str, int]:
+        """Listen-queue overflows and SYN retransmits of ``ns`` (/proc/net/netstat TcpExt)."""
+        text = self.rig.run(ns, ["cat", "/proc/net/netstat"], check=False).stdout
+        rows = [line.split() for line in text.splitlines() if line.startswith("TcpExt:")]
+        if len(rows) < 2:
+            return {}
+        got = dict(zip(rows[0][1:], (int(v) for v in rows[1][1:]), strict=False))
+        return {k: got.get(k, 0) for k in ("ListenOverflows", "ListenDrops", "TCPSynRetrans",
+                                           "TCPReqQFullDrop", "TCPReqQFullDoCookies")}
 
     def bench(self, *args: str, timeout: float = 300.0) -> tuple[int, dict[str, Any] | None, str]:
         """Run ``fastpptp bench sessions`` in the client namespace (``--json``), sampling the
@@ -155,14 +169,19 @@ class LoadLab:
             t0 = time.monotonic()
             peers: set[str] = set()
             listed = 0
+            full: list[tuple[float, float]] = []     # (time, server CPU) while all N are listed
             next_status = t0 + 1.0
             try:
                 while proc.poll() is None and time.monotonic() < deadline:
                     self.samples.append({"t": time.monotonic() - t0, "rss_kb": proc_status(pid, "VmRSS"),
                                          "cpu_s": proc_cpu(pid) - cpu0})
-                    if time.monotonic() >= next_status:      # what the server lists, once a second
-                        next_status = time.monotonic() + 1.0
+                    if time.monotonic() >= next_status:
+                        # what the server lists: once a second until all are up, then every
+                        # STATUS_IDLE s (a listing of 1 000 sessions costs the server CPU too)
                         listed, peers = self._listed(listed, peers)
+                        next_status = time.monotonic() + (STATUS_IDLE if full else 1.0)
+                        if self._last_listed == self.clients:
+                            full.append((time.monotonic(), proc_cpu(pid)))
                     time.sleep(0.25)
             finally:
                 status = self.rig.stop(proc) if proc.poll() is None else proc.returncode
@@ -177,6 +196,16 @@ class LoadLab:
                 "rss_kb_per_session": (peak - rss0) / up,
                 "cpu_s": proc_cpu(pid) - cpu0,
                 "sessions_listed_peak": listed,
+                # server CPU share while every session was up (with --traffic 0: the idle
+                # cost of N sessions and their LCP echoes); None if that lasted < 2 polls
+                "cpu_share_all_up": ((full[-1][1] - full[0][1]) / (full[-1][0] - full[0][0])
+                                     if len(full) > 1 else None),
+                "all_up_listed_s": (full[-1][0] - full[0][0]) if len(full) > 1 else 0.0,
+                # server CPU from the start of the load until all N were listed, per session
+                # (set-up cost; an upper bound: the status polls, echoes and traffic count too)
+                "cpu_ms_per_session_setup": ((full[0][1] - cpu0) * 1000 / self.clients) if full else None,
+                "tcp_server": self._netstat(self.server_ns),
+                "tcp_client": self._netstat(self.client_ns),
                 "distinct_peers_at_peak": len(peers),
                 "log_tail": self.log("server.log")[-4000:],
             }
@@ -194,7 +223,10 @@ def load_lab(workdir: str, clients: int) -> Iterator[LoadLab]:
         netlink.add_address(rig.veth_a, f"{SERVER_ADDR}/16", netns=rig.a)
         netlink.set_link_up(rig.veth_a, netns=rig.a)
         netlink.set_link_up(rig.veth_b, netns=rig.b)
-        rig.run(rig.a, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        # forwarding for the echoed traffic; no ICMP redirects for it (the server forwards
+        # each packet back out of the interface it came in on)
+        rig.run(rig.a, ["sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.send_redirects=0",
+                        "net.ipv4.conf.default.send_redirects=0"])
         # the server's replies to 200..1000 new neighbours at once: room in the ARP table
         for ns in (rig.a, rig.b):
             rig.run(ns, ["sysctl", "-qw", "net.ipv4.neigh.default.gc_thresh1=4096",
@@ -225,8 +257,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .loadgen import format_summary
     print(format_summary(summary))
     srv = summary["server"]
+    share = srv["cpu_share_all_up"]
     print(f"server: RSS {srv['rss_kb_before']} kB before, {srv['rss_kb_peak']} kB peak, "
-          f"{srv['rss_kb_per_session']:.1f} kB per session; CPU {srv['cpu_s']:.2f} s during the run")
+          f"{srv['rss_kb_per_session']:.1f} kB per session; CPU {srv['cpu_s']:.2f} s during the run, "
+          f"{'-' if share is None else f'{share:.1%}'} of a core while all {a.clients} were up "
+          f"({srv['all_up_listed_s']:.0f} s)")
+    if srv["cpu_ms_per_session_setup"] is not None:
+        print(f"server set-up CPU: {srv['cpu_ms_per_session_setup']:.2f} ms per session (until all were listed)")
+    print(f"TCP: server {srv['tcp_server']}; client {srv['tcp_client']}")
     return status
 
 
