@@ -8,8 +8,12 @@ source address of its own.
 Flow:
 
 1. Sources: ``--source-range CIDR`` gives one address per client (the range's hosts in
-   order); ``--add-addresses IFACE`` puts them on IFACE for the run (netlink) and takes
-   them off afterwards.  Without a range every client uses the kernel's choice of source.
+   order); ``--add-addresses IFACE`` puts them on IFACE for the run (netlink, as /32s) and
+   takes them off afterwards.  Without a range every client uses the kernel's choice of
+   source.  The server should reach the range through a route via this host: on-link, it
+   needs an ARP entry per client, and the kernel's neighbour table (shared by all
+   namespaces, gc_thresh3 = 1024 by default) overflows near 1 000 ("neighbor table
+   overflow": SYN-ACKs lost, connects retried for 30 s).
 2. Data path: ONE engine for every session, run sans-I/O (``engine.process``) from the
    event loop -- its I/O thread takes a single GRE socket, and the kernel would then pick
    one source address for all of them, while a PPTP server takes a call's GRE only from
@@ -174,6 +178,8 @@ class SessionStat:
     rx_bytes: int = 0
     rx_reordered: int = 0
     rx_highest: int = -1
+    rx_first_seq: int | None = None      # the first packet that came back: the ones before it
+                                         # were lost while the path was not open end to end yet
     traffic_until: float | None = None   # time the sending stopped
 
     @property
@@ -412,8 +418,7 @@ class LoadClient:
         conn = ControlConnection(Role.PNS, ControlConfig(echo_interval=60.0), loop.time(), gen.rng,
                                  allocator=gen.allocator)
         server = gen.server_ip
-        if st.source is not None:
-            dp.socket_for(st.source)       # ready before any GRE can arrive
+        dp.socket_for(st.source)           # ready before any GRE can arrive
 
         def on_closed(s: CallSession, reason: str) -> None:
             if self.stream is not None:
@@ -582,6 +587,8 @@ class LoadGenerator:
             return
         index, seq, sent = got
         st = self.stats[index - self.config.first_index]
+        if st.rx_first_seq is None:
+            st.rx_first_seq = seq
         st.rx_packets += 1
         st.rx_bytes += len(ip)
         if seq < st.rx_highest:
@@ -608,7 +615,7 @@ class LoadGenerator:
         try:
             if cfg.add_addresses:
                 added = await self.loop.run_in_executor(
-                    None, _add_addresses, cfg.add_addresses, sources, cfg.source_range)
+                    None, _add_addresses, cfg.add_addresses, sources)
             for i, src in enumerate(sources):
                 n = cfg.first_index + i
                 self.stats.append(SessionStat(n, src, _fmt(cfg.user_template, n)))
@@ -619,8 +626,7 @@ class LoadGenerator:
             self.datapath.close()
             engine.close()
             if added:
-                await self.loop.run_in_executor(None, _remove_addresses, cfg.add_addresses, added,
-                                                cfg.source_range)
+                await self.loop.run_in_executor(None, _remove_addresses, cfg.add_addresses, added)
 
     async def _run_load(self) -> dict[str, Any]:
         cfg = self.config
@@ -763,6 +769,10 @@ class LoadGenerator:
             "data": {
                 "tx_packets": tx_p, "rx_packets": rx_p, "tx_bytes": tx_b, "rx_bytes": rx_b,
                 "lost_packets": max(0, tx_p - rx_p),
+                # of those, sent before the session's first packet that came back (the far
+                # end's return path not open yet right after IPCP), and sessions with such
+                "lost_before_first_echo": sum(s.rx_first_seq or 0 for s in ups),
+                "sessions_with_early_loss": sum(1 for s in ups if s.rx_first_seq),
                 "loss_ratio": (tx_p - rx_p) / tx_p if tx_p else None,
                 "reordered": sum(s.rx_reordered for s in ups),
                 "aggregate_tx_mbit": sum(per_tx), "aggregate_rx_mbit": sum(per_rx),
@@ -779,7 +789,8 @@ class LoadGenerator:
                           "setup_s": s.setup_latency, "local_ip": s.local_ip, "mppe": s.mppe,
                           "failure": s.failure, "detail": s.detail, "tx_packets": s.tx_packets,
                           "rx_packets": s.rx_packets, "tx_bytes": s.tx_bytes, "rx_bytes": s.rx_bytes,
-                          "lost": max(0, s.tx_packets - s.rx_packets)} for s in self.stats],
+                          "lost": max(0, s.tx_packets - s.rx_packets),
+                          "rx_first_seq": s.rx_first_seq} for s in self.stats],
             "timeline": self.timeline,
         }
 
@@ -805,12 +816,12 @@ def _raise_nofile(need: int) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
 
 
-def _add_addresses(iface: str, sources: Sequence[str | None], cidr: str | None) -> list[str]:
-    """Put the sources on ``iface`` (prefix of ``cidr``: on-link); returns those added (ones
-    already there are left alone and not removed later)."""
+def _add_addresses(iface: str, sources: Sequence[str | None]) -> list[str]:
+    """Put the sources on ``iface`` as /32s (no prefix route: nothing else on the host
+    changes); returns those added (ones already there are the user's, left alone)."""
     from pyroute2 import IPRoute
     from pyroute2.netlink.exceptions import NetlinkError
-    prefix = ipaddress.IPv4Network(cidr or "0.0.0.0/32", strict=False).prefixlen
+    prefix = 32
     added: list[str] = []
     with IPRoute() as ipr:
         idx = ipr.link_lookup(ifname=iface)
@@ -828,15 +839,15 @@ def _add_addresses(iface: str, sources: Sequence[str | None], cidr: str | None) 
     return added
 
 
-def _remove_addresses(iface: str | None, addrs: Sequence[str], cidr: str | None) -> None:
+def _remove_addresses(iface: str | None, addrs: Sequence[str]) -> None:
     from pyroute2 import IPRoute
     from pyroute2.netlink.exceptions import NetlinkError
-    prefix = ipaddress.IPv4Network(cidr or "0.0.0.0/32", strict=False).prefixlen
+    prefix = 32
     with IPRoute() as ipr:
         idx = ipr.link_lookup(ifname=iface)
         if not idx:
             return
-        for a in reversed(addrs):       # secondaries first: the primary takes them along
+        for a in addrs:
             with contextlib.suppress(NetlinkError):
                 ipr.addr("del", index=idx[0], address=a, prefixlen=prefix)
 
@@ -865,7 +876,9 @@ def format_summary(s: dict[str, Any]) -> str:
         ps = d["per_session_rx_mbit"]
         lines += [
             f"traffic: tx {d['tx_packets']} pkts {d['tx_bytes']} B, rx {d['rx_packets']} pkts "
-            f"{d['rx_bytes']} B, loss {f(d['loss_ratio'], '{:.4%}')}, reordered {d['reordered']}",
+            f"{d['rx_bytes']} B, loss {f(d['loss_ratio'], '{:.4%}')} ({d['lost_packets']} packets, "
+            f"{d['lost_before_first_echo']} of them before a session's first echo, in "
+            f"{d['sessions_with_early_loss']} sessions), reordered {d['reordered']}",
             f"throughput: aggregate tx {d['aggregate_tx_mbit']:.2f} rx {d['aggregate_rx_mbit']:.2f} "
             f"Mbit/s; per session rx min {f(ps['min'])} p50 {f(ps['p50'])} max {f(ps['max'])} Mbit/s",
             f"round trip: p50 {f(d['rtt_p50_ms'], '{:.2f}')} ms p99 {f(d['rtt_p99_ms'], '{:.2f}')} ms; "
