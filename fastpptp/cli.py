@@ -313,13 +313,15 @@ def _add_sessions_bench_args(b: argparse.ArgumentParser) -> None:
     g.add_argument("--duration", type=float, default=10.0, metavar="S",
                    help="seconds of traffic after the last session came up or failed")
     g.add_argument("--traffic", default="0", metavar="PPS|Mbit/s",
-                   help="per session, e.g. 10 (packets/s) or 2Mbit/s; echoed back by the server")
+                   help="per session, e.g. 10 (packets/s) or 2Mbit/s: UDP to the session's own tunnel "
+                        "address, which the server routes back (it must forward IPv4)")
     g.add_argument("--packet-size", type=int, default=256, help="IP packet size of the traffic")
     g.add_argument("--auth", choices=("pap", "chap", "mschap", "mschapv2"), default="mschapv2")
     g.add_argument("--mppe", choices=("none", "40", "128"), default="128")
     g.add_argument("--source-range", metavar="CIDR", help="one source address per client from here")
     g.add_argument("--add-addresses", metavar="IFACE",
-                   help="add the source addresses to IFACE for the run, remove them after")
+                   help="add the source addresses to IFACE (/32) for the run, remove them after; "
+                        "the server should route the range via this host (not ARP for each)")
     g.add_argument("--user-template", default="user%d")
     g.add_argument("--password-template", default="pass%d")
     g.add_argument("--first-index", type=int, default=0, help="the %%d of the first client")
