@@ -196,11 +196,11 @@ class LoadLab:
         summary: dict[str, Any] | None = json.loads(text) if text else None
         if summary is not None:
             peak = max((s["rss_kb"] for s in self.samples), default=rss0)
-            up = max(1, summary["up"])
+            up = summary["up"]
             summary["server"] = {
                 "pid": pid, "rss_kb_before": rss0, "rss_kb_peak": peak,
                 "rss_kb_after": proc_status(pid, "VmRSS"),
-                "rss_kb_per_session": (peak - rss0) / up,
+                "rss_kb_per_session": (peak - rss0) / up if up else None,
                 "cpu_s": proc_cpu(pid) - cpu0,
                 "sessions_listed_peak": listed,
                 # server CPU share while every session was up (with --traffic 0: the idle
@@ -263,8 +263,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_summary(summary))
     srv = summary["server"]
     share = srv["cpu_share_all_up"]
+    per = srv["rss_kb_per_session"]
     print(f"server: RSS {srv['rss_kb_before']} kB before, {srv['rss_kb_peak']} kB peak, "
-          f"{srv['rss_kb_per_session']:.1f} kB per session; CPU {srv['cpu_s']:.2f} s during the run, "
+          f"{'-' if per is None else f'{per:.1f}'} kB per session; CPU {srv['cpu_s']:.2f} s during the run, "
           f"{'-' if share is None else f'{share:.1%}'} of a core while all {a.clients} were up "
           f"({srv['all_up_listed_s']:.0f} s)")
     if srv["cpu_ms_per_session_setup"] is not None:

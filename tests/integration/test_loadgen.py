@@ -112,3 +112,22 @@ def test_200_sessions_come_up_and_pass_traffic_both_ways(tmp_path):
     assert s["server"]["rss_kb_peak"] >= s["server"]["rss_kb_before"] > 0
     if want_plot:
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.netns
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_failures_are_counted_by_reason(tmp_path):
+    """The server requires MS-CHAPv2: clients that only do PAP all fail, with one reason."""
+    with load_lab(str(tmp_path), 3) as lab:
+        lab.start_server()
+        status, s, err = lab.bench("--auth", "pap", "--duration", "0", "--setup-timeout", "30", "--quiet",
+                                   timeout=120)
+    assert s is not None, err[-2000:]
+    assert status == 1
+    assert (s["up"], s["failed"]) == (0, 3)
+    assert len(s["failures"]) == 1 and list(s["failures"].values()) == [3]
+    assert next(iter(s["failures"])).startswith("negotiation_failed: ")
+    assert all(x["detail"] and not x["up"] for x in s["sessions"])
+    assert s["setup"]["latency_p50_s"] is None and s["server"]["rss_kb_per_session"] is None
+    assert "warning" not in err.lower()          # failures go to the summary, not the log
