@@ -481,6 +481,52 @@ def client_main(argv: list[str] | None = None) -> int:
     return run_client(config, privileges=privileges)
 
 
+# ----------------------------------------------------------------------------- bench sessions
+def _add_sessions_bench_args(b: argparse.ArgumentParser) -> None:
+    g = b.add_argument_group("bench sessions (fastpptp/tools/loadgen.py)")
+    g.add_argument("server", nargs="?", help="PPTP server to load")
+    g.add_argument("--clients", type=int, default=1, help="number of PPTP clients (sessions)")
+    g.add_argument("--rate", type=float, default=0.0, metavar="R/s",
+                   help="new sessions per second (default: all at once)")
+    g.add_argument("--duration", type=float, default=10.0, metavar="S",
+                   help="seconds of traffic after the last session came up or failed")
+    g.add_argument("--traffic", default="0", metavar="PPS|Mbit/s",
+                   help="per session, e.g. 10 (packets/s) or 2Mbit/s: UDP to the session's own tunnel "
+                        "address, which the server routes back (it must forward IPv4)")
+    g.add_argument("--packet-size", type=int, default=256, help="IP packet size of the traffic")
+    g.add_argument("--auth", choices=("pap", "chap", "mschap", "mschapv2"), default="mschapv2")
+    g.add_argument("--mppe", choices=("none", "40", "128"), default="128")
+    g.add_argument("--source-range", metavar="CIDR", help="one source address per client from here")
+    g.add_argument("--add-addresses", metavar="IFACE",
+                   help="add the source addresses to IFACE (/32) for the run, remove them after; "
+                        "the server should route the range via this host (not ARP for each)")
+    g.add_argument("--user-template", default="user%d")
+    g.add_argument("--password-template", default="pass%d")
+    g.add_argument("--first-index", type=int, default=0, help="the %%d of the first client")
+    g.add_argument("--port", type=int, default=PPTP_PORT)
+    g.add_argument("--setup-timeout", type=float, default=60.0, help="seconds a session has to come up")
+    g.add_argument("--plot", metavar="FILE.png", help="chart: sessions up over time, throughput (matplotlib)")
+    g.add_argument("--quiet", action="store_true", help="no progress lines")
+    g.add_argument("--impl", choices=("compiled", "reference"), default="compiled", help=argparse.SUPPRESS)
+
+
+def _sessions_bench(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from .tools.loadgen import LoadConfig, parse_traffic, run_sessions_bench
+    if not args.server:
+        p.error("bench sessions: SERVER is required")
+    try:
+        traffic = parse_traffic(args.traffic, args.packet_size)
+    except ValueError as exc:
+        p.error(str(exc))
+    cfg = LoadConfig(server=args.server, clients=args.clients, rate=args.rate, duration=args.duration,
+                     traffic=traffic, auth=args.auth, mppe=args.mppe, source_range=args.source_range,
+                     add_addresses=args.add_addresses, user_template=args.user_template,
+                     password_template=args.password_template, first_index=args.first_index,
+                     port=args.port, setup_timeout=args.setup_timeout, impl=args.impl,
+                     progress=not args.quiet)
+    return run_sessions_bench(cfg, json_out=args.json, plot=args.plot)
+
+
 # ----------------------------------------------------------------------------- umbrella
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
@@ -513,9 +559,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("rate", metavar="RATE", type=rate_arg,
                    help="kbit/s: N (both ways) or DOWN/UP, e.g. 2000/512; 0 = unlimited")
     r.add_argument("--control-socket", default=None)
-    b = sub.add_parser("bench", help="benchmarks")
-    b.add_argument("what", choices=("dataplane", "tunnel"))
+    b = sub.add_parser("bench", help="benchmarks; 'bench sessions SERVER --clients N': the PPTP load generator")
+    b.add_argument("what", choices=("dataplane", "tunnel", "sessions"))
     b.add_argument("--json", action="store_true")
+    _add_sessions_bench_args(b)
     if argv and argv[0] == "server":
         return server_main(argv[1:])
     if argv and argv[0] == "client":
@@ -527,6 +574,8 @@ def main(argv: list[str] | None = None) -> int:
         from .tools.demo import run_demo
         return run_demo(json_out=args.json, nbytes=args.bytes)
     if args.cmd == "bench":
+        if args.what == "sessions":
+            return _sessions_bench(p, args)
         if args.what == "dataplane":
             from .tools.benchcmd import run_dataplane_bench
             return run_dataplane_bench(json=args.json)
