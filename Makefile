@@ -18,7 +18,7 @@
 
 PY      ?= python3
 TESTS   ?= tests
-EXTRAS  ?= test lint
+EXTRAS  ?= test lint plot
 VENV    := .venv
 VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.fastpptp-stamp
