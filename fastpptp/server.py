@@ -683,7 +683,7 @@ class Server:
             return
         self.stats.auth_successes[ev.method.value] += 1
         if session.rate_limit is not None:      # the verifier's reply (RADIUS) names one
-            session.info.rate, session.info.rate_source = RateLimit(*session.rate_limit), RateSource.RADIUS
+            session.info.rate, session.info.rate_source = session.rate_limit, RateSource.RADIUS
         elif session.info.rate is None:      # a limit set before (admin) stays
             rate = self._user_rate(ev.user)
             if rate is not None:

@@ -194,10 +194,10 @@ class CallSession:
         self._held_out: list[tuple[int, bytes]] = []
         self._verifier = verifier
         self._verifications: set[asyncio.Task[None]] = set()
-        #: the verifier's reply attributes (server; empty otherwise) and its rate limit,
-        #: (down_kbit, up_kbit), for the shaper
+        #: the verifier's reply attributes (server; empty otherwise) and its rate limit
+        #: for the shaper
         self.attributes: ReplyAttributes = NO_REPLY_ATTRIBUTES
-        self.rate_limit: tuple[int, int] | None = None
+        self.rate_limit: RateLimit | None = None
         self._session_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._idle_limit = 0                     # seconds (0: none)

@@ -1,5 +1,5 @@
 """Dynamic Authorization (RFC 5176) on the NAS: the sans-I/O core of the Disconnect / CoA
-listener, and the parsers of the RADIUS rate-limit attributes it (and authentication) reads.
+listener (the rate-limit attributes it reads are parsed by :mod:`fastpptp.radius.rates`).
 
 Nothing here opens a socket or reads a clock: ``handle(datagram, source, now, wall)`` takes
 the loop's monotonic time (the duplicate cache) and the wall clock (Event-Timestamp) as
@@ -31,7 +31,9 @@ Theory of operation
      match; every matching session is acted on; none: NAK 503 Session-Context-Not-Found.
   5. Disconnect-Request: ``target.disconnect(ids, reason)``, Disconnect-ACK.  CoA-Request:
      Session-Timeout and Idle-Timeout (seconds from now; 0 = none) and the rate limit
-     (Mikrotik-Rate-Limit, Cisco-AVPair ``rate-limit``, Filter-Id ``down/up``) through
+     (Mikrotik-Rate-Limit, else Cisco-AVPair ``rate-limit``, else Filter-Id ``down/up``:
+     :func:`fastpptp.radius.rates.rate_limit_from_attributes`; a value that does not parse:
+     NAK 407; a Filter-Id naming a filter: NAK 401, we have none) through
      ``target.change(ids, change)``, CoA-ACK.  A target that raises: NAK 506
      Resources-Unavailable (logged by the caller's logger, counted ``action_errors``).
   6. Every answer echoes the request's Proxy-State attributes in order (RFC 5176 §3.6),
@@ -46,32 +48,30 @@ import collections
 import hashlib
 import ipaddress
 import logging
-import math
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from fastpptp.errors import DecodeError
-from fastpptp.radius.dictionary import Attr, Code, ErrorCause
+from fastpptp.radius.dictionary import (
+    VENDOR_CISCO, VENDOR_MIKROTIK, Attr, CiscoAttr, Code, ErrorCause, MikrotikAttr,
+)
 from fastpptp.radius.packet import (
     Attribute, MissingMessageAuthenticator, Packet, RadiusAuthError, decode_packet, encode_response,
-    verify_request,
+    text_value, verify_request,
 )
-from fastpptp.shaping import MAX_KBIT, RateLimit, parse_rate
+from fastpptp.radius.rates import is_rate_avpair, rate_limit_from_attributes
+from fastpptp.shaping import RateLimit
 
 __all__ = [
     "DaeCore", "DaePolicy", "DaeSession", "DaeTarget", "CoaChange", "COUNTERS",
     "VENDOR_CISCO", "CISCO_AVPAIR", "VENDOR_MIKROTIK", "MIKROTIK_RATE_LIMIT",
     "SERVICE_TYPE_AUTHORIZE_ONLY", "DISCONNECT_REASON",
-    "parse_mikrotik_rate_limit", "parse_cisco_rate_limit", "rate_limit_from_attributes",
 ]
 
 log = logging.getLogger("fastpptp.radius.dae")
 
-VENDOR_CISCO = 9                 # Cisco-AVPair is Cisco's vendor type 1
-CISCO_AVPAIR = 1
-VENDOR_MIKROTIK = 14988          # Mikrotik-Rate-Limit is MikroTik's vendor type 8
-MIKROTIK_RATE_LIMIT = 8
+CISCO_AVPAIR = CiscoAttr.CISCO_AVPAIR                       # vendor VENDOR_CISCO (9)
+MIKROTIK_RATE_LIMIT = MikrotikAttr.MIKROTIK_RATE_LIMIT      # vendor VENDOR_MIKROTIK (14988)
 SERVICE_TYPE_FRAMED = 2
 SERVICE_TYPE_AUTHORIZE_ONLY = 17     # RFC 5176 §3.2
 
@@ -118,97 +118,6 @@ _TX_COUNTER = {Code.DISCONNECT_ACK: "tx_disconnect_ack", Code.DISCONNECT_NAK: "t
 
 Address = tuple[str, int]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-# --- rate-limit attributes (shared with authentication) ---------------------------------------
-
-_MIKROTIK_RATE = re.compile(r"([0-9]{1,12})([kKmMgG]?)")
-_UNIT = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
-
-
-def _bits_to_kbit(text: str, what: str) -> int:
-    m = _MIKROTIK_RATE.fullmatch(text)
-    if m is None:
-        raise ValueError(f"bad {what} rate {text[:40]!r}")
-    bits = int(m.group(1)) * _UNIT[m.group(2).lower()]
-    kbit = math.ceil(bits / 1000)       # a rate below 1 kbit/s stays a limit, never 0 (none)
-    if kbit > MAX_KBIT:
-        raise ValueError(f"{what} rate {text!r} is above {MAX_KBIT} kbit/s")
-    return kbit
-
-
-def parse_mikrotik_rate_limit(text: str) -> RateLimit:
-    """MikroTik's ``Mikrotik-Rate-Limit`` (vendor 14988, type 8): ``rx-rate[/tx-rate]
-    [rx-burst-rate[/tx-burst-rate] ...]`` in bit/s with an optional ``k``/``M``/``G`` suffix
-    (1000-based); only the first field counts (bursts are the engine's own).  The rates are
-    the router's: rx is what it receives from the client (our ``up``), tx what it sends to
-    the client (``down``); a lone rate is both.  ``0`` = unlimited.  ValueError otherwise."""
-    fields = text.split()
-    if not fields:
-        raise ValueError("empty Mikrotik-Rate-Limit")
-    rx, sep, tx = fields[0].partition("/")
-    up = _bits_to_kbit(rx, "Mikrotik-Rate-Limit")
-    down = _bits_to_kbit(tx, "Mikrotik-Rate-Limit") if sep else up
-    return RateLimit(down_kbit=down, up_kbit=up)
-
-
-_CISCO_PREFIX = re.compile(r"(?:lcp:interface-config(?:#[0-9]+)?=)?", re.IGNORECASE)
-
-
-def parse_cisco_rate_limit(avpairs: Iterable[str]) -> RateLimit | None:
-    """The ``rate-limit`` Cisco-AVPairs (vendor 9, type 1), as Cisco IOS and accel-ppp read
-    them: ``lcp:interface-config#1=rate-limit output 2048000 384000 768000 conform-action
-    transmit exceed-action drop``.  ``output`` is towards the client (``down``), ``input``
-    from it (``up``); the rate is bit/s; a direction not given is unlimited.  None when no
-    AV-pair is a rate-limit; ValueError for a rate-limit one that does not parse."""
-    down = up = None
-    for pair in avpairs:
-        words = _strip_cisco_prefix(pair).split()
-        if not words or words[0].lower() != "rate-limit":
-            continue
-        if len(words) < 3 or words[1].lower() not in ("input", "output"):
-            raise ValueError(f"bad Cisco-AVPair rate-limit {pair[:60]!r}")
-        kbit = _bits_to_kbit(words[2], "Cisco-AVPair rate-limit")
-        if words[1].lower() == "output":
-            down = kbit
-        else:
-            up = kbit
-    if down is None and up is None:
-        return None
-    return RateLimit(down_kbit=down or 0, up_kbit=up or 0)
-
-
-def _strip_cisco_prefix(pair: str) -> str:
-    m = _CISCO_PREFIX.match(pair)
-    return pair[m.end():] if m is not None else pair
-
-
-def _is_rate_avpair(value: bytes) -> bool:
-    words = _strip_cisco_prefix(value.decode("utf-8", errors="replace")).split()
-    return bool(words) and words[0].lower() == "rate-limit"
-
-
-def rate_limit_from_attributes(attributes: Iterable[Attribute]) -> RateLimit | None:
-    """A session's rate limit from reply or CoA attributes, the first kind present of:
-    Mikrotik-Rate-Limit, Cisco-AVPair ``rate-limit``, Filter-Id as a rate (``1000`` or
-    ``down/up`` kbit/s, chap-secrets' RATE form; accel-ppp's shaper reads Filter-Id too).
-    None when none names a rate (a Filter-Id naming a filter is no rate); ValueError for a
-    rate attribute whose value does not parse."""
-    attrs = list(attributes)
-    for a in attrs:
-        if a.vendor == VENDOR_MIKROTIK and a.type == MIKROTIK_RATE_LIMIT:
-            return parse_mikrotik_rate_limit(a.value.decode("utf-8", errors="replace"))
-    cisco = parse_cisco_rate_limit(a.value.decode("utf-8", errors="replace") for a in attrs
-                                   if a.vendor == VENDOR_CISCO and a.type == CISCO_AVPAIR)
-    if cisco is not None:
-        return cisco
-    for a in attrs:
-        if a.vendor == 0 and a.type == Attr.FILTER_ID:
-            try:
-                return parse_rate(a.value.decode("utf-8", errors="replace"))
-            except ValueError:
-                continue            # a filter's name, not a rate
-    return None
 
 
 # --- the core ---------------------------------------------------------------------------------
@@ -415,7 +324,7 @@ class DaeCore:
                 continue
             if coa and a.vendor == VENDOR_MIKROTIK and a.type == MIKROTIK_RATE_LIMIT:
                 continue
-            if coa and a.vendor == VENDOR_CISCO and a.type == CISCO_AVPAIR and _is_rate_avpair(a.value):
+            if coa and a.vendor == VENDOR_CISCO and a.type == CISCO_AVPAIR and is_rate_avpair(text_value(a.value)):
                 continue
             raise _Nak(ErrorCause.UNSUPPORTED_ATTRIBUTE)
         if not any(a.vendor == 0 and a.type in _SESSION_IDENTIFICATION for a in request.attributes):

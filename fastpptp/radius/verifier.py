@@ -20,7 +20,10 @@ Theory of operation
      our send key, MS-MPPE-Recv-Key our receive key; MS-CHAPv1's MS-CHAP-MPPE-Keys NT-Key
      (the password hash hash) gives the RFC 3079 §2.4 start key; reply attributes become
      :class:`ReplyAttributes` (Framed-IP-Address, Session-/Idle-Timeout, Acct-Interim-Interval,
-     Framed-MTU, Framed-Route, Class, MS DNS/NBNS, the rate limit: :func:`reply_rate_limit`).
+     Framed-MTU, Framed-Route, Class, MS DNS/NBNS, the rate limit:
+     :func:`fastpptp.radius.rates.rate_limit_from_attributes`; a rate attribute that does not
+     parse is ignored -- the session gets no limit from RADIUS -- and counted
+     (``bad_rate_attributes``) and logged).
   5. MS-MPPE-Encryption-Policy / -Types against our MPPE policy (:func:`mppe_for_session`):
        * RADIUS requires encryption (Policy 2) and MPPE is off here -> reject;
        * RADIUS requires it and the method gives no keys (PAP, CHAP-MD5) or the reply has
@@ -44,8 +47,6 @@ import enum
 import hashlib
 import ipaddress
 import logging
-import math
-import re
 from collections.abc import Awaitable, Callable
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -68,12 +69,12 @@ from fastpptp.radius.dictionary import (
     NasPortType, ServiceType, ValueType,
 )
 from fastpptp.radius.packet import Attribute, Packet, RadiusDecodeError, text_value
+from fastpptp.radius.rates import rate_limit_from_attributes
 from fastpptp.radius.settings import RadiusSettings
 
 __all__ = [
     "NasContext", "SessionMppe", "RadiusVerdict", "RadiusVerifier", "radattr_lines", "attribute_name", "access_request_attributes", "verify_result",
-    "mppe_for_session", "reply_rate_limit", "parse_mikrotik_rate", "parse_cisco_rate",
-    "parse_filter_id_rate", "COUNTERS",
+    "mppe_for_session", "COUNTERS",
 ]
 
 log = logging.getLogger("fastpptp.radius")
@@ -85,6 +86,7 @@ COUNTERS: dict[str, str] = {
     "policy_rejects": "Access-Accepts refused here (MPPE policy, unusable reply)",
     "no_response": "logins no RADIUS server answered",
     "local": "logins decided by the local secrets (auth_order)",
+    "bad_rate_attributes": "Access-Accepts whose rate-limit attribute did not parse (no limit applied)",
 }
 
 _MS_CHAP = (AuthMethod.MSCHAP_V1, AuthMethod.MSCHAP_V2)
@@ -170,91 +172,6 @@ def access_request_attributes(request: VerifyRequest, ctx: NasContext, *,
     return attrs
 
 
-# --------------------------------------------------------------------------- rate limits
-
-_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)\s*$")
-
-
-def _kbit(number: str, suffix: str, unit_bits: int) -> int:
-    """A rate in kbit/s (a non-zero rate never rounds down to 0 = unlimited)."""
-    bits = float(number) * {"": unit_bits, "k": 1000, "m": 1000_000, "g": 1000_000_000}[suffix.lower()]
-    return max(1, math.ceil(bits / 1000)) if bits > 0 else 0
-
-
-def parse_mikrotik_rate(text: str) -> tuple[int, int] | None:
-    """Mikrotik-Rate-Limit ``rx-rate[/tx-rate] [bursts...]`` -> (down_kbit, up_kbit).
-
-    RouterOS reads it from the NAS's side: rx = what the NAS receives = the client's
-    upload, tx = the client's download.  Rates in bit/s with k/M/G suffixes; one rate
-    alone is both ways.  None when it does not parse."""
-    first = text.strip().split()
-    if not first:
-        return None
-    parts = first[0].split("/")
-    if len(parts) > 2:
-        return None
-    rates = []
-    for p in parts:
-        m = _RATE.match(p)
-        if m is None:
-            return None
-        rates.append(_kbit(m.group(1), m.group(2), 1))
-    rx, tx = rates[0], rates[-1]
-    return tx, rx
-
-
-_CISCO = re.compile(r"rate-limit\s+(input|output)\s+(?:access-group\s+\S+\s+)?(\d+)")
-
-
-def parse_cisco_rate(avpairs: list[str]) -> tuple[int, int] | None:
-    """Cisco-AVPair ``lcp:interface-config#1=rate-limit output|input BPS ...`` (as accel-ppp
-    reads them) -> (down_kbit, up_kbit): output = towards the client (down), input = from
-    it (up); bit/s; a direction not given is unlimited.  None when no pair names a rate."""
-    down = up = None
-    for pair in avpairs:
-        for direction, bps in _CISCO.findall(pair):
-            k = _kbit(bps, "", 1)
-            if direction == "output":
-                down = k
-            else:
-                up = k
-    if down is None and up is None:
-        return None
-    return down or 0, up or 0
-
-
-_FILTER = re.compile(r"^\s*(\d+)\s*([kKmM]?)\s*(?:[/\\:]\s*(\d+)\s*([kKmM]?))?\s*$")
-
-
-def parse_filter_id_rate(text: str) -> tuple[int, int] | None:
-    """accel-ppp's shaper attribute (``attr=Filter-Id``): ``down/up`` (or one rate both
-    ways) in kbit/s, ``/``, ``\\`` or ``:`` between; None for a Filter-Id that is no rate
-    (a firewall filter's name)."""
-    m = _FILTER.match(text)
-    if m is None:
-        return None
-    down = _kbit(m.group(1), m.group(2), 1000)
-    up = _kbit(m.group(3), m.group(4), 1000) if m.group(3) is not None else down
-    return down, up
-
-
-def reply_rate_limit(packet: Packet) -> tuple[int, int] | None:
-    """The session's (down_kbit, up_kbit) from an Access-Accept: Mikrotik-Rate-Limit, else
-    Cisco-AVPair rate-limit, else a Filter-Id that is a rate; None when none names one."""
-    for value in packet.get_all(MikrotikAttr.MIKROTIK_RATE_LIMIT, VENDOR_MIKROTIK):
-        rate = parse_mikrotik_rate(text_value(value))
-        if rate is not None:
-            return rate
-    rate = parse_cisco_rate([text_value(v) for v in packet.get_all(CiscoAttr.CISCO_AVPAIR, VENDOR_CISCO)])
-    if rate is not None:
-        return rate
-    for value in packet.get_all(Attr.FILTER_ID):
-        rate = parse_filter_id_rate(text_value(value))
-        if rate is not None:
-            return rate
-    return None
-
-
 # --------------------------------------------------------------------------- MPPE policy
 
 def _has_keys(method: AuthMethod, reply: AccessReply) -> bool:
@@ -303,10 +220,13 @@ def _v1_keys(nt_key: bytes, challenge: bytes) -> bytes:
     return hashlib.sha1(phh + phh + challenge).digest()[:16]
 
 
-def verify_result(request: VerifyRequest, packet: Packet, reply: AccessReply,
-                  ours: MppePolicy) -> tuple[VerifyResult, SessionMppe | None]:
+def verify_result(request: VerifyRequest, packet: Packet, reply: AccessReply, ours: MppePolicy, *,
+                  on_bad_rate: Callable[[ValueError], None] | None = None,
+                  ) -> tuple[VerifyResult, SessionMppe | None]:
     """The verdict on ``request`` from its verified Access-Accept/-Reject (``packet``, parsed
-    as ``reply``), with the session's MPPE policy when RADIUS narrowed ours."""
+    as ``reply``), with the session's MPPE policy when RADIUS narrowed ours.  A rate-limit
+    attribute that does not parse leaves the session without a limit from RADIUS (the login
+    stands) and is handed to ``on_bad_rate``."""
     method = request.method
     messages = " ".join(reply.reply_messages)
     if not reply.accepted:
@@ -332,11 +252,17 @@ def verify_result(request: VerifyRequest, packet: Packet, reply: AccessReply,
         if reply.ms_chap2_success is None:
             return VerifyResult(False, reason="RADIUS accepted MS-CHAPv2 without MS-CHAP2-Success"), None
         success = text_value(reply.ms_chap2_success)
+    try:
+        rate = rate_limit_from_attributes(packet.attributes)
+    except ValueError as exc:
+        rate = None
+        if on_bad_rate is not None:
+            on_bad_rate(exc)
     dns = tuple(a for a in (reply.primary_dns, reply.secondary_dns) if a is not None)
     nbns = tuple(a for a in (reply.primary_nbns, reply.secondary_nbns) if a is not None)
     attributes = ReplyAttributes(
         framed_ip=reply.framed_ip_address, session_timeout=reply.session_timeout or None,
-        idle_timeout=reply.idle_timeout or None, rate_limit=reply_rate_limit(packet),
+        idle_timeout=reply.idle_timeout or None, rate_limit=rate,
         acct_interim_interval=reply.acct_interim_interval, framed_mtu=reply.framed_mtu,
         framed_routes=reply.framed_routes, classes=reply.classes, dns=dns, nbns=nbns)
     return VerifyResult(True, message=messages, authenticator_response=success,
@@ -466,7 +392,9 @@ class RadiusVerifier:
             if response.packet.code == Code.ACCESS_CHALLENGE:
                 raise RadiusDecodeError("Access-Challenge (not used by PPP logins)")
             reply = response.access_reply()
-            result, session = verify_result(request, response.packet, reply, self.mppe)
+            result, session = verify_result(
+                request, response.packet, reply, self.mppe,
+                on_bad_rate=lambda exc: self._bad_rate(ctx, request, exc))
         except (RadiusDecodeError, LocalProtocolError) as exc:
             self.counters["policy_rejects"] += 1
             log.warning("call %d: unusable RADIUS reply for %r: %s", ctx.call_id, request.user, exc)
@@ -484,6 +412,10 @@ class RadiusVerifier:
                      "%s:%d" % self.driver.client.servers[response.server].address)
         lines = radattr_lines(response.packet) if result.accepted else ()
         return RadiusVerdict(result, session, lines)
+
+    def _bad_rate(self, ctx: NasContext, request: VerifyRequest, exc: ValueError) -> None:
+        self.counters["bad_rate_attributes"] += 1
+        log.warning("call %d: %r: RADIUS rate limit ignored: %s", ctx.call_id, request.user, exc)
 
     def _local(self) -> LocalVerifier | None:
         backend = self._local_backend() if self._local_backend is not None else None

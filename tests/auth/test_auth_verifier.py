@@ -22,6 +22,7 @@ from fastpptp.ppp.auth.secrets import StaticBackend
 from fastpptp.ppp.constants import AuthMethod, Protocol
 from fastpptp.ppp.ipcp import IpcpConfig
 from fastpptp.ppp.lcp import LcpConfig
+from fastpptp.shaping import RateLimit
 from fastpptp.ppp.link import (
     MPPE_NOT_NEGOTIATED, Authenticated, AuthenticationFailed, LinkConfig, LinkDown, MppeUp,
     NetworkUp, PPPLink, VerifyPeer,
@@ -397,7 +398,7 @@ def test_link_framed_ip_address(framed, may_choose, client_wants, expected):
     (vp,) = p.of(p.s, VerifyPeer)
     local = LOCAL.verify(vp.request)
     attrs = ReplyAttributes(framed_ip=framed, dns=(IPv4Address("192.0.2.99"),),
-                            rate_limit=(1000, 500), idle_timeout=300)
+                            rate_limit=RateLimit(1000, 500), idle_timeout=300)
     p.s.verified(vp.request, VerifyResult(True, authenticator_response=local.authenticator_response,
                                           attributes=attrs), 0.5)
     p.run(0.5)

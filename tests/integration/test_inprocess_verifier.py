@@ -201,7 +201,7 @@ def test_verifier_that_never_answers_fails_cleanly_while_another_login_succeeds(
 
 def test_reply_attributes_address_rate_limit_and_session_timeout(loopback_ns, tmp_path):
     attrs = ReplyAttributes(framed_ip=IPv4Address("203.0.113.9"), session_timeout=1,
-                            rate_limit=(2000, 1000), dns=(IPv4Address("192.0.2.53"),))
+                            rate_limit=RateLimit(2000, 1000), dns=(IPv4Address("192.0.2.53"),))
 
     async def main():
         events, tuns = [], {}
@@ -225,7 +225,7 @@ def test_reply_attributes_address_rate_limit_and_session_timeout(loopback_ns, tm
 
     up, ip, dns, kept, shaped, reason, rc, events = asyncio.run(main())
     assert up and ip == "203.0.113.9" and dns == ("192.0.2.53",)
-    assert kept == (attrs, (2000, 1000))
+    assert kept == (attrs, RateLimit(2000, 1000))
     assert shaped == (RateLimit(2000, 1000), RateSource.RADIUS)   # the verifier's limit is the session's
     assert "session timeout" in reason
     downs = [i for k, i in events if k == "down"]

@@ -1,6 +1,6 @@
 """The Dynamic Authorization core (fastpptp/radius/dae.py, RFC 5176), sans-I/O: what is dropped
 (and counted), what is answered with which code and Error-Cause, what the target is asked to
-do; and the rate-limit attribute parsers."""
+do (the rate-limit attribute parsers: tests/radius/test_rates.py)."""
 from __future__ import annotations
 
 import hashlib
@@ -10,8 +10,7 @@ import pytest
 
 from fastpptp.radius.dae import (
     CISCO_AVPAIR, DISCONNECT_REASON, MIKROTIK_RATE_LIMIT, VENDOR_CISCO, VENDOR_MIKROTIK, CoaChange,
-    DaeCore, DaePolicy, DaeSession, DaeTarget, parse_cisco_rate_limit, parse_mikrotik_rate_limit,
-    rate_limit_from_attributes,
+    DaeCore, DaePolicy, DaeSession, DaeTarget,
 )
 from fastpptp.radius.dictionary import Attr, Code, ErrorCause
 from fastpptp.radius.packet import Attribute, Packet, decode_packet, encode_request, verify_response
@@ -249,6 +248,11 @@ def test_disconnect_matches(case, attrs, ids):
     ("bad Mikrotik-Rate-Limit", Code.COA_REQUEST,
      [s(Attr.USER_NAME, "bob"), Attribute(MIKROTIK_RATE_LIMIT, b"fast", VENDOR_MIKROTIK)],
      ErrorCause.INVALID_ATTRIBUTE_VALUE),
+    ("bad Cisco-AVPair rate-limit", Code.COA_REQUEST,
+     [s(Attr.USER_NAME, "bob"), Attribute(CISCO_AVPAIR, b"rate-limit sideways 1000", VENDOR_CISCO)],
+     ErrorCause.INVALID_ATTRIBUTE_VALUE),
+    ("Filter-Id rate above the maximum", Code.COA_REQUEST,
+     [s(Attr.USER_NAME, "bob"), s(Attr.FILTER_ID, "200000000")], ErrorCause.INVALID_ATTRIBUTE_VALUE),
     ("CoA changing nothing", Code.COA_REQUEST, [s(Attr.USER_NAME, "bob")], ErrorCause.MISSING_ATTRIBUTE),
     ("Service-Type Login", Code.COA_REQUEST, [s(Attr.USER_NAME, "bob"), i(Attr.SERVICE_TYPE, 1),
                                              i(Attr.SESSION_TIMEOUT, 5)], ErrorCause.UNSUPPORTED_SERVICE),
@@ -297,6 +301,12 @@ def test_failing_action_is_a_nak_506():
                               b"conform-action transmit exceed-action drop", VENDOR_CISCO)],
      CoaChange(rate=RateLimit(1024, 256))),
     ([s(Attr.FILTER_ID, "4000/1000")], CoaChange(rate=RateLimit(4000, 1000))),
+    ([s(Attr.FILTER_ID, "10M:2M")], CoaChange(rate=RateLimit(10000, 2000))),      # accel-ppp's forms
+    # precedence: Mikrotik-Rate-Limit, else Cisco-AVPair, else Filter-Id
+    ([s(Attr.FILTER_ID, "4000/1000"), Attribute(CISCO_AVPAIR, b"rate-limit output 3000000 1 1", VENDOR_CISCO),
+      Attribute(MIKROTIK_RATE_LIMIT, b"1M/2M", VENDOR_MIKROTIK)], CoaChange(rate=RateLimit(2000, 1000))),
+    ([s(Attr.FILTER_ID, "4000/1000"), Attribute(CISCO_AVPAIR, b"rate-limit output 3000000 1 1", VENDOR_CISCO)],
+     CoaChange(rate=RateLimit(3000, 0))),
     ([i(Attr.SESSION_TIMEOUT, 60), i(Attr.IDLE_TIMEOUT, 10), s(Attr.FILTER_ID, "0")],
      CoaChange(session_timeout=60, idle_timeout=10, rate=RateLimit(0, 0))),
 ])
@@ -320,44 +330,3 @@ def test_coa_nothing_matches():
 
 def test_policy_repr_hides_the_secret():
     assert "s3cret" not in repr(DaePolicy(secret=SECRET, allowed=()))
-
-
-# ----------------------------------------------------------------------------- rate attributes
-
-@pytest.mark.parametrize("text,rate", [
-    ("2M", RateLimit(2000, 2000)),
-    ("512k/2M", RateLimit(2000, 512)),           # rx (from the client) / tx (to it)
-    ("1000000/4000000 2M/8M 1M/4M 10/10 8", RateLimit(4000, 1000)),
-    ("1G/0", RateLimit(0, 1_000_000)),
-    ("1500", RateLimit(2, 2)),                    # bit/s; below 1 kbit/s is still a limit
-    ("0", RateLimit(0, 0)),
-])
-def test_mikrotik_rate_limit(text, rate):
-    assert parse_mikrotik_rate_limit(text) == rate
-
-
-@pytest.mark.parametrize("text", ["", "fast", "1x", "-1M", "1M/", "/1M", "1.5M", "200G"])
-def test_mikrotik_rate_limit_rejects(text):
-    with pytest.raises(ValueError):
-        parse_mikrotik_rate_limit(text)
-
-
-def test_cisco_rate_limit():
-    assert parse_cisco_rate_limit(["rate-limit output 2048000 8000 8000 conform-action transmit"]) == RateLimit(2048, 0)
-    assert parse_cisco_rate_limit(["ip:addr-pool=x", "lcp:interface-config=rate-limit input 64000 8000 8000"]) \
-        == RateLimit(0, 64)
-    assert parse_cisco_rate_limit(["ip:addr-pool=x"]) is None
-    with pytest.raises(ValueError):
-        parse_cisco_rate_limit(["rate-limit sideways 1000"])
-    with pytest.raises(ValueError):
-        parse_cisco_rate_limit(["rate-limit output lots"])
-
-
-def test_rate_attribute_precedence():
-    mk = Attribute(MIKROTIK_RATE_LIMIT, b"1M/2M", VENDOR_MIKROTIK)
-    cisco = Attribute(CISCO_AVPAIR, b"rate-limit output 3000000 1 1", VENDOR_CISCO)
-    fid = Attribute(Attr.FILTER_ID, b"4000/4000")
-    assert rate_limit_from_attributes([fid, cisco, mk]) == RateLimit(2000, 1000)
-    assert rate_limit_from_attributes([fid, cisco]) == RateLimit(3000, 0)
-    assert rate_limit_from_attributes([Attribute(Attr.FILTER_ID, b"gold"), fid]) == RateLimit(4000, 4000)
-    assert rate_limit_from_attributes([Attribute(Attr.FILTER_ID, b"gold")]) is None

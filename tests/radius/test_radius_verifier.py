@@ -1,11 +1,12 @@
 """fastpptp/radius/verifier.py without a server: the Access-Request a login becomes, the
 verdict an Access-Accept/-Reject becomes (MS-CHAP texts, MPPE keys and their direction,
-reply attributes), the MPPE policy table, the rate-limit attribute forms, and the auth
-orders with a fake RADIUS sender."""
+reply attributes), the MPPE policy table, which rate limit an Access-Accept gives (and a bad
+one ignored and counted), and the auth orders with a fake RADIUS sender."""
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 
 import pytest
 
@@ -23,9 +24,9 @@ from fastpptp.radius.dictionary import (
 from fastpptp.radius.packet import Attribute, Packet, encrypt_mppe_key
 from fastpptp.radius.settings import RadiusSettings
 from fastpptp.radius.verifier import (
-    NasContext, RadiusVerifier, access_request_attributes, mppe_for_session,
-    parse_cisco_rate, parse_filter_id_rate, parse_mikrotik_rate, reply_rate_limit, verify_result,
+    NasContext, RadiusVerifier, access_request_attributes, mppe_for_session, verify_result,
 )
+from fastpptp.shaping import RateLimit
 
 CTX = NasContext(call_id=4242, calling_station="192.0.2.10", called_station="198.51.100.1")
 SECRET = b"unit-secret"
@@ -141,7 +142,7 @@ def test_accept_gives_success_keys_in_the_nas_direction_and_reply_attributes():
     assert at.framed_routes == ("10.1.0.0/16 0.0.0.0 1",) and at.classes == (b"gold",)
     assert [str(a) for a in at.dns] == ["192.0.2.53", "192.0.2.54"]
     assert [str(a) for a in at.nbns] == ["192.0.2.55"]
-    assert at.rate_limit == (4000, 1000)                # RouterOS rx/tx: tx is the client's down
+    assert at.rate_limit == RateLimit(4000, 1000)                # RouterOS rx/tx: tx is the client's down
 
 
 def test_mschapv1_keys_come_from_ms_chap_mppe_keys():
@@ -239,44 +240,46 @@ def test_mppe_policy_table(method, reply, ours, reject, keep, session_bits, sess
 
 
 # --------------------------------------------------------------------------- rate limits
+# (the parsers themselves: tests/radius/test_rates.py)
 
-@pytest.mark.parametrize("text,expected", [
-    ("512k/2M", (2000, 512)),                 # rx/tx from the NAS: tx = the client's down
-    ("1M", (1000, 1000)),
-    ("256000/128000", (128, 256)),            # bit/s without a suffix
-    ("2M/8M 4M/16M 1M/4M 10/10 8", (8000, 2000)),   # bursts and priority ignored
-    ("1500", (2, 2)),                          # never rounds a real limit to 0 (unlimited)
-    ("fast", None), ("1/2/3", None), ("", None),
-])
-def test_mikrotik_rate_limit(text, expected):
-    assert parse_mikrotik_rate(text) == expected
-
-
-def test_cisco_avpair_rate_limit():
-    pairs = ["lcp:interface-config#1=rate-limit output 2048000 384000 768000 conform-action "
-             "transmit exceed-action drop",
-             "lcp:interface-config#2=rate-limit input 512000 96000 192000 conform-action transmit "
-             "exceed-action drop"]
-    assert parse_cisco_rate(pairs) == (2048, 512)
-    assert parse_cisco_rate(pairs[:1]) == (2048, 0)
-    assert parse_cisco_rate(["ip:addr-pool=main"]) is None
-
-
-@pytest.mark.parametrize("text,expected", [
-    ("1000/2000", (1000, 2000)), ("4096", (4096, 4096)), ("1000:500", (1000, 500)),
-    ("10M/2M", (10000, 2000)), ("web-only", None), ("", None),
-])
-def test_filter_id_rate_as_accel_ppp(text, expected):
-    assert parse_filter_id_rate(text) == expected
+def _accepted_rate(*attrs: Attribute, on_bad_rate=None):
+    packet = _accept(*attrs)
+    result, _ = verify_result(_pap("bob", "pw"), packet, _response(packet).access_reply(), NO_MPPE,
+                              on_bad_rate=on_bad_rate)
+    assert result.accepted
+    return result.attributes.rate_limit
 
 
 def test_rate_attribute_precedence():
-    packet = _accept(Attribute(Attr.FILTER_ID, b"100/200"),
-                     Attribute(CiscoAttr.CISCO_AVPAIR, b"x=rate-limit output 3000000 1 1", VENDOR_CISCO))
-    assert reply_rate_limit(packet) == (3000, 0)
-    packet.attributes.append(Attribute(MikrotikAttr.MIKROTIK_RATE_LIMIT, b"1k/5k", VENDOR_MIKROTIK))
-    assert reply_rate_limit(packet) == (5, 1)
-    assert reply_rate_limit(_accept(Attribute(Attr.FILTER_ID, b"no-p2p"))) is None
+    fid = Attribute(Attr.FILTER_ID, b"100/200")
+    cisco = Attribute(CiscoAttr.CISCO_AVPAIR, b"x=rate-limit output 3000000 1 1", VENDOR_CISCO)
+    assert _accepted_rate(fid, cisco) == RateLimit(3000, 0)
+    assert _accepted_rate(fid, cisco, Attribute(MikrotikAttr.MIKROTIK_RATE_LIMIT, b"1k/5k", VENDOR_MIKROTIK)) \
+        == RateLimit(5, 1)
+    assert _accepted_rate(fid) == RateLimit(100, 200)
+    assert _accepted_rate(Attribute(Attr.FILTER_ID, b"no-p2p")) is None
+
+
+def test_a_bad_rate_attribute_leaves_the_login_without_a_limit():
+    # the deciding attribute (Mikrotik) does not parse: no limit, not the Filter-Id's either
+    bad = (Attribute(MikrotikAttr.MIKROTIK_RATE_LIMIT, b"fast", VENDOR_MIKROTIK), Attribute(Attr.FILTER_ID, b"1000"))
+    seen: list[ValueError] = []
+    assert _accepted_rate(*bad, on_bad_rate=seen.append) is None
+    assert len(seen) == 1 and "fast" in str(seen[0])
+    assert _accepted_rate(*bad) is None                       # no callback: ignored all the same
+
+
+def test_the_verifier_counts_and_logs_a_bad_rate_attribute(caplog):
+    sender = FakeSender(_accept(Attribute(CiscoAttr.CISCO_AVPAIR, b"lcp:interface-config#1=rate-limit output lots",
+                                          VENDOR_CISCO)))
+    with caplog.at_level(logging.WARNING, logger="fastpptp.radius"):
+        result, counters = _verify(sender, "radius", _pap("radius-user", "any"))
+    assert result.accepted and result.attributes.rate_limit is None
+    assert counters["bad_rate_attributes"] == 1 and counters["accepts"] == 1
+    assert "rate limit ignored" in caplog.text and "lots" in caplog.text
+    result, counters = _verify(FakeSender(_accept(Attribute(Attr.FILTER_ID, b"2M/512"))), "radius",
+                               _pap("radius-user", "any"))
+    assert result.attributes.rate_limit == RateLimit(2000, 512) and counters["bad_rate_attributes"] == 0
 
 
 # --------------------------------------------------------------------------- auth orders

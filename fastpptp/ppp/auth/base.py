@@ -48,6 +48,7 @@ from typing import Protocol as _TypingProtocol, runtime_checkable
 
 from fastpptp.errors import DecodeError, LocalProtocolError, ProtocolError
 from fastpptp.ppp.constants import AuthMethod
+from fastpptp.shaping import RateLimit
 
 log = logging.getLogger("fastpptp.ppp.auth")
 
@@ -81,9 +82,8 @@ class ReplyAttributes:
         ``FRAMED_IP_PEER_CHOOSES`` (255.255.255.255) = let the peer choose, if the link's
         policy allows it (``LinkConfig.peer_may_choose_address``), else the pool.
     session_timeout / idle_timeout: seconds (None: no limit); the server's session applies
-        them.  rate_limit: (down_kbit, up_kbit) -- down = towards the peer -- in kbit/s, 0 =
-        unlimited, the fields of ``fastpptp.shaping.RateLimit`` in order; stored on the
-        session.  acct_interim_interval, framed_mtu, framed_routes, classes (RADIUS Class,
+        them.  rate_limit: a :class:`~fastpptp.shaping.RateLimit` (down = towards the peer,
+        kbit/s, 0 = unlimited); stored on the session.  acct_interim_interval, framed_mtu, framed_routes, classes (RADIUS Class,
         echoed in accounting): stored for their consumers.  dns / nbns: name servers to
         hand out instead of the configured ones (RFC 1877).
     """
@@ -91,7 +91,7 @@ class ReplyAttributes:
     framed_ip: IPv4Address | None = None
     session_timeout: int | None = None
     idle_timeout: int | None = None
-    rate_limit: tuple[int, int] | None = None
+    rate_limit: RateLimit | None = None
     acct_interim_interval: int | None = None
     framed_mtu: int | None = None
     framed_routes: tuple[str, ...] = ()
