@@ -31,7 +31,9 @@ wrong password.  One VM boot per scenario and direction checks, in order:
    side sent exactly one LCP Configure-Request.
 
 Also: prefer-mppe-stateful against a pppd that refuses stateful mode ends cleanly, with
-pppd's reason in our log.  What we learned about the peers is in docs/INTEROP.md.
+pppd's reason in our log; and (issue 11) the pptp-linux client logging in through our server to
+a FreeRADIUS inside the namespace (MS-CHAPv2 + MPPE-128, no chap-secrets entry), with the
+session's accounting in FreeRADIUS's detail file.  What we learned about the peers is in docs/INTEROP.md.
 
 Everything runs in one namespace per module (name includes our pid), removed at the end.
 """
@@ -41,12 +43,14 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import time
 from dataclasses import dataclass
 
 import pytest
 
 from support import interop_rig as R
+from support.freeradius import FreeRadius, RadiusUser, freeradius_missing
 from fastpptp.tools.demo import ping
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
@@ -444,6 +448,122 @@ def test_pptp_linux_client_wrong_password_refused(net, art):
         assert srv.stop() == 0
     finally:
         _cleanup(vm, srv)
+
+
+RADIUS_SECRET = "Interop-radius-s3cret"
+RADIUS_CLASS = "interop-plan"
+
+
+@pytest.mark.timeout(300)
+def test_pptp_linux_client_via_freeradius(net, art):
+    """Issue 11 against the real client: pptp-linux + pppd (MS-CHAPv2, require-mppe-128) logs
+    in through our server to a FreeRADIUS 3 running inside the harness namespace (127.0.0.1
+    there), and our server has no chap-secrets entry for the user, so only RADIUS can let it
+    in.  The MPPE keys come from FreeRADIUS's MS-MPPE-Send/Recv-Key; the data checks of the
+    matrix pass over them (pings, 2 MiB each way with matching digests, echoes while idle),
+    the VM's pppd enables 128-bit stateless MPPE, and FreeRADIUS's detail file has the
+    session's Accounting Start and Stop (User-Request: the VM hung up) with the transfer in
+    its octet counts, then our Accounting-Off when the server stops."""
+    reason = freeradius_missing()
+    if reason is not None:
+        print(f"skipping: {reason}")
+        pytest.skip(reason)
+    sc = SCENARIOS[0]                     # MS-CHAPv2 + MPPE-128 stateless, the VM ends it
+    tmp = art.dir
+    pcap = os.path.join(tmp, "a.pcap")
+    nas_id = f"fastpptp-interop-{os.getpid()}"
+    srv = upload = vm = None
+    with FreeRadius([RadiusUser(USER, PASSWORD, {"Class": RADIUS_CLASS})], secret=RADIUS_SECRET,
+                    netns=net.name) as fr:
+        try:
+            radius = f"127.0.0.1,{RADIUS_SECRET}"
+            srv = R.OurServer(net.name, tmp, sc.server_opts + COMMON_OURS, {},
+                              extra=["--pptp-echo-interval", "2", "--radius-server", radius,
+                                     "--radius-acct-server", radius, "--nas-identifier", nas_id])
+            with open(os.path.join(tmp, "chap-secrets")) as f:
+                assert USER not in f.read(), "the user must be known to RADIUS only"
+            # Accounting-On reached FreeRADIUS: our server talks to it inside the namespace
+            recs = fr.wait_detail(lambda r: r.get("NAS-Identifier") == nas_id, timeout=10)
+            assert [r["Acct-Status-Type"] for r in recs if r.get("NAS-Identifier") == nas_id] == \
+                ["Accounting-On"], recs
+            upload = R.FileServer(net.name, OUR_HTTP_PORT, os.urandom(FILE_BYTES))
+            vm = R.VmRun("client", net, _vm_common(sc, pcap) + _vm_checks_cmds() +
+                         ["--pptp-args=--loglevel 1 --idle-wait 2", "--timeout", "150",
+                          "--teardown", "clean"], os.path.join(tmp, "vm.log"))
+            up = vm.wait_marker("PPP-UP", UP_TIMEOUT)
+            vm_addr = up["local"]
+            assert up["remote"] == R.TUN_SERVER
+            sessions = R.wait_for(lambda: srv.status()["sessions"], 10, "session in our status", [srv.proc])
+            assert len(sessions) == 1 and sessions[0]["user"] == USER and sessions[0]["remote_ip"] == vm_addr
+            ours = dict(sessions[0])
+            sid = ours["session_id"]
+            # the login went through FreeRADIUS: MS-CHAPv2 checked there, keys from its reply
+            rlog = fr.log()
+            assert "Sent Access-Accept" in rlog and "MS-CHAP2-Success" in rlog, rlog[-4000:]
+            assert "MS-MPPE-Recv-Key" in rlog and "MS-MPPE-Send-Key" in rlog, rlog[-4000:]
+            vm.wait_line(r"MPPE 128-bit stateless compression enabled", 10)   # pppd's ccp.c wording
+
+            idle = _data_checks(vm, net.name, vm_addr, upload, art)
+
+            t_end = time.time()
+            R.tcp_trigger(net.name, vm_addr, WAITER_PORT)       # the VM hangs up (pptp-linux clean stop)
+            vm.wait_marker("DISCONNECT", 20)
+            assert vm.wait(END_TIMEOUT) == 0, vm.tail()
+            assert vm.wait_marker("PPPD-EXIT", 5)["rc"] == "5", vm.tail()
+            assert "Connection terminated" in vm.text()
+            R.wait_for(lambda: srv.status()["sessions"] == [], 15, "our session released", [srv.proc])
+            assert R.routes_to(net.name, vm_addr) == [], "host route to the client left behind"
+            recs = fr.wait_detail(lambda r: r.get("Acct-Session-Id") == sid and
+                                  r.get("Acct-Status-Type") == "Stop", timeout=10)
+            assert srv.proc.poll() is None, "server died with the session"
+            assert srv.stop() == 0
+            assert not R.link_exists(net.name, "fpio0"), "server TUN left behind"
+            recs = fr.wait_detail(lambda r: r.get("NAS-Identifier") == nas_id and
+                                  r.get("Acct-Status-Type") == "Accounting-Off", timeout=10)
+            mine = [r for r in recs if r.get("NAS-Identifier") == nas_id]
+            assert [r["Acct-Status-Type"] for r in mine] == ["Accounting-On", "Start", "Stop", "Accounting-Off"], mine
+            start, stop = mine[1], mine[2]
+            for rec in (start, stop):
+                assert rec["Acct-Session-Id"] == sid and rec["User-Name"] == USER, rec
+                assert rec["Framed-IP-Address"] == vm_addr and rec["Calling-Station-Id"] == R.CLIENT_VM_ADDR, rec
+                assert rec["Acct-Authentic"] == "RADIUS" and rec["Class"] in (RADIUS_CLASS, "0x" + RADIUS_CLASS.encode().hex()), rec
+            assert stop["Acct-Terminate-Cause"] == "User-Request", stop
+            # Input = what the client sent: the VM's 2 MiB to us; Output: ours to the VM
+            octets_in, octets_out = int(stop["Acct-Input-Octets"]), int(stop["Acct-Output-Octets"])
+            art.note(acct_stop={k: stop.get(k) for k in ("Acct-Input-Octets", "Acct-Output-Octets",
+                                                          "Acct-Input-Packets", "Acct-Output-Packets",
+                                                          "Acct-Session-Time", "Acct-Terminate-Cause")})
+            assert octets_in >= FILE_BYTES and octets_out >= FILE_BYTES, stop
+            # ... and what the VM's pppd counted on its ppp0 (IP bytes, as ours): equal when no
+            # GRE packet got lost, else we count what left us and the VM what arrived (under
+            # TCG pptp-linux logs "buffering packet N (expecting M, lost or reordered)" now
+            # and then, and TCP resends the lost segments, counted again on both ends)
+            down = vm.marker("PPP-DOWN")
+            assert down is not None, vm.tail()
+            vm_sent, vm_rcvd = int(down["bytes_sent"]), int(down["bytes_rcvd"])
+            art.note(vm_ppp_bytes={"sent": vm_sent, "rcvd": vm_rcvd})
+            assert vm_sent * 0.95 <= octets_in <= vm_sent, (stop, down)
+            assert vm_rcvd <= octets_out <= vm_rcvd * 1.05, (stop, down)
+            assert int(stop["Acct-Input-Packets"]) > 0 and int(stop["Acct-Output-Packets"]) > 0, stop
+
+            _vm_auth_mppe_agree(vm, sc, ours, art)
+            _capture_checks(pcap, R.HOST_ADDR, R.CLIENT_VM_ADDR, idle, art,
+                            pptp_echo_from=(R.HOST_ADDR, R.CLIENT_VM_ADDR))
+            _mppe_mode_checks(pcap, sc, R.HOST_ADDR, R.CLIENT_VM_ADDR, art)
+            seq = R.teardown_sequence(pcap, t_end)
+            art.note(teardown_by="vm", teardown=seq)
+            ours_sent = [ev for src, ev in seq if src == R.HOST_ADDR]
+            assert ours_sent[:1] == ["LCP-TermAck"], seq
+            assert (R.CLIENT_VM_ADDR, "CCRQ") in seq and "CDN" in ours_sent, seq
+            log = srv.log()
+            assert PASSWORD not in log, "secret in our log"
+            assert RADIUS_SECRET not in log.split("\n", 1)[1], "RADIUS secret in our log"   # [0]: our argv
+        finally:
+            _cleanup(vm, srv, upload)
+            # keep FreeRADIUS's side with the other artifacts (its temp dir goes with it)
+            shutil.copyfile(fr.log_path, os.path.join(tmp, "radiusd.log"))
+            for path in sorted((fr.dir / "radacct").glob("*/detail-*")):
+                shutil.copyfile(path, os.path.join(tmp, "radius-" + path.name))
 
 
 # ============================================================================ our client -> server VM
