@@ -47,12 +47,14 @@ def readable_python() -> list[str]:
     only root may enter (this machine's pyenv under /root), a tmpfs over the closed one shows
     that one directory; when /dev/net/tun is root's 0600 (this container), a 0666 node of the
     same device is bound over it, as most distributions ship it.  Empty when neither is needed."""
-    hidden = _hidden_dir(sys.prefix)
+    # a venv's own prefix may be open while the interpreter it was made from (its stdlib:
+    # sys.base_prefix) lies under root's home: both must be readable
+    hidden_dirs = sorted({h for h in (_hidden_dir(sys.prefix), _hidden_dir(sys.base_prefix)) if h})
     tun_closed = os.stat("/dev/net/tun").st_mode & 0o006 != 0o006
-    if hidden is None and not tun_closed:
+    if not hidden_dirs and not tun_closed:
         return []
     steps = ["set -e"]
-    if hidden is not None:
+    for hidden in hidden_dirs:
         steps += ['d=$(mktemp -d /tmp/fpprivs-py.XXXXXX)', f'mount --bind {hidden} "$d"',
                   f"mount -t tmpfs -o mode=0755 fpprivs {os.path.dirname(hidden)}", f"mkdir -p {hidden}",
                   f'mount --bind "$d" {hidden}', 'umount "$d"', 'rmdir "$d"']
