@@ -16,42 +16,24 @@ import socket
 
 import pytest
 
-from fastpptp.client import Client, ClientConfig
 from fastpptp.config import parse_ppp_options
 from fastpptp.ppp.auth.secrets import CallableBackend
 from fastpptp.radius.settings import DAE_PORT, DaeSettings, RadiusSettings
 from fastpptp.server import Server, ServerConfig
 from fastpptp.status import SessionMatch
 from support.inproc import FakeTun, recv_packet, udp_packet
-from support.recording_engine import RecordingEngines
+from support.peers import PASSWORDS, SERVER_PPP, Peer, free_port
 
 pytestmark = [pytest.mark.netns,
               pytest.mark.skipif(shutil.which("radclient") is None, reason="radclient (freeradius-utils) missing")]
 
-PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw"}
-SOURCES = {"alice": "127.0.0.2", "bob": "127.0.0.3"}
-SERVER_PPP = "require-mschap-v2 require-mppe-128 name testsrv lcp-echo-interval 0"
 SECRET = "dae-Sh4red"
-
-
-@pytest.fixture
-def engines(monkeypatch):
-    import fastpptp.dataplane as dataplane
-    rec = RecordingEngines(dataplane.load_engine)
-    monkeypatch.setattr(dataplane, "load_engine", rec)
-    return rec
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def start_server(tmp_path, **dae_options) -> Server:
     dae = DaeSettings(listen=("127.0.0.1", DAE_PORT), secret=SECRET.encode(),
                       allowed=(ipaddress.ip_network("127.0.0.1/32"),), **dae_options)
-    server = Server(ServerConfig(listen="127.0.0.1", port=_free_port(), local_ips=("198.51.100.1",),
+    server = Server(ServerConfig(listen="127.0.0.1", port=free_port(), local_ips=("198.51.100.1",),
                                  remote_ips=("198.51.100.2", "198.51.100.3"), ppp=parse_ppp_options(SERVER_PPP),
                                  control_socket=str(tmp_path / "ctl.sock"), ip_up=None, ip_down=None,
                                  radius=RadiusSettings(auth_servers=(), nas_identifier="fastpptp-test", dae=dae)),
@@ -59,43 +41,6 @@ async def start_server(tmp_path, **dae_options) -> Server:
                     tun_factory=FakeTun, configure_network=False)
     await server.start()
     return server
-
-
-class Peer:
-    """One client of the in-process server, connected and up."""
-
-    def __init__(self, user: str):
-        self.user = user
-        self.tuns: list[FakeTun] = []
-
-    async def connect(self, server: Server) -> "Peer":
-        def tun(name):
-            self.tuns.append(FakeTun(name))
-            return self.tuns[-1]
-        self.client = Client(ClientConfig(server="127.0.0.1", port=server.config.port, user=self.user,
-                                          password=PASSWORDS[self.user],
-                                          ppp=parse_ppp_options("require-mppe-128 remotename testsrv"),
-                                          local_address=SOURCES[self.user], ip_up=None, ip_down=None),
-                             tun_factory=tun, configure_network=False)
-        self.task = asyncio.ensure_future(self.client.run())
-        up = asyncio.ensure_future(self.client.up.wait())
-        await asyncio.wait({self.task, up}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
-        up.cancel()
-        assert self.client.up.is_set(), f"{self.user}: tunnel did not come up"
-        (self.session,) = server.find_sessions(SessionMatch(user=self.user))
-        return self
-
-    @property
-    def sid(self) -> str:
-        return self.session.info.session_id
-
-    async def ended(self, timeout: float = 10.0) -> int:
-        return await asyncio.wait_for(asyncio.shield(self.task), timeout)
-
-    async def close(self) -> None:
-        if not self.task.done():
-            self.client.stop()
-            await asyncio.wait_for(self.task, 15)
 
 
 async def radclient(command: str, attributes: str, secret: str = SECRET, retries: int = 3) -> tuple[int, str]:

@@ -20,81 +20,26 @@ import tempfile
 import pytest
 
 from fastpptp import cli
-from fastpptp.client import Client, ClientConfig
 from fastpptp.config import parse_ppp_options
 from fastpptp.ppp.auth.secrets import CallableBackend, UserSecret
 from fastpptp.server import HARD_TERMINATE_GRACE, SOFT_TERMINATE_LIMIT, Server, ServerConfig
 from fastpptp.shaping import RateLimit
 from fastpptp.status import SessionMatch, control_request
 from support.inproc import FakeTun, recv_packet, udp_packet
-from support.recording_engine import RecordingEngines
+from support.peers import PASSWORDS, SERVER_PPP, SOURCES, Peer, free_port
 
 pytestmark = pytest.mark.netns
 
-PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw"}
-SOURCES = {"alice": "127.0.0.2", "bob": "127.0.0.3"}
-SERVER_PPP = "require-mschap-v2 require-mppe-128 name testsrv lcp-echo-interval 0"
-
-
-@pytest.fixture
-def engines(monkeypatch):
-    import fastpptp.dataplane as dataplane
-    rec = RecordingEngines(dataplane.load_engine)
-    monkeypatch.setattr(dataplane, "load_engine", rec)
-    return rec
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def start_server(ctl_path: str, **config) -> Server:
     auth_backend = config.pop("auth_backend", None)
-    server = Server(ServerConfig(listen="127.0.0.1", port=_free_port(), local_ips=("198.51.100.1",),
+    server = Server(ServerConfig(listen="127.0.0.1", port=free_port(), local_ips=("198.51.100.1",),
                                  remote_ips=("198.51.100.2", "198.51.100.3"), ppp=parse_ppp_options(SERVER_PPP),
                                  control_socket=ctl_path, ip_up=None, ip_down=None, **config),
                     auth_backend=auth_backend, tun_factory=FakeTun, configure_network=False)
     await server.start()
     return server
-
-
-class Peer:
-    """One client, connected and up."""
-
-    def __init__(self, user: str):
-        self.user = user
-        self.tuns: list[FakeTun] = []
-
-    async def connect(self, server: Server) -> "Peer":
-        def tun(name):
-            self.tuns.append(FakeTun(name))
-            return self.tuns[-1]
-        self.client = Client(ClientConfig(server="127.0.0.1", port=server.config.port, user=self.user,
-                                          password=PASSWORDS[self.user],
-                                          ppp=parse_ppp_options("require-mppe-128 remotename testsrv"),
-                                          local_address=SOURCES[self.user], ip_up=None, ip_down=None),
-                             tun_factory=tun, configure_network=False)
-        self.task = asyncio.ensure_future(self.client.run())
-        up = asyncio.ensure_future(self.client.up.wait())
-        await asyncio.wait({self.task, up}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
-        up.cancel()
-        assert self.client.up.is_set(), f"{self.user}: tunnel did not come up"
-        (self.session,) = server.find_sessions(SessionMatch(user=self.user))
-        return self
-
-    @property
-    def ip(self) -> str:
-        return str(self.session.info.remote_ip)
-
-    async def ended(self, timeout: float = 10.0) -> int:
-        return await asyncio.wait_for(asyncio.shield(self.task), timeout)
-
-    async def close(self) -> None:
-        if not self.task.done():
-            self.client.stop()
-            await asyncio.wait_for(self.task, 15)
 
 
 async def wait_for(cond, timeout: float = 5.0, step: float = 0.02) -> bool:
