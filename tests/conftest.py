@@ -37,3 +37,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=paths.INTEROP_MISSING))
         elif netns_missing is not None and (interop or item.get_closest_marker("netns") is not None):
             item.add_marker(pytest.mark.skip(reason=netns_missing))
+
+
+@pytest.fixture
+def engines(monkeypatch):
+    """Every engine the server loads is wrapped so a test sees the calls made on it
+    (tests/support/recording_engine.py: set_rate_limit among them)."""
+    import fastpptp.dataplane as dataplane
+    from support.recording_engine import RecordingEngines
+    rec = RecordingEngines(dataplane.load_engine)
+    monkeypatch.setattr(dataplane, "load_engine", rec)
+    return rec

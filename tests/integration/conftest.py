@@ -36,13 +36,3 @@ def lab(tmp_path):
         lab.teardown()
         print("--- server.log ---\n" + lab.log("server.log")[-4000:])
 
-
-@pytest.fixture
-def engines(monkeypatch):
-    """Every engine the server loads is wrapped so a test sees the calls made on it
-    (tests/support/recording_engine.py: set_rate_limit among them)."""
-    import fastpptp.dataplane as dataplane
-    from support.recording_engine import RecordingEngines
-    rec = RecordingEngines(dataplane.load_engine)
-    monkeypatch.setattr(dataplane, "load_engine", rec)
-    return rec

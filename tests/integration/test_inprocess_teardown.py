@@ -17,6 +17,7 @@ from fastpptp.pptp import messages as m
 from fastpptp.pptp.control import CallCleared
 from fastpptp.server import Server, ServerConfig
 from support.inproc import FakeTun, recv_packet, udp_packet
+from support.inproc import free_port
 
 pytestmark = pytest.mark.netns
 
@@ -25,10 +26,6 @@ POOL = tuple(f"198.51.100.{i}" for i in range(10, 15))
 OPTS = "require-mschap-v2 require-mppe-128"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 async def until(cond, timeout=10.0) -> bool:

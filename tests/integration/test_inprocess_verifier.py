@@ -9,7 +9,6 @@ and 127.0.0.3, FakeTun socketpairs as TUNs.
 from __future__ import annotations
 
 import asyncio
-import socket
 from ipaddress import IPv4Address
 
 import pytest
@@ -22,6 +21,7 @@ from fastpptp.ppp.auth.secrets import StaticBackend
 from fastpptp.server import Server, ServerConfig
 from fastpptp.shaping import RateLimit, RateSource
 from support.inproc import FakeTun, recv_packet, udp_packet
+from support.inproc import free_port
 
 pytestmark = pytest.mark.netns
 
@@ -49,10 +49,6 @@ class DelayedVerifier:
         return result
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 async def start_server(tmp_path, server_opts, verifier, events, tuns, verify_timeout=None):

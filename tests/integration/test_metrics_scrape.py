@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import socket
 import subprocess
 import urllib.request
 
@@ -30,6 +29,7 @@ from fastpptp.status import query_status
 from fastpptp.tools.demo import ping
 from support.inproc import FakeTun, recv_packet, udp_packet
 from support.lab import PY, SERVER_IP, TUN_SERVER, wait_until
+from support.inproc import free_port
 
 pytestmark = pytest.mark.netns
 
@@ -37,10 +37,6 @@ USERS = {"alice": "correct horse", "bob": "battery staple"}
 POOL = ("198.51.100.2", "198.51.100.3", "198.51.100.4")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _parse(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -59,7 +55,7 @@ def _one(got, name, **labels):
 
 
 async def _scenario(tmp_path):
-    pptp_port, metrics_port = _free_port(), _free_port()
+    pptp_port, metrics_port = free_port(), free_port()
     sock = str(tmp_path / "ctl.sock")
     tuns: dict[str, FakeTun] = {}
 
@@ -187,7 +183,7 @@ async def _thousand_calls(tmp_path, n: int):
     """A real server (engine running) with ``n`` calls placed by sans-I/O PNS control
     connections that never speak PPP: every session stays in LCP Establish (its Configure-
     Requests go to a GRE peer that is not there) while the scrapes run."""
-    pptp_port, metrics_port = _free_port(), _free_port()
+    pptp_port, metrics_port = free_port(), free_port()
     pool = tuple(f"198.18.{i // 250}.{i % 250 + 1}" for i in range(n))   # RFC 2544 range, never routed
     server = Server(ServerConfig(listen="127.0.0.1", port=pptp_port, remote_ips=pool, connections=n,
                                  rate_limit=10 * n, calls_per_source=n,   # every call from 127.0.0.1 ppp=parse_ppp_options("require-mschap-v2 lcp-echo-interval 0"),

@@ -22,6 +22,7 @@ from fastpptp.tools.netrig import namespace
 from fastpptp.tools.proc import stop_process
 from fastpptp.net import netns
 from support import paths
+from support.inproc import free_port
 
 
 class Manager:
@@ -192,10 +193,6 @@ class ProbingNotifier(Notifier):
         return super().notify(*assignments)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.mark.netns
@@ -206,7 +203,7 @@ def test_server_ready_after_listening_reload_and_stopping(tmp_path, kind):
     from fastpptp.server import Server, ServerConfig
     from support.inproc import FakeTun
 
-    port = _free_port()
+    port = free_port()
 
     async def main(manager: Manager) -> tuple[list[dict[str, str]], ...]:
         notifier = ProbingNotifier(manager.address, port)
@@ -249,7 +246,7 @@ def test_status_counts_sessions_and_client_is_ready_when_the_tunnel_is_up(tmp_pa
     from support.inproc import FakeTun
 
     async def main(srv: Manager, cli: Manager) -> tuple[list[dict[str, str]], ...]:
-        port = _free_port()
+        port = free_port()
         server = Server(ServerConfig(listen="127.0.0.1", port=port, local_ips=("198.51.100.1",),
                                      remote_ips=("198.51.100.2",),
                                      ppp=parse_ppp_options("require-mschap-v2 name testsrv lcp-echo-interval 0"),

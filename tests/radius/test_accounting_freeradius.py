@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 
 import pytest
 
@@ -32,6 +31,7 @@ from fastpptp.radius.settings import RadiusSettings
 from fastpptp.server import Server, ServerConfig
 from fastpptp.status import SessionMatch
 from support.inproc import FakeTun, recv_packet, udp_packet
+from support.inproc import free_port
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -54,10 +54,6 @@ def settings(fr, nas_id, *, acct=None, interval=1, policy=FAST):
                           acct_interim_floor=1)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 async def start_server(tmp_path, radius, events, tuns, verifier=None):

@@ -16,7 +16,6 @@ import asyncio
 import dataclasses
 import logging
 import os
-import socket
 
 import pytest
 
@@ -30,7 +29,7 @@ from fastpptp.server import Server, ServerConfig
 from fastpptp.shaping import RateLimit, RateSource
 from support.freeradius import FreeRadius, RadiusUser, freeradius_missing
 from support.inproc import FakeTun, recv_packet, udp_packet
-from support.recording_engine import RecordingEngines
+from support.inproc import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns]
 
@@ -71,18 +70,11 @@ def radius_ns():
 
 
 @pytest.fixture(autouse=True)
-def engines(monkeypatch):
-    """The engines record set_rate_limit (and forward it once the engine has it)."""
-    import fastpptp.dataplane as dataplane
-    rec = RecordingEngines(dataplane.load_engine)
-    monkeypatch.setattr(dataplane, "load_engine", rec)
-    return rec
+def _recording(engines):
+    """Every test here sees the engines' calls (tests/conftest.py ``engines``)."""
+    return engines
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _settings(*servers: FreeRadius, **kw) -> RadiusSettings:
@@ -99,7 +91,7 @@ class Rig:
         self.tmp_path = tmp_path
         self.tuns: dict[str, FakeTun] = {}
         self.events: list[tuple[str, dict]] = []
-        self.port = _free_port()
+        self.port = free_port()
         self.config = config or ServerConfig(
             listen="127.0.0.1", port=self.port, local_ips=("198.51.100.1",),
             remote_ips=("198.51.100.2", "198.51.100.3"),

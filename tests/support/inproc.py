@@ -41,3 +41,10 @@ async def recv_packet(tun: FakeTun, timeout=5.0) -> bytes:
         except BlockingIOError:
             await asyncio.sleep(0.01)
     raise AssertionError("no packet came out of the tunnel")
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -3,25 +3,17 @@ own loopback source address, so a test can select sessions by user, address or p
 from __future__ import annotations
 
 import asyncio
-import socket
 
 from fastpptp.client import Client, ClientConfig
 from fastpptp.config import parse_ppp_options
 from fastpptp.server import Server
 from fastpptp.status import SessionMatch
-from support.inproc import FakeTun
+from support.inproc import FakeTun, free_port  # noqa: F401 (the tests import it from here too)
 
 PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw"}
 SOURCES = {"alice": "127.0.0.2", "bob": "127.0.0.3"}
 #: what the servers these peers log in to ask for (name testsrv: the peers' remotename)
 SERVER_PPP = "require-mschap-v2 require-mppe-128 name testsrv lcp-echo-interval 0"
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Peer:
