@@ -282,6 +282,7 @@ cdef class Engine:
     cdef session* _only_session(self, int tun) noexcept nogil
     cdef int _rl_admit(self, session* s, rate_bucket* b, uint16_t proto, uint8_t* p, uint32_t n, double now) noexcept nogil
     cdef void _rl_arm(self, session* s) noexcept nogil
+    cdef uint8_t* _rl_take(self, session* s, rate_bucket* b, rl_item* out) noexcept nogil
     cdef void _rl_release(self, session* s, double now) noexcept nogil
     cdef session* _scan_tun_session(self, int tun) noexcept nogil
     cdef void _emit_data(self, session* s, uint16_t proto, uint8_t* pkt, uint32_t n, double now) noexcept nogil

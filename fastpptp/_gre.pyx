@@ -550,43 +550,45 @@ cdef class Engine:
         s.rl_dl = a
         self._arm(s, a)
 
+    cdef uint8_t* _rl_take(self, session* s, rate_bucket* b, rl_item* out) noexcept nogil:
+        """The first held packet of ``b`` if the bucket now holds its size (charged and taken
+        off the queue: its bytes stay valid until the next push), else NULL.  A packet whose
+        family is no longer up is dropped (drop_not_ready) and the next one looked at."""
+        cdef uint8_t* p
+        while b.qcount and rl_fits(b, b.q[b.qhead].len):
+            out[0] = b.q[b.qhead]
+            p = b.qmem + <size_t>b.qhead * (HEADROOM + RLQ_SLOT) + HEADROOM
+            b.qhead = (b.qhead + 1) % self.rl_depth
+            b.qcount -= 1
+            b.qbytes -= out.len
+            b.tokens -= out.len
+            if s.tun < 0 or not (s.ipv4 if out.proto == 0x21 else s.ipv6):
+                s.c[C_DROP_NOT_READY] += 1
+                continue
+            return p
+        return NULL
+
     cdef void _rl_release(self, session* s, double now) noexcept nogil:
         """Send what the buckets allow of the hold queues, in order (from the timers)."""
-        cdef rate_bucket* b = &s.rl_tx
-        cdef rl_item* it
+        cdef rl_item it
         cdef uint8_t* p
         s.has_rl_dl = 0
-        if b.qcount:
-            rl_refill(b, now)
-            while b.qcount and rl_fits(b, b.q[b.qhead].len):
-                it = &b.q[b.qhead]
-                p = b.qmem + <size_t>b.qhead * (HEADROOM + RLQ_SLOT) + HEADROOM
-                b.qhead = (b.qhead + 1) % self.rl_depth
-                b.qcount -= 1
-                b.qbytes -= it.len
-                b.tokens -= it.len
-                if s.tun < 0 or not (s.ipv4 if it.proto == 0x21 else s.ipv6):
-                    s.c[C_DROP_NOT_READY] += 1
-                    continue
+        if s.rl_tx.qcount:
+            rl_refill(&s.rl_tx, now)
+            p = self._rl_take(s, &s.rl_tx, &it)
+            while p != NULL:
                 send_data(self, s, it.proto, p, it.len, now)
-        b = &s.rl_rx
-        if b.qcount:
-            rl_refill(b, now)
-            while b.qcount and rl_fits(b, b.q[b.qhead].len):
-                it = &b.q[b.qhead]
-                p = b.qmem + <size_t>b.qhead * (HEADROOM + RLQ_SLOT) + HEADROOM
-                b.qhead = (b.qhead + 1) % self.rl_depth
-                b.qcount -= 1
-                b.qbytes -= it.len
-                b.tokens -= it.len
-                if s.tun < 0 or not (s.ipv4 if it.proto == 0x21 else s.ipv6):
-                    s.c[C_DROP_NOT_READY] += 1
-                    continue
+                p = self._rl_take(s, &s.rl_tx, &it)
+        if s.rl_rx.qcount:
+            rl_refill(&s.rl_rx, now)
+            p = self._rl_take(s, &s.rl_rx, &it)
+            while p != NULL:
                 if not self.emit_tun(s, p, it.len):
                     s.c[C_DROP_NO_ROOM] += 1      # decap_slab: no row can take it
-                    continue
-                s.c[C_RX_PACKETS] += 1
-                s.c[C_RX_BYTES] += it.len
+                else:
+                    s.c[C_RX_PACKETS] += 1
+                    s.c[C_RX_BYTES] += it.len
+                p = self._rl_take(s, &s.rl_rx, &it)
         if s.rl_tx.qcount == 0 and s.rl_rx.qcount == 0 and s.rl_tx.rate == 0 and s.rl_rx.rate == 0:
             s.rl_on = 0
         self._rl_arm(s)
