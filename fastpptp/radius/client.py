@@ -24,12 +24,21 @@ Theory of operation
      answer to an earlier attempt is still accepted.  A server has 256 Identifiers; a
      transaction that finds none free waits until one is released.
 
+  6. Each server has its own :class:`ServerCounters` (``server_counters[index]``): requests,
+     retransmits, responses, timeouts (tries used up there), dropped datagrams by reason, and
+     the response latency -- the receive time minus the time of the last send of the
+     Identifier answered, in the caller's clock -- as a sum and fixed buckets
+     (:data:`LATENCY_BUCKETS`), so a metrics scrape can read a histogram off plain integers.
+     An Access-Request resent byte for byte cannot tell which copy was answered: the time
+     from the last send never overstates the latency.
+
 Output is pulled: ``datagrams_to_send()`` (destination, bytes), ``next_event()``;
 ``get_timer()`` is the next deadline and ``handle_timer(now)`` fires it.  Nothing here
 opens a socket or reads a clock (see aio.py for the asyncio driver).
 """
 from __future__ import annotations
 
+import bisect
 import collections
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -43,7 +52,7 @@ from fastpptp.radius.packet import (
 )
 
 __all__ = ["RadiusServer", "ClientPolicy", "RadiusClient", "Response", "NoResponse", "Event",
-           "COUNTERS"]
+           "COUNTERS", "ServerCounters", "SERVER_COUNTERS", "DROP_REASONS", "LATENCY_BUCKETS"]
 
 Address = tuple[str, int]
 
@@ -64,12 +73,53 @@ COUNTERS: dict[str, str] = {
     "servers_marked_dead": "times a server was marked dead",
 }
 
+#: the counters each server has (:class:`ServerCounters`), each with its one-line meaning
+SERVER_COUNTERS: dict[str, str] = {
+    "requests": "requests sent to the server (a transaction's first send there, failovers included)",
+    "retransmits": "resends to the server after a timeout",
+    "responses": "valid responses from the server",
+    "timeouts": "transactions on which the server used up its tries (then failover, or no response)",
+}
+
+#: why a datagram from a server was dropped (``ServerCounters.dropped``), with the meanings
+DROP_REASONS: dict[str, str] = {
+    "malformed": "does not decode as RADIUS",
+    "unexpected": "matches no outstanding request (late, duplicate)",
+    "forged": "bad Response Authenticator or Message-Authenticator",
+    "no_message_authenticator": "lacks the required Message-Authenticator",
+    "bad_code": "signed, but its code does not answer the request",
+}
+
+#: upper bounds in seconds of the response-latency buckets (one more bucket above the last)
+LATENCY_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
 
 @dataclass(frozen=True)
 class RadiusServer:
     """One RADIUS server: numeric address and UDP port, and the shared secret."""
     address: Address
     secret: bytes = field(repr=False)
+
+
+@dataclass(slots=True)
+class ServerCounters:
+    """One server's counters (:data:`SERVER_COUNTERS`, dropped datagrams by
+    :data:`DROP_REASONS`) and its response latency: ``latency_sum`` seconds over ``responses``
+    answers; ``latency_buckets[i]`` answers took at most ``LATENCY_BUCKETS[i]`` seconds and
+    more than the bound before (not cumulative), the last one more than ``LATENCY_BUCKETS[-1]``."""
+    requests: int = 0
+    retransmits: int = 0
+    responses: int = 0
+    timeouts: int = 0
+    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
+    latency_sum: float = 0.0
+    latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+
+    def answered(self, latency: float) -> None:
+        self.responses += 1
+        self.latency_sum += latency
+        # le semantics: an answer of exactly a bound's seconds is in that bound's bucket
+        self.latency_buckets[bisect.bisect_left(LATENCY_BUCKETS, latency)] += 1
 
 
 @dataclass(frozen=True)
@@ -130,11 +180,13 @@ class RadiusClient:
         self.servers = tuple(servers)
         self.policy = policy or ClientPolicy()
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self.server_counters = tuple(ServerCounters() for _ in self.servers)
         self._by_address = {s.address: i for i, s in enumerate(self.servers)}
         self._dead_until = [float("-inf")] * len(self.servers)
         self._next_id = [0] * len(self.servers)
-        # (server, identifier) -> (transaction, Request Authenticator of that attempt)
-        self._outstanding: dict[tuple[int, int], tuple[_Transaction, bytes]] = {}
+        # (server, identifier) -> (transaction, Request Authenticator of that attempt,
+        # the time of its last send)
+        self._outstanding: dict[tuple[int, int], tuple[_Transaction, bytes, float]] = {}
         self._active: dict[int, _Transaction] = {}
         self._waiting: collections.deque[_Transaction] = collections.deque()
         self._out: list[tuple[Address, bytes]] = []
@@ -173,16 +225,19 @@ class RadiusClient:
         if server is None:
             self.counters["rx_unknown_source"] += 1
             return
+        dropped = self.server_counters[server].dropped
         try:
             packet = decode_packet(data)
         except DecodeError:
             self.counters["rx_malformed"] += 1
+            dropped["malformed"] += 1
             return
         entry = self._outstanding.get((server, packet.identifier))
         if entry is None:
             self.counters["rx_unexpected"] += 1
+            dropped["unexpected"] += 1
             return
-        txn, request_auth = entry
+        txn, request_auth, sent_at = entry
         secret = self.servers[server].secret
         access = txn.code in (Code.ACCESS_REQUEST, Code.STATUS_SERVER)
         try:
@@ -190,15 +245,19 @@ class RadiusClient:
                             require_message_authenticator=access and self.policy.require_message_authenticator)
         except MissingMessageAuthenticator:
             self.counters["rx_no_message_authenticator"] += 1
+            dropped["no_message_authenticator"] += 1
             return
         except UnexpectedCode:
             self.counters["rx_bad_code"] += 1
+            dropped["bad_code"] += 1
             return
         except RadiusAuthError:
             self.counters["rx_forged"] += 1
+            dropped["forged"] += 1
             return
         self._dead_until[server] = float("-inf")
         self.counters["rx_responses"] += 1
+        self.server_counters[server].answered(now - sent_at)
         self._finish(txn)
         self._events.append(Response(txn.handle, packet, server, secret, request_auth))
         self._drain_waiting(now)
@@ -212,6 +271,7 @@ class RadiusClient:
                 self._send_or_wait(txn, now)
                 continue
             server = txn.order.popleft()
+            self.server_counters[server].timeouts += 1
             if self._dead_until[server] <= now:
                 self.counters["servers_marked_dead"] += 1
             self._dead_until[server] = now + self.policy.dead_time
@@ -291,7 +351,15 @@ class RadiusClient:
                                         self.servers[server].secret)
             txn.wire = wire
             txn.ids.append((server, ident))
-            self._outstanding[(server, ident)] = (txn, auth)
+            self._outstanding[(server, ident)] = (txn, auth, now)
+        else:                                   # the same Identifier: its latency counts from now
+            key = txn.ids[-1]
+            self._outstanding[key] = (txn, self._outstanding[key][1], now)
+        sc = self.server_counters[server]
+        if txn.sends:
+            sc.retransmits += 1
+        else:
+            sc.requests += 1
         txn.sends += 1
         txn.deadline = now + self.policy.timeout
         self.counters["tx_datagrams"] += 1

@@ -10,7 +10,10 @@ from hypothesis import strategies as st
 
 from fastpptp.errors import LocalProtocolError
 from fastpptp.radius import auth
-from fastpptp.radius.client import COUNTERS, ClientPolicy, NoResponse, RadiusClient, RadiusServer, Response
+from fastpptp.radius.client import (
+    COUNTERS, DROP_REASONS, LATENCY_BUCKETS, SERVER_COUNTERS, ClientPolicy, NoResponse, RadiusClient, RadiusServer,
+    Response, ServerCounters,
+)
 from fastpptp.radius.dictionary import VENDOR_MICROSOFT, Attr, Code, MsAttr
 from fastpptp.radius.packet import (
     Attribute, Packet, decode_packet, encode_response, encrypt_mppe_key, unhide_password, verify_request,
@@ -256,3 +259,97 @@ def test_any_datagram_is_counted_never_raised(data, source):
     before = sum(c.counters.values())
     c.receive_datagram(data, source, 0.1)
     assert sum(c.counters.values()) == before + 1 and c.outstanding == 1
+
+
+# --------------------------------------------------------------------------- per-server counters
+def test_server_counters_are_documented():
+    sc = RadiusClient(SERVERS).server_counters
+    assert len(sc) == len(SERVERS)
+    fields = {"requests", "retransmits", "responses", "timeouts"}
+    assert fields == set(SERVER_COUNTERS)
+    assert all(set(s.dropped) == set(DROP_REASONS) for s in sc)
+    assert all(len(s.latency_buckets) == len(LATENCY_BUCKETS) + 1 for s in sc)
+    assert list(LATENCY_BUCKETS) == sorted(LATENCY_BUCKETS)
+
+
+def test_latency_of_an_answer_lands_in_its_bucket():
+    c = RadiusClient(SERVERS, POLICY)
+    c.send(Code.ACCESS_REQUEST, PAP, now=50.0)
+    [(_, wire)] = c.datagrams_to_send()
+    _answer(c, A, wire, now=50.12)
+    a, b = c.server_counters
+    assert (a.requests, a.retransmits, a.responses, a.timeouts) == (1, 0, 1, 0)
+    assert a.latency_sum == pytest.approx(0.12)
+    want = [0] * (len(LATENCY_BUCKETS) + 1)
+    want[LATENCY_BUCKETS.index(0.25)] = 1            # 0.1 < 0.12 <= 0.25
+    assert a.latency_buckets == want
+    assert b == ServerCounters()                     # the other server saw nothing
+
+
+def test_latency_bounds_and_overflow_buckets():
+    sc = ServerCounters()
+    sc.answered(0.005)                               # exactly a bound: in that bound's bucket
+    sc.answered(0.0)
+    sc.answered(7.0)                                 # above the last bound
+    assert sc.latency_buckets[0] == 2 and sc.latency_buckets[-1] == 1
+    assert sc.responses == sum(sc.latency_buckets) == 3
+
+
+def test_timeout_and_failover_counted_on_the_server_that_did_not_answer():
+    c = RadiusClient(SERVERS, POLICY)
+    c.send(Code.ACCESS_REQUEST, PAP, now=0.0)
+    c.datagrams_to_send()
+    for t in (3.0, 6.0, 9.0):                        # two resends to A, then A's tries are up
+        c.handle_timer(t)
+    [_, _, (dest, wire)] = c.datagrams_to_send()
+    assert dest == B
+    # B answers 0.3 s after its send (9.0): the latency counts from B's send, not the first
+    _answer(c, B, wire, now=9.3)
+    a, b = c.server_counters
+    assert (a.requests, a.retransmits, a.responses, a.timeouts) == (1, 2, 0, 1)
+    assert (b.requests, b.retransmits, b.responses, b.timeouts) == (1, 0, 1, 0)
+    assert b.latency_sum == pytest.approx(0.3)
+    assert b.latency_buckets[LATENCY_BUCKETS.index(0.5)] == 1
+    assert c.counters["tx_failovers"] == 1
+
+
+def test_latency_of_a_resent_access_request_counts_from_the_last_send():
+    c = RadiusClient(SERVERS, POLICY)
+    c.send(Code.ACCESS_REQUEST, PAP, now=0.0)
+    [(_, wire)] = c.datagrams_to_send()
+    c.handle_timer(3.0)                              # resent byte for byte, same Identifier
+    [(_, again)] = c.datagrams_to_send()
+    assert again == wire
+    _answer(c, A, wire, now=3.04)
+    a = c.server_counters[0]
+    assert (a.requests, a.retransmits, a.responses) == (1, 1, 1)
+    assert a.latency_sum == pytest.approx(0.04)
+
+
+def test_no_response_counts_a_timeout_on_every_server():
+    c = RadiusClient(SERVERS, ClientPolicy(timeout=1.0, tries=1, dead_time=30.0))
+    h = c.send(Code.ACCOUNTING_REQUEST, [], now=0.0)
+    c.handle_timer(1.0)
+    c.handle_timer(2.0)
+    assert c.next_event() == NoResponse(h)
+    assert [s.timeouts for s in c.server_counters] == [1, 1]
+    assert [s.requests for s in c.server_counters] == [1, 1]
+
+
+def test_dropped_datagrams_counted_per_server_by_reason():
+    c = RadiusClient(SERVERS, POLICY)
+    c.send(Code.ACCESS_REQUEST, PAP, now=0.0)
+    [(_, wire)] = c.datagrams_to_send()
+    c.receive_datagram(b"\x02\x00", B, 0.1)                          # malformed, from B
+    _answer(c, A, wire, secret=b"wrong", now=0.1)                    # forged
+    _answer(c, A, wire, signed=False, now=0.1)                       # no Message-Authenticator
+    _answer(c, A, wire, code=Code.ACCOUNTING_RESPONSE, now=0.1)      # signed, wrong code
+    _answer(c, A, wire, now=0.2)                                     # the genuine answer
+    _answer(c, A, wire, now=0.3)                                     # a duplicate: unexpected
+    a, b = c.server_counters
+    assert a.dropped == {"malformed": 0, "unexpected": 1, "forged": 1,
+                         "no_message_authenticator": 1, "bad_code": 1}
+    assert b.dropped == {**dict.fromkeys(DROP_REASONS, 0), "malformed": 1}
+    assert a.responses == 1
+    c.receive_datagram(b"\x02\x00", ("192.0.2.99", 1812), 0.4)      # no server: global only
+    assert c.counters["rx_unknown_source"] == 1
