@@ -20,7 +20,13 @@ Theory of operation:
    microseconds); building the metric families and the text exposition happen on the scrape
    thread.  :attr:`MetricsSnapshot.took` reports the loop's share
    (``fastpptp_metrics_snapshot_seconds``).
-4. Labels are bounded: states, reasons and methods come from small fixed sets; a teardown
+4. RADIUS (when configured): each RADIUS client (the verifier's, ``role="auth"``, and the
+   accountant's, ``role="acct"``) keeps per-server counters and latency buckets as plain
+   integers (:class:`~fastpptp.radius.client.ServerCounters`); the verifier, the accountant
+   and the DAE listener keep their own counter dicts.  The snapshot copies them
+   (:class:`RadiusSnapshot`) in the same loop callback; their HELP texts are the modules'
+   COUNTERS meanings.
+5. Labels are bounded: states, reasons and methods come from small fixed sets; a teardown
    reason (free text from PPP/PPTP) is mapped to a few classes by :func:`teardown_reason`.
    Per-session series (``session``, ``user`` labels) only with ``--metrics-per-session``.
 
@@ -39,20 +45,30 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Protocol
 
+from .aio.accounting import COUNTERS as ACCT_COUNTERS
 from .ppp.link import Phase
+from .radius.accounting import BACKLOG_COUNTERS
+from .radius.aio import RadiusDriver
+from .radius.client import DROP_REASONS, LATENCY_BUCKETS, SERVER_COUNTERS, RadiusClient
+from .radius.dae import COUNTERS as DAE_COUNTERS
+from .radius.verifier import COUNTERS as AUTH_COUNTERS
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
     from prometheus_client.metrics_core import Metric
 
+    from .aio.accounting import Accountant
+    from .aio.dae import DaeListener
     from .aio.session import CallSession
     from .admission import Admission
     from .config import AddressPool
+    from .radius.verifier import RadiusVerifier
     from .server import ServerConfig
 
 __all__ = ["ServerStats", "MetricsSnapshot", "SessionSample", "ServerCollector", "MetricsServer",
-           "take_snapshot", "teardown_reason", "parse_listen", "SESSION_STATES", "TEARDOWN_REASONS"]
+           "take_snapshot", "teardown_reason", "parse_listen", "SESSION_STATES", "TEARDOWN_REASONS",
+           "RadiusSnapshot", "RadiusServerSample", "radius_snapshot"]
 
 log = logging.getLogger("fastpptp.metrics")
 
@@ -130,6 +146,31 @@ class SessionSample:
     counters: Mapping[str, int]
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class RadiusServerSample:
+    """One RADIUS server of one client (:class:`~fastpptp.radius.client.ServerCounters`)."""
+
+    role: str                            # "auth" (the verifier's client) or "acct" (the accountant's)
+    server: str                          # ADDR:PORT ([ADDR]:PORT for IPv6)
+    requests: int
+    retransmits: int
+    responses: int
+    timeouts: int
+    dropped: Mapping[str, int]           # by DROP_REASONS
+    latency_sum: float
+    latency_buckets: tuple[int, ...]     # per LATENCY_BUCKETS bound, then above the last; not cumulative
+
+
+@dataclasses.dataclass(frozen=True)
+class RadiusSnapshot:
+    """The RADIUS counters of one scrape; a part that is not running is empty / None."""
+
+    servers: tuple[RadiusServerSample, ...] = ()
+    auth: Mapping[str, int] | None = None          # RadiusVerifier.counters (verifier COUNTERS)
+    accounting: Mapping[str, int] | None = None    # Accountant.counters (COUNTERS + BACKLOG_COUNTERS)
+    dae: Mapping[str, int] | None = None           # DaeCore.counters (dae COUNTERS)
+
+
 @dataclasses.dataclass(frozen=True)
 class MetricsSnapshot:
     """Everything one scrape reports, read on the event loop in one callback."""
@@ -151,6 +192,7 @@ class MetricsSnapshot:
     pool_used: int
     pool_free: int
     sessions: tuple[SessionSample, ...] = ()
+    radius: RadiusSnapshot = RadiusSnapshot()
     took: float = 0.0                    # seconds the loop spent taking it
 
 
@@ -173,9 +215,16 @@ class SnapshotServer(Protocol):
     sessions: dict[int, CallSession]
     pool: AddressPool
     admission: Admission
+    radius_verifier: RadiusVerifier | None
 
     @property
     def engine(self) -> SnapshotEngine: ...
+
+    @property
+    def accounting(self) -> Accountant | None: ...
+
+    @property
+    def dae(self) -> DaeListener | None: ...
 
 
 # Dead: waiting for the peer's first frame (PAC), or between teardown and removal
@@ -223,7 +272,35 @@ def take_snapshot(server: SnapshotServer, *, per_session: bool = False,
         admission_tracked_sources=adm.tracked_sources(), admission_evicted=adm.evicted,
         engine=dict(sums), engine_wakeups=int(engine.loops),
         pool_size=len(set(server.config.remote_ips)), pool_used=len(server.pool.in_use), pool_free=len(server.pool),
-        sessions=tuple(samples), took=clock() - t0)
+        sessions=tuple(samples), radius=radius_snapshot(server), took=clock() - t0)
+
+
+def _server_label(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _server_samples(role: str, client: RadiusClient) -> list[RadiusServerSample]:
+    return [RadiusServerSample(role, _server_label(srv.address), c.requests, c.retransmits, c.responses,
+                               c.timeouts, dict(c.dropped), c.latency_sum, tuple(c.latency_buckets))
+            for srv, c in zip(client.servers, client.server_counters, strict=True)]
+
+
+def radius_snapshot(server: SnapshotServer) -> RadiusSnapshot:
+    """The RADIUS counters of the verifier's and the accountant's clients (the ones on a
+    RadiusDriver: an embedder's fake driver has no per-server counters), the verifier, the
+    accountant and the DAE listener (call it on the server's loop)."""
+    servers: list[RadiusServerSample] = []
+    verifier, accountant, dae = server.radius_verifier, server.accounting, server.dae
+    if verifier is not None and isinstance(verifier.driver, RadiusDriver):
+        servers += _server_samples("auth", verifier.driver.client)
+    if accountant is not None and isinstance(accountant.driver, RadiusDriver):
+        servers += _server_samples("acct", accountant.driver.client)
+    return RadiusSnapshot(
+        servers=tuple(servers),
+        auth=dict(verifier.counters) if verifier is not None else None,
+        accounting=accountant.counters if accountant is not None else None,      # a fresh dict
+        dae=dict(dae.core.counters) if dae is not None else None)
 
 
 # --------------------------------------------------------------------------- collector
@@ -315,6 +392,7 @@ def families(snap: MetricsSnapshot) -> list[Metric]:
     gauge("fastpptp_address_pool_used", "Client addresses in use (pool and static)", snap.pool_used)
     gauge("fastpptp_address_pool_free", "Pool addresses free", snap.pool_free)
     gauge("fastpptp_metrics_snapshot_seconds", "Event-loop time the last scrape's snapshot took", snap.took)
+    out += radius_families(snap.radius)
     if snap.sessions:
         labels = ["session", "user"]
         fams = {key: CounterMetricFamily(name, f"Per session: {key.replace('_', ' ')} ({PER_SESSION_WARNING})",
@@ -332,6 +410,98 @@ def families(snap: MetricsSnapshot) -> list[Metric]:
             drops.add_metric(lv, sum(v for k, v in s.counters.items() if k.startswith("drop_")))
             uptime.add_metric(lv, s.uptime)
         out += [*fams.values(), drops, uptime]
+    return out
+
+
+def _meanings(table: Mapping[str, str], names: Iterable[tuple[str, str]]) -> str:
+    """``label: meaning; ...`` for the HELP text of a labelled family."""
+    return "; ".join(f"{label}: {table[key]}" for key, label in names)
+
+
+#: RADIUS client per-server series: SERVER_COUNTERS key, metric name, the sample's value
+_RADIUS_SERVER_SERIES: tuple[tuple[str, str, Callable[[RadiusServerSample], int]], ...] = (
+    ("requests", "fastpptp_radius_requests_total", lambda s: s.requests),
+    ("retransmits", "fastpptp_radius_retransmits_total", lambda s: s.retransmits),
+    ("responses", "fastpptp_radius_responses_total", lambda s: s.responses),
+    ("timeouts", "fastpptp_radius_timeouts_total", lambda s: s.timeouts),
+)
+#: the verifier counters that are no login result (their own families)
+_AUTH_NOT_RESULTS = {"requests": "fastpptp_radius_auth_requests_total",
+                     "bad_rate_attributes": "fastpptp_radius_auth_bad_rate_attributes_total"}
+#: DAE counters -> (family, labels); the rest each a family of its own (fastpptp_dae_<name>_total)
+_DAE_DROPS = tuple((k, k[3:]) for k in DAE_COUNTERS
+                   if k.startswith("rx_") and k not in ("rx_requests", "rx_duplicates"))
+_DAE_REPLIES = {"tx_disconnect_ack": ("disconnect", "ack"), "tx_disconnect_nak": ("disconnect", "nak"),
+                "tx_coa_ack": ("coa", "ack"), "tx_coa_nak": ("coa", "nak")}
+_DAE_SINGLE = {"rx_requests": "fastpptp_dae_requests_total", "rx_duplicates": "fastpptp_dae_duplicates_total",
+               "sessions_disconnected": "fastpptp_dae_sessions_disconnected_total",
+               "sessions_changed": "fastpptp_dae_sessions_changed_total",
+               "action_errors": "fastpptp_dae_action_errors_total"}
+
+
+def radius_families(r: RadiusSnapshot) -> list[Metric]:
+    """The RADIUS client, verifier, accountant and DAE families (only for the parts running)."""
+    from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
+    out: list[Metric] = []
+    if r.servers:
+        labels = ["server", "role"]
+        for key, name, value in _RADIUS_SERVER_SERIES:
+            fam = CounterMetricFamily(name, f"RADIUS client, per server: {SERVER_COUNTERS[key]}", labels=labels)
+            for s in r.servers:
+                fam.add_metric([s.server, s.role], value(s))
+            out.append(fam)
+        dropped = CounterMetricFamily(
+            "fastpptp_radius_dropped_responses_total",
+            "RADIUS client, per server: datagrams from the server dropped, by reason ("
+            + _meanings(DROP_REASONS, ((k, k) for k in DROP_REASONS)) + ")",
+            labels=[*labels, "reason"])
+        latency = HistogramMetricFamily(
+            "fastpptp_radius_response_seconds",
+            "RADIUS client, per server: seconds from the last send of a request to its valid response",
+            labels=labels)
+        bounds = [str(b) for b in LATENCY_BUCKETS] + ["+Inf"]     # le="5.0", as client libraries write it
+        for s in r.servers:
+            for reason in DROP_REASONS:
+                dropped.add_metric([s.server, s.role, reason], s.dropped.get(reason, 0))
+            cumulative, total = [], 0
+            for bound, n in zip(bounds, s.latency_buckets, strict=True):
+                total += n
+                cumulative.append((bound, float(total)))
+            latency.add_metric([s.server, s.role], cumulative, s.latency_sum)
+        out += [dropped, latency]
+    if r.auth is not None:
+        results = [k for k in AUTH_COUNTERS if k not in _AUTH_NOT_RESULTS]
+        fam = CounterMetricFamily("fastpptp_radius_auth_results_total",
+                                  "RADIUS authentication: logins by result ("
+                                  + _meanings(AUTH_COUNTERS, ((k, k) for k in results)) + ")",
+                                  labels=["result"])
+        for k in results:
+            fam.add_metric([k], r.auth.get(k, 0))
+        out.append(fam)
+        for key, name in _AUTH_NOT_RESULTS.items():
+            out.append(CounterMetricFamily(name, f"RADIUS authentication: {AUTH_COUNTERS[key]}",
+                                           value=r.auth.get(key, 0)))
+    if r.accounting is not None:
+        for key, meaning in {**ACCT_COUNTERS, **BACKLOG_COUNTERS}.items():
+            out.append(CounterMetricFamily(f"fastpptp_radius_accounting_{key}_total",
+                                           f"RADIUS accounting: {meaning}", value=r.accounting.get(key, 0)))
+    if r.dae is not None:
+        d = r.dae
+        for key, name in _DAE_SINGLE.items():
+            out.append(CounterMetricFamily(name, f"Dynamic Authorization (RFC 5176): {DAE_COUNTERS[key]}",
+                                           value=d.get(key, 0)))
+        drops = CounterMetricFamily("fastpptp_dae_dropped_requests_total",
+                                    "Dynamic Authorization: requests dropped, by reason ("
+                                    + _meanings(DAE_COUNTERS, _DAE_DROPS) + ")", labels=["reason"])
+        for key, label in _DAE_DROPS:
+            drops.add_metric([label], d.get(key, 0))
+        replies = CounterMetricFamily("fastpptp_dae_replies_total",
+                                      "Dynamic Authorization: replies sent, by request code and result",
+                                      labels=["code", "result"])
+        for key, (code, result) in _DAE_REPLIES.items():
+            replies.add_metric([code, result], d.get(key, 0))
+        out += [drops, replies]
     return out
 
 

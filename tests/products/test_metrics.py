@@ -17,8 +17,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from fastpptp.admission import Admission, AdmissionLimits
 from fastpptp.config import AddressPool
 from fastpptp.dataplane import TOTAL_NAMES, EngineConfig, load_engine
-from fastpptp.metrics import (SESSION_STATES, MetricsServer, MetricsSnapshot, ServerCollector, ServerStats,
-                              families, parse_listen, take_snapshot, teardown_reason)
+from fastpptp.aio.accounting import COUNTERS as ACCT_COUNTERS
+from fastpptp.aio.accounting import Accountant
+from fastpptp.metrics import (SESSION_STATES, MetricsServer, MetricsSnapshot, RadiusServerSample, RadiusSnapshot,
+                              ServerCollector, ServerStats, families, parse_listen, take_snapshot, teardown_reason)
+from fastpptp.radius.accounting import BACKLOG_COUNTERS, Nas
+from fastpptp.radius.aio import RadiusDriver
+from fastpptp.radius.client import DROP_REASONS, LATENCY_BUCKETS, RadiusClient, RadiusServer
+from fastpptp.radius.dae import COUNTERS as DAE_COUNTERS
+from fastpptp.radius.verifier import COUNTERS as AUTH_COUNTERS
 from fastpptp.ppp.link import Phase
 from fastpptp.server import ServerConfig
 
@@ -71,6 +78,9 @@ class FakeServer:
     pool: AddressPool = None
     admission: Admission = dataclasses.field(default_factory=lambda: Admission(
         AdmissionLimits(max_connections=8, rate_limit=20, max_auth_failures=5)))
+    radius_verifier: object = None
+    accounting: object = None
+    dae: object = None
 
     def __post_init__(self):
         if self.pool is None:
@@ -244,25 +254,157 @@ def test_names_follow_prometheus_rules():
     async def snap():
         return take_snapshot(srv, per_session=True)
 
-    fams = families(asyncio.run(snap()))
-    assert len({f.name for f in fams}) == len(fams)
-    for fam in fams:
-        assert METRIC_NAME.match(fam.name) and fam.name.startswith("fastpptp_"), fam.name
-        assert not NOT_BASE_UNITS.search(fam.name), fam.name
-        assert fam.documentation, fam.name
-        assert fam.type in ("counter", "gauge"), fam.name
-        for s in fam.samples:
-            if fam.type == "counter":
-                assert s.name.endswith("_total"), s.name
-            else:
-                assert not s.name.endswith("_total"), s.name
-            for label in s.labels:
-                assert LABEL_NAME.match(label) and not label.startswith("__"), label
-        if fam.name.startswith("fastpptp_session_"):
-            assert "cardinality" in fam.documentation
-    # the parser takes the same text back
-    text = exposition(asyncio.run(snap()))
-    assert {f.name for f in text_string_to_metric_families(text)} == {f.name for f in fams}
+    # the server's families with per-session series, and with RADIUS stats too
+    for one in (asyncio.run(snap()), dataclasses.replace(asyncio.run(snap()), radius=_radius_snapshot())):
+        fams = families(one)
+        assert len({f.name for f in fams}) == len(fams)
+        for fam in fams:
+            assert METRIC_NAME.match(fam.name) and fam.name.startswith("fastpptp_"), fam.name
+            assert not NOT_BASE_UNITS.search(fam.name), fam.name
+            assert fam.documentation, fam.name
+            assert fam.type in ("counter", "gauge", "histogram"), fam.name
+            if fam.type == "histogram":      # a latency in base units: _bucket/_sum/_count samples
+                assert fam.name.endswith("_seconds"), fam.name
+            for s in fam.samples:
+                if fam.type == "counter":
+                    assert s.name.endswith("_total"), s.name
+                elif fam.type == "histogram":
+                    assert s.name in {fam.name + x for x in ("_bucket", "_sum", "_count")}, s.name
+                else:
+                    assert not s.name.endswith("_total"), s.name
+                for label in s.labels:
+                    assert LABEL_NAME.match(label) and not label.startswith("__"), label
+            if fam.name.startswith("fastpptp_session_"):
+                assert "cardinality" in fam.documentation
+        # the parser takes the same text back
+        text = exposition(one)
+        assert {f.name for f in text_string_to_metric_families(text)} == {f.name for f in fams}
+
+
+# --------------------------------------------------------------------------- RADIUS
+AUTH_A, AUTH_B, ACCT_A = ("192.0.2.10", 1812), ("2001:db8::11", 1812), ("192.0.2.10", 1813)
+
+
+def _radius_snapshot() -> RadiusSnapshot:
+    """RADIUS stats as a snapshot carries them: two auth servers (one IPv6), one acct server."""
+    buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+    buckets[LATENCY_BUCKETS.index(0.25)] = 2
+    buckets[-1] = 1                                       # one answer after more than 5 s
+    a = RadiusServerSample("auth", "192.0.2.10:1812", requests=5, retransmits=4, responses=3, timeouts=1,
+                           dropped={**dict.fromkeys(DROP_REASONS, 0), "forged": 2}, latency_sum=6.5,
+                           latency_buckets=tuple(buckets))
+    b = RadiusServerSample("auth", "[2001:db8::11]:1812", 1, 0, 1, 0, dict.fromkeys(DROP_REASONS, 0), 0.004,
+                           (1,) + (0,) * len(LATENCY_BUCKETS))
+    acct = RadiusServerSample("acct", "192.0.2.10:1813", 7, 0, 0, 7, dict.fromkeys(DROP_REASONS, 0), 0.0,
+                              (0,) * (len(LATENCY_BUCKETS) + 1))
+    auth = {**dict.fromkeys(AUTH_COUNTERS, 0), "requests": 6, "accepts": 3, "rejects": 1, "no_response": 2,
+            "bad_rate_attributes": 1}
+    acct_counters = {**dict.fromkeys({**ACCT_COUNTERS, **BACKLOG_COUNTERS}, 0), "requests": 7, "no_response": 7,
+                     "interim_dropped": 2}
+    dae = {**dict.fromkeys(DAE_COUNTERS, 0), "rx_requests": 4, "rx_bad_authenticator": 1, "rx_stale": 1,
+           "tx_disconnect_ack": 1, "tx_coa_nak": 1, "sessions_disconnected": 1}
+    return RadiusSnapshot((a, b, acct), auth, acct_counters, dae)
+
+
+def test_radius_exposition_values_and_labels():
+    srv, _ = _server_with_sessions()
+    got = parse(exposition(dataclasses.replace(take_snapshot(srv), radius=_radius_snapshot())))
+
+    def one(name, **labels):
+        return got[(name, tuple(sorted(labels.items())))]
+
+    a = {"server": "192.0.2.10:1812", "role": "auth"}
+    assert one("fastpptp_radius_requests_total", **a) == 5
+    assert one("fastpptp_radius_retransmits_total", **a) == 4
+    assert one("fastpptp_radius_responses_total", **a) == 3
+    assert one("fastpptp_radius_timeouts_total", **a) == 1
+    assert one("fastpptp_radius_timeouts_total", server="192.0.2.10:1813", role="acct") == 7
+    assert one("fastpptp_radius_requests_total", server="[2001:db8::11]:1812", role="auth") == 1
+    assert one("fastpptp_radius_dropped_responses_total", reason="forged", **a) == 2
+    dropped = {dict(k[1])["reason"] for k in got if k[0] == "fastpptp_radius_dropped_responses_total"}
+    assert dropped == set(DROP_REASONS)
+    # the histogram: cumulative buckets, +Inf = count = responses, and the sum
+    assert one("fastpptp_radius_response_seconds_bucket", le="0.1", **a) == 0
+    assert one("fastpptp_radius_response_seconds_bucket", le="0.25", **a) == 2
+    assert one("fastpptp_radius_response_seconds_bucket", le="5.0", **a) == 2
+    assert one("fastpptp_radius_response_seconds_bucket", le="+Inf", **a) == 3
+    assert one("fastpptp_radius_response_seconds_count", **a) == 3
+    assert one("fastpptp_radius_response_seconds_sum", **a) == 6.5
+    assert one("fastpptp_radius_response_seconds_bucket", le="0.005", server="[2001:db8::11]:1812",
+               role="auth") == 1
+    # the verifier: results by label, requests and unparsable rate attributes on their own
+    results = {dict(k[1])["result"]: v for k, v in got.items() if k[0] == "fastpptp_radius_auth_results_total"}
+    assert results == {"accepts": 3, "rejects": 1, "policy_rejects": 0, "no_response": 2, "local": 0}
+    assert one("fastpptp_radius_auth_requests_total") == 6
+    assert one("fastpptp_radius_auth_bad_rate_attributes_total") == 1
+    # the accountant: one family per counter (its own and the backlog's)
+    for key in {**ACCT_COUNTERS, **BACKLOG_COUNTERS}:
+        assert ("fastpptp_radius_accounting_" + key + "_total", ()) in got
+    assert one("fastpptp_radius_accounting_no_response_total") == 7
+    assert one("fastpptp_radius_accounting_interim_dropped_total") == 2
+    # the DAE listener: every counter somewhere
+    assert one("fastpptp_dae_requests_total") == 4
+    assert one("fastpptp_dae_dropped_requests_total", reason="bad_authenticator") == 1
+    assert one("fastpptp_dae_dropped_requests_total", reason="stale") == 1
+    assert one("fastpptp_dae_replies_total", code="disconnect", result="ack") == 1
+    assert one("fastpptp_dae_replies_total", code="coa", result="nak") == 1
+    assert one("fastpptp_dae_sessions_disconnected_total") == 1
+    dae_series = sum(1 for k in got if k[0].startswith("fastpptp_dae_"))
+    assert dae_series == len(DAE_COUNTERS)
+
+
+def test_no_radius_families_without_radius():
+    srv, _ = _server_with_sessions()
+    got = parse(exposition(take_snapshot(srv)))
+    assert not any(k[0].startswith(("fastpptp_radius_", "fastpptp_dae_")) for k in got)
+
+
+@dataclasses.dataclass
+class FakeVerifier:
+    """What the snapshot reads of a RadiusVerifier: its driver and counters."""
+
+    driver: object
+    counters: dict = dataclasses.field(default_factory=lambda: dict.fromkeys(AUTH_COUNTERS, 0))
+
+
+@dataclasses.dataclass
+class FakeDaeCore:
+    counters: dict = dataclasses.field(default_factory=lambda: dict.fromkeys(DAE_COUNTERS, 0))
+
+
+@dataclasses.dataclass
+class FakeDaeListener:
+    core: FakeDaeCore = dataclasses.field(default_factory=FakeDaeCore)
+
+
+def test_snapshot_reads_the_radius_clients_verifier_accountant_and_dae():
+    auth_client = RadiusClient([RadiusServer(AUTH_A, b"s"), RadiusServer(AUTH_B, b"s")])
+    acct_client = RadiusClient([RadiusServer(ACCT_A, b"s")])
+    auth_client.send(1, [], now=0.0)                       # an Access-Request: one request to the first server
+    auth_client.server_counters[0].answered(0.12)
+    verifier = FakeVerifier(RadiusDriver(auth_client))
+    verifier.counters["accepts"] = 1
+    accountant = Accountant(Nas("nas"), RadiusDriver(acct_client), nas_session_id="x")
+    accountant.backlog.counters["over_limit"] = 2
+    dae = FakeDaeListener()
+    dae.core.counters["rx_requests"] = 3
+    srv, _ = _server_with_sessions()
+    srv.radius_verifier, srv.accounting, srv.dae = verifier, accountant, dae
+    r = take_snapshot(srv).radius
+    assert [(s.role, s.server) for s in r.servers] == [
+        ("auth", "192.0.2.10:1812"), ("auth", "[2001:db8::11]:1812"), ("acct", "192.0.2.10:1813")]
+    first = r.servers[0]
+    assert (first.requests, first.responses, first.latency_sum) == (1, 1, 0.12)
+    assert first.latency_buckets[LATENCY_BUCKETS.index(0.25)] == 1
+    assert r.auth["accepts"] == 1 and r.accounting["over_limit"] == 2 and r.dae["rx_requests"] == 3
+    # a copy: later counts do not change a snapshot taken
+    auth_client.server_counters[0].requests += 1
+    verifier.counters["accepts"] += 1
+    assert first.requests == 1 and r.auth["accepts"] == 1
+    # a verifier on an embedder's driver (no RadiusDriver): its counters, no per-server series
+    srv.radius_verifier, srv.accounting = FakeVerifier(object()), None
+    r = take_snapshot(srv).radius
+    assert r.servers == () and r.auth is not None and r.accounting is None
 
 
 # --------------------------------------------------------------------------- HTTP + 1 000 sessions
