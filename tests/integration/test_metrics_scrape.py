@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import socket
 import subprocess
 import urllib.request
 
@@ -23,6 +24,8 @@ from fastpptp.client import Client, ClientConfig
 from fastpptp.config import parse_ppp_options
 from fastpptp.net import netns
 from fastpptp.ppp.auth.secrets import CallableBackend
+from fastpptp.radius.client import ClientPolicy, RadiusServer
+from fastpptp.radius.settings import RadiusSettings
 from fastpptp.pptp.control import CallEstablished, ControlConfig, ControlConnected, ControlConnection, Role
 from fastpptp.server import Server, ServerConfig
 from fastpptp.status import query_status
@@ -177,6 +180,54 @@ def test_metrics_scrape_matches_status(loopback_ns, tmp_path):
         assert _one(one, f"fastpptp_{key}_total") >= _one(two, f"fastpptp_{key}_total"), key
     assert not any(k[0].startswith("fastpptp_session_") and dict(k[1])["user"] == "bob" for k in one)
     assert r["stopped"], "the metrics endpoint outlived server.stop()"
+
+
+async def _radius_silent(tmp_path):
+    """A server whose RADIUS server never answers (a bound UDP socket nobody reads): one login."""
+    pptp_port, metrics_port = free_port(), free_port()
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    radius_addr = silent.getsockname()
+    radius = RadiusSettings(auth_servers=(RadiusServer(radius_addr, b"secret"),), nas_identifier="metrics-test",
+                            policy=ClientPolicy(timeout=0.2, tries=2, dead_time=30.0))
+    server = Server(ServerConfig(listen="127.0.0.1", port=pptp_port, local_ips=("198.51.100.1",), remote_ips=POOL,
+                                 ppp=parse_ppp_options("require-mschap-v2 require-mppe-128 name testsrv "
+                                                       "lcp-echo-interval 0"),
+                                 ip_up=None, ip_down=None, radius=radius,
+                                 metrics_listen=f"127.0.0.1:{metrics_port}"),
+                    tun_factory=FakeTun, configure_network=False)
+    await server.start()
+    try:
+        c = Client(ClientConfig(server="127.0.0.1", port=pptp_port, user="alice", password=USERS["alice"],
+                                ppp=parse_ppp_options("require-mppe-128 remotename testsrv"),
+                                local_address="127.0.0.2", ip_up=None, ip_down=None),
+                   tun_factory=FakeTun, configure_network=False)
+        task = asyncio.ensure_future(c.run())
+        try:
+            await asyncio.wait_for(asyncio.shield(task), 20)
+        finally:
+            if not task.done():
+                c.stop()
+                await asyncio.wait_for(task, 15)
+        got = await _scrape(metrics_port)
+        return got, f"{radius_addr[0]}:{radius_addr[1]}", c.up.is_set()
+    finally:
+        await server.stop("test over")
+        silent.close()
+
+
+def test_radius_timeouts_counted_for_the_server_that_did_not_answer(loopback_ns, tmp_path):
+    got, label, came_up = asyncio.run(_radius_silent(tmp_path))
+    assert not came_up, "a login no RADIUS server answered must fail"
+    auth = {"server": label, "role": "auth"}
+    assert _one(got, "fastpptp_radius_timeouts_total", **auth) > 0
+    assert _one(got, "fastpptp_radius_requests_total", **auth) >= 1
+    assert _one(got, "fastpptp_radius_retransmits_total", **auth) >= 1       # tries=2: one resend
+    assert _one(got, "fastpptp_radius_responses_total", **auth) == 0
+    assert _one(got, "fastpptp_radius_response_seconds_count", **auth) == 0
+    assert _one(got, "fastpptp_radius_auth_results_total", result="no_response") >= 1
+    assert _one(got, "fastpptp_auth_failures_total", method="mschap-v2") >= 1
+    assert _one(got, "fastpptp_sessions", state="up") == 0
 
 
 async def _thousand_calls(tmp_path, n: int):
