@@ -214,8 +214,9 @@ def one_input(data: bytes) -> None:
             elif what == 1:
                 link.close(now, "fuzz")
             elif what == 2:
+                if link.phase is Phase.DEAD:       # else lower_up is a no-op
+                    watch.restart()
                 link.lower_up(now)
-                watch.restart()
             else:
                 link.engine_event(EV_MPPE_RESET_NEEDED, now)
         elif tag == 4 and peer is not None:
