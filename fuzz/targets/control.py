@@ -5,7 +5,8 @@ Input: header ``flags`` (bit 0: role PAC, bits 1-2: max_calls 2/4/8/128, bit 3: 
 off), then records: 0 peer bytes (the next octet cuts them into pieces of that size + 1),
 1 time passes (octet / 4 s, timers fire), 2 peer EOF, 3 owner: place a call (PNS) or answer
 the oldest CallRequested (PAC: accept or reject by the next octet), 4 owner: clear one of
-our calls, 5 stop, 6 connection lost, 7 Set-Link-Info.
+our calls, 5 stop, 6 connection lost, 7 Set-Link-Info, 8-15 the peer answers about one of our
+calls with its IDs right (PNS: OCRP with a result code, CDN; PAC: CCRQ, Set-Link-Info).
 
 Invariants on every step (besides "never raises"):
 * every Call-Disconnect-Notify / Call-Clear-Request / Set-Link-Info we send names a call ID
@@ -111,7 +112,7 @@ def one_input(data: bytes) -> None:
     steps = 0
     while not r.done and steps < 200:
         steps += 1
-        tag = r.byte() & 7
+        tag = r.byte() & 15
         if tag == 0:
             chunk, size = r.chunk(), r.byte() + 1
             _note_ocrqs(own, chunk)
@@ -144,11 +145,26 @@ def one_input(data: bytes) -> None:
             conn.stop("fuzz", now)
         elif tag == 6:
             conn.connection_lost(now)
-        else:
+        elif tag == 7:
             pick = r.byte()
             live = sorted(c for c, s in conn.calls().items() if s is CallState.ESTABLISHED)
             if live:
                 conn.set_link_info(live[pick % len(live)], 0, 0, now=now)
+        else:
+            # the peer answers about one of our calls with the right IDs (what a peer
+            # learns for free from our own messages)
+            pick, code, other = r.byte(), r.byte(), r.u16()
+            calls = [c for c in conn._calls if c.call_id is not None]
+            if calls:
+                call = calls[pick % len(calls)]
+                msg: m.Message
+                if role is Role.PNS:
+                    msg = (m.OCRP(call_id=other, peer_call_id=call.id, result_code=code & 7)
+                           if tag & 1 else m.CDN(call_id=call.peer_call_id, result_code=code & 7))
+                else:
+                    msg = (m.CallClearRequest(call_id=call.peer_call_id) if tag & 1
+                           else m.SetLinkInfo(peer_call_id=call.id, send_accm=other))
+                conn.receive_data(msg.encode(), now)
         own.drain()
 
 
@@ -189,6 +205,7 @@ def seeds() -> list[bytes]:
                 raw = msg.encode()
                 w.record(0, raw).byte(len(raw) // 2 + 1)
                 w.byte(3).byte(0)       # place or accept between messages
+                w.byte(9).byte(0).byte(1).u16(5)     # PNS: OCRP Connected; PAC: CCRQ
             w.byte(1).byte(40).byte(4).byte(0).byte(5)
             out.append(w.bytes())
     every = Writer(bytes([9]))

@@ -58,3 +58,43 @@ def test_vendor_sub_attribute_type_0_is_kept_raw():
     attrs = _decode_attributes(body)
     assert attrs == [Attribute(26, vsa)]
     assert _encode_attributes(attrs) == body
+
+
+# --- control: a refused OCRP after our CCRQ (case control/refused-ocrp-after-clear-...) -----
+def test_pns_call_cleared_then_refused_is_not_established():
+    """PNS: place a call, clear it before the Outgoing-Call-Reply, then the reply refuses
+    it: the call ends there (the PAC has no call to send a CDN for) as never established --
+    it used to linger in wait-disconnect and later be reported ``established=True``."""
+    from fastpptp.pptp import messages as m
+    from fastpptp.pptp.control import CallCleared, ControlConfig, ControlConnection, Role
+
+    conn = ControlConnection(Role.PNS, ControlConfig(), 0.0, random.Random(3))
+    conn.start(0.0)
+    conn.receive_data(m.SCCRP().encode(), 0.0)
+    call_id = conn.place_call(0.0)
+    conn.clear_call(call_id, "user", 0.0)
+    conn.events()
+    conn.receive_data(m.OCRP(call_id=5, peer_call_id=call_id, result_code=3).encode(), 0.1)
+    [ev] = conn.events()
+    assert isinstance(ev, CallCleared) and ev.call_id == call_id and not ev.established
+    assert conn.calls() == {}
+    conn.receive_data(m.CDN(call_id=5, result_code=1).encode(), 0.2)
+    assert not any(isinstance(e, CallCleared) for e in conn.events())
+
+
+def test_pns_call_cleared_then_connected_learns_the_pac_call_id():
+    """The other order stays as it was: a Connected reply after our CCRQ only teaches us the
+    PAC's call ID; its CDN then ends the call (it did come up at the PAC)."""
+    from fastpptp.pptp import messages as m
+    from fastpptp.pptp.control import CallCleared, ControlConfig, ControlConnection, Role
+
+    conn = ControlConnection(Role.PNS, ControlConfig(), 0.0, random.Random(3))
+    conn.start(0.0)
+    conn.receive_data(m.SCCRP().encode(), 0.0)
+    call_id = conn.place_call(0.0)
+    conn.clear_call(call_id, "user", 0.0)
+    conn.receive_data(m.OCRP(call_id=5, peer_call_id=call_id, result_code=1).encode(), 0.1)
+    assert conn.calls() and not conn.events()[1:]
+    conn.receive_data(m.CDN(call_id=5, result_code=1).encode(), 0.2)
+    [ev] = [e for e in conn.events() if isinstance(e, CallCleared)]
+    assert ev.call_id == call_id and ev.peer_call_id == 5
