@@ -216,6 +216,13 @@ def seeds() -> list[bytes]:
             w.byte(1).byte(2).byte(100).byte(2).byte(8).byte(0).byte(0).byte(4).byte(0)
             w.byte(3).byte(50).byte(3).byte(200)
             out.append(w.bytes())
+    for h in (0x02, 0x82, 0x03, 0x01, 0x42):     # in order: the stateful happy path too
+        w = Writer(bytes([h, 0]))
+        for k in range(6):
+            w.byte(1).byte(k).byte(10 + 20 * k).byte(4).byte(0).byte(3).byte(2)
+        w.byte(5).byte(60).byte(0).byte(7).chunk(b"\x09\x01\x00\x08\x00\x00\x00\x00")
+        w.byte(4).byte(0).byte(3).byte(30)
+        out.append(w.bytes())
     for i in range(0, len(captured), 12):
         w = Writer(bytes([0x0C, 0]))
         for g in captured[i:i + 12]:
