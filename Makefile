@@ -15,6 +15,7 @@
 #   make test     the test suite, then lint (both must pass; TESTS=... runs a subset)
 #   make demo     server + client in two namespaces      make bench   data-plane benchmark
 #   make clean    compiled files                          make distclean  also .venv/
+#   make fuzz     every fuzz target FUZZ_SECONDS (120) each, one after the other (fuzz/README.md)
 
 PY      ?= python3
 TESTS   ?= tests
@@ -46,7 +47,7 @@ REQUIREMENTS_PY := import sys, tomllib; d = tomllib.load(open("pyproject.toml", 
   print("\n".join(dict.fromkeys(d["build-system"]["requires"] + p["dependencies"] \
                   + [r for g in sys.argv[1:] for r in p["optional-dependencies"][g]])))
 
-.PHONY: all sysdeps venv build test lint demo bench clean distclean
+.PHONY: all sysdeps venv build test lint demo bench fuzz clean distclean
 
 all: build
 
@@ -114,6 +115,14 @@ demo: build
 
 bench: build
 	@echo "$(VPY) -m fastpptp bench dataplane"; $(RUN) $(VPY) -m fastpptp bench dataplane
+
+# atheris (the `fuzz` group of pyproject.toml) in the venv; without it fuzz/run.py falls back
+# to its own mutator.  FUZZ_TARGETS=... runs a subset.
+FUZZ_SECONDS ?= 120
+FUZZ_TARGETS ?=
+fuzz: EXTRAS += fuzz
+fuzz: build
+	$(RUN) $(VPY) -m fuzz.run --seconds $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 clean:
 	rm -rf build fastpptp/*.so fastpptp/*.c fastpptp/*.html

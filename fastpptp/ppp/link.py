@@ -525,7 +525,10 @@ class PPPLink:
         elif isinstance(ev, ThisLayerFinished):
             self._note_reason(ev.reason)
             self._stop_upper(now)
-            self._to_dead()
+            # close() on a link already Dead (lower_down first) still finishes LCP
+            # (Starting -> Initial, tlf): the link went down once, LinkDown was given then
+            if self.phase is not Phase.DEAD:
+                self._to_dead()
         elif isinstance(ev, EchoFailure):
             self._note_reason(f"peer not responding ({ev.missed} LCP Echo-Requests "
                               "unanswered)")

@@ -938,11 +938,14 @@ class ControlConnection:
         if self.role is not Role.PNS or call is None:
             self._wrong_state(msg, now)
             return
-        call.awaiting_reply = False
-        if call.state is CallState.WAIT_DISCONNECT:
+        if call.state is CallState.WAIT_DISCONNECT and _ok(msg.result_code):
             # cleared before the reply came: learn the PAC's call ID so its CDN matches
+            call.awaiting_reply = False
             call.peer_call_id = msg.call_id
             return
+        # a refusal ends the call, cleared meanwhile or not: it never came up, and the PAC
+        # has no call left to send a Call-Disconnect-Notify for
+        call.awaiting_reply = False
         if not _ok(msg.result_code):
             self._drop_call(call, now, result=msg.result_code, error=msg.error_code,
                             cause=msg.cause_code, peer_call_id=msg.call_id, by_peer=True,

@@ -199,7 +199,8 @@ def _decode_vsa(data: bytes) -> list[Attribute] | None:
         if len(data) - pos < 2:
             return None
         vtype, vlen = data[pos], data[pos + 1]
-        if vlen < 2 or pos + vlen > len(data):
+        # sub-type 0 is not a vendor attribute we could encode back (types are 1..255)
+        if vlen < 2 or vtype == 0 or pos + vlen > len(data):
             return None
         out.append(Attribute(vtype, data[pos + 2:pos + vlen], vendor))
         pos += vlen
@@ -215,6 +216,8 @@ def _decode_attributes(data: bytes) -> list[Attribute]:
         type_, length = data[pos], data[pos + 1]
         if length < 2:
             raise RadiusDecodeError(f"attribute {type_} with Length {length} (< 2)")
+        if type_ == 0:      # reserved (RFC 6929 §2.1; RFC 2865 types are 1..255)
+            raise RadiusDecodeError("attribute type 0")
         if pos + length > len(data):
             raise RadiusDecodeError(f"attribute {type_} overruns the packet")
         value = data[pos + 2:pos + length]
