@@ -28,7 +28,7 @@ LOCK    := flock /tmp/fastpptp-build-$(shell id -u).lock
 # recipes run with the venv first on PATH, so a `python3` or a console script started by a
 # test or the demo is the venv's
 RUN     := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" VIRTUAL_ENV="$(CURDIR)/$(VENV)"
-LINT_PATHS := fastpptp tests bench
+LINT_PATHS := fastpptp tests bench fuzz
 
 # Debian packages, by what we look for.  Build: python3-venv (ensurepip), python3-dev
 # (Python.h), build-essential (gcc, libc headers).
