@@ -359,12 +359,8 @@ def verify_response(raw: bytes, response: Packet, request_code: Code, request_au
     expected = _md5(raw[:4], request_authenticator, raw[HEADER_LEN:], secret)
     if not hmac.compare_digest(expected, raw[4:20]):
         raise RadiusAuthError("bad Response Authenticator")
-    ma = _find_message_authenticator(raw)
-    if ma is None:
-        if require_message_authenticator:
-            raise MissingMessageAuthenticator("response without Message-Authenticator")
-    elif not hmac.compare_digest(message_authenticator(secret, raw, request_authenticator), raw[ma:ma + 16]):
-        raise RadiusAuthError("bad Message-Authenticator")
+    _check_message_authenticator(raw, secret, request_authenticator, "response",
+                                 require=require_message_authenticator)
     if response.code not in RESPONSE_CODES.get(request_code, frozenset()):
         raise UnexpectedCode(f"{response.code!r} does not answer {request_code!r}")
 
@@ -381,13 +377,21 @@ def verify_request(raw: bytes, request: Packet, secret: bytes, *,
         expected = _md5(raw[:4], _ZERO16, raw[HEADER_LEN:], secret)
         if not hmac.compare_digest(expected, raw[4:20]):
             raise RadiusAuthError("bad Request Authenticator")
+    _check_message_authenticator(raw, secret, _ZERO16 if computed else raw[4:20], "request",
+                                 require=require_message_authenticator)
+
+
+def _check_message_authenticator(raw: bytes, secret: bytes, authenticator: bytes, what: str, *,
+                                 require: bool) -> None:
+    """RFC 3579 §3.2: a Message-Authenticator present must verify (HMAC-MD5 over the packet
+    with the attribute zeroed and ``authenticator`` in the header); absent, it is an error
+    only when ``require`` (BlastRADIUS: required on Access responses)."""
     ma = _find_message_authenticator(raw)
     if ma is None:
-        if require_message_authenticator:
-            raise MissingMessageAuthenticator("request without Message-Authenticator")
+        if require:
+            raise MissingMessageAuthenticator(f"{what} without Message-Authenticator")
         return
-    auth = _ZERO16 if computed else raw[4:20]
-    if not hmac.compare_digest(message_authenticator(secret, raw, auth), raw[ma:ma + 16]):
+    if not hmac.compare_digest(message_authenticator(secret, raw, authenticator), raw[ma:ma + 16]):
         raise RadiusAuthError("bad Message-Authenticator")
 
 
