@@ -10,6 +10,7 @@ is on 127.0.0.1:3799 (the RFC 5176 port: the namespace is ours), configured stan
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import shutil
 import socket
@@ -41,6 +42,20 @@ async def start_server(tmp_path, **dae_options) -> Server:
                     tun_factory=FakeTun, configure_network=False)
     await server.start()
     return server
+
+
+@contextlib.asynccontextmanager
+async def alice_up(tmp_path, **dae_options):
+    """A server with the DAE listener and alice's tunnel up; both ended afterwards."""
+    server = await start_server(tmp_path, **dae_options)
+    try:
+        alice = await Peer("alice").connect(server)
+        try:
+            yield server, alice
+        finally:
+            await alice.close()
+    finally:
+        await server.stop("test over")
 
 
 async def radclient(command: str, attributes: str, secret: str = SECRET, retries: int = 3) -> tuple[int, str]:
@@ -91,19 +106,13 @@ def test_disconnect_ends_the_session_cleanly(loopback_ns, tmp_path, engines):
 
 def test_coa_session_timeout_takes_effect(loopback_ns, tmp_path, engines):
     async def main():
-        server = await start_server(tmp_path)
-        alice = Peer("alice")
-        try:
-            await alice.connect(server)
+        async with alice_up(tmp_path) as (server, alice):
             loop = asyncio.get_running_loop()
             rc, out = await radclient("coa", 'User-Name = "alice"\nSession-Timeout = 2\n')
             sent = loop.time()
             client_rc = await alice.ended(10)
             return {"rc": rc, "out": out, "after": loop.time() - sent, "client_rc": client_rc,
                     "reason": alice.client.exit_reason, "server_reason": alice.session.info.reason}
-        finally:
-            await alice.close()
-            await server.stop("test over")
 
     r = asyncio.run(main())
     assert r["rc"] == 0 and "CoA-ACK" in r["out"], r["out"]
@@ -114,10 +123,7 @@ def test_coa_session_timeout_takes_effect(loopback_ns, tmp_path, engines):
 
 def test_coa_idle_timeout_takes_effect_and_zero_lifts_a_limit(loopback_ns, tmp_path, engines):
     async def main():
-        server = await start_server(tmp_path)
-        alice = Peer("alice")
-        try:
-            await alice.connect(server)
+        async with alice_up(tmp_path) as (server, alice):
             loop = asyncio.get_running_loop()
             # a Session-Timeout set, then lifted (0): it must not fire
             rc_set, _ = await radclient("coa", 'User-Name = "alice"\nSession-Timeout = 1\n')
@@ -129,9 +135,6 @@ def test_coa_idle_timeout_takes_effect_and_zero_lifts_a_limit(loopback_ns, tmp_p
             client_rc = await alice.ended(10)
             return {"rcs": (rc_set, rc_lift, rc), "out": out, "alive": alive, "after": loop.time() - sent,
                     "client_rc": client_rc, "server_reason": alice.session.info.reason}
-        finally:
-            await alice.close()
-            await server.stop("test over")
 
     r = asyncio.run(main())
     assert r["rcs"] == (0, 0, 0) and "CoA-ACK" in r["out"], r["out"]
@@ -142,10 +145,7 @@ def test_coa_idle_timeout_takes_effect_and_zero_lifts_a_limit(loopback_ns, tmp_p
 
 def test_coa_rate_limit_reaches_the_engine(loopback_ns, tmp_path, engines):
     async def main():
-        server = await start_server(tmp_path)
-        alice = Peer("alice")
-        try:
-            await alice.connect(server)
+        async with alice_up(tmp_path) as (server, alice):
             before = engines.of(alice.session.call_id)
             rc, out = await radclient("coa", f'Acct-Session-Id = "{alice.sid}"\n'
                                              'Mikrotik-Rate-Limit = "512k/2M"\n')
@@ -156,9 +156,6 @@ def test_coa_rate_limit_reaches_the_engine(loopback_ns, tmp_path, engines):
                                                      'Mikrotik-Rate-Limit = "fast"\n')
             return {"rc": rc, "out": out, "before": before, "after": after, "doc": doc, "out_bad": out_bad,
                     "final": engines.of(alice.session.call_id), "alive": not alice.task.done()}
-        finally:
-            await alice.close()
-            await server.stop("test over")
 
     r = asyncio.run(main())
     assert r["rc"] == 0 and "CoA-ACK" in r["out"], r["out"]
@@ -171,18 +168,12 @@ def test_coa_rate_limit_reaches_the_engine(loopback_ns, tmp_path, engines):
 
 def test_wrong_secret_is_ignored(loopback_ns, tmp_path, engines):
     async def main():
-        server = await start_server(tmp_path)
-        alice = Peer("alice")
-        try:
-            await alice.connect(server)
+        async with alice_up(tmp_path) as (server, alice):
             rc, out = await radclient("disconnect", 'User-Name = "alice"\n', secret="not-the-secret", retries=1)
             await asyncio.sleep(0.3)
             assert server.dae is not None
             result = {"rc": rc, "out": out, "alive": not alice.task.done() and not alice.session.closed,
                       "counters": dict(server.dae.core.counters)}
-        finally:
-            await alice.close()
-            await server.stop("test over")
         # the listener went with the server: its port is free again
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
             probe.bind(("127.0.0.1", DAE_PORT))
@@ -201,19 +192,13 @@ def test_required_message_authenticator(loopback_ns, tmp_path, engines):
     """--dae-require-message-authenticator: radclient's request without one goes unanswered;
     with one (``Message-Authenticator = 0x00``: radclient computes it) it is acted on."""
     async def main():
-        server = await start_server(tmp_path, require_message_authenticator=True)
-        alice = Peer("alice")
-        try:
-            await alice.connect(server)
+        async with alice_up(tmp_path, require_message_authenticator=True) as (server, alice):
             rc_without, out_without = await radclient("coa", 'User-Name = "alice"\nIdle-Timeout = 600\n', retries=1)
             rc_with, out_with = await radclient("coa", 'User-Name = "alice"\nIdle-Timeout = 600\n'
                                                        "Message-Authenticator = 0x00\n")
             assert server.dae is not None
             return {"without": (rc_without, out_without), "with": (rc_with, out_with),
                     "counters": dict(server.dae.core.counters), "alive": not alice.task.done()}
-        finally:
-            await alice.close()
-            await server.stop("test over")
 
     r = asyncio.run(main())
     assert r["without"][0] != 0 and "No reply" in r["without"][1], r["without"][1]
