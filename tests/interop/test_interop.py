@@ -487,7 +487,10 @@ def test_pptp_linux_client_via_freeradius(net, art):
             assert [r["Acct-Status-Type"] for r in recs if r.get("NAS-Identifier") == nas_id] == \
                 ["Accounting-On"], recs
             upload = R.FileServer(net.name, OUR_HTTP_PORT, os.urandom(FILE_BYTES))
-            vm = R.VmRun("client", net, _vm_common(sc, pcap) + _vm_checks_cmds() +
+            # the VM's ppp0 packet counts just before it hangs up (no IP packet after that)
+            stats = ("echo PPP-STATS rx_packets=$(cat /sys/class/net/$PPP_IFACE/statistics/rx_packets)"
+                     " tx_packets=$(cat /sys/class/net/$PPP_IFACE/statistics/tx_packets)")
+            vm = R.VmRun("client", net, _vm_common(sc, pcap) + _vm_checks_cmds(waiter_then=stats) +
                          ["--pptp-args=--loglevel 1 --idle-wait 2", "--timeout", "150",
                           "--teardown", "clean"], os.path.join(tmp, "vm.log"))
             up = vm.wait_marker("PPP-UP", UP_TIMEOUT)
@@ -535,16 +538,27 @@ def test_pptp_linux_client_via_freeradius(net, art):
                                                           "Acct-Session-Time", "Acct-Terminate-Cause")})
             assert octets_in >= FILE_BYTES and octets_out >= FILE_BYTES, stop
             # ... and what the VM's pppd counted on its ppp0 (IP bytes, as ours): equal when no
-            # GRE packet got lost, else we count what left us and the VM what arrived (under
-            # TCG pptp-linux logs "buffering packet N (expecting M, lost or reordered)" now
-            # and then, and TCP resends the lost segments, counted again on both ends)
+            # GRE packet got lost, else we count what left us and the VM what arrived.  Under
+            # TCG pptp-linux loses GRE packets now and then ("buffering packet N (expecting M,
+            # lost or reordered)"; one CI run lost ~6 % of a direction), and TCP resends them,
+            # counted again on both ends.  So the gap is bounded by the packets lost -- the
+            # difference of the two ends' IP packet counts -- times the largest IP packet,
+            # never by a fixed percentage.
+            pkts_in, pkts_out = int(stop["Acct-Input-Packets"]), int(stop["Acct-Output-Packets"])
+            assert pkts_in > 0 and pkts_out > 0, stop
             down = vm.marker("PPP-DOWN")
             assert down is not None, vm.tail()
             vm_sent, vm_rcvd = int(down["bytes_sent"]), int(down["bytes_rcvd"])
-            art.note(vm_ppp_bytes={"sent": vm_sent, "rcvd": vm_rcvd})
-            assert vm_sent * 0.95 <= octets_in <= vm_sent, (stop, down)
-            assert vm_rcvd <= octets_out <= vm_rcvd * 1.05, (stop, down)
-            assert int(stop["Acct-Input-Packets"]) > 0 and int(stop["Acct-Output-Packets"]) > 0, stop
+            m = vm.wait_line(r"PPP-STATS rx_packets=(\d+) tx_packets=(\d+)", 5)
+            vm_rx_pkts, vm_tx_pkts = int(m.group(1)), int(m.group(2))
+            lost_to_vm, lost_to_us = max(0, pkts_out - vm_rx_pkts), max(0, vm_tx_pkts - pkts_in)
+            art.note(vm_ppp={"bytes_sent": vm_sent, "bytes_rcvd": vm_rcvd, "rx_packets": vm_rx_pkts,
+                             "tx_packets": vm_tx_pkts}, lost_to_vm=lost_to_vm, lost_to_us=lost_to_us)
+            max_ip = 1500                          # neither end's PPP MTU is above Ethernet's
+            assert vm_sent - lost_to_us * max_ip <= octets_in <= vm_sent, (stop, down, lost_to_us)
+            assert vm_rcvd <= octets_out <= vm_rcvd + lost_to_vm * max_ip, (stop, down, lost_to_vm)
+            # the packet counts agree the same way: we never count a packet the VM did not send
+            assert pkts_in <= vm_tx_pkts and vm_rx_pkts <= pkts_out, (stop, m.group(0))
 
             _vm_auth_mppe_agree(vm, sc, ours, art)
             _capture_checks(pcap, R.HOST_ADDR, R.CLIENT_VM_ADDR, idle, art,
