@@ -80,7 +80,7 @@ cdef class GrePort:
         if max > 256:
             max = 256
         for i in range(PORT_MAX_FDS):
-            ev[i] = sys_.EPOLLIN
+            ev[i] = sys_.EPOLLIN | sys_.EPOLLERR    # drain the error queue too
         with nogil:
             n = self.rx_burst(ev, ptrs, lens, max)
         out = [bytes((<char*>ptrs[i])[:lens[i]]) for i in range(n)]
