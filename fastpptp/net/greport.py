@@ -15,6 +15,8 @@ for its server).
 """
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import ipaddress
 import logging
 import socket
@@ -105,7 +107,20 @@ def _is_any(addr: str | None) -> bool:
 def tunnel_interface(local: str | None, peer: str | None, *, netns: str | None = None) -> TunnelInterface | None:
     """The interface that carries the tunnel: the route to ``peer`` if known (the client),
     else the one holding ``local`` (a server bound to an address), else the default route's
-    (a server on 0.0.0.0).  None when none can be told (no route, loopback)."""
+    (a server on 0.0.0.0).  None when none can be told (no route, loopback).
+
+    pyroute2's synchronous IPRoute runs its own asyncio loop, which cannot start inside a
+    running one (the server and client call this from theirs): it runs in a short-lived
+    thread then, once at start-up."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return _tunnel_interface(local, peer, netns)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="greio-netlink") as ex:
+        return ex.submit(_tunnel_interface, local, peer, netns).result(timeout=10)
+
+
+def _tunnel_interface(local: str | None, peer: str | None, netns: str | None) -> TunnelInterface | None:
     from pyroute2 import IPRoute
     with IPRoute() if netns is None else IPRoute(netns=netns, flags=0) as ipr:
         index = 0
