@@ -177,6 +177,7 @@ def _open_fast(mode: str, iface: TunnelInterface, raw: socket.socket, batch: int
 
 def open_gre_io(mode: str = "auto", *, local: str | None = None, peer: str | None = None,
                 batch: int = 64, tracker_factory: Callable[[Any], Any] | None = None,
+                rcvbuf: int = rawgre.DEFAULT_BUF, sndbuf: int = rawgre.DEFAULT_BUF,
                 logger: logging.Logger = log) -> GreIo:
     """Open the GRE port for ``mode`` (GRE_IO_MODES).  ``local``: the address we bind and
     receive GRE on (None/0.0.0.0: any); ``peer``: the one peer (a client's server), which
@@ -185,7 +186,7 @@ def open_gre_io(mode: str = "auto", *, local: str | None = None, peer: str | Non
     from .._greport import RawPort
     if mode not in GRE_IO_MODES:
         raise GreIoError(f"--gre-io {mode!r}: not one of {', '.join(GRE_IO_MODES)}")
-    raw = rawgre.open_gre_socket(None if _is_any(local) else local)
+    raw = rawgre.open_gre_socket(None if _is_any(local) else local, rcvbuf=rcvbuf, sndbuf=sndbuf)
     try:
         if mode == "raw":
             io = GreIo(RawPort(raw, batch), raw, "raw", "--gre-io raw")
