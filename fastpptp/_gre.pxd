@@ -1,14 +1,15 @@
 # cython: language_level=3
 """Contract of the compiled data plane (fastpptp/_gre.pyx): per-call state and the fast path.
 
-All per-packet functions are ``noexcept nogil`` and touch no Python object, except the
-``emit_*`` sinks in MODE_PROCESS (the sans-I/O ``process()`` path, which holds the GIL and
-turns frames into bytes).  Semantics: fastpptp/_gre_ref.py, the readable twin.
+All per-packet functions are ``noexcept nogil`` and touch no Python object; what they
+produce goes to the engine's output sink (fastpptp/_sink.pxd), of which only the process()
+one takes the GIL to make bytes.  The I/O loop is fastpptp/_ioloop.pyx.  Semantics:
+fastpptp/_gre_ref.py, the readable twin.
 """
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
 from fastpptp._sys cimport pthread_mutex_t, mmsghdr, iovec, sockaddr_in
 from fastpptp._mppe cimport mppe_state
-from fastpptp._greport cimport GrePort
+from fastpptp._sink cimport Sink, ProcessSink, SlabSink
 
 cdef enum:
     HEADROOM = 64           # free bytes in front of each packet in a slab row
@@ -57,11 +58,6 @@ cdef enum:
     TUN_FREE = 0            # tun_owner[]: who put the fd in the TUN table
     TUN_FROM_START = 1      # start(tun_fds): the slot lives until stop()
     TUN_ADDED = 2           # add_tun(): the slot lives until remove_tun()
-
-cdef enum:
-    MODE_PROCESS = 0        # process(): frames become Python bytes (GIL held)
-    MODE_SLAB = 1           # encap_slab/decap_slab: results described in caller's arrays
-    MODE_IO = 2             # I/O thread: TUN write() / sendmmsg(), no GIL
 
 cdef struct reorder_slot:
     uint32_t seq
@@ -210,56 +206,19 @@ cdef class Engine:
     cdef int ctlo_count
     cdef uint8_t* work              # process(): one row, HEADROOM + 65535 + slack
     cdef uint8_t* ackbuf
-    # output sinks
-    cdef int mode
-    cdef object py_tun_out
-    cdef object py_gre_out
-    # MODE_SLAB state
-    cdef uint8_t* slab_base
-    cdef size_t slab_row
-    cdef size_t slab_rows
-    cdef size_t slab_cur
-    cdef size_t slab_spare
-    cdef int slab_first             # row slab_cur has yielded nothing yet
-    cdef int32_t* slab_free         # rows < slab_cur that yielded nothing: free for releases
-    cdef size_t slab_free_cap
-    cdef size_t slab_free_head
-    cdef size_t slab_free_n
-    cdef int32_t* o_tun
-    cdef int64_t* o_off
-    cdef uint32_t* o_len
-    cdef uint32_t* o_dst
-    cdef int o_n
-    # MODE_IO state
+    # the output sink (fastpptp/_sink.pxd): psink in process(), ssink in the slab calls,
+    # the I/O loop between start() and stop(); set under the lock, before any emit
+    cdef Sink sink
+    cdef ProcessSink psink
+    cdef SlabSink ssink
+    cdef object io                  # fastpptp._ioloop.IoLoop from start() to stop(), else None
     cdef int running
-    cdef int stopping
-    cdef object thread
+    # the TUN table (add_tun/remove_tun/start); the I/O loop reads it under the lock
     cdef int ntun                   # TUN table high-water mark: indexes 0..ntun-1 may be used
     cdef int tun_fds[MAX_TUN]       # -1: free slot (add_tun reuses the lowest)
     cdef int tun_vnet[MAX_TUN]      # virtio_net_hdr length on each TUN (0, 10 or 12)
     cdef uint8_t tun_owner[MAX_TUN] # TUN_FREE, TUN_FROM_START (freed by stop), TUN_ADDED
-    cdef int io_ep                  # the loop's epoll fd, from start() to stop(); -1 otherwise
-    cdef int offload
-    cdef uint8_t* io_seg_slab
-    cdef uint32_t* io_seg_lens
-    cdef uint8_t** gro_ptrs
-    cdef uint32_t* gro_lens
-    cdef int gro_n
-    cdef int gro_tun
-    cdef uint8_t* gro_dst
-    cdef GrePort port               # the GRE port (fastpptp/_greport.pxd), from start() to stop()
-    cdef uint64_t port_icmp_base    # port.pc[P_ICMP_ERRORS] at start(): totals add what came since
-    cdef uint8_t** rx_ptrs          # what port.rx_burst returned (batch entries)
-    cdef uint32_t* rx_lens
-    cdef uint8_t* rx_cur            # the datagram being decapsulated: [rx_cur, rx_cur_end) stays
-    cdef uint8_t* rx_cur_end        # valid until port.rx_release, so GRO may hold it
-    cdef uint8_t* io_tun_slab       # rows of io_tun_np (numpy, [batch, IO_ROW])
-    cdef object io_tun_np            # the I/O slab (numpy array), kept alive here
-    cdef uint8_t* io_scratch        # copies of frames not in a slab, PORT_HEADROOM in front
-    cdef size_t io_scratch_used
-    cdef size_t io_scratch_cap
-    cdef int io_out_n               # frames given to port.tx_add since its last tx_flush
-    cdef uint64_t io_loops
+    cdef uint64_t io_loops          # the I/O loop's wake-ups, over every run (Engine.loops)
 
     cdef void _free_session(self, session* s) noexcept nogil
     cdef void _lock(self) noexcept
@@ -300,13 +259,5 @@ cdef class Engine:
     cdef bint _jump(self, session* s, uint32_t seq, double now) noexcept nogil
     cdef void _ctl_full(self, session* s, int cause) noexcept nogil
     cdef void _deliver(self, session* s, uint8_t* f, uint32_t n, double now) noexcept nogil
-    cdef bint emit_tun(self, session* s, uint8_t* p, uint32_t n) noexcept nogil
-    cdef void emit_gre(self, session* s, uint8_t* p, uint32_t n) noexcept nogil
-    cdef int _io_alloc(self) except -1
-    cdef void _io_free(self) noexcept
-    cdef void io_flush_gre(self) noexcept nogil
-    cdef void io_flush_tun(self) noexcept nogil
-    cdef void io_write_tun(self, int tun, uint8_t* p, uint32_t n) noexcept nogil
-    cdef void io_tun_read(self, int t, uint8_t* row, uint32_t nr, double now) noexcept nogil
-    cdef void io_loop(self) noexcept nogil
     cdef void _tun_highwater(self) noexcept
+    cdef void _tun_release_started(self) noexcept

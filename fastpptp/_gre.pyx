@@ -1,46 +1,41 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Compiled PPTP data plane: GRE/PPP encapsulation between TUN devices and a raw GRE socket.
+"""Compiled PPTP data plane: the engine core, GRE/PPP encapsulation between TUN devices and
+GRE peers.
 
 The semantics are those of fastpptp/_gre_ref.py (the readable spec; differential tests hold
-the two byte-identical).  The flow, as the I/O thread runs it:
+the two byte-identical).  What the core does per packet:
 
- 1. epoll_wait on the TUN fds, the GRE socket and a wake eventfd, with the next timer
-    deadline (ack-only, reorder gap, flow-control ack time-out) as the time-out.
- 2. GRE side: recvmmsg up to ``batch`` datagrams into a preallocated slab -> decap_one each:
-    IPv4/GRE validation, call ID -> session (a 65536-entry table), source == the peer,
-    ack, sequence window + reorder buffer, PPP header, MPPE decryption in place, MSS clamp
-    -> write() to the session's TUN; control frames -> bounded queue + eventfd for Python.
- 3. Control frames Python queued with send_control get their GRE header (same sequence
-    counter as data) and join the outgoing batch.
- 4. TUN side: read() up to ``batch`` packets per TUN straight into slab rows at HEADROOM
-    (a virtio_net_hdr, when the TUN has IFF_VNET_HDR, lands just before it; TSO
-    super-packets are cut to the session MTU by _offload.tso_segment) -> encap_one each:
-    destination -> session (open-addressing hash, O(1)), MSS clamp, PPP header, MPPE in
-    place, GRE header written in front, in place -> one sendmmsg.  In step 2, packets for a
-    TUN with a virtio_net_hdr are held to the end of the batch and in-order TCP segments
-    of one flow go out as one GRO super-packet (_offload.gro_coalesce).
- 5. Timers due: reorder gaps given up, queued flow-control frames, packets held by a rate
-    limit (set_rate_limit: a token bucket per direction, checked in steps 2 and 4 just
-    before a packet is written to TUN or framed), ack-only packets.
+* decap_one (a received IPv4/GRE datagram): validation, call ID -> session (a 65536-entry
+  table), source == the peer, ack, sequence window + reorder buffer, PPP header, MPPE
+  decryption in place, MSS clamp, rate limit -> the sink's to_tun; control frames ->
+  bounded queue + eventfd for Python.
+* encap_one (an IP packet from a TUN, HEADROOM free bytes in front): destination ->
+  session (open-addressing hash, O(1)), MSS clamp, rate limit, flow-control window, PPP
+  header, MPPE in place, GRE header written in front, in place -> the sink's to_gre.
+* flush_control: frames Python queued with send_control get their GRE header (the same
+  sequence counter as data) -> to_gre.
+* fire_timers: reorder gaps given up, queued flow-control frames, packets held by a rate
+  limit, ack-only packets.
 
-No Python object is touched per packet in the I/O thread; Python threads change the call
-and route tables under ``lock``, which the loop holds for one batch at a time.
+Where the results go is the engine's one output sink (fastpptp/_sink.pxd): Python bytes in
+process(), the caller's arrays in encap_slab/decap_slab, TUN writes and the GRE port in the
+I/O loop (fastpptp/_ioloop.pyx: the thread, epoll, slabs, GRO, TSO), which start() makes
+and stop() drops.  Python threads change the call, route and TUN tables under ``lock``,
+which the loop holds for one batch at a time.
 """
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
-from libc.stdlib cimport malloc, calloc, realloc, free
+from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy, memcmp, memset
 
 cimport fastpptp._sys as sys_
-from fastpptp._greport cimport GrePort, RawPort, PORT_HEADROOM, PORT_MAX_FDS, P_ICMP_ERRORS
+from fastpptp._greport cimport GrePort, RawPort
 from fastpptp._sys cimport (pthread_mutex_lock, pthread_mutex_unlock, pthread_mutex_init,
                             pthread_mutex_destroy, mmsghdr, iovec, sockaddr_in, epoll_event,
                             timespec)
 from fastpptp._mppe cimport (mppe_state, mppe_init, mppe_encrypt, mppe_decrypt,
                              mppe_request_flush, MPPE_OK, MPPE_ERR_NEED_RESET)
-from fastpptp._offload cimport (vnet_hdr, tso_segment, gro_coalesce, csum_complete,
-                                mss_clamp_mtu, VIRTIO_NET_HDR_GSO_NONE,
-                                VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_F_NEEDS_CSUM)
+from fastpptp._offload cimport mss_clamp_mtu
 
 # The rate limiter can be compiled out (-DFASTPPTP_NO_RATE_LIMIT): `fastpptp bench dataplane`
 # builds such a copy to show that an unlimited session pays nothing for it.
@@ -58,10 +53,6 @@ cdef extern from *:
     bint fp_rl_on(session* s) noexcept nogil
 
 import os
-
-import numpy as np
-import threading
-import time
 
 from fastpptp import engine_args as _args
 from fastpptp import dataplane as _dp
@@ -91,9 +82,7 @@ cdef double ATO_INIT = 1.0
 #: window at once (one packet moves it by at most max(depth, JUMP_SLACK)); further ahead is
 #: a jump (_jump).
 cdef int JUMP_SLACK = 64
-cdef int RECV_CHUNK = 64
-cdef uint32_t PORT_EV = 1000    # epoll data of the GRE port's fds: PORT_EV + index in port.fds
-cdef uint32_t WAKE_EV = 999     # epoll data of the wake eventfd        # recv_control: frames copied out per hold of the table lock
+cdef int RECV_CHUNK = 64        # recv_control: frames copied out per hold of the table lock
 
 
 # --------------------------------------------------------------------------- tiny helpers
@@ -209,8 +198,6 @@ cdef class Engine:
         self.routes = <route_entry*>calloc(self.route_cap, sizeof(route_entry))
         self.efd = -1
         self.wake_fd = -1
-        self.port = None
-        self.io_ep = -1
         cdef int t
         for t in range(MAX_TUN):
             self.tun_fds[t] = -1
@@ -239,6 +226,9 @@ cdef class Engine:
         self.clamp = 1 if cfg.clamp_mss else 0
         self.rl_depth = cfg.rate_limit_queue
         self.peer_strs = {}
+        self.psink = ProcessSink(self.peer_strs)
+        self.ssink = SlabSink(HEADROOM)
+        self.sink = self.psink
         self.ctlq_cap = cfg.control_queue
         self.ctlq = <ctl_entry*>calloc(self.ctlq_cap, sizeof(ctl_entry))
         self.ctlq_mem = <uint8_t*>malloc(<size_t>self.ctlq_cap * self.max_frame)
@@ -276,8 +266,6 @@ cdef class Engine:
         free(self.ctlo_mem)
         free(self.work)
         free(self.ackbuf)
-        free(self.slab_free)
-        self._io_free()
         if self.efd >= 0:
             sys_.close(self.efd)
         if self.wake_fd >= 0:
@@ -586,7 +574,7 @@ cdef class Engine:
             rl_refill(&s.rl_rx, now)
             p = self._rl_take(s, &s.rl_rx, &it)
             while p != NULL:
-                if not self.emit_tun(s, p, it.len):
+                if not self.sink.to_tun(s.tun, p, it.len):
                     s.c[C_DROP_NO_ROOM] += 1      # decap_slab: no row can take it
                 else:
                     s.c[C_RX_PACKETS] += 1
@@ -809,8 +797,8 @@ cdef class Engine:
         self._lock()
         for i in range(len(TOTAL_NAMES)):
             out[TOTAL_NAMES[i]] = self.totals_c[i]
-        if self.port is not None:
-            out["icmp_errors"] += self.port.pc[P_ICMP_ERRORS] - self.port_icmp_base
+        if self.io is not None:
+            out["icmp_errors"] += self.io.icmp_errors
         self._unlock()
         return out
 
@@ -818,14 +806,15 @@ cdef class Engine:
         """The running GRE port's counters ({} when the I/O thread is not running)."""
         self._lock()
         try:
-            return {} if self.port is None else self.port.counters()
+            return {} if self.io is None else self.io.port.counters()
         finally:
             self._unlock()
 
     @property
     def gre_port(self):
         """The running GRE port (None when the I/O thread is not running)."""
-        return self.port
+        io = self.io
+        return None if io is None else io.port
 
     # ------------------------------------------------------------------ timers
     cdef void _arm(self, session* s, double dl) noexcept nogil:
@@ -946,7 +935,7 @@ cdef class Engine:
         wr32(h + 8, s.seq_recv)
         s.ack_sent = s.seq_recv
         s.c[C_TX_ACKS] += 1
-        self.emit_gre(s, h, 12)
+        self.sink.to_gre(s.call_id, s.peer_be, h, 12)
 
     # ------------------------------------------------------------------ encapsulation
     cdef void encap_one(self, int tun, uint8_t* pkt, uint32_t n, double now) noexcept nogil:
@@ -1054,7 +1043,7 @@ cdef class Engine:
                 s.has_fc_dl = 1
                 s.fc_dl = now + s.ato
                 self._arm(s, s.fc_dl)
-        self.emit_gre(s, h, <uint32_t>(p - h) + L)
+        self.sink.to_gre(s.call_id, s.peer_be, h, <uint32_t>(p - h) + L)
 
     cdef void flush_control(self, double now) noexcept nogil:
         cdef ctl_entry* e
@@ -1450,101 +1439,13 @@ cdef class Engine:
                 mss_clamp_mtu(f + o, m, <uint16_t>s.mtu)
             if fp_rl_on(s) and not self._rl_admit(s, &s.rl_rx, <uint16_t>proto, f + o, m, now):
                 return
-            if not self.emit_tun(s, f + o, m):
+            if not self.sink.to_tun(s.tun, f + o, m):
                 s.c[C_DROP_NO_ROOM] += 1          # decap_slab: no row can take it
                 return
             s.c[C_RX_PACKETS] += 1
             s.c[C_RX_BYTES] += m
             return
         self._queue_control(s, proto, f + o, n - o)
-
-    # ------------------------------------------------------------------ output sinks
-    cdef bint emit_tun(self, session* s, uint8_t* p, uint32_t n) noexcept nogil:
-        """Hand an IP packet to the session's TUN.  0 only when decap_slab has no row for
-        it (drop_no_room); a TUN gone or full in I/O mode loses it after the count."""
-        cdef size_t off, r
-        cdef uint8_t* row
-        if self.mode == MODE_IO:
-            if s.tun < 0 or s.tun >= self.ntun or self.tun_fds[s.tun] < 0:
-                return 1
-            if self.tun_vnet[s.tun] == 0:
-                sys_.write(self.tun_fds[s.tun], p, n)
-                return 1
-            if self.offload and p >= self.rx_cur and p < self.rx_cur_end:
-                # the datagram being decapsulated, in the port's receive memory: held for
-                # GRO until the end of the batch (valid until port.rx_release)
-                if self.gro_n and (self.gro_tun != s.tun or self.gro_n >= GRO_MAX):
-                    self.io_flush_tun()
-                self.gro_ptrs[self.gro_n] = p
-                self.gro_lens[self.gro_n] = n
-                self.gro_tun = s.tun
-                self.gro_n += 1
-                return 1
-            self.io_flush_tun()                  # keep the order of what is held
-            self.io_write_tun(s.tun, p, n)
-        elif self.mode == MODE_SLAB:
-            row = self.slab_base + self.slab_cur * self.slab_row
-            if p >= row and p + n <= row + self.slab_row:
-                # the row's own packet, decapsulated in place: it stays where it is
-                self.slab_first = 0
-                off = <size_t>(p - self.slab_base)
-            else:
-                # released from the reorder buffer: never into the current row, whose
-                # datagram is still being read; a row already done that yielded nothing,
-                # else a spare row n, n+1, ...
-                if HEADROOM + n > self.slab_row:
-                    return 0
-                if self.slab_free_n > 0:
-                    r = <size_t>self.slab_free[self.slab_free_head]
-                    self.slab_free_head += 1
-                    self.slab_free_n -= 1
-                elif self.slab_spare < self.slab_rows:
-                    r = self.slab_spare
-                    self.slab_spare += 1
-                else:
-                    return 0
-                off = r * self.slab_row + HEADROOM
-                memcpy(self.slab_base + off, p, n)
-            self.o_tun[self.o_n] = s.tun
-            self.o_off[self.o_n] = off
-            self.o_len[self.o_n] = n
-            self.o_n += 1
-        else:
-            with gil:
-                self.py_tun_out.append((s.tun, PyBytes_FromStringAndSize(<char*>p, n)))
-        return 1
-
-    cdef void emit_gre(self, session* s, uint8_t* p, uint32_t n) noexcept nogil:
-        cdef uint8_t* q
-        cdef int i
-        if self.mode == MODE_IO:
-            if self.io_out_n >= self.port.tx_cap:
-                self.io_flush_gre()
-            q = p
-            if not ((p >= self.io_tun_slab and p < self.io_tun_slab + <size_t>self.batch * IO_ROW) or
-                    (p >= self.io_seg_slab and p < self.io_seg_slab + <size_t>SEG_MAX * SEG_ROW)):
-                # not in a TUN/segment slab row (control, ack, queued, MPPE-released): copy,
-                # with the port's headroom in front, until the port's tx_flush
-                if self.io_scratch_used + PORT_HEADROOM + n + 16 > self.io_scratch_cap:
-                    self.io_flush_gre()
-                q = self.io_scratch + self.io_scratch_used + PORT_HEADROOM
-                memcpy(q, p, n)
-                self.io_scratch_used += (PORT_HEADROOM + n + 15) & ~(<size_t>15)
-            # a slab row has HEADROOM bytes before the packet; the PPP/MPPE/GRE headers take at
-            # most 24 of them, so PORT_HEADROOM (40) are left in front of the GRE header
-            self.port.tx_add(q, n, s.peer_be)
-            self.io_out_n += 1
-        elif self.mode == MODE_SLAB:
-            if self.o_dst != NULL:
-                i = self.slab_cur
-                self.o_dst[i * 3] = sys_.ntohl(s.peer_be)
-                self.o_dst[i * 3 + 1] = <uint32_t>(p - (self.slab_base + self.slab_cur * self.slab_row))
-                self.o_dst[i * 3 + 2] = n
-                self.o_n += 1
-        else:
-            with gil:
-                self.py_gre_out.append((self.peer_strs[s.call_id],
-                                        PyBytes_FromStringAndSize(<char*>p, n)))
 
     # ------------------------------------------------------------------ sans-I/O API
     def process(self, double now, tun_in=(), gre_in=()):
@@ -1556,9 +1457,9 @@ cdef class Engine:
         cdef int tun
         self._lock()
         try:
-            self.mode = MODE_PROCESS
-            self.py_tun_out = out.tun_out
-            self.py_gre_out = out.gre_out
+            self.psink.tun_out = out.tun_out
+            self.psink.gre_out = out.gre_out
+            self.sink = self.psink
             for item in gre_in:
                 b = bytes(item)
                 n = len(b)
@@ -1578,8 +1479,8 @@ cdef class Engine:
                 self.encap_one(tun, self.work + HEADROOM, n, now)
             self.fire_timers(now)
         finally:
-            self.py_tun_out = None
-            self.py_gre_out = None
+            self.psink.tun_out = None
+            self.psink.gre_out = None
             self._unlock()
         return out
 
@@ -1604,13 +1505,11 @@ cdef class Engine:
         for i in range(n):
             if HEADROOM + <size_t>lens[i] > row:     # size_t: no uint32 wrap-around
                 raise ValueError(f"row {i}: packet does not fit the row")
+        cdef SlabSink sk = self.ssink
         self._lock()
+        self.sink = sk
         with nogil:
-            self.mode = MODE_SLAB
-            self.slab_base = &slab[0, 0]
-            self.slab_row = row
-            self.o_dst = &out_dst[0, 0]
-            self.o_n = 0
+            sk.begin_encap(&slab[0, 0], row, &out_dst[0, 0])
             for i in range(n):
                 out_dst[i, 0] = 0
                 out_dst[i, 1] = 0
@@ -1618,12 +1517,12 @@ cdef class Engine:
                 if lens[i] > 65535:
                     self.totals_c[C_DROP_MALFORMED] += 1
                     continue
-                self.slab_cur = i
+                sk.cur = i
                 self.encap_one(tun, &slab[i, 0] + HEADROOM, lens[i], now)
-            self.o_dst = NULL
-            self.mode = MODE_PROCESS
-            pthread_mutex_unlock(&self.lock)
-        return self.o_n
+            sk.end()
+        self.sink = self.psink
+        self._unlock()
+        return sk.o_n
 
     def decap_slab(self, uint8_t[:, ::1] slab not None, uint32_t[::1] lens not None, int n,
                    int32_t[::1] out_tun not None, int64_t[::1] out_off not None,
@@ -1652,91 +1551,34 @@ cdef class Engine:
                 raise ValueError(f"row {i}: datagram does not fit the row")
         if cap < rows:
             raise ValueError("out arrays need one entry per slab row")
-        cdef int32_t* fr
+        cdef SlabSink sk = self.ssink
         self._lock()
-        if self.slab_free_cap < <size_t>n:
-            fr = <int32_t*>realloc(self.slab_free, <size_t>n * sizeof(int32_t))
-            if fr == NULL:
-                self._unlock()
-                raise MemoryError()
-            self.slab_free = fr
-            self.slab_free_cap = n
+        try:
+            sk.reserve(<size_t>n)
+        except MemoryError:
+            self._unlock()
+            raise
+        self.sink = sk
         with nogil:
-            self.mode = MODE_SLAB
-            self.slab_base = &slab[0, 0]
-            self.slab_row = row
-            self.slab_rows = rows
-            self.slab_spare = n
-            self.slab_free_head = 0
-            self.slab_free_n = 0
-            self.o_dst = NULL
-            self.o_tun = &out_tun[0]
-            self.o_off = &out_off[0]
-            self.o_len = &out_len[0]
-            self.o_n = 0
+            sk.begin_decap(&slab[0, 0], row, rows, <size_t>n, &out_tun[0], &out_off[0],
+                           &out_len[0])
             for i in range(n):
                 if i + 4 < n:
                     self.prefetch_call(&slab[i + 4, 0] + HEADROOM, lens[i + 4], 0)
                 if i + 2 < n:
                     self.prefetch_call(&slab[i + 2, 0] + HEADROOM, lens[i + 2], 1)
-                self.slab_cur = i
-                self.slab_first = 1
+                sk.row_begin(i)
                 if lens[i] > 65535:
                     self.totals_c[C_DROP_MALFORMED] += 1
                 else:
                     self.decap_one(&slab[i, 0] + HEADROOM, lens[i], now)
-                if self.slab_first:             # nothing left in row i: free for releases
-                    self.slab_free[self.slab_free_head + self.slab_free_n] = i
-                    self.slab_free_n += 1
-            self.mode = MODE_PROCESS
-            pthread_mutex_unlock(&self.lock)
-        return self.o_n
+                sk.row_end(i)
+            sk.end()
+        self.sink = self.psink
+        self._unlock()
+        return sk.o_n
 
     # ------------------------------------------------------------------ I/O mode
-    cdef int _io_alloc(self) except -1:
-        cdef int b = self.batch
-        # the TUN slab is a numpy array (kept alive by the engine); the loop uses its memory
-        cdef uint8_t[:, ::1] tv
-        self.io_tun_np = np.zeros((b, IO_ROW), np.uint8)
-        tv = self.io_tun_np
-        self.io_tun_slab = &tv[0, 0]
-        # copies of frames until the port's flush: at most tx_cap frames between flushes
-        self.io_scratch_cap = <size_t>(self.port.tx_cap if self.port.tx_cap > 0 else 2 * b) * \
-            (PORT_HEADROOM + self.max_frame + HEADROOM + 16)
-        self.io_scratch = <uint8_t*>malloc(self.io_scratch_cap)
-        self.rx_ptrs = <uint8_t**>calloc(b, sizeof(uint8_t*))
-        self.rx_lens = <uint32_t*>calloc(b, sizeof(uint32_t))
-        self.io_seg_slab = <uint8_t*>malloc(<size_t>SEG_MAX * SEG_ROW)
-        self.io_seg_lens = <uint32_t*>calloc(SEG_MAX, sizeof(uint32_t))
-        self.gro_ptrs = <uint8_t**>calloc(GRO_MAX, sizeof(uint8_t*))
-        self.gro_lens = <uint32_t*>calloc(GRO_MAX, sizeof(uint32_t))
-        self.gro_dst = <uint8_t*>malloc(65536 + 64)
-        self.gro_n = 0
-        self.io_out_n = 0
-        self.io_scratch_used = 0
-        self.rx_cur = self.rx_cur_end = NULL
-        if (self.io_seg_slab == NULL or self.io_seg_lens == NULL or self.gro_ptrs == NULL
-                or self.gro_lens == NULL or self.gro_dst == NULL or self.io_scratch == NULL
-                or self.rx_ptrs == NULL or self.rx_lens == NULL):
-            self._io_free()
-            raise MemoryError()
-        return 0
-
-    cdef void _io_free(self) noexcept:
-        self.io_tun_np = None
-        free(self.io_scratch)
-        free(self.rx_ptrs)
-        free(self.rx_lens)
-        free(self.io_seg_slab)
-        free(self.io_seg_lens)
-        free(self.gro_ptrs)
-        free(self.gro_lens)
-        free(self.gro_dst)
-        self.io_seg_slab = self.gro_dst = NULL
-        self.io_seg_lens = self.gro_lens = self.rx_lens = NULL
-        self.gro_ptrs = self.rx_ptrs = NULL
-        self.io_tun_slab = self.io_scratch = NULL
-
     supports_vnet_hdr = True
 
     def start(self, tun_fds, gre, *, vnet_hdr_len=None):
@@ -1747,11 +1589,14 @@ cdef class Engine:
         sent without an address).  ``vnet_hdr_len``: None = ask each TUN (IFF_VNET_HDR
         and TUNGETVNETHDRSZ); an int or a list = what each fd carries (fakes in tests).  With a
         virtio_net_hdr, TSO super-packets are segmented to the session MTU and, when
-        ``offload``, in-order TCP segments are coalesced (GRO) into one write."""
-        if self.thread is not None:
+        ``offload``, in-order TCP segments are coalesced (GRO) into one write.  The loop
+        itself is fastpptp._ioloop.IoLoop (also the output sink while it runs)."""
+        if self.io is not None:
             raise RuntimeError("already started")
         if self.wake_fd < 0:
             raise RuntimeError("engine closed")
+        # at run time, not cimported: _ioloop cimports this module's Engine
+        from fastpptp._ioloop import IoLoop
         cdef GrePort port
         if isinstance(gre, GrePort):
             port = gre
@@ -1760,53 +1605,47 @@ cdef class Engine:
             fds, gre_fd, vl = _args.start(tun_fds, gre, vnet_hdr_len)
             os.set_blocking(gre_fd, False)
             port = RawPort(gre_fd, self.batch)
-        cdef int i, ep, k
-        cdef epoll_event ev
+        cdef int i
         for i in range(len(fds)):
             if self.tun_owner[i] != TUN_FREE:
                 raise ValueError(f"TUN index {i} is taken (add_tun): start() fills 0..{len(fds) - 1}")
         if port.tx_cap < 1:
             raise ValueError(f"GRE port {port.describe()} cannot send")
-        self.port = port
-        self.port_icmp_base = port.pc[P_ICMP_ERRORS]
+        io = IoLoop(self, port)                  # the slabs (MemoryError: nothing changed yet)
         for i in range(len(fds)):
             os.set_blocking(fds[i], False)
             self.tun_fds[i] = fds[i]
             self.tun_vnet[i] = vl[i]
             self.tun_owner[i] = TUN_FROM_START
         self._tun_highwater()
-        self.offload = 1 if self.config.offload else 0
-        self._io_alloc()
-        # The epoll set lives from here to stop(): add_tun/remove_tun change it while the
-        # loop waits on it (epoll_ctl is safe against a concurrent epoll_wait).
-        ep = sys_.epoll_create1(sys_.EPOLL_CLOEXEC)
-        if ep < 0:
-            self._io_free()
-            raise OSError(sys_.errno, "epoll_create1")
-        for i in range(self.ntun):
-            if self.tun_fds[i] >= 0:
-                ev.events = sys_.EPOLLIN
-                ev.data.u32 = i
-                sys_.epoll_ctl(ep, sys_.EPOLL_CTL_ADD, self.tun_fds[i], &ev)
-        for k in range(port.nfds):
-            ev.events = sys_.EPOLLIN
-            ev.data.u32 = PORT_EV + k
-            sys_.epoll_ctl(ep, sys_.EPOLL_CTL_ADD, port.fds[k], &ev)
-        ev.events = sys_.EPOLLIN
-        ev.data.u32 = WAKE_EV
-        sys_.epoll_ctl(ep, sys_.EPOLL_CTL_ADD, self.wake_fd, &ev)
-        self.io_ep = ep
-        self.stopping = 0
+        try:
+            io.open()                            # the epoll set, from here to stop()
+        except OSError:
+            self._tun_release_started()
+            io.release()
+            raise
+        self._lock()
+        self.io = io
+        self.sink = io
         self.running = 1
-        self.thread = threading.Thread(target=self._thread_main, name="RoutineGreEngine",
-                                       daemon=True)
-        self.thread.start()
+        self._unlock()
+        io.start()
 
     cdef void _tun_highwater(self) noexcept:
         cdef int n = MAX_TUN
         while n > 0 and self.tun_fds[n - 1] < 0:
             n -= 1
         self.ntun = n
+
+    cdef void _tun_release_started(self) noexcept:
+        """Free the TUN slots start() filled (add_tun'd TUNs stay until remove_tun)."""
+        cdef int i
+        for i in range(MAX_TUN):
+            if self.tun_owner[i] == TUN_FROM_START:
+                self.tun_fds[i] = -1
+                self.tun_vnet[i] = 0
+                self.tun_owner[i] = TUN_FREE
+        self._tun_highwater()
 
     def add_tun(self, fd, vnet_hdr_len=None):
         """Add a TUN fd to the table and return its index (the lowest free one; indexes of
@@ -1815,7 +1654,6 @@ cdef class Engine:
         the TUN (IFF_VNET_HDR), an int says what the fd carries (0 for fakes).  The TUN stays
         until remove_tun (stop() keeps it)."""
         cdef int i, idx = -1
-        cdef epoll_event ev
         a_fd, v = _args.add_tun(fd, vnet_hdr_len)
         cdef int tfd = a_fd
         os.set_blocking(tfd, False)
@@ -1830,11 +1668,8 @@ cdef class Engine:
                     break
             if idx < 0:
                 raise ValueError(f"no free TUN index (MAX_TUN = {MAX_TUN})")
-            if self.running and self.io_ep >= 0:
-                ev.events = sys_.EPOLLIN
-                ev.data.u32 = idx
-                if sys_.epoll_ctl(self.io_ep, sys_.EPOLL_CTL_ADD, tfd, &ev) != 0:
-                    raise OSError(sys_.errno, f"epoll_ctl ADD TUN fd {tfd}")
+            if self.io is not None:
+                self.io.watch_tun(idx, tfd)      # OSError: the table is unchanged
             self.tun_fds[idx] = tfd
             self.tun_vnet[idx] = v
             self.tun_owner[idx] = TUN_ADDED
@@ -1855,8 +1690,8 @@ cdef class Engine:
         try:
             if self.tun_owner[ti] == TUN_FREE:
                 raise KeyError(f"no TUN {ti}")
-            if self.running and self.io_ep >= 0:
-                sys_.epoll_ctl(self.io_ep, sys_.EPOLL_CTL_DEL, self.tun_fds[ti], NULL)
+            if self.io is not None:
+                self.io.unwatch_tun(self.tun_fds[ti])
             if self.tun_count[ti] > 0:
                 for i in range(65536):
                     s = self.calls[i]
@@ -1880,35 +1715,22 @@ cdef class Engine:
         self._unlock()
         return out
 
-    def _thread_main(self):
-        with nogil:
-            self.io_loop()
-
     def stop(self):
-        if self.thread is None:
+        io = self.io
+        if io is None:
             return
-        self.stopping = 1
-        self._kick()
-        self.thread.join()
-        self.thread = None
-        cdef int i
+        io.join()                                # the thread is gone: no emit from here on
         self._lock()
         self.running = 0
-        if self.io_ep >= 0:
-            sys_.close(self.io_ep)
-            self.io_ep = -1
-        for i in range(MAX_TUN):
-            if self.tun_owner[i] == TUN_FROM_START:   # add_tun'd TUNs stay until remove_tun
-                self.tun_fds[i] = -1
-                self.tun_vnet[i] = 0
-                self.tun_owner[i] = TUN_FREE
-        self._tun_highwater()
-        self._unlock()
-        self._io_free()
+        io.close()                               # its epoll set: add_tun no longer sees it
+        self._tun_release_started()
         # the port's ICMP errors of this run stay in the totals; the port is the caller's
         # (or our RawPort over the caller's fd)
-        self.totals_c[C_ICMP_ERRORS] += self.port.pc[P_ICMP_ERRORS] - self.port_icmp_base
-        self.port = None
+        self.totals_c[C_ICMP_ERRORS] += io.icmp_errors
+        self.io = None
+        self.sink = self.psink
+        self._unlock()
+        io.release()
 
     def close(self):
         """Stop the I/O thread and release the eventfds (``control_fd`` becomes -1).  The
@@ -1925,196 +1747,6 @@ cdef class Engine:
     def loops(self):
         """Wake-ups of the I/O thread so far (tests, diagnostics)."""
         return self.io_loops
-
-    cdef void io_tun_read(self, int t, uint8_t* row, uint32_t n, double now) noexcept nogil:
-        """One TUN read: row[0:n] is an IP packet, its virtio_net_hdr (if the TUN has one) is
-        just before it.  TSO super-packets are cut to the session MTU (RFC 2637 has no
-        fragmentation of its own: each PPP frame must fit the peer's MRU)."""
-        cdef int V = self.tun_vnet[t]
-        cdef vnet_hdr vh
-        cdef session* s
-        cdef int k, i, gso
-        cdef uint32_t maxlen
-        if V == 0:
-            self.encap_one(t, row, n, now)
-            return
-        memset(&vh, 0, sizeof(vnet_hdr))
-        memcpy(&vh, row - V, V if V <= <int>sizeof(vnet_hdr) else sizeof(vnet_hdr))
-        gso = vh.gso_type & ~VIRTIO_NET_HDR_GSO_ECN
-        s = NULL
-        if n >= 20 and row[0] >> 4 == 4:
-            s = self.route_lookup(row + 16, 4)
-        elif n >= 40 and row[0] >> 4 == 6:
-            s = self.route_lookup(row + 24, 6)
-        if s == NULL and 0 <= t < MAX_TUN and self.tun_count[t] == 1:
-            s = self._only_session(t)
-        if s == NULL:
-            self.encap_one(t, row, n, now)       # counts it (malformed / no route)
-            return
-        maxlen = s.mtu if s.mtu < SEG_ROW - HEADROOM else SEG_ROW - HEADROOM
-        if gso == VIRTIO_NET_HDR_GSO_NONE and n <= maxlen:
-            if (vh.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) and csum_complete(row, n, &vh) < 0:
-                s.c[C_DROP_MALFORMED] += 1
-                return
-            self.encap_one(t, row, n, now)
-            return
-        k = tso_segment(row, n, &vh, <uint16_t>maxlen, self.io_seg_slab, SEG_ROW, HEADROOM,
-                        SEG_MAX, self.io_seg_lens)
-        if k < 0:
-            s.c[C_DROP_MALFORMED] += 1
-            return
-        for i in range(k):
-            self.encap_one(t, self.io_seg_slab + <size_t>i * SEG_ROW + HEADROOM,
-                           self.io_seg_lens[i], now)
-        self.io_flush_gre()                      # frames point into the segment slab
-
-    cdef void io_write_tun(self, int tun, uint8_t* p, uint32_t n) noexcept nogil:
-        """One packet to a TUN that carries a virtio_net_hdr: an all-zero header (no GSO, no
-        checksum to do) in front, by writev (no copy)."""
-        cdef uint8_t zero[16]
-        cdef iovec iov[2]
-        memset(zero, 0, 16)
-        iov[0].iov_base = zero
-        iov[0].iov_len = self.tun_vnet[tun]
-        iov[1].iov_base = p
-        iov[1].iov_len = n
-        sys_.writev(self.tun_fds[tun], iov, 2)
-
-    cdef void io_flush_tun(self) noexcept nogil:
-        """Write the packets held for GRO: runs of in-order segments of one TCP flow become
-        one super-packet with a GSO virtio_net_hdr (fastpptp._offload.gro_coalesce)."""
-        cdef int i = 0, k, tun = self.gro_tun
-        cdef vnet_hdr vh
-        cdef uint32_t dlen
-        cdef iovec iov[2]
-        while i < self.gro_n:
-            k = 1
-            if self.gro_n - i > 1:
-                k = gro_coalesce(self.gro_ptrs + i, self.gro_lens + i, self.gro_n - i,
-                                 self.gro_dst, 65536, &vh, &dlen)
-            if k <= 1:
-                self.io_write_tun(tun, self.gro_ptrs[i], self.gro_lens[i])
-                i += 1
-                continue
-            iov[0].iov_base = &vh
-            iov[0].iov_len = self.tun_vnet[tun]
-            iov[1].iov_base = self.gro_dst
-            iov[1].iov_len = dlen
-            sys_.writev(self.tun_fds[tun], iov, 2)
-            i += k
-        self.gro_n = 0
-
-    cdef void io_flush_gre(self) noexcept nogil:
-        """Send what the port holds; the scratch copies are free again afterwards."""
-        if self.io_out_n > 0:
-            self.port.tx_flush()
-        self.io_out_n = 0
-        self.io_scratch_used = 0
-
-    cdef void io_loop(self) noexcept nogil:
-        cdef epoll_event ev
-        cdef epoll_event evs[MAX_TUN + 2 + PORT_MAX_FDS]
-        cdef uint8_t ready[MAX_TUN]
-        cdef uint32_t port_ev[PORT_MAX_FDS]
-        cdef bint gre_ready
-        cdef uint32_t u
-        cdef int ep = self.io_ep
-        cdef int i, t, r, k, timeout, e, got
-        cdef uint64_t v
-        cdef double now, dl
-        cdef sys_.ssize_t nr
-        cdef uint8_t* row
-        if ep < 0:
-            return
-        # start() built the epoll set; add_tun/remove_tun change it under the lock
-        self.mode = MODE_IO
-        while not self.stopping:
-            pthread_mutex_lock(&self.lock)
-            dl = self.next_dl
-            pthread_mutex_unlock(&self.lock)
-            now = mono_now()
-            if dl >= 1e299:
-                timeout = 1000
-            elif dl <= now:
-                timeout = 0
-            else:
-                timeout = <int>((dl - now) * 1000.0) + 1
-                if timeout > 1000:
-                    timeout = 1000
-            r = sys_.epoll_wait(ep, evs, MAX_TUN + 2 + PORT_MAX_FDS, timeout)
-            if self.stopping:
-                break
-            # only what epoll reported is read (no syscall just to hear EAGAIN); level-
-            # triggered, so a side that still has packets after a batch comes back at once
-            memset(ready, 0, MAX_TUN)
-            memset(port_ev, 0, sizeof(port_ev))
-            gre_ready = 0
-            for i in range(r if r > 0 else 0):
-                u = evs[i].data.u32
-                if u == WAKE_EV:
-                    sys_.read(self.wake_fd, &v, 8)
-                elif PORT_EV <= u < PORT_EV + PORT_MAX_FDS:
-                    port_ev[u - PORT_EV] = evs[i].events
-                    gre_ready = 1
-                elif u < MAX_TUN:
-                    ready[u] = 1
-            self.io_loops += 1
-            pthread_mutex_lock(&self.lock)
-            self.mode = MODE_IO
-            now = mono_now()
-            # GRE side: a batch from the port (pointers into its receive memory), decapsulated
-            # in place; delivered packets may be held for GRO until io_flush_tun, and the
-            # port gets its memory back only after that
-            got = 0
-            if gre_ready:
-                got = self.port.rx_burst(port_ev, self.rx_ptrs, self.rx_lens, self.batch)
-                for i in range(got):
-                    if i + 4 < got:
-                        self.prefetch_call(self.rx_ptrs[i + 4], self.rx_lens[i + 4], 0)
-                    if i + 2 < got:
-                        self.prefetch_call(self.rx_ptrs[i + 2], self.rx_lens[i + 2], 1)
-                    self.rx_cur = self.rx_ptrs[i]
-                    self.rx_cur_end = self.rx_cur + self.rx_lens[i]
-                    self.decap_one(self.rx_cur, self.rx_lens[i], now)
-                self.rx_cur = self.rx_cur_end = NULL
-            self.io_flush_tun()
-            if got > 0:
-                self.port.rx_release()
-            # control frames from Python
-            self.flush_control(now)
-            # TUN side: read a batch per TUN into the slab at HEADROOM, encapsulate in place
-            for t in range(self.ntun):
-                # a TUN removed since epoll reported it: slot free (-1) or reused (EAGAIN)
-                if not ready[t] or self.tun_fds[t] < 0:
-                    continue
-                k = 0
-                while k < self.batch:
-                    row = self.io_tun_slab + <size_t>k * IO_ROW + HEADROOM
-                    # the virtio_net_hdr (if any) lands just before HEADROOM, the packet at it
-                    nr = sys_.read(self.tun_fds[t], row - self.tun_vnet[t],
-                                   IO_ROW - HEADROOM - 64 + self.tun_vnet[t])
-                    if nr < 0:
-                        if sys_.errno == sys_.EINTR:
-                            continue
-                        break
-                    if nr == 0:
-                        # EOF (a fake TUN whose far end closed): stop polling it, or
-                        # level-triggered epoll would spin on it
-                        if self.tun_fds[t] >= 0:
-                            sys_.epoll_ctl(ep, sys_.EPOLL_CTL_DEL, self.tun_fds[t], NULL)
-                        break
-                    k += 1
-                    if nr <= self.tun_vnet[t]:
-                        self.totals_c[C_DROP_MALFORMED] += 1
-                        continue
-                    self.io_tun_read(t, row, <uint32_t>(nr - self.tun_vnet[t]), now)
-                self.io_flush_gre()
-            if now >= self.next_dl:
-                self.fire_timers(now)
-                self.io_flush_tun()
-            self.io_flush_gre()
-            pthread_mutex_unlock(&self.lock)
-        self.mode = MODE_PROCESS
 
 
 
