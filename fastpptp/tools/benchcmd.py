@@ -260,7 +260,8 @@ def memcpy_rate(nbytes: int, min_time=0.3) -> float:
 
 
 # ------------------------------------------------------------------ rate limiter cost
-_GRE_SOURCES = ("_gre.pyx", "_gre.pxd", "_sys.pxd", "_mppe.pxd", "_offload.pxd")
+_GRE_SOURCES = ("_gre.pyx", "_gre.pxd", "_sys.pxd", "_mppe.pxd", "_offload.pxd", "_greport.pxd",
+                "_sink.pxd")
 
 
 def _compile_gre(out: str, no_rate_limit: bool) -> None:

@@ -24,7 +24,7 @@ from support import paths
 
 COMMANDS = {"fastpptp": "fastpptp.cli:main", "fastpptp-server": "fastpptp.cli:server_main",
             "fastpptp-client": "fastpptp.cli:client_main"}
-COMPILED = ("_gre", "_mppe", "_offload")
+COMPILED = ("_gre", "_mppe", "_offload", "_sink", "_ioloop")
 
 
 def _pyproject() -> dict:
