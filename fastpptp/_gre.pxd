@@ -8,6 +8,7 @@ turns frames into bytes).  Semantics: fastpptp/_gre_ref.py, the readable twin.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
 from fastpptp._sys cimport pthread_mutex_t, mmsghdr, iovec, sockaddr_in
 from fastpptp._mppe cimport mppe_state
+from fastpptp._rxwin cimport rx_window, rx_params, rx_pool, rx_out
 
 cdef enum:
     HEADROOM = 64           # free bytes in front of each packet in a slab row
@@ -62,14 +63,6 @@ cdef enum:
     MODE_SLAB = 1           # encap_slab/decap_slab: results described in caller's arrays
     MODE_IO = 2             # I/O thread: TUN write() / sendmmsg(), no GIL
 
-cdef struct reorder_slot:
-    uint32_t seq
-    uint8_t used
-    uint8_t done            # LCP Echo delivered early: a placeholder, nothing to deliver
-    uint32_t len
-    double arrival
-    uint8_t* data
-
 cdef struct txq_item:
     uint16_t proto
     uint32_t len
@@ -109,22 +102,8 @@ cdef struct session:
     # RFC 2637 §4.2-4.4, Linux pptp.c names
     uint32_t seq_sent
     uint32_t ack_recv
-    uint32_t seq_recv
-    uint32_t ack_sent
-    int rx_started
-    uint64_t rx_hist        # bit k: seq_recv - k was delivered
-    reorder_slot* reorder   # Engine.ring slots (index seq & ring_mask), allocated on first use
-    uint8_t* reorder_mem
-    int reorder_count
-    int has_reorder_dl
-    double reorder_dl
-    # bounded window moves (issue 10): a packet >= depth ahead is a jump candidate
-    double rx_last          # arrival of the last packet taken into the window
-    int has_jump
-    uint32_t jump_seq       # the latest refused far-ahead sequence number
-    int jump_n              # refused packets near each other (>= 2: a confirmed region)
-    int has_ack_dl
-    double ack_dl
+    # receive side: seq_recv, ack_sent, the ack timer, the reorder ring (fastpptp/_rxwin.pxd)
+    rx_window rx
     # flow control (opt-in, RFC 2637 Appendix A)
     int has_fc_dl
     double fc_dl
@@ -187,11 +166,11 @@ cdef class Engine:
     cdef uint32_t cfg_mtu
     cdef uint32_t mru
     cdef uint32_t max_frame
-    cdef int depth
-    cdef uint32_t ring_mask         # reorder slots - 1: slots are a power of two >= depth
-    cdef int jump_at                # a packet this far ahead is a jump candidate (_jump)
-    cdef double reorder_timeout
-    cdef double ack_delay
+    # receive windows (fastpptp/_rxwin.pxd): their parameters, the reorder frames all
+    # calls share (sized at construction), what one window call asks of the engine
+    cdef rx_params rxp
+    cdef rx_pool rxpool
+    cdef rx_out rxo
     cdef int flow_control
     cdef int clamp
     cdef int rl_depth               # config.rate_limit_queue
@@ -291,15 +270,8 @@ cdef class Engine:
     cdef void decap_one(self, uint8_t* d, uint32_t n, double now) noexcept nogil
     cdef void prefetch_call(self, const uint8_t* d, uint32_t n, int stage) noexcept nogil
     cdef void _on_ack(self, session* s, uint32_t ack, double now) noexcept nogil
-    cdef void _advance(self, session* s, uint32_t seq, bint delivered, double now) noexcept nogil
     cdef void _on_seq(self, session* s, uint32_t seq, uint8_t* f, uint32_t n, double now) noexcept nogil
-    cdef bint _alloc_reorder(self, session* s) noexcept nogil
-    cdef void _drain(self, session* s, double now) noexcept nogil
-    cdef void _reorder_rearm(self, session* s) noexcept nogil
-    cdef uint32_t _lowest_buffered(self, session* s) noexcept nogil
-    cdef void _skip_to(self, session* s, uint32_t new_expected, double now, bint timeout) noexcept nogil
-    cdef void _lost(self, session* s, int32_t gap, bint timeout) noexcept nogil
-    cdef bint _jump(self, session* s, uint32_t seq, double now) noexcept nogil
+    cdef void _rx_act(self, session* s, double now) noexcept nogil
     cdef void _ctl_full(self, session* s, int cause) noexcept nogil
     cdef void _deliver(self, session* s, uint8_t* f, uint32_t n, double now) noexcept nogil
     cdef bint emit_tun(self, session* s, uint8_t* p, uint32_t n) noexcept nogil
