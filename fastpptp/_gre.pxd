@@ -9,12 +9,11 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
 from fastpptp._sys cimport pthread_mutex_t, mmsghdr, iovec, sockaddr_in
 from fastpptp._mppe cimport mppe_state
 from fastpptp._rxwin cimport rx_window, rx_params, rx_pool, rx_out
+from fastpptp._txwin cimport tx_window, TXQ_DEPTH, TXQ_SLOT
 
 cdef enum:
     HEADROOM = 64           # free bytes in front of each packet in a slab row
     FRAME_SLACK = 32        # a GRE payload may exceed the MRU by the PPP/MPPE headers
-    TXQ_DEPTH = 64          # flow control: frames held per call while the window is full
-    TXQ_SLOT = 2048         # flow control: largest IP packet that can be held
     MAX_TUN = 256
     IO_ROW = 65536 + 128    # I/O slab row: a 64 KB read plus headroom and vnet header
     SEG_ROW = HEADROOM + 4096   # TSO segment row (segments are at most min(MTU, 4096))
@@ -63,11 +62,6 @@ cdef enum:
     MODE_SLAB = 1           # encap_slab/decap_slab: results described in caller's arrays
     MODE_IO = 2             # I/O thread: TUN write() / sendmmsg(), no GIL
 
-cdef struct txq_item:
-    uint16_t proto
-    uint32_t len
-    uint8_t* row            # TXQ_SLOT + HEADROOM bytes, packet at HEADROOM
-
 cdef struct rl_item:
     uint16_t proto
     uint32_t len
@@ -91,7 +85,6 @@ cdef struct session:
     uint16_t peer_call_id
     uint32_t peer_be        # peer IPv4, network byte order (as in the IP header)
     int tun
-    uint32_t peer_rwin
     uint32_t peer_ppd
     int tx_acfc
     int tx_pfc
@@ -99,26 +92,11 @@ cdef struct session:
     int ipv4
     int ipv6
     int rl_on               # a rate limit is set or a hold queue is not empty
-    # RFC 2637 §4.2-4.4, Linux pptp.c names
-    uint32_t seq_sent
-    uint32_t ack_recv
+    # RFC 2637 §4.2-4.4, Linux pptp.c names.  Send side: seq_sent, ack_recv, the peer's
+    # window and the opt-in flow control (fastpptp/_txwin.pxd)
+    tx_window tx
     # receive side: seq_recv, ack_sent, the ack timer, the reorder ring (fastpptp/_rxwin.pxd)
     rx_window rx
-    # flow control (opt-in, RFC 2637 Appendix A)
-    int has_fc_dl
-    double fc_dl
-    txq_item* txq
-    uint8_t* txq_mem
-    int txq_head
-    int txq_count
-    uint32_t fc_window
-    int has_srtt
-    double srtt
-    double rttdev
-    double ato
-    int has_probe
-    uint32_t probe_seq
-    double probe_time
     int mppe_on
     uint64_t c[N_COUNTERS]
     # timer list (sessions with a deadline or queued data), insertion order

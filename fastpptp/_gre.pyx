@@ -45,6 +45,9 @@ from fastpptp._rxwin cimport (rx_out, rxw_params, rxpool_init, rxpool_release, r
                               rxw_deadline, rxw_timers_pending, rxw_ack_pending,
                               rxw_ack_taken, rxw_ack_due, rxw_ack_sent, RXW_DUPLICATE,
                               RXW_TOO_OLD, RXW_SEQ_JUMP, RXW_NO_ROOM)
+from fastpptp._txwin cimport (txq_item, TXQ_HEADROOM, txw_init, txw_set_rwin, txw_release,
+                              txw_next_seq, txw_on_ack, txw_must_hold, txw_hold, txw_fire,
+                              txw_pop, txw_deadline, txw_timers_pending)
 
 # The rate limiter can be compiled out (-DFASTPPTP_NO_RATE_LIMIT): `fastpptp bench dataplane`
 # builds such a copy to show that an unlimited session pays nothing for it.
@@ -85,13 +88,12 @@ cdef uint32_t EV_RESET = EV_MPPE_RESET_NEEDED    # from ppp/constants.py, via da
 COMPILED_EV_MPPE_RESET_NEEDED = EV_RESET
 #: False in a build with -DFASTPPTP_NO_RATE_LIMIT (the benchmark's baseline).
 RATE_LIMIT_COMPILED = bool(FP_RATE_LIMIT)
+if TXQ_HEADROOM != HEADROOM:
+    raise ImportError("fastpptp/_txwin.pxd TXQ_HEADROOM differs from HEADROOM: rebuild")
 if RLQ_SLOT != _dp.RLQ_SLOT:
     raise ImportError("fastpptp/_gre.pxd RLQ_SLOT differs from fastpptp/dataplane.py: rebuild")
 cdef double RL_EPS = 1e-6      # bytes: a deadline computed for a packet lets it pass
 cdef uint32_t U32 = 0xFFFFFFFF
-cdef double ATO_MIN = 0.1
-cdef double ATO_MAX = 10.0
-cdef double ATO_INIT = 1.0
 cdef int RECV_CHUNK = 64        # recv_control: frames copied out per hold of the table lock
 
 
@@ -111,10 +113,6 @@ cdef inline void wr32(uint8_t* p, uint32_t v) noexcept nogil:
     p[1] = (v >> 16) & 0xFF
     p[2] = (v >> 8) & 0xFF
     p[3] = v & 0xFF
-
-cdef inline int32_t sdiff(uint32_t a, uint32_t b) noexcept nogil:
-    """a - b as a signed serial-number distance (RFC 1982, 32-bit)."""
-    return <int32_t>(a - b)
 
 cdef inline double mono_now() noexcept nogil:
     cdef timespec ts
@@ -273,8 +271,7 @@ cdef class Engine:
 
     cdef void _free_session(self, session* s) noexcept nogil:
         rxw_release(&s.rx, &self.rxp, &self.rxpool)     # its buffered frames back to the pool
-        free(s.txq)
-        free(s.txq_mem)
+        txw_release(&s.tx)
         free(s.rl_tx.q)
         free(s.rl_tx.qmem)
         free(s.rl_rx.q)
@@ -310,16 +307,12 @@ cdef class Engine:
         s.peer_call_id = a.peer_call_id
         memcpy(&s.peer_be, <const char*>pk, 4)
         s.tun = t
-        s.peer_rwin = a.peer_rwin
         s.peer_ppd = a.peer_ppd
         s.mtu = self.cfg_mtu
-        s.seq_sent = U32
-        s.ack_recv = U32
+        txw_init(&s.tx, a.peer_rwin)
         if rxw_init(&s.rx, &self.rxp) < 0:          # its reorder ring, reserved now
             free(s)
             raise MemoryError()
-        s.fc_window = s.peer_rwin
-        s.ato = ATO_INIT
         self._lock()
         if self.calls[cid] != NULL:
             self._unlock()
@@ -344,9 +337,8 @@ cdef class Engine:
         try:
             s = self._get(cid)
             s.peer_call_id = pcid
-            s.peer_rwin = rwin
             s.peer_ppd = ppd
-            s.fc_window = s.peer_rwin
+            txw_set_rwin(&s.tx, rwin)
         finally:
             self._unlock()
 
@@ -831,8 +823,8 @@ cdef class Engine:
         while s != NULL:
             if rxw_deadline(&s.rx, &self.rxp) < best:
                 best = rxw_deadline(&s.rx, &self.rxp)
-            if s.has_fc_dl and s.fc_dl < best:
-                best = s.fc_dl
+            if txw_deadline(&s.tx) < best:
+                best = txw_deadline(&s.tx)
             if s.has_rl_dl and s.rl_dl < best:
                 best = s.rl_dl
             s = s.tnext
@@ -855,33 +847,24 @@ cdef class Engine:
             rxw_fire(&s.rx, &self.rxp, &self.rxpool, now, &self.rxo)
             self._rx_act(s, now)
             if self.flow_control:
-                if s.has_fc_dl and s.fc_dl <= now:
-                    # Appendix A: no ack within the time-out: assume the window was lost,
-                    # back off the time-out, shrink the window.
-                    s.ack_recv = s.seq_sent
-                    s.has_fc_dl = 0
-                    s.has_probe = 0
-                    s.ato = s.ato * 2 if s.ato * 2 < ATO_MAX else ATO_MAX
-                    s.fc_window = s.fc_window // 2 if s.fc_window > 1 else 1
-                    if s.fc_window < 1:
-                        s.fc_window = 1
-                while s.txq_count > 0 and sdiff(s.seq_sent, s.ack_recv) < <int32_t>s.fc_window:
-                    it = &s.txq[s.txq_head]
-                    s.txq_head = (s.txq_head + 1) % TXQ_DEPTH
-                    s.txq_count -= 1
+                # the ack time-out (the window halves), then what the window lets go
+                txw_fire(&s.tx, now)
+                it = txw_pop(&s.tx)
+                while it != NULL:
                     self._emit_data(s, it.proto, it.row + HEADROOM, it.len, now)
+                    it = txw_pop(&s.tx)
             if s.has_rl_dl and s.rl_dl <= now:
                 self._rl_release(s, now)
             if rxw_ack_due(&s.rx, now):
                 self._send_ack_only(s)
-            if not (rxw_timers_pending(&s.rx, &self.rxp) or s.has_fc_dl or s.txq_count
+            if not (rxw_timers_pending(&s.rx, &self.rxp) or txw_timers_pending(&s.tx)
                     or s.has_rl_dl):
                 self._timer_unlink(s)
             else:
                 if rxw_deadline(&s.rx, &self.rxp) < best:
                     best = rxw_deadline(&s.rx, &self.rxp)
-                if s.has_fc_dl and s.fc_dl < best:
-                    best = s.fc_dl
+                if txw_deadline(&s.tx) < best:
+                    best = txw_deadline(&s.tx)
                 if s.has_rl_dl and s.rl_dl < best:
                     best = s.rl_dl
             s = nxt
@@ -980,9 +963,12 @@ cdef class Engine:
 
     cdef void _emit_gre_hdr(self, session* s, uint8_t* p, uint32_t L, double now) noexcept nogil:
         """Write the GRE header in front of the PPP frame p[0:L] (in place) and emit it."""
-        cdef bint ack = rxw_ack_pending(&s.rx)
+        cdef bint ack = rxw_ack_pending(&s.rx), arm
         cdef uint8_t* h
-        s.seq_sent += 1
+        cdef double dl
+        cdef uint32_t seq = txw_next_seq(&s.tx, self.flow_control, now, &arm, &dl)
+        if arm:                                 # flow control: the ack time-out started
+            self._arm(s, dl)
         if ack:
             h = p - 16
             h[1] = 0x81
@@ -995,16 +981,7 @@ cdef class Engine:
         h[3] = 0x0B
         wr16(h + 4, L)
         wr16(h + 6, s.peer_call_id)
-        wr32(h + 8, s.seq_sent)
-        if self.flow_control:
-            if not s.has_probe:
-                s.has_probe = 1
-                s.probe_seq = s.seq_sent
-                s.probe_time = now
-            if not s.has_fc_dl:
-                s.has_fc_dl = 1
-                s.fc_dl = now + s.ato
-                self._arm(s, s.fc_dl)
+        wr32(h + 8, seq)
         self.emit_gre(s, h, <uint32_t>(p - h) + L)
 
     cdef void flush_control(self, double now) noexcept nogil:
@@ -1102,40 +1079,11 @@ cdef class Engine:
             sys_.__builtin_prefetch(&s.c[C_RX_BYTES + 8])
 
     cdef void _on_ack(self, session* s, uint32_t ack, double now) noexcept nogil:
-        cdef double sample, diff
-        if sdiff(ack, s.ack_recv) <= 0 or sdiff(ack, s.seq_sent) > 0:
-            return
-        s.ack_recv = ack
-        if not self.flow_control:
-            return
-        if s.has_probe and sdiff(ack, s.probe_seq) >= 0:
-            sample = now - s.probe_time
-            if not s.has_srtt:
-                s.has_srtt = 1
-                s.srtt = sample
-                s.rttdev = sample / 2
-            else:
-                diff = sample - s.srtt
-                s.srtt += diff / 8
-                s.rttdev += ((diff if diff >= 0 else -diff) - s.rttdev) / 4
-            s.ato = s.srtt + 4 * s.rttdev
-            if s.ato < ATO_MIN:
-                s.ato = ATO_MIN
-            if s.ato > ATO_MAX:
-                s.ato = ATO_MAX
-            s.has_probe = 0
-        if s.fc_window + 1 < s.peer_rwin:
-            s.fc_window += 1
-        else:
-            s.fc_window = s.peer_rwin
-        if sdiff(s.seq_sent, s.ack_recv) > 0:
-            s.has_fc_dl = 1
-            s.fc_dl = now + s.ato
-            self._arm(s, s.fc_dl)
-        else:
-            s.has_fc_dl = 0
-        if s.txq_count:
-            self._arm(s, now)
+        """The peer acknowledged ``ack`` (fastpptp/_txwin.pxd: the window opens, the ack
+        time-out restarts, held packets may go)."""
+        cdef double dl
+        if txw_on_ack(&s.tx, ack, self.flow_control, now, &dl):
+            self._arm(s, dl)
 
     cdef void _on_seq(self, session* s, uint32_t seq, uint8_t* f, uint32_t n, double now) noexcept nogil:
         """A frame with a sequence number: through the receive window (fastpptp/_rxwin.pxd)."""
@@ -1922,32 +1870,12 @@ cdef class Engine:
 cdef inline void send_data(Engine self, session* s, uint16_t proto, uint8_t* pkt, uint32_t n,
                            double now) noexcept nogil:
     """An IP packet for the session, past its rate limit (inline: the encapsulation fast
-    path and the hold queue both end here): held while the flow-control
-    window is closed, else framed and emitted.  pkt has HEADROOM writable bytes before."""
-    cdef int i
-    cdef txq_item* it
-    if self.flow_control and (s.txq_count > 0 or
-                              sdiff(s.seq_sent, s.ack_recv) >= <int32_t>s.fc_window):
-        if s.txq_count >= TXQ_DEPTH or n > TXQ_SLOT:
-            s.c[C_DROP_WINDOW_FULL] += 1
+    path and the hold queue both end here): held while the flow-control window is closed
+    (fastpptp/_txwin.pxd), else framed and emitted.  pkt has HEADROOM writable bytes before."""
+    if txw_must_hold(&s.tx, self.flow_control):
+        if txw_hold(&s.tx, proto, pkt, n) < 0:
+            s.c[C_DROP_WINDOW_FULL] += 1       # queue full, larger than a slot, no memory
             return
-        if s.txq == NULL:
-            s.txq = <txq_item*>calloc(TXQ_DEPTH, sizeof(txq_item))
-            s.txq_mem = <uint8_t*>malloc(<size_t>TXQ_DEPTH * (TXQ_SLOT + HEADROOM))
-            if s.txq == NULL or s.txq_mem == NULL:
-                free(s.txq)
-                free(s.txq_mem)
-                s.txq = NULL
-                s.txq_mem = NULL
-                s.c[C_DROP_WINDOW_FULL] += 1
-                return
-            for i in range(TXQ_DEPTH):
-                s.txq[i].row = s.txq_mem + <size_t>i * (TXQ_SLOT + HEADROOM)
-        it = &s.txq[(s.txq_head + s.txq_count) % TXQ_DEPTH]
-        s.txq_count += 1
-        it.proto = proto
-        it.len = n
-        memcpy(it.row + HEADROOM, pkt, n)
         self._arm(s, now)
         return
     self._emit_data(s, proto, pkt, n, now)

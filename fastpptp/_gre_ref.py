@@ -81,11 +81,11 @@ import numpy as np
 
 from fastpptp import _offload_ref as _offload
 from fastpptp import _rxwin_ref as _rxwin
+from fastpptp import _txwin_ref as _txwin
 from fastpptp import engine_args as _args
 from fastpptp.crypto import mppe as _mppe
 from fastpptp.dataplane import (COUNTER_NAMES, EV_MPPE_RESET_NEEDED, FRAME_SLACK, HEADROOM,
-                                MAX_TUN, RLQ_SLOT, TOTAL_NAMES, TXQ_DEPTH, TXQ_SLOT,
-                                EngineConfig)
+                                MAX_TUN, RLQ_SLOT, TOTAL_NAMES, EngineConfig)
 from fastpptp.gre import GRE_PROTOCOL_PPP as GRE_PROTO_PPP
 from fastpptp.ppp.constants import Protocol
 
@@ -93,7 +93,6 @@ PPP_IPV4 = int(Protocol.IPV4)       # plain ints (compared per packet), defined 
 PPP_IPV6 = int(Protocol.IPV6)
 PPP_COMP = int(Protocol.COMPRESSED)
 PPP_LCP = int(Protocol.LCP)
-ATO_MIN, ATO_MAX, ATO_INIT = 0.1, 10.0, 1.0   # Appendix A ack time-out bounds (seconds)
 RL_EPS = 1e-6                   # bytes: a deadline computed for a packet lets it pass
 U32 = 0xFFFFFFFF
 serial_diff = _rxwin.serial_diff     # RFC 1982 signed 32-bit distance
@@ -217,26 +216,17 @@ class _Session:
         self.peer_addr = peer_addr
         self.peer_bin = peer_bin
         self.tun = tun
-        self.peer_rwin = max(1, peer_rwin)
         self.peer_ppd = peer_ppd
         self.tx_acfc = False
         self.tx_pfc = False
         self.mtu = mtu
         self.ipv4 = False
         self.ipv6 = False
-        # RFC 2637 §4.2-4.4, named as Linux pptp.c names them.
-        self.seq_sent = U32         # last sequence number sent (first sent is 0)
-        self.ack_recv = U32         # last of ours the peer acknowledged
+        # RFC 2637 §4.2-4.4, named as Linux pptp.c names them.  Send side: seq_sent,
+        # ack_recv, the peer's window and the opt-in flow control (_txwin_ref)
+        self.tx = _txwin.TxWindow(peer_rwin)
         # receive side: seq_recv, ack_sent, the ack timer, the reorder buffer (_rxwin_ref)
         self.rx = rx
-        # Flow control (opt-in, Appendix A).
-        self.txq: deque = deque()
-        self.fc_window = self.peer_rwin
-        self.fc_deadline = None
-        self.srtt = None
-        self.rttdev = 0.0
-        self.ato = ATO_INIT
-        self.probe = None           # (seq, sent_at) RTT sample in flight
         self.mppe_tx = None
         self.mppe_rx = None
         self.rl_tx = _Bucket()      # TUN -> GRE
@@ -343,9 +333,8 @@ class Engine:
         with self._lock:
             s = self._get(call_id)
             s.peer_call_id = peer_call_id
-            s.peer_rwin = peer_rwin
             s.peer_ppd = peer_ppd
-            s.fc_window = s.peer_rwin
+            s.tx.set_rwin(peer_rwin)
 
     def remove_session(self, call_id):
         call_id = _args.lookup(call_id)
@@ -577,7 +566,7 @@ class Engine:
         best = None
         for cid in self._timers:
             s = self._sessions[cid]
-            for d in (*s.rx.deadlines(), s.fc_deadline, s.rl_deadline):
+            for d in (*s.rx.deadlines(), s.tx.deadline, s.rl_deadline):
                 if d is not None and (best is None or d < best):
                     best = d
         return best
@@ -623,12 +612,10 @@ class Engine:
     def _send_data(self, s, proto, pkt, now, gre_out):
         """An IP packet past its rate limit: held while the flow-control window is closed,
         else framed and emitted."""
-        n = len(pkt)
-        if self.config.flow_control and (s.txq or serial_diff(s.seq_sent, s.ack_recv) >= s.fc_window):
-            if len(s.txq) >= TXQ_DEPTH or n > TXQ_SLOT:
+        if s.tx.must_hold(self.config.flow_control):
+            if not s.tx.hold(proto, pkt):
                 s.c["drop_window_full"] += 1        # queue full, or larger than a slot
                 return
-            s.txq.append((proto, bytes(pkt)))
             self._arm(s)
             return
         self._emit_data(s, proto, pkt, now, gre_out)
@@ -643,20 +630,16 @@ class Engine:
         s.c["tx_bytes"] += len(pkt)
 
     def _emit_gre(self, s, frame, now, gre_out):
-        s.seq_sent = (s.seq_sent + 1) & U32
+        seq, arm = s.tx.next_seq(self.config.flow_control, now)
+        if arm:                                 # flow control: the ack time-out started
+            self._arm(s)
         ack = s.rx.ack_pending()
         hdr = bytearray(b"\x30\x01\x88\x0b")
         hdr += len(frame).to_bytes(2, "big") + s.peer_call_id.to_bytes(2, "big")
-        hdr += s.seq_sent.to_bytes(4, "big")
+        hdr += seq.to_bytes(4, "big")
         if ack:
             hdr[1] |= 0x80
             hdr += s.rx.ack_taken().to_bytes(4, "big")    # piggybacked: no ack-only packet
-        if self.config.flow_control:
-            if s.probe is None:
-                s.probe = (s.seq_sent, now)
-            if s.fc_deadline is None:
-                s.fc_deadline = now + s.ato
-                self._arm(s)
         gre_out.append((s.peer_addr, bytes(hdr) + bytes(frame)))
 
     def _flush_control(self, now, gre_out):
@@ -720,29 +703,9 @@ class Engine:
         self._on_seq(s, seq, d[o:o + plen], now, tun_out)
 
     def _on_ack(self, s, ack, now):
-        if serial_diff(ack, s.ack_recv) <= 0 or serial_diff(ack, s.seq_sent) > 0:
-            return
-        s.ack_recv = ack
-        if not self.config.flow_control:
-            return
-        # RFC 2637 Appendix A: RTT estimate -> adaptive ack time-out; window opens again.
-        if s.probe is not None and serial_diff(ack, s.probe[0]) >= 0:
-            sample = now - s.probe[1]
-            if s.srtt is None:
-                s.srtt, s.rttdev = sample, sample / 2
-            else:
-                diff = sample - s.srtt
-                s.srtt += diff / 8
-                s.rttdev += (abs(diff) - s.rttdev) / 4
-            s.ato = min(ATO_MAX, max(ATO_MIN, s.srtt + 4 * s.rttdev))
-            s.probe = None
-        s.fc_window = min(s.peer_rwin, s.fc_window + 1)
-        if serial_diff(s.seq_sent, s.ack_recv) > 0:
-            s.fc_deadline = now + s.ato
-            self._arm(s)
-        else:
-            s.fc_deadline = None
-        if s.txq:
+        """The peer acknowledged ``ack`` (_txwin_ref: the window opens, the ack time-out
+        restarts, held packets may go)."""
+        if s.tx.on_ack(ack, self.config.flow_control, now):
             self._arm(s)
 
     def _on_seq(self, s, seq, frame, now, tun_out):
@@ -837,17 +800,10 @@ class Engine:
             # receive window: gaps past the reorder timeout given up, a confirmed jump taken
             self._rx_act(s, s.rx.fire(now), now, tun_out)
             if self.config.flow_control:
-                if s.fc_deadline is not None and s.fc_deadline <= now:
-                    # Appendix A: no ack within the time-out -> assume the window was lost,
-                    # back off the time-out and shrink the window.
-                    s.ack_recv = s.seq_sent
-                    s.fc_deadline = None
-                    s.probe = None
-                    s.ato = min(ATO_MAX, s.ato * 2)
-                    s.fc_window = max(1, s.fc_window // 2)
-                while s.txq and serial_diff(s.seq_sent, s.ack_recv) < s.fc_window:
-                    proto, pkt = s.txq.popleft()
-                    self._emit_data(s, proto, pkt, now, gre_out)
+                # the ack time-out (the window halves), then what the window lets go
+                s.tx.fire(now)
+                while (item := s.tx.pop()) is not None:
+                    self._emit_data(s, item[0], item[1], now, gre_out)
             if s.rl_deadline is not None and s.rl_deadline <= now:
                 self._rl_release(s, now, tun_out, gre_out)
             if s.rx.ack_due(now):
@@ -856,8 +812,8 @@ class Engine:
                                 + s.peer_call_id.to_bytes(2, "big")
                                 + s.rx.ack_sent_now().to_bytes(4, "big")))
                 s.c["tx_acks"] += 1
-            if (all(d is None for d in s.rx.deadlines()) and s.fc_deadline is None
-                    and not s.txq and s.rl_deadline is None):
+            if (all(d is None for d in s.rx.deadlines()) and not s.tx.timers_pending()
+                    and s.rl_deadline is None):
                 del self._timers[cid]
 
     # ------------------------------------------------------------------ slab API
