@@ -14,7 +14,7 @@ Encapsulation (IP packet read from TUN ``tun``):
     2-byte protocol and datagram (RFC 3078 §3; Linux sends the inner protocol uncompressed).
  6. GRE (RFC 2637 §4.1): K=1, S=1, version 1, protocol 0x880B, peer's call ID,
     seq = ++seq_sent, ack = seq_recv piggybacked only if it changed since last sent (A=1).
- 7. ``flow_control=True``: held in a bounded per-call queue (TXQ_DEPTH = 64 packets of at
+ 7. ``flow_control=True`` (fastpptp/_txwin_ref.py): held in a bounded per-call queue (TXQ_DEPTH = 64 packets of at
     most TXQ_SLOT = 2048 bytes) while the unacknowledged count reaches the window
     (``drop_window_full`` when the queue is full or the packet is larger than a slot).
     The window starts at the peer's Packet Receive Window, grows by one per ack up to it,
@@ -39,14 +39,16 @@ Decapsulation (IPv4 datagram from the raw GRE socket):
  2. Call ID -> session (``totals.drop_unknown_call``); the IPv4 source must be the session's
     peer (``drop_wrong_source``).
  3. A=1: ack processed (RFC 1982 serial comparison).  S=0: ack-only, no payload allowed.
- 4. Sequence (RFC 2637 §4.3): the first packet is accepted whatever its number (peers start
-    at 0 or at 1).  Next expected -> delivered, then the reorder buffer drains.  Ahead ->
-    buffered (``reordered``), at most ``reorder_depth`` ahead; up to reorder_depth +
-    max(reorder_depth, JUMP_SLACK) ahead forces older gaps to be given up (``lost``);
-    further ahead is a jump (``_jump``: refused, ``drop_seq_jump``, until a second packet
-    confirms the new region and the window has been silent for ``reorder_timeout``).  A
-    gap held longer than ``reorder_timeout`` is given up (``lost`` and
-    ``drop_reorder_timeout`` count the sequence numbers skipped).  Behind ->
+ 4. Sequence (RFC 2637 §4.3; the window: fastpptp/_rxwin_ref.py): the first packet is
+    accepted whatever its number (peers start at 0 or at 1).  Next expected -> delivered,
+    then the reorder buffer drains.  Ahead -> buffered (``reordered``), at most
+    ``reorder_depth`` ahead; up to reorder_depth + max(reorder_depth, JUMP_SLACK) ahead
+    forces older gaps to be given up (``lost``); further ahead is a jump (``_jump``:
+    refused, ``drop_seq_jump``, until a second packet confirms the new region and the
+    window has been silent for ``reorder_timeout``).  A gap held longer than
+    ``reorder_timeout`` is given up (``lost`` and ``drop_reorder_timeout`` count the
+    sequence numbers skipped).  The frames buffered by all calls come from one pool of
+    ``reorder_pool`` frames; when it is empty, ``drop_no_room``.  Behind ->
     ``drop_duplicate`` if that number was delivered (64-entry history), else
     ``drop_too_old``.  LCP Echo-Request/Reply are delivered out of order (so keepalives
     survive reordering) only inside the window or behind it within the history, never
