@@ -92,11 +92,12 @@ cdef struct session:
     int ipv4
     int ipv6
     int rl_on               # a rate limit is set or a hold queue is not empty
-    # RFC 2637 §4.2-4.4, Linux pptp.c names.  Send side: seq_sent, ack_recv, the peer's
-    # window and the opt-in flow control (fastpptp/_txwin.pxd)
-    tx_window tx
-    # receive side: seq_recv, ack_sent, the ack timer, the reorder ring (fastpptp/_rxwin.pxd)
+    # RFC 2637 §4.2-4.4, Linux pptp.c names.  Receive side: seq_recv, ack_sent, the ack
+    # timer, the reorder ring (fastpptp/_rxwin.pxd); its hot fields lead, in the lines
+    # prefetch_call warms
     rx_window rx
+    # send side: seq_sent, ack_recv, the peer's window, opt-in flow control (_txwin.pxd)
+    tx_window tx
     int mppe_on
     uint64_t c[N_COUNTERS]
     # timer list (sessions with a deadline or queued data), insertion order

@@ -1098,17 +1098,18 @@ cdef class Engine:
         cdef int i
         if o.arm:
             self._arm(s, o.arm_dl)
-        s.c[C_LOST] += o.lost
-        s.c[C_DROP_REORDER_TIMEOUT] += o.lost_timeout
-        s.c[C_REORDERED] += o.reordered
-        if o.drop == RXW_DUPLICATE:
-            s.c[C_DROP_DUPLICATE] += 1
-        elif o.drop == RXW_TOO_OLD:
-            s.c[C_DROP_TOO_OLD] += 1
-        elif o.drop == RXW_SEQ_JUMP:
-            s.c[C_DROP_SEQ_JUMP] += 1
-        elif o.drop == RXW_NO_ROOM:
-            s.c[C_DROP_NO_ROOM] += 1
+        if o.counted:                           # not for an in-order packet: cold lines
+            s.c[C_LOST] += o.lost
+            s.c[C_DROP_REORDER_TIMEOUT] += o.lost_timeout
+            s.c[C_REORDERED] += o.reordered
+            if o.drop == RXW_DUPLICATE:
+                s.c[C_DROP_DUPLICATE] += 1
+            elif o.drop == RXW_TOO_OLD:
+                s.c[C_DROP_TOO_OLD] += 1
+            elif o.drop == RXW_SEQ_JUMP:
+                s.c[C_DROP_SEQ_JUMP] += 1
+            elif o.drop == RXW_NO_ROOM:
+                s.c[C_DROP_NO_ROOM] += 1
         for i in range(o.n):
             self._deliver(s, o.frames[i].f, o.frames[i].n, now)
         rxw_done(&self.rxpool, o)
