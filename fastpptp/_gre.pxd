@@ -10,6 +10,7 @@ from fastpptp._sys cimport pthread_mutex_t, mmsghdr, iovec, sockaddr_in
 from fastpptp._mppe cimport mppe_state
 from fastpptp._rxwin cimport rx_window, rx_params, rx_pool, rx_out
 from fastpptp._txwin cimport tx_window, TXQ_DEPTH, TXQ_SLOT
+from fastpptp._greport cimport GrePort
 
 cdef enum:
     HEADROOM = 64           # free bytes in front of each packet in a slab row
@@ -204,21 +205,18 @@ cdef class Engine:
     cdef int gro_n
     cdef int gro_tun
     cdef uint8_t* gro_dst
-    cdef int gre_fd
-    cdef int gre_inet
+    cdef GrePort port               # the GRE port (fastpptp/_greport.pxd), from start() to stop()
+    cdef uint64_t port_icmp_base    # port.pc[P_ICMP_ERRORS] at start(): totals add what came since
+    cdef uint8_t** rx_ptrs          # what port.rx_burst returned (batch entries)
+    cdef uint32_t* rx_lens
+    cdef uint8_t* rx_cur            # the datagram being decapsulated: [rx_cur, rx_cur_end) stays
+    cdef uint8_t* rx_cur_end        # valid until port.rx_release, so GRO may hold it
     cdef uint8_t* io_tun_slab       # rows of io_tun_np (numpy, [batch, IO_ROW])
-    cdef uint8_t* io_gre_slab       # rows of io_gre_np
-    cdef object io_tun_np            # the I/O slabs (numpy arrays), kept alive here
-    cdef object io_gre_np
-    cdef uint8_t* io_scratch
+    cdef object io_tun_np            # the I/O slab (numpy array), kept alive here
+    cdef uint8_t* io_scratch        # copies of frames not in a slab, PORT_HEADROOM in front
     cdef size_t io_scratch_used
     cdef size_t io_scratch_cap
-    cdef mmsghdr* io_out
-    cdef iovec* io_out_iov
-    cdef sockaddr_in* io_out_addr
-    cdef int io_out_n
-    cdef mmsghdr* io_in
-    cdef iovec* io_in_iov
+    cdef int io_out_n               # frames given to port.tx_add since its last tx_flush
     cdef uint64_t io_loops
 
     cdef void _free_session(self, session* s) noexcept nogil

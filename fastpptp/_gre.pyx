@@ -32,6 +32,7 @@ from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memcpy, memcmp, memset
 
 cimport fastpptp._sys as sys_
+from fastpptp._greport cimport GrePort, RawPort, PORT_HEADROOM, PORT_MAX_FDS, P_ICMP_ERRORS
 from fastpptp._sys cimport (pthread_mutex_lock, pthread_mutex_unlock, pthread_mutex_init,
                             pthread_mutex_destroy, mmsghdr, iovec, sockaddr_in, epoll_event,
                             timespec)
@@ -95,6 +96,8 @@ if RLQ_SLOT != _dp.RLQ_SLOT:
 cdef double RL_EPS = 1e-6      # bytes: a deadline computed for a packet lets it pass
 cdef uint32_t U32 = 0xFFFFFFFF
 cdef int RECV_CHUNK = 64        # recv_control: frames copied out per hold of the table lock
+cdef uint32_t PORT_EV = 1000    # epoll data of the GRE port's fds: PORT_EV + index in port.fds
+cdef uint32_t WAKE_EV = 999     # epoll data of the wake eventfd
 
 
 # --------------------------------------------------------------------------- tiny helpers
@@ -195,7 +198,7 @@ cdef class Engine:
         self.routes = <route_entry*>calloc(self.route_cap, sizeof(route_entry))
         self.efd = -1
         self.wake_fd = -1
-        self.gre_fd = -1
+        self.port = None
         self.io_ep = -1
         cdef int t
         for t in range(MAX_TUN):
@@ -781,13 +784,30 @@ cdef class Engine:
         return out
 
     def totals(self):
+        """Engine-wide counters (TOTAL_NAMES); ``icmp_errors`` includes what the running GRE
+        port read from the kernel."""
         cdef int i
         out = {}
         self._lock()
         for i in range(len(TOTAL_NAMES)):
             out[TOTAL_NAMES[i]] = self.totals_c[i]
+        if self.port is not None:
+            out["icmp_errors"] += self.port.pc[P_ICMP_ERRORS] - self.port_icmp_base
         self._unlock()
         return out
+
+    def port_counters(self):
+        """The running GRE port's counters ({} when the I/O thread is not running)."""
+        self._lock()
+        try:
+            return {} if self.port is None else self.port.counters()
+        finally:
+            self._unlock()
+
+    @property
+    def gre_port(self):
+        """The running GRE port (None when the I/O thread is not running)."""
+        return self.port
 
     # ------------------------------------------------------------------ timers
     cdef void _arm(self, session* s, double dl) noexcept nogil:
@@ -1182,8 +1202,9 @@ cdef class Engine:
             if self.tun_vnet[s.tun] == 0:
                 sys_.write(self.tun_fds[s.tun], p, n)
                 return 1
-            if self.offload and p >= self.io_gre_slab and p < self.io_gre_slab + <size_t>self.batch * IO_ROW:
-                # held for GRO until the end of the batch (the slab row stays valid till then)
+            if self.offload and p >= self.rx_cur and p < self.rx_cur_end:
+                # the datagram being decapsulated, in the port's receive memory: held for
+                # GRO until the end of the batch (valid until port.rx_release)
                 if self.gro_n and (self.gro_tun != s.tun or self.gro_n >= GRO_MAX):
                     self.io_flush_tun()
                 self.gro_ptrs[self.gro_n] = p
@@ -1226,29 +1247,25 @@ cdef class Engine:
         return 1
 
     cdef void emit_gre(self, session* s, uint8_t* p, uint32_t n) noexcept nogil:
-        cdef mmsghdr* m
         cdef uint8_t* q
         cdef int i
         if self.mode == MODE_IO:
-            if self.io_out_n >= self.batch * 2:
+            if self.io_out_n >= self.port.tx_cap:
                 self.io_flush_gre()
-            i = self.io_out_n
             q = p
             if not ((p >= self.io_tun_slab and p < self.io_tun_slab + <size_t>self.batch * IO_ROW) or
                     (p >= self.io_seg_slab and p < self.io_seg_slab + <size_t>SEG_MAX * SEG_ROW)):
-                # not in the TUN slab (control, ack, queued): copy until the sendmmsg
-                if self.io_scratch_used + n > self.io_scratch_cap:
+                # not in a TUN/segment slab row (control, ack, queued, MPPE-released): copy,
+                # with the port's headroom in front, until the port's tx_flush
+                if self.io_scratch_used + PORT_HEADROOM + n + 16 > self.io_scratch_cap:
                     self.io_flush_gre()
-                    i = 0
-                q = self.io_scratch + self.io_scratch_used
+                q = self.io_scratch + self.io_scratch_used + PORT_HEADROOM
                 memcpy(q, p, n)
-                self.io_scratch_used += (n + 15) & ~(<size_t>15)
-            self.io_out_iov[i].iov_base = q
-            self.io_out_iov[i].iov_len = n
-            self.io_out_addr[i].sin_family = sys_.AF_INET
-            self.io_out_addr[i].sin_port = 0
-            self.io_out_addr[i].sin_addr.s_addr = s.peer_be
-            self.io_out_n = i + 1
+                self.io_scratch_used += (PORT_HEADROOM + n + 15) & ~(<size_t>15)
+            # a slab row has HEADROOM bytes before the packet; the PPP/MPPE/GRE headers take at
+            # most 24 of them, so PORT_HEADROOM (40) are left in front of the GRE header
+            self.port.tx_add(q, n, s.peer_be)
+            self.io_out_n += 1
         elif self.mode == MODE_SLAB:
             if self.o_dst != NULL:
                 i = self.slab_cur
@@ -1410,78 +1427,56 @@ cdef class Engine:
     # ------------------------------------------------------------------ I/O mode
     cdef int _io_alloc(self) except -1:
         cdef int b = self.batch
-        cdef int i
-        # the two slabs are numpy arrays (kept alive by the engine); the loop uses their memory
-        cdef uint8_t[:, ::1] tv, gv
+        # the TUN slab is a numpy array (kept alive by the engine); the loop uses its memory
+        cdef uint8_t[:, ::1] tv
         self.io_tun_np = np.zeros((b, IO_ROW), np.uint8)
-        self.io_gre_np = np.zeros((b, IO_ROW), np.uint8)
         tv = self.io_tun_np
-        gv = self.io_gre_np
         self.io_tun_slab = &tv[0, 0]
-        self.io_gre_slab = &gv[0, 0]
-        self.io_scratch_cap = <size_t>b * 2 * (self.max_frame + HEADROOM + TXQ_SLOT)
+        # copies of frames until the port's flush: at most tx_cap frames between flushes
+        self.io_scratch_cap = <size_t>(self.port.tx_cap if self.port.tx_cap > 0 else 2 * b) * \
+            (PORT_HEADROOM + self.max_frame + HEADROOM + 16)
         self.io_scratch = <uint8_t*>malloc(self.io_scratch_cap)
-        self.io_out = <mmsghdr*>calloc(b * 2, sizeof(mmsghdr))
-        self.io_out_iov = <iovec*>calloc(b * 2, sizeof(iovec))
-        self.io_out_addr = <sockaddr_in*>calloc(b * 2, sizeof(sockaddr_in))
-        self.io_in = <mmsghdr*>calloc(b, sizeof(mmsghdr))
-        self.io_in_iov = <iovec*>calloc(b, sizeof(iovec))
+        self.rx_ptrs = <uint8_t**>calloc(b, sizeof(uint8_t*))
+        self.rx_lens = <uint32_t*>calloc(b, sizeof(uint32_t))
         self.io_seg_slab = <uint8_t*>malloc(<size_t>SEG_MAX * SEG_ROW)
         self.io_seg_lens = <uint32_t*>calloc(SEG_MAX, sizeof(uint32_t))
         self.gro_ptrs = <uint8_t**>calloc(GRO_MAX, sizeof(uint8_t*))
         self.gro_lens = <uint32_t*>calloc(GRO_MAX, sizeof(uint32_t))
         self.gro_dst = <uint8_t*>malloc(65536 + 64)
         self.gro_n = 0
+        self.io_out_n = 0
+        self.io_scratch_used = 0
+        self.rx_cur = self.rx_cur_end = NULL
         if (self.io_seg_slab == NULL or self.io_seg_lens == NULL or self.gro_ptrs == NULL
-                or self.gro_lens == NULL or self.gro_dst == NULL):
+                or self.gro_lens == NULL or self.gro_dst == NULL or self.io_scratch == NULL
+                or self.rx_ptrs == NULL or self.rx_lens == NULL):
             self._io_free()
             raise MemoryError()
-        if (self.io_tun_slab == NULL or self.io_gre_slab == NULL or self.io_scratch == NULL
-                or self.io_out == NULL or self.io_out_iov == NULL or self.io_out_addr == NULL
-                or self.io_in == NULL or self.io_in_iov == NULL):
-            self._io_free()
-            raise MemoryError()
-        for i in range(b * 2):
-            self.io_out[i].msg_hdr.msg_iov = &self.io_out_iov[i]
-            self.io_out[i].msg_hdr.msg_iovlen = 1
-            if self.gre_inet:
-                self.io_out[i].msg_hdr.msg_name = &self.io_out_addr[i]
-                self.io_out[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
-        for i in range(b):
-            self.io_in_iov[i].iov_base = self.io_gre_slab + <size_t>i * IO_ROW + HEADROOM
-            self.io_in_iov[i].iov_len = IO_ROW - HEADROOM
-            self.io_in[i].msg_hdr.msg_iov = &self.io_in_iov[i]
-            self.io_in[i].msg_hdr.msg_iovlen = 1
         return 0
 
     cdef void _io_free(self) noexcept:
         self.io_tun_np = None
-        self.io_gre_np = None
         free(self.io_scratch)
-        free(self.io_out)
-        free(self.io_out_iov)
-        free(self.io_out_addr)
-        free(self.io_in)
-        free(self.io_in_iov)
+        free(self.rx_ptrs)
+        free(self.rx_lens)
         free(self.io_seg_slab)
         free(self.io_seg_lens)
         free(self.gro_ptrs)
         free(self.gro_lens)
         free(self.gro_dst)
         self.io_seg_slab = self.gro_dst = NULL
-        self.io_seg_lens = self.gro_lens = NULL
-        self.gro_ptrs = NULL
-        self.io_tun_slab = self.io_gre_slab = self.io_scratch = NULL
-        self.io_out = self.io_in = NULL
-        self.io_out_iov = self.io_in_iov = NULL
-        self.io_out_addr = NULL
+        self.io_seg_lens = self.gro_lens = self.rx_lens = NULL
+        self.gro_ptrs = self.rx_ptrs = NULL
+        self.io_tun_slab = self.io_scratch = NULL
 
     supports_vnet_hdr = True
 
-    def start(self, tun_fds, gre_fd, *, vnet_hdr_len=None):
-        """Start the native I/O thread on ``tun_fds`` (TUN index = list position) and the raw
-        GRE socket ``gre_fd`` (an AF_UNIX datagram socket is accepted as a test fake: frames
-        are then sent without an address).  ``vnet_hdr_len``: None = ask each TUN (IFF_VNET_HDR
+    def start(self, tun_fds, gre, *, vnet_hdr_len=None):
+        """Start the native I/O thread on ``tun_fds`` (TUN index = list position) and the GRE
+        port ``gre``: a :class:`fastpptp._greport.GrePort` (raw, packet ring, AF_XDP; the
+        caller keeps it and closes it after stop()), or the fd of a raw GRE socket, wrapped
+        in a RawPort (an AF_UNIX datagram socket is accepted as a test fake: frames are then
+        sent without an address).  ``vnet_hdr_len``: None = ask each TUN (IFF_VNET_HDR
         and TUNGETVNETHDRSZ); an int or a list = what each fd carries (fakes in tests).  With a
         virtio_net_hdr, TSO super-packets are segmented to the session MTU and, when
         ``offload``, in-order TCP segments are coalesced (GRO) into one write."""
@@ -1489,17 +1484,23 @@ cdef class Engine:
             raise RuntimeError("already started")
         if self.wake_fd < 0:
             raise RuntimeError("engine closed")
-        fds, gre_fd, vl = _args.start(tun_fds, gre_fd, vnet_hdr_len)
-        cdef int dom = 0, i, ep
-        cdef sys_.socklen_t sl = sizeof(int)
+        cdef GrePort port
+        if isinstance(gre, GrePort):
+            port = gre
+            fds, _unused, vl = _args.start(tun_fds, None, vnet_hdr_len)
+        else:
+            fds, gre_fd, vl = _args.start(tun_fds, gre, vnet_hdr_len)
+            os.set_blocking(gre_fd, False)
+            port = RawPort(gre_fd, self.batch)
+        cdef int i, ep, k
         cdef epoll_event ev
-        if sys_.getsockopt(gre_fd, sys_.SOL_SOCKET, sys_.SO_DOMAIN, &dom, &sl) != 0:
-            raise OSError(sys_.errno, "gre_fd is not a socket")
         for i in range(len(fds)):
             if self.tun_owner[i] != TUN_FREE:
                 raise ValueError(f"TUN index {i} is taken (add_tun): start() fills 0..{len(fds) - 1}")
-        self.gre_inet = 1 if dom == sys_.AF_INET else 0
-        self.gre_fd = gre_fd
+        if port.tx_cap < 1:
+            raise ValueError(f"GRE port {port.describe()} cannot send")
+        self.port = port
+        self.port_icmp_base = port.pc[P_ICMP_ERRORS]
         for i in range(len(fds)):
             os.set_blocking(fds[i], False)
             self.tun_fds[i] = fds[i]
@@ -1507,7 +1508,6 @@ cdef class Engine:
             self.tun_owner[i] = TUN_FROM_START
         self._tun_highwater()
         self.offload = 1 if self.config.offload else 0
-        os.set_blocking(gre_fd, False)
         self._io_alloc()
         # The epoll set lives from here to stop(): add_tun/remove_tun change it while the
         # loop waits on it (epoll_ctl is safe against a concurrent epoll_wait).
@@ -1520,11 +1520,12 @@ cdef class Engine:
                 ev.events = sys_.EPOLLIN
                 ev.data.u32 = i
                 sys_.epoll_ctl(ep, sys_.EPOLL_CTL_ADD, self.tun_fds[i], &ev)
+        for k in range(port.nfds):
+            ev.events = sys_.EPOLLIN
+            ev.data.u32 = PORT_EV + k
+            sys_.epoll_ctl(ep, sys_.EPOLL_CTL_ADD, port.fds[k], &ev)
         ev.events = sys_.EPOLLIN
-        ev.data.u32 = 1000
-        sys_.epoll_ctl(ep, sys_.EPOLL_CTL_ADD, self.gre_fd, &ev)
-        ev.events = sys_.EPOLLIN
-        ev.data.u32 = 1001
+        ev.data.u32 = WAKE_EV
         sys_.epoll_ctl(ep, sys_.EPOLL_CTL_ADD, self.wake_fd, &ev)
         self.io_ep = ep
         self.stopping = 0
@@ -1636,6 +1637,10 @@ cdef class Engine:
         self._tun_highwater()
         self._unlock()
         self._io_free()
+        # the port's ICMP errors of this run stay in the totals; the port is the caller's
+        # (or our RawPort over the caller's fd)
+        self.totals_c[C_ICMP_ERRORS] += self.port.pc[P_ICMP_ERRORS] - self.port_icmp_base
+        self.port = None
 
     def close(self):
         """Stop the I/O thread and release the eventfds (``control_fd`` becomes -1).  The
@@ -1732,30 +1737,17 @@ cdef class Engine:
         self.gro_n = 0
 
     cdef void io_flush_gre(self) noexcept nogil:
-        cdef int done = 0, r, e, icmp = 0
-        while done < self.io_out_n:
-            r = sys_.sendmmsg(self.gre_fd, self.io_out + done, self.io_out_n - done, sys_.MSG_DONTWAIT)
-            if r < 0:
-                e = sys_.errno
-                if e == sys_.EINTR:
-                    continue
-                if (e == sys_.ENOPROTOOPT or e == sys_.ECONNREFUSED or e == sys_.EHOSTUNREACH
-                        or e == sys_.ENETUNREACH) and icmp < 16:
-                    # an ICMP error about an earlier packet: count it, this one is retried
-                    self.totals_c[C_ICMP_ERRORS] += 1
-                    icmp += 1
-                    continue
-                # EAGAIN (socket buffer full), EMSGSIZE, ...: drop the rest of this packet
-                done += 1
-                continue
-            done += r if r > 0 else 1
+        """Send what the port holds; the scratch copies are free again afterwards."""
+        if self.io_out_n > 0:
+            self.port.tx_flush()
         self.io_out_n = 0
         self.io_scratch_used = 0
 
     cdef void io_loop(self) noexcept nogil:
         cdef epoll_event ev
-        cdef epoll_event evs[MAX_TUN + 2]
+        cdef epoll_event evs[MAX_TUN + 2 + PORT_MAX_FDS]
         cdef uint8_t ready[MAX_TUN]
+        cdef uint32_t port_ev[PORT_MAX_FDS]
         cdef bint gre_ready
         cdef uint32_t u
         cdef int ep = self.io_ep
@@ -1764,7 +1756,6 @@ cdef class Engine:
         cdef double now, dl
         cdef sys_.ssize_t nr
         cdef uint8_t* row
-        cdef int icmp_retries
         if ep < 0:
             return
         # start() built the epoll set; add_tun/remove_tun change it under the lock
@@ -1782,18 +1773,20 @@ cdef class Engine:
                 timeout = <int>((dl - now) * 1000.0) + 1
                 if timeout > 1000:
                     timeout = 1000
-            r = sys_.epoll_wait(ep, evs, MAX_TUN + 2, timeout)
+            r = sys_.epoll_wait(ep, evs, MAX_TUN + 2 + PORT_MAX_FDS, timeout)
             if self.stopping:
                 break
             # only what epoll reported is read (no syscall just to hear EAGAIN); level-
             # triggered, so a side that still has packets after a batch comes back at once
             memset(ready, 0, MAX_TUN)
+            memset(port_ev, 0, sizeof(port_ev))
             gre_ready = 0
             for i in range(r if r > 0 else 0):
                 u = evs[i].data.u32
-                if u == 1001:
+                if u == WAKE_EV:
                     sys_.read(self.wake_fd, &v, 8)
-                elif u == 1000:
+                elif PORT_EV <= u < PORT_EV + PORT_MAX_FDS:
+                    port_ev[u - PORT_EV] = evs[i].events
                     gre_ready = 1
                 elif u < MAX_TUN:
                     ready[u] = 1
@@ -1801,35 +1794,24 @@ cdef class Engine:
             pthread_mutex_lock(&self.lock)
             self.mode = MODE_IO
             now = mono_now()
-            # GRE side: recvmmsg a batch into the slab, decapsulate, write to TUN
-            icmp_retries = 0
-            while gre_ready:
-                for i in range(self.batch):
-                    self.io_in[i].msg_hdr.msg_name = NULL
-                    self.io_in[i].msg_hdr.msg_namelen = 0
-                    self.io_in[i].msg_hdr.msg_flags = 0
-                got = sys_.recvmmsg(self.gre_fd, self.io_in, self.batch, sys_.MSG_DONTWAIT, NULL)
-                if got < 0:
-                    e = sys_.errno
-                    if e == sys_.EINTR:
-                        continue
-                    if ((e == sys_.ENOPROTOOPT or e == sys_.ECONNREFUSED or e == sys_.EHOSTUNREACH
-                            or e == sys_.ENETUNREACH) and icmp_retries < 8):
-                        self.totals_c[C_ICMP_ERRORS] += 1
-                        icmp_retries += 1
-                        continue
-                    break
+            # GRE side: a batch from the port (pointers into its receive memory), decapsulated
+            # in place; delivered packets may be held for GRO until io_flush_tun, and the
+            # port gets its memory back only after that
+            got = 0
+            if gre_ready:
+                got = self.port.rx_burst(port_ev, self.rx_ptrs, self.rx_lens, self.batch)
                 for i in range(got):
                     if i + 4 < got:
-                        self.prefetch_call(self.io_gre_slab + <size_t>(i + 4) * IO_ROW + HEADROOM,
-                                           self.io_in[i + 4].msg_len, 0)
+                        self.prefetch_call(self.rx_ptrs[i + 4], self.rx_lens[i + 4], 0)
                     if i + 2 < got:
-                        self.prefetch_call(self.io_gre_slab + <size_t>(i + 2) * IO_ROW + HEADROOM,
-                                           self.io_in[i + 2].msg_len, 1)
-                    self.decap_one(self.io_gre_slab + <size_t>i * IO_ROW + HEADROOM,
-                                   self.io_in[i].msg_len, now)
-                break
+                        self.prefetch_call(self.rx_ptrs[i + 2], self.rx_lens[i + 2], 1)
+                    self.rx_cur = self.rx_ptrs[i]
+                    self.rx_cur_end = self.rx_cur + self.rx_lens[i]
+                    self.decap_one(self.rx_cur, self.rx_lens[i], now)
+                self.rx_cur = self.rx_cur_end = NULL
             self.io_flush_tun()
+            if got > 0:
+                self.port.rx_release()
             # control frames from Python
             self.flush_control(now)
             # TUN side: read a batch per TUN into the slab at HEADROOM, encapsulate in place

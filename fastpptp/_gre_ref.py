@@ -297,6 +297,9 @@ class Engine:
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._thread = None
         self._running = False
+        self._port = None                           # the GRE port object, from start() to stop()
+        self._port_icmp_base = 0
+        self._gre_sock = None
         self._max_frame = cfg.mru + FRAME_SLACK
         # receive windows (_rxwin_ref): their parameters and the reorder frames all calls share
         self._rxp = _rxwin.RxParams(cfg.reorder_depth, cfg.reorder_timeout, cfg.ack_delay)
@@ -534,7 +537,10 @@ class Engine:
 
     def totals(self):
         with self._lock:
-            return dict(self._totals)
+            out = dict(self._totals)
+            if self._port is not None:
+                out["icmp_errors"] += self._port.counters()["icmp_errors"] - self._port_icmp_base
+            return out
 
     # ------------------------------------------------------------------ sans-I/O core
     def process(self, now, tun_in=(), gre_in=()):
@@ -889,26 +895,34 @@ class Engine:
     # ------------------------------------------------------------------ I/O mode
     supports_vnet_hdr = True
 
-    def start(self, tun_fds, gre_fd, *, vnet_hdr_len=None):
+    def start(self, tun_fds, gre, *, vnet_hdr_len=None):
         """Run the I/O loop in a thread; see fastpptp._gre.Engine.start.  ``tun_fds`` take
-        indexes 0..n-1 until stop(); TUNs added with add_tun keep theirs."""
+        indexes 0..n-1 until stop(); TUNs added with add_tun keep theirs.  ``gre``: a GRE
+        port object (its Python ``poll_fds``/``recv_batch``/``send_batch``, which copy) or
+        the fd of a raw GRE socket, used directly with Python socket calls."""
         if self._thread is not None:
             raise RuntimeError("already started")
         if self._wake < 0:
             raise RuntimeError("engine closed")
-        fds, gre_fd, vl = _args.start(tun_fds, gre_fd, vnet_hdr_len)
+        port = gre if hasattr(gre, "recv_batch") else None
+        fds, gre_fd, vl = _args.start(tun_fds, None if port is not None else gre, vnet_hdr_len)
         for i in range(len(fds)):
             if i < len(self._tun_owner) and self._tun_owner[i] is not None:
                 raise ValueError(f"TUN index {i} is taken (add_tun): start() fills 0..{len(fds) - 1}")
-        dom = socket.socket(fileno=os.dup(gre_fd))
-        dom.setblocking(False)
+        self._port = port
+        self._port_icmp_base = port.counters()["icmp_errors"] if port is not None else 0
+        dom = None
+        if port is None:
+            dom = socket.socket(fileno=os.dup(gre_fd))
+            dom.setblocking(False)
         with self._lock:
             for i, fd in enumerate(fds):
                 os.set_blocking(fd, False)
                 self._tun_set(i, fd, vl[i], "start")
         self._gre_fd = gre_fd
-        os.set_blocking(gre_fd, False)
-        self._gre_is_inet = dom.family == socket.AF_INET
+        if dom is not None:
+            os.set_blocking(gre_fd, False)
+        self._gre_is_inet = dom is not None and dom.family == socket.AF_INET
         self._gre_sock = dom
         # The epoll set lives from here to stop(): add_tun/remove_tun change it while the
         # loop waits on it.
@@ -916,7 +930,11 @@ class Engine:
         for fd in self._tun_fds:
             if fd >= 0:
                 self._ep.register(fd, select.EPOLLIN)
-        self._ep.register(gre_fd, select.EPOLLIN)
+        if port is not None:
+            for fd in port.poll_fds():
+                self._ep.register(fd, select.EPOLLIN)
+        else:
+            self._ep.register(gre_fd, select.EPOLLIN)
         self._ep.register(self._wake, select.EPOLLIN)
         self._running = True
         self._stop = False
@@ -937,7 +955,22 @@ class Engine:
             for i, owner in enumerate(self._tun_owner):
                 if owner == "start":            # add_tun'd TUNs stay until remove_tun
                     self._tun_set(i, -1, 0, None)
-        self._gre_sock.close()
+            if self._port is not None:
+                self._totals["icmp_errors"] += self._port.counters()["icmp_errors"] - self._port_icmp_base
+                self._port = None
+        if self._gre_sock is not None:
+            self._gre_sock.close()
+            self._gre_sock = None
+
+    def port_counters(self):
+        """The running GRE port's counters ({} when not running or on a bare fd)."""
+        with self._lock:
+            return {} if self._port is None else self._port.counters()
+
+    @property
+    def gre_port(self):
+        """The running GRE port object (None when not running or on a bare fd)."""
+        return self._port
 
     # ------------------------------------------------------------------ TUN table
     def _tun_set(self, i, fd, vnet, owner):
@@ -1005,6 +1038,10 @@ class Engine:
             os.eventfd_write(self._wake, 1)
 
     def _send_gre(self, gre_out):
+        if self._port is not None:
+            if gre_out:
+                self._port.send_batch([(frame, addr) for addr, frame in gre_out])
+            return
         for addr, frame in gre_out:
             try:
                 if self._gre_is_inet:
@@ -1108,7 +1145,9 @@ class Engine:
             now = time.monotonic()
             tun_out, gre_out = [], []
             with self._lock:
-                for _ in range(batch):
+                for d in (self._port.recv_batch(batch) if self._port is not None else ()):
+                    self._decap(d, now, tun_out)
+                for _ in range(batch if self._port is None else 0):
                     try:
                         d = self._gre_sock.recv(65535)
                     except (BlockingIOError, InterruptedError):

@@ -13,6 +13,7 @@ import os
 import sys
 
 from .config import ConfigError, PppOptions, parse_ppp_options, parse_pptpd_conf, expand_ip_list
+from .net.greport import GRE_IO_MODES
 from .pptp.messages import PPTP_PORT
 from .shaping import RateLimit, parse_rate
 
@@ -119,6 +120,10 @@ def server_parser() -> argparse.ArgumentParser:
     p.add_argument("--flow-control", action="store_true",
                    help="honour the peers' Packet Receive Window (RFC 2637 sliding window, for old "
                         "PNSs; Windows and Linux peers do not need it)")
+    p.add_argument("--gre-io", choices=GRE_IO_MODES, default="auto",
+                   help="how the data plane sends and receives GRE: xdp (AF_XDP socket + our XDP program), "
+                        "packet (AF_PACKET ring + a TCX ingress drop), raw (the kernel's raw GRE socket, "
+                        "portable); auto (default) takes the fastest that works here and logs why")
     p.add_argument("--user", default=None, metavar="NAME",
                    help="after start-up run as this user (e.g. nobody or a dedicated fastpptp user), "
                         "keeping only CAP_NET_ADMIN and CAP_NET_RAW")
@@ -259,7 +264,7 @@ def build_server_config(args: argparse.Namespace):
         max_auth_failures=args.max_auth_failures,
         control_socket=args.control_socket or None, impl=args.impl, offload=not args.no_offload,
         pptp_echo_interval=args.pptp_echo_interval, log_level=level,
-        option_file=opt_path, flow_control=args.flow_control,
+        option_file=opt_path, flow_control=args.flow_control, gre_io=args.gre_io,
         metrics_listen=args.metrics_listen, metrics_per_session=args.metrics_per_session,
         default_rate_limit=args.default_rate_limit,
         radius=_with_dae(build_radius_settings(args, opts), args),
@@ -420,6 +425,10 @@ def client_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-offload", action="store_true")
     p.add_argument("--flow-control", action="store_true",
                    help="honour the server's Packet Receive Window (RFC 2637 sliding window, old PACs)")
+    p.add_argument("--gre-io", choices=GRE_IO_MODES, default="auto",
+                   help="how the data plane sends and receives GRE: xdp (AF_XDP socket + our XDP program), "
+                        "packet (AF_PACKET ring + a TCX ingress drop), raw (the kernel's raw GRE socket, "
+                        "portable); auto (default) takes the fastest that works here and logs why")
     p.add_argument("--local-address", help="source address for TCP and GRE (pptp --localbind)")
     p.add_argument("--up-file", help="write a JSON line here when the tunnel is up (for scripts/tests)")
     p.add_argument("--run-as-user", default=None, metavar="NAME",
@@ -457,7 +466,7 @@ def build_client_config(args: argparse.Namespace):
                         routes=tuple(args.route), interface=args.interface, impl=args.impl,
                         offload=not args.no_offload, pptp_echo_interval=args.pptp_echo_interval,
                         up_file=args.up_file, log_level=level, flow_control=args.flow_control,
-                        local_address=args.local_address), (args.syslog, args.logfile or opts.logfile)
+                        local_address=args.local_address, gre_io=args.gre_io), (args.syslog, args.logfile or opts.logfile)
 
 
 def client_main(argv: list[str] | None = None) -> int:

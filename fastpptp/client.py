@@ -70,6 +70,7 @@ class ClientConfig:
     connect_timeout: float = 30.0
     local_address: str | None = None     # pptp --localbind: source of TCP and GRE
     flow_control: bool = False           # RFC 2637 sliding window (old PACs); peers ignore it
+    gre_io: str = "auto"                 # GRE port: auto|xdp|packet|raw (fastpptp/net/greport.py)
 
 
 class FailureKind(enum.Enum):
@@ -242,7 +243,8 @@ class Client:
         """One connection, until it ends: True if the tunnel came up (``self.failure`` then
         says why it went down, None if we stopped it); raises AttemptFailed if it did not."""
         from .dataplane import EngineConfig, load_engine
-        from .net import rawgre, tun
+        from .net import tun
+        from .net.greport import open_gre_io
         from .pptp.control import ControlConfig, ControlConnection, Role
         # Imported (and the link config built) before we dial: pppd behind pptpd sends its
         # first LCP Configure-Request ~0.1 s after the Outgoing-Call-Reply, and a first-time
@@ -270,11 +272,15 @@ class Client:
         else:
             tundev = tun.open_tun(cfg.interface, vnet_hdr=offload, offload=offload)
         self._undo.append(tundev.close)
-        gre = rawgre.open_gre_socket(cfg.local_address)
-        self._undo.append(gre.close)
         engine = Engine(EngineConfig(mtu=mtu, mru=cfg.ppp.mru or 1500, offload=offload,
                                      flow_control=cfg.flow_control))
-        engine.start([tundev.fd], gre.fileno(), vnet_hdr_len=tundev.vnet_hdr_len)
+        gre = open_gre_io(cfg.gre_io, local=cfg.local_address, peer=server_ip,
+                          batch=engine.config.batch)
+        self._undo.append(gre.close)
+        gre.peer_up(server_ip)
+        # the reference engine (benchmark baseline) does its own socket calls on a raw socket
+        port = gre.port if cfg.impl == "compiled" or gre.mode != "raw" else gre.raw.fileno()
+        engine.start([tundev.fd], port, vnet_hdr_len=tundev.vnet_hdr_len)
         self._undo.append(engine.stop)
         hub = EngineHub(engine, loop)
         self._undo.append(hub.close)

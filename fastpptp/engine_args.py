@@ -232,13 +232,16 @@ def add_tun(fd: object, vnet_hdr_len: object) -> tuple[int, int]:
 
 def start(tun_fds: Iterable[object], gre_fd: object,
           vnet_hdr_len: int | Iterable[object] | None) -> tuple[list[int], int, list[int]]:
-    """(TUN fds, GRE socket fd, virtio_net_hdr length per TUN)."""
+    """(TUN fds, GRE socket fd, virtio_net_hdr length per TUN).  ``gre_fd`` None: the
+    caller passed a GRE port object, checked by the engine (the fd returned is -1)."""
     fds = [_fd(f) for f in tun_fds]
     if len(fds) > MAX_TUN:
         raise ValueError("too many TUN fds")
-    g = _fd(gre_fd)
-    if not stat.S_ISSOCK(os.fstat(g).st_mode):
-        raise OSError(errno.ENOTSOCK, "gre_fd is not a socket")
+    g = -1
+    if gre_fd is not None:
+        g = _fd(gre_fd)
+        if not stat.S_ISSOCK(os.fstat(g).st_mode):
+            raise OSError(errno.ENOTSOCK, "gre_fd is not a socket")
     if vnet_hdr_len is None or isinstance(vnet_hdr_len, int):
         vl = vnet_lengths(fds, vnet_hdr_len)
     else:

@@ -91,6 +91,7 @@ from .shaping import UNLIMITED, RateLimit, RateLimitBackend, RateSource
 from .status import DEFAULT_CONTROL_SOCKET, SessionMatch, StatusServer
 
 if TYPE_CHECKING:
+    from .net.greport import GreIo
     from .radius.dae import CoaChange, DaeSession
 
 log = logging.getLogger("fastpptp.server")
@@ -127,6 +128,7 @@ class ServerConfig:
     log_level: str = "info"
     option_file: str | None = None       # re-read on SIGHUP
     flow_control: bool = False           # RFC 2637 sliding window (old PACs/PNSs); peers ignore it
+    gre_io: str = "auto"                 # GRE port: auto|xdp|packet|raw (fastpptp/net/greport.py)
     metrics_listen: str | None = None    # "ADDR:PORT": Prometheus /metrics (fastpptp/metrics.py)
     metrics_per_session: bool = False    # per-session series (labels session, user)
     default_rate_limit: RateLimit | None = None   # every session without a per-user limit
@@ -137,9 +139,11 @@ class ServerEngine(SessionEngine, Protocol):
     """The part of the engine API (docs/DESIGN.md, "Engine API") the server calls itself;
     sessions use the rest through :class:`~fastpptp.aio.session.EngineHub`."""
 
-    def start(self, tun_fds: list[int], gre_fd: int, *, vnet_hdr_len: int | None = None) -> None: ...
+    def start(self, tun_fds: list[int], gre: object, *, vnet_hdr_len: int | None = None) -> None: ...
 
     def stop(self) -> None: ...
+
+    def port_counters(self) -> dict[str, int]: ...
 
     def add_tun(self, fd: int, vnet_hdr_len: int | None = None) -> int: ...
 
@@ -183,7 +187,7 @@ class Server:
         self._on_event = on_event
         self._engine: ServerEngine | None = None
         self._tun: TunLike | None = None
-        self._gre: socket.socket | None = None
+        self._gre: GreIo | None = None          # the GRE port (fastpptp/net/greport.py)
         self._tun_factory = tun_factory
         self._configure_network = configure_network
         self.pool = AddressPool(config.remote_ips)
@@ -283,7 +287,8 @@ class Server:
 
     def _open_dataplane(self) -> None:
         from .dataplane import EngineConfig, load_engine
-        from .net import rawgre, tun
+        from .net import tun
+        from .net.greport import open_gre_io
         mtu = self._ppp.mtu or 1400
         Engine = load_engine(self.config.impl)
         # IFF_VNET_HDR puts a virtio_net_hdr before every packet: only an engine that says it
@@ -291,13 +296,16 @@ class Server:
         offload = self.config.offload and Engine.supports_vnet_hdr
         self._tun_offload = offload
         bind = self.config.listen if self.config.listen not in ("0.0.0.0", "::") else None
-        gre = self._gre = rawgre.open_gre_socket(bind)
         engine: ServerEngine = Engine(EngineConfig(mtu=mtu, mru=self._ppp.mru or 1500, offload=offload,
                                                    flow_control=self.config.flow_control))
+        gre = self._gre = open_gre_io(self.config.gre_io, local=bind, batch=engine.config.batch)
+        # the reference engine is the benchmark baseline: its own Python socket calls on the
+        # raw socket, never the compiled port (whose Python helpers copy)
+        port = gre.port if self.config.impl == "compiled" or gre.mode != "raw" else gre.raw.fileno()
         self._engine = engine
         if self.config.per_session_interfaces:
             # no shared TUN: each call adds its own to the running engine (_open_interface)
-            engine.start([], gre.fileno())
+            engine.start([], port)
             return
         dev: TunLike
         if self._tun_factory is not None:
@@ -309,7 +317,7 @@ class Server:
             netlink.set_mtu(dev.name, mtu)
             netlink.add_address(dev.name, f"{self.config.local_ips[0]}/32")
             netlink.set_link_up(dev.name)
-        engine.start([dev.fd], gre.fileno(), vnet_hdr_len=dev.vnet_hdr_len)
+        engine.start([dev.fd], port, vnet_hdr_len=dev.vnet_hdr_len)
 
     async def serve_forever(self) -> None:
         await self._stopped.wait()
@@ -355,8 +363,7 @@ class Server:
         if self._engine is not None:
             self._engine.stop()
             if self._gre is not None:
-                with contextlib.suppress(Exception):
-                    self._gre.close()
+                self._gre.close()                   # logs what it cannot close
             if self._tun is not None:
                 with contextlib.suppress(Exception):
                     self._tun.close()
@@ -416,6 +423,8 @@ class Server:
             return
         self._streams.add(stream)
         self._calls_of[stream] = set()
+        if self._gre is not None:
+            self._gre.peer_up(peer)            # its GRE comes from the control connection's peer
         stream.conn.source = peer              # its call IDs' quarantine counts against it
         log.info("control connection from %s", peer)
 
@@ -480,6 +489,8 @@ class Server:
         if stream in self._streams:           # admitted: it counted as open
             self._streams.discard(stream)
             self.admission.disconnect(_source(stream))
+            if self._gre is not None:
+                self._gre.peer_down(_source(stream))
         for call_id in self._calls_of.pop(stream, set()):
             s = self.sessions.get(call_id)
             if s is not None:
@@ -1101,7 +1112,16 @@ class Server:
     def snapshot(self) -> dict[str, Any]:
         return {"sessions": [self._session_doc(s) for s in self.sessions.values() if not s.closed],
                 # engine-wide drops no session owns (queue full on dead calls, unknown call IDs)
-                "totals": dict(self.engine.totals()) if self._engine is not None else {}}
+                "totals": dict(self.engine.totals()) if self._engine is not None else {},
+                "gre_io": self._gre_io_doc()}
+
+    def _gre_io_doc(self) -> dict[str, Any]:
+        """The GRE port: which mode runs, on what, why, and its counters."""
+        if self._gre is None or self._engine is None:
+            return {}
+        return {"mode": self._gre.mode, "port": self._gre.port.describe(), "why": self._gre.why,
+                "interface": self._gre.iface.name if self._gre.iface is not None else None,
+                "counters": dict(self._engine.port_counters())}
 
     def _status_line(self) -> str:
         """systemd's one-line STATUS= (``systemctl status``): the session count."""

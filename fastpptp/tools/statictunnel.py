@@ -37,6 +37,7 @@ import sys
 import time
 
 from fastpptp.net import netlink
+from fastpptp.net.greport import GRE_IO_MODES
 
 EXIT_USAGE = 2
 EXIT_SETUP = 1
@@ -123,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="token bucket size in bytes (0: the engine's automatic burst)")
     p.add_argument("--rate-limit-queue", type=int, default=None,
                    help="packets held per direction over the limit (0: drop at once)")
+    p.add_argument("--gre-io", choices=GRE_IO_MODES, default="auto",
+                   help="GRE port: xdp, packet, raw, or auto (fastest available; logged)")
     p.add_argument("--stats-json", help="write counters here at exit (default: stdout)")
     return p
 
@@ -168,7 +171,8 @@ def _write_stats(path: str | None, result: dict) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fastpptp.dataplane import EngineConfig, load_engine
-    from fastpptp.net import rawgre, tun as tunmod
+    from fastpptp.net import tun as tunmod
+    from fastpptp.net.greport import open_gre_io
 
     if not 576 <= args.mtu <= 65535 - 64:
         print("statictunnel: --mtu out of range", file=sys.stderr)
@@ -207,13 +211,19 @@ def run(args: argparse.Namespace) -> int:
             "offload": offload,
             "vnet_hdr_len": getattr(dev, "vnet_hdr_len", 0),
             "tun_offloads": bool(getattr(dev, "offloads_enabled", False)),
+            "gre_io": gre.mode if gre is not None else None,
+            "gre_port": gre.counters() if gre is not None else {},   # valid until gre.close()
             "snapshot": snapshots,
             "final": final,
             "time": time.time(),
         }
 
     try:
-        gre = rawgre.open_gre_socket(args.local, rcvbuf=cfg.rcvbuf, sndbuf=cfg.sndbuf)
+        gre = open_gre_io(args.gre_io, local=args.local, peer=args.peer, batch=cfg.batch,
+                          rcvbuf=cfg.rcvbuf, sndbuf=cfg.sndbuf)
+        gre.peer_up(args.peer)
+        # the reference engine (benchmark baseline) does its own socket calls on a raw socket
+        port = gre.port if args.impl == "compiled" or gre.mode != "raw" else gre.raw.fileno()
         netlink.set_mtu(dev.name, args.mtu)
         if args.txqueuelen is not None:
             netlink.set_txqueuelen(dev.name, args.txqueuelen)
@@ -241,9 +251,9 @@ def run(args: argparse.Namespace) -> int:
             eng.set_rate_limit(cid, down, up, args.rate_limit_burst)
         eng.set_data(cid, True, True)
         if offload:
-            eng.start([dev.fd], gre.fileno(), vnet_hdr_len=dev.vnet_hdr_len)
+            eng.start([dev.fd], port, vnet_hdr_len=dev.vnet_hdr_len)
         else:
-            eng.start([dev.fd], gre.fileno())
+            eng.start([dev.fd], port)
         started = True
         print(f"READY tun={dev.name}", flush=True)
 
