@@ -30,6 +30,7 @@ import ipaddress
 import os
 import socket
 import struct
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -37,12 +38,14 @@ from typing import Any
 from . import bpf
 
 __all__ = ["XdpUnavailable", "LinkFacts", "open_xdp_port", "xdp_unavailable_reason",
+           "xdp_facility_reason",
            "link_facts", "check_xdp_hook", "AF_XDP"]
 
 AF_XDP = 44
 XDP_HEADROOM = 256      # the kernel's headroom in front of a received frame (copy mode)
 MAX_FRAME = 4096        # the largest AF_XDP chunk we use
 MAX_QUEUES = 15         # _port_xdp.MAX_QUEUES
+BIND_BUSY_WAIT = 3.0    # seconds to wait for a queue an old socket still holds
 
 # capability bits (linux/capability.h)
 CAP_NET_ADMIN = 12
@@ -134,10 +137,9 @@ def check_xdp_hook(ifindex: int, *, replace_stale: bool) -> str | None:
     return None
 
 
-def xdp_unavailable_reason(ifname_or_index: str | int, local_addrs: Iterable[str] = ()) -> str | None:
-    """None if ``open_xdp_port`` can work on this interface, else one line saying why not
-    (missing capabilities, no AF_XDP or bpf(), MTU too large for a frame, someone else's
-    XDP program attached, ...).  Changes nothing."""
+def xdp_facility_reason() -> str | None:
+    """None if this process and kernel can run an XDP port at all (capabilities, AF_XDP,
+    bpf() maps), else why not.  Interface-independent."""
     if os.uname().machine != "x86_64":
         return f"bpf() syscall number not known for {os.uname().machine}"
     caps = _caps_missing()
@@ -151,6 +153,16 @@ def xdp_unavailable_reason(ifname_or_index: str | int, local_addrs: Iterable[str
         bpf.map_create(bpf.BPF_MAP_TYPE_XSKMAP, 4, 4, 1, "fastpptp_probe").close()
     except OSError as exc:
         return f"bpf() cannot create an XSKMAP ({exc.strerror})"
+    return None
+
+
+def xdp_unavailable_reason(ifname_or_index: str | int, local_addrs: Iterable[str] = ()) -> str | None:
+    """None if ``open_xdp_port`` can work on this interface, else one line saying why not
+    (missing capabilities, no AF_XDP or bpf(), MTU too large for a frame, someone else's
+    XDP program attached, ...).  Changes nothing."""
+    reason = xdp_facility_reason()
+    if reason:
+        return reason
     for a in local_addrs:
         try:
             ipaddress.IPv4Address(a)
@@ -203,8 +215,18 @@ def open_xdp_port(ifname_or_index: str | int, local_addrs: Iterable[str], raw_so
         prog = bpf.load_xdp_gre_redirect(addr_map, xsks)
         undo.callback(prog.close)
         slow = RawPort(raw_socket, batch)
-        port = XdpPort(facts.ifindex, slow, mac=facts.mac, src=src or addrs[0], mtu=facts.mtu,
-                       queues=nq, frames=frames, batch=batch)
+        deadline = time.monotonic() + BIND_BUSY_WAIT
+        while True:
+            try:
+                port = XdpPort(facts.ifindex, slow, mac=facts.mac, src=src or addrs[0],
+                               mtu=facts.mtu, queues=nq, frames=frames, batch=batch)
+                break
+            except OSError as exc:
+                # a queue's previous AF_XDP socket (e.g. of a run just killed) lets go of it
+                # from a kernel work item, shortly after its close: EBUSY until then
+                if exc.errno != errno.EBUSY or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02)
         undo.callback(port.close)
         for qid, fd in port.xsk_fds():
             xsks.update(struct.pack("<I", qid), struct.pack("<I", fd))
