@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import resource
-import socket
 import struct
 import subprocess
 import sys
