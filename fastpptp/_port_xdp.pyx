@@ -298,6 +298,7 @@ cdef class XdpPort(GrePort):
     cdef list owned
     cdef readonly bint closed
     cdef public str attach_note     # how the XDP program is attached (set by the set-up)
+    cdef public object addr_map     # the XDP program's address map (bpf.BpfMap), set by the set-up
 
     def __cinit__(self, *args, **kw):
         self.xs = NULL

@@ -15,8 +15,8 @@ import time
 import pytest
 
 from fastpptp.net import bpf, netns
-from fastpptp.net.xdpport import (XdpUnavailable, link_facts, open_xdp_port, xdp_facility_reason,
-                                  xdp_unavailable_reason)
+from fastpptp.net.xdpport import (XdpUnavailable, link_facts, open_xdp_port, update_local_addrs,
+                                  xdp_facility_reason, xdp_unavailable_reason)
 from fastpptp.tools.netrig import kill_process, wait_for
 from support.grerig import (ADDR_A, ADDR_B, drain, gre_pair, icmp_echo, ip_checksum, pptp_gre,
                             raw_gre_socket, snmp)
@@ -186,6 +186,18 @@ def test_frames_above_the_mtu_or_without_nexthop_take_the_slow_path(rig):
     assert any(d[20:] == big for d in seen) and any(d.endswith(b"fast") for d in seen), tails
     c = port.counters()
     assert c["tx_slowpath"] == 3 and c["tx_packets"] == 1
+
+
+def test_local_addresses_can_change_while_running(rig):
+    port = rig.open()
+    update_local_addrs(port, ["203.0.113.77"])         # A's address no longer ours
+    rig.raw_b.sendto(pptp_gre(payload=b"to-kernel"), (ADDR_A, 0))
+    got = rig.recv(1)
+    assert got and got[0].endswith(b"to-kernel") and port.counters()["rx_slowpath"] == 1
+    update_local_addrs(port, [ADDR_A, "203.0.113.77"])
+    rig.raw_b.sendto(pptp_gre(payload=b"to-xdp"), (ADDR_A, 0))
+    got = rig.recv(1)
+    assert got and got[0].endswith(b"to-xdp") and port.counters()["rx_slowpath"] == 1
 
 
 def test_close_detaches_and_the_kernel_path_is_back(rig):
