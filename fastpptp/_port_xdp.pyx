@@ -166,7 +166,7 @@ cdef enum:
     GRE_MIN = 4                 # flags/version + protocol type
     XDP_PACKET_HEADROOM = 256   # the kernel's headroom in front of a received frame
     KICK_TRIES = 256            # sendto kicks per flush, at most (32 descriptors each in copy mode)
-    NH_CAP = 4096               # nexthop table slots (at most half live)
+    NH_CAP = 65536              # nexthop table slots (at most half live: 32768 peers)
     NH_EMPTY = 0
     NH_LIVE = 1
     NH_DEAD = 2

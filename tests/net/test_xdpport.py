@@ -398,3 +398,29 @@ def test_port_arguments_are_validated():
     finally:
         a.close()
         b.close()
+
+
+def test_nexthop_table_fills_up_and_survives_churn(rig):
+    port = rig.open()
+    peers = [f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}" for i in range(1, 32769)]
+    assert all(port.set_nexthop(p, rig.mac_b) for p in peers)
+    assert not port.set_nexthop("192.0.2.200", rig.mac_b)          # full: slow path for it
+    assert len(port.nexthops()) == 32768
+    # churn: clear and re-add many times (tombstones, then rehashing) without losing one
+    for rnd in range(3):
+        for p in peers[rnd::3]:
+            assert port.clear_nexthop(p)
+        assert not port.clear_nexthop(peers[rnd])
+        for p in peers[rnd::3]:
+            assert port.set_nexthop(p, "02:00:00:00:00:%02x" % rnd, mtu=1400)
+    table = port.nexthops()
+    assert len(table) == 32768
+    assert table[peers[0]] == ("02:00:00:00:00:00", ADDR_A, 1400)
+    assert table[peers[2]] == ("02:00:00:00:00:02", ADDR_A, 1400)
+    # with room made, B goes the fast way with its own entry
+    assert not port.set_nexthop(ADDR_B, rig.mac_b)
+    assert port.clear_nexthop(peers[-1])
+    assert port.set_nexthop(ADDR_B, rig.mac_b)
+    port.send_batch([(pptp_gre(payload=b"still-fast"), ADDR_B)])
+    got = wait_for(lambda: drain(rig.raw_b), timeout=5, what="GRE at B")
+    assert got[0].endswith(b"still-fast") and port.counters()["tx_slowpath"] == 0
