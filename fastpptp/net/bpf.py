@@ -32,8 +32,10 @@ our local addresses.
   socket of the receive queue (``bpf_redirect_map(xsks, rx_queue_index, XDP_PASS)``: a queue
   without a socket passes to the stack), everything else XDP_PASS.
 
-Frames with an 802.1Q tag are not matched (they go to the kernel): attach to the VLAN
-interface instead, where tc and the stack see them untagged.
+802.1Q: XDP sees the tag in the frame and matches untagged frames only; tc sees frames
+with the tag already taken off, and ``gre_drop`` matches untagged and priority-tagged (VLAN
+0) ones, which the stack processes as untagged.  Other VLANs go on to the kernel: attach to
+the VLAN interface instead, where both hooks see them untagged.
 """
 from __future__ import annotations
 
@@ -124,6 +126,7 @@ PULL_LEN = 14 + 60 + 4   # Ethernet + the longest IPv4 header + GRE flags/protoc
 # context field offsets: struct __sk_buff and struct xdp_md
 SKB_LEN = 0
 SKB_VLAN_PRESENT = 20
+SKB_VLAN_TCI = 24
 SKB_DATA = 76
 SKB_DATA_END = 80
 XDP_MD_DATA = 0
@@ -717,8 +720,16 @@ def gre_drop_insns(addr_map_fd: int) -> bytes:
     processed twice (ring and kernel)."""
     a = Asm()
     a.mov_reg(R6, R1)                         # ctx, kept across the helper call
-    a.ldx(W, R4, R6, SKB_VLAN_PRESENT)        # a tag the driver took off: not ours here
+    # An 802.1Q tag is already out of the frame here (taken off by the driver or by the
+    # stack before tc ingress), so the frame reads untagged.  VLAN 0 (priority tag only)
+    # is processed as untagged by the stack: match it; any other VLAN belongs to a VLAN
+    # interface (attach there): pass.
+    a.ldx(W, R4, R6, SKB_VLAN_PRESENT)
+    a.jmp_imm(JEQ, R4, 0, "untagged")
+    a.ldx(W, R4, R6, SKB_VLAN_TCI)
+    a.alu_imm(AND, R4, 0x0FFF)
     a.jmp_imm(JNE, R4, 0, "pass")
+    a.label("untagged")
     a.ldx(W, R2, R6, SKB_DATA)
     a.ldx(W, R3, R6, SKB_DATA_END)
     _match_pptp_gre(a, "pass", "pull")
