@@ -8,6 +8,7 @@ protocol-unreachable) while an AF_PACKET tap still sees it, and everything else 
 """
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -280,6 +281,12 @@ def test_tcx_gre_drop_lets_fragments_reach_the_raw_socket():
             raw_b.close()
 
 
+def _child_env() -> dict[str, str]:
+    """The child imports fastpptp from this checkout, wherever pytest was started."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+
+
 _CHILD = textwrap.dedent("""
     import socket, sys, time
     from fastpptp.net import bpf
@@ -292,7 +299,7 @@ _CHILD = textwrap.dedent("""
 def test_tcx_gre_drop_goes_away_when_its_process_is_killed():
     with gre_pair() as rig:
         proc = rig.spawn(rig.b, [sys.executable, "-c", _CHILD, rig.veth_b, ADDR_B],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_child_env())
         try:
             line = proc.stdout.readline()
             assert line.strip().isdigit(), proc.stderr.read() if proc.poll() is not None else line

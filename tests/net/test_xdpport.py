@@ -223,6 +223,12 @@ def test_generic_mode(rig):
     assert got and got[0].endswith(b"generic") and port.counters()["rx_slowpath"] == 0
 
 
+def _child_env() -> dict[str, str]:
+    """The child imports fastpptp from this checkout, wherever pytest was started."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+
+
 _CHILD = textwrap.dedent("""
     import socket, sys, time
     from fastpptp.net.rawgre import open_gre_socket
@@ -235,7 +241,7 @@ _CHILD = textwrap.dedent("""
 
 def test_sigkill_of_the_owner_leaves_no_program(rig):
     p = rig.pair.spawn(rig.pair.a, [sys.executable, "-c", _CHILD, rig.pair.veth_a, ADDR_A],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_child_env())
     try:
         line = p.stdout.readline()
         assert line.strip() == b"up", p.stderr.read() if p.poll() is not None else line
