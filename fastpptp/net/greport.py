@@ -185,7 +185,7 @@ def _fast_reason(mode: str, iface: TunnelInterface) -> str | None:
 def _fast_reason_of(mode: str, iface: TunnelInterface) -> str | None:
     if mode == "xdp":
         from . import xdpport
-        return xdpport.xdp_unavailable_reason(iface.index)
+        return xdpport.xdp_unavailable_reason(iface.index, iface.addrs)
     from . import packetport
     return packetport.packet_unavailable_reason(iface.index)
 
@@ -231,12 +231,17 @@ def open_gre_io(mode: str = "auto", *, local: str | None = None, peer: str | Non
                 if port is None:
                     reasons.append(f"{m}: {why}")
                     continue
-                tracker = None
-                if tracker_factory is not None:
-                    tracker = tracker_factory(port)
-                else:
-                    from .nexthop import NexthopTracker
-                    tracker = NexthopTracker(port)
+                try:
+                    if tracker_factory is not None:
+                        tracker = tracker_factory(port)
+                    elif getattr(port, "tracker", None) is not None:
+                        tracker = port.tracker        # open_packet_port starts one
+                    else:
+                        from .nexthop import NexthopTracker
+                        tracker = NexthopTracker(port, iface.index)
+                except BaseException:
+                    port.close()
+                    raise
                 what = "--gre-io " + mode if mode != "auto" else "auto: fastest available"
                 if reasons:
                     what += "; " + "; ".join(reasons)
