@@ -10,12 +10,12 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
 from fastpptp._sys cimport pthread_mutex_t, mmsghdr, iovec, sockaddr_in
 from fastpptp._mppe cimport mppe_state
 from fastpptp._sink cimport Sink, ProcessSink, SlabSink
+from fastpptp._rxwin cimport rx_window, rx_params, rx_pool, rx_out
+from fastpptp._txwin cimport tx_window, TXQ_DEPTH, TXQ_SLOT
 
 cdef enum:
     HEADROOM = 64           # free bytes in front of each packet in a slab row
     FRAME_SLACK = 32        # a GRE payload may exceed the MRU by the PPP/MPPE headers
-    TXQ_DEPTH = 64          # flow control: frames held per call while the window is full
-    TXQ_SLOT = 2048         # flow control: largest IP packet that can be held
     MAX_TUN = 256
     IO_ROW = 65536 + 128    # I/O slab row: a 64 KB read plus headroom and vnet header
     SEG_ROW = HEADROOM + 4096   # TSO segment row (segments are at most min(MTU, 4096))
@@ -59,18 +59,6 @@ cdef enum:
     TUN_FROM_START = 1      # start(tun_fds): the slot lives until stop()
     TUN_ADDED = 2           # add_tun(): the slot lives until remove_tun()
 
-cdef struct reorder_slot:
-    uint32_t seq
-    uint8_t used
-    uint8_t done            # LCP Echo delivered early: a placeholder, nothing to deliver
-    uint32_t len
-    double arrival
-    uint8_t* data
-
-cdef struct txq_item:
-    uint16_t proto
-    uint32_t len
-    uint8_t* row            # TXQ_SLOT + HEADROOM bytes, packet at HEADROOM
 
 cdef struct rl_item:
     uint16_t proto
@@ -95,7 +83,6 @@ cdef struct session:
     uint16_t peer_call_id
     uint32_t peer_be        # peer IPv4, network byte order (as in the IP header)
     int tun
-    uint32_t peer_rwin
     uint32_t peer_ppd
     int tx_acfc
     int tx_pfc
@@ -103,40 +90,12 @@ cdef struct session:
     int ipv4
     int ipv6
     int rl_on               # a rate limit is set or a hold queue is not empty
-    # RFC 2637 §4.2-4.4, Linux pptp.c names
-    uint32_t seq_sent
-    uint32_t ack_recv
-    uint32_t seq_recv
-    uint32_t ack_sent
-    int rx_started
-    uint64_t rx_hist        # bit k: seq_recv - k was delivered
-    reorder_slot* reorder   # Engine.ring slots (index seq & ring_mask), allocated on first use
-    uint8_t* reorder_mem
-    int reorder_count
-    int has_reorder_dl
-    double reorder_dl
-    # bounded window moves (issue 10): a packet >= depth ahead is a jump candidate
-    double rx_last          # arrival of the last packet taken into the window
-    int has_jump
-    uint32_t jump_seq       # the latest refused far-ahead sequence number
-    int jump_n              # refused packets near each other (>= 2: a confirmed region)
-    int has_ack_dl
-    double ack_dl
-    # flow control (opt-in, RFC 2637 Appendix A)
-    int has_fc_dl
-    double fc_dl
-    txq_item* txq
-    uint8_t* txq_mem
-    int txq_head
-    int txq_count
-    uint32_t fc_window
-    int has_srtt
-    double srtt
-    double rttdev
-    double ato
-    int has_probe
-    uint32_t probe_seq
-    double probe_time
+    # RFC 2637 §4.2-4.4, Linux pptp.c names.  Receive side: seq_recv, ack_sent, the ack
+    # timer, the reorder ring (fastpptp/_rxwin.pxd); its hot fields lead, in the lines
+    # prefetch_call warms
+    rx_window rx
+    # send side: seq_sent, ack_recv, the peer's window, opt-in flow control (_txwin.pxd)
+    tx_window tx
     int mppe_on
     uint64_t c[N_COUNTERS]
     # timer list (sessions with a deadline or queued data), insertion order
@@ -184,11 +143,11 @@ cdef class Engine:
     cdef uint32_t cfg_mtu
     cdef uint32_t mru
     cdef uint32_t max_frame
-    cdef int depth
-    cdef uint32_t ring_mask         # reorder slots - 1: slots are a power of two >= depth
-    cdef int jump_at                # a packet this far ahead is a jump candidate (_jump)
-    cdef double reorder_timeout
-    cdef double ack_delay
+    # receive windows (fastpptp/_rxwin.pxd): their parameters, the reorder frames all
+    # calls share (sized at construction), what one window call asks of the engine
+    cdef rx_params rxp
+    cdef rx_pool rxpool
+    cdef rx_out rxo
     cdef int flow_control
     cdef int clamp
     cdef int rl_depth               # config.rate_limit_queue
@@ -248,15 +207,8 @@ cdef class Engine:
     cdef void decap_one(self, uint8_t* d, uint32_t n, double now) noexcept nogil
     cdef void prefetch_call(self, const uint8_t* d, uint32_t n, int stage) noexcept nogil
     cdef void _on_ack(self, session* s, uint32_t ack, double now) noexcept nogil
-    cdef void _advance(self, session* s, uint32_t seq, bint delivered, double now) noexcept nogil
     cdef void _on_seq(self, session* s, uint32_t seq, uint8_t* f, uint32_t n, double now) noexcept nogil
-    cdef bint _alloc_reorder(self, session* s) noexcept nogil
-    cdef void _drain(self, session* s, double now) noexcept nogil
-    cdef void _reorder_rearm(self, session* s) noexcept nogil
-    cdef uint32_t _lowest_buffered(self, session* s) noexcept nogil
-    cdef void _skip_to(self, session* s, uint32_t new_expected, double now, bint timeout) noexcept nogil
-    cdef void _lost(self, session* s, int32_t gap, bint timeout) noexcept nogil
-    cdef bint _jump(self, session* s, uint32_t seq, double now) noexcept nogil
+    cdef void _rx_act(self, session* s, double now) noexcept nogil
     cdef void _ctl_full(self, session* s, int cause) noexcept nogil
     cdef void _deliver(self, session* s, uint8_t* f, uint32_t n, double now) noexcept nogil
     cdef void _tun_highwater(self) noexcept

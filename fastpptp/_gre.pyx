@@ -36,6 +36,14 @@ from fastpptp._sys cimport (pthread_mutex_lock, pthread_mutex_unlock, pthread_mu
 from fastpptp._mppe cimport (mppe_state, mppe_init, mppe_encrypt, mppe_decrypt,
                              mppe_request_flush, MPPE_OK, MPPE_ERR_NEED_RESET)
 from fastpptp._offload cimport mss_clamp_mtu
+from fastpptp._rxwin cimport (rx_out, rxw_params, rxpool_init, rxpool_release, rxw_init,
+                              rxw_release, rxw_out_alloc, rxw_receive, rxw_fire, rxw_done,
+                              rxw_deadline, rxw_timers_pending, rxw_ack_pending,
+                              rxw_ack_taken, rxw_ack_due, rxw_ack_sent, RXW_DUPLICATE,
+                              RXW_TOO_OLD, RXW_SEQ_JUMP, RXW_NO_ROOM)
+from fastpptp._txwin cimport (txq_item, TXQ_HEADROOM, txw_init, txw_set_rwin, txw_release,
+                              txw_next_seq, txw_on_ack, txw_must_hold, txw_hold, txw_fire,
+                              txw_pop, txw_deadline, txw_timers_pending)
 
 # The rate limiter can be compiled out (-DFASTPPTP_NO_RATE_LIMIT): `fastpptp bench dataplane`
 # builds such a copy to show that an unlimited session pays nothing for it.
@@ -55,6 +63,7 @@ cdef extern from *:
 import os
 
 from fastpptp import engine_args as _args
+from fastpptp._rxwin_ref import pool_frames
 from fastpptp import dataplane as _dp
 from fastpptp.dataplane import (COUNTER_NAMES, EV_MPPE_RESET_NEEDED, TOTAL_NAMES,
                                 EngineConfig, vnet_lengths)
@@ -71,17 +80,12 @@ cdef uint32_t EV_RESET = EV_MPPE_RESET_NEEDED    # from ppp/constants.py, via da
 COMPILED_EV_MPPE_RESET_NEEDED = EV_RESET
 #: False in a build with -DFASTPPTP_NO_RATE_LIMIT (the benchmark's baseline).
 RATE_LIMIT_COMPILED = bool(FP_RATE_LIMIT)
+if TXQ_HEADROOM != HEADROOM:
+    raise ImportError("fastpptp/_txwin.pxd TXQ_HEADROOM differs from HEADROOM: rebuild")
 if RLQ_SLOT != _dp.RLQ_SLOT:
     raise ImportError("fastpptp/_gre.pxd RLQ_SLOT differs from fastpptp/dataplane.py: rebuild")
 cdef double RL_EPS = 1e-6      # bytes: a deadline computed for a packet lets it pass
 cdef uint32_t U32 = 0xFFFFFFFF
-cdef double ATO_MIN = 0.1
-cdef double ATO_MAX = 10.0
-cdef double ATO_INIT = 1.0
-#: Packets up to reorder_depth + max(reorder_depth, JUMP_SLACK) ahead make room in the
-#: window at once (one packet moves it by at most max(depth, JUMP_SLACK)); further ahead is
-#: a jump (_jump).
-cdef int JUMP_SLACK = 64
 cdef int RECV_CHUNK = 64        # recv_control: frames copied out per hold of the table lock
 
 
@@ -102,21 +106,10 @@ cdef inline void wr32(uint8_t* p, uint32_t v) noexcept nogil:
     p[2] = (v >> 8) & 0xFF
     p[3] = v & 0xFF
 
-cdef inline int32_t sdiff(uint32_t a, uint32_t b) noexcept nogil:
-    """a - b as a signed serial-number distance (RFC 1982, 32-bit)."""
-    return <int32_t>(a - b)
-
 cdef inline double mono_now() noexcept nogil:
     cdef timespec ts
     sys_.clock_gettime(sys_.CLOCK_MONOTONIC, &ts)
     return ts.tv_sec + ts.tv_nsec * 1e-9
-
-cdef inline double jump_due(const session* s, double timeout) noexcept nogil:
-    """When a confirmed jump candidate (two or more refused packets near each other) is
-    taken by the timer: the window silent for ``timeout``; never (1e300) otherwise."""
-    if s.has_jump and s.jump_n >= 2:
-        return s.rx_last + timeout
-    return 1e300
 
 cdef inline void rl_set(rate_bucket* b, double rate, double burst, uint32_t qmax) noexcept nogil:
     """A new limit: from unlimited the bucket starts full; otherwise its tokens are kept
@@ -167,10 +160,6 @@ cdef inline uint32_t hash_key(const uint8_t* k, uint8_t fam) noexcept nogil:
         h = (h ^ k[i]) * 16777619u
     return h ^ (h >> 15)
 
-cdef inline bint is_lcp_echo(const uint8_t* f, uint32_t n) noexcept nogil:
-    return (n >= 5 and f[0] == 0xFF and f[1] == 0x03 and f[2] == 0xC0 and f[3] == 0x21
-            and (f[4] == 9 or f[4] == 10))
-
 cdef inline int ppp_proto(const uint8_t* f, uint32_t n, uint32_t* o) noexcept nogil:
     """RFC 1661 §2 protocol field at f[o[0]]: 1 byte if odd, else 2 with the low byte odd.
     Returns the protocol (advancing o) or -1."""
@@ -211,17 +200,14 @@ cdef class Engine:
         self.cfg_mtu = cfg.mtu
         self.mru = cfg.mru
         self.max_frame = cfg.mru + FRAME_SLACK
-        self.depth = cfg.reorder_depth
-        # slots are indexed by seq & ring_mask: a power of two divides 2^32, so the index
-        # stays continuous across the sequence-number wrap (seq % 5 does not: 0xFFFFFFFF and
-        # 0 would share slot 0); the window itself stays `depth` wide
-        ring = 1
-        while ring < cfg.reorder_depth:
-            ring *= 2
-        self.ring_mask = ring - 1
-        self.jump_at = cfg.reorder_depth + max(cfg.reorder_depth, JUMP_SLACK)
-        self.reorder_timeout = cfg.reorder_timeout
-        self.ack_delay = cfg.ack_delay
+        rxw_params(&self.rxp, cfg.reorder_depth, cfg.reorder_timeout, cfg.ack_delay)
+        # the reorder frames of every call, reserved now: none is allocated on the I/O thread
+        if rxpool_init(&self.rxpool, pool_frames(cfg.reorder_pool, cfg.reorder_depth),
+                       self.max_frame) < 0:
+            raise MemoryError()
+        self.rxo.frames = rxw_out_alloc(&self.rxp)
+        if self.rxo.frames == NULL:
+            raise MemoryError()
         self.flow_control = 1 if cfg.flow_control else 0
         self.clamp = 1 if cfg.clamp_mss else 0
         self.rl_depth = cfg.rate_limit_queue
@@ -266,6 +252,8 @@ cdef class Engine:
         free(self.ctlo_mem)
         free(self.work)
         free(self.ackbuf)
+        rxpool_release(&self.rxpool)
+        free(self.rxo.frames)
         if self.efd >= 0:
             sys_.close(self.efd)
         if self.wake_fd >= 0:
@@ -273,10 +261,8 @@ cdef class Engine:
         pthread_mutex_destroy(&self.lock)
 
     cdef void _free_session(self, session* s) noexcept nogil:
-        free(s.reorder)
-        free(s.reorder_mem)
-        free(s.txq)
-        free(s.txq_mem)
+        rxw_release(&s.rx, &self.rxp, &self.rxpool)     # its buffered frames back to the pool
+        txw_release(&s.tx)
         free(s.rl_tx.q)
         free(s.rl_tx.qmem)
         free(s.rl_rx.q)
@@ -312,19 +298,16 @@ cdef class Engine:
         s.peer_call_id = a.peer_call_id
         memcpy(&s.peer_be, <const char*>pk, 4)
         s.tun = t
-        s.peer_rwin = a.peer_rwin
         s.peer_ppd = a.peer_ppd
         s.mtu = self.cfg_mtu
-        s.seq_sent = U32
-        s.ack_recv = U32
-        s.seq_recv = U32
-        s.ack_sent = U32
-        s.fc_window = s.peer_rwin
-        s.ato = ATO_INIT
+        txw_init(&s.tx, a.peer_rwin)
+        if rxw_init(&s.rx, &self.rxp) < 0:          # its reorder ring, reserved now
+            free(s)
+            raise MemoryError()
         self._lock()
         if self.calls[cid] != NULL:
             self._unlock()
-            free(s)
+            self._free_session(s)
             raise ValueError(f"call ID {cid} already has a session")
         self.calls[cid] = s
         self.nsessions += 1
@@ -345,9 +328,8 @@ cdef class Engine:
         try:
             s = self._get(cid)
             s.peer_call_id = pcid
-            s.peer_rwin = rwin
             s.peer_ppd = ppd
-            s.fc_window = s.peer_rwin
+            txw_set_rwin(&s.tx, rwin)
         finally:
             self._unlock()
 
@@ -848,14 +830,10 @@ cdef class Engine:
         cdef double best = 1e300
         cdef session* s = self.thead
         while s != NULL:
-            if s.has_reorder_dl and s.reorder_dl < best:
-                best = s.reorder_dl
-            if s.has_ack_dl and s.ack_dl < best:
-                best = s.ack_dl
-            if s.has_fc_dl and s.fc_dl < best:
-                best = s.fc_dl
-            if jump_due(s, self.reorder_timeout) < best:
-                best = jump_due(s, self.reorder_timeout)
+            if rxw_deadline(&s.rx, &self.rxp) < best:
+                best = rxw_deadline(&s.rx, &self.rxp)
+            if txw_deadline(&s.tx) < best:
+                best = txw_deadline(&s.tx)
             if s.has_rl_dl and s.rl_dl < best:
                 best = s.rl_dl
             s = s.tnext
@@ -870,53 +848,32 @@ cdef class Engine:
     cdef void fire_timers(self, double now) noexcept nogil:
         cdef session* s = self.thead
         cdef session* nxt
-        cdef uint32_t first
         cdef txq_item* it
         cdef double best = 1e300
         while s != NULL:
             nxt = s.tnext
-            while s.has_reorder_dl and s.reorder_dl <= now:
-                first = self._lowest_buffered(s)
-                self._skip_to(s, first, now, 1)
-            if jump_due(s, self.reorder_timeout) <= now:
-                # the new region is confirmed and the window silent: move to just past the
-                # candidate (it and every gap before it lost)
-                s.has_jump = 0
-                self._skip_to(s, s.jump_seq + 1, now, 0)
+            # receive window: gaps past the reorder timeout given up, a confirmed jump taken
+            rxw_fire(&s.rx, &self.rxp, &self.rxpool, now, &self.rxo)
+            self._rx_act(s, now)
             if self.flow_control:
-                if s.has_fc_dl and s.fc_dl <= now:
-                    # Appendix A: no ack within the time-out: assume the window was lost,
-                    # back off the time-out, shrink the window.
-                    s.ack_recv = s.seq_sent
-                    s.has_fc_dl = 0
-                    s.has_probe = 0
-                    s.ato = s.ato * 2 if s.ato * 2 < ATO_MAX else ATO_MAX
-                    s.fc_window = s.fc_window // 2 if s.fc_window > 1 else 1
-                    if s.fc_window < 1:
-                        s.fc_window = 1
-                while s.txq_count > 0 and sdiff(s.seq_sent, s.ack_recv) < <int32_t>s.fc_window:
-                    it = &s.txq[s.txq_head]
-                    s.txq_head = (s.txq_head + 1) % TXQ_DEPTH
-                    s.txq_count -= 1
+                # the ack time-out (the window halves), then what the window lets go
+                txw_fire(&s.tx, now)
+                it = txw_pop(&s.tx)
+                while it != NULL:
                     self._emit_data(s, it.proto, it.row + HEADROOM, it.len, now)
+                    it = txw_pop(&s.tx)
             if s.has_rl_dl and s.rl_dl <= now:
                 self._rl_release(s, now)
-            if s.has_ack_dl and s.ack_dl <= now:
-                s.has_ack_dl = 0
-                if s.seq_recv != s.ack_sent:
-                    self._send_ack_only(s)
-            if not (s.has_reorder_dl or s.has_ack_dl or s.has_fc_dl or s.txq_count
-                    or jump_due(s, self.reorder_timeout) < 1e300 or s.has_rl_dl):
+            if rxw_ack_due(&s.rx, now):
+                self._send_ack_only(s)
+            if not (rxw_timers_pending(&s.rx, &self.rxp) or txw_timers_pending(&s.tx)
+                    or s.has_rl_dl):
                 self._timer_unlink(s)
             else:
-                if jump_due(s, self.reorder_timeout) < best:
-                    best = jump_due(s, self.reorder_timeout)
-                if s.has_reorder_dl and s.reorder_dl < best:
-                    best = s.reorder_dl
-                if s.has_ack_dl and s.ack_dl < best:
-                    best = s.ack_dl
-                if s.has_fc_dl and s.fc_dl < best:
-                    best = s.fc_dl
+                if rxw_deadline(&s.rx, &self.rxp) < best:
+                    best = rxw_deadline(&s.rx, &self.rxp)
+                if txw_deadline(&s.tx) < best:
+                    best = txw_deadline(&s.tx)
                 if s.has_rl_dl and s.rl_dl < best:
                     best = s.rl_dl
             s = nxt
@@ -932,8 +889,7 @@ cdef class Engine:
         h[4] = 0
         h[5] = 0
         wr16(h + 6, s.peer_call_id)
-        wr32(h + 8, s.seq_recv)
-        s.ack_sent = s.seq_recv
+        wr32(h + 8, rxw_ack_sent(&s.rx))
         s.c[C_TX_ACKS] += 1
         self.sink.to_gre(s.call_id, s.peer_be, h, 12)
 
@@ -1016,15 +972,16 @@ cdef class Engine:
 
     cdef void _emit_gre_hdr(self, session* s, uint8_t* p, uint32_t L, double now) noexcept nogil:
         """Write the GRE header in front of the PPP frame p[0:L] (in place) and emit it."""
-        cdef bint ack = s.rx_started and s.seq_recv != s.ack_sent
+        cdef bint ack = rxw_ack_pending(&s.rx), arm
         cdef uint8_t* h
-        s.seq_sent += 1
+        cdef double dl
+        cdef uint32_t seq = txw_next_seq(&s.tx, self.flow_control, now, &arm, &dl)
+        if arm:                                 # flow control: the ack time-out started
+            self._arm(s, dl)
         if ack:
             h = p - 16
             h[1] = 0x81
-            wr32(h + 12, s.seq_recv)
-            s.ack_sent = s.seq_recv
-            s.has_ack_dl = 0
+            wr32(h + 12, rxw_ack_taken(&s.rx))   # piggybacked: no ack-only packet needed
         else:
             h = p - 12
             h[1] = 0x01
@@ -1033,16 +990,7 @@ cdef class Engine:
         h[3] = 0x0B
         wr16(h + 4, L)
         wr16(h + 6, s.peer_call_id)
-        wr32(h + 8, s.seq_sent)
-        if self.flow_control:
-            if not s.has_probe:
-                s.has_probe = 1
-                s.probe_seq = s.seq_sent
-                s.probe_time = now
-            if not s.has_fc_dl:
-                s.has_fc_dl = 1
-                s.fc_dl = now + s.ato
-                self._arm(s, s.fc_dl)
+        wr32(h + 8, seq)
         self.sink.to_gre(s.call_id, s.peer_be, h, <uint32_t>(p - h) + L)
 
     cdef void flush_control(self, double now) noexcept nogil:
@@ -1140,256 +1088,40 @@ cdef class Engine:
             sys_.__builtin_prefetch(&s.c[C_RX_BYTES + 8])
 
     cdef void _on_ack(self, session* s, uint32_t ack, double now) noexcept nogil:
-        cdef double sample, diff
-        if sdiff(ack, s.ack_recv) <= 0 or sdiff(ack, s.seq_sent) > 0:
-            return
-        s.ack_recv = ack
-        if not self.flow_control:
-            return
-        if s.has_probe and sdiff(ack, s.probe_seq) >= 0:
-            sample = now - s.probe_time
-            if not s.has_srtt:
-                s.has_srtt = 1
-                s.srtt = sample
-                s.rttdev = sample / 2
-            else:
-                diff = sample - s.srtt
-                s.srtt += diff / 8
-                s.rttdev += ((diff if diff >= 0 else -diff) - s.rttdev) / 4
-            s.ato = s.srtt + 4 * s.rttdev
-            if s.ato < ATO_MIN:
-                s.ato = ATO_MIN
-            if s.ato > ATO_MAX:
-                s.ato = ATO_MAX
-            s.has_probe = 0
-        if s.fc_window + 1 < s.peer_rwin:
-            s.fc_window += 1
-        else:
-            s.fc_window = s.peer_rwin
-        if sdiff(s.seq_sent, s.ack_recv) > 0:
-            s.has_fc_dl = 1
-            s.fc_dl = now + s.ato
-            self._arm(s, s.fc_dl)
-        else:
-            s.has_fc_dl = 0
-        if s.txq_count:
-            self._arm(s, now)
-
-    cdef void _advance(self, session* s, uint32_t seq, bint delivered, double now) noexcept nogil:
-        cdef int32_t k = sdiff(seq, s.seq_recv)
-        if k < 64:
-            s.rx_hist = s.rx_hist << k
-        else:
-            s.rx_hist = 0
-        if delivered:
-            s.rx_hist |= 1
-        s.seq_recv = seq
-        if not s.has_ack_dl:
-            s.has_ack_dl = 1
-            s.ack_dl = now + self.ack_delay
-            self._arm(s, s.ack_dl)
+        """The peer acknowledged ``ack`` (fastpptp/_txwin.pxd: the window opens, the ack
+        time-out restarts, held packets may go)."""
+        cdef double dl
+        if txw_on_ack(&s.tx, ack, self.flow_control, now, &dl):
+            self._arm(s, dl)
 
     cdef void _on_seq(self, session* s, uint32_t seq, uint8_t* f, uint32_t n, double now) noexcept nogil:
-        cdef int32_t d, back
-        cdef bint echo
-        cdef reorder_slot* sl
-        if not s.rx_started:
-            s.rx_started = 1
-            s.seq_recv = seq - 1
-            s.ack_sent = seq - 1                 # nothing acked yet, whatever seq is
-            s.rx_last = now
-            self._advance(s, seq, 1, now)
-            self._deliver(s, f, n, now)
-            return
-        d = sdiff(seq, s.seq_recv + 1)
-        if d >= self.jump_at:
-            # far beyond the window: a new region, or a blind spoof (see _jump)
-            if not self._jump(s, seq, now):
-                return
-            d = 0                               # _jump made seq the next expected
-        elif d >= self.depth:
-            # just beyond (a gap held open filled the buffer): give up the oldest gaps (lost)
-            # to make room; one packet moves the window by at most max(depth, JUMP_SLACK)
-            self._skip_to(s, seq - <uint32_t>self.depth + 1, now, 0)
-            d = sdiff(seq, s.seq_recv + 1)
-        if d == 0:
-            s.rx_last = now
-            s.has_jump = 0
-            self._advance(s, seq, 1, now)
-            self._deliver(s, f, n, now)
-            self._drain(s, now)
-            return
-        echo = is_lcp_echo(f, n)
-        if d < 0:
-            back = -d - 1
-            if back < 64 and (s.rx_hist >> back) & 1:
+        """A frame with a sequence number: through the receive window (fastpptp/_rxwin.pxd)."""
+        rxw_receive(&s.rx, &self.rxp, &self.rxpool, seq, f, n, now, &self.rxo)
+        self._rx_act(s, now)
+
+    cdef void _rx_act(self, session* s, double now) noexcept nogil:
+        """Do what the receive window asked in self.rxo: arm the timer list, count, deliver
+        the frames in order, then give their reorder-pool frames back (only now: one window
+        call may release a frame and buffer another)."""
+        cdef rx_out* o = &self.rxo
+        cdef int i
+        if o.arm:
+            self._arm(s, o.arm_dl)
+        if o.counted:                           # not for an in-order packet: cold lines
+            s.c[C_LOST] += o.lost
+            s.c[C_DROP_REORDER_TIMEOUT] += o.lost_timeout
+            s.c[C_REORDERED] += o.reordered
+            if o.drop == RXW_DUPLICATE:
                 s.c[C_DROP_DUPLICATE] += 1
-            elif echo and back < 64:
-                # a keepalive arriving after its gap was given up: still delivered, but only
-                # near the window, so a window moved away from the peer makes echoes fail
-                self._deliver(s, f, n, now)
-            else:
+            elif o.drop == RXW_TOO_OLD:
                 s.c[C_DROP_TOO_OLD] += 1
-            return
-        if s.reorder != NULL:
-            sl = &s.reorder[seq & self.ring_mask]
-            if sl.used and sl.seq == seq:
-                s.c[C_DROP_DUPLICATE] += 1
-                return
-        if s.reorder == NULL and not self._alloc_reorder(s):
-            s.c[C_DROP_NO_ROOM] += 1
-            return
-        s.rx_last = now
-        s.has_jump = 0
-        if echo:
-            self._deliver(s, f, n, now)
-        sl = &s.reorder[seq & self.ring_mask]
-        sl.used = 1
-        sl.seq = seq
-        sl.done = 1 if echo else 0
-        sl.len = n
-        sl.arrival = now
-        if not echo:
-            memcpy(sl.data, f, n)
-        s.reorder_count += 1
-        s.c[C_REORDERED] += 1
-        if not s.has_reorder_dl:
-            s.has_reorder_dl = 1
-            s.reorder_dl = now + self.reorder_timeout
-            self._arm(s, s.reorder_dl)
-
-    cdef bint _jump(self, session* s, uint32_t seq, double now) noexcept nogil:
-        """``seq`` is ``jump_at`` or more ahead of the window. RFC 2637 §4.4: the peer never
-        retransmits, so after a burst loss larger than the window the window must follow the
-        peer -- but one packet (a blind spoof with a live call ID and the peer's address)
-        must not drag it away from the real stream. So a far-ahead packet is refused
-        (drop_seq_jump) and remembered as the candidate of a new region. A second one within
-        max(reorder_depth, JUMP_SLACK) of the candidate confirms the region; the window
-        jumps there once it has itself had no packet for reorder_timeout (a spoofer can add
-        packets but cannot silence the peer's): at once, to a confirming packet arriving
-        when the window is already silent, or by fire_timers (to just past the candidate)
-        when it falls silent later. A packet taken into the window forgets the candidate.
-        Returns 1 when ``seq`` is now the next expected (the gaps before it given up: lost),
-        0 when the packet is refused."""
-        cdef int32_t k
-        cdef bint near
-        if s.has_jump:
-            k = sdiff(seq, s.jump_seq)
-            # near: the region's own reordering may reach what makes room in the window
-            near = k != 0 and k > self.depth - self.jump_at and k < self.jump_at - self.depth
-            if near and now - s.rx_last >= self.reorder_timeout:
-                s.has_jump = 0
-                self._skip_to(s, seq, now, 0)
-                return 1
-            s.c[C_DROP_SEQ_JUMP] += 1
-            if k == 0:
-                return 0                        # the candidate again: confirms nothing
-            s.jump_n = s.jump_n + 1 if near else 1
-        else:
-            s.c[C_DROP_SEQ_JUMP] += 1
-            s.jump_n = 1
-        s.has_jump = 1
-        s.jump_seq = seq
-        if s.jump_n >= 2:                       # confirmed: the timer takes it if the window stays silent
-            self._arm(s, s.rx_last + self.reorder_timeout)
-        return 0
-
-    cdef bint _alloc_reorder(self, session* s) noexcept nogil:
-        cdef int i
-        cdef int ring = self.ring_mask + 1
-        s.reorder = <reorder_slot*>calloc(ring, sizeof(reorder_slot))
-        s.reorder_mem = <uint8_t*>malloc(<size_t>ring * self.max_frame)
-        if s.reorder == NULL or s.reorder_mem == NULL:
-            free(s.reorder)
-            free(s.reorder_mem)
-            s.reorder = NULL
-            s.reorder_mem = NULL
-            return 0
-        for i in range(ring):
-            s.reorder[i].data = s.reorder_mem + <size_t>i * self.max_frame
-        return 1
-
-    cdef void _drain(self, session* s, double now) noexcept nogil:
-        cdef reorder_slot* sl
-        cdef uint32_t nxt
-        while s.reorder_count > 0:
-            nxt = s.seq_recv + 1
-            sl = &s.reorder[nxt & self.ring_mask]
-            if not (sl.used and sl.seq == nxt):
-                break
-            sl.used = 0
-            s.reorder_count -= 1
-            self._advance(s, nxt, 1, now)
-            if not sl.done:
-                self._deliver(s, sl.data, sl.len, now)
-        self._reorder_rearm(s)
-
-    cdef void _reorder_rearm(self, session* s) noexcept nogil:
-        cdef int i
-        cdef double m = 1e300
-        if s.reorder_count == 0:
-            # give the slots back: a server with thousands of calls only holds reorder
-            # memory (depth x MRU) for the calls that have a gap open right now
-            s.has_reorder_dl = 0
-            if s.reorder != NULL:
-                free(s.reorder)
-                free(s.reorder_mem)
-                s.reorder = NULL
-                s.reorder_mem = NULL
-            return
-        for i in range(<int>self.ring_mask + 1):
-            if s.reorder[i].used and s.reorder[i].arrival < m:
-                m = s.reorder[i].arrival
-        s.has_reorder_dl = 1
-        s.reorder_dl = m + self.reorder_timeout
-        self._arm(s, s.reorder_dl)
-
-    cdef uint32_t _lowest_buffered(self, session* s) noexcept nogil:
-        cdef int k
-        cdef uint32_t q
-        cdef reorder_slot* sl
-        for k in range(1, self.depth + 1):
-            q = s.seq_recv + <uint32_t>k
-            sl = &s.reorder[q & self.ring_mask]
-            if sl.used and sl.seq == q:
-                return q
-        return s.seq_recv + 1
-
-    cdef void _skip_to(self, session* s, uint32_t new_expected, double now, bint timeout) noexcept nogil:
-        """Give up every gap before new_expected: buffered frames there are delivered in
-        order, missing sequence numbers counted lost."""
-        cdef uint32_t exp = s.seq_recv + 1, q
-        cdef int32_t span = sdiff(new_expected, exp), gap
-        cdef int32_t k, lim
-        cdef reorder_slot* sl
-        if span <= 0:
-            return
-        if s.reorder != NULL and s.reorder_count > 0:
-            lim = span if span < self.depth else self.depth
-            for k in range(lim):
-                q = exp + <uint32_t>k
-                sl = &s.reorder[q & self.ring_mask]
-                if sl.used and sl.seq == q:
-                    gap = sdiff(q, s.seq_recv + 1)
-                    self._lost(s, gap, timeout)
-                    sl.used = 0
-                    s.reorder_count -= 1
-                    self._advance(s, q, 1, now)
-                    if not sl.done:
-                        self._deliver(s, sl.data, sl.len, now)
-        gap = sdiff(new_expected, s.seq_recv + 1)
-        if gap > 0:
-            self._lost(s, gap, timeout)
-            self._advance(s, new_expected - 1, 0, now)
-        if s.reorder != NULL:
-            self._drain(s, now)
-        else:
-            s.has_reorder_dl = 0
-
-    cdef void _lost(self, session* s, int32_t gap, bint timeout) noexcept nogil:
-        s.c[C_LOST] += gap
-        if timeout:
-            s.c[C_DROP_REORDER_TIMEOUT] += gap
+            elif o.drop == RXW_SEQ_JUMP:
+                s.c[C_DROP_SEQ_JUMP] += 1
+            elif o.drop == RXW_NO_ROOM:
+                s.c[C_DROP_NO_ROOM] += 1
+        for i in range(o.n):
+            self._deliver(s, o.frames[i].f, o.frames[i].n, now)
+        rxw_done(&self.rxpool, o)
 
     cdef void _deliver(self, session* s, uint8_t* f, uint32_t n, double now) noexcept nogil:
         cdef uint32_t o = 0, m
@@ -1753,32 +1485,12 @@ cdef class Engine:
 cdef inline void send_data(Engine self, session* s, uint16_t proto, uint8_t* pkt, uint32_t n,
                            double now) noexcept nogil:
     """An IP packet for the session, past its rate limit (inline: the encapsulation fast
-    path and the hold queue both end here): held while the flow-control
-    window is closed, else framed and emitted.  pkt has HEADROOM writable bytes before."""
-    cdef int i
-    cdef txq_item* it
-    if self.flow_control and (s.txq_count > 0 or
-                              sdiff(s.seq_sent, s.ack_recv) >= <int32_t>s.fc_window):
-        if s.txq_count >= TXQ_DEPTH or n > TXQ_SLOT:
-            s.c[C_DROP_WINDOW_FULL] += 1
+    path and the hold queue both end here): held while the flow-control window is closed
+    (fastpptp/_txwin.pxd), else framed and emitted.  pkt has HEADROOM writable bytes before."""
+    if txw_must_hold(&s.tx, self.flow_control):
+        if txw_hold(&s.tx, proto, pkt, n) < 0:
+            s.c[C_DROP_WINDOW_FULL] += 1       # queue full, larger than a slot, no memory
             return
-        if s.txq == NULL:
-            s.txq = <txq_item*>calloc(TXQ_DEPTH, sizeof(txq_item))
-            s.txq_mem = <uint8_t*>malloc(<size_t>TXQ_DEPTH * (TXQ_SLOT + HEADROOM))
-            if s.txq == NULL or s.txq_mem == NULL:
-                free(s.txq)
-                free(s.txq_mem)
-                s.txq = NULL
-                s.txq_mem = NULL
-                s.c[C_DROP_WINDOW_FULL] += 1
-                return
-            for i in range(TXQ_DEPTH):
-                s.txq[i].row = s.txq_mem + <size_t>i * (TXQ_SLOT + HEADROOM)
-        it = &s.txq[(s.txq_head + s.txq_count) % TXQ_DEPTH]
-        s.txq_count += 1
-        it.proto = proto
-        it.len = n
-        memcpy(it.row + HEADROOM, pkt, n)
         self._arm(s, now)
         return
     self._emit_data(s, proto, pkt, n, now)

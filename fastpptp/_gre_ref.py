@@ -14,7 +14,7 @@ Encapsulation (IP packet read from TUN ``tun``):
     2-byte protocol and datagram (RFC 3078 §3; Linux sends the inner protocol uncompressed).
  6. GRE (RFC 2637 §4.1): K=1, S=1, version 1, protocol 0x880B, peer's call ID,
     seq = ++seq_sent, ack = seq_recv piggybacked only if it changed since last sent (A=1).
- 7. ``flow_control=True``: held in a bounded per-call queue (TXQ_DEPTH = 64 packets of at
+ 7. ``flow_control=True`` (fastpptp/_txwin_ref.py): held in a bounded per-call queue (TXQ_DEPTH = 64 packets of at
     most TXQ_SLOT = 2048 bytes) while the unacknowledged count reaches the window
     (``drop_window_full`` when the queue is full or the packet is larger than a slot).
     The window starts at the peer's Packet Receive Window, grows by one per ack up to it,
@@ -39,14 +39,16 @@ Decapsulation (IPv4 datagram from the raw GRE socket):
  2. Call ID -> session (``totals.drop_unknown_call``); the IPv4 source must be the session's
     peer (``drop_wrong_source``).
  3. A=1: ack processed (RFC 1982 serial comparison).  S=0: ack-only, no payload allowed.
- 4. Sequence (RFC 2637 §4.3): the first packet is accepted whatever its number (peers start
-    at 0 or at 1).  Next expected -> delivered, then the reorder buffer drains.  Ahead ->
-    buffered (``reordered``), at most ``reorder_depth`` ahead; up to reorder_depth +
-    max(reorder_depth, JUMP_SLACK) ahead forces older gaps to be given up (``lost``);
-    further ahead is a jump (``_jump``: refused, ``drop_seq_jump``, until a second packet
-    confirms the new region and the window has been silent for ``reorder_timeout``).  A
-    gap held longer than ``reorder_timeout`` is given up (``lost`` and
-    ``drop_reorder_timeout`` count the sequence numbers skipped).  Behind ->
+ 4. Sequence (RFC 2637 §4.3; the window: fastpptp/_rxwin_ref.py): the first packet is
+    accepted whatever its number (peers start at 0 or at 1).  Next expected -> delivered,
+    then the reorder buffer drains.  Ahead -> buffered (``reordered``), at most
+    ``reorder_depth`` ahead; up to reorder_depth + max(reorder_depth, JUMP_SLACK) ahead
+    forces older gaps to be given up (``lost``); further ahead is a jump (``_jump``:
+    refused, ``drop_seq_jump``, until a second packet confirms the new region and the
+    window has been silent for ``reorder_timeout``).  A gap held longer than
+    ``reorder_timeout`` is given up (``lost`` and ``drop_reorder_timeout`` count the
+    sequence numbers skipped).  The frames buffered by all calls come from one pool of
+    ``reorder_pool`` frames; when it is empty, ``drop_no_room``.  Behind ->
     ``drop_duplicate`` if that number was delivered (64-entry history), else
     ``drop_too_old``.  LCP Echo-Request/Reply are delivered out of order (so keepalives
     survive reordering) only inside the window or behind it within the history, never
@@ -80,11 +82,12 @@ from collections import deque
 import numpy as np
 
 from fastpptp import _offload_ref as _offload
+from fastpptp import _rxwin_ref as _rxwin
+from fastpptp import _txwin_ref as _txwin
 from fastpptp import engine_args as _args
 from fastpptp.crypto import mppe as _mppe
 from fastpptp.dataplane import (COUNTER_NAMES, EV_MPPE_RESET_NEEDED, FRAME_SLACK, HEADROOM,
-                                MAX_TUN, RLQ_SLOT, TOTAL_NAMES, TXQ_DEPTH, TXQ_SLOT,
-                                EngineConfig)
+                                MAX_TUN, RLQ_SLOT, TOTAL_NAMES, EngineConfig)
 from fastpptp.gre import GRE_PROTOCOL_PPP as GRE_PROTO_PPP
 from fastpptp.ppp.constants import Protocol
 
@@ -92,25 +95,9 @@ PPP_IPV4 = int(Protocol.IPV4)       # plain ints (compared per packet), defined 
 PPP_IPV6 = int(Protocol.IPV6)
 PPP_COMP = int(Protocol.COMPRESSED)
 PPP_LCP = int(Protocol.LCP)
-ATO_MIN, ATO_MAX, ATO_INIT = 0.1, 10.0, 1.0   # Appendix A ack time-out bounds (seconds)
 RL_EPS = 1e-6                   # bytes: a deadline computed for a packet lets it pass
 U32 = 0xFFFFFFFF
-M64 = (1 << 64) - 1
-#: Packets up to reorder_depth + max(reorder_depth, JUMP_SLACK) ahead make room in the
-#: window at once (one packet moves it by at most max(depth, JUMP_SLACK)); further ahead is
-#: a jump (_jump).
-JUMP_SLACK = 64
-
-
-def serial_diff(a: int, b: int) -> int:
-    """a - b as a signed 32-bit serial-number distance (RFC 1982)."""
-    return ((a - b + 0x80000000) & U32) - 0x80000000
-
-
-def _is_lcp_echo(frame) -> bool:
-    """LCP Echo-Request/Reply (RFC 1661 §5.8), sent with FF 03 and a 2-byte protocol."""
-    return (len(frame) >= 5 and frame[0] == 0xFF and frame[1] == 0x03 and frame[2] == 0xC0
-            and frame[3] == 0x21 and frame[4] in (9, 10))
+serial_diff = _rxwin.serial_diff     # RFC 1982 signed 32-bit distance
 
 
 def _parse_addr(addr: str) -> bytes:
@@ -224,40 +211,24 @@ class _Bucket:
 
 
 class _Session:
-    def __init__(self, call_id, peer_call_id, peer_addr, peer_bin, tun, peer_rwin, peer_ppd, mtu):
+    def __init__(self, call_id, peer_call_id, peer_addr, peer_bin, tun, peer_rwin, peer_ppd, mtu,
+                 rx: _rxwin.RxWindow):
         self.call_id = call_id
         self.peer_call_id = peer_call_id
         self.peer_addr = peer_addr
         self.peer_bin = peer_bin
         self.tun = tun
-        self.peer_rwin = max(1, peer_rwin)
         self.peer_ppd = peer_ppd
         self.tx_acfc = False
         self.tx_pfc = False
         self.mtu = mtu
         self.ipv4 = False
         self.ipv6 = False
-        # RFC 2637 §4.2-4.4, named as Linux pptp.c names them.
-        self.seq_sent = U32         # last sequence number sent (first sent is 0)
-        self.ack_recv = U32         # last of ours the peer acknowledged
-        self.seq_recv = U32         # last in-order sequence number received
-        self.ack_sent = U32         # last ack we sent
-        self.rx_started = False
-        self.rx_hist = 0            # bit k: seq_recv - k was delivered
-        self.reorder: dict[int, tuple[float, bytes]] = {}   # seq -> (arrival, frame or b"" = done)
-        self.reorder_deadline = None
-        self.rx_last = 0.0          # arrival of the last packet taken into the window
-        self.jump = None            # the latest refused far-ahead sequence number (_jump)
-        self.jump_n = 0             # refused packets near each other (>= 2: a confirmed region)
-        self.ack_deadline = None
-        # Flow control (opt-in, Appendix A).
-        self.txq: deque = deque()
-        self.fc_window = self.peer_rwin
-        self.fc_deadline = None
-        self.srtt = None
-        self.rttdev = 0.0
-        self.ato = ATO_INIT
-        self.probe = None           # (seq, sent_at) RTT sample in flight
+        # RFC 2637 §4.2-4.4, named as Linux pptp.c names them.  Send side: seq_sent,
+        # ack_recv, the peer's window and the opt-in flow control (_txwin_ref)
+        self.tx = _txwin.TxWindow(peer_rwin)
+        # receive side: seq_recv, ack_sent, the ack timer, the reorder buffer (_rxwin_ref)
+        self.rx = rx
         self.mppe_tx = None
         self.mppe_rx = None
         self.rl_tx = _Bucket()      # TUN -> GRE
@@ -330,6 +301,9 @@ class Engine:
         self._port_icmp_base = 0
         self._gre_sock = None
         self._max_frame = cfg.mru + FRAME_SLACK
+        # receive windows (_rxwin_ref): their parameters and the reorder frames all calls share
+        self._rxp = _rxwin.RxParams(cfg.reorder_depth, cfg.reorder_timeout, cfg.ack_delay)
+        self._rxpool = _rxwin.RxPool(_rxwin.pool_frames(cfg.reorder_pool, cfg.reorder_depth))
         # TUN table: index -> fd (-1 free), virtio_net_hdr length, owner ("start": freed by
         # stop(); "added": by remove_tun).  add_tun reuses the lowest free index.
         self._tun_fds: list[int] = []
@@ -351,7 +325,8 @@ class Engine:
                 raise ValueError(f"call ID {a.call_id} already has a session")
             self._sessions[a.call_id] = _Session(a.call_id, a.peer_call_id, a.peer_addr,
                                                  a.peer_bin, a.tun, a.peer_rwin, a.peer_ppd,
-                                                 self.config.mtu)
+                                                 self.config.mtu,
+                                                 _rxwin.RxWindow(self._rxp, self._rxpool))
         self._kick()
 
     def set_peer_call(self, call_id, peer_call_id, *, peer_rwin=64, peer_ppd=0):
@@ -363,15 +338,15 @@ class Engine:
         with self._lock:
             s = self._get(call_id)
             s.peer_call_id = peer_call_id
-            s.peer_rwin = peer_rwin
             s.peer_ppd = peer_ppd
-            s.fc_window = s.peer_rwin
+            s.tx.set_rwin(peer_rwin)
 
     def remove_session(self, call_id):
         call_id = _args.lookup(call_id)
         with self._lock:
             s = self._get(call_id)              # s.tun == -1: detached by remove_tun
             del self._sessions[call_id]
+            s.rx.release()                      # its buffered frames back to the pool
             self._timers.pop(call_id, None)
             for k in [k for k, v in self._routes.items() if v == call_id]:
                 del self._routes[k]
@@ -599,7 +574,7 @@ class Engine:
         best = None
         for cid in self._timers:
             s = self._sessions[cid]
-            for d in (s.reorder_deadline, s.ack_deadline, s.fc_deadline, self._jump_due(s), s.rl_deadline):
+            for d in (*s.rx.deadlines(), s.tx.deadline, s.rl_deadline):
                 if d is not None and (best is None or d < best):
                     best = d
         return best
@@ -645,12 +620,10 @@ class Engine:
     def _send_data(self, s, proto, pkt, now, gre_out):
         """An IP packet past its rate limit: held while the flow-control window is closed,
         else framed and emitted."""
-        n = len(pkt)
-        if self.config.flow_control and (s.txq or serial_diff(s.seq_sent, s.ack_recv) >= s.fc_window):
-            if len(s.txq) >= TXQ_DEPTH or n > TXQ_SLOT:
+        if s.tx.must_hold(self.config.flow_control):
+            if not s.tx.hold(proto, pkt):
                 s.c["drop_window_full"] += 1        # queue full, or larger than a slot
                 return
-            s.txq.append((proto, bytes(pkt)))
             self._arm(s)
             return
         self._emit_data(s, proto, pkt, now, gre_out)
@@ -665,22 +638,16 @@ class Engine:
         s.c["tx_bytes"] += len(pkt)
 
     def _emit_gre(self, s, frame, now, gre_out):
-        s.seq_sent = (s.seq_sent + 1) & U32
-        ack = s.rx_started and s.seq_recv != s.ack_sent
+        seq, arm = s.tx.next_seq(self.config.flow_control, now)
+        if arm:                                 # flow control: the ack time-out started
+            self._arm(s)
+        ack = s.rx.ack_pending()
         hdr = bytearray(b"\x30\x01\x88\x0b")
         hdr += len(frame).to_bytes(2, "big") + s.peer_call_id.to_bytes(2, "big")
-        hdr += s.seq_sent.to_bytes(4, "big")
+        hdr += seq.to_bytes(4, "big")
         if ack:
             hdr[1] |= 0x80
-            hdr += s.seq_recv.to_bytes(4, "big")
-            s.ack_sent = s.seq_recv
-            s.ack_deadline = None
-        if self.config.flow_control:
-            if s.probe is None:
-                s.probe = (s.seq_sent, now)
-            if s.fc_deadline is None:
-                s.fc_deadline = now + s.ato
-                self._arm(s)
+            hdr += s.rx.ack_taken().to_bytes(4, "big")    # piggybacked: no ack-only packet
         gre_out.append((s.peer_addr, bytes(hdr) + bytes(frame)))
 
     def _flush_control(self, now, gre_out):
@@ -744,181 +711,29 @@ class Engine:
         self._on_seq(s, seq, d[o:o + plen], now, tun_out)
 
     def _on_ack(self, s, ack, now):
-        if serial_diff(ack, s.ack_recv) <= 0 or serial_diff(ack, s.seq_sent) > 0:
-            return
-        s.ack_recv = ack
-        if not self.config.flow_control:
-            return
-        # RFC 2637 Appendix A: RTT estimate -> adaptive ack time-out; window opens again.
-        if s.probe is not None and serial_diff(ack, s.probe[0]) >= 0:
-            sample = now - s.probe[1]
-            if s.srtt is None:
-                s.srtt, s.rttdev = sample, sample / 2
-            else:
-                diff = sample - s.srtt
-                s.srtt += diff / 8
-                s.rttdev += (abs(diff) - s.rttdev) / 4
-            s.ato = min(ATO_MAX, max(ATO_MIN, s.srtt + 4 * s.rttdev))
-            s.probe = None
-        s.fc_window = min(s.peer_rwin, s.fc_window + 1)
-        if serial_diff(s.seq_sent, s.ack_recv) > 0:
-            s.fc_deadline = now + s.ato
-            self._arm(s)
-        else:
-            s.fc_deadline = None
-        if s.txq:
-            self._arm(s)
-
-    def _advance(self, s, seq, delivered, now):
-        """seq_recv moves forward to ``seq``; the history remembers what was delivered and
-        an ack becomes pending (sent alone after ack_delay unless data carries it)."""
-        k = serial_diff(seq, s.seq_recv)
-        s.rx_hist = ((s.rx_hist << k) & M64) if k < 64 else 0
-        if delivered:
-            s.rx_hist |= 1
-        s.seq_recv = seq
-        if s.ack_deadline is None:
-            s.ack_deadline = now + self.config.ack_delay
+        """The peer acknowledged ``ack`` (_txwin_ref: the window opens, the ack time-out
+        restarts, held packets may go)."""
+        if s.tx.on_ack(ack, self.config.flow_control, now):
             self._arm(s)
 
     def _on_seq(self, s, seq, frame, now, tun_out):
-        if not s.rx_started:
-            s.rx_started = True
-            s.seq_recv = s.ack_sent = (seq - 1) & U32   # nothing acked yet, whatever seq is
-            s.rx_last = now
-            self._advance(s, seq, True, now)
-            self._deliver(s, frame, now, tun_out, own=True)
-            return
-        d = serial_diff(seq, (s.seq_recv + 1) & U32)
-        depth = self.config.reorder_depth
-        if d >= depth + max(depth, JUMP_SLACK):
-            # far beyond the window: a new region, or a blind spoof (see _jump)
-            if not self._jump(s, seq, now, tun_out):
-                return
-            d = 0                           # _jump made seq the next expected
-        elif d >= depth:
-            # just beyond (a gap held open filled the buffer): give up the oldest gaps (lost)
-            # to make room; one packet moves the window by at most max(depth, JUMP_SLACK)
-            self._skip_to(s, (seq - depth + 1) & U32, now, tun_out, timeout=False)
-            d = serial_diff(seq, (s.seq_recv + 1) & U32)
-        if d == 0:
-            s.rx_last = now
-            s.jump = None
-            self._advance(s, seq, True, now)
-            self._deliver(s, frame, now, tun_out, own=True)
-            self._drain(s, now, tun_out)
-            return
-        echo = _is_lcp_echo(frame)
-        if d < 0:
-            back = -d - 1                   # 0: seq == seq_recv
-            if back < 64 and (s.rx_hist >> back) & 1:
-                s.c["drop_duplicate"] += 1
-            elif echo and back < 64:
-                # a keepalive arriving after its gap was given up: still delivered, but only
-                # near the window, so a window moved away from the peer makes echoes fail
-                self._deliver(s, frame, now, tun_out)
-            else:
-                s.c["drop_too_old"] += 1
-            return
-        if seq in s.reorder:
-            s.c["drop_duplicate"] += 1
-            return
-        s.rx_last = now
-        s.jump = None
-        if echo:
-            self._deliver(s, frame, now, tun_out)
-            frame = b""                     # placeholder: counts as delivered when reached
-        s.reorder[seq] = (now, frame)
-        s.c["reordered"] += 1
-        if s.reorder_deadline is None:
-            s.reorder_deadline = now + self.config.reorder_timeout
+        """A frame with a sequence number: through the receive window (_rxwin_ref)."""
+        self._rx_act(s, s.rx.receive(seq, frame, now), now, tun_out)
+
+    def _rx_act(self, s, o: _rxwin.RxOut, now, tun_out):
+        """Do what the receive window asked: arm the timers, count, deliver the frames in
+        order, then give their reorder-pool frames back (only now, as the compiled twin)."""
+        if o.arm:
             self._arm(s)
-
-    def _jump(self, s, seq, now, tun_out) -> bool:
-        """``seq`` is reorder_depth + max(reorder_depth, JUMP_SLACK) or more ahead of the
-        window. RFC 2637 §4.4: the peer never retransmits, so after a burst loss larger than
-        the window the window must follow the peer -- but one packet (a blind spoof with a
-        live call ID and the peer's address) must not drag it away from the real stream. So
-        a far-ahead packet is refused (``drop_seq_jump``) and remembered as the candidate of
-        a new region. A second one within max(reorder_depth, JUMP_SLACK) of the candidate
-        confirms the region; the window jumps there once it has itself had no packet for
-        reorder_timeout (a spoofer can add packets but cannot silence the peer's): at once,
-        to a confirming packet arriving when the window is already silent, or by
-        ``_fire_timers`` (to just past the candidate) when it falls silent later. A packet
-        taken into the window forgets the candidate. True when ``seq`` is now the next
-        expected (the gaps before it given up: ``lost``), False when the packet is refused."""
-        depth = self.config.reorder_depth
-        if s.jump is not None:
-            k = serial_diff(seq, s.jump)
-            # near: the region's own reordering may reach what makes room in the window
-            slack = max(depth, JUMP_SLACK)
-            near = k != 0 and -slack < k < slack
-            if near and now - s.rx_last >= self.config.reorder_timeout:
-                s.jump = None
-                self._skip_to(s, seq, now, tun_out, timeout=False)
-                return True
-            s.c["drop_seq_jump"] += 1
-            if k == 0:
-                return False                # the candidate again: confirms nothing
-            s.jump_n = s.jump_n + 1 if near else 1
-        else:
-            s.c["drop_seq_jump"] += 1
-            s.jump_n = 1
-        s.jump = seq
-        if s.jump_n >= 2:                   # confirmed: the timer takes it if the window stays silent
-            self._arm(s)
-        return False
-
-    def _jump_due(self, s):
-        """When a confirmed candidate is taken by the timer (None: not armed)."""
-        if s.jump is not None and s.jump_n >= 2:
-            return s.rx_last + self.config.reorder_timeout
-        return None
-
-    def _drain(self, s, now, tun_out):
-        r = s.reorder
-        while r:
-            nxt = (s.seq_recv + 1) & U32
-            item = r.pop(nxt, None)
-            if item is None:
-                break
-            self._advance(s, nxt, True, now)
-            if item[1]:
-                self._deliver(s, item[1], now, tun_out)
-        self._reorder_rearm(s)
-
-    def _reorder_rearm(self, s):
-        if s.reorder:
-            s.reorder_deadline = min(a for a, _ in s.reorder.values()) + self.config.reorder_timeout
-        else:
-            s.reorder_deadline = None
-
-    def _skip_to(self, s, new_expected, now, tun_out, timeout):
-        """Give up every gap before ``new_expected``: buffered frames there are delivered in
-        order, missing sequence numbers are counted lost."""
-        exp = (s.seq_recv + 1) & U32
-        span = serial_diff(new_expected, exp)
-        if span <= 0:
-            return
-        for q in sorted((q for q in s.reorder if serial_diff(q, new_expected) < 0),
-                        key=lambda q: serial_diff(q, exp)):
-            gap = serial_diff(q, (s.seq_recv + 1) & U32)
-            self._lost(s, gap, timeout)
-            _, fr = s.reorder.pop(q)
-            self._advance(s, q, True, now)
-            if fr:
-                self._deliver(s, fr, now, tun_out)
-        gap = serial_diff(new_expected, (s.seq_recv + 1) & U32)
-        if gap > 0:
-            self._lost(s, gap, timeout)
-            self._advance(s, (new_expected - 1) & U32, False, now)
-        self._drain(s, now, tun_out)
-
-    @staticmethod
-    def _lost(s, gap, timeout):
-        s.c["lost"] += gap
-        if timeout:
-            s.c["drop_reorder_timeout"] += gap
+        c = s.c
+        c["lost"] += o.lost
+        c["drop_reorder_timeout"] += o.lost_timeout
+        c["reordered"] += o.reordered
+        if o.drop != _rxwin.TAKEN:
+            c[_rxwin.DROP_COUNTER[o.drop]] += 1
+        for frame, own in o.frames:
+            self._deliver(s, frame, now, tun_out, own=own)
+        s.rx.pool.put(o.pooled)
 
     # ---- delivery of an in-order PPP frame
     def _deliver(self, s, frame, now, tun_out, own=False):
@@ -990,39 +805,23 @@ class Engine:
             if s is None:
                 self._timers.pop(cid, None)
                 continue
-            while s.reorder_deadline is not None and s.reorder_deadline <= now:
-                first = min(s.reorder, key=lambda q: serial_diff(q, s.seq_recv))
-                self._skip_to(s, first, now, tun_out, timeout=True)
-            due = self._jump_due(s)
-            if due is not None and due <= now:
-                # the new region is confirmed and the window silent: move to just past the
-                # candidate (it and every gap before it lost)
-                cand, s.jump = s.jump, None
-                self._skip_to(s, (cand + 1) & U32, now, tun_out, timeout=False)
+            # receive window: gaps past the reorder timeout given up, a confirmed jump taken
+            self._rx_act(s, s.rx.fire(now), now, tun_out)
             if self.config.flow_control:
-                if s.fc_deadline is not None and s.fc_deadline <= now:
-                    # Appendix A: no ack within the time-out -> assume the window was lost,
-                    # back off the time-out and shrink the window.
-                    s.ack_recv = s.seq_sent
-                    s.fc_deadline = None
-                    s.probe = None
-                    s.ato = min(ATO_MAX, s.ato * 2)
-                    s.fc_window = max(1, s.fc_window // 2)
-                while s.txq and serial_diff(s.seq_sent, s.ack_recv) < s.fc_window:
-                    proto, pkt = s.txq.popleft()
-                    self._emit_data(s, proto, pkt, now, gre_out)
+                # the ack time-out (the window halves), then what the window lets go
+                s.tx.fire(now)
+                while (item := s.tx.pop()) is not None:
+                    self._emit_data(s, item[0], item[1], now, gre_out)
             if s.rl_deadline is not None and s.rl_deadline <= now:
                 self._rl_release(s, now, tun_out, gre_out)
-            if s.ack_deadline is not None and s.ack_deadline <= now:
-                s.ack_deadline = None
-                if s.seq_recv != s.ack_sent:
-                    gre_out.append((s.peer_addr, b"\x20\x81\x88\x0b\x00\x00"
-                                    + s.peer_call_id.to_bytes(2, "big")
-                                    + s.seq_recv.to_bytes(4, "big")))
-                    s.ack_sent = s.seq_recv
-                    s.c["tx_acks"] += 1
-            if (s.reorder_deadline is None and s.ack_deadline is None and s.fc_deadline is None
-                    and not s.txq and self._jump_due(s) is None and s.rl_deadline is None):
+            if s.rx.ack_due(now):
+                # S=0, A=1: the ack travels where the sequence number would be (RFC 2637 §4.1)
+                gre_out.append((s.peer_addr, b"\x20\x81\x88\x0b\x00\x00"
+                                + s.peer_call_id.to_bytes(2, "big")
+                                + s.rx.ack_sent_now().to_bytes(4, "big")))
+                s.c["tx_acks"] += 1
+            if (all(d is None for d in s.rx.deadlines()) and not s.tx.timers_pending()
+                    and s.rl_deadline is None):
                 del self._timers[cid]
 
     # ------------------------------------------------------------------ slab API

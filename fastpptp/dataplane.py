@@ -78,6 +78,7 @@ class EngineConfig:
     sndbuf: int = 4 << 20
     offload: bool = True            # TUN virtio_net_hdr / TSO / GRO when the TUN has them
     rate_limit_queue: int = 64      # packets held per session and direction over its rate limit (0: drop)
+    reorder_pool: int = 0           # reorder frames all calls share (0: max(1024, 4 x reorder_depth))
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch <= 1024:
@@ -94,6 +95,8 @@ class EngineConfig:
             raise ValueError("control_queue must be 1..65536")
         if not 0 <= self.rate_limit_queue <= 1024:
             raise ValueError("rate_limit_queue must be 0..1024")
+        if not 0 <= self.reorder_pool <= 1 << 20:
+            raise ValueError("reorder_pool must be 0..1048576")
 
 
 class EngineUnavailable(ImportError):

@@ -56,6 +56,9 @@ class GreIo:
     tracker: Any = None             # fastpptp.net.nexthop.NexthopTracker (fast modes)
     _peers: dict[str, int] = field(default_factory=dict)
     _closed: bool = False
+    # the tracker's add/remove wait for netlink round trips on its own thread: handed to one
+    # worker here, in order, so the asyncio loop calling peer_up never waits for them
+    _worker: concurrent.futures.ThreadPoolExecutor | None = None
 
     def describe(self) -> str:
         return f"{self.mode}: {self.port.describe()} ({self.why})"
@@ -65,20 +68,38 @@ class GreIo:
         n = self._peers.get(peer, 0)
         self._peers[peer] = n + 1
         if n == 0 and self.tracker is not None:
-            try:
-                self.tracker.add_peer(peer)
-            except Exception as exc:           # the slow path still carries it
-                log.warning("GRE I/O: next hop of %s not tracked: %s", peer, exc)
+            self._submit(self._track, peer)
+
+    def _submit(self, fn: Callable[[str], None], peer: str) -> None:
+        if self._closed:
+            return
+        if self._worker is None:
+            self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="greio-nexthop")
+        self._worker.submit(fn, peer)
+
+    def _track(self, peer: str) -> None:
+        try:
+            self.tracker.add_peer(peer)
+        except Exception as exc:               # the slow path still carries it
+            log.warning("GRE I/O: next hop of %s not tracked (slow path): %s", peer, exc)
+
+    def _untrack(self, peer: str) -> None:
+        try:
+            self.tracker.remove_peer(peer)
+        except Exception as exc:
+            log.debug("GRE I/O: untracking %s: %s", peer, exc)
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Wait until the tracker calls handed over so far are done (tests, start-up)."""
+        if self._worker is not None:
+            self._worker.submit(lambda: None).result(timeout=timeout)
 
     def peer_down(self, peer: str) -> None:
         n = self._peers.get(peer, 0)
         if n <= 1:
             self._peers.pop(peer, None)
             if n == 1 and self.tracker is not None:
-                try:
-                    self.tracker.remove_peer(peer)
-                except Exception as exc:
-                    log.debug("GRE I/O: untracking %s: %s", peer, exc)
+                self._submit(self._untrack, peer)
         else:
             self._peers[peer] = n - 1
 
@@ -90,6 +111,8 @@ class GreIo:
         if self._closed:
             return
         self._closed = True
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
         for what, fn in (("tracker", getattr(self.tracker, "close", None)),
                          ("port", getattr(self.port, "close", None)), ("raw socket", self.raw.close)):
             if fn is None:
@@ -162,7 +185,7 @@ def _fast_reason(mode: str, iface: TunnelInterface) -> str | None:
 def _fast_reason_of(mode: str, iface: TunnelInterface) -> str | None:
     if mode == "xdp":
         from . import xdpport
-        return xdpport.xdp_unavailable_reason(iface.index)
+        return xdpport.xdp_unavailable_reason(iface.index, iface.addrs)
     from . import packetport
     return packetport.packet_unavailable_reason(iface.index)
 
@@ -208,12 +231,17 @@ def open_gre_io(mode: str = "auto", *, local: str | None = None, peer: str | Non
                 if port is None:
                     reasons.append(f"{m}: {why}")
                     continue
-                tracker = None
-                if tracker_factory is not None:
-                    tracker = tracker_factory(port)
-                else:
-                    from .nexthop import NexthopTracker
-                    tracker = NexthopTracker(port)
+                try:
+                    if tracker_factory is not None:
+                        tracker = tracker_factory(port)
+                    elif getattr(port, "tracker", None) is not None:
+                        tracker = port.tracker        # open_packet_port starts one
+                    else:
+                        from .nexthop import NexthopTracker
+                        tracker = NexthopTracker(port, iface.index)
+                except BaseException:
+                    port.close()
+                    raise
                 what = "--gre-io " + mode if mode != "auto" else "auto: fastest available"
                 if reasons:
                     what += "; " + "; ".join(reasons)

@@ -54,9 +54,12 @@ Reference = load_engine("reference")
 def _engines(h: int) -> list:
     mppe = h & 3
     slab = bool(h & 0x80)
-    cfg = EngineConfig(reorder_depth=DEPTHS[h >> 4 & 3], flow_control=bool(h & 0x40),
+    depth = DEPTHS[h >> 4 & 3]
+    # depth 5 runs with a reorder pool of 3 frames: both twins refuse the same frames
+    # (drop_no_room) when the engine-wide pool is empty
+    cfg = EngineConfig(reorder_depth=depth, flow_control=bool(h & 0x40),
                        reorder_timeout=10.0 if slab else 0.05, ack_delay=0.02,
-                       control_queue=CONTROL_QUEUE)
+                       control_queue=CONTROL_QUEUE, reorder_pool=3 if depth == 5 else 0)
     out = []
     for E in (Compiled, Reference):
         e = E(cfg)

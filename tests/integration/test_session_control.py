@@ -350,6 +350,10 @@ def test_control_socket_is_root_only(loopback_ns, engines):
         shutil.rmtree(base, ignore_errors=True)
     assert mode == 0o600
     assert as_root["sessions"] == []
-    assert set(as_root) == {"sessions", "totals"} and all(isinstance(v, int) for v in as_root["totals"].values())
+    assert set(as_root) == {"sessions", "totals", "gre_io"}
+    assert all(isinstance(v, int) for v in as_root["totals"].values())
+    gio = as_root["gre_io"]                 # which GRE port runs, why, and its counters
+    assert gio["mode"] in ("xdp", "packet", "raw") and gio["why"] and gio["port"]
+    assert gio["counters"] and all(isinstance(v, int) for v in gio["counters"].values())
     assert by_mode == {"connect": "EACCES"}
     assert by_cred == {"reply": {"error": "permission denied"}}

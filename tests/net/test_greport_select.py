@@ -92,9 +92,11 @@ def test_peers_are_refcounted_per_control_connection():
     io.peer_up("192.0.2.7")
     io.peer_up("192.0.2.7")                          # a second control connection from it
     io.peer_down("192.0.2.7")
+    io.wait_idle()
     assert t.calls == [("add", "192.0.2.7")]
     io.peer_down("192.0.2.7")
     io.peer_down("192.0.2.9")                        # never up: nothing
+    io.wait_idle()
     assert t.calls == [("add", "192.0.2.7"), ("remove", "192.0.2.7")]
     io.close()
     assert t.calls[-1] == ("close",) and s.fileno() == -1
