@@ -260,8 +260,10 @@ def memcpy_rate(nbytes: int, min_time=0.3) -> float:
 
 
 # ------------------------------------------------------------------ rate limiter cost
+# what _gre.pyx is compiled from: its .pxd, and those it cimports (the windows' inline
+# functions are compiled into it; the sink's and the port's layouts are checked at import)
 _GRE_SOURCES = ("_gre.pyx", "_gre.pxd", "_sys.pxd", "_mppe.pxd", "_offload.pxd", "_greport.pxd",
-                "_sink.pxd")
+                "_sink.pxd", "_rxwin.pxd", "_txwin.pxd")
 
 
 def _compile_gre(out: str, no_rate_limit: bool) -> None:
