@@ -10,7 +10,6 @@ slab, the GRO hold, the port's tx scratch, the thread.  The engine core (session
 windows, timers, the TUN table) stays in fastpptp/_gre.pyx: this module cimports Engine,
 and _gre imports this one at run time in start() (no circular cimport).
 """
-cimport cython
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from fastpptp._sink cimport Sink
 from fastpptp._gre cimport Engine
