@@ -296,9 +296,10 @@ class Server:
         offload = self.config.offload and Engine.supports_vnet_hdr
         self._tun_offload = offload
         bind = self.config.listen if self.config.listen not in ("0.0.0.0", "::") else None
-        engine: ServerEngine = Engine(EngineConfig(mtu=mtu, mru=self._ppp.mru or 1500, offload=offload,
-                                                   flow_control=self.config.flow_control))
-        gre = self._gre = open_gre_io(self.config.gre_io, local=bind, batch=engine.config.batch)
+        ecfg = EngineConfig(mtu=mtu, mru=self._ppp.mru or 1500, offload=offload,
+                            flow_control=self.config.flow_control)
+        engine: ServerEngine = Engine(ecfg)
+        gre = self._gre = open_gre_io(self.config.gre_io, local=bind, batch=ecfg.batch)
         # the reference engine is the benchmark baseline: its own Python socket calls on the
         # raw socket, never the compiled port (whose Python helpers copy)
         port = gre.port if self.config.impl == "compiled" or gre.mode != "raw" else gre.raw.fileno()
