@@ -332,6 +332,7 @@ cdef class PacketPort(GrePort):
     cdef uint32_t nh_mask
     cdef uint32_t nh_live, nh_used
     cdef public object owned
+    cdef public object tracker      # the NexthopTracker keeping the table (packetport.py)
     cdef object local_addrs
     cdef object slow_sock
 
@@ -478,6 +479,9 @@ cdef class PacketPort(GrePort):
         """Unmap the ring, close our packet sockets and what we own (the drop program).
         The raw socket stays the caller's.  Call only when the I/O thread is stopped."""
         owned, self.owned = self.owned, []
+        if self.tracker is not None:
+            self.tracker.close()
+            self.tracker = None
         for o in reversed(owned):
             o.close()
         self._release_os()
@@ -488,6 +492,9 @@ cdef class PacketPort(GrePort):
              f"qdisc bypass) on ifindex {self.ifindex}")
         if self.slow is not None:
             s += f", slow path {self.slow.describe()}"
+        for o in self.owned:
+            if hasattr(o, "describe"):
+                s += f", {o.describe()}"
         return s
 
     @property
