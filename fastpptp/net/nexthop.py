@@ -33,10 +33,14 @@ import errno
 import ipaddress
 import logging
 import os
+import queue
 import select
 import socket
+import struct
 import threading
+import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -47,6 +51,7 @@ __all__ = [
     "NUD_FAILED", "NUD_NOARP", "NUD_PERMANENT", "RTN_UNICAST", "RTN_LOCAL",
     "RouteInfo", "LinkInfo", "NeighInfo", "Nexthop", "SlowPath", "Decision",
     "nexthop_address", "neighbour_usable", "decide", "affected_by_neigh",
+    "RtEvent", "parse_rtnl_events", "open_rtnl_events",
     "query_route", "query_link", "query_neigh", "use_neighbour", "resolve",
     "NexthopTracker",
 ]
@@ -183,6 +188,70 @@ def affected_by_neigh(decisions: dict[str, Decision], ifindex: int, neigh_dst: s
     return [p for p, d in decisions.items() if d.via == neigh_dst]
 
 
+@dataclass(frozen=True)
+class RtEvent:
+    """One rtnetlink notification, reduced to what the tracker acts on."""
+
+    kind: str                   # "neigh", "route", "link"
+    family: int
+    ifindex: int                # neigh, link; 0 for route
+    dst: str | None = None      # neigh: NDA_DST (IPv4 only)
+
+
+_NLMSG_HDR = struct.Struct("=IHHII")
+_RTA = struct.Struct("=HH")
+RTM_NEWLINK, RTM_DELLINK, RTM_NEWROUTE, RTM_DELROUTE, RTM_NEWNEIGH, RTM_DELNEIGH = 16, 17, 24, 25, 28, 29
+NDA_DST = 1
+
+
+def parse_rtnl_events(data: bytes) -> list[RtEvent]:
+    """The notifications in one rtnetlink datagram (linux/rtnetlink.h layouts: nlmsghdr,
+    then ifinfomsg / rtmsg / ndmsg and rtattrs).  Malformed or foreign messages are
+    skipped; every length is checked before use."""
+    out: list[RtEvent] = []
+    off = 0
+    while off + _NLMSG_HDR.size <= len(data):
+        ln, typ, _flags, _seq, _pid = _NLMSG_HDR.unpack_from(data, off)
+        if ln < _NLMSG_HDR.size or off + ln > len(data):
+            break
+        body = data[off + _NLMSG_HDR.size: off + ln]
+        off += (ln + 3) & ~3
+        if typ in (RTM_NEWLINK, RTM_DELLINK) and len(body) >= 16:
+            fam, _pad, _typ, index = struct.unpack_from("=BBHi", body)
+            out.append(RtEvent("link", fam, index))
+        elif typ in (RTM_NEWROUTE, RTM_DELROUTE) and len(body) >= 12:
+            out.append(RtEvent("route", body[0], 0))
+        elif typ in (RTM_NEWNEIGH, RTM_DELNEIGH) and len(body) >= 12:
+            fam, _p1, _p2, index = struct.unpack_from("=BBHi", body)
+            dst = None
+            a = 12
+            while a + _RTA.size <= len(body):
+                alen, atyp = _RTA.unpack_from(body, a)
+                if alen < _RTA.size or a + alen > len(body):
+                    break
+                if atyp == NDA_DST and fam == socket.AF_INET and alen == _RTA.size + 4:
+                    dst = socket.inet_ntoa(body[a + 4: a + 8])
+                a += (alen + 3) & ~3
+            out.append(RtEvent("neigh", fam, index, dst))
+    return out
+
+
+def open_rtnl_events() -> socket.socket:
+    """A non-blocking rtnetlink socket (calling thread's namespace) subscribed to link,
+    neighbour and IPv4 route notifications.  Plain socket, not pyroute2: its own reader
+    would buffer messages where select() cannot see them."""
+    s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK
+                      | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
+    try:
+        with contextlib.suppress(OSError):
+            s.setsockopt(socket.SOL_SOCKET, 33, 4 << 20)     # SO_RCVBUFFORCE: bursts of events
+        s.bind((0, RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_ROUTE))
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
 # ------------------------------------------------------------------------------ queries
 
 
@@ -280,54 +349,69 @@ class NexthopTable(Protocol):
 class NexthopTracker:
     """Keeps ``port``'s nexthop table right for the peers added, on interface ``ifindex``.
 
-    Create it in the network namespace of the interface (its netlink sockets are opened in
-    the calling thread's namespace).  ``add_peer`` resolves at once (two or three netlink
-    round trips: set-up time, not the packet path); ``start()`` runs the event thread;
-    ``close()`` stops it (by an eventfd wake-up, joined) and closes the sockets.
+    Create it in the network namespace of the interface: its thread is started by the
+    constructor, so it inherits the calling thread's namespace, and opens its two netlink
+    sockets there: pyroute2 for the queries, a plain one for the neighbour/IPv4 route/link
+    notifications (:func:`open_rtnl_events`, parsed by :func:`parse_rtnl_events`).
+    pyroute2 0.9's synchronous API gives every thread its own socket, so all netlink work
+    happens on that one thread; ``add_peer``/``refresh_all`` from another thread (asyncio's,
+    the control plane's) are handed to it and waited for (a few netlink round trips: set-up
+    time, never the packet path).  ``close()`` stops it (eventfd wake-up, joined).
 
-    ``on_change(peer, decision)`` is called (from whichever thread resolved) whenever a
-    peer's decision changes."""
+    The thread only calls the port's ``set_nexthop``/``clear_nexthop`` (which take the
+    port's table lock without the GIL-holding engine), and ``on_change(peer, decision)``
+    whenever a peer's decision changes."""
 
     def __init__(self, port: NexthopTable, ifindex: int, *, refresh: float = 2.0,
-                 on_change: Callable[[str, Decision], None] | None = None) -> None:
-        from pyroute2 import IPRoute
+                 on_change: Callable[[str, Decision], None] | None = None,
+                 timeout: float = 10.0) -> None:
         if refresh <= 0:
             raise ValueError("refresh must be > 0")
         self.port = port
         self.ifindex = ifindex
         self.refresh = refresh
         self.on_change = on_change
+        self.timeout = timeout
         self._lock = threading.RLock()
         self._peers: dict[str, str | None] = {}         # peer -> forced local address
         self._decisions: dict[str, Decision] = {}
-        self._thread: threading.Thread | None = None
+        self._requests: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...], Future[Any]]]
+        self._requests = queue.SimpleQueue()
         self._stop = False
         self.events = 0                                   # netlink events seen (diagnostics)
         self.resolutions = 0
-        self._q = IPRoute()
-        self._ev = IPRoute()
+        self._q: Any = None
+        self._ev: Any = None
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        ready: Future[None] = Future()
+        self._thread: threading.Thread | None = threading.Thread(
+            target=self._run, args=(ready,), name=f"nexthop-tracker-{ifindex}", daemon=True)
+        self._thread.start()
         try:
-            self._ev.bind(groups=RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_ROUTE)
-            self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            ready.result(timeout=timeout)
         except BaseException:
-            self._q.close()
-            self._ev.close()
+            self.close()
             raise
+
+    def start(self) -> NexthopTracker:
+        """Kept for symmetry: the thread runs from the constructor on."""
+        return self
 
     # -- peers
 
     def add_peer(self, peer: str, local: str | None = None) -> Decision:
-        """Track ``peer`` (IPv4), optionally with our source address forced to ``local``."""
+        """Track ``peer`` (IPv4), optionally with our source address forced to ``local``;
+        returns the decision made now (a slow one is retried and followed by events)."""
         peer = _v4(peer)
-        with self._lock:
-            self._peers[peer] = _v4(local) if local else None
-            return self._resolve(peer)
+        loc = _v4(local) if local else None
+        return self._call(self._add, peer, loc)            # type: ignore[no-any-return]
 
     def remove_peer(self, peer: str) -> None:
         peer = _v4(peer)
         with self._lock:
-            if self._peers.pop(peer, "absent") == "absent":
+            if peer not in self._peers:
                 return
+            del self._peers[peer]
             self._decisions.pop(peer, None)
             self.port.clear_nexthop(peer)
 
@@ -341,11 +425,31 @@ class NexthopTracker:
 
     def refresh_all(self) -> None:
         """Re-resolve every peer now."""
+        self._call(self._refresh_all)
+
+    # -- handing work to the thread
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if threading.current_thread() is self._thread:
+            return fn(*args)
+        if self._thread is None or self._stop:
+            raise RuntimeError("nexthop tracker closed")
+        fut: Future[Any] = Future()
+        self._requests.put((fn, args, fut))
+        os.eventfd_write(self._wake, 1)
+        return fut.result(timeout=self.timeout)
+
+    def _add(self, peer: str, local: str | None) -> Decision:
+        with self._lock:
+            self._peers[peer] = local
+            return self._resolve(peer)
+
+    def _refresh_all(self) -> None:
         with self._lock:
             for peer in list(self._peers):
                 self._resolve(peer)
 
-    # -- internals (lock held)
+    # -- on the thread (lock held)
 
     def _resolve(self, peer: str) -> Decision:
         from pyroute2.netlink.exceptions import NetlinkError
@@ -373,23 +477,20 @@ class NexthopTracker:
                 self.on_change(peer, d)
         return d
 
-    def _on_messages(self, msgs: Iterable[Any]) -> None:
+    def _on_events(self, events: Iterable[RtEvent]) -> None:
         todo: set[str] = set()
         with self._lock:
-            for m in msgs:
+            for e in events:
                 self.events += 1
-                ev = m.get("event")
-                if ev in ("RTM_NEWNEIGH", "RTM_DELNEIGH"):
-                    dst = m.get_attr("NDA_DST")
-                    if dst is not None and m["family"] == socket.AF_INET:
-                        todo.update(affected_by_neigh(self._decisions, self.ifindex, dst,
-                                                      m["ifindex"]))
-                elif ev in ("RTM_NEWROUTE", "RTM_DELROUTE"):
-                    if m["family"] == socket.AF_INET:
+                if e.kind == "neigh":
+                    if e.dst is not None:
+                        todo.update(affected_by_neigh(self._decisions, self.ifindex, e.dst,
+                                                      e.ifindex))
+                elif e.kind == "route":
+                    if e.family == socket.AF_INET:
                         todo.update(self._peers)
-                elif ev in ("RTM_NEWLINK", "RTM_DELLINK"):
-                    if m["index"] == self.ifindex:
-                        todo.update(self._peers)
+                elif e.ifindex == self.ifindex:     # link: MTU, MAC, up/down, gone
+                    todo.update(self._peers)
             for peer in todo:
                 if peer in self._peers:
                     self._resolve(peer)
@@ -404,52 +505,97 @@ class NexthopTracker:
                 else:
                     self._resolve(peer)
 
-    # -- the event thread
-
-    def start(self) -> NexthopTracker:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="nexthop-tracker", daemon=True)
-            self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        import time
-        next_tick = time.monotonic() + self.refresh
-        evfd = self._ev.fileno()
-        while not self._stop:
-            timeout = max(0.0, next_tick - time.monotonic())
+    def _drain_events(self) -> None:
+        for _ in range(256):        # bounded: what is queued now, then the loop goes on
             try:
-                ready, _, _ = select.select([evfd, self._wake], [], [], timeout)
-            except InterruptedError:
+                data = self._ev.recv(1 << 16)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS:
+                    raise
+                # the kernel dropped notifications (socket buffer overrun): we cannot know
+                # which, so resolve every peer again
+                log.warning("nexthop tracker: rtnetlink events lost (ENOBUFS); resolving all")
+                self._refresh_all()
                 continue
-            if self._stop:
-                break
+            self._on_events(parse_rtnl_events(data))
+
+    def _serve_requests(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(self._wake)
+        while True:
             try:
-                if evfd in ready:
-                    for _ in range(64):         # bounded: drain what is queued, then tick
-                        self._on_messages(self._ev.get())
-                        if not select.select([evfd], [], [], 0)[0]:
-                            break
-                if time.monotonic() >= next_tick:
-                    next_tick = time.monotonic() + self.refresh
-                    self._tick()
-            except Exception:       # a netlink hiccup must not end tracking: log, retry
-                log.exception("nexthop tracker: event handling failed; resolving all peers")
+                fn, args, fut = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn(*args))
+            except BaseException as exc:        # handed back to the caller
+                fut.set_exception(exc)
+
+    def _run(self, ready: Future[None]) -> None:
+        from pyroute2 import IPRoute
+        try:
+            self._q = IPRoute()
+            self._ev = open_rtnl_events()
+            evfd = self._ev.fileno()
+        except BaseException as exc:
+            ready.set_exception(exc)
+            self._close_sockets()
+            return
+        ready.set_result(None)
+        next_tick = time.monotonic() + self.refresh
+        try:
+            while not self._stop:
+                timeout = max(0.0, next_tick - time.monotonic())
+                try:
+                    ready_fds, _, _ = select.select([evfd, self._wake], [], [], timeout)
+                except InterruptedError:
+                    continue
+                if self._stop:
+                    break
+                try:
+                    if self._wake in ready_fds:
+                        self._serve_requests()
+                    if evfd in ready_fds:
+                        self._drain_events()
+                    if time.monotonic() >= next_tick:
+                        next_tick = time.monotonic() + self.refresh
+                        self._tick()
+                except Exception:   # a netlink hiccup must not end tracking: log, resolve again
+                    log.exception("nexthop tracker: event handling failed; resolving all peers")
+                    with contextlib.suppress(Exception):
+                        self._refresh_all()
+        finally:
+            self._close_sockets()
+            while True:     # nobody is left to serve what is still queued
+                try:
+                    _fn, _args, fut = self._requests.get_nowait()
+                except queue.Empty:
+                    break
+                if fut.set_running_or_notify_cancel():
+                    fut.set_exception(RuntimeError("nexthop tracker closed"))
+
+    def _close_sockets(self) -> None:
+        for s in (self._ev, self._q):
+            if s is not None:
                 with contextlib.suppress(Exception):
-                    self.refresh_all()
+                    s.close()
+        self._ev = self._q = None
 
     def close(self) -> None:
         self._stop = True
         with contextlib.suppress(OSError):
             os.eventfd_write(self._wake, 1)
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-        for s in (self._ev, self._q):
-            with contextlib.suppress(Exception):
-                s.close()
+        th, self._thread = self._thread, None
+        if th is not None and th is not threading.current_thread():
+            th.join(timeout=5)
         with contextlib.suppress(OSError):
             os.close(self._wake)
+        self._wake = -1
 
     def __enter__(self) -> NexthopTracker:
         return self

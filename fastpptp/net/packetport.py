@@ -115,7 +115,7 @@ def open_packet_port(ifname_or_index: str | int, local_addrs: Iterable[str],
     started NexthopTracker (``track``) is at ``port.tracker``.  ``raw_socket`` (IPPROTO_GRE)
     is the slow path, None for none.  ``ring``: block_size, block_nr, frame_size, retire_ms
     (DEFAULT_RING).  Raises OSError (and cleans up) when any part cannot be set up."""
-    from fastpptp._port_packet import PacketPort
+    from fastpptp._port_packet import PacketPort  # type: ignore[import-not-found]  # compiled
     ifindex = ifindex_of(ifname_or_index)
     link = _link(ifindex)
     if link.arphrd != nexthop.ARPHRD_ETHER or not link.mac:
