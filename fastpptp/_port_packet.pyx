@@ -66,6 +66,9 @@ cdef extern from * nogil:
     static inline void fp_store_release(uint32_t* p, uint32_t v) {
         __atomic_store_n(p, v, __ATOMIC_RELEASE);
     }
+    static inline void fp_add_u64(uint64_t* p, uint64_t v) {
+        __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
+    }
     """
     struct tpacket_req3:
         unsigned int tp_block_size
@@ -148,6 +151,7 @@ cdef extern from * nogil:
     uint16_t htons(uint16_t)
     uint32_t fp_load_acquire(const uint32_t* p)
     void fp_store_release(uint32_t* p, uint32_t v)
+    void fp_add_u64(uint64_t* p, uint64_t v)
 
 cdef enum:
     ETH_HLEN = 14
@@ -649,9 +653,10 @@ cdef class PacketPort(GrePort):
         if self.rx_fd < 0:
             return
         if sys_.getsockopt(self.rx_fd, SOL_PACKET, PACKET_STATISTICS, &st, &sl) == 0:
-            self.pc[P_RX_RING_FULL] += st.tp_drops
-            self.freezes += st.tp_freeze_q_cnt
-            self.ring_packets += st.tp_packets
+            # atomic: the I/O thread (TP_STATUS_LOSING) and counters() may both fold
+            fp_add_u64(&self.pc[P_RX_RING_FULL], st.tp_drops)
+            fp_add_u64(&self.freezes, st.tp_freeze_q_cnt)
+            fp_add_u64(&self.ring_packets, st.tp_packets)
 
     def counters(self):
         with nogil:
