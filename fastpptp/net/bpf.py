@@ -46,6 +46,7 @@ import socket
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "Asm", "BpfError", "BpfVerifierError", "BpfMap", "BpfProg", "BpfLink", "ProgInfo",
@@ -81,7 +82,12 @@ BPF_PROG_GET_FD_BY_ID = 13
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_PROG_QUERY = 16
 BPF_LINK_CREATE = 28
+BPF_LINK_GET_FD_BY_ID = 30
+BPF_LINK_GET_NEXT_ID = 31
 BPF_LINK_DETACH = 34
+# enum bpf_link_type
+BPF_LINK_TYPE_XDP = 6
+BPF_LINK_TYPE_TCX = 11
 
 # enum bpf_map_type / bpf_prog_type / bpf_attach_type
 BPF_MAP_TYPE_HASH = 1
@@ -515,6 +521,55 @@ def prog_test_run(prog: BpfProg | int, data: bytes, repeat: int = 1) -> int:
     return int(struct.unpack_from("<i", a, 4)[0])
 
 
+@dataclass(frozen=True)
+class LinkInfo:
+    id: int
+    type: int         # BPF_LINK_TYPE_*
+    prog_id: int
+    ifindex: int      # XDP and TCX links: the interface (of the link's namespace)
+
+
+def link_ids(limit: int = 1 << 16) -> list[int]:
+    """Every BPF link id on the machine (BPF_LINK_GET_NEXT_ID), bounded by ``limit``."""
+    out: list[int] = []
+    cur = 0
+    for _ in range(limit):
+        a = _attr((0, "I", cur))
+        try:
+            bpf(BPF_LINK_GET_NEXT_ID, a, "next link id")
+        except BpfError as exc:
+            if exc.errno == errno.ENOENT:
+                break
+            raise
+        cur = struct.unpack_from("<I", a, 4)[0]
+        out.append(cur)
+    return out
+
+
+def link_info_by_id(link_id: int) -> LinkInfo:
+    fd = bpf(BPF_LINK_GET_FD_BY_ID, _attr((0, "I", link_id)), f"link id {link_id}")
+    try:
+        info = ctypes.create_string_buffer(128)
+        bpf(BPF_OBJ_GET_INFO_BY_FD, _attr((0, "I", fd), (4, "I", len(info)),
+                                          (8, "Q", _addr(info))), "link info")
+    finally:
+        os.close(fd)
+    ltype, lid, pid = struct.unpack_from("<III", info, 0)
+    ifindex = struct.unpack_from("<I", info, 16)[0] if ltype in (BPF_LINK_TYPE_XDP, BPF_LINK_TYPE_TCX) else 0
+    return LinkInfo(lid, ltype, pid, ifindex)
+
+
+def xdp_link_holding(prog_id: int) -> LinkInfo | None:
+    """The XDP BPF link that attached ``prog_id``, if a link did (a live process, or a pinned
+    link), else None (attached the legacy netlink way: it outlived whoever attached it)."""
+    for lid in link_ids():
+        with contextlib.suppress(BpfError):      # gone meanwhile
+            li = link_info_by_id(lid)
+            if li.type == BPF_LINK_TYPE_XDP and li.prog_id == prog_id:
+                return li
+    return None
+
+
 # ------------------------------------------------------------------------------ XDP via netlink
 
 
@@ -536,7 +591,7 @@ class XdpAttachment:
         return sorted(ids)
 
 
-def _ipr():  # type: ignore[no-untyped-def]
+def _ipr() -> Any:
     from pyroute2 import IPRoute
     return IPRoute()
 
