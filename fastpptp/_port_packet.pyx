@@ -66,6 +66,9 @@ cdef extern from * nogil:
     static inline void fp_store_release(uint32_t* p, uint32_t v) {
         __atomic_store_n(p, v, __ATOMIC_RELEASE);
     }
+    static inline void fp_add_u64(uint64_t* p, uint64_t v) {
+        __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
+    }
     """
     struct tpacket_req3:
         unsigned int tp_block_size
@@ -148,6 +151,7 @@ cdef extern from * nogil:
     uint16_t htons(uint16_t)
     uint32_t fp_load_acquire(const uint32_t* p)
     void fp_store_release(uint32_t* p, uint32_t v)
+    void fp_add_u64(uint64_t* p, uint64_t v)
 
 cdef enum:
     ETH_HLEN = 14
@@ -649,9 +653,10 @@ cdef class PacketPort(GrePort):
         if self.rx_fd < 0:
             return
         if sys_.getsockopt(self.rx_fd, SOL_PACKET, PACKET_STATISTICS, &st, &sl) == 0:
-            self.pc[P_RX_RING_FULL] += st.tp_drops
-            self.freezes += st.tp_freeze_q_cnt
-            self.ring_packets += st.tp_packets
+            # atomic: the I/O thread (TP_STATUS_LOSING) and counters() may both fold
+            fp_add_u64(&self.pc[P_RX_RING_FULL], st.tp_drops)
+            fp_add_u64(&self.freezes, st.tp_freeze_q_cnt)
+            fp_add_u64(&self.ring_packets, st.tp_packets)
 
     def counters(self):
         with nogil:
@@ -847,3 +852,109 @@ cdef class PacketPort(GrePort):
         if sent > 0:
             self.pc[P_TX_PACKETS] += sent
             self.pc[P_TX_BATCHES] += 1
+
+
+# ---------------------------------------------------------------------------- micro-benchmark
+#
+# Loops over any GrePort's nogil contract, for bench/bench_packetport.py: no Python per
+# packet, bounded in count and in time, CPU measured per thread (CLOCK_THREAD_CPUTIME_ID:
+# includes the softirq work the kernel does in our thread's context, e.g. veth delivery).
+
+cdef extern from * nogil:
+    """
+    #include <time.h>
+    """
+    enum:
+        CLOCK_THREAD_CPUTIME_ID
+
+
+cdef inline double _clock(int clk) noexcept nogil:
+    cdef sys_.timespec ts
+    sys_.clock_gettime(clk, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+def bench_send(GrePort port, frame, peer, long count, double seconds, int batch=64):
+    """Send ``frame`` (GRE) to ``peer`` ``count`` times in batches of ``batch`` through
+    tx_add/tx_flush, or until ``seconds`` pass.  {"offered", "wall", "cpu"}."""
+    cdef bytes f = bytes(frame)
+    cdef uint32_t n = len(f), dst = _ip_be(peer)
+    cdef size_t slot = (PORT_HEADROOM + n + 63) & ~(<size_t>63)
+    cdef uint8_t* buf
+    cdef long sent = 0, k, i
+    cdef double t0, c0, t1, c1
+    if batch < 1 or batch > port.tx_cap:
+        raise ValueError(f"batch {batch} out of 1..{port.tx_cap}")
+    if count < 0 or seconds <= 0:
+        raise ValueError("count >= 0 and seconds > 0")
+    buf = <uint8_t*>calloc(batch, slot)
+    if buf == NULL:
+        raise MemoryError()
+    for i in range(batch):
+        memcpy(buf + i * slot + PORT_HEADROOM, <char*>f, n)
+    with nogil:
+        t0 = _clock(sys_.CLOCK_MONOTONIC)
+        c0 = _clock(CLOCK_THREAD_CPUTIME_ID)
+        while sent < count:
+            k = count - sent
+            if k > batch:
+                k = batch
+            for i in range(k):
+                port.tx_add(buf + i * slot + PORT_HEADROOM, n, dst)
+            port.tx_flush()
+            sent += k
+            if (sent // batch) % 16 == 0 and _clock(sys_.CLOCK_MONOTONIC) - t0 > seconds:
+                break
+        t1 = _clock(sys_.CLOCK_MONOTONIC)
+        c1 = _clock(CLOCK_THREAD_CPUTIME_ID)
+    free(buf)
+    return {"offered": sent, "wall": t1 - t0, "cpu": c1 - c0}
+
+
+def bench_recv(GrePort port, long count, double seconds, double idle=0.3):
+    """Receive through rx_burst/rx_release until ``count`` datagrams, ``seconds`` pass, or
+    nothing came for ``idle`` s after the first.  {"received", "bytes", "wall", "cpu"}
+    (wall and cpu from the first datagram to the last)."""
+    cdef int epfd, i, nev, got, nfds = port.nfds
+    cdef sys_.epoll_event evs[PORT_MAX_FDS]
+    cdef sys_.epoll_event e
+    cdef uint32_t ev[PORT_MAX_FDS]
+    cdef uint8_t* pkts[256]
+    cdef uint32_t lens[256]
+    cdef long total = 0
+    cdef uint64_t nbytes = 0
+    cdef double start, now, first = 0, last = 0, c_first = 0, c_last = 0
+    epfd = sys_.epoll_create1(sys_.EPOLL_CLOEXEC)
+    if epfd < 0:
+        raise OSError(sys_.errno, "epoll_create1")
+    for i in range(nfds):
+        e.events = sys_.EPOLLIN
+        e.data.u32 = i
+        if sys_.epoll_ctl(epfd, sys_.EPOLL_CTL_ADD, port.fds[i], &e) != 0:
+            sys_.close(epfd)
+            raise OSError(sys_.errno, "epoll_ctl")
+    with nogil:
+        start = _clock(sys_.CLOCK_MONOTONIC)
+        while total < count:
+            nev = sys_.epoll_wait(epfd, evs, PORT_MAX_FDS, 2)
+            memset(ev, 0, sizeof(ev))
+            for i in range(nev if nev > 0 else 0):
+                ev[evs[i].data.u32] |= evs[i].events
+            got = port.rx_burst(ev, pkts, lens, 256)
+            now = _clock(sys_.CLOCK_MONOTONIC)
+            if got > 0:
+                if total == 0:
+                    first = now
+                    c_first = _clock(CLOCK_THREAD_CPUTIME_ID)
+                for i in range(got):
+                    nbytes += lens[i]
+                total += got
+                port.rx_release()
+                last = now
+                c_last = _clock(CLOCK_THREAD_CPUTIME_ID)
+            elif total > 0 and now - last > idle:
+                break
+            if now - start > seconds:
+                break
+    sys_.close(epfd)
+    return {"received": total, "bytes": nbytes, "wall": last - first, "cpu": c_last - c_first}

@@ -48,7 +48,7 @@ from libc.string cimport memcpy, memset
 cimport fastpptp._sys as sys_
 from fastpptp._sys cimport (pthread_mutex_t, pthread_mutex_init, pthread_mutex_destroy,
                             pthread_mutex_lock, pthread_mutex_unlock)
-from fastpptp._greport cimport (GrePort, RawPort, PORT_MAX_FDS, P_RX_PACKETS, P_RX_BATCHES,
+from fastpptp._greport cimport (GrePort, RawPort, PORT_MAX_FDS, PORT_HEADROOM, P_RX_PACKETS, P_RX_BATCHES,
                                 P_TX_PACKETS, P_TX_BATCHES, P_RX_RING_FULL, P_TX_RING_FULL,
                                 P_KERNEL_DROPS, P_TX_ERRORS, P_RX_SLOWPATH, P_TX_SLOWPATH,
                                 P_RX_NOT_OURS)
@@ -108,6 +108,8 @@ cdef extern from * nogil:
         MAP_POPULATE
         EINVAL
         EBUSY
+        ENOMEM
+        EPERM
         ENETDOWN
         ENXIO
     unsigned long long XDP_UMEM_PGOFF_FILL_RING
@@ -296,6 +298,7 @@ cdef class XdpPort(GrePort):
     cdef list owned
     cdef readonly bint closed
     cdef public str attach_note     # how the XDP program is attached (set by the set-up)
+    cdef public object addr_map     # the XDP program's address map (bpf.BpfMap), set by the set-up
 
     def __cinit__(self, *args, **kw):
         self.xs = NULL
@@ -404,7 +407,10 @@ cdef class XdpPort(GrePort):
         reg.chunk_size = self.frame_size
         reg.headroom = 0
         if setsockopt(x.fd, SOL_XDP, XDP_UMEM_REG, &reg, sizeof(reg)) != 0:
-            raise OSError(sys_.errno, f"XDP_UMEM_REG: {os.strerror(sys_.errno)}")
+            e = sys_.errno
+            raise OSError(e, f"XDP_UMEM_REG of {x.umem_len >> 20} MiB: {os.strerror(e)}"
+                          + (" (pinned memory: RLIMIT_MEMLOCK too small without CAP_IPC_LOCK)"
+                             if e == sys_.ENOBUFS or e == ENOMEM or e == EPERM else ""))
         for opt, n in ((XDP_UMEM_FILL_RING, nrx), (XDP_UMEM_COMPLETION_RING, ntx),
                        (XDP_RX_RING, nrx), (XDP_TX_RING, ntx)):
             i = n
@@ -537,14 +543,19 @@ cdef class XdpPort(GrePort):
         return tot
 
     cdef void fold_stats(self) noexcept nogil:
-        """XDP_STATISTICS deltas into the P_* counters: rx ring full and fill ring empty ->
-        rx_ring_full (the frame was lost because we were behind), rx_dropped (e.g. larger
-        than a frame) -> kernel_drops, invalid descriptors -> tx_errors."""
+        """XDP_STATISTICS deltas into the P_* counters (net/xdp/xsk.c xsk_getsockopt):
+        ``rx_dropped`` counts frames lost for want of a fill-ring buffer (we were behind)
+        and frames larger than a chunk; ``rx_fill_ring_empty_descs`` counts the first
+        kind's events, so the smaller of the two goes to rx_ring_full with ``rx_ring_full``
+        (rx ring full), the rest of ``rx_dropped`` to kernel_drops; invalid descriptors
+        (ours, never expected) to tx_errors."""
         cdef xdp_statistics st
         cdef sys_.socklen_t sl
-        cdef int q
+        cdef int q, j
         cdef xsk_t* x
         cdef uint64_t cur[6]
+        cdef uint64_t dl[6]
+        cdef uint64_t behind
         if self.xs == NULL:
             return
         for q in range(self.nq):
@@ -559,9 +570,12 @@ cdef class XdpPort(GrePort):
             cur[3] = st.rx_ring_full
             cur[4] = st.rx_fill_ring_empty_descs
             cur[5] = st.tx_ring_empty_descs
-            self.pc[P_KERNEL_DROPS] += cur[0] - x.st_last[0]
-            self.pc[P_TX_ERRORS] += (cur[1] - x.st_last[1]) + (cur[2] - x.st_last[2])
-            self.pc[P_RX_RING_FULL] += (cur[3] - x.st_last[3]) + (cur[4] - x.st_last[4])
+            for j in range(6):
+                dl[j] = cur[j] - x.st_last[j]
+            behind = dl[0] if dl[0] < dl[4] else dl[4]
+            self.pc[P_RX_RING_FULL] += dl[3] + behind
+            self.pc[P_KERNEL_DROPS] += dl[0] - behind
+            self.pc[P_TX_ERRORS] += dl[1] + dl[2]
             memcpy(x.st_last, cur, sizeof(cur))
 
     # ------------------------------------------------------------------ nexthop table
@@ -903,3 +917,102 @@ cdef class XdpPort(GrePort):
         if self.slow_tx:
             self.slow_tx = 0
             self.slow.tx_flush()
+
+
+# ---------------------------------------------------------------------- micro-benchmark loops
+#
+# The GRE transport alone, without the engine: any GrePort driven through its four nogil
+# methods, as the engine would (bench/bench_greport.py runs a sender and a receiver in two
+# namespaces).  Bounded in count and time.
+
+cdef extern from * nogil:
+    """
+    #include <time.h>
+    static double fp_now(void) {
+        struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts);
+        return ts.tv_sec + ts.tv_nsec * 1e-9;
+    }
+    """
+    double fp_now()
+
+
+def port_blast(GrePort port, bytes frame, peer, long count, double seconds):
+    """Queue ``frame`` to ``peer`` ``count`` times in batches of ``tx_cap`` (tx_add, then
+    tx_flush), for at most ``seconds``.  Returns (frames queued, seconds taken)."""
+    cdef size_t n = len(frame)
+    cdef uint8_t* buf = <uint8_t*>calloc(PORT_HEADROOM + n + 64, 1)
+    cdef uint32_t dst = _ip_be(peer)
+    cdef long sent = 0
+    cdef int k, cap = port.tx_cap if port.tx_cap > 0 else 64
+    cdef double t0, end, t
+    if buf == NULL:
+        raise MemoryError()
+    memcpy(buf + PORT_HEADROOM, <char*>frame, n)
+    try:
+        with nogil:
+            t0 = fp_now()
+            end = t0 + seconds
+            t = t0
+            while sent < count and t < end:
+                for k in range(cap):
+                    if sent >= count:
+                        break
+                    port.tx_add(buf + PORT_HEADROOM, <uint32_t>n, dst)
+                    sent += 1
+                port.tx_flush()
+                t = fp_now()
+    finally:
+        free(buf)
+    return sent, t - t0
+
+
+def port_sink(GrePort port, long count, double seconds, double idle=1.0):
+    """Receive through rx_burst/rx_release (epoll on the port's fds, level-triggered) until
+    ``count`` datagrams, ``seconds`` in all, or ``idle`` seconds without one after the first.
+    Returns (datagrams, bytes, seconds from the first to the last datagram)."""
+    cdef int ep = sys_.epoll_create1(sys_.EPOLL_CLOEXEC)
+    cdef sys_.epoll_event evs[PORT_MAX_FDS]
+    cdef sys_.epoll_event e
+    cdef uint32_t ev[PORT_MAX_FDS]
+    cdef uint8_t* pkts[256]
+    cdef uint32_t lens[256]
+    cdef long got = 0
+    cdef uint64_t nbytes = 0
+    cdef int i, n, r
+    cdef double t0 = 0, t_last = 0, start, end, now
+    if ep < 0:
+        raise OSError(sys_.errno, "epoll_create1")
+    try:
+        for i in range(port.nfds):
+            e.events = sys_.EPOLLIN
+            e.data.u32 = i
+            if sys_.epoll_ctl(ep, sys_.EPOLL_CTL_ADD, port.fds[i], &e) != 0:
+                raise OSError(sys_.errno, "epoll_ctl")
+        with nogil:
+            start = fp_now()
+            end = start + seconds
+            while got < count:
+                now = fp_now()
+                if now >= end or (got > 0 and now - t_last > idle):
+                    break
+                r = sys_.epoll_wait(ep, evs, PORT_MAX_FDS, 20)
+                for i in range(PORT_MAX_FDS):
+                    ev[i] = 0
+                for i in range(r if r > 0 else 0):
+                    ev[evs[i].data.u32] = evs[i].events
+                while True:
+                    n = port.rx_burst(ev, pkts, lens, 256)
+                    if n <= 0:
+                        break
+                    for i in range(n):
+                        nbytes += lens[i]
+                    port.rx_release()
+                    if got == 0:
+                        t0 = fp_now()
+                    got += n
+                    t_last = fp_now()
+                    if got >= count:
+                        break
+    finally:
+        sys_.close(ep)
+    return got, nbytes, (t_last - t0) if got else 0.0

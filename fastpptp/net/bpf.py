@@ -116,7 +116,9 @@ XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
 
 # helper ids (enum bpf_func_id)
 FN_map_lookup_elem = 1
+FN_skb_pull_data = 39
 FN_redirect_map = 51
+PULL_LEN = 14 + 60 + 4   # Ethernet + the longest IPv4 header + GRE flags/protocol
 
 # context field offsets: struct __sk_buff and struct xdp_md
 SKB_LEN = 0
@@ -654,14 +656,16 @@ def addr_key(addr: str | int | bytes) -> bytes:
     return ipaddress.IPv4Address(addr).packed
 
 
-def _match_pptp_gre(a: Asm, no: str) -> None:
+def _match_pptp_gre(a: Asm, no: str, short: str | None = None) -> None:
     """Emit the "PPTP GRE for us" parse (module doc): expects r2 = data, r3 = data_end
-    (packet pointers, data at the Ethernet header); on a miss jumps to ``no``; on a match
-    falls through with the IPv4 destination address stored at r10-4 (the map key).
-    Clobbers r2, r4, r5."""
+    (packet pointers, data at the Ethernet header); on a miss jumps to ``no``, when the
+    headers are not all in [data, data_end) to ``short`` (default ``no``); on a match falls
+    through with the IPv4 destination address stored at r10-4 (the map key).
+    Clobbers r0-r5."""
+    short = short or no
     a.mov_reg(R4, R2)
     a.alu_imm(ADD, R4, 14 + 20)               # Ethernet + minimal IPv4 header in bounds
-    a.jmp_reg(JGT, R4, R3, no)
+    a.jmp_reg(JGT, R4, R3, short)
     a.ldx(H, R4, R2, 12)                      # EtherType, loaded little-endian
     a.jmp_imm(JNE, R4, 0x0008, no)            # 08 00 = IPv4
     a.ldx(B, R4, R2, 14)                      # version | IHL
@@ -681,7 +685,7 @@ def _match_pptp_gre(a: Asm, no: str) -> None:
     a.alu_reg(ADD, R2, R4)                    # r2 = data + IHL*4: GRE at r2 + 14
     a.mov_reg(R4, R2)
     a.alu_imm(ADD, R4, 14 + 4)                # GRE flags/version and protocol type
-    a.jmp_reg(JGT, R4, R3, no)
+    a.jmp_reg(JGT, R4, R3, short)
     a.ldx(B, R5, R2, 14 + 1)
     a.alu_imm(AND, R5, 0x07)
     a.jmp_imm(JNE, R5, 1, no)                 # GRE version 1 (enhanced GRE, RFC 2637 §4.1)
@@ -704,12 +708,32 @@ def _patch_map_fds(a: Asm, fds: list[int]) -> None:
 
 def gre_drop_insns(addr_map_fd: int) -> bytes:
     """The TCX ingress program (module doc): TC_ACT_SHOT for PPTP GRE to one of our
-    addresses, TC_ACT_UNSPEC (next program / the stack) for everything else."""
+    addresses, TC_ACT_UNSPEC (next program / the stack) for everything else.
+
+    tc sees an skb whose headers may not all be in its linear part (direct packet access
+    only reaches that): then ``bpf_skb_pull_data`` makes the first PULL_LEN bytes linear and
+    the match runs once more; a GRE packet we let through for that reason would be
+    processed twice (ring and kernel)."""
     a = Asm()
-    a.ldx(W, R4, R1, SKB_VLAN_PRESENT)        # a tag the driver took off: not ours here
+    a.mov_reg(R6, R1)                         # ctx, kept across the helper call
+    a.ldx(W, R4, R6, SKB_VLAN_PRESENT)        # a tag the driver took off: not ours here
     a.jmp_imm(JNE, R4, 0, "pass")
-    a.ldx(W, R2, R1, SKB_DATA)
-    a.ldx(W, R3, R1, SKB_DATA_END)
+    a.ldx(W, R2, R6, SKB_DATA)
+    a.ldx(W, R3, R6, SKB_DATA_END)
+    _match_pptp_gre(a, "pass", "pull")
+    a.mov_imm(R0, TC_ACT_SHOT)
+    a.exit()
+    a.label("pull")
+    a.ldx(W, R2, R6, SKB_LEN)
+    a.jmp_imm(JLT, R2, 14 + 20 + 4, "pass")   # too short for IPv4 + GRE anyway
+    a.jmp_imm(JLE, R2, PULL_LEN, "pull_len")
+    a.mov_imm(R2, PULL_LEN)
+    a.label("pull_len")
+    a.mov_reg(R1, R6)
+    a.call(FN_skb_pull_data)
+    a.jmp_imm(JNE, R0, 0, "pass")
+    a.ldx(W, R2, R6, SKB_DATA)                # packet pointers are stale after the pull
+    a.ldx(W, R3, R6, SKB_DATA_END)
     _match_pptp_gre(a, "pass")
     a.mov_imm(R0, TC_ACT_SHOT)
     a.exit()

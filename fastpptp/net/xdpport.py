@@ -28,6 +28,7 @@ import contextlib
 import errno
 import ipaddress
 import os
+import resource
 import socket
 import struct
 import time
@@ -38,7 +39,7 @@ from typing import Any
 from . import bpf
 
 __all__ = ["XdpUnavailable", "LinkFacts", "open_xdp_port", "xdp_unavailable_reason",
-           "xdp_facility_reason",
+           "xdp_facility_reason", "update_local_addrs", "default_frames",
            "link_facts", "check_xdp_hook", "AF_XDP"]
 
 AF_XDP = 44
@@ -48,6 +49,7 @@ MAX_QUEUES = 15         # _port_xdp.MAX_QUEUES
 BIND_BUSY_WAIT = 3.0    # seconds to wait for a queue an old socket still holds
 
 # capability bits (linux/capability.h)
+CAP_IPC_LOCK = 14
 CAP_NET_ADMIN = 12
 CAP_NET_RAW = 13
 CAP_SYS_ADMIN = 21
@@ -174,6 +176,13 @@ def xdp_unavailable_reason(ifname_or_index: str | int, local_addrs: Iterable[str
         return str(exc)
     if facts.mtu + 14 + XDP_HEADROOM > MAX_FRAME:
         return f"MTU {facts.mtu} of {facts.ifname} does not fit a {MAX_FRAME}-byte AF_XDP frame"
+    nq = min(facts.rx_queues, MAX_QUEUES)
+    need = nq * default_frames(nq) * (2048 if facts.mtu + 14 + XDP_HEADROOM <= 2048 else 4096)
+    if not (_cap_eff() >> CAP_IPC_LOCK & 1):
+        soft, _hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+        if soft != resource.RLIM_INFINITY and soft < need:
+            return (f"RLIMIT_MEMLOCK {soft >> 20} MiB < the {need >> 20} MiB of UMEM to pin, "
+                    f"and no CAP_IPC_LOCK")
     return check_xdp_hook(facts.ifindex, replace_stale=False)
 
 
@@ -187,8 +196,19 @@ class _Detach:
         self.link.detach()
 
 
+def default_frames(queues: int) -> int:
+    """UMEM chunks per AF_XDP socket: deep enough to ride out a burst while the receiving
+    thread is off the CPU (half are receive buffers: 8192 x 2 KiB on a one-queue veth held
+    a 350 kpps burst where 2048 lost half), about 64 MiB in all on many-queue NICs."""
+    if queues <= 2:
+        return 16384
+    if queues <= 4:
+        return 8192
+    return 4096
+
+
 def open_xdp_port(ifname_or_index: str | int, local_addrs: Iterable[str], raw_socket: Any,
-                  batch: int = 64, *, mode: str = "auto", frames: int = 4096,
+                  batch: int = 64, *, mode: str = "auto", frames: int | None = None,
                   src: str | None = None, queues: int | None = None) -> Any:
     """The AF_XDP GRE port on one interface (module doc).  ``raw_socket``: the kernel's raw
     IPPROTO_GRE socket, the slow path (stays the caller's); ``mode``: "auto" (native, else
@@ -207,6 +227,7 @@ def open_xdp_port(ifname_or_index: str | int, local_addrs: Iterable[str], raw_so
     if reason:
         raise XdpUnavailable(errno.EBUSY, reason)
     nq = min(queues or facts.rx_queues, MAX_QUEUES)
+    frames = frames or default_frames(nq)
     with contextlib.ExitStack() as undo:
         addr_map = bpf.create_addr_map(addrs)
         undo.callback(addr_map.close)
@@ -233,12 +254,19 @@ def open_xdp_port(ifname_or_index: str | int, local_addrs: Iterable[str], raw_so
         link = _attach(facts.ifindex, prog, mode)
         for obj in (addr_map, xsks, prog):
             port.own(obj)
+        port.addr_map = addr_map
         port.own(_Detach(link))
         native = bpf.xdp_query(facts.ifindex).mode == bpf.XDP_ATTACHED_DRV
         port.attach_note = (f" ({facts.ifname}), {'native' if native else 'generic'} XDP "
                             f"{bpf.PROG_NAME_XDP_GRE} id {prog.info().id}")
         undo.pop_all()
     return port
+
+
+def update_local_addrs(port: Any, local_addrs: Iterable[str]) -> None:
+    """Change the addresses the port's XDP program redirects (added first, then the others
+    removed: no moment with neither)."""
+    bpf.set_addrs(port.addr_map, [str(ipaddress.IPv4Address(a)) for a in local_addrs])
 
 
 def _attach(ifindex: int, prog: bpf.BpfProg, mode: str) -> bpf.BpfLink:

@@ -387,3 +387,31 @@ def test_unavailable_reasons():
         assert "not Ethernet" in packet_unavailable_reason("lo")
         assert "nosuch" in packet_unavailable_reason("nosuch0")
         assert packet_unavailable_reason(None) is not None
+
+
+def test_gre_arriving_on_another_interface_comes_through_the_slow_path():
+    """D (203.0.113.2) reaches A's port address 198.51.100.1 over a second link (A's
+    203.0.113.1): the ring on the first link never sees it, the raw socket does."""
+    with gre_pair(prefix="packet") as rig, port_in_a(rig) as (port, _rs):
+        d = f"packetd{rig.a[len('packeta'):]}"
+        netns.create(d)
+        try:
+            netlink.set_link_up("lo", netns=d)
+            netlink.create_veth("pko0", "pko1", netns=rig.a, peer_netns=d)
+            netlink.add_address("pko0", "203.0.113.1/24", netns=rig.a)
+            netlink.add_address("pko1", "203.0.113.2/24", netns=d)
+            netlink.set_link_up("pko0", netns=rig.a)
+            netlink.set_link_up("pko1", netns=d)
+            netlink.add_route("198.51.100.0/24", gateway="203.0.113.1", netns=d)
+            rd = raw_gre_socket(d)
+            frames = [pptp_gre(seq=i) for i in range(3)]
+            for f in frames:
+                rd.sendto(f, (ADDR_A, 0))
+            got = recv_until(port, 3)
+            assert [g[20:] for g in got] == frames
+            assert all(socket.inet_ntoa(g[12:16]) == "203.0.113.2" for g in got)
+            c = port.counters()
+            assert c["rx_slowpath"] == 3 and c["rx_packets"] == 3
+            rd.close()
+        finally:
+            netns.remove(d, missing_ok=True)

@@ -15,8 +15,8 @@ import time
 import pytest
 
 from fastpptp.net import bpf, netns
-from fastpptp.net.xdpport import (XdpUnavailable, link_facts, open_xdp_port, xdp_facility_reason,
-                                  xdp_unavailable_reason)
+from fastpptp.net.xdpport import (XdpUnavailable, link_facts, open_xdp_port, update_local_addrs,
+                                  xdp_facility_reason, xdp_unavailable_reason)
 from fastpptp.tools.netrig import kill_process, wait_for
 from support.grerig import (ADDR_A, ADDR_B, drain, gre_pair, icmp_echo, ip_checksum, pptp_gre,
                             raw_gre_socket, snmp)
@@ -188,6 +188,18 @@ def test_frames_above_the_mtu_or_without_nexthop_take_the_slow_path(rig):
     assert c["tx_slowpath"] == 3 and c["tx_packets"] == 1
 
 
+def test_local_addresses_can_change_while_running(rig):
+    port = rig.open()
+    update_local_addrs(port, ["203.0.113.77"])         # A's address no longer ours
+    rig.raw_b.sendto(pptp_gre(payload=b"to-kernel"), (ADDR_A, 0))
+    got = rig.recv(1)
+    assert got and got[0].endswith(b"to-kernel") and port.counters()["rx_slowpath"] == 1
+    update_local_addrs(port, [ADDR_A, "203.0.113.77"])
+    rig.raw_b.sendto(pptp_gre(payload=b"to-xdp"), (ADDR_A, 0))
+    got = rig.recv(1)
+    assert got and got[0].endswith(b"to-xdp") and port.counters()["rx_slowpath"] == 1
+
+
 def test_close_detaches_and_the_kernel_path_is_back(rig):
     port = rig.open()
     att = rig.xdp()
@@ -331,3 +343,58 @@ def test_multi_queue_veth_gets_a_socket_per_queue():
         finally:
             raw_a.close()
             raw_b.close()
+
+
+def test_a_full_receive_ring_is_counted_not_silent(rig):
+    port = rig.open(frames=64)                      # 32 receive buffers
+    for i in range(300):
+        rig.raw_b.sendto(pptp_gre(seq=i, payload=b"burst"), (ADDR_A, 0))
+    time.sleep(0.3)                                 # nobody reads meanwhile
+    got = rig.recv(300, timeout=1.0)
+    c = port.counters()
+    assert 0 < len(got) <= 32
+    assert c["rx_packets"] == len(got)
+    assert c["rx_ring_full"] == 300 - len(got)      # XDP_STATISTICS folded in
+    assert c["kernel_drops"] == 0
+    stats = port.xdp_statistics()
+    assert stats["rx_dropped"] == 300 - len(got)
+    # and it recovers: the buffers went back to the fill ring
+    rig.raw_b.sendto(pptp_gre(payload=b"again"), (ADDR_A, 0))
+    assert rig.recv(1)[0].endswith(b"again")
+
+
+def test_jumbo_mtu_uses_4096_byte_frames():
+    with gre_pair(mtu=3000) as pair:
+        r = Rig(pair)
+        try:
+            port = r.open()
+            assert port.frame_size == 4096 and port.mtu == 3000
+            port.set_nexthop(ADDR_B, r.mac_b)
+            big = pptp_gre(payload=b"J" * 2900 + b"jumbo")    # 2917 + 20 <= 3000
+            port.send_batch([(big, ADDR_B)])
+            got = wait_for(lambda: drain(r.raw_b), timeout=5, what="jumbo at B")
+            assert got[0][20:] == big and port.counters()["tx_slowpath"] == 0
+            r.raw_b.sendto(big, (ADDR_A, 0))
+            back = r.recv(1)
+            assert back and back[0][20:] == big and port.counters()["rx_slowpath"] == 0
+        finally:
+            r.close()
+
+
+def test_port_arguments_are_validated():
+    from fastpptp._greport import RawPort
+    from fastpptp._port_xdp import XdpPort
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        slow = RawPort(a.fileno(), 8)
+        for kw, msg in ((dict(frames=1000), "power of two"), (dict(queues=0), "queues"),
+                        (dict(mtu=9000), "does not fit"), (dict(batch=0), "batch")):
+            args = dict(mac=b"\2" * 6, src=ADDR_A, mtu=1500)
+            args.update(kw)
+            with pytest.raises(ValueError, match=msg):
+                XdpPort(1, slow, **args)
+        with pytest.raises(ValueError):
+            XdpPort(1, slow, mac=b"\2" * 5, src=ADDR_A, mtu=1500)
+    finally:
+        a.close()
+        b.close()
