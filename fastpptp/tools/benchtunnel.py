@@ -515,7 +515,7 @@ def _sum_counters(into: dict, side: str, counters: dict) -> None:
             acc[k] = acc.get(k, 0) + v
 
 
-def _sum_checks(tests: list[dict]) -> dict:
+def _sum_checks(tests: list[dict], kernel_required: bool = True) -> dict:
     """One path's checks over all its tests and rounds: deltas and counts added up."""
     total: dict = {"kernel": {}, "ping": {"sent": 0, "received": 0}, "side_flow": {}, "tests": len(tests)}
     side_rates = []
@@ -534,7 +534,15 @@ def _sum_checks(tests: list[dict]) -> dict:
     verdicts = [check_verdicts(c) for c in tests]
     total["verdicts"] = {k: bool(verdicts) and all(v[k] for v in verdicts)
                          for k in ("kernel_flat", "ping_ok", "side_flow_ok")}
-    total["ok"] = all(total["verdicts"].values())
+    # Required of the fast ports only: on ``raw`` the kernel processes every GRE packet, and
+    # when the raw socket's receive buffer is full it does not count the socket as a
+    # receiver (net/ipv4/raw.c raw_v4_input; seen on Linux 6.18 during the UDP flood): the
+    # GRE lands in IpInUnknownProtos and is answered with ICMP protocol-unreachable
+    # (rate-limited, IcmpOutRateLimitHost) -- the behaviour the fast ports remove; reported
+    # for raw, not failed.
+    total["kernel_flat_required"] = kernel_required
+    total["ok"] = (total["verdicts"]["ping_ok"] and total["verdicts"]["side_flow_ok"]
+                   and (total["verdicts"]["kernel_flat"] or not kernel_required))
     return total
 
 
@@ -630,7 +638,8 @@ def run_bench(seconds: int = 5, paths: tuple[str, ...] = PATHS, rounds: int = 3,
                 entry[test] = ms[-1]
         entry.update(extra.get(path, {}))
         if path in checks:
-            entry["checks"] = _sum_checks(checks[path])
+            kind = path_kind(path)
+            entry["checks"] = _sum_checks(checks[path], kernel_required=kind is not None and kind[1] != "raw")
         result["paths"][path] = entry
     _ratios(result)
     return result
@@ -741,7 +750,9 @@ def format_table(result: dict) -> str:
             flat = " ".join(f"{s}:{n}={k.get(s, {}).get(n, 0)}" for s in ("a", "b") for n in SNMP_FLAT)
             inrecv = " ".join(f"{s}:IpInReceives={k.get(s, {}).get('IpInReceives', 0)}" for s in ("a", "b"))
             v = ck["verdicts"]
-            lines.append(f"{path} checks: kernel {'FLAT' if v['kernel_flat'] else 'MOVED'} ({flat}; {inrecv}), "
+            kv = "FLAT" if v["kernel_flat"] else ("MOVED" if ck.get("kernel_flat_required", True)
+                                                  else "moved (raw: reported, not required)")
+            lines.append(f"{path} checks: {'OK' if ck.get('ok') else 'FAIL'}: kernel {kv} ({flat}; {inrecv}), "
                          f"ping {'OK' if v['ping_ok'] else 'FAIL'} ({ck['ping']['received']}/{ck['ping']['sent']}), "
                          f"side TCP flow {'OK' if v['side_flow_ok'] else 'FAIL'} "
                          f"(min {ck['side_flow']['gbps_min'] * 1000:.1f} Mbit/s of {SIDE_RATE})")
