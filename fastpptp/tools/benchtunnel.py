@@ -694,8 +694,8 @@ def _ratios(result: dict) -> None:
     for what, test, tmpl, base, need in TARGETS:
         for m in FAST_MODES:
             path = tmpl.format(m=m)
-            if path not in result["paths"] and path not in result["skipped"]:
-                continue
+            if not all(p in result["paths"] or p in result["skipped"] for p in (path, base)):
+                continue                  # not asked for in this run
             ours, theirs = _value(result, path, test), _value(result, base, test)
             ratio = round(ours / theirs, 3) if ours and theirs else None
             t = {"what": what, "path": path, "base": base, "test": test, "need": need,
