@@ -614,7 +614,8 @@ def run_bench(seconds: int = 5, paths: tuple[str, ...] = PATHS, rounds: int = 3,
                     continue
                 for test, ms in got.items():
                     runs.setdefault(path, {}).setdefault(test, []).extend(ms)
-                checks.setdefault(path, []).extend(got_checks)
+                if got_checks:
+                    checks.setdefault(path, []).extend(got_checks)
                 e = extra.setdefault(path, {})
                 for side in ("a", "b"):
                     if f"counters_{side}" in info:
@@ -714,7 +715,7 @@ def format_table(result: dict) -> str:
              f"load {result.get('load_average', ['?'])[0]} at start"]
     head = f"{'path':24}"
     for t in tests:
-        head += f"{(t + (' kpkt/s' if metric(t) == 'pps' else ' Gbit/s')):>12}{'xraw':>6}{'xovpn':>6}" \
+        head += f"{(t + (' kpkt/s' if metric(t) == 'pps' else ' Gbit/s')):>16}{'xraw':>6}{'xovpn':>6}" \
                 f"{'CPU%':>6}{'%/Gb':>6}"
     lines.append(head)
     for path in sorted(result["paths"], key=lambda p: PATHS.index(p) if p in PATHS else 99):
@@ -723,7 +724,7 @@ def format_table(result: dict) -> str:
         for test in tests:
             v = entry.get(test, {})
             if metric(test) not in v:
-                row += f"{'error':>12}{'':>24}"
+                row += f"{'error':>16}{'':>24}"
                 continue
             val = v["pps"] / 1000 if metric(test) == "pps" else v["gbps"]
             r = result["ratios"].get(path, {}).get(test, {})
@@ -731,7 +732,7 @@ def format_table(result: dict) -> str:
             ro = f"{r['vs_openvpn']:.2f}" if "vs_openvpn" in r else "-"
             cpu = f"{v['cpu']:.0f}" if "cpu" in v else "-"
             cpg = f"{v['cpu_per_gbps']:.0f}" if "cpu_per_gbps" in v else "-"
-            row += f"{val:12.3f}{rr:>6}{ro:>6}{cpu:>6}{cpg:>6}"
+            row += f"{val:16.3f}{rr:>6}{ro:>6}{cpu:>6}{cpg:>6}"
         lines.append(row)
     lines.append("CPU% = both tunnel processes, percent of one CPU; %/Gb = that per delivered Gbit/s")
     for path in sorted(result["paths"], key=lambda p: PATHS.index(p) if p in PATHS else 99):
@@ -744,6 +745,11 @@ def format_table(result: dict) -> str:
                 parts.append(f"{side}: " + " ".join(f"{k}={c.get(k, 0)}" for k in PORT_SHOWN))
             lines.append(f"{path} GRE port ({'/'.join(str(x) for x in entry.get('gre_io', {}).values())}) "
                          + "; ".join(parts))
+        drops = {side: {k: v for k, v in c.items() if v and (k.startswith("drop_") or k == "lost")}
+                 for side, c in entry.get("counters", {}).items()}
+        if any(drops.values()):         # e.g. an MPPE session out of key sync after a loss burst
+            lines.append(f"{path} session drops: " + "; ".join(
+                f"{side}: " + " ".join(f"{k}={v}" for k, v in sorted(d.items())) for side, d in drops.items() if d))
         ck = entry.get("checks")
         if ck:
             k = ck["kernel"]
