@@ -785,20 +785,21 @@ def write_plot(result: dict, path: str) -> None:
     for ax, test, label, scale in ((axes[0], "tcp1", "TCP 1 stream, Gbit/s", 1.0),
                                    (axes[1], "udp1400", "UDP 1400 B delivered, kpkt/s", 1e-3)):
         key = metric(test)
-        vals = [(result["paths"][n].get(test, {}).get(key) or 0.0) * scale for n in names]
+        raw = [result["paths"][n].get(test, {}).get(key) for n in names]
+        vals = [(v or 0.0) * scale for v in raw]
         colors = ["0.6" if n in ("veth", "openvpn") else
                   ("tab:orange" if "mppe" in n else "tab:blue") for n in names]
         bars = ax.barh(range(len(names)), vals, color=colors)
-        for b, v in zip(bars, vals, strict=True):
-            ax.text(b.get_width(), b.get_y() + b.get_height() / 2, f" {v:.2f}" if scale == 1.0 else f" {v:.0f}",
-                    va="center", fontsize=8)
+        for b, v, got in zip(bars, vals, raw, strict=True):
+            text = " n/a (error)" if got is None else (f" {v:.2f}" if scale == 1.0 else f" {v:.0f}")
+            ax.text(b.get_width(), b.get_y() + b.get_height() / 2, text, va="center", fontsize=8)
         ax.set_xlabel(label)
         ax.margins(x=0.15)
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(range(len(names)), names)
     axes[0].invert_yaxis()
     fig.suptitle(f"fastpptp bench tunnel: median of {result['rounds']} round(s), {result['seconds']} s per test, "
-                 f"{result.get('time', '')}", fontsize=10)
+                 f"{result.get('time', '')}, load {(result.get('load_average') or ['?'])[0]}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
