@@ -72,6 +72,26 @@ def test_select_paths():
     assert bt.path_kind("fastpptp-xdp") == (False, "xdp") and bt.path_kind("openvpn") is None
 
 
+def test_cli_options(capsys):
+    from fastpptp import cli
+    for argv in (["--only", "fastpptp"], ["--gre-io", "auto"], ["--time", "0"], ["--rounds", "10"]):
+        with pytest.raises(SystemExit) as exc:
+            cli.main(["bench", "tunnel", *argv])
+        assert exc.value.code == 2
+        assert "bench tunnel:" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bt.main(["--only", "fastpptp-raw", "--gre-io", "xdp"])      # nothing left to run
+
+
+def test_reason_of_a_port_that_cannot_run(tmp_path):
+    log = tmp_path / "st-a.log"
+    log.write_text("some warning\nstatictunnel: GreIoError: --gre-io xdp cannot run: xdp: no CAP_BPF\n\n")
+    assert bt._last_line(str(log)) == "statictunnel: GreIoError: --gre-io xdp cannot run: xdp: no CAP_BPF"
+    log.write_text("Traceback (most recent call last):\n  ...\nTypeError: boom\n")
+    assert bt._last_line(str(log)) == "TypeError: boom"
+    assert bt._last_line(str(tmp_path / "missing.log")) == ""
+
+
 def test_ratios_vs_raw_and_targets():
     r = fake_result()
     bt._ratios(r)
