@@ -362,6 +362,8 @@ class NexthopTracker:
     port's table lock without the GIL-holding engine), and ``on_change(peer, decision)``
     whenever a peer's decision changes."""
 
+    FULL_EVERY = 15         # ticks between two resolutions of the fast peers (path MTU)
+
     def __init__(self, port: NexthopTable, ifindex: int, *, refresh: float = 2.0,
                  on_change: Callable[[str, Decision], None] | None = None,
                  timeout: float = 10.0) -> None:
@@ -378,6 +380,7 @@ class NexthopTracker:
         self._requests: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...], Future[Any]]]
         self._requests = queue.SimpleQueue()
         self._stop = False
+        self._ticks = 0
         self.events = 0                                   # netlink events seen (diagnostics)
         self.resolutions = 0
         self._q: Any = None
@@ -496,11 +499,16 @@ class NexthopTracker:
                     self._resolve(peer)
 
     def _tick(self) -> None:
-        """Every ``refresh``: retry slow peers, have the kernel re-validate fast ones."""
+        """Every ``refresh``: retry slow peers, have the kernel re-validate fast ones; every
+        ``FULL_EVERY`` ticks resolve fast ones again too: a path MTU the kernel learned from
+        ICMP "fragmentation needed" (RFC 1191) lives in a route exception that ``route get``
+        shows but no notification announces."""
+        self._ticks += 1
+        full = self._ticks % self.FULL_EVERY == 0
         with self._lock:
             for peer in list(self._peers):
                 d = self._decisions.get(peer)
-                if isinstance(d, Nexthop):
+                if isinstance(d, Nexthop) and not full:
                     use_neighbour(self._q, self.ifindex, d.via)
                 else:
                     self._resolve(peer)

@@ -159,6 +159,13 @@ def test_neighbour_change_route_change_mtu_change_and_removal():
         # the link MTU changes
         netlink.set_mtu(rig.veth_a, 1400, netns=rig.a)
         wait_for(lambda: table.entries.get(ADDR_B, ("", "", 0))[2] == 1400, 3, what="the MTU")
+        # a route with its own MTU metric (what a path MTU exception also shows in route get)
+        run_in(rig.a, ["ip", "route", "add", f"{ADDR_B}/32", "dev", rig.veth_a, "mtu", "1300"])
+        wait_for(lambda: table.entries.get(ADDR_B, ("", "", 0))[2] == 1300, 3,
+                 what="the route MTU")
+        run_in(rig.a, ["ip", "route", "del", f"{ADDR_B}/32"])
+        wait_for(lambda: table.entries.get(ADDR_B, ("", "", 0))[2] == 1400, 3,
+                 what="the link MTU again")
         # a more specific route moves the peer to another interface: slow path
         netlink.create_veth("pkx0", "pkx1", netns=rig.a)      # this kernel has no dummy
         netlink.set_link_up("pkx1", netns=rig.a)

@@ -308,6 +308,10 @@ def test_ring_full_is_counted_not_lost_silently():
         assert c["rx_ring_full"] > 0
         assert len(got) + c["rx_ring_full"] == sent, (len(got), c)
         assert port.ring_stats()["packets"] == sent
+        # the ring unfreezes once drained: the next frames come through again
+        for i in range(10):
+            rb.sendto(pptp_gre(seq=1000 + i), (ADDR_A, 0))
+        assert [g[20:] for g in recv_until(port, 10)] == [pptp_gre(seq=1000 + i) for i in range(10)]
         rb.close()
 
 
