@@ -21,7 +21,7 @@ import pytest
 
 from fastpptp.net import netlink, netns
 from fastpptp.net.packetport import open_packet_port, packet_unavailable_reason
-from fastpptp.tools.netrig import wait_for
+from fastpptp.tools.netrig import run_in, wait_for
 from support.grerig import (ADDR_A, ADDR_B, OTHER, drain, gre_pair, icmp_echo, ifindex,
                             ip_checksum, pptp_gre, raw_gre_socket, snmp)
 
@@ -419,3 +419,23 @@ def test_gre_arriving_on_another_interface_comes_through_the_slow_path():
             rd.close()
         finally:
             netns.remove(d, missing_ok=True)
+
+
+@pytest.mark.parametrize("drop,expect", [
+    ("-bpf,-sys_admin", "TCX ingress drop program unavailable"),
+    ("-net_raw", "AF_PACKET needs CAP_NET_RAW"),
+])
+def test_unavailable_without_capabilities(drop, expect):
+    """What ``--gre-io auto`` hears when the capabilities are not there (setpriv drops
+    them from the bounding set, so the child root process never has them)."""
+    import shutil
+    import sys
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) not installed")
+    repo = __file__.rsplit("/tests/", 1)[0]
+    with gre_pair(prefix="packet") as rig:
+        code = ("from fastpptp.net.packetport import packet_unavailable_reason as r; "
+                f"print(r({rig.veth_a!r}))")
+        res = run_in(rig.a, ["setpriv", f"--bounding-set={drop}", sys.executable, "-c", code],
+                     timeout=30, cwd=repo)
+        assert expect in res.stdout, (res.stdout, res.stderr)
