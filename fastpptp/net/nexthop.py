@@ -131,6 +131,7 @@ class SlowPath:
     peer: str
     reason: str
     via: str | None = None
+    kick: bool = False          # the kernel is not resolving ``via`` by itself: ask it to
 
 
 Decision = Nexthop | SlowPath
@@ -169,11 +170,14 @@ def decide(peer: str, ifindex: int, route: RouteInfo | None, link: LinkInfo | No
         return SlowPath(peer, "no source address")
     via = nexthop_address(peer, route)
     if neigh is None:
-        return SlowPath(peer, f"no neighbour entry for {via}", via)
+        return SlowPath(peer, f"no neighbour entry for {via}", via, kick=True)
     if neigh.dst != via or neigh.ifindex != ifindex:
         return SlowPath(peer, f"neighbour answer for {neigh.dst}, not {via}", via)
     if not neighbour_usable(neigh):
-        return SlowPath(peer, f"neighbour {via} unresolved (state 0x{neigh.state:02x})", via)
+        # INCOMPLETE: ARP is under way, the event will come; FAILED/NONE: nobody is asking
+        busy = bool(neigh.state & NUD_INCOMPLETE)
+        return SlowPath(peer, f"neighbour {via} unresolved (state 0x{neigh.state:02x})", via,
+                        kick=not busy)
     mtu = link.mtu if not route.mtu else min(link.mtu, route.mtu)
     if mtu < MIN_MTU:
         return SlowPath(peer, f"MTU {mtu} below {MIN_MTU}")
@@ -461,8 +465,9 @@ class NexthopTracker:
             d = resolve(self._q, peer, self.ifindex, self._peers.get(peer))
         except (NetlinkError, OSError) as exc:
             d = SlowPath(peer, f"netlink: {exc}")
-        if isinstance(d, SlowPath) and d.via is not None and d.reason.startswith("no neighbour"):
-            # nobody sent to it yet: have the kernel ARP now (the event brings the answer)
+        if isinstance(d, SlowPath) and d.kick and d.via is not None:
+            # nobody sent to it yet, or the last try failed: have the kernel ARP now (the
+            # neighbour event brings the answer); with FAILED this repeats every tick
             use_neighbour(self._q, self.ifindex, d.via)
         old = self._decisions.get(peer)
         self._decisions[peer] = d

@@ -87,6 +87,11 @@ def test_decide_table(what, peer, route, link, nb, local, expected):
 
 def test_slow_decisions_name_the_next_hop_to_wait_for():
     assert decide(FAR, IF, VIA_GW, LINK, None).via == "198.51.100.254"
+    # ask the kernel to resolve when it is not doing so already
+    assert decide(PEER, IF, ONLINK, LINK, None).kick
+    assert decide(PEER, IF, ONLINK, LINK, neigh(mac=None, state=NUD_FAILED)).kick
+    assert not decide(PEER, IF, ONLINK, LINK, neigh(mac=None, state=NUD_INCOMPLETE)).kick
+    assert not decide(PEER, IF, None, LINK, None).kick
     assert decide(PEER, IF, None, LINK, None).via is None
     assert nexthop_address(FAR, VIA_GW) == "198.51.100.254"
     assert nexthop_address(PEER, ONLINK) == PEER
@@ -278,3 +283,19 @@ def test_parse_rtnl_events():
     bad_attr = neigh_v4[:12] + struct.pack("=HH", 200, 1) + b"\0" * 4
     assert parse_rtnl_events(_nlmsg(28, bad_attr)) == [RtEvent("neigh", socket.AF_INET, 3)]
     assert parse_rtnl_events(struct.pack("=IHHII", 8, 28, 0, 0, 0)) == []
+
+
+@pytest.mark.netns
+def test_unanswered_peer_stays_slow_and_turns_fast_when_it_appears():
+    """Nobody has 198.51.100.77 yet: ARP fails, the peer stays on the slow path and the
+    tracker keeps asking the kernel; once B takes the address, the next try resolves it."""
+    late = "198.51.100.77"
+    with gre_pair(prefix="packetn") as rig, tracker_in(rig.a, rig.veth_a, refresh=0.3) as (t, table):
+        d = t.add_peer(late)
+        assert isinstance(d, SlowPath) and d.kick
+        wait_for(lambda: "state 0x20" in getattr(t.decision(late), "reason", ""), 10,
+                 what="ARP for the absent peer to fail (NUD_FAILED)")
+        assert late not in table.entries
+        netlink.add_address(rig.veth_b, f"{late}/24", netns=rig.b)
+        wait_for(lambda: table.entries.get(late, ("",))[0] == mac_of(rig.b, rig.veth_b), 10,
+                 what="the peer resolved once it answers")
