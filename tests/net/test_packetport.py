@@ -439,3 +439,19 @@ def test_unavailable_without_capabilities(drop, expect):
         res = run_in(rig.a, ["setpriv", f"--bounding-set={drop}", sys.executable, "-c", code],
                      timeout=30, cwd=repo)
         assert expect in res.stdout, (res.stdout, res.stderr)
+
+
+def test_jumbo_frames_both_ways_and_a_ring_too_small_for_the_mtu_is_refused():
+    with gre_pair(prefix="packet", mtu=9000) as rig, port_in_a(rig) as (port, _rs):
+        rb = raw_gre_socket(rig.b)
+        big = pptp_gre(seq=5, payload=b"J" * 8000)
+        rb.sendto(big, (ADDR_A, 0))
+        got = recv_until(port, 1)
+        assert [g[20:] for g in got] == [big] and port.counters()["rx_slowpath"] == 0
+        port.set_nexthop(ADDR_B, mac_of(rig.b, rig.veth_b), ADDR_A, 9000)
+        port.send_batch([(big, ADDR_B)])
+        assert [g[20:] for g in recv_raw(rb, 1)] == [big]
+        assert port.counters()["tx_slowpath"] == 0
+        rb.close()
+        with netns.entered(rig.a), pytest.raises(ValueError, match="too small for MTU 9000"):
+            open_packet_port(rig.veth_a, [ADDR_A], None, block_size=8192, track=False)
