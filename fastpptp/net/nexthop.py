@@ -380,6 +380,7 @@ class NexthopTracker:
         self.timeout = timeout
         self._lock = threading.RLock()
         self._peers: dict[str, str | None] = {}         # peer -> forced local address
+        self._refs: dict[str, int] = {}                   # peer -> add_peer calls not removed
         self._decisions: dict[str, Decision] = {}
         self._requests: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...], Future[Any]]]
         self._requests = queue.SimpleQueue()
@@ -408,7 +409,9 @@ class NexthopTracker:
 
     def add_peer(self, peer: str, local: str | None = None) -> Decision:
         """Track ``peer`` (IPv4), optionally with our source address forced to ``local``;
-        returns the decision made now (a slow one is retried and followed by events)."""
+        returns the decision made now (a slow one is retried and followed by events).
+        Counted: several calls from one peer address (behind one NAT) each add it, and it
+        is dropped when the last of them is removed."""
         peer = _v4(peer)
         loc = _v4(local) if local else None
         return self._call(self._add, peer, loc)            # type: ignore[no-any-return]
@@ -418,6 +421,10 @@ class NexthopTracker:
         with self._lock:
             if peer not in self._peers:
                 return
+            self._refs[peer] -= 1
+            if self._refs[peer] > 0:
+                return
+            del self._refs[peer]
             del self._peers[peer]
             self._decisions.pop(peer, None)
             self.port.clear_nexthop(peer)
@@ -449,6 +456,7 @@ class NexthopTracker:
     def _add(self, peer: str, local: str | None) -> Decision:
         with self._lock:
             self._peers[peer] = local
+            self._refs[peer] = self._refs.get(peer, 0) + 1
             return self._resolve(peer)
 
     def _refresh_all(self) -> None:

@@ -185,8 +185,12 @@ def test_neighbour_change_route_change_mtu_change_and_removal():
         run_in(rig.a, ["ip", "neigh", "del", ADDR_B, "dev", rig.veth_a])
         wait_for(lambda: table.entries.get(ADDR_B, ("",))[0] == mac_b, 5,
                  what="re-resolved to the real MAC after the entry was deleted")
+        t.add_peer(ADDR_B)                 # a second call from the same address
+        t.remove_peer(ADDR_B)
+        assert table.entries.get(ADDR_B, ("",))[0] == mac_b      # one call still up
         t.remove_peer(ADDR_B)
         assert ADDR_B not in table.entries and t.decision(ADDR_B) is None
+        t.remove_peer(ADDR_B)              # unknown: nothing
         assert t.events > 0
 
 
