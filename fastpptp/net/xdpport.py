@@ -39,7 +39,7 @@ from typing import Any
 from . import bpf
 
 __all__ = ["XdpUnavailable", "LinkFacts", "open_xdp_port", "xdp_unavailable_reason",
-           "xdp_facility_reason",
+           "xdp_facility_reason", "update_local_addrs", "default_frames",
            "link_facts", "check_xdp_hook", "AF_XDP"]
 
 AF_XDP = 44
@@ -214,8 +214,8 @@ def open_xdp_port(ifname_or_index: str | int, local_addrs: Iterable[str], raw_so
     IPPROTO_GRE socket, the slow path (stays the caller's); ``mode``: "auto" (native, else
     generic), "native" or "generic"; ``src``: our source address (default: the first of
     ``local_addrs``).  XdpUnavailable (with the reason) or OSError on failure."""
-    from fastpptp._greport import RawPort
-    from fastpptp._port_xdp import XdpPort
+    from fastpptp._greport import RawPort  # type: ignore[import-not-found]  # compiled
+    from fastpptp._port_xdp import XdpPort  # type: ignore[import-not-found]  # compiled
 
     if mode not in ("auto", "native", "generic"):
         raise ValueError(f"mode {mode!r}: auto, native or generic")
@@ -254,12 +254,19 @@ def open_xdp_port(ifname_or_index: str | int, local_addrs: Iterable[str], raw_so
         link = _attach(facts.ifindex, prog, mode)
         for obj in (addr_map, xsks, prog):
             port.own(obj)
+        port.addr_map = addr_map
         port.own(_Detach(link))
         native = bpf.xdp_query(facts.ifindex).mode == bpf.XDP_ATTACHED_DRV
         port.attach_note = (f" ({facts.ifname}), {'native' if native else 'generic'} XDP "
                             f"{bpf.PROG_NAME_XDP_GRE} id {prog.info().id}")
         undo.pop_all()
     return port
+
+
+def update_local_addrs(port: Any, local_addrs: Iterable[str]) -> None:
+    """Change the addresses the port's XDP program redirects (added first, then the others
+    removed: no moment with neither)."""
+    bpf.set_addrs(port.addr_map, [str(ipaddress.IPv4Address(a)) for a in local_addrs])
 
 
 def _attach(ifindex: int, prog: bpf.BpfProg, mode: str) -> bpf.BpfLink:
