@@ -336,8 +336,9 @@ def _filter_table(mac_a: str, mac_b: str):
     def f(payload, **kw):
         return eth(mac_a, mac_b, ipv4(payload, **kw))
 
-    vlan = f(g)
-    vlan = vlan[:12] + b"\x81\x00\x00\x05" + vlan[12:]
+    plain = f(g)
+    vlan = plain[:12] + b"\x81\x00\x00\x05" + plain[12:]         # TCI: VLAN 5
+    prio = plain[:12] + b"\x81\x00\xa0\x00" + plain[12:]         # TCI: PCP 5, VLAN 0
     return [
         ("PPTP GRE to us", f(g), True),
         ("PPTP GRE ack only (no sequence number)", f(pptp_gre(seq=None, payload=b"")), True),
@@ -350,7 +351,8 @@ def _filter_table(mac_a: str, mac_b: str):
         ("GRE version 0", f(pptp_gre(version=0)), False),
         ("GRE v1, not PPP", f(pptp_gre(proto=0x0800)), False),
         ("IPv6 EtherType", eth(mac_a, mac_b, ipv4(g), 0x86DD), False),
-        ("802.1Q tagged", vlan, False),
+        ("802.1Q tagged, VLAN 5 (a VLAN interface's)", vlan, False),
+        ("priority-tagged (VLAN 0, processed as untagged)", prio, True),
         ("truncated in the GRE header", f(g)[:36], False),
         ("another host's MAC (PACKET_OTHERHOST)", eth("02:00:00:00:00:77", mac_b, ipv4(g)), False),
         ("bad IPv4 header checksum", f(g, csum=False), False),
@@ -370,7 +372,7 @@ def test_ring_takes_exactly_pptp_gre_for_us():
             got = recv_until(port, 1, timeout=0.3 if not ours else 3)
             assert (len(got) == 1) == ours, what
             if ours:
-                assert got[0] == frame[14:], what
+                assert got[0] == frame[18 if frame[12:14] == b"\x81\x00" else 14:], what
             if what.startswith("bad IPv4"):
                 assert port.counters()["rx_not_ours"] == before["rx_not_ours"] + 1
         inj.close()
