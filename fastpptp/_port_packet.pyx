@@ -314,7 +314,14 @@ cdef class PacketPort(GrePort):
     """GRE over AF_PACKET (see the module doc).  Opens its two packet sockets in the calling
     thread's network namespace; ``raw_socket`` (an IPPROTO_GRE socket, or None for no slow
     path) stays the caller's.  ``owned`` objects (e.g. the TCX drop handle) are closed by
-    ``close()``; one with an ``update(addrs)`` method follows ``set_local_addrs``."""
+    ``close()``; one with an ``update(addrs)`` method follows ``set_local_addrs``.
+
+    For the engine: ``fds`` are [the ring's socket, the raw socket (if any)]; the ring's
+    becomes readable when the kernel retires a block (full, or ``retire_ms`` after its first
+    frame), and ``rx_burst`` walks ready blocks whatever ``ev[0]`` says (a memory read, no
+    syscall); the raw socket is read only when ``ev[1]`` is set.  ``tracker`` (set by
+    fastpptp.net.packetport) wants ``add_peer(ip, local)`` when a call to ``ip`` comes up
+    and ``remove_peer(ip)`` when it ends (counted per address)."""
 
     cdef int rx_fd, tx_fd
     cdef readonly int ifindex
