@@ -52,7 +52,7 @@ def _softirq_s() -> float:
     return int(fields[7]) / os.sysconf("SC_CLK_TCK")
 
 
-def _open_port(mode: str, dev: str, local: str, batch: int, frames: int) -> Any:
+def _open_port(mode: str, dev: str, local: str, batch: int, frames: int, xdp_mode: str) -> Any:
     from fastpptp._greport import RawPort
     from fastpptp.net.rawgre import open_gre_socket
     raw = open_gre_socket()
@@ -60,7 +60,7 @@ def _open_port(mode: str, dev: str, local: str, batch: int, frames: int) -> Any:
         port = RawPort(raw, batch)
     else:
         from fastpptp.net.xdpport import open_xdp_port
-        port = open_xdp_port(dev, [local], raw, batch, frames=frames)
+        port = open_xdp_port(dev, [local], raw, batch, frames=frames or None, mode=xdp_mode)
     return port, raw
 
 
@@ -78,12 +78,13 @@ def worker(argv: list[str]) -> int:
     p.add_argument("--size", type=int, default=1400)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--peer-mac", default="")
-    p.add_argument("--frames", type=int, default=4096)
+    p.add_argument("--frames", type=int, default=0)
+    p.add_argument("--xdp-mode", default="auto")
     a = p.parse_args(argv)
     if a.cpu >= 0:
         os.sched_setaffinity(0, {a.cpu})
     local, peer = (ADDR_A, ADDR_B) if a.role == "send" else (ADDR_B, ADDR_A)
-    port, raw = _open_port(a.mode, a.dev, local, a.batch, a.frames)
+    port, raw = _open_port(a.mode, a.dev, local, a.batch, a.frames, a.xdp_mode)
     try:
         if a.role == "send" and a.mode == "xdp":
             port.set_nexthop(peer, bytes.fromhex(a.peer_mac))
@@ -116,7 +117,8 @@ def _mac(ns: str, dev: str) -> str:
 
 
 def run_pair(send_mode: str, recv_mode: str, *, count: int = 200_000, seconds: float = 5.0,
-             size: int = 1400, batch: int = 64, frames: int = 4096) -> dict[str, Any]:
+             size: int = 1400, batch: int = 64, frames: int = 0,
+             xdp_mode: str = "auto") -> dict[str, Any]:
     """One sender -> receiver run in fresh namespaces; the result dict (see module doc)."""
     from fastpptp.net import netlink
     from fastpptp.tools.netrig import NsPair, kill_process, rig_lifetime, unique_suffix
@@ -127,7 +129,7 @@ def run_pair(send_mode: str, recv_mode: str, *, count: int = 200_000, seconds: f
     cpus = sorted(os.sched_getaffinity(0))
     cpu_s, cpu_r = (cpus[0], cpus[1]) if len(cpus) >= 2 else (-1, -1)
     common = ["--count", str(count), "--seconds", str(seconds), "--size", str(size),
-              "--batch", str(batch), "--frames", str(frames)]
+              "--batch", str(batch), "--frames", str(frames), "--xdp-mode", xdp_mode]
     me = [sys.executable, os.path.abspath(__file__), "worker"]
     with rig_lifetime(rig):
         netlink.create_veth(rig.veth_a, rig.veth_b, netns=rig.a, peer_netns=rig.b)
@@ -199,13 +201,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--size", type=int, default=1400)
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--frames", type=int, default=4096, help="UMEM frames per AF_XDP socket")
+    p.add_argument("--frames", type=int, default=0,
+                   help="UMEM frames per AF_XDP socket (0: xdpport.default_frames)")
+    p.add_argument("--xdp-mode", choices=("auto", "native", "generic"), default="auto")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     if a.count < 1 or a.count > 50_000_000 or a.seconds <= 0 or a.seconds > 120:
         p.error("--count 1..50M, --seconds up to 120")
     results = run(a.pairs.split(","), count=a.count, seconds=a.seconds, size=a.size, batch=a.batch,
-                  frames=a.frames)
+                  frames=a.frames, xdp_mode=a.xdp_mode)
     if a.json:
         print(json.dumps(results, indent=2))
         return 0

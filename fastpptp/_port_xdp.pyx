@@ -51,7 +51,7 @@ from fastpptp._sys cimport (pthread_mutex_t, pthread_mutex_init, pthread_mutex_d
 from fastpptp._greport cimport (GrePort, RawPort, PORT_MAX_FDS, PORT_HEADROOM, P_RX_PACKETS, P_RX_BATCHES,
                                 P_TX_PACKETS, P_TX_BATCHES, P_RX_RING_FULL, P_TX_RING_FULL,
                                 P_KERNEL_DROPS, P_TX_ERRORS, P_RX_SLOWPATH, P_TX_SLOWPATH,
-                                P_RX_NOT_OURS)
+                                P_RX_NOT_OURS, P_ICMP_ERRORS, N_PORT_COUNTERS)
 
 import ipaddress
 import os
@@ -166,7 +166,7 @@ cdef enum:
     GRE_MIN = 4                 # flags/version + protocol type
     XDP_PACKET_HEADROOM = 256   # the kernel's headroom in front of a received frame
     KICK_TRIES = 256            # sendto kicks per flush, at most (32 descriptors each in copy mode)
-    NH_CAP = 4096               # nexthop table slots (at most half live)
+    NH_CAP = 65536              # nexthop table slots (at most half live: 32768 peers)
     NH_EMPTY = 0
     NH_LIVE = 1
     NH_DEAD = 2
@@ -299,6 +299,7 @@ cdef class XdpPort(GrePort):
     cdef readonly bint closed
     cdef public str attach_note     # how the XDP program is attached (set by the set-up)
     cdef public object addr_map     # the XDP program's address map (bpf.BpfMap), set by the set-up
+    cdef uint64_t xst[N_PORT_COUNTERS]  # XDP_STATISTICS folded in (written by fold_stats only)
 
     def __cinit__(self, *args, **kw):
         self.xs = NULL
@@ -520,8 +521,18 @@ cdef class XdpPort(GrePort):
                 f"{self.slow.describe()}")
 
     def counters(self):
+        """This port's counters (PORT_COUNTER_NAMES), the kernel's XDP_STATISTICS and the
+        slow path's own counts folded in: ``rx_packets``/``tx_packets`` are fast + slow
+        path, ``rx_slowpath``/``tx_slowpath`` say how many of them went the slow way."""
+        cdef int i
         self.fold_stats()
-        return GrePort.counters(self)
+        out = GrePort.counters(self)
+        for i, name in enumerate(out):
+            out[name] += self.xst[i]
+        slow = self.slow.counters()
+        for name in ("tx_packets", "tx_ring_full", "kernel_drops", "tx_errors", "icmp_errors"):
+            out[name] += slow[name]
+        return out
 
     def xdp_statistics(self):
         """XDP_STATISTICS summed over the sockets (kernel-side counts)."""
@@ -548,7 +559,8 @@ cdef class XdpPort(GrePort):
         and frames larger than a chunk; ``rx_fill_ring_empty_descs`` counts the first
         kind's events, so the smaller of the two goes to rx_ring_full with ``rx_ring_full``
         (rx ring full), the rest of ``rx_dropped`` to kernel_drops; invalid descriptors
-        (ours, never expected) to tx_errors."""
+        (ours, never expected) to tx_errors.  Kept apart from ``pc`` (which only the I/O
+        thread writes); call from one thread at a time (``counters()``, ``close()``)."""
         cdef xdp_statistics st
         cdef sys_.socklen_t sl
         cdef int q, j
@@ -573,9 +585,9 @@ cdef class XdpPort(GrePort):
             for j in range(6):
                 dl[j] = cur[j] - x.st_last[j]
             behind = dl[0] if dl[0] < dl[4] else dl[4]
-            self.pc[P_RX_RING_FULL] += dl[3] + behind
-            self.pc[P_KERNEL_DROPS] += dl[0] - behind
-            self.pc[P_TX_ERRORS] += dl[1] + dl[2]
+            self.xst[P_RX_RING_FULL] += dl[3] + behind
+            self.xst[P_KERNEL_DROPS] += dl[0] - behind
+            self.xst[P_TX_ERRORS] += dl[1] + dl[2]
             memcpy(x.st_last, cur, sizeof(cur))
 
     # ------------------------------------------------------------------ nexthop table

@@ -131,6 +131,7 @@ class SlowPath:
     peer: str
     reason: str
     via: str | None = None
+    kick: bool = False          # the kernel is not resolving ``via`` by itself: ask it to
 
 
 Decision = Nexthop | SlowPath
@@ -169,11 +170,14 @@ def decide(peer: str, ifindex: int, route: RouteInfo | None, link: LinkInfo | No
         return SlowPath(peer, "no source address")
     via = nexthop_address(peer, route)
     if neigh is None:
-        return SlowPath(peer, f"no neighbour entry for {via}", via)
+        return SlowPath(peer, f"no neighbour entry for {via}", via, kick=True)
     if neigh.dst != via or neigh.ifindex != ifindex:
         return SlowPath(peer, f"neighbour answer for {neigh.dst}, not {via}", via)
     if not neighbour_usable(neigh):
-        return SlowPath(peer, f"neighbour {via} unresolved (state 0x{neigh.state:02x})", via)
+        # INCOMPLETE: ARP is under way, the event will come; FAILED/NONE: nobody is asking
+        busy = bool(neigh.state & NUD_INCOMPLETE)
+        return SlowPath(peer, f"neighbour {via} unresolved (state 0x{neigh.state:02x})", via,
+                        kick=not busy)
     mtu = link.mtu if not route.mtu else min(link.mtu, route.mtu)
     if mtu < MIN_MTU:
         return SlowPath(peer, f"MTU {mtu} below {MIN_MTU}")
@@ -362,6 +366,8 @@ class NexthopTracker:
     port's table lock without the GIL-holding engine), and ``on_change(peer, decision)``
     whenever a peer's decision changes."""
 
+    FULL_EVERY = 15         # ticks between two resolutions of the fast peers (path MTU)
+
     def __init__(self, port: NexthopTable, ifindex: int, *, refresh: float = 2.0,
                  on_change: Callable[[str, Decision], None] | None = None,
                  timeout: float = 10.0) -> None:
@@ -374,10 +380,12 @@ class NexthopTracker:
         self.timeout = timeout
         self._lock = threading.RLock()
         self._peers: dict[str, str | None] = {}         # peer -> forced local address
+        self._refs: dict[str, int] = {}                   # peer -> add_peer calls not removed
         self._decisions: dict[str, Decision] = {}
         self._requests: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...], Future[Any]]]
         self._requests = queue.SimpleQueue()
         self._stop = False
+        self._ticks = 0
         self.events = 0                                   # netlink events seen (diagnostics)
         self.resolutions = 0
         self._q: Any = None
@@ -401,7 +409,9 @@ class NexthopTracker:
 
     def add_peer(self, peer: str, local: str | None = None) -> Decision:
         """Track ``peer`` (IPv4), optionally with our source address forced to ``local``;
-        returns the decision made now (a slow one is retried and followed by events)."""
+        returns the decision made now (a slow one is retried and followed by events).
+        Counted: several calls from one peer address (behind one NAT) each add it, and it
+        is dropped when the last of them is removed."""
         peer = _v4(peer)
         loc = _v4(local) if local else None
         return self._call(self._add, peer, loc)            # type: ignore[no-any-return]
@@ -411,6 +421,10 @@ class NexthopTracker:
         with self._lock:
             if peer not in self._peers:
                 return
+            self._refs[peer] -= 1
+            if self._refs[peer] > 0:
+                return
+            del self._refs[peer]
             del self._peers[peer]
             self._decisions.pop(peer, None)
             self.port.clear_nexthop(peer)
@@ -442,6 +456,7 @@ class NexthopTracker:
     def _add(self, peer: str, local: str | None) -> Decision:
         with self._lock:
             self._peers[peer] = local
+            self._refs[peer] = self._refs.get(peer, 0) + 1
             return self._resolve(peer)
 
     def _refresh_all(self) -> None:
@@ -458,8 +473,9 @@ class NexthopTracker:
             d = resolve(self._q, peer, self.ifindex, self._peers.get(peer))
         except (NetlinkError, OSError) as exc:
             d = SlowPath(peer, f"netlink: {exc}")
-        if isinstance(d, SlowPath) and d.via is not None and d.reason.startswith("no neighbour"):
-            # nobody sent to it yet: have the kernel ARP now (the event brings the answer)
+        if isinstance(d, SlowPath) and d.kick and d.via is not None:
+            # nobody sent to it yet, or the last try failed: have the kernel ARP now (the
+            # neighbour event brings the answer); with FAILED this repeats every tick
             use_neighbour(self._q, self.ifindex, d.via)
         old = self._decisions.get(peer)
         self._decisions[peer] = d
@@ -496,11 +512,16 @@ class NexthopTracker:
                     self._resolve(peer)
 
     def _tick(self) -> None:
-        """Every ``refresh``: retry slow peers, have the kernel re-validate fast ones."""
+        """Every ``refresh``: retry slow peers, have the kernel re-validate fast ones; every
+        ``FULL_EVERY`` ticks resolve fast ones again too: a path MTU the kernel learned from
+        ICMP "fragmentation needed" (RFC 1191) lives in a route exception that ``route get``
+        shows but no notification announces."""
+        self._ticks += 1
+        full = self._ticks % self.FULL_EVERY == 0
         with self._lock:
             for peer in list(self._peers):
                 d = self._decisions.get(peer)
-                if isinstance(d, Nexthop):
+                if isinstance(d, Nexthop) and not full:
                     use_neighbour(self._q, self.ifindex, d.via)
                 else:
                     self._resolve(peer)

@@ -124,6 +124,10 @@ def open_packet_port(ifname_or_index: str | int, local_addrs: Iterable[str],
     if unknown:
         raise TypeError(f"unknown ring parameters: {sorted(unknown)}")
     params = {**DEFAULT_RING, **ring}
+    if params["block_size"] < link.mtu + 14 + 256:
+        # a frame longer than a block is truncated in the ring (and the TCX program has
+        # dropped it from the stack): it would only ever be counted, never delivered
+        raise ValueError(f"block_size {params['block_size']} too small for MTU {link.mtu}")
     addrs = [str(a) for a in local_addrs]
     # ring first, drop program second: in between the kernel may also see a packet (a
     # duplicate the engine's sequence window absorbs), never a packet neither sees

@@ -214,8 +214,8 @@ def open_xdp_port(ifname_or_index: str | int, local_addrs: Iterable[str], raw_so
     IPPROTO_GRE socket, the slow path (stays the caller's); ``mode``: "auto" (native, else
     generic), "native" or "generic"; ``src``: our source address (default: the first of
     ``local_addrs``).  XdpUnavailable (with the reason) or OSError on failure."""
-    from fastpptp._greport import RawPort
-    from fastpptp._port_xdp import XdpPort
+    from fastpptp._greport import RawPort  # type: ignore[import-not-found]  # compiled
+    from fastpptp._port_xdp import XdpPort  # type: ignore[import-not-found]  # compiled
 
     if mode not in ("auto", "native", "generic"):
         raise ValueError(f"mode {mode!r}: auto, native or generic")

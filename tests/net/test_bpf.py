@@ -8,6 +8,7 @@ protocol-unreachable) while an AF_PACKET tap still sees it, and everything else 
 """
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -19,7 +20,8 @@ import pytest
 
 from fastpptp.net import bpf, netns
 from fastpptp.tools.netrig import kill_process, wait_for
-from support.grerig import (ADDR_A, ADDR_B, OTHER, drain, gre_pair, icmp_echo, ifindex, netstat,
+from support.grerig import (ADDR_A, ADDR_B, OTHER, drain, gre_pair, icmp_echo, ifindex, ip_checksum,
+                            netstat,
                             packet_socket, pptp_gre, raw_gre_socket, snmp)
 
 pytestmark = pytest.mark.netns
@@ -279,6 +281,12 @@ def test_tcx_gre_drop_lets_fragments_reach_the_raw_socket():
             raw_b.close()
 
 
+def _child_env() -> dict[str, str]:
+    """The child imports fastpptp from this checkout, wherever pytest was started."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+
+
 _CHILD = textwrap.dedent("""
     import socket, sys, time
     from fastpptp.net import bpf
@@ -291,7 +299,7 @@ _CHILD = textwrap.dedent("""
 def test_tcx_gre_drop_goes_away_when_its_process_is_killed():
     with gre_pair() as rig:
         proc = rig.spawn(rig.b, [sys.executable, "-c", _CHILD, rig.veth_b, ADDR_B],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_child_env())
         try:
             line = proc.stdout.readline()
             assert line.strip().isdigit(), proc.stderr.read() if proc.poll() is not None else line
@@ -300,3 +308,75 @@ def test_tcx_gre_drop_goes_away_when_its_process_is_killed():
             kill_process(proc, signal.SIGKILL, grace=5)
         wait_for(lambda: _tcx_progs(rig.b, rig.veth_b) == [], timeout=5,
                  what="TCX program gone after SIGKILL")
+
+
+def test_tcx_gre_drop_takes_priority_tagged_frames():
+    """A VLAN-0 (priority) tag: the stack processes the frame as untagged, so gre_drop must
+    match it too.  Injected with AF_PACKET from A (no 8021q module needed)."""
+    import struct
+    with gre_pair() as rig:
+        with netns.entered(rig.b):
+            from fastpptp.net.xdpport import link_facts
+            mac_b = link_facts(rig.veth_b).mac
+        tap_a = packet_socket(rig.a, rig.veth_a)
+        tx_a = raw_gre_socket(rig.a)
+        raw_b = raw_gre_socket(rig.b)
+
+        def tagged(vid: int, tag: bytes) -> bytes:
+            f = eth_ipv4(pptp_gre(payload=tag))
+            ip = bytearray(f[14:34])
+            ip[10:12] = b"\0\0"
+            ip[10:12] = struct.pack("!H", ip_checksum(bytes(ip)))
+            return mac_b + b"\x02\0\0\0\0\x01" + struct.pack("!HH", 0x8100, vid) + f[12:14] + bytes(ip) + f[34:]
+
+        try:
+            tap_a.send(tagged(0, b"prio-before"))
+            assert any(d.endswith(b"prio-before") for d in _sentinel_through(raw_b, tx_a, b"p0"))
+            with netns.entered(rig.b):
+                h = bpf.attach_gre_ingress_drop(socket.if_nametoindex(rig.veth_b), [ADDR_B])
+            with h:
+                tap_a.send(tagged(0, b"prio-during"))
+                tap_a.send(tagged(0x2000, b"prio5-during"))     # PCP 1, VLAN 0
+                assert _sentinel_through(raw_b, tx_a, b"p1") == []
+        finally:
+            for s in (tap_a, tx_a, raw_b):
+                s.close()
+
+
+def test_tcx_gre_drop_and_vlans():
+    """Tagged frames are not matched on the parent (vlan_present); on the VLAN interface,
+    where tc sees them untagged, they are."""
+    with gre_pair() as rig:
+        for ns, dev, addr in ((rig.a, rig.veth_a, "203.0.113.1"), (rig.b, rig.veth_b, "203.0.113.2")):
+            r = rig.run(ns, ["ip", "link", "add", "link", dev, "name", "vl5", "type", "vlan",
+                             "id", "5"], check=False)
+            if "Unknown device type" in r.stderr:
+                pytest.skip("this kernel has no 802.1Q VLAN interfaces (8021q)")
+            assert r.returncode == 0, r.stderr
+            rig.run(ns, ["ip", "addr", "add", f"{addr}/24", "dev", "vl5"])
+            rig.run(ns, ["ip", "link", "set", "vl5", "up"])
+        tx_a = raw_gre_socket(rig.a)
+        raw_b = raw_gre_socket(rig.b)
+        try:
+            with netns.entered(rig.b):
+                parent = bpf.attach_gre_ingress_drop(socket.if_nametoindex(rig.veth_b),
+                                                     [ADDR_B, "203.0.113.2"])
+            with parent:
+                tx_a.sendto(pptp_gre(payload=b"tagged"), ("203.0.113.2", 0))
+                got = wait_for(lambda: [d for d in drain(raw_b) if d.endswith(b"tagged")],
+                               timeout=5, what="tagged GRE past the parent's program")
+                assert got
+                with netns.entered(rig.b):
+                    on_vlan = bpf.attach_gre_ingress_drop(socket.if_nametoindex("vl5"),
+                                                          ["203.0.113.2"])
+                with on_vlan:
+                    tx_a.sendto(pptp_gre(payload=b"tagged2"), ("203.0.113.2", 0))
+                    tx_a.sendto(pptp_gre(version=0, payload=b"vsentinel"), ("203.0.113.2", 0))
+                    seen: list[bytes] = []
+                    wait_for(lambda: seen.extend(drain(raw_b)) or
+                             any(d.endswith(b"vsentinel") for d in seen), timeout=5,
+                             what="sentinel over the VLAN")
+                    assert not any(d.endswith(b"tagged2") for d in seen)
+        finally:
+            tx_a.close()
+            raw_b.close()

@@ -87,6 +87,11 @@ def test_decide_table(what, peer, route, link, nb, local, expected):
 
 def test_slow_decisions_name_the_next_hop_to_wait_for():
     assert decide(FAR, IF, VIA_GW, LINK, None).via == "198.51.100.254"
+    # ask the kernel to resolve when it is not doing so already
+    assert decide(PEER, IF, ONLINK, LINK, None).kick
+    assert decide(PEER, IF, ONLINK, LINK, neigh(mac=None, state=NUD_FAILED)).kick
+    assert not decide(PEER, IF, ONLINK, LINK, neigh(mac=None, state=NUD_INCOMPLETE)).kick
+    assert not decide(PEER, IF, None, LINK, None).kick
     assert decide(PEER, IF, None, LINK, None).via is None
     assert nexthop_address(FAR, VIA_GW) == "198.51.100.254"
     assert nexthop_address(PEER, ONLINK) == PEER
@@ -159,6 +164,13 @@ def test_neighbour_change_route_change_mtu_change_and_removal():
         # the link MTU changes
         netlink.set_mtu(rig.veth_a, 1400, netns=rig.a)
         wait_for(lambda: table.entries.get(ADDR_B, ("", "", 0))[2] == 1400, 3, what="the MTU")
+        # a route with its own MTU metric (what a path MTU exception also shows in route get)
+        run_in(rig.a, ["ip", "route", "add", f"{ADDR_B}/32", "dev", rig.veth_a, "mtu", "1300"])
+        wait_for(lambda: table.entries.get(ADDR_B, ("", "", 0))[2] == 1300, 3,
+                 what="the route MTU")
+        run_in(rig.a, ["ip", "route", "del", f"{ADDR_B}/32"])
+        wait_for(lambda: table.entries.get(ADDR_B, ("", "", 0))[2] == 1400, 3,
+                 what="the link MTU again")
         # a more specific route moves the peer to another interface: slow path
         netlink.create_veth("pkx0", "pkx1", netns=rig.a)      # this kernel has no dummy
         netlink.set_link_up("pkx1", netns=rig.a)
@@ -173,8 +185,12 @@ def test_neighbour_change_route_change_mtu_change_and_removal():
         run_in(rig.a, ["ip", "neigh", "del", ADDR_B, "dev", rig.veth_a])
         wait_for(lambda: table.entries.get(ADDR_B, ("",))[0] == mac_b, 5,
                  what="re-resolved to the real MAC after the entry was deleted")
+        t.add_peer(ADDR_B)                 # a second call from the same address
+        t.remove_peer(ADDR_B)
+        assert table.entries.get(ADDR_B, ("",))[0] == mac_b      # one call still up
         t.remove_peer(ADDR_B)
         assert ADDR_B not in table.entries and t.decision(ADDR_B) is None
+        t.remove_peer(ADDR_B)              # unknown: nothing
         assert t.events > 0
 
 
@@ -271,3 +287,19 @@ def test_parse_rtnl_events():
     bad_attr = neigh_v4[:12] + struct.pack("=HH", 200, 1) + b"\0" * 4
     assert parse_rtnl_events(_nlmsg(28, bad_attr)) == [RtEvent("neigh", socket.AF_INET, 3)]
     assert parse_rtnl_events(struct.pack("=IHHII", 8, 28, 0, 0, 0)) == []
+
+
+@pytest.mark.netns
+def test_unanswered_peer_stays_slow_and_turns_fast_when_it_appears():
+    """Nobody has 198.51.100.77 yet: ARP fails, the peer stays on the slow path and the
+    tracker keeps asking the kernel; once B takes the address, the next try resolves it."""
+    late = "198.51.100.77"
+    with gre_pair(prefix="packetn") as rig, tracker_in(rig.a, rig.veth_a, refresh=0.3) as (t, table):
+        d = t.add_peer(late)
+        assert isinstance(d, SlowPath) and d.kick
+        wait_for(lambda: "state 0x20" in getattr(t.decision(late), "reason", ""), 10,
+                 what="ARP for the absent peer to fail (NUD_FAILED)")
+        assert late not in table.entries
+        netlink.add_address(rig.veth_b, f"{late}/24", netns=rig.b)
+        wait_for(lambda: table.entries.get(late, ("",))[0] == mac_of(rig.b, rig.veth_b), 10,
+                 what="the peer resolved once it answers")

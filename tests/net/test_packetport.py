@@ -21,7 +21,7 @@ import pytest
 
 from fastpptp.net import netlink, netns
 from fastpptp.net.packetport import open_packet_port, packet_unavailable_reason
-from fastpptp.tools.netrig import wait_for
+from fastpptp.tools.netrig import run_in, wait_for
 from support.grerig import (ADDR_A, ADDR_B, OTHER, drain, gre_pair, icmp_echo, ifindex,
                             ip_checksum, pptp_gre, raw_gre_socket, snmp)
 
@@ -308,6 +308,10 @@ def test_ring_full_is_counted_not_lost_silently():
         assert c["rx_ring_full"] > 0
         assert len(got) + c["rx_ring_full"] == sent, (len(got), c)
         assert port.ring_stats()["packets"] == sent
+        # the ring unfreezes once drained: the next frames come through again
+        for i in range(10):
+            rb.sendto(pptp_gre(seq=1000 + i), (ADDR_A, 0))
+        assert [g[20:] for g in recv_until(port, 10)] == [pptp_gre(seq=1000 + i) for i in range(10)]
         rb.close()
 
 
@@ -332,8 +336,9 @@ def _filter_table(mac_a: str, mac_b: str):
     def f(payload, **kw):
         return eth(mac_a, mac_b, ipv4(payload, **kw))
 
-    vlan = f(g)
-    vlan = vlan[:12] + b"\x81\x00\x00\x05" + vlan[12:]
+    plain = f(g)
+    vlan = plain[:12] + b"\x81\x00\x00\x05" + plain[12:]         # TCI: VLAN 5
+    prio = plain[:12] + b"\x81\x00\xa0\x00" + plain[12:]         # TCI: PCP 5, VLAN 0
     return [
         ("PPTP GRE to us", f(g), True),
         ("PPTP GRE ack only (no sequence number)", f(pptp_gre(seq=None, payload=b"")), True),
@@ -346,7 +351,8 @@ def _filter_table(mac_a: str, mac_b: str):
         ("GRE version 0", f(pptp_gre(version=0)), False),
         ("GRE v1, not PPP", f(pptp_gre(proto=0x0800)), False),
         ("IPv6 EtherType", eth(mac_a, mac_b, ipv4(g), 0x86DD), False),
-        ("802.1Q tagged", vlan, False),
+        ("802.1Q tagged, VLAN 5 (a VLAN interface's)", vlan, False),
+        ("priority-tagged (VLAN 0, processed as untagged)", prio, True),
         ("truncated in the GRE header", f(g)[:36], False),
         ("another host's MAC (PACKET_OTHERHOST)", eth("02:00:00:00:00:77", mac_b, ipv4(g)), False),
         ("bad IPv4 header checksum", f(g, csum=False), False),
@@ -366,7 +372,7 @@ def test_ring_takes_exactly_pptp_gre_for_us():
             got = recv_until(port, 1, timeout=0.3 if not ours else 3)
             assert (len(got) == 1) == ours, what
             if ours:
-                assert got[0] == frame[14:], what
+                assert got[0] == frame[18 if frame[12:14] == b"\x81\x00" else 14:], what
             if what.startswith("bad IPv4"):
                 assert port.counters()["rx_not_ours"] == before["rx_not_ours"] + 1
         inj.close()
@@ -415,3 +421,39 @@ def test_gre_arriving_on_another_interface_comes_through_the_slow_path():
             rd.close()
         finally:
             netns.remove(d, missing_ok=True)
+
+
+@pytest.mark.parametrize("drop,expect", [
+    ("-bpf,-sys_admin", "TCX ingress drop program unavailable"),
+    ("-net_raw", "AF_PACKET needs CAP_NET_RAW"),
+])
+def test_unavailable_without_capabilities(drop, expect):
+    """What ``--gre-io auto`` hears when the capabilities are not there (setpriv drops
+    them from the bounding set, so the child root process never has them)."""
+    import shutil
+    import sys
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) not installed")
+    repo = __file__.rsplit("/tests/", 1)[0]
+    with gre_pair(prefix="packet") as rig:
+        code = ("from fastpptp.net.packetport import packet_unavailable_reason as r; "
+                f"print(r({rig.veth_a!r}))")
+        res = run_in(rig.a, ["setpriv", f"--bounding-set={drop}", sys.executable, "-c", code],
+                     timeout=30, cwd=repo)
+        assert expect in res.stdout, (res.stdout, res.stderr)
+
+
+def test_jumbo_frames_both_ways_and_a_ring_too_small_for_the_mtu_is_refused():
+    with gre_pair(prefix="packet", mtu=9000) as rig, port_in_a(rig) as (port, _rs):
+        rb = raw_gre_socket(rig.b)
+        big = pptp_gre(seq=5, payload=b"J" * 8000)
+        rb.sendto(big, (ADDR_A, 0))
+        got = recv_until(port, 1)
+        assert [g[20:] for g in got] == [big] and port.counters()["rx_slowpath"] == 0
+        port.set_nexthop(ADDR_B, mac_of(rig.b, rig.veth_b), ADDR_A, 9000)
+        port.send_batch([(big, ADDR_B)])
+        assert [g[20:] for g in recv_raw(rb, 1)] == [big]
+        assert port.counters()["tx_slowpath"] == 0
+        rb.close()
+        with netns.entered(rig.a), pytest.raises(ValueError, match="too small for MTU 9000"):
+            open_packet_port(rig.veth_a, [ADDR_A], None, block_size=8192, track=False)

@@ -185,7 +185,7 @@ def test_frames_above_the_mtu_or_without_nexthop_take_the_slow_path(rig):
     assert any(d.endswith(b"no-nexthop") for d in seen) and any(d.endswith(b"cleared") for d in seen)
     assert any(d[20:] == big for d in seen) and any(d.endswith(b"fast") for d in seen), tails
     c = port.counters()
-    assert c["tx_slowpath"] == 3 and c["tx_packets"] == 1
+    assert c["tx_slowpath"] == 3 and c["tx_packets"] == 4      # 1 fast + 3 through the kernel
 
 
 def test_local_addresses_can_change_while_running(rig):
@@ -223,6 +223,12 @@ def test_generic_mode(rig):
     assert got and got[0].endswith(b"generic") and port.counters()["rx_slowpath"] == 0
 
 
+def _child_env() -> dict[str, str]:
+    """The child imports fastpptp from this checkout, wherever pytest was started."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+
+
 _CHILD = textwrap.dedent("""
     import socket, sys, time
     from fastpptp.net.rawgre import open_gre_socket
@@ -235,7 +241,7 @@ _CHILD = textwrap.dedent("""
 
 def test_sigkill_of_the_owner_leaves_no_program(rig):
     p = rig.pair.spawn(rig.pair.a, [sys.executable, "-c", _CHILD, rig.pair.veth_a, ADDR_A],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_child_env())
     try:
         line = p.stdout.readline()
         assert line.strip() == b"up", p.stderr.read() if p.poll() is not None else line
@@ -398,3 +404,29 @@ def test_port_arguments_are_validated():
     finally:
         a.close()
         b.close()
+
+
+def test_nexthop_table_fills_up_and_survives_churn(rig):
+    port = rig.open()
+    peers = [f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}" for i in range(1, 32769)]
+    assert all(port.set_nexthop(p, rig.mac_b) for p in peers)
+    assert not port.set_nexthop("192.0.2.200", rig.mac_b)          # full: slow path for it
+    assert len(port.nexthops()) == 32768
+    # churn: clear and re-add many times (tombstones, then rehashing) without losing one
+    for rnd in range(3):
+        for p in peers[rnd::3]:
+            assert port.clear_nexthop(p)
+        assert not port.clear_nexthop(peers[rnd])
+        for p in peers[rnd::3]:
+            assert port.set_nexthop(p, "02:00:00:00:00:%02x" % rnd, mtu=1400)
+    table = port.nexthops()
+    assert len(table) == 32768
+    assert table[peers[0]] == ("02:00:00:00:00:00", ADDR_A, 1400)
+    assert table[peers[2]] == ("02:00:00:00:00:02", ADDR_A, 1400)
+    # with room made, B goes the fast way with its own entry
+    assert not port.set_nexthop(ADDR_B, rig.mac_b)
+    assert port.clear_nexthop(peers[-1])
+    assert port.set_nexthop(ADDR_B, rig.mac_b)
+    port.send_batch([(pptp_gre(payload=b"still-fast"), ADDR_B)])
+    got = wait_for(lambda: drain(rig.raw_b), timeout=5, what="GRE at B")
+    assert got[0].endswith(b"still-fast") and port.counters()["tx_slowpath"] == 0
