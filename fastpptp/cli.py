@@ -572,6 +572,13 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("what", choices=("dataplane", "tunnel", "sessions"))
     b.add_argument("--json", action="store_true")
     _add_sessions_bench_args(b)
+    g = b.add_argument_group("bench tunnel (fastpptp/tools/benchtunnel.py; --json, --plot as above)")
+    g.add_argument("--time", type=int, default=5, help="seconds per iperf3 test (1..60)")
+    g.add_argument("--rounds", type=int, default=3, help="rounds, paths interleaved; the median (1..9)")
+    g.add_argument("--only", metavar="PATH,...", help="veth, fastpptp-{raw,packet,xdp}, "
+                   "fastpptp-mppe128-{raw,packet,xdp}, openvpn")
+    g.add_argument("--gre-io", dest="gre_io_modes", metavar="MODE,...",
+                   help="only the fastpptp paths on these GRE ports (raw,packet,xdp)")
     if argv and argv[0] == "server":
         return server_main(argv[1:])
     if argv and argv[0] == "client":
@@ -588,8 +595,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.what == "dataplane":
             from .tools.benchcmd import run_dataplane_bench
             return run_dataplane_bench(json=args.json)
-        from .tools.benchtunnel import run_tunnel_bench
-        return run_tunnel_bench(json=args.json)
+        from .tools.benchtunnel import parse_options, run_tunnel_bench
+        try:
+            seconds, rounds, paths = parse_options(args)
+        except ValueError as exc:
+            p.error(f"bench tunnel: {exc}")
+        return run_tunnel_bench(json=args.json, seconds=seconds, paths=paths, rounds=rounds, plot=args.plot)
     return 2
 
 
