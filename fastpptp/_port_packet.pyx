@@ -1,0 +1,849 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The ``packet`` GRE port: an AF_PACKET TPACKET_V3 receive ring behind a classic BPF filter,
+and AF_PACKET ``sendmmsg`` with PACKET_QDISC_BYPASS of frames whose Ethernet + IPv4 header
+we write ourselves into the port's headroom (docs/DESIGN.md "GRE port", issue 9).
+
+Receive (kernel Documentation/networking/packet_mmap.rst, "TPACKET_V3"):
+  * one AF_PACKET socket bound to the interface with ETH_P_ALL.  ETH_P_ALL is required: taps
+    (ptype_all) see a frame in __netif_receive_skb_core *before* tc/TCX ingress, where the
+    companion drop program (fastpptp.net.bpf) stops the kernel's own IPv4 processing of the
+    same PPTP GRE; a protocol-specific (ETH_P_IP) socket would only see it after, i.e. never.
+  * a cBPF filter (SO_ATTACH_FILTER, :func:`gre_filter`) lets only incoming (PACKET_HOST)
+    untagged IPv4 PPTP GRE through: protocol 47, MF=0 and offset 0, GRE version 1, protocol
+    0x880B, destination one of our local addresses.  Everything else never enters the ring.
+  * the ring is ``block_nr`` blocks of ``block_size`` bytes; the kernel retires a block to us
+    when it is full or ``retire_ms`` after its first packet.  ``rx_burst`` walks ready blocks
+    (no syscall), returns pointers at the IPv4 header inside the ring (writable: the engine
+    decrypts in place), and ``rx_release`` hands fully walked blocks back (TP_STATUS_KERNEL,
+    store-release after our reads, matching the kernel's smp_wmb/flush before it sets
+    TP_STATUS_USER, which we read with load-acquire).
+  * PACKET_STATISTICS (read when a block carries TP_STATUS_LOSING, and by ``counters()``):
+    tp_drops -> rx_ring_full; tp_freeze_q_cnt (queue freezes, events not packets) is kept
+    apart in ``ring_stats()``.
+
+Send: ``tx_add`` only queues; ``tx_flush`` takes the nexthop table lock once per batch, writes
+Ethernet (next-hop MAC, our MAC, 0x0800) + IPv4 (DF, TTL 64, ID incrementing, header
+checksum from a per-destination precomputed partial sum) into the 34 bytes before each GRE
+frame, and sends the batch with one ``sendmmsg`` on a second AF_PACKET socket (protocol 0:
+it never receives) with PACKET_QDISC_BYPASS.  Destinations without a nexthop entry, frames
+larger than the entry's MTU go to the slow path (the raw IPPROTO_GRE socket, RawPort), which
+is also polled for receive: fragments the kernel reassembled and GRE from other interfaces.
+
+The nexthop table is filled from Python (``set_nexthop``/``clear_nexthop``, by
+fastpptp.net.nexthop.NexthopTracker from any thread) under a pthread mutex.
+"""
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcpy, memset
+cimport fastpptp._sys as sys_
+from fastpptp._sys cimport (mmsghdr, iovec, pthread_mutex_t, pthread_mutex_init,
+                            pthread_mutex_destroy, pthread_mutex_lock, pthread_mutex_unlock)
+from fastpptp._greport cimport (GrePort, RawPort, PORT_HEADROOM, PORT_MAX_FDS,
+                                P_RX_PACKETS, P_RX_BATCHES, P_TX_PACKETS, P_TX_BATCHES,
+                                P_RX_RING_FULL, P_TX_RING_FULL, P_KERNEL_DROPS, P_TX_ERRORS,
+                                P_RX_SLOWPATH, P_TX_SLOWPATH, P_ICMP_ERRORS, P_RX_NOT_OURS,
+                                N_PORT_COUNTERS)
+
+import ipaddress
+import os
+
+cdef extern from * nogil:
+    """
+    #include <sys/mman.h>
+    #include <sys/socket.h>
+    #include <linux/if_packet.h>
+    #include <linux/if_ether.h>
+    #include <linux/filter.h>
+    #ifndef PACKET_IGNORE_OUTGOING
+    #define PACKET_IGNORE_OUTGOING 23
+    #endif
+    #ifndef PACKET_QDISC_BYPASS
+    #define PACKET_QDISC_BYPASS 20
+    #endif
+    static inline uint32_t fp_load_acquire(const uint32_t* p) {
+        return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+    }
+    static inline void fp_store_release(uint32_t* p, uint32_t v) {
+        __atomic_store_n(p, v, __ATOMIC_RELEASE);
+    }
+    """
+    struct tpacket_req3:
+        unsigned int tp_block_size
+        unsigned int tp_block_nr
+        unsigned int tp_frame_size
+        unsigned int tp_frame_nr
+        unsigned int tp_retire_blk_tov
+        unsigned int tp_sizeof_priv
+        unsigned int tp_feature_req_word
+    struct tpacket_hdr_v1:
+        uint32_t block_status
+        uint32_t num_pkts
+        uint32_t offset_to_first_pkt
+        uint32_t blk_len
+    union tpacket_bd_header_u:
+        tpacket_hdr_v1 bh1
+    struct tpacket_block_desc:
+        uint32_t version
+        uint32_t offset_to_priv
+        tpacket_bd_header_u hdr
+    struct tpacket3_hdr:
+        uint32_t tp_next_offset
+        uint32_t tp_sec
+        uint32_t tp_nsec
+        uint32_t tp_snaplen
+        uint32_t tp_len
+        uint32_t tp_status
+        uint16_t tp_mac
+        uint16_t tp_net
+    struct tpacket_stats_v3:
+        unsigned int tp_packets
+        unsigned int tp_drops
+        unsigned int tp_freeze_q_cnt
+    struct sockaddr_ll:
+        unsigned short sll_family
+        unsigned short sll_protocol
+        int sll_ifindex
+        unsigned short sll_hatype
+        unsigned char sll_pkttype
+        unsigned char sll_halen
+        unsigned char sll_addr[8]
+    struct sock_filter:
+        uint16_t code
+        uint8_t jt
+        uint8_t jf
+        uint32_t k
+    struct sock_fprog:
+        unsigned short len
+        sock_filter* filter
+    enum:
+        AF_PACKET
+        SOCK_RAW
+        SOCK_NONBLOCK
+        SOCK_CLOEXEC
+        SOL_PACKET
+        PACKET_RX_RING
+        PACKET_VERSION
+        TPACKET_V3
+        PACKET_QDISC_BYPASS
+        PACKET_IGNORE_OUTGOING
+        PACKET_STATISTICS
+        SO_ATTACH_FILTER
+        SO_SNDBUFFORCE
+        SO_SNDBUF
+        ETH_P_ALL
+        ETH_P_IP
+        TP_STATUS_KERNEL
+        TP_STATUS_USER
+        TP_STATUS_LOSING
+        PROT_READ
+        PROT_WRITE
+        MAP_SHARED
+        MAP_POPULATE
+    void* MAP_FAILED
+    int c_socket "socket"(int domain, int type, int protocol)
+    int c_bind "bind"(int fd, const sys_.sockaddr* addr, sys_.socklen_t len)
+    int c_setsockopt "setsockopt"(int fd, int level, int name, const void* val, sys_.socklen_t len)
+    void* mmap(void* addr, size_t length, int prot, int flags, int fd, long offset)
+    int munmap(void* addr, size_t length)
+    uint16_t htons(uint16_t)
+    uint32_t fp_load_acquire(const uint32_t* p)
+    void fp_store_release(uint32_t* p, uint32_t v)
+
+cdef enum:
+    ETH_HLEN = 14
+    IP_HLEN = 20
+    L2L3 = ETH_HLEN + IP_HLEN       # what tx_add writes in front of the GRE frame
+    MAX_ADDRS = 200                 # cBPF jumps are 8-bit: the address list must fit in 255
+    NH_FREE = 0
+    NH_LIVE = 1
+    NH_DEAD = 2                     # tombstone (open addressing, linear probing)
+
+# cBPF (linux/filter.h, Documentation/networking/filter.rst "Classic BPF")
+cdef enum:
+    BPF_LD = 0x00
+    BPF_LDX = 0x01
+    BPF_ALU = 0x04
+    BPF_JMP = 0x05
+    BPF_RET = 0x06
+    BPF_W = 0x00
+    BPF_H = 0x08
+    BPF_B = 0x10
+    BPF_ABS = 0x20
+    BPF_IND = 0x40
+    BPF_MSH = 0xa0
+    BPF_JA = 0x00
+    BPF_JEQ = 0x10
+    BPF_JSET = 0x40
+    BPF_AND = 0x50
+    BPF_K = 0x00
+
+SKF_AD_OFF = 0x100000000 - 0x1000      # (u32)-4096: ancillary data loads
+SKF_AD_PKTTYPE = 4
+SKF_AD_VLAN_TAG_PRESENT = 48
+PACKET_HOST = 0
+GRE_PROTO_PPP = 0x880B
+SNAP = 0x40000                          # accept up to 256 KiB (the block bounds it anyway)
+
+
+def gre_filter(local_addrs):
+    """The classic BPF program of the receive ring, as ``[(code, jt, jf, k), ...]``: accept
+    incoming, untagged, unfragmented IPv4 GRE version 1 carrying PPP (0x880B, RFC 2637 §4.1)
+    to one of ``local_addrs``; drop everything else.  Offsets are from the Ethernet header
+    (SOCK_RAW).  An empty address list accepts nothing."""
+    addrs = [int(ipaddress.IPv4Address(a)) for a in local_addrs]
+    if len(addrs) > MAX_ADDRS:
+        raise ValueError(f"{len(addrs)} local addresses: the ring filter takes {MAX_ADDRS} at most")
+    head = [
+        (BPF_LD | BPF_W | BPF_ABS, 0, 0, SKF_AD_OFF + SKF_AD_PKTTYPE),
+        (BPF_JMP | BPF_JEQ | BPF_K, 0, "drop", PACKET_HOST),          # not OUTGOING/OTHERHOST
+        (BPF_LD | BPF_W | BPF_ABS, 0, 0, SKF_AD_OFF + SKF_AD_VLAN_TAG_PRESENT),
+        (BPF_JMP | BPF_JEQ | BPF_K, 0, "drop", 0),                    # a VLAN's, not ours
+        (BPF_LD | BPF_H | BPF_ABS, 0, 0, 12),
+        (BPF_JMP | BPF_JEQ | BPF_K, 0, "drop", 0x0800),               # IPv4
+        (BPF_LD | BPF_B | BPF_ABS, 0, 0, 14 + 9),
+        (BPF_JMP | BPF_JEQ | BPF_K, 0, "drop", 47),                   # IPPROTO_GRE
+        (BPF_LD | BPF_H | BPF_ABS, 0, 0, 14 + 6),
+        (BPF_JMP | BPF_JSET | BPF_K, "drop", 0, 0x3FFF),              # MF or offset: slow path
+        (BPF_LDX | BPF_B | BPF_MSH, 0, 0, 14),                        # X = IHL * 4
+        (BPF_LD | BPF_H | BPF_IND, 0, 0, 14),                         # GRE flags + version
+        (BPF_ALU | BPF_AND | BPF_K, 0, 0, 0x0007),
+        (BPF_JMP | BPF_JEQ | BPF_K, 0, "drop", 1),                    # enhanced GRE (v1)
+        (BPF_LD | BPF_H | BPF_IND, 0, 0, 16),
+        (BPF_JMP | BPF_JEQ | BPF_K, 0, "drop", GRE_PROTO_PPP),
+        (BPF_LD | BPF_W | BPF_ABS, 0, 0, 14 + 16),                    # IPv4 destination
+    ]
+    if addrs:
+        body = [(BPF_JMP | BPF_JEQ | BPF_K, "accept", 0, a) for a in addrs[:len(addrs) - 1]]
+        body.append((BPF_JMP | BPF_JEQ | BPF_K, "accept", "drop", addrs[len(addrs) - 1]))
+    else:
+        head.pop()      # no address is ours: nothing to compare, fall into "drop"
+        body = [(BPF_JMP | BPF_JA, 0, 0, 1)]
+    prog = head + body
+    accept = len(prog)
+    drop = accept + 1
+    prog += [(BPF_RET | BPF_K, 0, 0, SNAP), (BPF_RET | BPF_K, 0, 0, 0)]
+    out = []
+    for i, (code, jt, jf, k) in enumerate(prog):
+        if code & 0x07 == BPF_JMP:
+            labels = {"accept": accept, "drop": drop}
+            jt = labels[jt] - (i + 1) if isinstance(jt, str) else jt
+            jf = labels[jf] - (i + 1) if isinstance(jf, str) else jf
+            if not (0 <= jt <= 255 and 0 <= jf <= 255):
+                raise ValueError("cBPF jump out of range")
+        out.append((code, jt, jf, k & 0xFFFFFFFF))
+    return out
+
+
+cdef int attach_filter(int fd, list prog) except -1:
+    cdef int n = len(prog), i
+    cdef sock_filter* f = <sock_filter*>calloc(n if n > 0 else 1, sizeof(sock_filter))
+    cdef sock_fprog fp
+    if f == NULL:
+        raise MemoryError()
+    try:
+        for i in range(n):
+            f[i].code, f[i].jt, f[i].jf, f[i].k = prog[i]
+        fp.len = n
+        fp.filter = f
+        if c_setsockopt(fd, sys_.SOL_SOCKET, SO_ATTACH_FILTER, &fp, sizeof(fp)) != 0:
+            raise OSError(sys_.errno, f"SO_ATTACH_FILTER: {os.strerror(sys_.errno)}")
+    finally:
+        free(f)
+    return 0
+
+
+cdef struct nh_entry:
+    uint32_t dst_be         # key: the peer's IPv4 address
+    uint32_t src_be         # our IPv4 source towards it
+    uint32_t csum_base      # one's-complement sum of the IPv4 header words that never change
+    uint16_t mtu            # IPv4 datagrams up to this size go the fast way
+    uint8_t state
+    uint8_t eth[ETH_HLEN]   # next-hop MAC, our MAC, 0x0800
+
+
+cdef inline uint32_t nh_hash(uint32_t key, uint32_t mask) noexcept nogil:
+    return ((key * 2654435761u) >> 7) & mask
+
+
+cdef inline uint16_t csum_fold(uint32_t s) noexcept nogil:
+    s = (s & 0xFFFF) + (s >> 16)
+    s = (s & 0xFFFF) + (s >> 16)
+    return <uint16_t>(~s & 0xFFFF)
+
+
+cdef inline uint32_t sum16(const uint8_t* p, int n) noexcept nogil:
+    cdef uint32_t s = 0
+    cdef int i
+    for i in range(0, n, 2):
+        s += (<uint32_t>p[i] << 8) | p[i + 1]
+    return s
+
+
+def _mac_bytes(mac):
+    if isinstance(mac, str):
+        b = bytes.fromhex(mac.replace(":", "").replace("-", ""))
+    else:
+        b = bytes(mac)
+    if len(b) != 6:
+        raise ValueError(f"not a MAC address: {mac!r}")
+    return b
+
+
+def _ip_be(addr):
+    """IPv4 address (str) as the uint32 whose memory is network order (little-endian host)."""
+    return int.from_bytes(ipaddress.IPv4Address(addr).packed, "little")
+
+
+cdef class PacketPort(GrePort):
+    """GRE over AF_PACKET (see the module doc).  Opens its two packet sockets in the calling
+    thread's network namespace; ``raw_socket`` (an IPPROTO_GRE socket, or None for no slow
+    path) stays the caller's.  ``owned`` objects (e.g. the TCX drop handle) are closed by
+    ``close()``; one with an ``update(addrs)`` method follows ``set_local_addrs``."""
+
+    cdef int rx_fd, tx_fd
+    cdef readonly int ifindex
+    cdef readonly bytes mac
+    cdef uint8_t own_mac[6]
+    cdef readonly int block_size, block_nr, frame_size, retire_ms
+    cdef RawPort slow
+    cdef uint8_t* ring
+    cdef size_t ring_len
+    # ring walk state
+    cdef uint32_t cur_block     # block being walked, or the next one to look at
+    cdef uint32_t rel_block     # first block walked but not yet handed back
+    cdef uint32_t walked        # fully walked blocks not yet handed back
+    cdef bint in_block
+    cdef uint32_t pkt_left
+    cdef uint32_t pkt_off
+    cdef uint64_t freezes, ring_packets
+    # transmit
+    cdef int qn                 # frames queued since the last flush
+    cdef uint8_t** q_frame
+    cdef uint32_t* q_len
+    cdef uint32_t* q_dst
+    cdef mmsghdr* out_msgs
+    cdef iovec* out_iov
+    cdef sockaddr_ll tx_addr
+    cdef uint16_t ip_id
+    # nexthop table
+    cdef pthread_mutex_t nh_lock
+    cdef bint lock_ok
+    cdef nh_entry* nh
+    cdef uint32_t nh_mask
+    cdef uint32_t nh_live, nh_used
+    cdef public object owned
+    cdef public object tracker      # the NexthopTracker keeping the table (packetport.py)
+    cdef object local_addrs
+    cdef object slow_sock
+
+    def __cinit__(self, *args, **kw):
+        self.rx_fd = -1
+        self.tx_fd = -1
+        self.ring = NULL
+        self.lock_ok = False
+
+    def __init__(self, int ifindex, mac, local_addrs, raw_socket=None, *, int batch=64,
+                 int block_size=1 << 18, int block_nr=64, int frame_size=2048,
+                 int retire_ms=1, int nexthops=1024):
+        cdef tpacket_req3 req
+        cdef sockaddr_ll sll
+        cdef int one = 1, v3 = TPACKET_V3, sndbuf = 4 << 20, i
+        cdef uint32_t cap
+        if batch < 1 or batch > 1024:
+            raise ValueError(f"batch {batch} out of 1..1024")
+        if block_size < 4096 or block_size % 4096 or block_size > (1 << 26):
+            raise ValueError(f"block_size {block_size}: a multiple of 4096 up to 64 MiB")
+        if frame_size < 128 or frame_size % 16 or block_size % frame_size:
+            raise ValueError(f"frame_size {frame_size}: a multiple of 16 dividing block_size")
+        if block_nr < 2 or block_nr > 65536 or <size_t>block_nr * block_size > (1 << 31):
+            raise ValueError(f"block_nr {block_nr} out of 2..65536 (ring at most 2 GiB)")
+        if retire_ms < 1 or retire_ms > 1000:
+            raise ValueError(f"retire_ms {retire_ms} out of 1..1000")
+        if nexthops < 1 or nexthops > (1 << 20):
+            raise ValueError(f"nexthops {nexthops} out of 1..{1 << 20}")
+        self.kind = "packet"
+        self.ifindex = ifindex
+        self.mac = _mac_bytes(mac)
+        memcpy(self.own_mac, <char*>self.mac, 6)
+        self.block_size, self.block_nr = block_size, block_nr
+        self.frame_size, self.retire_ms = frame_size, retire_ms
+        self.tx_cap = batch * 2
+        self.owned = []
+        self.local_addrs = [str(ipaddress.IPv4Address(a)) for a in local_addrs]
+        prog = gre_filter(self.local_addrs)
+
+        cap = 16
+        while cap < <uint32_t>nexthops * 2:
+            cap <<= 1
+        self.nh = <nh_entry*>calloc(cap, sizeof(nh_entry))
+        self.nh_mask = cap - 1
+        self.q_frame = <uint8_t**>calloc(self.tx_cap, sizeof(uint8_t*))
+        self.q_len = <uint32_t*>calloc(self.tx_cap, sizeof(uint32_t))
+        self.q_dst = <uint32_t*>calloc(self.tx_cap, sizeof(uint32_t))
+        self.out_msgs = <mmsghdr*>calloc(self.tx_cap, sizeof(mmsghdr))
+        self.out_iov = <iovec*>calloc(self.tx_cap, sizeof(iovec))
+        if (self.nh == NULL or self.q_frame == NULL or self.q_len == NULL or self.q_dst == NULL
+                or self.out_msgs == NULL or self.out_iov == NULL):
+            raise MemoryError()
+        if pthread_mutex_init(&self.nh_lock, NULL) != 0:
+            raise OSError(sys_.errno, "pthread_mutex_init")
+        self.lock_ok = True
+
+        # receive: protocol 0 first (receives nothing), then filter + ring, then bind ETH_P_ALL,
+        # so no unfiltered frame ever lands in the ring
+        self.rx_fd = c_socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)
+        if self.rx_fd < 0:
+            raise OSError(sys_.errno, f"AF_PACKET socket: {os.strerror(sys_.errno)}")
+        attach_filter(self.rx_fd, prog)
+        # our own transmissions never need the tap (kernel >= 4.20); the filter checks too
+        c_setsockopt(self.rx_fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof(one))
+        if c_setsockopt(self.rx_fd, SOL_PACKET, PACKET_VERSION, &v3, sizeof(v3)) != 0:
+            raise OSError(sys_.errno, f"PACKET_VERSION TPACKET_V3: {os.strerror(sys_.errno)}")
+        memset(&req, 0, sizeof(req))
+        req.tp_block_size = block_size
+        req.tp_block_nr = block_nr
+        req.tp_frame_size = frame_size
+        req.tp_frame_nr = (block_size // frame_size) * block_nr
+        req.tp_retire_blk_tov = retire_ms
+        if c_setsockopt(self.rx_fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof(req)) != 0:
+            raise OSError(sys_.errno, f"PACKET_RX_RING: {os.strerror(sys_.errno)}")
+        self.ring_len = <size_t>block_size * block_nr
+        cdef void* m = mmap(NULL, self.ring_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
+                            self.rx_fd, 0)
+        if m == MAP_FAILED:
+            raise OSError(sys_.errno, f"mmap of the receive ring: {os.strerror(sys_.errno)}")
+        self.ring = <uint8_t*>m
+        memset(&sll, 0, sizeof(sll))
+        sll.sll_family = AF_PACKET
+        sll.sll_protocol = htons(ETH_P_ALL)
+        sll.sll_ifindex = ifindex
+        if c_bind(self.rx_fd, <sys_.sockaddr*>&sll, sizeof(sll)) != 0:
+            raise OSError(sys_.errno, f"bind AF_PACKET to ifindex {ifindex}: {os.strerror(sys_.errno)}")
+
+        # send: protocol 0 (never receives), bound to the interface, qdisc bypassed
+        self.tx_fd = c_socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)
+        if self.tx_fd < 0:
+            raise OSError(sys_.errno, f"AF_PACKET socket: {os.strerror(sys_.errno)}")
+        memset(&sll, 0, sizeof(sll))
+        sll.sll_family = AF_PACKET
+        sll.sll_protocol = 0
+        sll.sll_ifindex = ifindex
+        if c_bind(self.tx_fd, <sys_.sockaddr*>&sll, sizeof(sll)) != 0:
+            raise OSError(sys_.errno, f"bind AF_PACKET to ifindex {ifindex}: {os.strerror(sys_.errno)}")
+        if c_setsockopt(self.tx_fd, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof(one)) != 0:
+            raise OSError(sys_.errno, f"PACKET_QDISC_BYPASS: {os.strerror(sys_.errno)}")
+        if c_setsockopt(self.tx_fd, sys_.SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof(sndbuf)) != 0:
+            c_setsockopt(self.tx_fd, sys_.SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf))
+        memset(&self.tx_addr, 0, sizeof(self.tx_addr))
+        self.tx_addr.sll_family = AF_PACKET
+        self.tx_addr.sll_protocol = htons(ETH_P_IP)
+        self.tx_addr.sll_ifindex = ifindex
+        self.tx_addr.sll_halen = 6
+        for i in range(self.tx_cap):
+            self.out_msgs[i].msg_hdr.msg_iov = &self.out_iov[i]
+            self.out_msgs[i].msg_hdr.msg_iovlen = 1
+            self.out_msgs[i].msg_hdr.msg_name = &self.tx_addr
+            self.out_msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_ll)
+
+        self.nfds = 1
+        self.fds[0] = self.rx_fd
+        if raw_socket is not None:
+            self.slow = RawPort(raw_socket, batch)
+            self.slow_sock = raw_socket
+            self.nfds = 2
+            self.fds[1] = self.slow.fds[0]
+
+    def __dealloc__(self):
+        self._release_os()
+        free(self.nh)
+        free(self.q_frame)
+        free(self.q_len)
+        free(self.q_dst)
+        free(self.out_msgs)
+        free(self.out_iov)
+        if self.lock_ok:
+            pthread_mutex_destroy(&self.nh_lock)
+
+    cdef void _release_os(self) noexcept:
+        if self.ring != NULL:
+            munmap(self.ring, self.ring_len)
+            self.ring = NULL
+        if self.rx_fd >= 0:
+            sys_.close(self.rx_fd)
+            self.rx_fd = -1
+        if self.tx_fd >= 0:
+            sys_.close(self.tx_fd)
+            self.tx_fd = -1
+
+    def close(self):
+        """Unmap the ring, close our packet sockets and what we own (the drop program).
+        The raw socket stays the caller's.  Call only when the I/O thread is stopped."""
+        owned, self.owned = self.owned, []
+        if self.tracker is not None:
+            self.tracker.close()
+            self.tracker = None
+        for o in reversed(owned):
+            o.close()
+        self._release_os()
+        self.nfds = 0
+
+    def describe(self):
+        s = (f"packet (AF_PACKET TPACKET_V3 ring {self.block_nr}x{self.block_size // 1024} KiB, "
+             f"qdisc bypass) on ifindex {self.ifindex}")
+        if self.slow is not None:
+            s += f", slow path {self.slow.describe()}"
+        for o in self.owned:
+            if hasattr(o, "describe"):
+                s += f", {o.describe()}"
+        return s
+
+    @property
+    def slow_path(self):
+        """The RawPort of the slow path, or None."""
+        return self.slow
+
+    # ------------------------------------------------------------------ local addresses
+
+    def set_local_addrs(self, addrs):
+        """Replace the addresses the ring accepts GRE for (the filter is swapped atomically)
+        and tell the owned drop program (``update``)."""
+        addrs = [str(ipaddress.IPv4Address(a)) for a in addrs]
+        if self.rx_fd < 0:
+            raise ValueError("port closed")
+        attach_filter(self.rx_fd, gre_filter(addrs))
+        self.local_addrs = addrs
+        for o in self.owned:
+            if hasattr(o, "update"):
+                o.update(addrs)
+
+    @property
+    def local_addresses(self):
+        return list(self.local_addrs)
+
+    # ------------------------------------------------------------------ nexthop table
+
+    cdef nh_entry* nh_find(self, uint32_t dst_be, bint for_insert) noexcept nogil:
+        cdef uint32_t i = nh_hash(dst_be, self.nh_mask), k
+        cdef nh_entry* tomb = NULL
+        cdef nh_entry* e
+        for k in range(self.nh_mask + 1):
+            e = &self.nh[i]
+            if e.state == NH_FREE:
+                if for_insert:
+                    return tomb if tomb != NULL else e
+                return NULL
+            if e.state == NH_LIVE and e.dst_be == dst_be:
+                return e
+            if e.state == NH_DEAD and tomb == NULL:
+                tomb = e
+            i = (i + 1) & self.nh_mask
+        return tomb if for_insert else NULL
+
+    cdef void nh_rebuild(self) noexcept nogil:
+        """Re-insert the live entries without tombstones (with the lock held)."""
+        cdef uint32_t cap = self.nh_mask + 1, i, j
+        cdef nh_entry* old = <nh_entry*>calloc(cap, sizeof(nh_entry))
+        if old == NULL:
+            return
+        memcpy(old, self.nh, cap * sizeof(nh_entry))
+        memset(self.nh, 0, cap * sizeof(nh_entry))
+        self.nh_used = 0
+        for i in range(cap):
+            if old[i].state == NH_LIVE:
+                j = nh_hash(old[i].dst_be, self.nh_mask)
+                while self.nh[j].state != NH_FREE:
+                    j = (j + 1) & self.nh_mask
+                self.nh[j] = old[i]
+                self.nh_used += 1
+        free(old)
+
+    def set_nexthop(self, peer, mac, src, int mtu):
+        """Send GRE to IPv4 ``peer`` the fast way: Ethernet to ``mac`` (the peer's or its
+        gateway's), IPv4 from ``src``, datagrams up to ``mtu`` bytes (larger ones: slow path)."""
+        cdef bytes mb = _mac_bytes(mac)
+        cdef uint8_t m[6]
+        cdef uint32_t dst = _ip_be(peer), s = _ip_be(src)
+        cdef nh_entry* e
+        cdef uint8_t tmpl[IP_HLEN]
+        cdef bint full = False
+        if mtu < 68 or mtu > 65535:
+            raise ValueError(f"mtu {mtu} out of 68..65535")
+        memcpy(m, <char*>mb, 6)
+        # the constant words of our IPv4 header: 0x4500, (tot_len), (id), DF, TTL 64|GRE, src, dst
+        memset(tmpl, 0, IP_HLEN)
+        tmpl[0] = 0x45
+        tmpl[6] = 0x40
+        tmpl[8] = 64
+        tmpl[9] = 47
+        memcpy(&tmpl[12], &s, 4)
+        memcpy(&tmpl[16], &dst, 4)
+        with nogil:
+            pthread_mutex_lock(&self.nh_lock)
+            e = self.nh_find(dst, False)
+            if e == NULL:
+                if self.nh_live * 2 >= self.nh_mask + 1:
+                    full = True
+                else:
+                    if self.nh_used * 4 >= (self.nh_mask + 1) * 3:
+                        self.nh_rebuild()       # too many tombstones
+                    e = self.nh_find(dst, True)
+                    if e == NULL:
+                        full = True
+                    else:
+                        if e.state == NH_FREE:
+                            self.nh_used += 1
+                        self.nh_live += 1
+            if not full:
+                e.dst_be = dst
+                e.src_be = s
+                e.mtu = <uint16_t>mtu
+                e.csum_base = sum16(tmpl, IP_HLEN)
+                memcpy(&e.eth[0], m, 6)
+                memcpy(&e.eth[6], self.own_mac, 6)
+                e.eth[12] = 0x08
+                e.eth[13] = 0x00
+                e.state = NH_LIVE
+            pthread_mutex_unlock(&self.nh_lock)
+        if full:
+            raise OverflowError("nexthop table full")
+
+    def clear_nexthop(self, peer):
+        """Send GRE to ``peer`` through the slow path again.  True if it had an entry."""
+        cdef uint32_t dst = _ip_be(peer)
+        cdef nh_entry* e
+        cdef bint had = False
+        with nogil:
+            pthread_mutex_lock(&self.nh_lock)
+            e = self.nh_find(dst, False)
+            if e != NULL:
+                e.state = NH_DEAD
+                self.nh_live -= 1
+                had = True
+            pthread_mutex_unlock(&self.nh_lock)
+        return had
+
+    def nexthops(self):
+        """{peer: (mac "aa:bb:..", src, mtu)} of the live entries (diagnostics, tests)."""
+        cdef uint32_t i
+        cdef nh_entry e
+        cdef list live = []
+        with nogil:
+            pthread_mutex_lock(&self.nh_lock)
+        for i in range(self.nh_mask + 1):
+            if self.nh[i].state == NH_LIVE:
+                e = self.nh[i]
+                live.append((e.dst_be, e.src_be, bytes(e.eth[:6]), e.mtu))
+        pthread_mutex_unlock(&self.nh_lock)
+        out = {}
+        for dst, src, mac, mtu in live:
+            out[str(ipaddress.IPv4Address(int(dst).to_bytes(4, "little")))] = (
+                mac.hex(":"), str(ipaddress.IPv4Address(int(src).to_bytes(4, "little"))), mtu)
+        return out
+
+    # ------------------------------------------------------------------ statistics
+
+    cdef void fold_stats(self) noexcept nogil:
+        """PACKET_STATISTICS (reading resets it): drops because the ring was full."""
+        cdef tpacket_stats_v3 st
+        cdef sys_.socklen_t sl = sizeof(st)
+        if self.rx_fd < 0:
+            return
+        if sys_.getsockopt(self.rx_fd, SOL_PACKET, PACKET_STATISTICS, &st, &sl) == 0:
+            self.pc[P_RX_RING_FULL] += st.tp_drops
+            self.freezes += st.tp_freeze_q_cnt
+            self.ring_packets += st.tp_packets
+
+    def counters(self):
+        with nogil:
+            self.fold_stats()
+        return GrePort.counters(self)
+
+    def ring_stats(self):
+        """The ring's own PACKET_STATISTICS totals: frames it took (``packets``, including
+        the dropped ones), ``drops`` (= rx_ring_full) and ``freezes`` (queue freeze events)."""
+        with nogil:
+            self.fold_stats()
+        return {"packets": self.ring_packets, "drops": self.pc[P_RX_RING_FULL],
+                "freezes": self.freezes}
+
+    # ------------------------------------------------------------------ receive
+
+    cdef inline void hand_back(self) noexcept nogil:
+        cdef tpacket_block_desc* bd
+        while self.walked > 0:
+            bd = <tpacket_block_desc*>(self.ring + <size_t>self.rel_block * self.block_size)
+            fp_store_release(&bd.hdr.bh1.block_status, TP_STATUS_KERNEL)
+            self.rel_block += 1
+            if self.rel_block == <uint32_t>self.block_nr:
+                self.rel_block = 0
+            self.walked -= 1
+
+    cdef int rx_burst(self, const uint32_t* ev, uint8_t** pkts, uint32_t* lens, int max) noexcept nogil:
+        cdef int n = 0, got
+        cdef uint32_t st, bs = self.block_size, snap, off, tot, ihl, sum_
+        cdef tpacket_block_desc* bd
+        cdef tpacket3_hdr* h
+        cdef uint8_t* f
+        cdef uint8_t* ip
+        cdef uint64_t icmp0
+        if self.ring != NULL:
+            while n < max:
+                bd = <tpacket_block_desc*>(self.ring + <size_t>self.cur_block * bs)
+                if not self.in_block:
+                    # the kernel fills blocks in order; stop at the first one still its own
+                    st = fp_load_acquire(&bd.hdr.bh1.block_status)
+                    if not (st & TP_STATUS_USER):
+                        break
+                    if st & TP_STATUS_LOSING:
+                        self.fold_stats()
+                    self.in_block = True
+                    self.pkt_left = bd.hdr.bh1.num_pkts
+                    self.pkt_off = bd.hdr.bh1.offset_to_first_pkt
+                if self.pkt_left > 0:
+                    off = self.pkt_off
+                    if off < sizeof(tpacket_block_desc) or off > bs - sizeof(tpacket3_hdr):
+                        self.pc[P_RX_NOT_OURS] += self.pkt_left      # corrupt walk: skip the block
+                        self.pkt_left = 0
+                    else:
+                        h = <tpacket3_hdr*>(<uint8_t*>bd + off)
+                        snap = h.tp_snaplen
+                        self.pkt_left -= 1
+                        self.pkt_off = off + h.tp_next_offset
+                        if (h.tp_mac > bs - off or snap > bs - off - h.tp_mac
+                                or snap < L2L3 or snap < h.tp_len):
+                            self.pc[P_RX_NOT_OURS] += 1               # truncated or out of bounds
+                        else:
+                            f = <uint8_t*>h + h.tp_mac
+                            ip = f + ETH_HLEN
+                            ihl = (ip[0] & 0x0F) * 4
+                            tot = (<uint32_t>ip[2] << 8) | ip[3]
+                            # the filter checked the rest; the IPv4 header is ours to check
+                            # now that the kernel's ip_rcv never sees it (RFC 1122 §3.2.1.2)
+                            if (f[12] != 0x08 or f[13] != 0x00 or (ip[0] >> 4) != 4 or ihl < IP_HLEN
+                                    or tot < ihl + 8 or tot > snap - ETH_HLEN
+                                    or csum_fold(sum16(ip, ihl)) != 0):
+                                self.pc[P_RX_NOT_OURS] += 1
+                            else:
+                                pkts[n] = ip
+                                lens[n] = tot       # not snaplen: Ethernet pads short frames
+                                n += 1
+                if self.pkt_left == 0:
+                    self.in_block = False
+                    self.walked += 1
+                    self.cur_block += 1
+                    if self.cur_block == <uint32_t>self.block_nr:
+                        self.cur_block = 0
+                    if self.walked == <uint32_t>self.block_nr:
+                        break       # every block is ours until rx_release
+            if n == 0:
+                self.hand_back()    # nothing handed out: give the walked blocks back now
+        if n > 0:
+            self.pc[P_RX_PACKETS] += n
+        if self.slow is not None and n < max and ev[1] != 0:
+            icmp0 = self.slow.pc[P_ICMP_ERRORS]
+            got = self.slow.rx_burst(ev + 1, pkts + n, lens + n, max - n)
+            self.pc[P_ICMP_ERRORS] += self.slow.pc[P_ICMP_ERRORS] - icmp0
+            if got > 0:
+                self.pc[P_RX_SLOWPATH] += got
+                self.pc[P_RX_PACKETS] += got
+                n += got
+        if n > 0:
+            self.pc[P_RX_BATCHES] += 1
+        return n
+
+    cdef void rx_release(self) noexcept nogil:
+        self.hand_back()
+        if self.slow is not None:
+            self.slow.rx_release()
+
+    # ------------------------------------------------------------------ transmit
+
+    cdef void tx_add(self, uint8_t* frame, uint32_t n, uint32_t dst_be) noexcept nogil:
+        cdef int i = self.qn
+        if i >= self.tx_cap:
+            self.pc[P_TX_RING_FULL] += 1
+            return
+        self.q_frame[i] = frame
+        self.q_len[i] = n
+        self.q_dst[i] = dst_be
+        self.qn = i + 1
+
+    cdef void tx_flush(self) noexcept nogil:
+        cdef int i, k = 0, nslow = 0, done = 0, r, e, sent = 0
+        cdef nh_entry* ent
+        cdef uint8_t* p
+        cdef uint32_t n, tot, s
+        cdef uint16_t c
+        cdef uint64_t s_tx, s_kd, s_rf, s_te, s_ic
+        if self.qn == 0:
+            return
+        pthread_mutex_lock(&self.nh_lock)
+        for i in range(self.qn):
+            n = self.q_len[i]
+            ent = self.nh_find(self.q_dst[i], False)
+            if ent == NULL or n + IP_HLEN > ent.mtu or self.tx_fd < 0:
+                # no neighbour yet / too big for the link / other interface: the kernel's way
+                if self.slow is not None:
+                    self.slow.tx_add(self.q_frame[i], n, self.q_dst[i])
+                    nslow += 1
+                else:
+                    self.pc[P_TX_ERRORS] += 1
+                continue
+            p = self.q_frame[i] - L2L3
+            memcpy(p, ent.eth, ETH_HLEN)
+            p += ETH_HLEN
+            tot = n + IP_HLEN
+            self.ip_id += 1
+            p[0] = 0x45
+            p[1] = 0
+            p[2] = <uint8_t>(tot >> 8)
+            p[3] = <uint8_t>tot
+            p[4] = <uint8_t>(self.ip_id >> 8)
+            p[5] = <uint8_t>self.ip_id
+            p[6] = 0x40         # DF
+            p[7] = 0
+            p[8] = 64
+            p[9] = 47
+            memcpy(&p[12], &ent.src_be, 4)
+            memcpy(&p[16], &ent.dst_be, 4)
+            s = ent.csum_base + tot + self.ip_id
+            c = csum_fold(s)
+            p[10] = <uint8_t>(c >> 8)
+            p[11] = <uint8_t>c
+            self.out_iov[k].iov_base = self.q_frame[i] - L2L3
+            self.out_iov[k].iov_len = n + L2L3
+            k += 1
+        pthread_mutex_unlock(&self.nh_lock)
+        self.qn = 0
+        while done < k:
+            r = sys_.sendmmsg(self.tx_fd, self.out_msgs + done, k - done, sys_.MSG_DONTWAIT)
+            if r < 0:
+                e = sys_.errno
+                if e == sys_.EINTR:
+                    continue
+                if e == sys_.ENOBUFS:
+                    self.pc[P_KERNEL_DROPS] += 1      # the driver refused it (qdisc bypassed)
+                elif e == sys_.EAGAIN:
+                    self.pc[P_TX_RING_FULL] += 1      # socket send buffer full
+                else:
+                    self.pc[P_TX_ERRORS] += 1         # ENETDOWN, EMSGSIZE, ...
+                done += 1
+                continue
+            done += r
+            sent += r
+        if nslow > 0:
+            s_tx = self.slow.pc[P_TX_PACKETS]
+            s_kd = self.slow.pc[P_KERNEL_DROPS]
+            s_rf = self.slow.pc[P_TX_RING_FULL]
+            s_te = self.slow.pc[P_TX_ERRORS]
+            s_ic = self.slow.pc[P_ICMP_ERRORS]
+            self.slow.tx_flush()
+            self.pc[P_TX_SLOWPATH] += nslow
+            sent += self.slow.pc[P_TX_PACKETS] - s_tx
+            self.pc[P_KERNEL_DROPS] += self.slow.pc[P_KERNEL_DROPS] - s_kd
+            self.pc[P_TX_RING_FULL] += self.slow.pc[P_TX_RING_FULL] - s_rf
+            self.pc[P_TX_ERRORS] += self.slow.pc[P_TX_ERRORS] - s_te
+            self.pc[P_ICMP_ERRORS] += self.slow.pc[P_ICMP_ERRORS] - s_ic
+        if sent > 0:
+            self.pc[P_TX_PACKETS] += sent
+            self.pc[P_TX_BATCHES] += 1
