@@ -29,6 +29,7 @@ import pytest
 from fastpptp.tools import statictunnel
 from fastpptp.dataplane import load_engine
 from fastpptp.net import netns
+from support.lab import check_gre_port
 from support.netnsrig import (Impairment, NsPair, impaired_namespaces, kill_process, run_in,
                       two_namespaces)
 
@@ -70,10 +71,12 @@ class Tunnel:
 @contextlib.contextmanager
 def static_tunnel(rig: NsPair, tmp, *, mppe_key: str | None = None,
                   impl: str | tuple[str, str] = "compiled",
-                  offload: bool = True, ipv6: bool = False, extra: tuple[str, ...] = ()):
+                  offload: bool = True, ipv6: bool = False, extra: tuple[str, ...] = (),
+                  gre_io: str = "auto"):
     """statictunnel in A and in B (call IDs crossed); counters in .stats['a'|'b'] after exit.
 
-    ``impl`` is one engine for both ends or an (A, B) pair."""
+    ``impl`` is one engine for both ends or an (A, B) pair.  ``gre_io``: both ends' GRE port
+    (``--gre-io``); the port's mode and counters are in the stats ('gre_io', 'gre_port')."""
     impls = {"a": impl, "b": impl} if isinstance(impl, str) else dict(zip("ab", impl, strict=True))
     for which in set(impls.values()):
         reason = _engine_available(which)
@@ -93,7 +96,7 @@ def static_tunnel(rig: NsPair, tmp, *, mppe_key: str | None = None,
             # A long TUN queue: on a busy machine the engine's thread can be off the CPU
             # for tens of ms, and a full TUN ring drops the sender's datagrams silently
             # (tun tx_dropped) before the tunnel ever sees them.
-            more = ("--txqueuelen", "20000") + tuple(extra)
+            more = ("--txqueuelen", "20000", "--gre-io", gre_io) + tuple(extra)
             if ipv6:
                 a6, p6 = (TUN6_A, TUN6_B) if side == "a" else (TUN6_B, TUN6_A)
                 more += ("--tun-addr6", a6, "--tun-peer6", p6)
@@ -114,6 +117,14 @@ def static_tunnel(rig: NsPair, tmp, *, mppe_key: str | None = None,
                 kill_process(p)
                 err = p.stderr.read().decode(errors="replace") if p.stderr else ""
                 tun.stats[side] = {"error": err}
+
+
+def check_gre_ports(tun: Tunnel, gre_io: str, min_packets: int) -> None:
+    """Both ends ran on the GRE port asked for, and it carried the A -> B data (at least
+    ``min_packets`` sent by A and received by B) and B's acknowledgements back."""
+    a, b = tun.stats["a"], tun.stats["b"]
+    check_gre_port(gre_io, a.get("gre_io"), a.get("gre_port", {}), 1, min_packets, "end a")
+    check_gre_port(gre_io, b.get("gre_io"), b.get("gre_port", {}), min_packets, 1, "end b")
 
 
 # ------------------------------------------------------------------------------ UDP flood
@@ -317,9 +328,9 @@ def assert_in_order_and_unique(seqs: list[int]) -> None:
     assert not bad, f"{len(bad)} out-of-order/duplicate deliveries, first {bad[:5]}"
 
 
-def run_clean(tmp_path, impl, n: int, rate: float, tcp_bytes: int, **kw):
+def run_clean(tmp_path, impl, n: int, rate: float, tcp_bytes: int, gre_io: str = "auto", **kw):
     with two_namespaces() as rig:
-        with static_tunnel(rig, tmp_path, impl=impl, **kw) as tun:
+        with static_tunnel(rig, tmp_path, impl=impl, gre_io=gre_io, **kw) as tun:
             r = udp_flood(rig, n, rate, time_limit=n / rate + 20)
             sent_sha, got_sha, _ = tcp_transfer(rig, tcp_bytes, time_limit=60)
         a, b = tun.stats["a"], tun.stats["b"]
@@ -344,16 +355,19 @@ def run_clean(tmp_path, impl, n: int, rate: float, tcp_bytes: int, **kw):
         assert end["offload"] == bool(want) and (end["vnet_hdr_len"] > 0) == bool(want), end
     # B acknowledges what A sent (RFC 2637 §4.4): ack-only packets or piggybacked acks
     assert sb["tx_acks"] > 0 or sb["tx_packets"] > 0, info
+    check_gre_ports(tun, gre_io, min_packets=n // 2)
     return sa, sb
 
 
 def run_lossy(tmp_path, impl: str, n: int, rate: float, tcp_bytes: int,
-              loss=2.0, reorder=10.0, dup=1.0):
-    """A->B GRE data impaired by the rig's relay (seeded), which counts what it did."""
+              loss=2.0, reorder=10.0, dup=1.0, gre_io: str = "auto"):
+    """A->B GRE data impaired by the rig's relay (seeded), which counts what it did.  The
+    relay bridges frames between the veths in M, so each end's GRE arrives on its own veth
+    (va in A, vb in B): the interface the fast ports attach to (route to the peer)."""
     imp = Impairment(loss=loss, duplicate=dup, reorder=reorder, seed=1661)
     os.makedirs(tmp_path, exist_ok=True)
     with impaired_namespaces(imp, str(tmp_path)) as rig:
-        with static_tunnel(rig, tmp_path, impl=impl) as tun:
+        with static_tunnel(rig, tmp_path, impl=impl, gre_io=gre_io) as tun:
             r = udp_flood(rig, n, rate, time_limit=n / rate + 20)
             time.sleep(0.3)  # past the reorder timeout: every gap is settled
             relay = rig.relay.snapshot()
@@ -386,11 +400,12 @@ def run_lossy(tmp_path, impl: str, n: int, rate: float, tcp_bytes: int,
     assert sb["reordered"] >= relay["held"] - slack, info  # each held one leaves a gap
     assert sb["drop_too_old"] <= slack and sb["drop_malformed"] == 0, info
     assert sent_sha == got_sha  # TCP through loss + reordering, intact
+    check_gre_ports(tun, gre_io, min_packets=n // 2)
     return sb, relay
 
 
-def test_clean_tunnel_udp_flood_and_tcp(tmp_path):
-    run_clean(tmp_path, "compiled", N_PACKETS, RATE, 16 << 20)
+def test_clean_tunnel_udp_flood_and_tcp(tmp_path, gre_io):
+    run_clean(tmp_path, "compiled", N_PACKETS, RATE, 16 << 20, gre_io=gre_io)
 
 
 def test_clean_tunnel_without_offload(tmp_path):
@@ -398,19 +413,19 @@ def test_clean_tunnel_without_offload(tmp_path):
     run_clean(tmp_path, "compiled", 20_000, RATE, 8 << 20, offload=False)
 
 
-def test_lossy_reordering_link_udp_flood_and_tcp(tmp_path):
-    run_lossy(tmp_path, "compiled", N_PACKETS, LOSSY_RATE, 4 << 20)
+def test_lossy_reordering_link_udp_flood_and_tcp(tmp_path, gre_io):
+    run_lossy(tmp_path, "compiled", N_PACKETS, LOSSY_RATE, 4 << 20, gre_io=gre_io)
 
 
-def test_mppe128_tunnel_udp_and_tcp(tmp_path):
+def test_mppe128_tunnel_udp_and_tcp(tmp_path, gre_io):
     run_clean(tmp_path, "compiled", 20_000, RATE, 8 << 20,
-              mppe_key="00112233445566778899aabbccddeeff")
+              mppe_key="00112233445566778899aabbccddeeff", gre_io=gre_io)
 
 
-def test_ipv6_through_the_tunnel(tmp_path):
+def test_ipv6_through_the_tunnel(tmp_path, gre_io):
     """IPv6 (PPP protocol 0x0057) rides the same session: UDP with checksums, then TCP."""
     with two_namespaces() as rig:
-        with static_tunnel(rig, tmp_path, ipv6=True) as tun:
+        with static_tunnel(rig, tmp_path, ipv6=True, gre_io=gre_io) as tun:
             r = udp_flood(rig, 5000, 10_000.0, time_limit=20, family=6)
             sent_sha, got_sha, _ = tcp_transfer(rig, 4 << 20, time_limit=30, family=6)
         sb = tun.stats["b"]["session"]
@@ -420,6 +435,7 @@ def test_ipv6_through_the_tunnel(tmp_path):
     assert len(r.seqs) == 5000, info
     assert sent_sha == got_sha
     assert sb["rx_packets"] >= 5000 and sb["lost"] == 0 and sb["drop_malformed"] == 0, info
+    check_gre_ports(tun, gre_io, min_packets=2500)
 
 
 def test_reference_engine_clean_and_lossy(tmp_path):

@@ -61,6 +61,7 @@ async def run_pair(server_opts: str, client_opts: str, password: str, tmp_path):
             s = client.session.info
             result["client_info"] = (s.auth, s.mppe, s.local_ip, s.remote_ip)
             result["server_sessions"] = server.snapshot()["sessions"]
+            result["gre_io"] = server.snapshot()["gre_io"]
             # data both ways through the two engines
             up = udp_packet("198.51.100.2", "198.51.100.1", b"ping from the PNS")
             tuns["client"].peer.send(up)
@@ -101,6 +102,10 @@ def test_client_and_server_in_process(loopback_ns, tmp_path, server_opts, client
     assert (s["user"], s["auth"], s["mppe"], s["remote_ip"]) == ("alice", auth, mppe, "198.51.100.2")
     assert s["drops"]["rate_limit"] == 0          # every engine drop counter is in status --json
     assert r["c2s"] and r["s2c"], "IP packets did not cross both engines intact"
+    # over loopback no fast GRE port can attach (issue 9): auto runs raw and says why; the
+    # fast ports meet MPPE in test_e2e_dataplane and test_integration_products (gre_io)
+    assert r["gre_io"]["mode"] == "raw" and "loopback" in r["gre_io"]["why"], r["gre_io"]
+    assert r["gre_io"]["counters"]["rx_packets"] > 0 and r["gre_io"]["counters"]["tx_packets"] > 0
     assert r["rc"] == 0
     kinds = [k for k, _ in r["events"]]
     assert kinds[:1] == ["up"] and kinds[-1] == "down"

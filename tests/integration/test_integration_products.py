@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -28,11 +29,20 @@ def transfer(lab, client_ns, nbytes, port):
     return r["checksum_ok"] and r.get("rx_bytes") == nbytes
 
 
-def test_twenty_clients_ping_and_transfer(lab):
-    lab.start_server()
+def client_gre_port(lab, i, want):
+    """The client's GRE port, from its log line (a client has no status socket)."""
+    m = re.search(r"GRE I/O: (\w+): ", lab.log(f"client{i}.log"))
+    assert m and (want == "auto" or m.group(1) == want), lab.log(f"client{i}.log")[-2000:]
+    return m.group(1)
+
+
+def test_twenty_clients_ping_and_transfer(lab, gre_io):
+    """Twenty MPPE-128 clients on one server, each end on the GRE port ``gre_io`` (forced):
+    the server's fast port serves twenty peers (twenty next hops) on the bridge."""
+    lab.start_server(gre_io=gre_io)
     clients = []
     for wave in range(4):       # 5 at a time: 20 interpreters starting at once on 2 cores
-        batch = [lab.start_client(i, f"user{i}", f"pass{i}", "require-mppe-128")
+        batch = [lab.start_client(i, f"user{i}", f"pass{i}", "require-mppe-128", gre_io=gre_io)
                  for i in range(wave * 5, wave * 5 + 5)]
         for i, (p, up) in enumerate(batch, wave * 5):
             wait_until(lambda up=up: lab.ups(up), 60, f"client {i} up", p)
@@ -64,6 +74,11 @@ def test_twenty_clients_ping_and_transfer(lab):
         assert s["rx_bytes"] >= 256 * 1024 and s["rx_packets"] >= 2 + 256 * 1024 // 1460, s
         assert s["tx_packets"] >= 2, s
     assert {s["remote_ip"] for s in doc["sessions"]} == addrs
+    # the port asked for ran on both ends and carried the transfers (server: 20 x 256 KiB in)
+    lab.check_server_gre_port(gre_io, min_rx=20 * 256 * 1024 // 1460, min_tx=20 * 2)
+    assert json.loads(cli.stdout)["gre_io"]["mode"] == gre_io
+    for i in range(len(clients)):
+        client_gre_port(lab, i, gre_io)
 
 
 def test_wrong_password_is_refused_and_logged(lab):
@@ -164,10 +179,10 @@ def _ping6(ns, dst, ifname, timeout=3.0):
     return False
 
 
-def test_ipv6cp_link_local_crosses_the_tunnel(lab):
+def test_ipv6cp_link_local_crosses_the_tunnel(lab, gre_io):
     lab.write("options", "name fastpptp-test\nrequire-mschap-v2\nrequire-mppe-128\n+ipv6\n")
-    lab.start_server()
-    p, up = lab.start_client(0, "user0", "pass0", "+ipv6")
+    lab.start_server(gre_io=gre_io)
+    p, up = lab.start_client(0, "user0", "pass0", "+ipv6", gre_io=gre_io)
     wait_until(lambda: lab.ups(up), 60, "client up", p)
     def peer_ll():
         for a in netlink.list_addresses("fpic0", netns=lab.clients[0]):
@@ -176,6 +191,8 @@ def test_ipv6cp_link_local_crosses_the_tunnel(lab):
         return None
     remote = wait_until(peer_ll, 10, "IPv6CP link-local addresses on the client TUN", p)
     assert _ping6(lab.clients[0], remote, "fpic0")
+    lab.check_server_gre_port(gre_io)
+    client_gre_port(lab, 0, gre_io)
 
 
 def test_client_routes_applied_and_restored(lab):

@@ -44,6 +44,9 @@ import json
 import os
 import re
 import shutil
+import signal
+import subprocess
+import threading
 import time
 from dataclasses import dataclass
 
@@ -51,6 +54,8 @@ import pytest
 
 from support import interop_rig as R
 from support.freeradius import FreeRadius, RadiusUser, freeradius_missing
+from support.lab import check_gre_port
+from fastpptp.net import netns
 from fastpptp.tools.demo import ping
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
@@ -198,6 +203,63 @@ def _vm_checks_cmds(waiter_then: str = "") -> list[str]:
             "--run", R.vm_waiter_cmd(WAITER_PORT, then=waiter_then)]
 
 
+class TapCapture:
+    """Our own capture on the VM's tap (inside the namespace), for the capture checks.
+
+    The harness captures on the bridge ``br0``, where our side lives.  With a fast GRE port
+    (issue 9, ``--gre-io auto``) our GRE bypasses br0's packet taps: AF_XDP and AF_PACKET
+    with PACKET_QDISC_BYPASS transmit through dev_direct_xmit (no dev_queue_xmit_nit), and
+    XDP redirects received GRE before them.  The tap is the VM's side of the bridge: every
+    frame between the VM and us crosses it once, through the kernel's normal transmit and
+    receive paths, whichever port we run.  Started when the harness names the tap (it makes
+    it before qemu boots: seconds before the VM dials, ~8 s under TCG)."""
+
+    def __init__(self, ns: str, vm: R.VmRun, path: str):
+        self.path = path
+        self.tap = vm.wait_line(r"boot \w+ VM .* tap=(\S+)", 30).group(1)
+        R.wait_for(lambda: R.link_exists(ns, self.tap), 10, f"the VM's tap {self.tap}")
+        self.proc = netns.popen(ns, ["tshark", "-q", "-n", "-i", self.tap, "-F", "pcap", "-w", path],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        started = []
+        reader = threading.Thread(target=self._read, args=(started,), daemon=True)
+        reader.start()
+        R.wait_for(lambda: started, 20, f"tshark capturing on {self.tap}", [self.proc])
+
+    def _read(self, started: list) -> None:
+        for line in self.proc.stderr:
+            if "Capturing on" in line:
+                started.append(line)
+
+    def stop(self) -> str:
+        """End the capture (SIGINT: tshark writes out what it holds); the pcap's path."""
+        if self.proc.poll() is None:
+            time.sleep(0.5)                      # the last frames reach the capture buffer
+            R.kill_pid(self.proc, signal.SIGINT, grace=10)
+        return self.path
+
+
+def _gre_io_checks(art: Artifacts, log: str, status: dict | None = None) -> str:
+    """Our side ran with ``--gre-io auto`` (the default): its log says which GRE port runs
+    and why (kept in the artifacts with the log); with the server's status, the port's
+    counters moved -- through the fast path when a fast port runs."""
+    m = re.search(r"GRE I/O: (\w+): (.*)$", log, re.M)
+    assert m, "no 'GRE I/O:' line in our log:\n" + log[-3000:]
+    mode, line = m.group(1), m.group(2)
+    assert mode in ("xdp", "packet", "raw"), line
+    assert "--gre-io" not in line, line        # auto, not forced
+    if mode == "raw":                           # a fallback says why
+        assert re.search(r"auto: .*(xdp|packet|interface)", line), line
+    note: dict = {"mode": mode, "line": line}
+    if status is not None:
+        doc = status["gre_io"]
+        assert doc["mode"] == mode, (doc, line)
+        check_gre_port("auto", mode, doc["counters"], 100, 100, "our server")
+        note.update(interface=doc.get("interface"), counters=doc["counters"])
+    art.note(gre_io=note)
+    return mode
+
+
 def _data_checks(vm: R.VmRun, ns: str, vm_tunnel_addr: str, upload: R.FileServer,
                  art: Artifacts) -> tuple[float, float]:
     """Ping both ways, 2 MiB each way with matching digests, idle spell with echoes, ping."""
@@ -322,8 +384,11 @@ def _capture_checks(pcap: str, ours: str, theirs: str, idle: tuple[float, float]
         assert R.tshark_count(pcap, f"{win_reply} && ip.src=={b} && pptp.control_message_type==6") >= n, (a, reqs)
 
 
-def _cleanup(vm: R.VmRun | None, product: R.Product | None, upload: R.FileServer | None = None) -> None:
+def _cleanup(vm: R.VmRun | None, product: R.Product | None, upload: R.FileServer | None = None,
+             cap: TapCapture | None = None) -> None:
     """Stop everything the test started (by PID), then print the logs' tails."""
+    if cap is not None:
+        cap.stop()
     if vm is not None:
         vm.stop()
     if product is not None:
@@ -342,7 +407,7 @@ def _cleanup(vm: R.VmRun | None, product: R.Product | None, upload: R.FileServer
 def test_pptp_linux_client_vs_our_server(net, art, sc, impl):
     tmp = art.dir
     pcap = os.path.join(tmp, "a.pcap")
-    srv = upload = vm = None
+    srv = upload = vm = cap = None
     try:
         srv = R.OurServer(net.name, tmp, sc.server_opts + COMMON_OURS, {USER: PASSWORD},
                           extra=["--pptp-echo-interval", "2", "--impl", impl])
@@ -351,6 +416,7 @@ def test_pptp_linux_client_vs_our_server(net, art, sc, impl):
                      ["--pptp-args=--loglevel 1 --idle-wait 2", "--timeout", "150",
                       "--teardown", "signal" if sc.end_a == "vm-signal" else "clean"],
                      os.path.join(tmp, "vm.log"))
+        cap = TapCapture(net.name, vm, os.path.join(tmp, "a-tap.pcap"))
         up = vm.wait_marker("PPP-UP", UP_TIMEOUT)
         vm_addr = up["local"]
         assert up["remote"] == R.TUN_SERVER
@@ -360,6 +426,7 @@ def test_pptp_linux_client_vs_our_server(net, art, sc, impl):
         ours = dict(sessions[0])
 
         idle = _data_checks(vm, net.name, vm_addr, upload, art)
+        _gre_io_checks(art, srv.log(), srv.status())
 
         t_end = time.time()
         if sc.end_a != "us":
@@ -390,6 +457,7 @@ def test_pptp_linux_client_vs_our_server(net, art, sc, impl):
         if sc.end_a != "us":   # (when we end it, pppd may power off before logging this line)
             assert "Connection terminated" in vm.text()
         _vm_auth_mppe_agree(vm, sc, ours, art)
+        pcap = cap.stop()
         _capture_checks(pcap, R.HOST_ADDR, R.CLIENT_VM_ADDR, idle, art, pptp_echo_from=(R.HOST_ADDR, R.CLIENT_VM_ADDR))
         _mppe_mode_checks(pcap, sc, R.HOST_ADDR, R.CLIENT_VM_ADDR, art)
         seq = R.teardown_sequence(pcap, t_end)
@@ -416,7 +484,7 @@ def test_pptp_linux_client_vs_our_server(net, art, sc, impl):
                 assert {(R.CLIENT_VM_ADDR, "TCP-FIN"), (R.CLIENT_VM_ADDR, "TCP-RST")} & set(after_cdn), seq
         assert PASSWORD not in srv.log(), "secret in our log"
     finally:
-        _cleanup(vm, srv, upload)
+        _cleanup(vm, srv, upload, cap)
 
 
 @pytest.mark.timeout(180)
@@ -472,7 +540,7 @@ def test_pptp_linux_client_via_freeradius(net, art):
     tmp = art.dir
     pcap = os.path.join(tmp, "a.pcap")
     nas_id = f"fastpptp-interop-{os.getpid()}"
-    srv = upload = vm = None
+    srv = upload = vm = cap = None
     with FreeRadius([RadiusUser(USER, PASSWORD, {"Class": RADIUS_CLASS})], secret=RADIUS_SECRET,
                     netns=net.name) as fr:
         try:
@@ -493,6 +561,7 @@ def test_pptp_linux_client_via_freeradius(net, art):
             vm = R.VmRun("client", net, _vm_common(sc, pcap) + _vm_checks_cmds(waiter_then=stats) +
                          ["--pptp-args=--loglevel 1 --idle-wait 2", "--timeout", "150",
                           "--teardown", "clean"], os.path.join(tmp, "vm.log"))
+            cap = TapCapture(net.name, vm, os.path.join(tmp, "a-tap.pcap"))
             up = vm.wait_marker("PPP-UP", UP_TIMEOUT)
             vm_addr = up["local"]
             assert up["remote"] == R.TUN_SERVER
@@ -507,6 +576,7 @@ def test_pptp_linux_client_via_freeradius(net, art):
             vm.wait_line(r"MPPE 128-bit stateless compression enabled", 10)   # pppd's ccp.c wording
 
             idle = _data_checks(vm, net.name, vm_addr, upload, art)
+            _gre_io_checks(art, srv.log(), srv.status())
 
             t_end = time.time()
             R.tcp_trigger(net.name, vm_addr, WAITER_PORT)       # the VM hangs up (pptp-linux clean stop)
@@ -561,6 +631,7 @@ def test_pptp_linux_client_via_freeradius(net, art):
             assert pkts_in <= vm_tx_pkts and vm_rx_pkts <= pkts_out, (stop, m.group(0))
 
             _vm_auth_mppe_agree(vm, sc, ours, art)
+            pcap = cap.stop()
             _capture_checks(pcap, R.HOST_ADDR, R.CLIENT_VM_ADDR, idle, art,
                             pptp_echo_from=(R.HOST_ADDR, R.CLIENT_VM_ADDR))
             _mppe_mode_checks(pcap, sc, R.HOST_ADDR, R.CLIENT_VM_ADDR, art)
@@ -573,7 +644,7 @@ def test_pptp_linux_client_via_freeradius(net, art):
             assert PASSWORD not in log, "secret in our log"
             assert RADIUS_SECRET not in log.split("\n", 1)[1], "RADIUS secret in our log"   # [0]: our argv
         finally:
-            _cleanup(vm, srv, upload)
+            _cleanup(vm, srv, upload, cap)
             # keep FreeRADIUS's side with the other artifacts (its temp dir goes with it)
             shutil.copyfile(fr.log_path, os.path.join(tmp, "radiusd.log"))
             for path in sorted((fr.dir / "radacct").glob("*/detail-*")):
@@ -586,13 +657,14 @@ def test_pptp_linux_client_via_freeradius(net, art):
 def test_our_client_vs_pptpd_server(net, art, sc, impl):
     tmp = art.dir
     pcap = os.path.join(tmp, "b.pcap")
-    upload = vm = cl = None
+    upload = vm = cl = cap = None
     try:
         upload = R.FileServer(net.name, OUR_HTTP_PORT, os.urandom(FILE_BYTES))
         vm_kill = "kill -TERM $(pidof pptpctrl)" if sc.end_b == "vm-pptpctrl" else "kill $(pidof pppd)"
         vm = R.VmRun("server", net, _vm_common(sc, pcap) + _vm_checks_cmds(waiter_then=vm_kill) +
                      ["--sessions", "1", "--timeout", "150", "--no-pptpd-debug"], os.path.join(tmp, "vm.log"))
         vm.wait_marker("SERVER-READY", UP_TIMEOUT)
+        cap = TapCapture(net.name, vm, os.path.join(tmp, "b-tap.pcap"))
         t_start = time.monotonic()
         cl = R.OurClient(net.name, tmp, R.SERVER_VM_ADDR, USER, PASSWORD,
                          options=sc.client_opts + COMMON_OURS + ("remotename", "pptpd"),
@@ -605,6 +677,7 @@ def test_our_client_vs_pptpd_server(net, art, sc, impl):
         assert up["peer"] == USER
 
         idle = _data_checks(vm, net.name, R.TUN_SERVER, upload, art)
+        _gre_io_checks(art, cl.log())
 
         t_end = time.time()
         if sc.end_b != "us":
@@ -631,6 +704,7 @@ def test_our_client_vs_pptpd_server(net, art, sc, impl):
         assert vm.marker("SESSION-END") is not None
         R.wait_for(lambda: not R.link_exists(net.name, cl.interface), 10, "our TUN released")
         _vm_auth_mppe_agree(vm, sc, ours, art)
+        pcap = cap.stop()
         _capture_checks(pcap, R.HOST_ADDR, R.SERVER_VM_ADDR, idle, art, pptp_echo_from=(R.HOST_ADDR,))
         _mppe_mode_checks(pcap, sc, R.HOST_ADDR, R.SERVER_VM_ADDR, art)
         seq = R.teardown_sequence(pcap, t_end)
@@ -649,7 +723,7 @@ def test_our_client_vs_pptpd_server(net, art, sc, impl):
             assert ours_sent[:1] == ["LCP-TermReq"] and "CCRQ" in ours_sent, seq
         assert PASSWORD not in cl.log()
     finally:
-        _cleanup(vm, cl, upload)
+        _cleanup(vm, cl, upload, cap)
 
 
 @contextlib.contextmanager

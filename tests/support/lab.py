@@ -16,6 +16,27 @@ from fastpptp.tools.proc import stop_process
 SERVER_IP, TUN_SERVER = "192.0.2.1", "198.51.100.1"
 PY = [sys.executable, "-m", "fastpptp"]
 
+# The GRE ports the data tests run on, each forced (``--gre-io MODE``): a fast port that
+# cannot run fails the test instead of falling back to raw unseen (issue 9).
+GRE_IO_FORCED = ("raw", "packet", "xdp")
+GRE_IO_FAST = ("packet", "xdp")
+
+
+def check_gre_port(want: str, mode: str | None, counters: dict, min_rx: int = 1, min_tx: int = 1,
+                   what: str = "") -> None:
+    """The GRE port that ran is ``want`` (``auto``: any), and it carried the traffic: at
+    least ``min_rx`` received and ``min_tx`` sent -- for a fast port through its own ring,
+    not the raw socket it keeps as slow path (rx/tx_slowpath count those, within
+    rx/tx_packets)."""
+    info = f"{what} GRE port {mode!r}, counters {counters}"
+    if want != "auto":
+        assert mode == want, info
+    rx, tx = counters.get("rx_packets", 0), counters.get("tx_packets", 0)
+    if mode in GRE_IO_FAST:
+        rx -= counters.get("rx_slowpath", 0)
+        tx -= counters.get("tx_slowpath", 0)
+    assert rx >= min_rx and tx >= min_tx, info
+
 
 def wait_until(cond, timeout, what, proc=None):
     deadline = time.monotonic() + timeout
@@ -60,13 +81,13 @@ class Lab:
             f.write(text)
         return path
 
-    def start_server(self, *extra):
+    def start_server(self, *extra, gre_io: str = "auto"):
         if os.path.exists(self.ctl):
             os.unlink(self.ctl)
         self.server = spawn_logged(self.sns, PY + ["server", "-c", f"{self.tmp}/pptpd.conf", "--secrets",
                                                    f"{self.tmp}/chap-secrets", "-f", "--control-socket", self.ctl,
                                                    "--interface", "fpisrv0", "--ip-up", "", "--ip-down", "",
-                                                   "--rate-limit", "100", *extra],
+                                                   "--rate-limit", "100", "--gre-io", gre_io, *extra],
                                    os.path.join(self.tmp, "server.log"))
         self.procs.append(self.server)
         wait_until(lambda: os.path.exists(self.ctl), 20, "server control socket", self.server)
@@ -89,14 +110,15 @@ class Lab:
             self.clients[i] = ns
         return self.clients[i]
 
-    def start_client(self, i, user, password, *extra):
+    def start_client(self, i, user, password, *extra, gre_io: str = "auto"):
         ns = self.client_ns(i)
         up = os.path.join(self.tmp, f"up{i}.json")
         pw = self.write(f"pw{i}", password + "\n")
         if "nomppe" not in extra and "require-mppe-128" not in extra:
             extra = ("require-mppe-128",) + extra   # the server requires it; pppd needs it said
         p = spawn_logged(ns, PY + ["client", SERVER_IP, "--user", user, "--password-file", pw, "--up-file", up,
-                                   "--interface", f"fpic{i}", "remotename", "fastpptp-test", *extra],
+                                   "--interface", f"fpic{i}", "--gre-io", gre_io, "remotename",
+                                   "fastpptp-test", *extra],
                          os.path.join(self.tmp, f"client{i}.log"))
         self.procs.append(p)
         return p, up
@@ -110,6 +132,12 @@ class Lab:
     def status(self):
         from fastpptp.status import query_status
         return query_status(self.ctl)
+
+    def check_server_gre_port(self, want: str, min_rx: int = 1, min_tx: int = 1) -> dict:
+        """The server's ``status --json`` ``gre_io``: mode ``want`` and its counters moved."""
+        doc = self.status()["gre_io"]
+        check_gre_port(want, doc.get("mode"), doc.get("counters", {}), min_rx, min_tx, "server")
+        return doc
 
     def log(self, name):
         path = os.path.join(self.tmp, name)
