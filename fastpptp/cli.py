@@ -380,7 +380,8 @@ def server_main(argv: list[str] | None = None) -> int:
             privileges = Privileges.for_server(port=config.port,
                                                files=[config.secrets_file, config.option_file],
                                                run_as=RunAs(args.user, args.group),
-                                               per_session_interfaces=config.per_session_interfaces)
+                                               per_session_interfaces=config.per_session_interfaces,
+                                               bpf_port=config.gre_io != "raw")
         except PrivilegeError as exc:
             print(f"fastpptp-server: {exc}", file=sys.stderr)
             return 2
@@ -478,7 +479,8 @@ def client_main(argv: list[str] | None = None) -> int:
     privileges = None
     if not args.keep_privileges:
         try:
-            privileges = Privileges.for_client(run_as=RunAs(args.run_as_user, args.run_as_group))
+            privileges = Privileges.for_client(run_as=RunAs(args.run_as_user, args.run_as_group),
+                                               bpf_port=config.gre_io != "raw")
         except PrivilegeError as exc:
             print(f"fastpptp-client: {exc}", file=sys.stderr)
             return 2

@@ -82,6 +82,8 @@ class FailureKind(enum.Enum):
     modem hangup; we tell the PPTP phase before the call is up apart as CONNECT_FAILED.
     """
 
+    FATAL_ERROR = 1             # EXIT_FATAL_ERROR: cannot run as configured (e.g. a forced
+                                # --gre-io port that cannot run here): not retried
     CONNECT_FAILED = 8          # EXIT_CONNECT_FAILED: no TCP connection, or no PPTP call
     NEGOTIATION_FAILED = 10     # EXIT_NEGOTIATION_FAILED: the link ended before IPCP came up
                                 # (LCP/CCP/IPCP refused, MPPE required but not negotiated)
@@ -225,6 +227,8 @@ class Client:
                 self.exit_reason = exc.reason
                 self.failure = exc.kind
                 failures += 1
+                if exc.kind is FailureKind.FATAL_ERROR:     # retrying cannot help
+                    return self.exit_status()
             if self._stop.is_set() or not self.config.ppp.persist:
                 return self.exit_status()
             if maxfail and failures >= maxfail:
@@ -244,7 +248,7 @@ class Client:
         says why it went down, None if we stopped it); raises AttemptFailed if it did not."""
         from .dataplane import EngineConfig, load_engine
         from .net import tun
-        from .net.greport import open_gre_io
+        from .net.greport import GreIoError, open_gre_io
         from .pptp.control import ControlConfig, ControlConnection, Role
         # Imported (and the link config built) before we dial: pppd behind pptpd sends its
         # first LCP Configure-Request ~0.1 s after the Outgoing-Call-Reply, and a first-time
@@ -274,8 +278,15 @@ class Client:
         self._undo.append(tundev.close)
         engine = Engine(EngineConfig(mtu=mtu, mru=cfg.ppp.mru or 1500, offload=offload,
                                      flow_control=cfg.flow_control))
-        gre = open_gre_io(cfg.gre_io, local=cfg.local_address, peer=server_ip,
-                          batch=engine.config.batch)
+        try:
+            gre = open_gre_io(cfg.gre_io, local=cfg.local_address, peer=server_ip,
+                              batch=engine.config.batch)
+        except GreIoError as exc:               # a forced --gre-io that cannot run here
+            for undo in reversed(self._undo):
+                with contextlib.suppress(Exception):
+                    undo()
+            self._undo = []
+            raise AttemptFailed(f"cannot start: {exc}", FailureKind.FATAL_ERROR) from None
         self._undo.append(gre.close)
         gre.peer_up(server_ip)
         # the reference engine (benchmark baseline) does its own socket calls on a raw socket

@@ -80,12 +80,23 @@ CAP_SETPCAP = 8
 CAP_NET_BIND_SERVICE = 10
 CAP_NET_ADMIN = 12
 CAP_NET_RAW = 13
+CAP_IPC_LOCK = 14
+CAP_SYS_ADMIN = 21
+CAP_PERFMON = 38
 CAP_BPF = 39
 
 CAP_NAMES = {CAP_DAC_OVERRIDE: "dac_override", CAP_DAC_READ_SEARCH: "dac_read_search",
              CAP_SETGID: "setgid", CAP_SETUID: "setuid", CAP_SETPCAP: "setpcap",
              CAP_NET_BIND_SERVICE: "net_bind_service", CAP_NET_ADMIN: "net_admin",
-             CAP_NET_RAW: "net_raw", CAP_BPF: "bpf"}
+             CAP_NET_RAW: "net_raw", CAP_PERFMON: "perfmon", CAP_BPF: "bpf",
+             CAP_IPC_LOCK: "ipc_lock", CAP_SYS_ADMIN: "sys_admin"}
+
+#: What opening a BPF-based GRE port (``--gre-io xdp|packet``, fastpptp/net/greport.py)
+#: takes: CAP_BPF (programs, maps, links), CAP_PERFMON (the verifier refuses the programs'
+#: pointer arithmetic "for !root" without it), CAP_IPC_LOCK (the AF_XDP UMEM is locked
+#: memory; without it the per-user RLIMIT_MEMLOCK budget refuses it).  Attaching also takes
+#: CAP_NET_ADMIN, which both products keep anyway.
+BPF_PORT_CAPS = (CAP_BPF, CAP_PERFMON, CAP_IPC_LOCK)
 
 # linux/prctl.h
 PR_CAPBSET_READ = 23
@@ -120,17 +131,19 @@ def cap_names(m: int) -> str:
     return ",".join(CAP_NAMES.get(c, f"cap{c}") for c in cap_list(m)) or "none"
 
 
-def server_capabilities(*, bpf_port: bool = False) -> frozenset[int]:
+def server_capabilities() -> frozenset[int]:
     """What the server needs after start-up: ``CAP_NET_ADMIN`` (per-session TUN devices,
-    netlink routes and addresses, SO_*BUFFORCE), ``CAP_NET_RAW`` (raw GRE sockets).  The hook
-    for a BPF-based GRE port (a later issue): it passes ``bpf_port=True`` to keep ``CAP_BPF``."""
-    return frozenset({CAP_NET_ADMIN, CAP_NET_RAW} | ({CAP_BPF} if bpf_port else set()))
-
-
-def client_capabilities() -> frozenset[int]:
-    """The client: every attempt opens a TUN (``CAP_NET_ADMIN``, also its routes) and a raw
-    GRE socket (``CAP_NET_RAW``)."""
+    netlink routes and addresses, SO_*BUFFORCE), ``CAP_NET_RAW`` (raw GRE sockets).  A
+    BPF-based GRE port needs :data:`BPF_PORT_CAPS` only while it is opened, at start-up: its
+    maps are then updated through fds already held, which takes no capability."""
     return frozenset({CAP_NET_ADMIN, CAP_NET_RAW})
+
+
+def client_capabilities(*, bpf_port: bool = False) -> frozenset[int]:
+    """The client: every attempt opens a TUN (``CAP_NET_ADMIN``, also its routes) and a GRE
+    port: the raw socket (``CAP_NET_RAW``) and, with ``bpf_port`` (``--gre-io`` not raw),
+    an XDP or packet port (:data:`BPF_PORT_CAPS`), kept since a reconnect opens it again."""
+    return frozenset({CAP_NET_ADMIN, CAP_NET_RAW} | (set(BPF_PORT_CAPS) if bpf_port else set()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -385,15 +398,20 @@ class Privileges:
         """The server's plan: bind ``port`` during start-up, re-read ``files`` on SIGHUP, open
         a TUN per session with ``per_session_interfaces``."""
         startup = [CAP_NET_BIND_SERVICE] if port < 1024 else []
-        return cls(server_capabilities(bpf_port=bpf_port), run_as=run_as, startup=startup,
+        if bpf_port:
+            # opening the XDP/packet port, and CAP_SYS_ADMIN to name the XDP program already
+            # attached to the interface (BPF_PROG_GET_FD_BY_ID: a stale one of ours is
+            # replaced, someone else's left alone): start-up only
+            startup += [*BPF_PORT_CAPS, CAP_SYS_ADMIN]
+        return cls(server_capabilities(), run_as=run_as, startup=startup,
                    reread=[f for f in files if f], sys=sys, check_code=check_code,
                    open_tun_later=per_session_interfaces)
 
     @classmethod
-    def for_client(cls, *, run_as: RunAs | None = None, sys: CapSys | None = None,
-                   check_code: bool = True) -> "Privileges":
-        """The client's plan: every attempt opens a TUN and a raw GRE socket."""
-        return cls(client_capabilities(), run_as=run_as, sys=sys, check_code=check_code,
+    def for_client(cls, *, run_as: RunAs | None = None, bpf_port: bool = False,
+                   sys: CapSys | None = None, check_code: bool = True) -> "Privileges":
+        """The client's plan: every attempt opens a TUN and a GRE port."""
+        return cls(client_capabilities(bpf_port=bpf_port), run_as=run_as, sys=sys, check_code=check_code,
                    open_tun_later=True)
 
     # ------------------------------------------------------------------ step 1

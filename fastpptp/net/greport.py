@@ -54,6 +54,7 @@ class GreIo:
     why: str                        # the log line's reason
     iface: TunnelInterface | None = None
     tracker: Any = None             # fastpptp.net.nexthop.NexthopTracker (fast modes)
+    local: str | None = None        # the bound address: our GRE source (None: the route's)
     _peers: dict[str, int] = field(default_factory=dict)
     _closed: bool = False
     # the tracker's add/remove wait for netlink round trips on its own thread: handed to one
@@ -79,7 +80,7 @@ class GreIo:
 
     def _track(self, peer: str) -> None:
         try:
-            self.tracker.add_peer(peer)
+            self.tracker.add_peer(peer, self.local)
         except Exception as exc:               # the slow path still carries it
             log.warning("GRE I/O: next hop of %s not tracked (slow path): %s", peer, exc)
 
@@ -113,7 +114,9 @@ class GreIo:
         self._closed = True
         if self._worker is not None:
             self._worker.shutdown(wait=True)
-        for what, fn in (("tracker", getattr(self.tracker, "close", None)),
+        # a tracker the port started itself (open_packet_port) is the port's to close
+        own = self.tracker is not None and getattr(self.port, "tracker", None) is not self.tracker
+        for what, fn in (("tracker", getattr(self.tracker, "close", None) if own else None),
                          ("port", getattr(self.port, "close", None)), ("raw socket", self.raw.close)):
             if fn is None:
                 continue
@@ -132,18 +135,8 @@ def tunnel_interface(local: str | None, peer: str | None, *, netns: str | None =
     else the one holding ``local`` (a server bound to an address), else the default route's
     (a server on 0.0.0.0).  None when none can be told (no route, loopback).
 
-    pyroute2's synchronous IPRoute runs its own asyncio loop, which cannot start inside a
-    running one (the server and client call this from theirs): it runs in a short-lived
-    thread then, once at start-up."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return _tunnel_interface(local, peer, netns)
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="greio-netlink") as ex:
-        return ex.submit(_tunnel_interface, local, peer, netns).result(timeout=10)
-
-
-def _tunnel_interface(local: str | None, peer: str | None, netns: str | None) -> TunnelInterface | None:
+    Uses pyroute2's synchronous IPRoute: not from inside a running asyncio loop
+    (:func:`open_gre_io` moves itself to a thread then)."""
     from pyroute2 import IPRoute
     with IPRoute() if netns is None else IPRoute(netns=netns, flags=0) as ipr:
         index = 0
@@ -205,7 +198,23 @@ def open_gre_io(mode: str = "auto", *, local: str | None = None, peer: str | Non
     """Open the GRE port for ``mode`` (GRE_IO_MODES).  ``local``: the address we bind and
     receive GRE on (None/0.0.0.0: any); ``peer``: the one peer (a client's server), which
     chooses the interface.  A forced fast mode that cannot run raises GreIoError; ``auto``
-    falls back and says why."""
+    falls back and says why.
+
+    pyroute2's synchronous IPRoute (the interface, the ports' probes, the next-hop tracker)
+    runs its own asyncio loop, which cannot start inside a running one: called from a loop
+    (the server's and client's start-up), the whole opening runs in a short-lived thread."""
+    args = (mode, local, peer, batch, tracker_factory, rcvbuf, sndbuf, logger)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return _open_gre_io(*args)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="greio-open") as ex:
+        return ex.submit(_open_gre_io, *args).result(timeout=60)
+
+
+def _open_gre_io(mode: str, local: str | None, peer: str | None, batch: int,
+                 tracker_factory: Callable[[Any], Any] | None, rcvbuf: int, sndbuf: int,
+                 logger: logging.Logger) -> GreIo:
     from .._greport import RawPort
     if mode not in GRE_IO_MODES:
         raise GreIoError(f"--gre-io {mode!r}: not one of {', '.join(GRE_IO_MODES)}")
@@ -245,7 +254,7 @@ def open_gre_io(mode: str = "auto", *, local: str | None = None, peer: str | Non
                 what = "--gre-io " + mode if mode != "auto" else "auto: fastest available"
                 if reasons:
                     what += "; " + "; ".join(reasons)
-                io = GreIo(port, raw, m, what, iface, tracker)
+                io = GreIo(port, raw, m, what, iface, tracker, None if _is_any(local) else local)
                 logger.info("GRE I/O: %s", io.describe())
                 return io
         if mode != "auto":

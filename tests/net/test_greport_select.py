@@ -74,7 +74,7 @@ class _Tracker:
     def __init__(self):
         self.calls = []
 
-    def add_peer(self, ip):
+    def add_peer(self, ip, local=None):
         self.calls.append(("add", ip))
 
     def remove_peer(self, ip):

@@ -111,8 +111,9 @@ def make_file(d: str, name: str, mode: int, uid: int = 0, gid: int = 0) -> str:
 
 def test_capability_sets_of_the_products():
     assert privs.server_capabilities() == {CAP_NET_ADMIN, CAP_NET_RAW}
-    assert privs.server_capabilities(bpf_port=True) == {CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF}
     assert privs.client_capabilities() == {CAP_NET_ADMIN, CAP_NET_RAW}
+    assert privs.client_capabilities(bpf_port=True) == {CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF,
+                                                        privs.CAP_PERFMON, privs.CAP_IPC_LOCK}
     assert privs.cap_names(NET) == "net_admin,net_raw" and privs.cap_names(0) == "none"
 
 
@@ -130,11 +131,14 @@ def test_limit_as_root_clears_the_bounding_set_and_keeps_what_start_up_needs():
                     "for ip-up/ip-down); bounding set net_admin,net_raw; no_new_privs")
 
 
-def test_pptp_port_needs_no_bind_service_and_bpf_port_keeps_cap_bpf():
+def test_pptp_port_needs_no_bind_service_and_the_bpf_port_caps_last_only_through_start_up():
     k = FakeKernel()
-    Privileges.for_server(port=1723, files=[], bpf_port=True, sys=k, check_code=False).limit()
-    keep = NET | mask([CAP_BPF])
-    assert k.sets == CapSets(keep, keep, keep) and k.bounding == keep
+    p = Privileges.for_server(port=1723, files=[], bpf_port=True, sys=k, check_code=False)
+    p.limit()
+    startup = NET | mask([CAP_BPF, privs.CAP_PERFMON, privs.CAP_IPC_LOCK, privs.CAP_SYS_ADMIN])
+    assert k.sets == CapSets(startup, startup, NET) and k.bounding == NET
+    p.drop()
+    assert k.sets == CapSets(NET, NET, NET)
 
 
 def test_drop_to_a_user_keeps_caps_across_the_switch_then_exactly_the_kept_ones():
