@@ -1164,13 +1164,15 @@ cdef class Engine:
                     s.mppe_rx.lost_run += 1
                     if s.mppe_rx.lost_run == MPPE_LOST_SYNC_RUN:
                         self._queue_control(s, EV_LOST_SYNC, NULL, 0)
+                if s.mppe_rx.lost_run >= MPPE_LOST_SYNC_RUN:   # lost: all but sane IP is garbage
+                    s.c[C_DROP_MPPE] += 1
+                    return
             if proto < 0:
                 s.c[C_DROP_MALFORMED] += 1
                 return
             # MPPE carries PPP protocols 0x0021..0x00FA only (never LCP/NCP/CCP): anything
-            # else is garbage from lost keys, not a control frame; and while lost, so is all.
-            if (proto < MPPE_PROTO_MIN or proto > MPPE_PROTO_MAX
-                    or (not s.mppe_rx.stateful and s.mppe_rx.lost_run >= MPPE_LOST_SYNC_RUN)):
+            # else is garbage from lost keys, never a control frame for the link.
+            if proto < MPPE_PROTO_MIN or proto > MPPE_PROTO_MAX:
                 s.c[C_DROP_MPPE] += 1
                 return
         elif (proto == 0x21 or proto == 0x57) and s.mppe_on:

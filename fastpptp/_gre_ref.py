@@ -773,13 +773,15 @@ class Engine:
                     rx.lost_run += 1
                     if rx.lost_run == MPPE_LOST_SYNC_RUN:
                         self._queue_control(s, EV_MPPE_LOST_SYNC, b"")
+                if rx.lost_run >= MPPE_LOST_SYNC_RUN:     # lost: all but sane IP is garbage
+                    s.c["drop_mppe"] += 1
+                    return
             if proto is None:
                 s.c["drop_malformed"] += 1
                 return
             # MPPE carries PPP protocols 0x0021..0x00FA only (never LCP/NCP/CCP): anything
-            # else is garbage from lost keys, not a control frame; and while lost, so is all.
-            if (not _mppe.MPPE_PROTO_MIN <= proto <= _mppe.MPPE_PROTO_MAX
-                    or (not rx.stateful and rx.lost_run >= MPPE_LOST_SYNC_RUN)):
+            # else is garbage from lost keys, never a control frame for the link.
+            if not _mppe.MPPE_PROTO_MIN <= proto <= _mppe.MPPE_PROTO_MAX:
                 s.c["drop_mppe"] += 1
                 return
         elif (proto == PPP_IPV4 or proto == PPP_IPV6) and s.mppe_rx is not None:
