@@ -34,7 +34,8 @@ from fastpptp._sys cimport (pthread_mutex_lock, pthread_mutex_unlock, pthread_mu
                             pthread_mutex_destroy, mmsghdr, iovec, sockaddr_in, epoll_event,
                             timespec)
 from fastpptp._mppe cimport (mppe_state, mppe_init, mppe_encrypt, mppe_decrypt,
-                             mppe_request_flush, MPPE_OK, MPPE_ERR_NEED_RESET)
+                             mppe_request_flush, MPPE_OK, MPPE_ERR_NEED_RESET,
+                             MPPE_PROTO_MIN, MPPE_PROTO_MAX, MPPE_LOST_SYNC_RUN)
 from fastpptp._offload cimport mss_clamp_mtu
 from fastpptp._rxwin cimport (rx_out, rxw_params, rxpool_init, rxpool_release, rxw_init,
                               rxw_release, rxw_out_alloc, rxw_receive, rxw_fire, rxw_done,
@@ -65,7 +66,7 @@ import os
 from fastpptp import engine_args as _args
 from fastpptp._rxwin_ref import pool_frames
 from fastpptp import dataplane as _dp
-from fastpptp.dataplane import (COUNTER_NAMES, EV_MPPE_RESET_NEEDED, TOTAL_NAMES,
+from fastpptp.dataplane import (COUNTER_NAMES, EV_MPPE_LOST_SYNC, EV_MPPE_RESET_NEEDED, TOTAL_NAMES,
                                 EngineConfig, vnet_lengths)
 
 # The limits are declared twice (the .pxd enum for C, dataplane for Python and the reference
@@ -78,10 +79,14 @@ DEF_HEADROOM = HEADROOM
 cdef uint32_t EV_RESET = EV_MPPE_RESET_NEEDED    # from ppp/constants.py, via dataplane
 #: The value the compiled code queues (tests pin it to ppp.constants.EV_MPPE_RESET_NEEDED).
 COMPILED_EV_MPPE_RESET_NEEDED = EV_RESET
+cdef uint32_t EV_LOST_SYNC = EV_MPPE_LOST_SYNC   # stateless MPPE lost sync: the link closes
+COMPILED_EV_MPPE_LOST_SYNC = EV_LOST_SYNC
 #: False in a build with -DFASTPPTP_NO_RATE_LIMIT (the benchmark's baseline).
 RATE_LIMIT_COMPILED = bool(FP_RATE_LIMIT)
 if TXQ_HEADROOM != HEADROOM:
     raise ImportError("fastpptp/_txwin.pxd TXQ_HEADROOM differs from HEADROOM: rebuild")
+if MPPE_LOST_SYNC_RUN != _dp.MPPE_LOST_SYNC_RUN:
+    raise ImportError("fastpptp/_mppe.pxd MPPE_LOST_SYNC_RUN differs from fastpptp/dataplane.py: rebuild")
 if RLQ_SLOT != _dp.RLQ_SLOT:
     raise ImportError("fastpptp/_gre.pxd RLQ_SLOT differs from fastpptp/dataplane.py: rebuild")
 cdef double RL_EPS = 1e-6      # bytes: a deadline computed for a packet lets it pass
@@ -1147,8 +1152,28 @@ cdef class Engine:
             n = n - o - 2
             o = 0
             proto = ppp_proto(f, n, &o)
+            if not s.mppe_rx.stateful:
+                # Stateless keys cannot be reset: after >= 4096 losses the count wrapped and
+                # every frame decrypts to garbage.  A sane IP packet ends a run of non-data
+                # frames; MPPE_LOST_SYNC_RUN of them in a row raise EV_MPPE_LOST_SYNC, once.
+                m = n - o
+                if ((proto == 0x21 and m >= 20 and f[o] >> 4 == 4)
+                        or (proto == 0x57 and m >= 40 and f[o] >> 4 == 6)):
+                    s.mppe_rx.lost_run = 0
+                elif s.mppe_rx.lost_run < MPPE_LOST_SYNC_RUN:
+                    s.mppe_rx.lost_run += 1
+                    if s.mppe_rx.lost_run == MPPE_LOST_SYNC_RUN:
+                        self._queue_control(s, EV_LOST_SYNC, NULL, 0)
+                if s.mppe_rx.lost_run >= MPPE_LOST_SYNC_RUN:   # lost: all but sane IP is garbage
+                    s.c[C_DROP_MPPE] += 1
+                    return
             if proto < 0:
                 s.c[C_DROP_MALFORMED] += 1
+                return
+            # MPPE carries PPP protocols 0x0021..0x00FA only (never LCP/NCP/CCP): anything
+            # else is garbage from lost keys, never a control frame for the link.
+            if proto < MPPE_PROTO_MIN or proto > MPPE_PROTO_MAX:
+                s.c[C_DROP_MPPE] += 1
                 return
         elif (proto == 0x21 or proto == 0x57) and s.mppe_on:
             s.c[C_DROP_MPPE] += 1                 # MPPE is on: refuse plaintext data

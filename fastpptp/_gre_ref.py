@@ -55,7 +55,9 @@ Decapsulation (IPv4 datagram from the raw GRE socket):
     twice: a window moved away from the peer makes the keepalive fail.
  5. Delivery (in order, after the reorder buffer): PPP header parsed (FF 03 optional,
     protocol 1 or 2 bytes: RFC 1661 §2 validity), MPPE decrypted when on (plaintext data
-    is refused: ``drop_mppe``), IPv4/IPv6 -> TUN (``rx_packets``/``rx_bytes``), anything else
+    is refused: ``drop_mppe``; so is a decrypted inner protocol outside 0x0021..0x00FA, and
+    stateless, MPPE_LOST_SYNC_RUN non-IP frames in a row queue EV_MPPE_LOST_SYNC once and
+    drop everything but sane IP until one arrives), IPv4/IPv6 -> TUN (``rx_packets``/``rx_bytes``), anything else
     -> control queue (``rx_control``; ``queue_full_rx_control``) and the control eventfd.
     In ``decap_slab`` a packet no row can take is ``drop_no_room``, never ``rx_packets``.
 
@@ -86,8 +88,9 @@ from fastpptp import _rxwin_ref as _rxwin
 from fastpptp import _txwin_ref as _txwin
 from fastpptp import engine_args as _args
 from fastpptp.crypto import mppe as _mppe
-from fastpptp.dataplane import (COUNTER_NAMES, EV_MPPE_RESET_NEEDED, FRAME_SLACK, HEADROOM,
-                                MAX_TUN, RLQ_SLOT, TOTAL_NAMES, EngineConfig)
+from fastpptp.dataplane import (COUNTER_NAMES, EV_MPPE_LOST_SYNC, EV_MPPE_RESET_NEEDED,
+                                FRAME_SLACK, HEADROOM, MAX_TUN, MPPE_LOST_SYNC_RUN, RLQ_SLOT,
+                                TOTAL_NAMES, EngineConfig)
 from fastpptp.gre import GRE_PROTOCOL_PPP as GRE_PROTO_PPP
 from fastpptp.ppp.constants import Protocol
 
@@ -749,16 +752,37 @@ class Engine:
             if n - o < 3:
                 s.c["drop_malformed"] += 1
                 return
+            rx = s.mppe_rx
             try:
-                frame = s.mppe_rx.decrypt(bytes(frame[o:]))
+                frame = rx.decrypt(bytes(frame[o:]))
             except _mppe.MppeError as exc:
                 s.c["drop_mppe"] += 1
                 if isinstance(exc, _mppe.MppeNeedReset):   # stateful loss: CCP Reset-Request
                     self._queue_control(s, EV_MPPE_RESET_NEEDED, b"")
                 return
             proto, o = self._ppp_proto(frame, 0)
+            if not rx.stateful:
+                # Stateless keys cannot be reset: after >= 4096 losses the count wrapped and
+                # every frame decrypts to garbage.  A sane IP packet ends a run of non-data
+                # frames; MPPE_LOST_SYNC_RUN of them in a row raise EV_MPPE_LOST_SYNC, once.
+                m = len(frame) - o
+                if ((proto == PPP_IPV4 and m >= 20 and frame[o] >> 4 == 4)
+                        or (proto == PPP_IPV6 and m >= 40 and frame[o] >> 4 == 6)):
+                    rx.lost_run = 0
+                elif rx.lost_run < MPPE_LOST_SYNC_RUN:
+                    rx.lost_run += 1
+                    if rx.lost_run == MPPE_LOST_SYNC_RUN:
+                        self._queue_control(s, EV_MPPE_LOST_SYNC, b"")
+                if rx.lost_run >= MPPE_LOST_SYNC_RUN:     # lost: all but sane IP is garbage
+                    s.c["drop_mppe"] += 1
+                    return
             if proto is None:
                 s.c["drop_malformed"] += 1
+                return
+            # MPPE carries PPP protocols 0x0021..0x00FA only (never LCP/NCP/CCP): anything
+            # else is garbage from lost keys, never a control frame for the link.
+            if not _mppe.MPPE_PROTO_MIN <= proto <= _mppe.MPPE_PROTO_MAX:
+                s.c["drop_mppe"] += 1
                 return
         elif (proto == PPP_IPV4 or proto == PPP_IPV6) and s.mppe_rx is not None:
             s.c["drop_mppe"] += 1               # MPPE is on: refuse plaintext data

@@ -21,7 +21,7 @@ cdef enum:
     MPPE_ERR_TRUNCATED = -1        # fewer than 1 octet after the 2-octet MPPE header
     MPPE_ERR_NOT_ENCRYPTED = -2    # D bit clear (or C bit set: MPPC is not negotiated)
     MPPE_ERR_NOT_FLUSHED = -3      # stateless packet, or stateful flag packet, without A
-    MPPE_ERR_TOO_OLD = -4          # stateless: duplicate or behind (> 2048 counts ahead)
+    MPPE_ERR_TOO_OLD = -4          # stateless: the same count again (a duplicate)
     MPPE_ERR_NEED_RESET = -5       # stateful: loss detected now; send CCP Reset-Request
     MPPE_ERR_DISCARDING = -6       # stateful: still waiting for a flushed (A) packet
     MPPE_ERR_BAD_ARGS = -7         # mppe_init: bits not 40/56/128; state not initialised
@@ -33,6 +33,11 @@ cdef enum:
     MPPE_BIT_ENCRYPTED = 0x10      # D
     MPPE_CCOUNT_SPACE = 4096
     MPPE_MAX_KEY_LEN = 16
+    MPPE_PROTO_MIN = 0x21          # MPPE carries PPP protocols 0x0021..0x00FA only
+    MPPE_PROTO_MAX = 0xFA
+    # Stateless frames in a row whose decrypted inner protocol is not data before the
+    # engine raises EV_MPPE_LOST_SYNC (== fastpptp/dataplane.py MPPE_LOST_SYNC_RUN).
+    MPPE_LOST_SYNC_RUN = 32
 
 cdef struct rc4_state:
     uint8_t s[256]
@@ -56,6 +61,7 @@ cdef struct mppe_state:
     uint8_t discard                # decryptor, stateful: lost sync, waiting for A
     uint8_t initialized
     uint32_t rekeys                # statistics: number of rekeys done
+    uint32_t lost_run              # engine deliver path: non-data frames in a row (stateless)
     rc4_state rc4
 
 # SHA-1 (FIPS 180-4) and RC4, self-contained (no OpenSSL: RC4 is legacy-only there).

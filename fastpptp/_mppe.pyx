@@ -8,7 +8,8 @@ Per packet (all ``noexcept nogil``, no allocation):
   1. encrypt: count += 1; rekey if stateless, flag packet (count & 0xFF == 0xFF) or a CCP
      Reset-Request is pending, and then set A; header = A|D|count; RC4 the data in place.
   2. decrypt: sanity checks (D set, C clear, A where required) leave the state untouched;
-     stateless: rekey once per count advanced (1..2048 ahead, else MPPE_ERR_TOO_OLD);
+     stateless: rekey once per count advanced (1..4095 ahead: the GRE window has
+     dropped late frames, so far ahead is a loss; the same count is MPPE_ERR_TOO_OLD);
      stateful: gap -> discard state (MPPE_ERR_NEED_RESET once, then _DISCARDING) until an
      A packet resyncs (one rekey per missed flag packet); every A packet rekeys; then RC4.
 Rekey (RFC 3078 §7.3) = SHA-1(start | pad1 | session | pad2) -> interim, session =
@@ -576,7 +577,7 @@ cdef int mppe_decrypt(mppe_state* st, const uint8_t* hdr2, uint8_t* data,
         return MPPE_ERR_NOT_FLUSHED
     if not st.stateful:
         ahead = (<int>ccount - <int>st.ccount) & (MPPE_CCOUNT_SPACE - 1)
-        if ahead == 0 or ahead > MPPE_CCOUNT_SPACE // 2:
+        if ahead == 0:              # a duplicate; 1..4095 ahead is that many lost
             return MPPE_ERR_TOO_OLD
         while ahead > 0:            # RFC 3078 §8.1: one rekey per count
             _rekey(st)

@@ -14,10 +14,10 @@ import struct
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from .ppp.constants import EV_MPPE_RESET_NEEDED
+from .ppp.constants import EV_MPPE_LOST_SYNC, EV_MPPE_RESET_NEEDED
 
 __all__ = ["EngineConfig", "EngineUnavailable", "load_engine", "Engine", "vnet_lengths",  # noqa: F822 (__getattr__)
-           "EV_MPPE_RESET_NEEDED", "COUNTER_NAMES", "HEADROOM"]
+           "EV_MPPE_RESET_NEEDED", "EV_MPPE_LOST_SYNC", "COUNTER_NAMES", "HEADROOM"]
 
 # Engine events ride the control queue with pseudo-protocol numbers >= 0x10000; they are
 # defined once, in ppp/constants.py (the PPP link consumes them and may not import us).
@@ -50,6 +50,10 @@ TXQ_DEPTH = 64          # flow control: packets held per call while the peer's w
 TXQ_SLOT = 2048         # flow control: largest IP packet that can be held (larger: dropped)
 FRAME_SLACK = 32        # a GRE payload may exceed the MRU by the PPP/MPPE headers
 RLQ_SLOT = 2048         # rate limit: largest IP packet the hold queue takes (larger: policed)
+#: Stateless MPPE: decrypted frames in a row whose inner protocol is not data (outside
+#: 0x0021..0x00FA, or not a sane IP packet) before EV_MPPE_LOST_SYNC (_mppe.pxd has it too).
+#: A peer in sync sends IP in every encrypted frame; garbage passes as IP ~1 in 2000 frames.
+MPPE_LOST_SYNC_RUN = 32
 
 #: Rate limits (``set_rate_limit``, docs/DESIGN.md "Rate limits"): the automatic burst is
 #: RL_BURST_TIME seconds at the rate, at least RL_BURST_MIN bytes; the hold queue takes at

@@ -23,9 +23,17 @@ from RFC 3078 we follow Linux, since interop beats the RFC):
      session = RC4(interim)(interim), salted (40-bit: D1 26 9E, 56-bit: D1); RC4 re-keyed.
   3. Stateless (RFC 3078 §7.2/§8.1): the sender rekeys before *every* packet (including the
      first) and sets A.  The receiver rekeys once per coherency count it advances, so it
-     catches up over lost packets; a packet that is not 1..2048 counts ahead (mod 4096) is
-     late or a duplicate and is dropped without rekeying (Linux "discard late packet";
-     Linux lets a duplicate through and decrypts it with a spent RC4 stream, we drop it).
+     catches up over lost packets: any count 1..4095 ahead (mod 4096) is taken as that
+     many steps forward, i.e. up to 4095 packets lost (older Linux ppp_mppe.c does the
+     same).  The engine's GRE receive window delivers data frames in sequence order and
+     drops late and duplicate ones before MPPE sees them, so a count far ahead is a loss,
+     never a late packet; newer Linux takes counts > 2048 ahead as late and discards them,
+     which after a burst of 2048+ losses rejects every later packet (a stuck session).
+     Only the same count again (0 ahead) is dropped, without rekeying (MppeTooOld; Linux
+     lets it through and decrypts it with a spent RC4 stream).  After 4096 or more losses
+     the count has wrapped and the keys are out of step for good: the engine sees inner
+     protocols MPPE never carries (outside 0x0021..0x00FA) and, after a run of them,
+     raises EV_MPPE_LOST_SYNC so the PPP link closes (docs/DESIGN.md, "Engine API").
   4. Stateful (RFC 3078 §7.1/§8.2): RC4 runs on across packets.  The sender rekeys and
      sets A on the "flag" packet (count & 0xFF == 0xFF) and on the first packet after a
      CCP Reset-Request.  The receiver rekeys on every A packet.  RFC 3078 says an A packet
@@ -49,7 +57,7 @@ __all__ = [
     "MppeError", "MppeTruncated", "MppeNotEncrypted", "MppeNotFlushed", "MppeTooOld",
     "MppeNeedReset", "MppeDiscarding", "MppeEncryptor", "MppeDecryptor",
     "MPPE_BIT_FLUSHED", "MPPE_BIT_COMPRESSED", "MPPE_BIT_ENCRYPTED", "MPPE_OVERHEAD",
-    "CCOUNT_SPACE", "parse_header",
+    "CCOUNT_SPACE", "MAX_CATCH_UP", "MPPE_PROTO_MIN", "MPPE_PROTO_MAX", "parse_header",
 ]
 
 MPPE_BIT_FLUSHED = 0x80     # A
@@ -58,8 +66,13 @@ MPPE_BIT_ENCRYPTED = 0x10   # D
 MPPE_OVERHEAD = 2
 CCOUNT_SPACE = 4096
 _CCOUNT_MASK = CCOUNT_SPACE - 1
-# Stateless: how far ahead a packet may be and still be caught up with (Linux: half space).
-MAX_CATCH_UP = CCOUNT_SPACE // 2
+# Stateless: how far ahead a packet may be and still be caught up with: the whole space
+# but the current count (item 3 of the module doc; older Linux ppp_mppe.c).
+MAX_CATCH_UP = CCOUNT_SPACE - 1
+# RFC 3078 §1 / Linux ppp_generic: MPPE carries only PPP protocols 0x0021..0x00FA (network
+# data, never LCP/NCP/CCP); a decrypted inner protocol outside them means lost keys.
+MPPE_PROTO_MIN = 0x0021
+MPPE_PROTO_MAX = 0x00FA
 
 
 # --- errors (codes equal the MPPE_ERR_* constants of _mppe.pxd) ----------------------------
@@ -90,7 +103,7 @@ class MppeNotFlushed(MppeError):
 
 
 class MppeTooOld(MppeError):
-    """Stateless: coherency count not 1..2048 ahead of the last one (late or duplicate)."""
+    """Stateless: the same coherency count as the last one (a duplicate)."""
 
     code = -4
 
@@ -181,6 +194,9 @@ class MppeDecryptor(_MppeKeys):
     def __init__(self, start_key: bytes, bits: int, stateful: bool) -> None:
         super().__init__(start_key, bits, stateful)
         self.discard = False
+        # Kept by the engine's deliver path, not here: stateless frames in a row whose
+        # decrypted inner protocol was not data (the compiled twin: mppe_state.lost_run).
+        self.lost_run = 0
 
     def decrypt(self, pkt: bytes) -> bytes:
         if len(pkt) < MPPE_OVERHEAD + 1:
@@ -194,7 +210,7 @@ class MppeDecryptor(_MppeKeys):
             raise MppeNotFlushed(f"coherency count {ccount} without the flushed bit")
         if not self.stateful:
             ahead = (ccount - self.ccount) & _CCOUNT_MASK
-            if ahead == 0 or ahead > MAX_CATCH_UP:
+            if ahead == 0:      # a duplicate; 1..MAX_CATCH_UP ahead is that many lost
                 raise MppeTooOld(f"coherency count {ccount}, expected after {self.ccount}")
             # RFC 3078 §8.1: one rekey per count, catching up over lost packets.
             for _ in range(ahead):

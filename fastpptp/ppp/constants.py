@@ -31,6 +31,10 @@ class Protocol(enum.IntEnum):
 ENGINE_EVENT_BASE = 0x10000
 #: Stateful MPPE lost sync (coherency count gap): the link sends CCP Reset-Request.
 EV_MPPE_RESET_NEEDED = 0x10001
+#: Stateless MPPE lost sync for good: a run of decrypted frames whose inner protocol MPPE
+#: never carries (the peer's count wrapped past ours: >= 4096 packets lost).  Raised once
+#: per run; the link closes (no CCP reset exists for stateless keys).
+EV_MPPE_LOST_SYNC = 0x10002
 
 
 class AuthMethod(enum.Enum):

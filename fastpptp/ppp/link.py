@@ -24,6 +24,8 @@ One :class:`PPPLink` per PPTP call, sans-I/O like its parts (docs/DESIGN.md "PPP
    :class:`NetworkUp`.  MPPE required but not agreed -- CCP refused or failed, or the
    authentication was not MS-CHAP -- closes the link: ``LinkDown("MPPE required but not
    negotiated")``.  CCP or IPv6CP when disabled are Protocol-Rejected, as pppd does.
+   Stateless MPPE that lost sync for good (the engine's EV_MPPE_LOST_SYNC, after >= 4096
+   packets lost) closes the link too: ``LinkDown(MPPE_LOST_SYNC)``.
 4. Terminate (§3.7): ``close()`` or the peer's Terminate-Request; LCP finishing gives one
    :class:`LinkDown` with the first reason recorded (auth failure, echo failure, MPPE...).
 
@@ -51,7 +53,7 @@ from .auth.chap import ChapAuthenticator, ChapPeer, ChapResult
 from .auth.pap import PapAuthenticator, PapPeer
 from .auth.policy import MS_CHAP_METHODS, AuthPolicy
 from .ccp import CCP, CcpConfig, CcpResult, MppeFailed, ResetRequested
-from .constants import EV_MPPE_RESET_NEEDED, AuthMethod, Protocol
+from .constants import EV_MPPE_LOST_SYNC, EV_MPPE_RESET_NEEDED, AuthMethod, Protocol
 from .fsm import ThisLayerDown, ThisLayerFinished, ThisLayerUp
 from .ipcp import IPCP, IpcpConfig, IpcpResult
 from .ipv6cp import IPV6CP, Ipv6cpConfig, Ipv6cpResult
@@ -61,13 +63,16 @@ __all__ = [
     "PPPLink", "LinkConfig", "Phase", "LinkEvent", "LcpOpened", "VerifyPeer", "Authenticated",
     "AuthenticationFailed",
     "MppeUp", "MppeReset", "NetworkUp", "NetworkDown", "LinkDown", "EV_MPPE_RESET_NEEDED",
-    "NO_PEER_ADDRESS",
-    "MPPE_NOT_NEGOTIATED",
+    "EV_MPPE_LOST_SYNC", "NO_PEER_ADDRESS",
+    "MPPE_NOT_NEGOTIATED", "MPPE_LOST_SYNC",
 ]
 
 log = logging.getLogger(__name__)
 
 MPPE_NOT_NEGOTIATED = "MPPE required but not negotiated"
+#: the down reason after the engine's EV_MPPE_LOST_SYNC: the stateless receive keys are out
+#: of step for good (the peer's coherency count wrapped past ours) and cannot be reset
+MPPE_LOST_SYNC = "MPPE lost synchronisation (stateless, >= 4096 packets lost)"
 #: the down reason of a server link with no address for its peer (pool exhausted): the owner
 #: tells the PNS with a resource error (RFC 2637 §2.13/§2.16: General Error, No-Resource)
 NO_PEER_ADDRESS = "no IP address available for the peer"
@@ -389,12 +394,19 @@ class PPPLink:
         self._pump(now)
 
     def engine_event(self, event: int, now: float) -> None:
-        """An engine pseudo-frame (>= 0x10000), e.g. EV_MPPE_RESET_NEEDED."""
+        """An engine pseudo-frame (>= 0x10000): EV_MPPE_RESET_NEEDED (stateful MPPE lost a
+        packet: CCP Reset-Request) or EV_MPPE_LOST_SYNC (stateless MPPE keys out of step for
+        good: the link closes, as pppd does after too many MPPE errors; a session that
+        carries nothing must not stay up on unencrypted LCP echoes)."""
         if event == EV_MPPE_RESET_NEEDED:
             if self.ccp is not None and self.mppe is not None:
                 self.ccp.send_reset_request(now)
             else:
                 self.counters["reset_needed_ignored"] += 1
+        elif event == EV_MPPE_LOST_SYNC:
+            self.counters["mppe_lost_sync"] += 1
+            if self.mppe is not None and self.phase not in (Phase.TERMINATE, Phase.DEAD):
+                self._fatal(MPPE_LOST_SYNC, now)
         else:
             self.counters["unknown_engine_event"] += 1
         self._pump(now)

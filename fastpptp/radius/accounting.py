@@ -215,6 +215,8 @@ TERMINATE_CAUSES: tuple[tuple[str, AcctTerminateCause], ...] = (
     ("authentication failed", AcctTerminateCause.USER_ERROR),
     ("failed to authenticate", AcctTerminateCause.USER_ERROR),
     ("loopback detected", AcctTerminateCause.PORT_ERROR),
+    # stateless MPPE keys out of step for good (ppp/link.py MPPE_LOST_SYNC): no data flows
+    ("mppe lost synchronisation", AcctTerminateCause.LOST_CARRIER),
     ("mppe", AcctTerminateCause.SERVICE_UNAVAILABLE),             # required but not negotiated
     ("rejected by peer", AcctTerminateCause.SERVICE_UNAVAILABLE),
     ("code-rejected", AcctTerminateCause.SERVICE_UNAVAILABLE),

@@ -141,7 +141,7 @@ def test_stateless_every_packet_flushed_and_rekeyed(impl):
     assert len(keys) == 10 and enc.rekeys == 10
 
 
-@pytest.mark.parametrize("skip", [1, 2, 255, 256, 1000, 2047])
+@pytest.mark.parametrize("skip", [1, 2, 255, 256, 1000, 2047, 2048, 3000, 4094])
 def test_stateless_catch_up_over_loss(impl, skip):
     enc, dec = impl.pair()
     assert dec.decrypt(enc.encrypt(IP + b"first")) == IP + b"first"
@@ -153,36 +153,69 @@ def test_stateless_catch_up_over_loss(impl, skip):
     assert dec.ccount == enc.ccount
 
 
-def test_stateless_exactly_2048_ahead_is_accepted(impl):
+def test_stateless_exactly_4095_ahead_is_accepted(impl):
     enc, dec = impl.pair()
-    for _ in range(2047):
+    for _ in range(4094):
         enc.encrypt(IP)
-    pkt = enc.encrypt(IP + b"far")   # ccount 2047, decryptor at 4095: 2048 ahead
+    pkt = enc.encrypt(IP + b"far")   # ccount 4094, decryptor at 4095: 4095 ahead
     assert dec.decrypt(pkt) == IP + b"far"
+    assert dec.rekeys == 4095 and dec.ccount == 4094
 
 
-def test_stateless_late_and_duplicate_dropped_without_rekey(impl):
+def test_stateless_duplicate_dropped_without_rekey(impl):
     enc, dec = impl.pair()
     pkts = [enc.encrypt(IP + bytes([i])) for i in range(5)]
     assert dec.decrypt(pkts[0]) == IP + b"\x00"
     assert dec.decrypt(pkts[2]) == IP + b"\x02"
     rekeys, ccount = dec.rekeys, dec.ccount
-    for late in (pkts[1], pkts[2], pkts[0]):          # behind, duplicate, behind
+    for _ in range(2):                                # the same count again
         with pytest.raises(MppeTooOld):
-            dec.decrypt(late)
+            dec.decrypt(pkts[2])
     assert (dec.rekeys, dec.ccount) == (rekeys, ccount)
     assert dec.decrypt(pkts[3]) == IP + b"\x03"
 
 
-def test_stateless_more_than_2048_ahead_dropped(impl):
+def test_stateless_behind_is_taken_as_a_wrap(impl):
+    """A count behind ours is, mod 4096, far ahead: taken as a loss (4095 rekeys), never
+    as a late packet.  The engine's GRE window drops late frames before MPPE sees them."""
+    enc, dec = impl.pair()
+    pkts = [enc.encrypt(IP + bytes([i])) for i in range(3)]
+    assert dec.decrypt(pkts[1]) == IP + b"\x01"
+    rekeys = dec.rekeys
+    assert dec.decrypt(pkts[0]) != IP + b"\x00"      # 4095 ahead: keys moved on
+    assert dec.rekeys - rekeys == 4095 and dec.ccount == 0
+
+
+@pytest.mark.parametrize("lost", [2048, 2049, 3000, 4094])
+def test_stateless_loss_of_2048_to_4095_recovers(impl, lost):
+    """The UDP-flood defect: 2048+ packets lost in a row used to leave every later packet
+    "too old" (a stuck session).  The GRE window has dropped late frames before MPPE, so
+    a count 2049..4095 ahead is a loss: one rekey per step, then delivery resumes (4094
+    lost: the next packet is 4095 ahead, the most there is)."""
     enc, dec = impl.pair()
     assert dec.decrypt(enc.encrypt(IP)) == IP        # decryptor at 0
-    for _ in range(2048):
-        enc.encrypt(IP)
-    far = enc.encrypt(IP + b"far")                   # ccount 2049: "2047 behind"
+    for _ in range(lost):
+        enc.encrypt(IP + b"lost")
+    rekeys = dec.rekeys
+    for i in range(5):
+        data = IP + b"after" + bytes([i])
+        assert dec.decrypt(enc.encrypt(data)) == data
+    assert dec.rekeys - rekeys == lost + 5
+    assert dec.ccount == enc.ccount
+
+
+def test_stateless_loss_of_4096_is_a_duplicate_count_then_garbage(impl):
+    """4096 lost: the next packet carries the count we hold (dropped as too old, no rekey);
+    the keys are now one generation behind for good, and what follows decrypts to garbage
+    (the engine turns that into EV_MPPE_LOST_SYNC: test_mppe_lost_sync.py)."""
+    enc, dec = impl.pair()
+    assert dec.decrypt(enc.encrypt(IP)) == IP        # decryptor at 0
+    for _ in range(4095):
+        enc.encrypt(IP + b"lost")
     with pytest.raises(MppeTooOld):
-        dec.decrypt(far)
+        dec.decrypt(enc.encrypt(IP + b"same count"))
     assert dec.rekeys == 1 and dec.ccount == 0
+    assert dec.decrypt(enc.encrypt(IP + b"next")) != IP + b"next"
 
 
 def test_stateless_wraps_at_4096(impl):

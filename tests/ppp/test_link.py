@@ -13,10 +13,11 @@ from fastpptp.ppp.ipcp import IpcpConfig
 from fastpptp.ppp.ipv6cp import Ipv6cpConfig
 from fastpptp.ppp.lcp import LcpConfig
 from fastpptp.ppp.link import (
-    EV_MPPE_RESET_NEEDED, MPPE_NOT_NEGOTIATED, AuthenticationFailed, Authenticated, LinkConfig,
-    LinkDown, MppeReset, MppeUp, NetworkDown, NetworkUp, Phase, PPPLink,
+    EV_MPPE_LOST_SYNC, EV_MPPE_RESET_NEEDED, MPPE_LOST_SYNC, MPPE_NOT_NEGOTIATED,
+    AuthenticationFailed, Authenticated, LinkConfig, LinkDown, MppeReset, MppeUp, NetworkDown, NetworkUp, Phase, PPPLink,
 )
 from fastpptp.ppp.packet import Option, Packet
+from fastpptp.radius.accounting import AcctTerminateCause, terminate_cause
 
 SERVER_IP, CLIENT_IP = "198.51.100.1", "198.51.100.2"
 USERS = {"fastpptp": "fastpptp-secret"}
@@ -254,6 +255,57 @@ def test_ccp_reset_request_both_ways():
     assert sent[-1][0] == Code.RESET_REQUEST
     acks = [p for src, proto, p in w.log if src is s and proto == Protocol.CCP]
     assert acks[-1][0] == Code.RESET_ACK
+
+
+# EV_MPPE_LOST_SYNC (the engine: stateless MPPE keys out of step for good, >= 4096 packets
+# lost) ends the link cleanly: LCP Terminate, LinkDown with the reason, the peer told.
+def test_lost_sync_terminates_the_link_with_its_reason():
+    s, c = server_link(), client_link()
+    w = connect(s, c)
+    assert s.phase is Phase.NETWORK and c.mppe is not None
+    c.engine_event(EV_MPPE_LOST_SYNC, w.now)
+    assert c.counters["mppe_lost_sync"] == 1
+    assert c.down_reason == MPPE_LOST_SYNC
+    w.run()
+    terms = [p for src, proto, p in w.log if src is c and proto == Protocol.LCP
+             and p[0] == Code.TERMINATE_REQUEST]
+    assert terms and MPPE_LOST_SYNC.encode() in terms[0]
+    assert w.of(c, NetworkDown) and w.of(s, NetworkDown)
+    # a second event (the engine raises one per run) changes nothing
+    c.engine_event(EV_MPPE_LOST_SYNC, w.now)
+    w.advance(3.1)
+    (cd,) = w.of(c, LinkDown)
+    assert cd.reason == MPPE_LOST_SYNC
+    (sd,) = w.of(s, LinkDown)
+    assert MPPE_LOST_SYNC in sd.reason           # "peer terminated: ..." with our text
+    assert s.phase is Phase.DEAD and c.phase is Phase.DEAD
+    assert c.counters["mppe_lost_sync"] == 2
+
+
+def test_lost_sync_on_the_server_side_too():
+    s, c = server_link(), client_link()
+    w = connect(s, c)
+    s.engine_event(EV_MPPE_LOST_SYNC, w.now)
+    w.advance(3.1)
+    (sd,) = w.of(s, LinkDown)
+    assert sd.reason == MPPE_LOST_SYNC
+
+
+def test_lost_sync_without_mppe_is_only_counted():
+    pol = AuthPolicy.from_options("noauth nomppe")
+    c = PPPLink(LinkConfig(lcp=LcpConfig(echo_interval=0), policy=pol), "client", None,
+                random.Random(3))
+    c.lower_up(0.0)
+    c.engine_event(EV_MPPE_LOST_SYNC, 0.0)
+    assert c.counters["mppe_lost_sync"] == 1 and c.down_reason is None
+    assert c.phase is Phase.ESTABLISH
+
+
+def test_accounting_calls_it_a_lost_carrier():
+    """RFC 2866 §5.10: the tunnel stopped carrying data, as with unanswered echoes."""
+    assert terminate_cause(MPPE_LOST_SYNC) is AcctTerminateCause.LOST_CARRIER
+    assert terminate_cause(f"peer cleared the call; PPP: {MPPE_LOST_SYNC}") \
+        is AcctTerminateCause.LOST_CARRIER
 
 
 def test_client_close_terminates_both():
