@@ -85,6 +85,7 @@ TEARDOWN_REASONS: tuple[tuple[str, str], ...] = (
     ("not responding", "echo_timeout"),                    # LCP Echo-Requests unanswered
     ("loopback detected", "loopback"),
     ("peer terminated", "peer_terminate"),                 # LCP Terminate-Request from the peer
+    ("mppe lost synchronisation", "mppe_lost_sync"),       # stateless MPPE, >= 4096 lost
     ("mppe", "negotiation_failed"),
     ("rejected by peer", "negotiation_failed"),
     ("code-rejected", "negotiation_failed"),

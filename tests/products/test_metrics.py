@@ -115,6 +115,7 @@ def exposition(snap: MetricsSnapshot) -> str:
     ("peer terminated: User request", False, "peer_terminate"),
     ("control connection closed; PPP: peer terminated", False, "peer_terminate"),
     ("MPPE required but not negotiated", False, "negotiation_failed"),
+    ("MPPE lost synchronisation (stateless, >= 4096 packets lost)", False, "mppe_lost_sync"),
     ("IPCP protocol rejected by peer", False, "negotiation_failed"),
     ("internal error", False, "error"),
     ("peer cleared the call (Call-Clear-Request)", False, "peer_call_clear"),
