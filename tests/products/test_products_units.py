@@ -94,7 +94,7 @@ def test_failure_kinds_are_pppds_exit_codes():
     from fastpptp.client import FailureKind as K
     # pppd(8) EXIT STATUS / pppd.h EXIT_*
     assert {k.name: k.exit_status for k in K} == {
-        "CONNECT_FAILED": 8, "NEGOTIATION_FAILED": 10, "PEER_AUTH_FAILED": 11, "PEER_DEAD": 15,
+        "FATAL_ERROR": 1, "CONNECT_FAILED": 8, "NEGOTIATION_FAILED": 10, "PEER_AUTH_FAILED": 11, "PEER_DEAD": 15,
         "HANGUP": 16, "AUTH_TOPEER_FAILED": 19}
 
 
