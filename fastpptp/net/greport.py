@@ -215,7 +215,7 @@ def open_gre_io(mode: str = "auto", *, local: str | None = None, peer: str | Non
 def _open_gre_io(mode: str, local: str | None, peer: str | None, batch: int,
                  tracker_factory: Callable[[Any], Any] | None, rcvbuf: int, sndbuf: int,
                  logger: logging.Logger) -> GreIo:
-    from .._greport import RawPort
+    from .._greport import RawPort  # type: ignore[import-not-found]  # compiled (Cython)
     if mode not in GRE_IO_MODES:
         raise GreIoError(f"--gre-io {mode!r}: not one of {', '.join(GRE_IO_MODES)}")
     raw = rawgre.open_gre_socket(None if _is_any(local) else local, rcvbuf=rcvbuf, sndbuf=sndbuf)
