@@ -74,7 +74,7 @@ def still_the_same_session(lab, p, up, before: dict) -> dict:
     same call (same call ID, same tunnel address) -- not a reconnect."""
     assert p.poll() is None, lab.log("client0.log")[-2000:]
     assert len(lab.ups(up)) == 1, lab.ups(up)
-    [now] = lab.status()["sessions"]
+    [now] = [x for x in lab.status()["sessions"] if x["peer"] == before["peer"]]
     assert (now["call_id"], now["remote_ip"], now["peer"]) == \
         (before["call_id"], before["remote_ip"], before["peer"])
     return now
@@ -136,3 +136,60 @@ def raw_gre_drops(ns: str) -> int:
         if len(f) > 12 and f[1].endswith(":002F"):
             total += int(f[-1])
     return total
+
+
+def second_client_comes_up(lab, timeout: float = 30) -> float:
+    """A new legitimate client (client 1, 192.0.2.11) connects while the flood runs: seconds
+    until it is up."""
+    t0 = time.monotonic()
+    p1, up1 = lab.start_client(1, "user1", "pass1")
+    wait_until(lambda: lab.ups(up1), timeout, "client 1 up during the flood", p1)
+    return time.monotonic() - t0
+
+
+def test_syn_and_half_open_flood(lab, session):
+    """Spoofed SYNs to 1723 (half-open: the SYN-ACKs go to hosts that do not exist) and, at the
+    same time, 100 TCP connections from the attacker that never send a byte: the live session
+    keeps its goodput, and a new client still gets in."""
+    p, up, s = session
+    cns = lab.clients[0]
+    base, base_runs = median_goodput(lab, cns, 5201)
+    secs = ROUNDS * (RUN_S + 1) + 12
+    syn = flood(lab, "syn", "--spoof", SPOOF, seconds=secs)
+    idle = flood(lab, "idle", "--source", "192.0.2.19", "--connections", "100", seconds=secs)
+    time.sleep(2)
+    flooded, flood_runs = median_goodput(lab, cns, 5201)
+    took = second_client_comes_up(lab)
+    r_syn, r_idle = flood_result(lab, syn, "syn", 60), flood_result(lab, idle, "idle", 60)
+    ratio = flooded / base
+    print(f"SYN flood: {r_syn['sent']} SYNs at {r_syn['pps']}/s; idle connections: {r_idle}; "
+          f"goodput {base:.1f} -> {flooded:.1f} Mbit/s (ratio {ratio:.2f}; runs {base_runs} -> "
+          f"{flood_runs}); a new client came up in {took:.1f} s")
+    assert r_syn["sent"] > 10_000 and r_idle["opened"] == 100
+    assert ratio >= MIN_RATIO, (base_runs, flood_runs)
+    still_the_same_session(lab, p, up, s)
+    # the new client got in by taking an idle connection's slot (admission.idle_victim)
+    assert "closed at the connection limit: no call" in lab.log("server.log")
+
+
+def test_slow_loris(lab, session):
+    """100 control connections that send a valid Start-Control-Connection-Request one octet
+    every 2 s: the live session keeps its goodput, a new client still gets in, and the PAC's
+    wait for the request (RFC 2637 §2.1; ControlConfig.setup_timeout, 30 s) reaps every one."""
+    p, up, s = session
+    cns = lab.clients[0]
+    base, base_runs = median_goodput(lab, cns, 5201)
+    loris = flood(lab, "loris", "--source", "192.0.2.19", "--connections", "100",
+                  "--interval", "2", seconds=36)
+    time.sleep(3)
+    flooded, flood_runs = median_goodput(lab, cns, 5201)
+    took = second_client_comes_up(lab)
+    res = flood_result(lab, loris, "loris", 60)
+    ratio = flooded / base
+    print(f"slow-loris: {res}; goodput {base:.1f} -> {flooded:.1f} Mbit/s (ratio {ratio:.2f}; "
+          f"runs {base_runs} -> {flood_runs}); a new client came up in {took:.1f} s")
+    assert ratio >= MIN_RATIO, (base_runs, flood_runs)
+    still_the_same_session(lab, p, up, s)
+    assert res["opened"] == 100 and res["still_open"] == 0, res
+    assert "closed at the connection limit: no call" in lab.log("server.log")
+    assert res["closed_after_s"]["max"] <= 30 + 3, res       # reaped by the 30 s wait
