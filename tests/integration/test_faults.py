@@ -172,3 +172,24 @@ def test_client_address_change_is_a_new_peer(lab):
     log = lab.log("server.log")
     assert "peer 192.0.2.10: down" in log, log[-3000:]
     assert len(lab.ups(up)) >= 2
+
+
+def test_server_address_removed_and_restored(lab):
+    """The server's own address goes away for 5 s (ifdown/ifup, a DHCP renumbering that
+    comes back): the live session dies by LCP echo like any path loss, but the running
+    server's listener and GRE socket (bound to ``listen 192.0.2.1``) work again once the
+    address is back -- the persist client reconnects to the same process, no restart."""
+    lab.start_server()
+    p, up = lab.start_client(0, "user0", "pass0", *PERSIST)
+    wait_until(lambda: lab.ups(up), 60, "client up", p)
+    [before] = lab.status()["sessions"]
+    run_in(lab.sns, ["ip", "addr", "del", "192.0.2.1/24", "dev", "fpbr"])
+    time.sleep(5)
+    run_in(lab.sns, ["ip", "addr", "add", "192.0.2.1/24", "dev", "fpbr"])
+    t_back = time.monotonic()
+    wait_until(lambda: len(lab.ups(up)) >= 2, 45, "persist client up again", p)
+    print(f"server address back: client up again after {time.monotonic() - t_back:.1f} s")
+    assert lab.server.poll() is None                      # the same server process
+    [again] = lab.status()["sessions"]
+    assert again["call_id"] != before["call_id"]
+    assert ping(lab.clients[0], TUN_SERVER, count=2, interval=0.2)
