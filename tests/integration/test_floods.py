@@ -162,6 +162,11 @@ def test_syn_and_half_open_flood(lab, session):
     took = second_client_comes_up(lab)
     r_syn, r_idle = flood_result(lab, syn, "syn", 60), flood_result(lab, idle, "idle", 60)
     ratio = flooded / base
+    text = run_in(lab.sns, ["cat", "/proc/net/netstat"]).stdout
+    rows = [ln.split() for ln in text.splitlines() if ln.startswith("TcpExt:")]
+    tcp = dict(zip(rows[0][1:], rows[1][1:], strict=False))
+    print("server TcpExt: " + ", ".join(f"{k} {tcp.get(k)}" for k in (
+        "SyncookiesSent", "TCPReqQFullDoCookies", "TCPReqQFullDrop", "ListenOverflows", "ListenDrops")))
     print(f"SYN flood: {r_syn['sent']} SYNs at {r_syn['pps']}/s; idle connections: {r_idle}; "
           f"goodput {base:.1f} -> {flooded:.1f} Mbit/s (ratio {ratio:.2f}; runs {base_runs} -> "
           f"{flood_runs}); a new client came up in {took:.1f} s")
