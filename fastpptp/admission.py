@@ -13,6 +13,14 @@ refuses; a refused attempt is not recorded, so it does not push its own source f
 3. ``rate_limit`` admitted connections per source in the last ``rate_window`` seconds --
    :attr:`Refusal.RATE_LIMITED`.
 
+At the connection limit the owner may make room (:func:`idle_victim`): a connection with no
+call that has held its slot for ``IDLE_EVICT_AFTER`` seconds -- the oldest of the source that
+holds the most such -- is closed for the newcomer.  Otherwise idle TCP connections and
+slow-loris ones (a Start-Control-Connection-Request one octet at a time) from one host would
+keep every login out for the PAC's whole 30 s wait, again and again (issue 10); a client
+places its call within a round trip or two of connecting, so the grace spares one that is
+only slow, and taking from the biggest holder first spares the one-connection clients.
+
 A successful login does not forgive failures: whoever holds one valid account could otherwise
 interleave a guess at another account with each good login.
 
@@ -28,9 +36,17 @@ from __future__ import annotations
 import enum
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import TypeAlias
+from collections.abc import Iterable
+from typing import TypeAlias, TypeVar
 
-__all__ = ["Admission", "AdmissionLimits", "Admit", "Decision", "Refusal", "Refuse", "SlidingWindow"]
+__all__ = ["IDLE_EVICT_AFTER", "Admission", "AdmissionLimits", "Admit", "Decision", "Refusal", "Refuse",
+           "SlidingWindow", "idle_victim"]
+
+T = TypeVar("T")
+
+#: seconds a control connection without a call keeps its slot before it may be closed to admit
+#: another at the connection limit (module doc)
+IDLE_EVICT_AFTER = 2.0
 
 
 class Refusal(enum.Enum):
@@ -204,3 +220,20 @@ class Admission:
         if self._failures.count(source, now) >= self.limits.max_auth_failures:
             return Refuse(Refusal.LOCKED_OUT, self._failures.retry_after(source, now))
         return Admit()
+
+
+def idle_victim(candidates: Iterable[tuple[str, float, T]], now: float,
+                min_age: float = IDLE_EVICT_AFTER) -> T | None:
+    """The connection to close to admit a new one at the connection limit, or None.
+
+    ``candidates``: ``(source, admitted_at, key)`` of the admitted connections that carry no
+    call.  Of those admitted at least ``min_age`` seconds before ``now``: the source holding
+    the most (ties: the one whose oldest is older), and its oldest connection."""
+    by_source: dict[str, list[tuple[float, T]]] = {}
+    for source, since, key in candidates:
+        if now - since >= min_age:
+            by_source.setdefault(source, []).append((since, key))
+    if not by_source:
+        return None
+    held = max(by_source.values(), key=lambda v: (len(v), -min(t for t, _ in v)))
+    return min(held, key=lambda tk: tk[0])[1]

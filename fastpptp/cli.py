@@ -518,6 +518,12 @@ def _add_sessions_bench_args(b: argparse.ArgumentParser) -> None:
     g.add_argument("--setup-timeout", type=float, default=60.0, help="seconds a session has to come up")
     g.add_argument("--plot", metavar="FILE.png", help="chart: sessions up over time, throughput (matplotlib)")
     g.add_argument("--quiet", action="store_true", help="no progress lines")
+    g.add_argument("--churn", type=int, default=0, metavar="N",
+                   help="connect/disconnect N sessions in all, CLIENTS at a time (no traffic)")
+    g.add_argument("--hold", type=float, default=0.0, metavar="S", help="churn: seconds each session stays up")
+    g.add_argument("--unclean", type=float, default=0.0, metavar="SHARE",
+                   help="churn: share ending without a goodbye (killed / TCP reset / GRE just stopping)")
+    g.add_argument("--churn-limit", type=float, default=3600.0, metavar="S", help="churn: wall-clock bound")
     g.add_argument("--impl", choices=("compiled", "reference"), default="compiled", help=argparse.SUPPRESS)
 
 
@@ -534,7 +540,8 @@ def _sessions_bench(p: argparse.ArgumentParser, args: argparse.Namespace) -> int
                      add_addresses=args.add_addresses, user_template=args.user_template,
                      password_template=args.password_template, first_index=args.first_index,
                      port=args.port, setup_timeout=args.setup_timeout, impl=args.impl,
-                     progress=not args.quiet)
+                     progress=not args.quiet, churn=args.churn, hold=args.hold, unclean=args.unclean,
+                     churn_limit=args.churn_limit)
     return run_sessions_bench(cfg, json_out=args.json, plot=args.plot)
 
 

@@ -362,6 +362,9 @@ class Client:
                 raise AttemptFailed(f"cannot connect to {server_ip}:{cfg.port}: {exc}",
                                     FailureKind.CONNECT_FAILED) from exc
             streams.append(stream)
+            if conn.closed:     # the server closed it before we spoke (e.g. admission refused us)
+                raise AttemptFailed(f"{server_ip}:{cfg.port} closed the control connection at once",
+                                    FailureKind.CONNECT_FAILED)
             conn.start(now=loop.time())
             stream.pump()
             stop_task = asyncio.ensure_future(self._stop.wait())

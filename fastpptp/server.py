@@ -62,7 +62,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .admission import Admission, AdmissionLimits, Admit
+from .admission import Admission, AdmissionLimits, Admit, Refusal, idle_victim
 from .aio.dae import DaeListener
 from .aio.accounting import Accountant
 from .aio.driver import ControlStream
@@ -194,6 +194,7 @@ class Server:
         self.sessions: dict[int, CallSession] = {}
         self._calls_of: dict[ControlStream, set[int]] = {}
         self._streams: set[ControlStream] = set()
+        self._admitted_at: dict[ControlStream, float] = {}     # for _evict_idle
         # a control connection may live without a call (or before one): room for twice the
         # sessions, and never fewer than 8
         self.admission = Admission(AdmissionLimits(
@@ -415,7 +416,11 @@ class Server:
         if self._stopping:
             stream.close()
             return
-        decision = self.admission.connect(peer, asyncio.get_running_loop().time())
+        now = asyncio.get_running_loop().time()
+        decision = self.admission.connect(peer, now)
+        if (not isinstance(decision, Admit) and decision.reason is Refusal.CONNECTIONS
+                and self._evict_idle(now)):
+            decision = self.admission.connect(peer, now)
         if not isinstance(decision, Admit):
             retry = "" if decision.retry_after is None else f", retry in {decision.retry_after:.0f} s"
             log.warning("control connection from %s refused: %s%s", peer, decision.reason.value, retry)
@@ -424,10 +429,31 @@ class Server:
             return
         self._streams.add(stream)
         self._calls_of[stream] = set()
+        self._admitted_at[stream] = now
         if self._gre is not None:
             self._gre.peer_up(peer)            # its GRE comes from the control connection's peer
         stream.conn.source = peer              # its call IDs' quarantine counts against it
         log.info("control connection from %s", peer)
+
+    def _evict_idle(self, now: float) -> bool:
+        """At the connection limit, close the connection without a call that
+        admission.idle_victim picks (silent or slow-loris connections would otherwise keep
+        every login out for the whole Start-Control-Connection-Request wait); its slot is
+        free at once.  Counted as admission refusal ``idle_evicted``."""
+        victim = idle_victim(((_source(s), t, s) for s, t in self._admitted_at.items()
+                              if s in self._streams and not self._calls_of.get(s)), now)
+        if victim is None:
+            return False
+        log.warning("control connection from %s closed at the connection limit: no call after %.0f s",
+                    _source(victim), now - self._admitted_at[victim])
+        self.stats.admission_refusals["idle_evicted"] += 1
+        self._streams.discard(victim)                  # _control_lost must not count it again
+        self._admitted_at.pop(victim, None)
+        self.admission.disconnect(_source(victim))
+        if self._gre is not None:
+            self._gre.peer_down(_source(victim))
+        victim.close()
+        return True
 
     def _control_event(self, stream: ControlStream, ev: Event) -> None:
         peer = stream.peername[0] if stream.peername else "?"
@@ -487,6 +513,7 @@ class Server:
             log.debug("control %s: %s", peer, ev)
 
     def _control_lost(self, stream: ControlStream, exc: Exception | None) -> None:
+        self._admitted_at.pop(stream, None)
         if stream in self._streams:           # admitted: it counted as open
             self._streams.discard(stream)
             self.admission.disconnect(_source(stream))

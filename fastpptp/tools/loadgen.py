@@ -33,6 +33,16 @@ Flow:
    summary (text, or ``--json``), and ``--plot FILE.png`` (matplotlib, the optional ``plot``
    dependency group, imported only then).
 
+5. Churn (``--churn N``): instead of one session per client, the clients connect and
+   disconnect over and over until N sessions in all have come up and ended (each held up
+   ``--hold`` seconds).  A share ``--unclean`` of them ends without a goodbye, in equal
+   parts: ``killed`` (no PPP/PPTP goodbye, TCP closed: what the kernel does for a killed
+   client), ``rst`` (TCP reset, SO_LINGER 0) and ``silent`` (the GRE just stops and the TCP
+   connection stays open, saying nothing, until the server clears the call on its own LCP
+   echo timeout, or ``SILENT_WAIT`` s).  The summary's ``churn`` section counts cycles by
+   ending and the failures; ``loadrig --churn`` watches the server's memory, fds, routes
+   and TUNs around it.
+
 Every wait is bounded: a session has ``setup_timeout`` to come up, the run ends
 ``duration`` seconds after the last session settled (up or failed), teardown is bounded.
 """
@@ -75,6 +85,8 @@ UDP_PORT = 9                             # discard: nothing on the way answers i
 GEN_INTERVAL = 0.05                      # seconds between traffic generation rounds
 SAMPLE_INTERVAL = 0.25                   # seconds between timeline samples (progress: 1 s)
 RTT_SAMPLES = 100_000
+ENDINGS = ("clean", "killed", "rst", "silent")
+SILENT_WAIT = 60.0                       # churn: longest a silent ending waits for the server
 
 
 # ----------------------------------------------------------------------------- config
@@ -122,6 +134,10 @@ class LoadConfig:
     impl: str = "compiled"
     ppp_options: tuple[str, ...] = ()    # extra pppd options for every client
     progress: bool = True
+    churn: int = 0                       # > 0: connect/disconnect cycles in all (module doc, 5.)
+    hold: float = 0.0                    # churn: seconds each session stays up
+    unclean: float = 0.0                 # churn: share of cycles that end without a goodbye
+    churn_limit: float = 3600.0          # churn: wall-clock bound, seconds
 
 
 def ppp_words(cfg: LoadConfig) -> list[str]:
@@ -377,6 +393,8 @@ class LoadClient:
         self.addr_bytes = b""
         self.next_seq = 0
         self.stop = asyncio.Event()
+        self.ending = "clean"             # churn: how this session ends (ENDINGS)
+        self.quiet = False                # ending without a goodbye: no Call-Clear-Request
 
     def _fail(self, reason: str, detail: str | None = None) -> None:
         st = self.stat
@@ -421,7 +439,7 @@ class LoadClient:
         dp.socket_for(st.source)           # ready before any GRE can arrive
 
         def on_closed(s: CallSession, reason: str) -> None:
-            if self.stream is not None:
+            if self.stream is not None and not self.quiet:
                 with contextlib.suppress(Exception):
                     self.stream.conn.clear_call(s.call_id, reason, now=loop.time())
                     self.stream.pump()
@@ -506,6 +524,9 @@ class LoadClient:
         await self.session.up_event.wait()
 
     async def _teardown(self) -> None:
+        if self.ending != "clean" and self.stat.up_at is not None:
+            await self._teardown_unclean()
+            return
         loop = self.gen.loop
         s = self.session
         if s is not None and not s.closed:
@@ -527,6 +548,34 @@ class LoadClient:
             self.gen.hub.forget(self.stat.call_id)
             with contextlib.suppress(KeyError):
                 self.gen.datapath.remove_session(self.stat.call_id)
+
+    async def _teardown_unclean(self) -> None:
+        """End without a goodbye (module doc, 5.): our side of the call is dropped at once
+        (no LCP Terminate, no Call-Clear-Request), then TCP is closed (``killed``), reset
+        (``rst``), or left open until the server gives up on the call (``silent``)."""
+        self.quiet = True
+        s = self.session
+        if s is not None and not s.closed:
+            s.abort(f"churn: {self.ending}")
+        stream = self.stream
+        if stream is not None and stream.transport is not None:
+            if self.ending == "silent":
+                # the server's LCP echo finds the GRE gone and clears the call (CDN), or closes
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._server_gave_up(), SILENT_WAIT)
+            sock = stream.transport.get_extra_info("socket")
+            if self.ending == "rst" and sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            stream.transport.abort()
+        if self.peer_call_id is not None:
+            self.gen.datapath.unmap_peer_call(self.peer_call_id)
+
+    async def _server_gave_up(self) -> None:
+        assert self.stream is not None
+        conn = self.stream.conn
+        while not conn.closed and self.stat.call_id in conn.calls():
+            await asyncio.sleep(0.1)
 
     def packets(self, now: float, upto: float) -> list[bytes]:
         """The packets this session owes at ``upto`` (its rate since it came up)."""
@@ -620,6 +669,8 @@ class LoadGenerator:
                 n = cfg.first_index + i
                 self.stats.append(SessionStat(n, src, _fmt(cfg.user_template, n)))
                 self.clients.append(LoadClient(self, self.stats[-1], _fmt(cfg.password_template, n)))
+            if cfg.churn > 0:
+                return await self._run_churn(sources)
             return await self._run_load()
         finally:
             self.hub.close()
@@ -669,6 +720,64 @@ class LoadGenerator:
         for t in tasks:
             t.cancel()
         return summary
+
+    async def _run_churn(self, sources: Sequence[str | None]) -> dict[str, Any]:
+        """Module doc, 5.: ``clients`` slots, each connecting and disconnecting in turn (its
+        own source address) until ``churn`` sessions in all have been up, or ``churn_limit`` s."""
+        cfg = self.config
+        loop = self.loop
+        self.t0 = loop.time()
+        deadline = self.t0 + cfg.churn_limit
+        started = 0
+        done: Counter[str] = Counter()             # cycles that came up, by ending
+        failed: Counter[str] = Counter()           # cycles that did not come up, by reason
+        lat: list[float] = []
+        progress_at = self.t0 + 1.0
+
+        async def slot(i: int, source: str | None) -> None:
+            nonlocal started, progress_at
+            n = cfg.first_index + i
+            while started < cfg.churn and loop.time() < deadline:
+                started += 1
+                st = SessionStat(n, source, _fmt(cfg.user_template, n))
+                c = LoadClient(self, st, _fmt(cfg.password_template, n))
+                r = self.rng.random()
+                c.ending = ("clean" if r >= cfg.unclean else
+                            ENDINGS[1 + min(2, int(r / cfg.unclean * 3))])
+                task = loop.create_task(c.run())
+                while st.up_at is None and st.failure is None and not task.done():
+                    await asyncio.sleep(0.02)
+                if st.up_at is not None:
+                    lat.append(st.up_at - st.started)
+                    await asyncio.sleep(cfg.hold)
+                    c.stop.set()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(task, SILENT_WAIT + 30)
+                with contextlib.suppress(ValueError):
+                    self.up_clients.remove(c)
+                if st.up_at is not None:
+                    done[c.ending] += 1
+                else:
+                    failed[st.failure or "never settled"] += 1
+                    await asyncio.sleep(0.5)           # no hammering a refusing server
+                if cfg.progress and loop.time() >= progress_at:
+                    progress_at = loop.time() + 1.0
+                    print(f"[{loop.time() - self.t0:6.1f}s] churn: {sum(done.values())} cycles done, "
+                          f"{sum(failed.values())} failed", file=self.out, flush=True)
+
+        await asyncio.gather(*(slot(i, src) for i, src in enumerate(sources)))
+        took = loop.time() - self.t0
+        cycles = sum(done.values())
+        return {
+            "server": cfg.server, "clients": cfg.clients, "auth": cfg.auth, "mppe": cfg.mppe,
+            "churn": {"cycles": cycles, "requested": cfg.churn, "endings": dict(done),
+                      "failed": sum(failed.values()), "failures": dict(failed),
+                      "seconds": took, "cycles_per_s": cycles / took if took else None,
+                      "setup_p50_s": _percentile(lat, 50), "setup_p99_s": _percentile(lat, 99),
+                      "hold_s": cfg.hold, "unclean": cfg.unclean,
+                      "dropped_after_up": dict(self.dropped)},
+            "generator_maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        }
 
     async def _generate(self) -> None:
         """Every GEN_INTERVAL: each up session's packets through the engine, one batch."""
@@ -856,6 +965,11 @@ def _remove_addresses(iface: str | None, addrs: Sequence[str]) -> None:
 def format_summary(s: dict[str, Any]) -> str:
     def f(x: float | None, fmt: str = "{:.3f}") -> str:
         return "-" if x is None else fmt.format(x)
+    if "churn" in s:
+        c = s["churn"]
+        return (f"churn: {c['cycles']} of {c['requested']} cycles in {c['seconds']:.1f} s "
+                f"({f(c['cycles_per_s'], '{:.1f}')}/s), endings {c['endings']}, {c['failed']} failed "
+                f"{c['failures'] or ''}; set-up p50 {f(c['setup_p50_s'])} s p99 {f(c['setup_p99_s'])} s")
     st, d = s["setup"], s["data"]
     lines = [
         f"sessions: {s['up']} up, {s['failed']} failed of {s['clients']} "
@@ -933,5 +1047,8 @@ def run_sessions_bench(config: LoadConfig, *, json_out: bool = False, plot: str 
         print(json.dumps(summary))
     else:
         print(format_summary(summary))
+    if "churn" in summary:
+        c = summary["churn"]
+        return 0 if c["cycles"] >= config.churn and not c["failed"] else 1
     ok = summary["up"] == config.clients and not summary["failed"] and not summary["dropped_after_up"]
     return 0 if ok else 1

@@ -18,7 +18,11 @@ in another, and the server's memory and CPU watched while the load runs.
 3. While ``bench sessions`` runs, the server's VmRSS and CPU time are sampled from
    /proc/PID (``server_rss_kb`` before, peak, ``server_cpu_s``); the load generator's JSON
    summary gets a ``server`` section with them.
-4. Bounded: the load generator has ``timeout`` seconds; on exit every process is stopped by
+4. ``--churn N`` (``bench sessions --churn``): before and after the churn, the server's
+   resources (``server_resources``: RSS, open fds, IPv4 routes and links in its namespace,
+   sessions listed, pool addresses free) and RSS/fds sampled while it runs; the server's
+   LCP echo is 1 s x 3 so that the ``silent`` endings are reaped in seconds.
+5. Bounded: the load generator has ``timeout`` seconds; on exit every process is stopped by
    PID and both namespaces are removed (netrig.rig_lifetime).
 """
 from __future__ import annotations
@@ -102,11 +106,12 @@ class LoadLab:
             f.write(text)
         return self.path(name)
 
-    def start_server(self, *extra: str, connections: int | None = None) -> subprocess.Popen[bytes]:
+    def start_server(self, *extra: str, connections: int | None = None,
+                     echo: tuple[int, int] = (10, 6)) -> subprocess.Popen[bytes]:
         n = self.clients
         self.write("chap-secrets", "".join(f"user{i} * pass{i} *\n" for i in range(n)))
         self.write("options", "name fastpptp-load\nrequire-mschap-v2\nrequire-mppe-128\n"
-                              "lcp-echo-interval 10\nlcp-echo-failure 6\n")
+                              f"lcp-echo-interval {echo[0]}\nlcp-echo-failure {echo[1]}\n")
         self.write("pptpd.conf", f"option {self.path('options')}\nlocalip {TUN_LOCAL}\n"
                                  f"remoteip {pool_spec(n)}\nconnections {connections or n}\n"
                                  f"listen {SERVER_ADDR}\n")
@@ -131,6 +136,45 @@ class LoadLab:
                 return f.read()
         except OSError:
             return ""
+
+    def server_resources(self) -> dict[str, int]:
+        """What a leak would show: the server's RSS (kB) and open fds, the IPv4 routes and
+        links of its namespace, the sessions it lists and its free pool addresses."""
+        from ..status import query_status
+        assert self.server is not None
+        pid = self.server.pid
+        try:
+            fds = len(os.listdir(f"/proc/{pid}/fd"))
+        except OSError:
+            fds = -1
+        try:
+            doc = query_status(self.path("ctl.sock"), timeout=10.0)
+            sessions = len(doc.get("sessions", []))
+        except Exception:
+            sessions = -1
+        return {"rss_kb": proc_status(pid, "VmRSS"), "fds": fds,
+                "routes": len(netlink.list_routes(4, netns=self.server_ns)),
+                "links": len(netlink.list_links(netns=self.server_ns)), "sessions": sessions}
+
+    def churn(self, cycles: int, *args: str, timeout: float = 3600.0) -> dict[str, Any]:
+        """``bench sessions --churn cycles`` with the server's resources before, sampled,
+        and after (once it lists no session, at most 90 s later)."""
+        from ..status import query_status
+        before = self.server_resources()
+        status, summary, err = self.bench("--churn", str(cycles), "--churn-limit", str(timeout),
+                                          *args, timeout=timeout + 120)
+
+        def idle() -> bool:
+            try:
+                return not query_status(self.path("ctl.sock"), timeout=10.0)["sessions"]
+            except Exception:
+                return False
+        t0 = time.monotonic()
+        while not idle() and time.monotonic() - t0 < 90:
+            time.sleep(0.5)
+        after = self.server_resources()
+        return {"status": status, "summary": summary, "stderr": err[-4000:], "before": before,
+                "after": after, "rss_samples_kb": [int(x["rss_kb"]) for x in self.samples]}
 
     _last_listed = 0
 
@@ -196,7 +240,7 @@ class LoadLab:
         summary: dict[str, Any] | None = json.loads(text) if text else None
         if summary is not None:
             peak = max((s["rss_kb"] for s in self.samples), default=rss0)
-            up = summary["up"]
+            up = summary.get("up", 0)
             summary["server"] = {
                 "pid": pid, "rss_kb_before": rss0, "rss_kb_peak": peak,
                 "rss_kb_after": proc_status(pid, "VmRSS"),
@@ -247,9 +291,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workdir", required=True)
     p.add_argument("--timeout", type=float, default=600.0)
     p.add_argument("--server-arg", action="append", default=[], help="extra fastpptp server flag")
+    p.add_argument("--churn", type=int, default=0, metavar="N",
+                   help="connect/disconnect N sessions, --clients at a time; report server resources")
     p.add_argument("bench_args", nargs="*", help="after --: more bench sessions flags")
     a = p.parse_args(argv)
     os.makedirs(a.workdir, exist_ok=True)
+    if a.churn:
+        with load_lab(a.workdir, a.clients) as lab:
+            lab.start_server("--rate-limit", "1000", *a.server_arg, echo=(1, 3))
+            res = lab.churn(a.churn, *a.bench_args, timeout=a.timeout)
+        with open(os.path.join(a.workdir, "churn.json"), "w") as f:
+            json.dump(res, f, indent=1)
+        from .loadgen import format_summary
+        if res["summary"] is None:
+            print(f"no summary (exit {res['status']}): {res['stderr']}", file=sys.stderr)
+            return 1
+        print(format_summary(res["summary"]))
+        rss = res["rss_samples_kb"]
+        print(f"server before: {res['before']}\nserver after:  {res['after']}\n"
+              f"server RSS while churning: min {min(rss, default=0)} max {max(rss, default=0)} kB "
+              f"({len(rss)} samples)")
+        return int(res["status"])
     with load_lab(a.workdir, a.clients) as lab:
         lab.start_server(*a.server_arg)
         status, summary, err = lab.bench(*a.bench_args, timeout=a.timeout)

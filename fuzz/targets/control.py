@@ -171,13 +171,17 @@ def one_input(data: bytes) -> None:
                 else:
                     msg = (m.CallClearRequest(call_id=call.peer_call_id) if tag & 1
                            else m.SetLinkInfo(peer_call_id=call.id, send_accm=other))
-                conn.receive_data(msg.encode(), now)
+                # these octets join the same stream: after a partial peer message they
+                # complete it (e.g. into an OCRQ the PNS must refuse), so the ledger sees them
+                _note_ocrqs(own, raw := msg.encode())
+                conn.receive_data(raw, now)
         own.drain()
 
 
 def _note_ocrqs(own: _Owner, chunk: bytes) -> None:
     """The OCRQs in ``chunk`` (a PAC may answer each once): a lenient scan of whole
-    messages -- a mid-stream cut only makes the ledger stricter, never looser."""
+    messages -- a mid-stream cut only makes the ledger stricter, never looser.  Call it for
+    every octet the peer sends (records 0 and 8-15): the stream is one, whatever wrote it."""
     framer = PptpFramer()
     try:
         framer.feed(own.conn._framer._buf + chunk)

@@ -98,3 +98,32 @@ def test_pns_call_cleared_then_connected_learns_the_pac_call_id():
     conn.receive_data(m.CDN(call_id=5, result_code=1).encode(), 0.2)
     [ev] = [e for e in conn.events() if isinstance(e, CallCleared)]
     assert ev.call_id == call_id and ev.peer_call_id == 5
+
+
+# --- control: an OCRQ completed by later octets (case control/ocrq-completed-by-...) ------
+def test_pns_refuses_an_ocrq_split_across_writes_once():
+    """The peer's stream is one: the first 20 octets of an Outgoing-Call-Request, then the
+    rest in a later write, are one OCRQ. A PNS never takes calls (RFC 2637 §2.7), so it
+    answers that one OCRQ with one OCRP General-Error/PAC-Error for the peer's call ID and
+    keeps the connection.  (The fuzz failure was the harness's ledger of peer OCRQs, which
+    scanned only the octets of record 0 and missed an OCRQ finished by the octets of an
+    injected reply; fuzz/targets/control.py now notes every peer octet.)"""
+    from fastpptp.pptp import messages as m
+    from fastpptp.pptp.control import ControlConfig, ControlConnection, Role, State
+    from fastpptp.pptp.framer import PptpFramer
+
+    conn = ControlConnection(Role.PNS, ControlConfig(), 0.0, random.Random(3))
+    conn.start(0.0)
+    conn.receive_data(m.SCCRP().encode(), 0.0)
+    conn.data_to_send()
+    raw = m.OCRQ(call_id=46361).encode()
+    conn.receive_data(raw[:20], 0.1)
+    assert conn.data_to_send() == b""
+    conn.receive_data(raw[20:], 0.2)
+    out = PptpFramer()
+    out.feed(conn.data_to_send())
+    [reply] = list(out)
+    assert isinstance(reply, m.OCRP) and reply.peer_call_id == 46361
+    assert reply.result_code == m.OutgoingCallResult.GENERAL_ERROR
+    assert reply.error_code == m.GeneralErrorCode.PAC_ERROR
+    assert conn.state is State.ESTABLISHED and conn.calls() == {}
