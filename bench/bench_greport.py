@@ -5,7 +5,7 @@
 
 Each pair runs a sender in namespace A (198.51.100.1) and a receiver in B (198.51.100.2), two
 processes pinned to different CPUs when there are two, each driving its port through the four
-nogil methods the engine uses (fastpptp._port_xdp.port_blast / port_sink: tx_add x tx_cap +
+nogil methods the engine uses (fastpptp._greport.port_blast / port_sink: tx_add x tx_cap +
 tx_flush; epoll + rx_burst + rx_release).  Frames are PPTP GRE v1 of ``--size`` bytes (GRE
 header + payload).  Reported per pair: packets/s sent and received, loss, and CPU per packet
 (user + system of each process over its loop, from getrusage; the kernel's softirq work for
@@ -67,7 +67,7 @@ def _open_port(mode: str, dev: str, local: str, batch: int, frames: int, xdp_mod
 def worker(argv: list[str]) -> int:
     """One side, inside its namespace: prints "ready" once the port is open, then one JSON
     line with the results."""
-    from fastpptp._port_xdp import port_blast, port_sink
+    from fastpptp._greport import port_blast, port_sink
     p = argparse.ArgumentParser()
     p.add_argument("--role", choices=("send", "recv"), required=True)
     p.add_argument("--mode", choices=("raw", "xdp"), required=True)
@@ -91,15 +91,16 @@ def worker(argv: list[str]) -> int:
         print("ready", flush=True)
         if a.role == "recv":
             c0 = _cpu()
-            n, nbytes, dt = port_sink(port, a.count, a.seconds + 5, idle=1.0)
+            got = port_sink(port, a.count, a.seconds + 5, idle=1.0)
             cpu = _cpu() - c0
-            out = {"packets": n, "bytes": nbytes, "seconds": dt, "cpu_s": cpu}
+            out = {"packets": got["received"], "bytes": got["bytes"], "seconds": got["wall"],
+                   "cpu_s": cpu}
         else:
             sys.stdin.readline()          # "go": the receiver is ready
             c0 = _cpu()
-            n, dt = port_blast(port, gre_frame(a.size), peer, a.count, a.seconds)
+            sent = port_blast(port, gre_frame(a.size), peer, a.count, a.seconds)
             cpu = _cpu() - c0
-            out = {"packets": n, "seconds": dt, "cpu_s": cpu}
+            out = {"packets": sent["offered"], "seconds": sent["wall"], "cpu_s": cpu}
         out["counters"] = port.counters()
         out["port"] = port.describe()
         print(json.dumps(out), flush=True)

@@ -1,6 +1,6 @@
 """Micro-benchmark of the GRE transport alone: PacketPort vs RawPort across a veth (issue 9's
 second table).  1400-byte GRE v1 packets from A to B, sender and receiver each on a thread
-running the port's nogil contract (fastpptp._port_packet.bench_send / bench_recv: no
+running the port's nogil contract (fastpptp._greport.port_blast / port_sink: no
 Python per packet), bounded in count and in time.
 
     .venv/bin/python bench/bench_packetport.py [--count 200000] [--seconds 3] [--size 1400]
@@ -80,7 +80,7 @@ def run_mode(mode: str, *, count: int = 200_000, seconds: float = 3.0, size: int
              batch: int = 64) -> dict[str, Any]:
     """One measurement of ``mode`` on a fresh veth pair; see the module doc."""
     from fastpptp._greport import RawPort
-    from fastpptp._port_packet import bench_recv, bench_send
+    from fastpptp._greport import port_blast, port_sink
     from fastpptp.net.packetport import open_packet_port
     if mode not in MODES:
         raise ValueError(f"mode {mode!r} not in {MODES}")
@@ -103,17 +103,17 @@ def run_mode(mode: str, *, count: int = 200_000, seconds: float = 3.0, size: int
                 tx.set_nexthop(ADDR_B, netlink.get_link(rig.veth_b, netns=rig.b).mac, ADDR_A,
                                1500)
             # warm up ARP for the raw path (the kernel resolves on the first packet)
-            bench_send(tx, frame, ADDR_B, 4, 1.0, 4)
-            bench_recv(rx, 4, 1.0, 0.1)
+            port_blast(tx, frame, ADDR_B, 4, 1.0, 4)
+            port_sink(rx, 4, 1.0, 0.1)
             out: dict[str, Any] = {}
 
             def receiver() -> None:
-                out["rx"] = bench_recv(rx, count, seconds + 2.0, 0.3)
+                out["rx"] = port_sink(rx, count, seconds + 2.0, 0.3)
 
             t = threading.Thread(target=receiver)
             j0 = _cpu_jiffies()
             t.start()
-            out["tx"] = bench_send(tx, frame, ADDR_B, count, seconds, batch)
+            out["tx"] = port_blast(tx, frame, ADDR_B, count, seconds, batch)
             t.join(seconds + 5.0)
             j1 = _cpu_jiffies()
             sent, got = out["tx"], out["rx"]

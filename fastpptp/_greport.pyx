@@ -3,10 +3,11 @@
 IPPROTO_GRE socket port, which is also every other port's slow path."""
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 cimport fastpptp._sys as sys_
 from fastpptp._sys cimport mmsghdr, iovec, sockaddr_in
 
+import ipaddress
 import numpy as np
 import socket
 
@@ -295,3 +296,141 @@ cdef class RawPort(GrePort):
             self.pc[P_TX_PACKETS] += sent
             self.pc[P_TX_BATCHES] += 1
         self.out_n = 0
+
+
+# ---------------------------------------------------------------------------- address helpers
+# (shared by the ports that write their own L2/L3 headers: _port_packet.pyx, _port_xdp.pyx)
+
+def mac_bytes(mac):
+    """A MAC address ("aa:bb:..", "aa-bb-..", "aabb..", or 6 bytes) as 6 bytes."""
+    if isinstance(mac, str):
+        b = bytes.fromhex(mac.replace(":", "").replace("-", ""))
+    else:
+        b = bytes(mac)
+    if len(b) != 6:
+        raise ValueError(f"not a MAC address: {mac!r}")
+    return b
+
+
+def ip_be(addr):
+    """IPv4 address as the uint32 whose memory is network order (little-endian host)."""
+    return int.from_bytes(ipaddress.IPv4Address(addr).packed, "little")
+
+
+def ip_str(be):
+    """The inverse of ip_be."""
+    return str(ipaddress.IPv4Address(int(be).to_bytes(4, "little")))
+
+
+# ---------------------------------------------------------------------------- micro-benchmark
+#
+# The GRE transport alone, without the engine: any GrePort driven through its four nogil
+# methods as the engine's I/O thread would (bench/bench_packetport.py, bench/bench_greport.py).
+# No Python per packet, bounded in count and in time, CPU measured per thread
+# (CLOCK_THREAD_CPUTIME_ID: includes the softirq work the kernel does in our thread's context,
+# e.g. veth delivery).
+
+cdef extern from * nogil:
+    """
+    #include <time.h>
+    """
+    enum:
+        CLOCK_THREAD_CPUTIME_ID
+
+
+cdef inline double _clock(int clk) noexcept nogil:
+    cdef sys_.timespec ts
+    sys_.clock_gettime(clk, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+def port_blast(GrePort port, frame, peer, long count, double seconds, int batch=0):
+    """Send ``frame`` (GRE header + payload) to ``peer`` ``count`` times in batches of
+    ``batch`` (0: ``tx_cap``) through tx_add/tx_flush, or until ``seconds`` pass.  Each frame
+    of a batch has its own slot (with PORT_HEADROOM in front), as the engine's would.
+    {"offered", "wall", "cpu"}."""
+    cdef bytes f = bytes(frame)
+    cdef uint32_t n = len(f), dst = ip_be(peer)
+    cdef size_t slot = (PORT_HEADROOM + n + 63) & ~(<size_t>63)
+    cdef uint8_t* buf
+    cdef long sent = 0, k, i
+    cdef double t0, c0, t1, c1
+    if batch == 0:
+        batch = port.tx_cap if port.tx_cap > 0 else 64
+    if batch < 1 or batch > port.tx_cap:
+        raise ValueError(f"batch {batch} out of 1..{port.tx_cap}")
+    if count < 0 or seconds <= 0:
+        raise ValueError("count >= 0 and seconds > 0")
+    buf = <uint8_t*>calloc(batch, slot)
+    if buf == NULL:
+        raise MemoryError()
+    for i in range(batch):
+        memcpy(buf + i * slot + PORT_HEADROOM, <char*>f, n)
+    with nogil:
+        t0 = _clock(sys_.CLOCK_MONOTONIC)
+        c0 = _clock(CLOCK_THREAD_CPUTIME_ID)
+        while sent < count:
+            k = count - sent
+            if k > batch:
+                k = batch
+            for i in range(k):
+                port.tx_add(buf + i * slot + PORT_HEADROOM, n, dst)
+            port.tx_flush()
+            sent += k
+            if (sent // batch) % 16 == 0 and _clock(sys_.CLOCK_MONOTONIC) - t0 > seconds:
+                break
+        t1 = _clock(sys_.CLOCK_MONOTONIC)
+        c1 = _clock(CLOCK_THREAD_CPUTIME_ID)
+    free(buf)
+    return {"offered": sent, "wall": t1 - t0, "cpu": c1 - c0}
+
+
+def port_sink(GrePort port, long count, double seconds, double idle=0.3):
+    """Receive through rx_burst/rx_release (epoll on the port's fds, level-triggered; a ring
+    is drained until empty) until ``count`` datagrams, ``seconds`` in all, or ``idle`` seconds
+    without one after the first.  {"received", "bytes", "wall", "cpu"} (wall and cpu from
+    the first datagram to the last)."""
+    cdef int epfd, i, nev, got
+    cdef sys_.epoll_event evs[PORT_MAX_FDS]
+    cdef sys_.epoll_event e
+    cdef uint32_t ev[PORT_MAX_FDS]
+    cdef uint8_t* pkts[256]
+    cdef uint32_t lens[256]
+    cdef long total = 0
+    cdef uint64_t nbytes = 0
+    cdef double start, now, first = 0, last = 0, c_first = 0, c_last = 0
+    epfd = sys_.epoll_create1(sys_.EPOLL_CLOEXEC)
+    if epfd < 0:
+        raise OSError(sys_.errno, "epoll_create1")
+    try:
+        for i in range(port.nfds):
+            e.events = sys_.EPOLLIN
+            e.data.u32 = i
+            if sys_.epoll_ctl(epfd, sys_.EPOLL_CTL_ADD, port.fds[i], &e) != 0:
+                raise OSError(sys_.errno, "epoll_ctl")
+        with nogil:
+            start = _clock(sys_.CLOCK_MONOTONIC)
+            while total < count:
+                now = _clock(sys_.CLOCK_MONOTONIC)
+                if now - start > seconds or (total > 0 and now - last > idle):
+                    break
+                nev = sys_.epoll_wait(epfd, evs, PORT_MAX_FDS, 2)
+                memset(ev, 0, sizeof(ev))
+                for i in range(nev if nev > 0 else 0):
+                    ev[evs[i].data.u32] |= evs[i].events
+                while total < count:
+                    got = port.rx_burst(ev, pkts, lens, 256)
+                    if got <= 0:
+                        break
+                    if total == 0:
+                        first = _clock(sys_.CLOCK_MONOTONIC)
+                        c_first = _clock(CLOCK_THREAD_CPUTIME_ID)
+                    for i in range(got):
+                        nbytes += lens[i]
+                    total += got
+                    port.rx_release()
+                    last = _clock(sys_.CLOCK_MONOTONIC)
+                    c_last = _clock(CLOCK_THREAD_CPUTIME_ID)
+    finally:
+        sys_.close(epfd)
+    return {"received": total, "bytes": nbytes, "wall": last - first, "cpu": c_last - c_first}

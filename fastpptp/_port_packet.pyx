@@ -42,8 +42,9 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
 cimport fastpptp._sys as sys_
-from fastpptp._sys cimport (mmsghdr, iovec, pthread_mutex_t, pthread_mutex_init,
-                            pthread_mutex_destroy, pthread_mutex_lock, pthread_mutex_unlock)
+from fastpptp._sys cimport mmsghdr, iovec, pthread_mutex_lock, pthread_mutex_unlock
+from fastpptp._l2 cimport (nh_entry, nh_table, nh_init, nh_free, nh_find, nh_set, nh_clear,
+                           nh_dump, l2l3_write, csum_fold, sum16, ETH_HLEN, IP_HLEN, L2L3)
 from fastpptp._greport cimport (GrePort, RawPort, PORT_HEADROOM, PORT_MAX_FDS,
                                 P_RX_PACKETS, P_RX_BATCHES, P_TX_PACKETS, P_TX_BATCHES,
                                 P_RX_RING_FULL, P_TX_RING_FULL, P_KERNEL_DROPS, P_TX_ERRORS,
@@ -51,6 +52,8 @@ from fastpptp._greport cimport (GrePort, RawPort, PORT_HEADROOM, PORT_MAX_FDS,
                                 N_PORT_COUNTERS)
 
 import ipaddress
+
+from fastpptp._greport import ip_be as _ip_be, ip_str as _ip_str, mac_bytes as _mac_bytes
 import os
 
 cdef extern from * nogil:
@@ -160,13 +163,7 @@ cdef extern from * nogil:
     void fp_add_u64(uint64_t* p, uint64_t v)
 
 cdef enum:
-    ETH_HLEN = 14
-    IP_HLEN = 20
-    L2L3 = ETH_HLEN + IP_HLEN       # what tx_add writes in front of the GRE frame
     MAX_ADDRS = 200                 # cBPF jumps are 8-bit: the address list must fit in 255
-    NH_FREE = 0
-    NH_LIVE = 1
-    NH_DEAD = 2                     # tombstone (open addressing, linear probing)
 
 # cBPF (linux/filter.h, Documentation/networking/filter.rst "Classic BPF")
 cdef enum:
@@ -268,48 +265,6 @@ cdef int attach_filter(int fd, list prog) except -1:
     return 0
 
 
-cdef struct nh_entry:
-    uint32_t dst_be         # key: the peer's IPv4 address
-    uint32_t src_be         # our IPv4 source towards it
-    uint32_t csum_base      # one's-complement sum of the IPv4 header words that never change
-    uint16_t mtu            # IPv4 datagrams up to this size go the fast way
-    uint8_t state
-    uint8_t eth[ETH_HLEN]   # next-hop MAC, our MAC, 0x0800
-
-
-cdef inline uint32_t nh_hash(uint32_t key, uint32_t mask) noexcept nogil:
-    return ((key * 2654435761u) >> 7) & mask
-
-
-cdef inline uint16_t csum_fold(uint32_t s) noexcept nogil:
-    s = (s & 0xFFFF) + (s >> 16)
-    s = (s & 0xFFFF) + (s >> 16)
-    return <uint16_t>(~s & 0xFFFF)
-
-
-cdef inline uint32_t sum16(const uint8_t* p, int n) noexcept nogil:
-    cdef uint32_t s = 0
-    cdef int i
-    for i in range(0, n, 2):
-        s += (<uint32_t>p[i] << 8) | p[i + 1]
-    return s
-
-
-def _mac_bytes(mac):
-    if isinstance(mac, str):
-        b = bytes.fromhex(mac.replace(":", "").replace("-", ""))
-    else:
-        b = bytes(mac)
-    if len(b) != 6:
-        raise ValueError(f"not a MAC address: {mac!r}")
-    return b
-
-
-def _ip_be(addr):
-    """IPv4 address (str) as the uint32 whose memory is network order (little-endian host)."""
-    return int.from_bytes(ipaddress.IPv4Address(addr).packed, "little")
-
-
 cdef class PacketPort(GrePort):
     """GRE over AF_PACKET (see the module doc).  Opens its two packet sockets in the calling
     thread's network namespace; ``raw_socket`` (an IPPROTO_GRE socket, or None for no slow
@@ -349,11 +304,7 @@ cdef class PacketPort(GrePort):
     cdef sockaddr_ll tx_addr
     cdef uint16_t ip_id
     # nexthop table
-    cdef pthread_mutex_t nh_lock
-    cdef bint lock_ok
-    cdef nh_entry* nh
-    cdef uint32_t nh_mask
-    cdef uint32_t nh_live, nh_used
+    cdef nh_table nht           # the nexthop table (fastpptp/_l2.pxd), with its lock
     cdef public object owned
     cdef public object tracker      # the NexthopTracker keeping the table (packetport.py)
     cdef object local_addrs
@@ -363,7 +314,8 @@ cdef class PacketPort(GrePort):
         self.rx_fd = -1
         self.tx_fd = -1
         self.ring = NULL
-        self.lock_ok = False
+        self.nht.slot = NULL
+        self.nht.lock_ok = False
 
     def __init__(self, int ifindex, mac, local_addrs, raw_socket=None, *, int batch=64,
                  int block_size=1 << 18, int block_nr=64, int frame_size=2048,
@@ -398,19 +350,16 @@ cdef class PacketPort(GrePort):
         cap = 16
         while cap < <uint32_t>nexthops * 2:
             cap <<= 1
-        self.nh = <nh_entry*>calloc(cap, sizeof(nh_entry))
-        self.nh_mask = cap - 1
         self.q_frame = <uint8_t**>calloc(self.tx_cap, sizeof(uint8_t*))
         self.q_len = <uint32_t*>calloc(self.tx_cap, sizeof(uint32_t))
         self.q_dst = <uint32_t*>calloc(self.tx_cap, sizeof(uint32_t))
         self.out_msgs = <mmsghdr*>calloc(self.tx_cap, sizeof(mmsghdr))
         self.out_iov = <iovec*>calloc(self.tx_cap, sizeof(iovec))
-        if (self.nh == NULL or self.q_frame == NULL or self.q_len == NULL or self.q_dst == NULL
+        if (self.q_frame == NULL or self.q_len == NULL or self.q_dst == NULL
                 or self.out_msgs == NULL or self.out_iov == NULL):
             raise MemoryError()
-        if pthread_mutex_init(&self.nh_lock, NULL) != 0:
-            raise OSError(sys_.errno, "pthread_mutex_init")
-        self.lock_ok = True
+        if nh_init(&self.nht, cap) != 0:
+            raise OSError(sys_.errno, "nexthop table: calloc / pthread_mutex_init")
 
         # receive: protocol 0 first (receives nothing), then filter + ring, then bind ETH_P_ALL,
         # so no unfiltered frame ever lands in the ring
@@ -478,14 +427,12 @@ cdef class PacketPort(GrePort):
 
     def __dealloc__(self):
         self._release_os()
-        free(self.nh)
+        nh_free(&self.nht)
         free(self.q_frame)
         free(self.q_len)
         free(self.q_dst)
         free(self.out_msgs)
         free(self.out_iov)
-        if self.lock_ok:
-            pthread_mutex_destroy(&self.nh_lock)
 
     cdef void _release_os(self) noexcept:
         if self.ring != NULL:
@@ -545,123 +492,31 @@ cdef class PacketPort(GrePort):
 
     # ------------------------------------------------------------------ nexthop table
 
-    cdef nh_entry* nh_find(self, uint32_t dst_be, bint for_insert) noexcept nogil:
-        cdef uint32_t i = nh_hash(dst_be, self.nh_mask), k
-        cdef nh_entry* tomb = NULL
-        cdef nh_entry* e
-        for k in range(self.nh_mask + 1):
-            e = &self.nh[i]
-            if e.state == NH_FREE:
-                if for_insert:
-                    return tomb if tomb != NULL else e
-                return NULL
-            if e.state == NH_LIVE and e.dst_be == dst_be:
-                return e
-            if e.state == NH_DEAD and tomb == NULL:
-                tomb = e
-            i = (i + 1) & self.nh_mask
-        return tomb if for_insert else NULL
-
-    cdef void nh_rebuild(self) noexcept nogil:
-        """Re-insert the live entries without tombstones (with the lock held)."""
-        cdef uint32_t cap = self.nh_mask + 1, i, j
-        cdef nh_entry* old = <nh_entry*>calloc(cap, sizeof(nh_entry))
-        if old == NULL:
-            return
-        memcpy(old, self.nh, cap * sizeof(nh_entry))
-        memset(self.nh, 0, cap * sizeof(nh_entry))
-        self.nh_used = 0
-        for i in range(cap):
-            if old[i].state == NH_LIVE:
-                j = nh_hash(old[i].dst_be, self.nh_mask)
-                while self.nh[j].state != NH_FREE:
-                    j = (j + 1) & self.nh_mask
-                self.nh[j] = old[i]
-                self.nh_used += 1
-        free(old)
-
     def set_nexthop(self, peer, mac, src, int mtu):
         """Send GRE to IPv4 ``peer`` the fast way: Ethernet to ``mac`` (the peer's or its
         gateway's), IPv4 from ``src``, datagrams up to ``mtu`` bytes (larger ones: slow path)."""
         cdef bytes mb = _mac_bytes(mac)
-        cdef uint8_t m[6]
         cdef uint32_t dst = _ip_be(peer), s = _ip_be(src)
-        cdef nh_entry* e
-        cdef uint8_t tmpl[IP_HLEN]
-        cdef bint full = False
+        cdef const uint8_t* mp = <const uint8_t*><char*>mb
+        cdef bint ok
         if mtu < 68 or mtu > 65535:
             raise ValueError(f"mtu {mtu} out of 68..65535")
-        memcpy(m, <char*>mb, 6)
-        # the constant words of our IPv4 header: 0x4500, (tot_len), (id), DF, TTL 64|GRE, src, dst
-        memset(tmpl, 0, IP_HLEN)
-        tmpl[0] = 0x45
-        tmpl[6] = 0x40
-        tmpl[8] = 64
-        tmpl[9] = 47
-        memcpy(&tmpl[12], &s, 4)
-        memcpy(&tmpl[16], &dst, 4)
         with nogil:
-            pthread_mutex_lock(&self.nh_lock)
-            e = self.nh_find(dst, False)
-            if e == NULL:
-                if self.nh_live * 2 >= self.nh_mask + 1:
-                    full = True
-                else:
-                    if self.nh_used * 4 >= (self.nh_mask + 1) * 3:
-                        self.nh_rebuild()       # too many tombstones
-                    e = self.nh_find(dst, True)
-                    if e == NULL:
-                        full = True
-                    else:
-                        if e.state == NH_FREE:
-                            self.nh_used += 1
-                        self.nh_live += 1
-            if not full:
-                e.dst_be = dst
-                e.src_be = s
-                e.mtu = <uint16_t>mtu
-                e.csum_base = sum16(tmpl, IP_HLEN)
-                memcpy(&e.eth[0], m, 6)
-                memcpy(&e.eth[6], self.own_mac, 6)
-                e.eth[12] = 0x08
-                e.eth[13] = 0x00
-                e.state = NH_LIVE
-            pthread_mutex_unlock(&self.nh_lock)
-        if full:
+            ok = nh_set(&self.nht, dst, s, <uint16_t>mtu, mp, self.own_mac)
+        if not ok:
             raise OverflowError("nexthop table full")
 
     def clear_nexthop(self, peer):
         """Send GRE to ``peer`` through the slow path again.  True if it had an entry."""
         cdef uint32_t dst = _ip_be(peer)
-        cdef nh_entry* e
-        cdef bint had = False
+        cdef bint had
         with nogil:
-            pthread_mutex_lock(&self.nh_lock)
-            e = self.nh_find(dst, False)
-            if e != NULL:
-                e.state = NH_DEAD
-                self.nh_live -= 1
-                had = True
-            pthread_mutex_unlock(&self.nh_lock)
+            had = nh_clear(&self.nht, dst)
         return had
 
     def nexthops(self):
         """{peer: (mac "aa:bb:..", src, mtu)} of the live entries (diagnostics, tests)."""
-        cdef uint32_t i
-        cdef nh_entry e
-        cdef list live = []
-        with nogil:
-            pthread_mutex_lock(&self.nh_lock)
-        for i in range(self.nh_mask + 1):
-            if self.nh[i].state == NH_LIVE:
-                e = self.nh[i]
-                live.append((e.dst_be, e.src_be, bytes(e.eth[:6]), e.mtu))
-        pthread_mutex_unlock(&self.nh_lock)
-        out = {}
-        for dst, src, mac, mtu in live:
-            out[str(ipaddress.IPv4Address(int(dst).to_bytes(4, "little")))] = (
-                mac.hex(":"), str(ipaddress.IPv4Address(int(src).to_bytes(4, "little"))), mtu)
-        return out
+        return {_ip_str(d): (m.hex(":"), _ip_str(s), mtu) for d, s, m, mtu in nh_dump(&self.nht)}
 
     # ------------------------------------------------------------------ statistics
 
@@ -795,16 +650,14 @@ cdef class PacketPort(GrePort):
     cdef void tx_flush(self) noexcept nogil:
         cdef int i, k = 0, nslow = 0, done = 0, r, e, sent = 0
         cdef nh_entry* ent
-        cdef uint8_t* p
-        cdef uint32_t n, tot, s
-        cdef uint16_t c
+        cdef uint32_t n
         cdef uint64_t s_tx, s_kd, s_rf, s_te, s_ic
         if self.qn == 0:
             return
-        pthread_mutex_lock(&self.nh_lock)
+        pthread_mutex_lock(&self.nht.lock)
         for i in range(self.qn):
             n = self.q_len[i]
-            ent = self.nh_find(self.q_dst[i], False)
+            ent = nh_find(&self.nht, self.q_dst[i], False)
             if ent == NULL or n + IP_HLEN > ent.mtu or self.tx_fd < 0:
                 # no neighbour yet / too big for the link / other interface: the kernel's way
                 if self.slow is not None:
@@ -813,31 +666,12 @@ cdef class PacketPort(GrePort):
                 else:
                     self.pc[P_TX_ERRORS] += 1
                 continue
-            p = self.q_frame[i] - L2L3
-            memcpy(p, ent.eth, ETH_HLEN)
-            p += ETH_HLEN
-            tot = n + IP_HLEN
             self.ip_id += 1
-            p[0] = 0x45
-            p[1] = 0
-            p[2] = <uint8_t>(tot >> 8)
-            p[3] = <uint8_t>tot
-            p[4] = <uint8_t>(self.ip_id >> 8)
-            p[5] = <uint8_t>self.ip_id
-            p[6] = 0x40         # DF
-            p[7] = 0
-            p[8] = 64
-            p[9] = 47
-            memcpy(&p[12], &ent.src_be, 4)
-            memcpy(&p[16], &ent.dst_be, 4)
-            s = ent.csum_base + tot + self.ip_id
-            c = csum_fold(s)
-            p[10] = <uint8_t>(c >> 8)
-            p[11] = <uint8_t>c
+            l2l3_write(self.q_frame[i] - L2L3, ent, n + IP_HLEN, self.ip_id)
             self.out_iov[k].iov_base = self.q_frame[i] - L2L3
             self.out_iov[k].iov_len = n + L2L3
             k += 1
-        pthread_mutex_unlock(&self.nh_lock)
+        pthread_mutex_unlock(&self.nht.lock)
         self.qn = 0
         while done < k:
             r = sys_.sendmmsg(self.tx_fd, self.out_msgs + done, k - done, sys_.MSG_DONTWAIT)
@@ -871,109 +705,3 @@ cdef class PacketPort(GrePort):
         if sent > 0:
             self.pc[P_TX_PACKETS] += sent
             self.pc[P_TX_BATCHES] += 1
-
-
-# ---------------------------------------------------------------------------- micro-benchmark
-#
-# Loops over any GrePort's nogil contract, for bench/bench_packetport.py: no Python per
-# packet, bounded in count and in time, CPU measured per thread (CLOCK_THREAD_CPUTIME_ID:
-# includes the softirq work the kernel does in our thread's context, e.g. veth delivery).
-
-cdef extern from * nogil:
-    """
-    #include <time.h>
-    """
-    enum:
-        CLOCK_THREAD_CPUTIME_ID
-
-
-cdef inline double _clock(int clk) noexcept nogil:
-    cdef sys_.timespec ts
-    sys_.clock_gettime(clk, &ts)
-    return ts.tv_sec + ts.tv_nsec * 1e-9
-
-
-def bench_send(GrePort port, frame, peer, long count, double seconds, int batch=64):
-    """Send ``frame`` (GRE) to ``peer`` ``count`` times in batches of ``batch`` through
-    tx_add/tx_flush, or until ``seconds`` pass.  {"offered", "wall", "cpu"}."""
-    cdef bytes f = bytes(frame)
-    cdef uint32_t n = len(f), dst = _ip_be(peer)
-    cdef size_t slot = (PORT_HEADROOM + n + 63) & ~(<size_t>63)
-    cdef uint8_t* buf
-    cdef long sent = 0, k, i
-    cdef double t0, c0, t1, c1
-    if batch < 1 or batch > port.tx_cap:
-        raise ValueError(f"batch {batch} out of 1..{port.tx_cap}")
-    if count < 0 or seconds <= 0:
-        raise ValueError("count >= 0 and seconds > 0")
-    buf = <uint8_t*>calloc(batch, slot)
-    if buf == NULL:
-        raise MemoryError()
-    for i in range(batch):
-        memcpy(buf + i * slot + PORT_HEADROOM, <char*>f, n)
-    with nogil:
-        t0 = _clock(sys_.CLOCK_MONOTONIC)
-        c0 = _clock(CLOCK_THREAD_CPUTIME_ID)
-        while sent < count:
-            k = count - sent
-            if k > batch:
-                k = batch
-            for i in range(k):
-                port.tx_add(buf + i * slot + PORT_HEADROOM, n, dst)
-            port.tx_flush()
-            sent += k
-            if (sent // batch) % 16 == 0 and _clock(sys_.CLOCK_MONOTONIC) - t0 > seconds:
-                break
-        t1 = _clock(sys_.CLOCK_MONOTONIC)
-        c1 = _clock(CLOCK_THREAD_CPUTIME_ID)
-    free(buf)
-    return {"offered": sent, "wall": t1 - t0, "cpu": c1 - c0}
-
-
-def bench_recv(GrePort port, long count, double seconds, double idle=0.3):
-    """Receive through rx_burst/rx_release until ``count`` datagrams, ``seconds`` pass, or
-    nothing came for ``idle`` s after the first.  {"received", "bytes", "wall", "cpu"}
-    (wall and cpu from the first datagram to the last)."""
-    cdef int epfd, i, nev, got, nfds = port.nfds
-    cdef sys_.epoll_event evs[PORT_MAX_FDS]
-    cdef sys_.epoll_event e
-    cdef uint32_t ev[PORT_MAX_FDS]
-    cdef uint8_t* pkts[256]
-    cdef uint32_t lens[256]
-    cdef long total = 0
-    cdef uint64_t nbytes = 0
-    cdef double start, now, first = 0, last = 0, c_first = 0, c_last = 0
-    epfd = sys_.epoll_create1(sys_.EPOLL_CLOEXEC)
-    if epfd < 0:
-        raise OSError(sys_.errno, "epoll_create1")
-    for i in range(nfds):
-        e.events = sys_.EPOLLIN
-        e.data.u32 = i
-        if sys_.epoll_ctl(epfd, sys_.EPOLL_CTL_ADD, port.fds[i], &e) != 0:
-            sys_.close(epfd)
-            raise OSError(sys_.errno, "epoll_ctl")
-    with nogil:
-        start = _clock(sys_.CLOCK_MONOTONIC)
-        while total < count:
-            nev = sys_.epoll_wait(epfd, evs, PORT_MAX_FDS, 2)
-            memset(ev, 0, sizeof(ev))
-            for i in range(nev if nev > 0 else 0):
-                ev[evs[i].data.u32] |= evs[i].events
-            got = port.rx_burst(ev, pkts, lens, 256)
-            now = _clock(sys_.CLOCK_MONOTONIC)
-            if got > 0:
-                if total == 0:
-                    first = now
-                    c_first = _clock(CLOCK_THREAD_CPUTIME_ID)
-                for i in range(got):
-                    nbytes += lens[i]
-                total += got
-                port.rx_release()
-                last = now
-                c_last = _clock(CLOCK_THREAD_CPUTIME_ID)
-            elif total > 0 and now - last > idle:
-                break
-            if now - start > seconds:
-                break
-    sys_.close(epfd)
-    return {"received": total, "bytes": nbytes, "wall": last - first, "cpu": c_last - c_first}

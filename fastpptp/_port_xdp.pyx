@@ -46,15 +46,18 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
 cimport fastpptp._sys as sys_
-from fastpptp._sys cimport (pthread_mutex_t, pthread_mutex_init, pthread_mutex_destroy,
-                            pthread_mutex_lock, pthread_mutex_unlock)
-from fastpptp._greport cimport (GrePort, RawPort, PORT_MAX_FDS, PORT_HEADROOM, P_RX_PACKETS, P_RX_BATCHES,
+from fastpptp._sys cimport pthread_mutex_lock, pthread_mutex_unlock
+from fastpptp._l2 cimport (nh_entry, nh_table, nh_init, nh_free, nh_find, nh_set, nh_clear,
+                           nh_dump, l2l3_write, ETH_HLEN, IP_HLEN)
+from fastpptp._greport cimport (GrePort, RawPort, PORT_MAX_FDS, P_RX_PACKETS, P_RX_BATCHES,
                                 P_TX_PACKETS, P_TX_BATCHES, P_RX_RING_FULL, P_TX_RING_FULL,
                                 P_KERNEL_DROPS, P_TX_ERRORS, P_RX_SLOWPATH, P_TX_SLOWPATH,
                                 P_RX_NOT_OURS, P_ICMP_ERRORS, N_PORT_COUNTERS)
 
 import ipaddress
 import os
+
+from fastpptp._greport import ip_be as _ip_be, ip_str as _ip_str, mac_bytes as _mac_bytes
 
 cdef extern from * nogil:
     """
@@ -161,15 +164,10 @@ cdef extern from * nogil:
 
 
 cdef enum:
-    ETH_HLEN = 14
-    IP_HLEN = 20
     GRE_MIN = 4                 # flags/version + protocol type
     XDP_PACKET_HEADROOM = 256   # the kernel's headroom in front of a received frame
     KICK_TRIES = 256            # sendto kicks per flush, at most (32 descriptors each in copy mode)
     NH_CAP = 65536              # nexthop table slots (at most half live: 32768 peers)
-    NH_EMPTY = 0
-    NH_LIVE = 1
-    NH_DEAD = 2
     MAX_QUEUES = 15             # AF_XDP sockets per port: PORT_MAX_FDS minus the slow path's fd
 
 
@@ -202,33 +200,6 @@ cdef struct xsk_t:
     uint64_t st_last[6]         # XDP_STATISTICS already folded in
 
 
-cdef struct nh_entry:
-    uint32_t dst_be             # key: the peer's IPv4 address (network order in memory)
-    uint32_t src_be             # our IPv4 source towards it
-    uint32_t csum_base          # one's-complement sum of the constant IPv4 header words
-    uint16_t mtu                # IPv4 datagrams up to this size go the fast way
-    uint8_t state
-    uint8_t eth[ETH_HLEN]       # next-hop MAC, our MAC, 0x0800
-
-
-cdef inline uint32_t nh_hash(uint32_t key, uint32_t mask) noexcept nogil:
-    return ((key * 2654435761u) >> 11) & mask
-
-
-cdef inline uint32_t sum16(const uint8_t* p, int n) noexcept nogil:
-    cdef uint32_t s = 0
-    cdef int i
-    for i in range(0, n, 2):
-        s += (<uint32_t>p[i] << 8) | p[i + 1]
-    return s
-
-
-cdef inline uint16_t csum_fold(uint32_t s) noexcept nogil:
-    s = (s & 0xFFFF) + (s >> 16)
-    s = (s & 0xFFFF) + (s >> 16)
-    return <uint16_t>(~s & 0xFFFF)
-
-
 cdef int ring_map(int fd, ring_t* r, xdp_ring_offset* off, uint32_t size, size_t desc_size,
                   long long pgoff) except -1:
     r.map_len = <size_t>(off.desc + <uint64_t>size * desc_size)
@@ -245,22 +216,6 @@ cdef int ring_map(int fd, ring_t* r, xdp_ring_offset* off, uint32_t size, size_t
     r.cached_prod = fp_load_relaxed(r.producer)
     r.cached_cons = fp_load_relaxed(r.consumer)
     return 0
-
-
-def _mac_bytes(mac):
-    b = bytes.fromhex(mac.replace(":", "").replace("-", "")) if isinstance(mac, str) else bytes(mac)
-    if len(b) != 6:
-        raise ValueError(f"not a MAC address: {mac!r}")
-    return b
-
-
-def _ip_be(addr):
-    """IPv4 address as the uint32 whose memory is network order (little-endian host)."""
-    return int.from_bytes(ipaddress.IPv4Address(addr).packed, "little")
-
-
-def _ip_str(be):
-    return str(ipaddress.IPv4Address(int(be).to_bytes(4, "little")))
 
 
 cdef class XdpPort(GrePort):
@@ -289,12 +244,7 @@ cdef class XdpPort(GrePort):
     cdef uint32_t* q_len
     cdef uint32_t* q_dst
     cdef uint16_t ip_id
-    cdef pthread_mutex_t nh_lock
-    cdef bint lock_ok
-    cdef nh_entry* nh
-    cdef uint32_t nh_mask
-    cdef uint32_t nh_live
-    cdef uint32_t nh_used
+    cdef nh_table nht               # the nexthop table (fastpptp/_l2.pxd), with its lock
     cdef list owned
     cdef readonly bint closed
     cdef public str attach_note     # how the XDP program is attached (set by the set-up)
@@ -307,8 +257,8 @@ cdef class XdpPort(GrePort):
         self.q_frame = NULL
         self.q_len = NULL
         self.q_dst = NULL
-        self.nh = NULL
-        self.lock_ok = False
+        self.nht.slot = NULL
+        self.nht.lock_ok = False
         self.owned = []
         self.closed = False
         self.attach_note = ""
@@ -351,14 +301,10 @@ cdef class XdpPort(GrePort):
         self.q_len = <uint32_t*>calloc(self.tx_cap, sizeof(uint32_t))
         self.q_dst = <uint32_t*>calloc(self.tx_cap, sizeof(uint32_t))
         self.xs = <xsk_t*>calloc(queues, sizeof(xsk_t))
-        self.nh = <nh_entry*>calloc(NH_CAP, sizeof(nh_entry))
-        if (self.q_frame == NULL or self.q_len == NULL or self.q_dst == NULL or self.xs == NULL
-                or self.nh == NULL):
+        if self.q_frame == NULL or self.q_len == NULL or self.q_dst == NULL or self.xs == NULL:
             raise MemoryError()
-        self.nh_mask = NH_CAP - 1
-        if pthread_mutex_init(&self.nh_lock, NULL) != 0:
-            raise OSError("pthread_mutex_init failed")
-        self.lock_ok = True
+        if nh_init(&self.nht, NH_CAP) != 0:
+            raise MemoryError("nexthop table: calloc / pthread_mutex_init failed")
         for q in range(queues):
             self.xs[q].fd = -1
         try:
@@ -485,9 +431,7 @@ cdef class XdpPort(GrePort):
         free(self.q_frame)
         free(self.q_len)
         free(self.q_dst)
-        free(self.nh)
-        if self.lock_ok:
-            pthread_mutex_destroy(&self.nh_lock)
+        nh_free(&self.nht)
 
     # ------------------------------------------------------------------ Python side
 
@@ -592,43 +536,6 @@ cdef class XdpPort(GrePort):
 
     # ------------------------------------------------------------------ nexthop table
 
-    cdef nh_entry* nh_find(self, uint32_t dst, bint insert) noexcept nogil:
-        """The slot of ``dst`` (live or dead), or NULL; with ``insert``, else the slot to
-        put it in (the first tombstone on its probe path, or the empty slot ending it)."""
-        cdef uint32_t i = nh_hash(dst, self.nh_mask), n
-        cdef nh_entry* e
-        cdef nh_entry* tomb = NULL
-        for n in range(self.nh_mask + 1):
-            e = &self.nh[i]
-            if e.state == NH_EMPTY:
-                if not insert:
-                    return NULL
-                return tomb if tomb != NULL else e
-            if e.dst_be == dst:
-                return e
-            if e.state == NH_DEAD and tomb == NULL:
-                tomb = e
-            i = (i + 1) & self.nh_mask
-        return tomb if insert else NULL
-
-    cdef int nh_rebuild(self) noexcept nogil:
-        """Rehash the live entries (drops tombstones).  Under nh_lock."""
-        cdef nh_entry* old = <nh_entry*>calloc(NH_CAP, sizeof(nh_entry))
-        cdef uint32_t i
-        cdef nh_entry* e
-        if old == NULL:
-            return -1
-        memcpy(old, self.nh, NH_CAP * sizeof(nh_entry))
-        memset(self.nh, 0, NH_CAP * sizeof(nh_entry))
-        self.nh_used = 0
-        for i in range(NH_CAP):
-            if old[i].state == NH_LIVE:
-                e = self.nh_find(old[i].dst_be, True)
-                e[0] = old[i]
-                self.nh_used += 1
-        free(old)
-        return 0
-
     def set_nexthop(self, peer, mac, src=None, int mtu=0):
         """Send GRE to IPv4 ``peer`` the fast way: Ethernet to ``mac`` (the peer's, or its
         gateway's), IPv4 from ``src`` (default: the port's), datagrams up to ``mtu`` bytes
@@ -640,79 +547,27 @@ cdef class XdpPort(GrePort):
         cdef bytes mb = _mac_bytes(mac)
         cdef uint32_t dst = _ip_be(peer)
         cdef uint32_t s = self.src_be if src is None else _ip_be(src)
-        cdef uint8_t tmpl[IP_HLEN]
-        cdef uint8_t m[6]
-        cdef nh_entry* e
-        cdef bint full = False, fresh
+        cdef const uint8_t* mp = <const uint8_t*><char*>mb
+        cdef bint ok
         if mtu == 0 or mtu > self.mtu:
             mtu = self.mtu
         if mtu < 68:
             raise ValueError(f"mtu {mtu} below 68")
-        # the IPv4 header words that never change: 0x4500, DF, TTL 64 | GRE, src, dst
-        memset(tmpl, 0, IP_HLEN)
-        tmpl[0] = 0x45
-        tmpl[6] = 0x40
-        tmpl[8] = 64
-        tmpl[9] = 47
-        memcpy(&tmpl[12], &s, 4)
-        memcpy(&tmpl[16], &dst, 4)
-        memcpy(m, <char*>mb, 6)
         with nogil:
-            pthread_mutex_lock(&self.nh_lock)
-            e = self.nh_find(dst, False)
-            if e == NULL or e.state != NH_LIVE:
-                if self.nh_live * 2 >= NH_CAP:
-                    full = True
-                else:
-                    if self.nh_used * 4 >= NH_CAP * 3:
-                        self.nh_rebuild()
-                    e = self.nh_find(dst, True)
-                    fresh = e.state == NH_EMPTY
-                    if fresh:
-                        self.nh_used += 1
-                    self.nh_live += 1
-            if not full:
-                e.dst_be = dst
-                e.src_be = s
-                e.mtu = <uint16_t>mtu
-                e.csum_base = sum16(tmpl, IP_HLEN)
-                memcpy(e.eth, m, 6)
-                memcpy(&e.eth[6], self.own_mac, 6)
-                e.eth[12] = 0x08
-                e.eth[13] = 0x00
-                e.state = NH_LIVE
-            pthread_mutex_unlock(&self.nh_lock)
-        return not full
+            ok = nh_set(&self.nht, dst, s, <uint16_t>mtu, mp, self.own_mac)
+        return ok
 
     def clear_nexthop(self, peer):
         """Send GRE to ``peer`` through the slow path again.  True if it had an entry."""
         cdef uint32_t dst = _ip_be(peer)
-        cdef nh_entry* e
-        cdef bint had = False
+        cdef bint had
         with nogil:
-            pthread_mutex_lock(&self.nh_lock)
-            e = self.nh_find(dst, False)
-            if e != NULL and e.state == NH_LIVE:
-                e.state = NH_DEAD
-                self.nh_live -= 1
-                had = True
-            pthread_mutex_unlock(&self.nh_lock)
+            had = nh_clear(&self.nht, dst)
         return had
 
     def nexthops(self):
         """{peer: (mac "aa:bb:..", src, mtu)} of the live entries (diagnostics, tests)."""
-        cdef uint32_t i
-        live = []
-        with nogil:
-            pthread_mutex_lock(&self.nh_lock)
-        try:
-            for i in range(NH_CAP):
-                if self.nh[i].state == NH_LIVE:
-                    live.append((self.nh[i].dst_be, self.nh[i].src_be,
-                                 bytes(self.nh[i].eth[:6]), self.nh[i].mtu))
-        finally:
-            pthread_mutex_unlock(&self.nh_lock)
-        return {_ip_str(d): (m.hex(":"), _ip_str(s), mtu) for d, s, m, mtu in live}
+        return {_ip_str(d): (m.hex(":"), _ip_str(s), mtu) for d, s, m, mtu in nh_dump(&self.nht)}
 
     # ------------------------------------------------------------------ receive
 
@@ -848,8 +703,6 @@ cdef class XdpPort(GrePort):
         cdef uint64_t addr
         cdef uint8_t* f
         cdef xdp_desc* d
-        cdef uint16_t ck
-        cdef uint32_t s
         if self.qn == 0 and self.slow_tx == 0:
             return
         if self.xs == NULL:
@@ -859,12 +712,12 @@ cdef class XdpPort(GrePort):
         x = &self.xs[0]
         self.reap(x)
         cons0 = fp_load_acquire(x.tx.consumer)
-        pthread_mutex_lock(&self.nh_lock)
+        pthread_mutex_lock(&self.nht.lock)
         for k in range(self.qn):
             n = self.q_len[k]
             tot = n + IP_HLEN
-            e = self.nh_find(self.q_dst[k], False)
-            if e == NULL or e.state != NH_LIVE or tot > e.mtu:
+            e = nh_find(&self.nht, self.q_dst[k], False)
+            if e == NULL or tot > e.mtu:
                 self.slow.tx_add(self.q_frame[k], n, self.q_dst[k])
                 self.slow_tx += 1
                 self.pc[P_TX_SLOWPATH] += 1
@@ -880,23 +733,8 @@ cdef class XdpPort(GrePort):
             x.tx_nfree -= 1
             addr = x.tx_free[x.tx_nfree]
             f = x.umem + addr
-            memcpy(f, e.eth, ETH_HLEN)
-            f[14] = 0x45
-            f[15] = 0
-            f[16] = <uint8_t>(tot >> 8)
-            f[17] = <uint8_t>tot
             self.ip_id += 1
-            f[18] = <uint8_t>(self.ip_id >> 8)
-            f[19] = <uint8_t>self.ip_id
-            f[20] = 0x40                            # DF (RFC 2637 leaves it to us; PMTU via slow path)
-            f[21] = 0
-            f[22] = 64
-            f[23] = 47
-            memcpy(&f[26], &e.src_be, 4)
-            memcpy(&f[30], &e.dst_be, 4)
-            ck = csum_fold(e.csum_base + tot + self.ip_id)
-            f[24] = <uint8_t>(ck >> 8)
-            f[25] = <uint8_t>ck
+            l2l3_write(f, e, tot, self.ip_id)
             memcpy(&f[ETH_HLEN + IP_HLEN], self.q_frame[k], n)
             d = &(<xdp_desc*>x.tx.descs)[x.tx.cached_prod & x.tx.mask]
             d.addr = addr
@@ -904,7 +742,7 @@ cdef class XdpPort(GrePort):
             d.options = 0
             x.tx.cached_prod += 1
             posted += 1
-        pthread_mutex_unlock(&self.nh_lock)
+        pthread_mutex_unlock(&self.nht.lock)
         self.qn = 0
         if posted:
             fp_store_release(x.tx.producer, x.tx.cached_prod)
@@ -929,102 +767,3 @@ cdef class XdpPort(GrePort):
         if self.slow_tx:
             self.slow_tx = 0
             self.slow.tx_flush()
-
-
-# ---------------------------------------------------------------------- micro-benchmark loops
-#
-# The GRE transport alone, without the engine: any GrePort driven through its four nogil
-# methods, as the engine would (bench/bench_greport.py runs a sender and a receiver in two
-# namespaces).  Bounded in count and time.
-
-cdef extern from * nogil:
-    """
-    #include <time.h>
-    static double fp_now(void) {
-        struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts);
-        return ts.tv_sec + ts.tv_nsec * 1e-9;
-    }
-    """
-    double fp_now()
-
-
-def port_blast(GrePort port, bytes frame, peer, long count, double seconds):
-    """Queue ``frame`` to ``peer`` ``count`` times in batches of ``tx_cap`` (tx_add, then
-    tx_flush), for at most ``seconds``.  Returns (frames queued, seconds taken)."""
-    cdef size_t n = len(frame)
-    cdef uint8_t* buf = <uint8_t*>calloc(PORT_HEADROOM + n + 64, 1)
-    cdef uint32_t dst = _ip_be(peer)
-    cdef long sent = 0
-    cdef int k, cap = port.tx_cap if port.tx_cap > 0 else 64
-    cdef double t0, end, t
-    if buf == NULL:
-        raise MemoryError()
-    memcpy(buf + PORT_HEADROOM, <char*>frame, n)
-    try:
-        with nogil:
-            t0 = fp_now()
-            end = t0 + seconds
-            t = t0
-            while sent < count and t < end:
-                for k in range(cap):
-                    if sent >= count:
-                        break
-                    port.tx_add(buf + PORT_HEADROOM, <uint32_t>n, dst)
-                    sent += 1
-                port.tx_flush()
-                t = fp_now()
-    finally:
-        free(buf)
-    return sent, t - t0
-
-
-def port_sink(GrePort port, long count, double seconds, double idle=1.0):
-    """Receive through rx_burst/rx_release (epoll on the port's fds, level-triggered) until
-    ``count`` datagrams, ``seconds`` in all, or ``idle`` seconds without one after the first.
-    Returns (datagrams, bytes, seconds from the first to the last datagram)."""
-    cdef int ep = sys_.epoll_create1(sys_.EPOLL_CLOEXEC)
-    cdef sys_.epoll_event evs[PORT_MAX_FDS]
-    cdef sys_.epoll_event e
-    cdef uint32_t ev[PORT_MAX_FDS]
-    cdef uint8_t* pkts[256]
-    cdef uint32_t lens[256]
-    cdef long got = 0
-    cdef uint64_t nbytes = 0
-    cdef int i, n, r
-    cdef double t0 = 0, t_last = 0, start, end, now
-    if ep < 0:
-        raise OSError(sys_.errno, "epoll_create1")
-    try:
-        for i in range(port.nfds):
-            e.events = sys_.EPOLLIN
-            e.data.u32 = i
-            if sys_.epoll_ctl(ep, sys_.EPOLL_CTL_ADD, port.fds[i], &e) != 0:
-                raise OSError(sys_.errno, "epoll_ctl")
-        with nogil:
-            start = fp_now()
-            end = start + seconds
-            while got < count:
-                now = fp_now()
-                if now >= end or (got > 0 and now - t_last > idle):
-                    break
-                r = sys_.epoll_wait(ep, evs, PORT_MAX_FDS, 20)
-                for i in range(PORT_MAX_FDS):
-                    ev[i] = 0
-                for i in range(r if r > 0 else 0):
-                    ev[evs[i].data.u32] = evs[i].events
-                while True:
-                    n = port.rx_burst(ev, pkts, lens, 256)
-                    if n <= 0:
-                        break
-                    for i in range(n):
-                        nbytes += lens[i]
-                    port.rx_release()
-                    if got == 0:
-                        t0 = fp_now()
-                    got += n
-                    t_last = fp_now()
-                    if got >= count:
-                        break
-    finally:
-        sys_.close(ep)
-    return got, nbytes, (t_last - t0) if got else 0.0
