@@ -60,6 +60,18 @@ cdef class GrePort:
     cdef void tx_flush(self) noexcept nogil
 
 
+cdef class QueuedTxPort(GrePort):
+    """A port that writes its own headers at ``tx_flush``: ``tx_add`` only queues (frame,
+    length, peer), up to ``tx_cap`` entries (more are counted as P_TX_RING_FULL).  Subclasses
+    call ``queue_alloc`` once ``tx_cap`` is set, and empty the queue (``qn = 0``) in tx_flush."""
+    cdef int qn                 # frames queued since the last flush
+    cdef uint8_t** q_frame
+    cdef uint32_t* q_len
+    cdef uint32_t* q_dst
+
+    cdef int queue_alloc(self) except -1
+
+
 cdef class RawPort(GrePort):
     """The raw IPPROTO_GRE socket (recvmmsg/sendmmsg), with IP_RECVERR; also every other
     port's slow path.  An AF_UNIX datagram socket is accepted as the test fake (frames are

@@ -122,6 +122,37 @@ cdef class GrePort:
         pass
 
 
+cdef class QueuedTxPort(GrePort):
+    """The transmit queue of the ports that write their own L2/L3 headers (_greport.pxd)."""
+
+    cdef int queue_alloc(self) except -1:
+        free(self.q_frame)
+        free(self.q_len)
+        free(self.q_dst)
+        self.qn = 0
+        self.q_frame = <uint8_t**>calloc(self.tx_cap, sizeof(uint8_t*))
+        self.q_len = <uint32_t*>calloc(self.tx_cap, sizeof(uint32_t))
+        self.q_dst = <uint32_t*>calloc(self.tx_cap, sizeof(uint32_t))
+        if self.q_frame == NULL or self.q_len == NULL or self.q_dst == NULL:
+            raise MemoryError()
+        return 0
+
+    def __dealloc__(self):
+        free(self.q_frame)
+        free(self.q_len)
+        free(self.q_dst)
+
+    cdef void tx_add(self, uint8_t* frame, uint32_t n, uint32_t dst_be) noexcept nogil:
+        cdef int i = self.qn
+        if i >= self.tx_cap:
+            self.pc[P_TX_RING_FULL] += 1
+            return
+        self.q_frame[i] = frame
+        self.q_len[i] = n
+        self.q_dst[i] = dst_be
+        self.qn = i + 1
+
+
 cdef class RawPort(GrePort):
     """The kernel's raw IPPROTO_GRE socket: ``recv`` gives the IPv4 datagram with its
     header, ``sendmmsg`` takes GRE + payload and the kernel adds the IPv4 header (and

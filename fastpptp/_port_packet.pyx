@@ -45,7 +45,7 @@ cimport fastpptp._sys as sys_
 from fastpptp._sys cimport mmsghdr, iovec, pthread_mutex_lock, pthread_mutex_unlock
 from fastpptp._l2 cimport (nh_entry, nh_table, nh_init, nh_free, nh_find, nh_set, nh_clear,
                            nh_dump, l2l3_write, csum_fold, sum16, ETH_HLEN, IP_HLEN, L2L3)
-from fastpptp._greport cimport (GrePort, RawPort, PORT_HEADROOM, PORT_MAX_FDS,
+from fastpptp._greport cimport (GrePort, QueuedTxPort, RawPort, PORT_HEADROOM, PORT_MAX_FDS,
                                 P_RX_PACKETS, P_RX_BATCHES, P_TX_PACKETS, P_TX_BATCHES,
                                 P_RX_RING_FULL, P_TX_RING_FULL, P_KERNEL_DROPS, P_TX_ERRORS,
                                 P_RX_SLOWPATH, P_TX_SLOWPATH, P_ICMP_ERRORS, P_RX_NOT_OURS,
@@ -265,7 +265,7 @@ cdef int attach_filter(int fd, list prog) except -1:
     return 0
 
 
-cdef class PacketPort(GrePort):
+cdef class PacketPort(QueuedTxPort):
     """GRE over AF_PACKET (see the module doc).  Opens its two packet sockets in the calling
     thread's network namespace; ``raw_socket`` (an IPPROTO_GRE socket, or None for no slow
     path) stays the caller's.  ``owned`` objects (e.g. the TCX drop handle) are closed by
@@ -295,10 +295,6 @@ cdef class PacketPort(GrePort):
     cdef uint32_t pkt_off
     cdef uint64_t freezes, ring_packets
     # transmit
-    cdef int qn                 # frames queued since the last flush
-    cdef uint8_t** q_frame
-    cdef uint32_t* q_len
-    cdef uint32_t* q_dst
     cdef mmsghdr* out_msgs
     cdef iovec* out_iov
     cdef sockaddr_ll tx_addr
@@ -350,13 +346,10 @@ cdef class PacketPort(GrePort):
         cap = 16
         while cap < <uint32_t>nexthops * 2:
             cap <<= 1
-        self.q_frame = <uint8_t**>calloc(self.tx_cap, sizeof(uint8_t*))
-        self.q_len = <uint32_t*>calloc(self.tx_cap, sizeof(uint32_t))
-        self.q_dst = <uint32_t*>calloc(self.tx_cap, sizeof(uint32_t))
+        self.queue_alloc()
         self.out_msgs = <mmsghdr*>calloc(self.tx_cap, sizeof(mmsghdr))
         self.out_iov = <iovec*>calloc(self.tx_cap, sizeof(iovec))
-        if (self.q_frame == NULL or self.q_len == NULL or self.q_dst == NULL
-                or self.out_msgs == NULL or self.out_iov == NULL):
+        if self.out_msgs == NULL or self.out_iov == NULL:
             raise MemoryError()
         if nh_init(&self.nht, cap) != 0:
             raise OSError(sys_.errno, "nexthop table: calloc / pthread_mutex_init")
@@ -428,9 +421,6 @@ cdef class PacketPort(GrePort):
     def __dealloc__(self):
         self._release_os()
         nh_free(&self.nht)
-        free(self.q_frame)
-        free(self.q_len)
-        free(self.q_dst)
         free(self.out_msgs)
         free(self.out_iov)
 
@@ -636,16 +626,6 @@ cdef class PacketPort(GrePort):
             self.slow.rx_release()
 
     # ------------------------------------------------------------------ transmit
-
-    cdef void tx_add(self, uint8_t* frame, uint32_t n, uint32_t dst_be) noexcept nogil:
-        cdef int i = self.qn
-        if i >= self.tx_cap:
-            self.pc[P_TX_RING_FULL] += 1
-            return
-        self.q_frame[i] = frame
-        self.q_len[i] = n
-        self.q_dst[i] = dst_be
-        self.qn = i + 1
 
     cdef void tx_flush(self) noexcept nogil:
         cdef int i, k = 0, nslow = 0, done = 0, r, e, sent = 0

@@ -49,7 +49,7 @@ cimport fastpptp._sys as sys_
 from fastpptp._sys cimport pthread_mutex_lock, pthread_mutex_unlock
 from fastpptp._l2 cimport (nh_entry, nh_table, nh_init, nh_free, nh_find, nh_set, nh_clear,
                            nh_dump, l2l3_write, ETH_HLEN, IP_HLEN)
-from fastpptp._greport cimport (GrePort, RawPort, PORT_MAX_FDS, P_RX_PACKETS, P_RX_BATCHES,
+from fastpptp._greport cimport (GrePort, QueuedTxPort, RawPort, PORT_MAX_FDS, P_RX_PACKETS, P_RX_BATCHES,
                                 P_TX_PACKETS, P_TX_BATCHES, P_RX_RING_FULL, P_TX_RING_FULL,
                                 P_KERNEL_DROPS, P_TX_ERRORS, P_RX_SLOWPATH, P_TX_SLOWPATH,
                                 P_RX_NOT_OURS, P_ICMP_ERRORS, N_PORT_COUNTERS)
@@ -218,7 +218,7 @@ cdef int ring_map(int fd, ring_t* r, xdp_ring_offset* off, uint32_t size, size_t
     return 0
 
 
-cdef class XdpPort(GrePort):
+cdef class XdpPort(QueuedTxPort):
     """GRE over AF_XDP on one interface (module doc).  Opens its sockets in the calling
     thread's network namespace; ``slow`` (a RawPort over the kernel's raw GRE socket) is the
     slow path; ``owned`` objects (the XDP link, program, maps) are closed by ``close()``,
@@ -239,10 +239,6 @@ cdef class XdpPort(GrePort):
     cdef xsk_t* xs
     cdef int slow_rx                # the slow path returned frames in the last rx_burst
     cdef int slow_tx                # frames queued on the slow path since the last flush
-    cdef int qn
-    cdef uint8_t** q_frame
-    cdef uint32_t* q_len
-    cdef uint32_t* q_dst
     cdef uint16_t ip_id
     cdef nh_table nht               # the nexthop table (fastpptp/_l2.pxd), with its lock
     cdef list owned
@@ -254,9 +250,6 @@ cdef class XdpPort(GrePort):
     def __cinit__(self, *args, **kw):
         self.xs = NULL
         self.nq = 0
-        self.q_frame = NULL
-        self.q_len = NULL
-        self.q_dst = NULL
         self.nht.slot = NULL
         self.nht.lock_ok = False
         self.owned = []
@@ -297,11 +290,9 @@ cdef class XdpPort(GrePort):
         self.batch = batch
         self.need_wakeup = need_wakeup
         self.tx_cap = min(batch * 2, frames // 4)
-        self.q_frame = <uint8_t**>calloc(self.tx_cap, sizeof(uint8_t*))
-        self.q_len = <uint32_t*>calloc(self.tx_cap, sizeof(uint32_t))
-        self.q_dst = <uint32_t*>calloc(self.tx_cap, sizeof(uint32_t))
+        self.queue_alloc()
         self.xs = <xsk_t*>calloc(queues, sizeof(xsk_t))
-        if self.q_frame == NULL or self.q_len == NULL or self.q_dst == NULL or self.xs == NULL:
+        if self.xs == NULL:
             raise MemoryError()
         if nh_init(&self.nht, NH_CAP) != 0:
             raise MemoryError("nexthop table: calloc / pthread_mutex_init failed")
@@ -428,9 +419,6 @@ cdef class XdpPort(GrePort):
 
     def __dealloc__(self):
         self._release()
-        free(self.q_frame)
-        free(self.q_len)
-        free(self.q_dst)
         nh_free(&self.nht)
 
     # ------------------------------------------------------------------ Python side
@@ -671,16 +659,6 @@ cdef class XdpPort(GrePort):
             self.slow.rx_release()
 
     # ------------------------------------------------------------------ send
-
-    cdef void tx_add(self, uint8_t* frame, uint32_t n, uint32_t dst_be) noexcept nogil:
-        cdef int i = self.qn
-        if i >= self.tx_cap:
-            self.pc[P_TX_RING_FULL] += 1
-            return
-        self.q_frame[i] = frame
-        self.q_len[i] = n
-        self.q_dst[i] = dst_be
-        self.qn = i + 1
 
     cdef uint32_t reap(self, xsk_t* x) noexcept nogil:
         """Completed transmit buffers back onto the free stack."""
