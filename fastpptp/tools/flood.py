@@ -64,7 +64,8 @@ def address_range(spec: str) -> list[str]:
     return [str(ipaddress.IPv4Address(spec))]
 
 
-def _checksum(data: bytes) -> int:
+def ip_checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071) of ``data`` (an odd length is padded with a zero)."""
     if len(data) & 1:
         data += b"\0"
     s = sum(struct.unpack(f"!{len(data) // 2}H", data))
@@ -77,7 +78,7 @@ def ipv4(src: str, dst: str, proto: int, payload: bytes) -> bytes:
     """An IPv4 header (no options, DF clear, TTL 64) + payload; the kernel fills the ID."""
     hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 0, 0, 64, proto, 0,
                       socket.inet_aton(src), socket.inet_aton(dst))
-    return hdr[:10] + struct.pack("!H", _checksum(hdr)) + hdr[12:] + payload
+    return hdr[:10] + struct.pack("!H", ip_checksum(hdr)) + hdr[12:] + payload
 
 
 def gre(call_id: int, payload: bytes, seq: int | None, ack: int | None, *, version: int = 1,
@@ -135,7 +136,7 @@ def syn_packets(server: str, spoof: Sequence[str], rng: random.Random, n: int = 
         opts = struct.pack("!BBH", 2, 4, 1460)
         tcp = struct.pack("!HHIIBBHHH", sport, PPTP_PORT, isn, 0, (5 + 1) << 4, 0x02, 64240, 0, 0) + opts
         pseudo = socket.inet_aton(src) + socket.inet_aton(server) + struct.pack("!BBH", 0, 6, len(tcp))
-        csum = _checksum(pseudo + tcp)
+        csum = ip_checksum(pseudo + tcp)
         tcp = tcp[:16] + struct.pack("!H", csum) + tcp[18:]
         out.append(ipv4(src, server, 6, tcp))
     return out

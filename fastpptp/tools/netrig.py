@@ -198,15 +198,17 @@ def rig_lifetime(rig: NsPair, *more: str) -> Iterator[NsPair]:
 
 
 @contextlib.contextmanager
-def two_namespaces(mtu: int | None = None, prefix: str = "fpt", grace: float = 5.0) -> Iterator[NsPair]:
-    """Namespaces A and B, veth between them (A 192.0.2.1/24, B 192.0.2.2/24), lo up.
+def two_namespaces(mtu: int | None = None, prefix: str = "fpt", grace: float = 5.0, *,
+                   addr_a: str = ADDR_A, addr_b: str = ADDR_B) -> Iterator[NsPair]:
+    """Namespaces A and B, veth between them (A 192.0.2.1/24, B 192.0.2.2/24 unless
+    ``addr_a``/``addr_b`` say otherwise), lo up.
 
     Always cleaned up: processes stopped by PID (``grace`` s before SIGKILL), then both
     namespaces removed (the veth pair with them)."""
     sfx = unique_suffix()
     # interface names are at most 15 bytes: keep the tail of the suffix
     rig = NsPair(f"{prefix}a{sfx}", f"{prefix}b{sfx}", f"va{sfx[-12:]}", f"vb{sfx[-12:]}",
-                 grace=grace)
+                 addr_a=addr_a, addr_b=addr_b, grace=grace)
     with rig_lifetime(rig):
         netlink.create_veth(rig.veth_a, rig.veth_b, netns=rig.a, peer_netns=rig.b, mtu=mtu)
         netlink.add_address(rig.veth_a, f"{rig.addr_a}/{PREFIX}", netns=rig.a)

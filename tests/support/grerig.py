@@ -12,8 +12,9 @@ import socket
 import struct
 from collections.abc import Iterator
 
-from fastpptp.net import netlink, netns
-from fastpptp.tools.netrig import NsPair, rig_lifetime, unique_suffix
+from fastpptp.net import netns
+from fastpptp.tools.flood import ip_checksum
+from fastpptp.tools.netrig import NsPair, two_namespaces
 
 ADDR_A = "198.51.100.1"
 ADDR_B = "198.51.100.2"
@@ -24,15 +25,8 @@ ETH_P_ALL = 0x0003
 
 @contextlib.contextmanager
 def gre_pair(prefix: str = "xdp", mtu: int | None = None) -> Iterator[NsPair]:
-    sfx = unique_suffix()
-    rig = NsPair(f"{prefix}a{sfx}", f"{prefix}b{sfx}", f"xa{sfx[-12:]}", f"xb{sfx[-12:]}",
-                 addr_a=ADDR_A, addr_b=ADDR_B, grace=3.0)
-    with rig_lifetime(rig):
-        netlink.create_veth(rig.veth_a, rig.veth_b, netns=rig.a, peer_netns=rig.b, mtu=mtu)
-        netlink.add_address(rig.veth_a, f"{ADDR_A}/24", netns=rig.a)
-        netlink.add_address(rig.veth_b, f"{ADDR_B}/24", netns=rig.b)
-        netlink.set_link_up(rig.veth_a, netns=rig.a)
-        netlink.set_link_up(rig.veth_b, netns=rig.b)
+    """Two namespaces, veth between them: A 198.51.100.1/24, B 198.51.100.2/24."""
+    with two_namespaces(mtu, prefix, 3.0, addr_a=ADDR_A, addr_b=ADDR_B) as rig:
         yield rig
 
 
@@ -49,13 +43,6 @@ def pptp_gre(call_id: int = 7, seq: int | None = 1, payload: bytes = b"\xff\x03\
     if seq is not None:
         hdr += struct.pack("!I", seq)
     return hdr + payload
-
-
-def ip_checksum(hdr: bytes) -> int:
-    s = sum(struct.unpack(f"!{len(hdr) // 2}H", hdr))
-    while s >> 16:
-        s = (s >> 16) + (s & 0xFFFF)
-    return (~s) & 0xFFFF
 
 
 def raw_gre_socket(ns: str, bind: str | None = None) -> socket.socket:

@@ -4,17 +4,10 @@ from __future__ import annotations
 import ipaddress
 import struct
 
+from fastpptp.tools.flood import ip_checksum as csum
+
 PEER = "192.0.2.2"
 LOCAL = "192.0.2.1"
-
-
-def csum(data: bytes) -> int:
-    if len(data) & 1:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
 
 
 def ipv4(src: str, dst: str, payload: bytes, proto: int = 17, ident: int = 0, frag: int = 0) -> bytes:
