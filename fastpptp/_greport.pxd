@@ -25,6 +25,7 @@ the kernel reassembles), GRE arriving on another interface, and frames it cannot
 counted as ``rx_slowpath`` / ``tx_slowpath``.  Nothing is dropped silently.
 """
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from fastpptp._l2 cimport nh_table
 
 cdef enum:
     PORT_HEADROOM = 40      # writable bytes before a tx frame: Ethernet 14 + IPv4 20, rounded up
@@ -60,14 +61,18 @@ cdef class GrePort:
     cdef void tx_flush(self) noexcept nogil
 
 
-cdef class QueuedTxPort(GrePort):
-    """A port that writes its own headers at ``tx_flush``: ``tx_add`` only queues (frame,
-    length, peer), up to ``tx_cap`` entries (more are counted as P_TX_RING_FULL).  Subclasses
-    call ``queue_alloc`` once ``tx_cap`` is set, and empty the queue (``qn = 0``) in tx_flush."""
+cdef class L2Port(GrePort):
+    """A port that writes its own Ethernet + IPv4 headers at ``tx_flush`` (PacketPort,
+    XdpPort): ``tx_add`` only queues (frame, length, peer), up to ``tx_cap`` entries (more are
+    counted as P_TX_RING_FULL); the headers come from the nexthop table ``nht``
+    (fastpptp/_l2.pxd).  Subclasses call ``queue_alloc`` once ``tx_cap`` is set and
+    ``nh_init`` on ``nht``, set ``own_mac``, and empty the queue (``qn = 0``) in tx_flush."""
     cdef int qn                 # frames queued since the last flush
     cdef uint8_t** q_frame
     cdef uint32_t* q_len
     cdef uint32_t* q_dst
+    cdef nh_table nht           # peer -> next-hop MAC, source, MTU; with its lock
+    cdef uint8_t own_mac[6]
 
     cdef int queue_alloc(self) except -1
 

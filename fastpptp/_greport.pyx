@@ -6,6 +6,7 @@ from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
 cimport fastpptp._sys as sys_
 from fastpptp._sys cimport mmsghdr, iovec, sockaddr_in
+from fastpptp._l2 cimport nh_clear, nh_dump, nh_free
 
 import ipaddress
 import numpy as np
@@ -122,8 +123,13 @@ cdef class GrePort:
         pass
 
 
-cdef class QueuedTxPort(GrePort):
-    """The transmit queue of the ports that write their own L2/L3 headers (_greport.pxd)."""
+cdef class L2Port(GrePort):
+    """The transmit queue and nexthop table of the ports that write their own L2/L3 headers
+    (_greport.pxd); each subclass has its own ``set_nexthop`` (its MTU rules)."""
+
+    def __cinit__(self, *args, **kw):
+        self.nht.slot = NULL
+        self.nht.lock_ok = False
 
     cdef int queue_alloc(self) except -1:
         free(self.q_frame)
@@ -141,6 +147,19 @@ cdef class QueuedTxPort(GrePort):
         free(self.q_frame)
         free(self.q_len)
         free(self.q_dst)
+        nh_free(&self.nht)
+
+    def clear_nexthop(self, peer):
+        """Send GRE to ``peer`` through the slow path again.  True if it had an entry."""
+        cdef uint32_t dst = ip_be(peer)
+        cdef bint had
+        with nogil:
+            had = nh_clear(&self.nht, dst)
+        return had
+
+    def nexthops(self):
+        """{peer: (mac "aa:bb:..", src, mtu)} of the live entries (diagnostics, tests)."""
+        return {ip_str(d): (m.hex(":"), ip_str(s), mtu) for d, s, m, mtu in nh_dump(&self.nht)}
 
     cdef void tx_add(self, uint8_t* frame, uint32_t n, uint32_t dst_be) noexcept nogil:
         cdef int i = self.qn

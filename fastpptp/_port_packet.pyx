@@ -43,9 +43,9 @@ from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
 cimport fastpptp._sys as sys_
 from fastpptp._sys cimport mmsghdr, iovec, pthread_mutex_lock, pthread_mutex_unlock
-from fastpptp._l2 cimport (nh_entry, nh_table, nh_init, nh_free, nh_find, nh_set, nh_clear,
-                           nh_dump, l2l3_write, csum_fold, sum16, ETH_HLEN, IP_HLEN, L2L3)
-from fastpptp._greport cimport (GrePort, QueuedTxPort, RawPort, PORT_HEADROOM, PORT_MAX_FDS,
+from fastpptp._l2 cimport (nh_entry, nh_init, nh_find, nh_set, l2l3_write, csum_fold, sum16,
+                           ETH_HLEN, IP_HLEN, L2L3)
+from fastpptp._greport cimport (GrePort, L2Port, RawPort, PORT_HEADROOM, PORT_MAX_FDS,
                                 P_RX_PACKETS, P_RX_BATCHES, P_TX_PACKETS, P_TX_BATCHES,
                                 P_RX_RING_FULL, P_TX_RING_FULL, P_KERNEL_DROPS, P_TX_ERRORS,
                                 P_RX_SLOWPATH, P_TX_SLOWPATH, P_ICMP_ERRORS, P_RX_NOT_OURS,
@@ -53,7 +53,7 @@ from fastpptp._greport cimport (GrePort, QueuedTxPort, RawPort, PORT_HEADROOM, P
 
 import ipaddress
 
-from fastpptp._greport import ip_be as _ip_be, ip_str as _ip_str, mac_bytes as _mac_bytes
+from fastpptp._greport import ip_be as _ip_be, mac_bytes as _mac_bytes
 import os
 
 cdef extern from * nogil:
@@ -265,7 +265,7 @@ cdef int attach_filter(int fd, list prog) except -1:
     return 0
 
 
-cdef class PacketPort(QueuedTxPort):
+cdef class PacketPort(L2Port):
     """GRE over AF_PACKET (see the module doc).  Opens its two packet sockets in the calling
     thread's network namespace; ``raw_socket`` (an IPPROTO_GRE socket, or None for no slow
     path) stays the caller's.  ``owned`` objects (e.g. the TCX drop handle) are closed by
@@ -281,7 +281,6 @@ cdef class PacketPort(QueuedTxPort):
     cdef int rx_fd, tx_fd
     cdef readonly int ifindex
     cdef readonly bytes mac
-    cdef uint8_t own_mac[6]
     cdef readonly int block_size, block_nr, frame_size, retire_ms
     cdef RawPort slow
     cdef uint8_t* ring
@@ -300,7 +299,6 @@ cdef class PacketPort(QueuedTxPort):
     cdef sockaddr_ll tx_addr
     cdef uint16_t ip_id
     # nexthop table
-    cdef nh_table nht           # the nexthop table (fastpptp/_l2.pxd), with its lock
     cdef public object owned
     cdef public object tracker      # the NexthopTracker keeping the table (packetport.py)
     cdef object local_addrs
@@ -310,8 +308,6 @@ cdef class PacketPort(QueuedTxPort):
         self.rx_fd = -1
         self.tx_fd = -1
         self.ring = NULL
-        self.nht.slot = NULL
-        self.nht.lock_ok = False
 
     def __init__(self, int ifindex, mac, local_addrs, raw_socket=None, *, int batch=64,
                  int block_size=1 << 18, int block_nr=64, int frame_size=2048,
@@ -420,7 +416,6 @@ cdef class PacketPort(QueuedTxPort):
 
     def __dealloc__(self):
         self._release_os()
-        nh_free(&self.nht)
         free(self.out_msgs)
         free(self.out_iov)
 
@@ -495,18 +490,6 @@ cdef class PacketPort(QueuedTxPort):
             ok = nh_set(&self.nht, dst, s, <uint16_t>mtu, mp, self.own_mac)
         if not ok:
             raise OverflowError("nexthop table full")
-
-    def clear_nexthop(self, peer):
-        """Send GRE to ``peer`` through the slow path again.  True if it had an entry."""
-        cdef uint32_t dst = _ip_be(peer)
-        cdef bint had
-        with nogil:
-            had = nh_clear(&self.nht, dst)
-        return had
-
-    def nexthops(self):
-        """{peer: (mac "aa:bb:..", src, mtu)} of the live entries (diagnostics, tests)."""
-        return {_ip_str(d): (m.hex(":"), _ip_str(s), mtu) for d, s, m, mtu in nh_dump(&self.nht)}
 
     # ------------------------------------------------------------------ statistics
 

@@ -47,9 +47,8 @@ from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
 cimport fastpptp._sys as sys_
 from fastpptp._sys cimport pthread_mutex_lock, pthread_mutex_unlock
-from fastpptp._l2 cimport (nh_entry, nh_table, nh_init, nh_free, nh_find, nh_set, nh_clear,
-                           nh_dump, l2l3_write, ETH_HLEN, IP_HLEN)
-from fastpptp._greport cimport (GrePort, QueuedTxPort, RawPort, PORT_MAX_FDS, P_RX_PACKETS, P_RX_BATCHES,
+from fastpptp._l2 cimport (nh_entry, nh_init, nh_find, nh_set, l2l3_write, ETH_HLEN, IP_HLEN)
+from fastpptp._greport cimport (GrePort, L2Port, RawPort, PORT_MAX_FDS, P_RX_PACKETS, P_RX_BATCHES,
                                 P_TX_PACKETS, P_TX_BATCHES, P_RX_RING_FULL, P_TX_RING_FULL,
                                 P_KERNEL_DROPS, P_TX_ERRORS, P_RX_SLOWPATH, P_TX_SLOWPATH,
                                 P_RX_NOT_OURS, P_ICMP_ERRORS, N_PORT_COUNTERS)
@@ -57,7 +56,7 @@ from fastpptp._greport cimport (GrePort, QueuedTxPort, RawPort, PORT_MAX_FDS, P_
 import ipaddress
 import os
 
-from fastpptp._greport import ip_be as _ip_be, ip_str as _ip_str, mac_bytes as _mac_bytes
+from fastpptp._greport import ip_be as _ip_be, mac_bytes as _mac_bytes
 
 cdef extern from * nogil:
     """
@@ -218,7 +217,7 @@ cdef int ring_map(int fd, ring_t* r, xdp_ring_offset* off, uint32_t size, size_t
     return 0
 
 
-cdef class XdpPort(QueuedTxPort):
+cdef class XdpPort(L2Port):
     """GRE over AF_XDP on one interface (module doc).  Opens its sockets in the calling
     thread's network namespace; ``slow`` (a RawPort over the kernel's raw GRE socket) is the
     slow path; ``owned`` objects (the XDP link, program, maps) are closed by ``close()``,
@@ -234,13 +233,11 @@ cdef class XdpPort(QueuedTxPort):
     cdef readonly str src
     cdef readonly int batch
     cdef uint32_t src_be
-    cdef uint8_t own_mac[6]
     cdef RawPort slow
     cdef xsk_t* xs
     cdef int slow_rx                # the slow path returned frames in the last rx_burst
     cdef int slow_tx                # frames queued on the slow path since the last flush
     cdef uint16_t ip_id
-    cdef nh_table nht               # the nexthop table (fastpptp/_l2.pxd), with its lock
     cdef list owned
     cdef readonly bint closed
     cdef public str attach_note     # how the XDP program is attached (set by the set-up)
@@ -250,8 +247,6 @@ cdef class XdpPort(QueuedTxPort):
     def __cinit__(self, *args, **kw):
         self.xs = NULL
         self.nq = 0
-        self.nht.slot = NULL
-        self.nht.lock_ok = False
         self.owned = []
         self.closed = False
         self.attach_note = ""
@@ -419,7 +414,6 @@ cdef class XdpPort(QueuedTxPort):
 
     def __dealloc__(self):
         self._release()
-        nh_free(&self.nht)
 
     # ------------------------------------------------------------------ Python side
 
@@ -544,18 +538,6 @@ cdef class XdpPort(QueuedTxPort):
         with nogil:
             ok = nh_set(&self.nht, dst, s, <uint16_t>mtu, mp, self.own_mac)
         return ok
-
-    def clear_nexthop(self, peer):
-        """Send GRE to ``peer`` through the slow path again.  True if it had an entry."""
-        cdef uint32_t dst = _ip_be(peer)
-        cdef bint had
-        with nogil:
-            had = nh_clear(&self.nht, dst)
-        return had
-
-    def nexthops(self):
-        """{peer: (mac "aa:bb:..", src, mtu)} of the live entries (diagnostics, tests)."""
-        return {_ip_str(d): (m.hex(":"), _ip_str(s), mtu) for d, s, m, mtu in nh_dump(&self.nht)}
 
     # ------------------------------------------------------------------ receive
 
