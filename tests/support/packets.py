@@ -4,6 +4,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 
+from fastpptp.tools.flood import gre as flood_gre
 from fastpptp.tools.flood import ip_checksum as csum
 
 PEER = "192.0.2.2"
@@ -62,14 +63,13 @@ def tcp_mss(pkt: bytes) -> int:
 def gre(call_id: int, seq: int | None = None, ack: int | None = None, payload: bytes = b"",
         plen: int | None = None, flags0: int | None = None, flags1: int | None = None,
         proto: int = 0x880B) -> bytes:
-    f0 = 0x20 | (0x10 if seq is not None else 0) if flags0 is None else flags0
-    f1 = 0x01 | (0x80 if ack is not None else 0) if flags1 is None else flags1
-    h = struct.pack("!BBHHH", f0, f1, proto, len(payload) if plen is None else plen, call_id)
-    if seq is not None:
-        h += struct.pack("!I", seq)
-    if ack is not None:
-        h += struct.pack("!I", ack)
-    return h + payload
+    """Enhanced GRE (tools/flood.gre), with the two flag octets overridable (bad input)."""
+    h = bytearray(flood_gre(call_id, payload, seq, ack, proto=proto, length=plen))
+    if flags0 is not None:
+        h[0] = flags0
+    if flags1 is not None:
+        h[1] = flags1
+    return bytes(h)
 
 
 def dgram(gre_bytes: bytes, src: str = PEER, dst: str = LOCAL, proto: int = 47, frag: int = 0) -> bytes:
