@@ -12,6 +12,7 @@ import tracemalloc
 
 import pytest
 
+from support.loopns import private_netns as _netns, raw_gre as _raw
 from support.packets import PEER, data_in, dgram, gre, parse_gre, ppp, udp_packet
 from fastpptp.dataplane import EngineConfig, load_engine
 
@@ -19,28 +20,6 @@ CID, PCID = 7, 0x99
 T_IN, T_PEER = "198.51.100.1", "198.51.100.2"
 
 
-class Fakes:
-    """A TUN fake and a GRE fake; the test holds the far ends."""
-
-    def __init__(self):
-        self.tun_eng, self.tun = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.gre_eng, self.gre = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        for s in (self.tun_eng, self.tun, self.gre_eng, self.gre):
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        self.tun.settimeout(5)
-        self.gre.settimeout(5)
-
-    def close(self):
-        for s in (self.tun_eng, self.tun, self.gre_eng, self.gre):
-            s.close()
-
-
-@pytest.fixture
-def fakes():
-    f = Fakes()
-    yield f
-    f.close()
 
 
 def started(Engine, fakes, **cfg):
@@ -134,23 +113,6 @@ def test_io_session_changes_while_running(Engine, fakes):
 
 
 # ------------------------------------------------------------------ real raw GRE sockets
-def _netns(request):
-    from fastpptp.net import netns
-    name = f"fpt-engine-{os.getpid()}-{request.node.name[-20:]}".replace("[", "-").replace("]", "")
-    name = "".join(ch for ch in name if ch.isalnum() or ch in "-_.")[:60]
-    netns.create(name)
-    request.addfinalizer(lambda: netns.remove(name, missing_ok=True))
-    with netns.entered(name):
-        os.system("ip link set lo up")
-        lo_up = socket.socket(socket.AF_INET, socket.SOCK_RAW, 47)
-        lo_up.close()
-    return netns, name
-
-
-def _raw(netns, name, local, peer=None):
-    from fastpptp.net import rawgre
-    with netns.entered(name):
-        return rawgre.open_gre_socket(local, peer=peer)
 
 
 @pytest.mark.netns

@@ -19,25 +19,6 @@ CID, PCID = 7, 0x99
 T_IN, T_PEER = "198.51.100.1", "198.51.100.2"
 
 
-class Fakes:
-    """A TUN fake (SOCK_SEQPACKET) and a GRE fake (SOCK_DGRAM); the test holds the far ends."""
-
-    def __init__(self):
-        self.tun_eng, self.tun = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.gre_eng, self.gre = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.tun.settimeout(5)
-        self.gre.settimeout(5)
-
-    def close(self):
-        for s in (self.tun_eng, self.tun, self.gre_eng, self.gre):
-            s.close()
-
-
-@pytest.fixture
-def fakes():
-    f = Fakes()
-    yield f
-    f.close()
 
 
 def _engine(Engine):

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from support.loopns import private_netns, raw_gre as _raw
 from support.packets import gre, parse_gre, ppp, udp_packet
 from fastpptp._greport import PORT_COUNTER_NAMES, GrePort, RawPort
 from fastpptp.dataplane import EngineConfig
@@ -16,26 +17,9 @@ T_PEER = "198.51.100.2"
 GRE_V1 = bytes([0x30, 0x01, 0x88, 0x0B, 0, 4, 0, 7, 0, 0, 0, 1]) + b"abcd"
 
 
-def _netns(request):
-    from fastpptp.net import netns
-    name = f"fpt-port-{os.getpid()}-{request.node.name[-20:]}".replace("[", "-").replace("]", "")
-    name = "".join(ch for ch in name if ch.isalnum() or ch in "-_.")[:60]
-    netns.create(name)
-    request.addfinalizer(lambda: netns.remove(name, missing_ok=True))
-    with netns.entered(name):
-        os.system("ip link set lo up")
-    return netns, name
-
-
-def _raw(netns, name, local, peer=None):
-    from fastpptp.net import rawgre
-    with netns.entered(name):
-        return rawgre.open_gre_socket(local, peer=peer)
-
-
 @pytest.mark.netns
 def test_raw_port_batches_both_ways_and_counts(request):
-    netns, name = _netns(request)
+    netns, name = private_netns(request, "fpt-port")
     a, b = _raw(netns, name, "127.0.0.2"), _raw(netns, name, "127.0.0.3")
     try:
         pa, pb = RawPort(a, 8), RawPort(b, 8)
@@ -61,7 +45,7 @@ def test_raw_port_reads_icmp_errors_from_the_error_queue(request):
     """Unconnected, with IP_RECVERR: the kernel's protocol-unreachable about a frame to a
     peer with no GRE listener lands in the socket's error queue; the port reads and counts
     it (an unread error queue would keep epoll reporting EPOLLERR: a busy loop)."""
-    netns, name = _netns(request)
+    netns, name = private_netns(request, "fpt-port")
     a = _raw(netns, name, "127.0.0.2")
     try:
         pa = RawPort(a, 8)
@@ -104,7 +88,7 @@ def test_engine_runs_on_a_port_object(Engine, request):
     """Both engines take a GrePort: GRE goes out through it (tx counted by the port), GRE
     from the peer comes in through it and reaches the TUN; the port is the caller's and is
     released by stop()."""
-    netns, name = _netns(request)
+    netns, name = private_netns(request, "fpt-port")
     ga, gb = _raw(netns, name, "127.0.0.2"), _raw(netns, name, "127.0.0.3")
     ta, tb = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     port = RawPort(ga, 16)
