@@ -515,9 +515,11 @@ class CallSession:
         self.final_counters = counters
         # a call that never came up is a failure the operator should see (issue 10)
         log.log(logging.INFO if self.info.up else logging.WARNING,
-                "call %d peer %s: down (%s) rx %d pkts %d bytes, tx %d pkts %d bytes",
+                "call %d peer %s: down (%s) rx %d pkts %d bytes, tx %d pkts %d bytes,"
+                " PPP control frames rx %d tx %d",
                 self.call_id, self.info.peer, reason, counters.get("rx_packets", 0),
-                counters.get("rx_bytes", 0), counters.get("tx_packets", 0), counters.get("tx_bytes", 0))
+                counters.get("rx_bytes", 0), counters.get("tx_packets", 0), counters.get("tx_bytes", 0),
+                counters.get("rx_control", 0), counters.get("tx_control", 0))
         if self.info.up and self._on_network_down is not None:
             try:
                 self._on_network_down(self, None)
