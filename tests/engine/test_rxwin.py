@@ -16,7 +16,7 @@ import struct
 import pytest
 
 from fastpptp import _rxwin_ref
-from fastpptp.dataplane import EngineConfig, load_engine
+from fastpptp.dataplane import EngineConfig
 from support.packets import PEER, data_in, udp_packet
 
 try:
@@ -251,11 +251,6 @@ def test_twins_agree_on_a_random_walk():
 # ------------------------------------------------------------------ inside the engine
 T_IN = "198.51.100.1"
 CID, PCID = 7, 0x99
-
-
-@pytest.fixture(params=["compiled", "reference"])
-def Engine(request):
-    return load_engine(request.param)
 
 
 def test_engine_reorder_pool_bounds_what_all_calls_hold(Engine):

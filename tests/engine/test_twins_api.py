@@ -26,11 +26,6 @@ T_IN, T_PEER = "198.51.100.1", "198.51.100.2"
 KEY16, KEY8 = bytes(range(16)), bytes(range(8))
 
 
-@pytest.fixture(params=["compiled", "reference"])
-def Engine(request):
-    return load_engine(request.param)
-
-
 def _udp(size: int, dst: str = T_PEER, src: str = T_IN) -> bytes:
     """An IPv4/UDP packet of exactly ``size`` bytes."""
     body = b"u" * (size - 28)
