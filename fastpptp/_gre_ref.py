@@ -92,7 +92,7 @@ from fastpptp.dataplane import (COUNTER_NAMES, EV_MPPE_LOST_SYNC, EV_MPPE_RESET_
                                 FRAME_SLACK, HEADROOM, MAX_TUN, MPPE_LOST_SYNC_RUN, RLQ_SLOT,
                                 TOTAL_NAMES, EngineConfig)
 from fastpptp.gre import GRE_PROTOCOL_PPP as GRE_PROTO_PPP
-from fastpptp.ppp.constants import Protocol
+from fastpptp.ppp.constants import ENGINE_EVENT_BASE, Protocol
 
 PPP_IPV4 = int(Protocol.IPV4)       # plain ints (compared per packet), defined in ppp/constants
 PPP_IPV6 = int(Protocol.IPV6)
@@ -524,10 +524,10 @@ class Engine:
         # Never blocks: a full queue drops (counted) and the eventfd is non-blocking.
         if len(self._ctlq) >= self.config.control_queue or len(info) > self._max_frame:
             # bounded, and slots of MRU + slack
-            self._ctl_full(s, "queue_full_event" if protocol >= 0x10000 else "queue_full_rx_control")
+            self._ctl_full(s, "queue_full_event" if protocol >= ENGINE_EVENT_BASE else "queue_full_rx_control")
             return
         self._ctlq.append((s.call_id, protocol, bytes(info)))
-        if protocol < 0x10000:
+        if protocol < ENGINE_EVENT_BASE:
             s.c["rx_control"] += 1
         if self._efd >= 0:
             os.eventfd_write(self._efd, 1)
