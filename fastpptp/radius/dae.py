@@ -56,8 +56,8 @@ from fastpptp.radius.dictionary import (
     VENDOR_CISCO, VENDOR_MIKROTIK, Attr, CiscoAttr, Code, ErrorCause, MikrotikAttr,
 )
 from fastpptp.radius.packet import (
-    Attribute, MissingMessageAuthenticator, Packet, RadiusAuthError, decode_packet, encode_response,
-    text_value, verify_request,
+    Attribute, BadMessageAuthenticator, MissingMessageAuthenticator, Packet, RadiusAuthError,
+    decode_packet, encode_response, text_value, verify_request,
 )
 from fastpptp.radius.rates import is_rate_avpair, rate_limit_from_attributes
 from fastpptp.shaping import RateLimit
@@ -229,8 +229,11 @@ class DaeCore:
         except MissingMessageAuthenticator:
             c["rx_no_message_authenticator"] += 1
             return None
-        except RadiusAuthError as exc:
-            c["rx_bad_message_authenticator" if "Message" in str(exc) else "rx_bad_authenticator"] += 1
+        except BadMessageAuthenticator:
+            c["rx_bad_message_authenticator"] += 1
+            return None
+        except RadiusAuthError:
+            c["rx_bad_authenticator"] += 1
             return None
         if not self._timely(request, wall):
             c["rx_stale"] += 1

@@ -45,7 +45,7 @@ from fastpptp.radius.dictionary import (
 
 __all__ = [
     "Attribute", "Packet", "RadiusDecodeError", "RadiusAuthError", "MissingMessageAuthenticator",
-    "UnexpectedCode", "HEADER_LEN", "MAX_PACKET_LEN",
+    "BadMessageAuthenticator", "UnexpectedCode", "HEADER_LEN", "MAX_PACKET_LEN",
     "MAX_VALUE_LEN", "encode_request", "encode_response", "decode_packet", "verify_response",
     "verify_request", "hide_password", "unhide_password", "encrypt_mppe_key",
     "decrypt_mppe_key", "decrypt_ms_chap_mppe_keys", "encrypt_ms_chap_mppe_keys",
@@ -71,6 +71,10 @@ class RadiusAuthError(RemoteProtocolError):
 
 class MissingMessageAuthenticator(RadiusAuthError):
     """A response (or request) without the Message-Authenticator our policy requires."""
+
+
+class BadMessageAuthenticator(RadiusAuthError):
+    """A Message-Authenticator that does not verify (RFC 3579 §3.2)."""
 
 
 class UnexpectedCode(RadiusAuthError):
@@ -392,7 +396,7 @@ def _check_message_authenticator(raw: bytes, secret: bytes, authenticator: bytes
             raise MissingMessageAuthenticator(f"{what} without Message-Authenticator")
         return
     if not hmac.compare_digest(message_authenticator(secret, raw, authenticator), raw[ma:ma + 16]):
-        raise RadiusAuthError("bad Message-Authenticator")
+        raise BadMessageAuthenticator("bad Message-Authenticator")
 
 
 # --- hiding and salt encryption ---------------------------------------------------------------
