@@ -13,6 +13,7 @@ from fastpptp.ppp.auth.chap import (
 )
 from fastpptp.ppp.auth.secrets import StaticBackend
 from fastpptp.ppp.constants import AuthMethod, Protocol
+from support.ppp_pair import pump
 
 V2, V1, MD5 = AuthMethod.MSCHAP_V2, AuthMethod.MSCHAP_V1, AuthMethod.CHAP_MD5
 H = bytes.fromhex
@@ -230,14 +231,6 @@ def make_pair(method, password="pw", users=None, retries=0, timers=None):
     peer.start(0.0)
     auth.start(0.0)
     return peer, auth
-
-
-def pump(peer, auth, now, rounds=4):
-    for _ in range(rounds):
-        for _, f in auth.frames_to_send():
-            peer.receive(f, now)
-        for _, f in peer.frames_to_send():
-            auth.receive(f, now)
 
 
 @pytest.mark.parametrize("method", [MD5, V1, V2])

@@ -9,6 +9,7 @@ from fastpptp.ppp.auth.pap import (
 )
 from fastpptp.ppp.auth.secrets import StaticBackend
 from fastpptp.ppp.constants import AuthMethod, Protocol
+from support.ppp_pair import pump
 
 # From tests/data/captures/pap.pcap (pppd 2.4.9 both sides).
 CAPTURED_REQUEST = bytes.fromhex("0101001d0866617374707074700f66617374707074702d736563726574")
@@ -81,13 +82,6 @@ def pair(password="pw", users=None):
     auth.start(0.0)
     peer.start(0.0)
     return peer, auth
-
-
-def pump(a, b, now):
-    for _, f in a.frames_to_send():
-        b.receive(f, now)
-    for _, f in b.frames_to_send():
-        a.receive(f, now)
 
 
 def test_pair_success():
