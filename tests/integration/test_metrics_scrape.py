@@ -1,5 +1,5 @@
 """``--metrics-listen``: scraped over HTTP, parsed with prometheus_client's parser, the values
-compared with ``fastpptp status --json`` (the control socket):
+compared with ``fastpptp sessions --json`` (the control socket; ``status`` is its alias):
 
 * a server in process with real clients (loopback TCP and raw GRE in a fresh namespace, TUN
   fakes as in test_inprocess.py);
@@ -237,7 +237,8 @@ async def _thousand_calls(tmp_path, n: int):
     pptp_port, metrics_port = free_port(), free_port()
     pool = tuple(f"198.18.{i // 250}.{i % 250 + 1}" for i in range(n))   # RFC 2544 range, never routed
     server = Server(ServerConfig(listen="127.0.0.1", port=pptp_port, remote_ips=pool, connections=n,
-                                 rate_limit=10 * n, calls_per_source=n,   # every call from 127.0.0.1 ppp=parse_ppp_options("require-mschap-v2 lcp-echo-interval 0"),
+                                 rate_limit=10 * n, calls_per_source=n,   # every call from 127.0.0.1
+                                 ppp=parse_ppp_options("require-mschap-v2 lcp-echo-interval 0"),
                                  control_socket=str(tmp_path / "ctl.sock"), ip_up=None, ip_down=None,
                                  metrics_listen=f"127.0.0.1:{metrics_port}"),
                     auth_backend=CallableBackend(lambda user, srv: None),
@@ -300,7 +301,7 @@ def test_scrape_of_a_real_server_with_1000_sessions(loopback_ns, tmp_path):
 def test_server_program_metrics_match_status_json(lab):
     """``fastpptp server --metrics-listen``: the program, two real clients in their own
     namespaces, pings; the scrape (from inside the server's namespace) brackets what
-    ``fastpptp status --json`` reports (the clients' kernels may send a packet meanwhile)."""
+    ``fastpptp sessions --json`` reports (the clients' kernels may send a packet meanwhile)."""
     lab.start_server("--metrics-listen", f"{SERVER_IP}:9723", "--metrics-per-session")
     clients = [lab.start_client(i, f"user{i}", f"pass{i}") for i in range(2)]
     for p, up in clients:
@@ -316,7 +317,7 @@ def test_server_program_metrics_match_status_json(lab):
         return _parse(body.decode())
 
     before = scrape()
-    cli = subprocess.run(PY + ["status", "--json", "--control-socket", lab.ctl], capture_output=True, text=True,
+    cli = subprocess.run(PY + ["sessions", "--json", "--control-socket", lab.ctl], capture_output=True, text=True,
                          timeout=30)
     assert cli.returncode == 0, cli.stderr
     after = scrape()
