@@ -167,6 +167,15 @@ def test_metrics_scrape_matches_status(loopback_ns, tmp_path):
     assert _one(two, "fastpptp_engine_wakeups_total") > 0
     drops = {dict(k[1])["reason"] for k in two if k[0] == "fastpptp_dropped_packets_total"}
     assert set(sessions[0]["drops"]) | {"no_route"} <= drops
+    # the GRE port's counters, labelled with the port's kind, bracketed by status --json's gre_io
+    port = {k[0][len("fastpptp_gre_port_"):-len("_total")]: (dict(k[1]), v)
+            for k, v in two.items() if k[0].startswith("fastpptp_gre_port_")}
+    io_before, io_after = r["status"]["gre_io"], r["status_after"]["gre_io"]
+    assert set(port) == set(io_before["counters"]) and port, (port, io_before)
+    for name, (labels, value) in port.items():
+        assert labels == {"port": io_before["mode"]}, (name, labels, io_before)
+        assert io_before["counters"][name] <= value <= io_after["counters"][name], name
+    assert port["rx_packets"][1] >= 6 and port["tx_packets"][1] >= 5
 
     # after a failed login and bob's departure: one session left; bob's bytes stay in the totals
     (left,) = r["status_one"]["sessions"]
