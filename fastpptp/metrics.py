@@ -194,6 +194,10 @@ class MetricsSnapshot:
     pool_free: int
     sessions: tuple[SessionSample, ...] = ()
     radius: RadiusSnapshot = RadiusSnapshot()
+    #: the running GRE port's counters (``Engine.port_counters()``; {} when none runs) and its
+    #: kind ("raw", "packet", "xdp"): ``fastpptp_gre_port_*_total{port}``
+    gre_port: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    gre_port_kind: str = ""
     took: float = 0.0                    # seconds the loop spent taking it
 
 
@@ -206,6 +210,8 @@ class SnapshotEngine(Protocol):
 
     @property
     def loops(self) -> int: ...
+
+    def port_counters(self) -> dict[str, int]: ...
 
 
 class SnapshotServer(Protocol):
@@ -264,6 +270,7 @@ def take_snapshot(server: SnapshotServer, *, per_session: bool = False,
         for name, column in zip(names, zip(*map(operator.itemgetter(*names), rows), strict=True), strict=True):
             sums[name] += sum(column)
     adm = server.admission
+    port = getattr(engine, "gre_port", None)       # both twins; its ``kind`` labels the port's series
     return MetricsSnapshot(
         sessions_by_state=states, control_connections=adm.open_connections,
         calls_accepted=stats.calls_accepted, sessions_setup=stats.sessions_setup,
@@ -273,7 +280,9 @@ def take_snapshot(server: SnapshotServer, *, per_session: bool = False,
         admission_tracked_sources=adm.tracked_sources(), admission_evicted=adm.evicted,
         engine=dict(sums), engine_wakeups=int(engine.loops),
         pool_size=len(set(server.config.remote_ips)), pool_used=len(server.pool.in_use), pool_free=len(server.pool),
-        sessions=tuple(samples), radius=radius_snapshot(server), took=clock() - t0)
+        sessions=tuple(samples), radius=radius_snapshot(server),
+        gre_port=dict(engine.port_counters()), gre_port_kind=str(getattr(port, "kind", "")) if port else "",
+        took=clock() - t0)
 
 
 def _server_label(address: tuple[str, int]) -> str:
@@ -322,6 +331,23 @@ _PER_SESSION = (
     ("rx_bytes", "fastpptp_session_rx_bytes_total"), ("tx_bytes", "fastpptp_session_tx_bytes_total"),
     ("rx_packets", "fastpptp_session_rx_packets_total"), ("tx_packets", "fastpptp_session_tx_packets_total"),
 )
+#: GRE port counter (fastpptp/_greport.pyx PORT_COUNTER_NAMES) -> HELP of
+#: ``fastpptp_gre_port_<name>_total{port}`` (docs/DESIGN.md, "GRE ports"); a counter the port
+#: adds later is served too, with a generic HELP.
+GRE_PORT_SERIES: dict[str, str] = {
+    "rx_packets": "GRE packets the port received (fast and slow path)",
+    "rx_batches": "Receive batches of the port (each one wake-up's worth of GRE packets)",
+    "tx_packets": "GRE packets the port sent (fast and slow path)",
+    "tx_batches": "Send batches (flushes) of the port",
+    "rx_ring_full": "GRE packets the kernel dropped because the port's receive ring was full",
+    "tx_ring_full": "GRE packets not sent: the transmit ring or the socket send buffer was full",
+    "kernel_drops": "GRE packets the kernel reported dropping (ENOBUFS from the qdisc or driver)",
+    "tx_errors": "GRE packets whose send failed with another error",
+    "rx_slowpath": "GRE packets received through the raw socket (fragments, other interfaces)",
+    "tx_slowpath": "GRE packets sent through the raw socket (no next hop yet, too big, other egress)",
+    "icmp_errors": "ICMP errors the kernel reported about sent GRE packets",
+    "rx_not_ours": "Frames the fast path received that were not PPTP GRE for us, or were truncated",
+}
 PER_SESSION_WARNING = ("one series per session and user: cardinality grows with the sessions; "
                        "only with --metrics-per-session")
 
@@ -393,6 +419,11 @@ def families(snap: MetricsSnapshot) -> list[Metric]:
     gauge("fastpptp_address_pool_used", "Client addresses in use (pool and static)", snap.pool_used)
     gauge("fastpptp_address_pool_free", "Pool addresses free", snap.pool_free)
     gauge("fastpptp_metrics_snapshot_seconds", "Event-loop time the last scrape's snapshot took", snap.took)
+    for key, value in snap.gre_port.items():
+        fam = CounterMetricFamily(f"fastpptp_gre_port_{key}_total",
+                                  GRE_PORT_SERIES.get(key, f"GRE port counter {key}"), labels=["port"])
+        fam.add_metric([snap.gre_port_kind], value)
+        out.append(fam)
     out += radius_families(snap.radius)
     if snap.sessions:
         labels = ["session", "user"]

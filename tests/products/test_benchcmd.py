@@ -52,3 +52,20 @@ def test_decap_benchmarks_run_on_both_engines():
     stream, dlen = bc._peer_stream(64, True, 1)
     sent = bc._ip_packet(64, "198.51.100.1", "198.51.100.2")
     assert _decap_compiled(stream[0], dlen, bc._engine("compiled", True)) == [sent] * bc.BATCH
+
+
+@pytest.mark.slow
+def test_rate_limiter_cost_compares_builds_with_and_without_the_limiter():
+    """The ``rate_limit`` table of ``fastpptp bench dataplane`` (docs/BENCHMARKS.md, "What the
+    limiter costs an unlimited session"): its baseline is a build of _gre.pyx with the limiter
+    really compiled out, the others the limiter compiled in; one short round of each case runs
+    and moves packets (rates are not asserted here).  Builds are cached in the temp directory
+    by source hash: the first run compiles _gre.pyx twice."""
+    off, on = bc._build_gre(True), bc._build_gre(False)
+    assert off.RATE_LIMIT_COMPILED is False and on.RATE_LIMIT_COMPILED is True
+    with pytest.raises(RuntimeError, match="no rate limiter"):
+        bc._engine("compiled", None, engine_cls=off.Engine, rate_kbit=1000)
+    assert bc._engine("compiled", None, engine_cls=off.Engine).counters(7)["drop_rate_limit"] == 0
+    rows = bc.rate_limit_cost(min_time=0.005, rounds=1, payloads=(64,))
+    assert [(r["op"], r["payload"]) for r in rows] == [("encap", 64), ("decap", 64)]
+    assert all(r[case] > 0 for r in rows for case in bc.RL_CASES), rows

@@ -19,7 +19,8 @@ from fastpptp.config import AddressPool
 from fastpptp.dataplane import TOTAL_NAMES, EngineConfig, load_engine
 from fastpptp.aio.accounting import COUNTERS as ACCT_COUNTERS
 from fastpptp.aio.accounting import Accountant
-from fastpptp.metrics import (SESSION_STATES, MetricsServer, MetricsSnapshot, RadiusServerSample, RadiusSnapshot,
+from fastpptp._greport import PORT_COUNTER_NAMES
+from fastpptp.metrics import (GRE_PORT_SERIES, SESSION_STATES, MetricsServer, MetricsSnapshot, RadiusServerSample, RadiusSnapshot,
                               ServerCollector, ServerStats, families, parse_listen, take_snapshot, teardown_reason)
 from fastpptp.radius.accounting import BACKLOG_COUNTERS, Nas
 from fastpptp.radius.aio import RadiusDriver
@@ -59,12 +60,24 @@ class FakeEngine:
         self.per_call: dict[int, dict[str, int]] = {}
         self.total = dict.fromkeys(TOTAL_NAMES, 0)
         self.loops = 0
+        self.gre_port: FakePort | None = None       # the I/O thread's GRE port, when it runs
 
     def counters(self, call_id):
         return dict(self.per_call[call_id])
 
     def totals(self):
         return dict(self.total)
+
+    def port_counters(self):
+        return {} if self.gre_port is None else dict(self.gre_port.pc)
+
+
+@dataclasses.dataclass
+class FakePort:
+    """A running GRE port as the engine shows it (``kind``, PORT_COUNTER_NAMES)."""
+
+    kind: str
+    pc: dict[str, int]
 
 
 @dataclasses.dataclass
@@ -157,6 +170,8 @@ def _server_with_sessions():
     eng.per_call[11] = counters(rx_bytes=5, tx_bytes=7, rx_packets=1, tx_packets=1, drop_mppe=4)
     eng.total.update(drop_unknown_call=6, drop_no_route=2, drop_malformed=1, icmp_errors=1)
     eng.loops = 1234
+    eng.gre_port = FakePort("packet", {**dict.fromkeys(PORT_COUNTER_NAMES, 0), "rx_packets": 40, "rx_batches": 9,
+                                       "tx_packets": 50, "rx_slowpath": 2, "rx_ring_full": 3})
     srv.sessions[10] = FakeSession(FakeInfo("alice", up=True), FakeLink(Phase.NETWORK))
     srv.sessions[11] = FakeSession(FakeInfo(None), FakeLink(Phase.AUTHENTICATE))
     srv.sessions[12] = FakeSession(FakeInfo(None), FakeLink(Phase.DEAD))        # waits for the peer
@@ -228,6 +243,22 @@ def test_exposition_values_and_labels():
     assert set(drops) == {n[5:] for n in TOTAL_NAMES if n.startswith("drop_")}
     assert (drops["duplicate"], drops["mppe"], drops["no_route"]) == (6, 4, 2)
     assert not any(k[0].startswith("fastpptp_session_") for k in got)
+
+
+def test_gre_port_counters_with_the_port_kind():
+    srv, eng = _server_with_sessions()
+    snap = take_snapshot(srv)
+    assert snap.gre_port_kind == "packet" and set(snap.gre_port) == set(PORT_COUNTER_NAMES)
+    got = parse(exposition(snap))
+    port = {k[0]: v for k, v in got.items() if k[0].startswith("fastpptp_gre_port_")}
+    assert port == {f"fastpptp_gre_port_{n}_total": snap.gre_port[n] for n in PORT_COUNTER_NAMES}
+    assert (port["fastpptp_gre_port_rx_packets_total"], port["fastpptp_gre_port_rx_ring_full_total"]) == (40, 3)
+    assert all(k[1] == (("port", "packet"),) for k in got if k[0].startswith("fastpptp_gre_port_"))
+    # every counter the port has is served, with a meaning of its own
+    assert set(GRE_PORT_SERIES) == set(PORT_COUNTER_NAMES)
+    # no GRE port running (the engine not started, or the reference twin on a bare fd): no series
+    eng.gre_port = None
+    assert not any(k[0].startswith("fastpptp_gre_port_") for k in parse(exposition(take_snapshot(srv))))
 
 
 def test_per_session_series():
