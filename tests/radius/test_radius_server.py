@@ -397,3 +397,60 @@ def test_mppe_encryption_types_from_radius_against_our_policy(radius_ns, tmp_pat
         assert info == mppe and traffic == (True, True)
     else:
         assert rc == 19 and counters["policy_rejects"] == 1
+
+
+class _Silent(asyncio.DatagramProtocol):
+    """A RADIUS server that never answers; counts what it got."""
+
+    def __init__(self):
+        self.got = 0
+
+    def datagram_received(self, data, addr):
+        self.got += 1
+
+
+def test_a_silent_radius_server_holds_up_no_other_login(radius_ns, tmp_path):
+    """With the only RADIUS server silent, dave's login waits for it (2 tries 2 s apart)
+    while erin, whom chap-secrets knows (``local,radius``), negotiates LCP, MS-CHAPv2, MPPE and
+    IPCP and passes traffic meanwhile; then dave is refused cleanly (E=691)."""
+    (tmp_path / "no-chap-secrets").write_text('erin testsrv "erin-local-pw" *\n')
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        silent = _Silent()
+        transport, _ = await loop.create_datagram_endpoint(lambda: silent, local_addr=("127.0.0.1", 0))
+        radius = RadiusSettings(auth_servers=(RadiusServer(transport.get_extra_info("sockname")[:2],
+                                                           SECRET.encode()),),
+                                policy=ClientPolicy(timeout=2.0, tries=2), nas_identifier="silent",
+                                auth_order="local,radius")
+        rig = Rig(tmp_path, "require-mschap-v2 require-mppe-128", radius)
+        await rig.start()
+        r = {}
+        try:
+            d, dt = rig.client("dave", PASSWORDS["dave"], "require-mppe-128")
+            await asyncio.sleep(0.3)
+            began = loop.time()
+            e, et = rig.client("erin", "erin-local-pw", "require-mppe-128", source="127.0.0.3")
+            r["erin_up"] = await rig.wait_up(e, et, timeout=3.0)
+            r["erin_took"] = loop.time() - began
+            r["dave_pending"] = not dt.done() and not d.up.is_set()
+            r["traffic"] = await rig.ping_both_ways("erin", e.session.info.local_ip) if r["erin_up"] else None
+            r["dave_rc"] = await asyncio.wait_for(dt, 20)
+            r["dave_reason"] = d.exit_reason
+            r["dave_took"] = loop.time() - began
+            r["radius_got"] = silent.got
+            r["counters"] = dict(rig.server.radius_verifier.counters)
+            r["erin_alive"] = not et.done()
+            return r
+        finally:
+            await rig.close()
+            transport.close()
+
+    r = asyncio.run(main())
+    assert r["erin_up"] and r["erin_took"] < 2.5, r
+    assert r["dave_pending"]                      # still waiting for RADIUS when erin was up
+    assert r["traffic"] == (True, True)
+    assert r["dave_rc"] == 19 and "e=691" in (r["dave_reason"] or "").lower()
+    assert r["radius_got"] == 2                   # dave's Access-Request, sent twice
+    assert r["counters"]["no_response"] == 1 and r["counters"]["local"] == 1
+    assert r["erin_alive"]
