@@ -40,6 +40,7 @@ USERS = [
         "Session-Timeout": "3600",
         "Mikrotik-Rate-Limit": "512k/2M",
         "Class": "plan-carol",
+        "MS-Primary-DNS-Server": "192.0.2.53",      # our options name none: only RADIUS does
     }),
     RadiusUser("dave", "dave-pw"),
     RadiusUser("brief", "brief-pw", {"Session-Timeout": "2"}),
@@ -161,10 +162,11 @@ def test_login_through_freeradius_with_reply_attributes_and_traffic(radius_ns, t
         rig = Rig(tmp_path, server_opts, _settings(radius_ns))
         await rig.start()
         try:
-            c, t = rig.client("carol", PASSWORDS["carol"], client_opts)
+            c, t = rig.client("carol", PASSWORDS["carol"], client_opts + " usepeerdns")
             r = {"up": await rig.wait_up(c, t)}
             if r["up"]:
                 r["client"] = (c.session.info.auth, c.session.info.mppe, c.session.info.local_ip)
+                r["dns"] = c.session.info.dns
                 (s,) = rig.server.sessions.values()
                 r["engine_rate"] = engines.of(s.call_id)
                 r["session"] = (s.info.user, s.info.remote_ip, s.info.rate, s.info.rate_source,
@@ -178,6 +180,7 @@ def test_login_through_freeradius_with_reply_attributes_and_traffic(radius_ns, t
     r = asyncio.run(main())
     assert r["up"], "tunnel did not come up through FreeRADIUS"
     assert r["client"] == (auth, mppe, "198.51.100.77")       # Framed-IP-Address applied
+    assert tuple(r["dns"]) == ("192.0.2.53",)                  # MS-Primary-DNS-Server applied
     assert r["session"] == ("carol", "198.51.100.77", RateLimit(2000, 512), RateSource.RADIUS,
                             3600, (b"plan-carol",))
     # MPPE: the keys came from RADIUS; a swapped direction would garble both ways
