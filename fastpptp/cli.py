@@ -292,10 +292,12 @@ def build_radius_settings(args: argparse.Namespace, opts: PppOptions):
         auth = tuple(parse_server_spec(s, AUTH_PORT, _resolve) for s in args.radius_server)
         acct = tuple(parse_server_spec(s, ACCT_PORT, _resolve) for s in args.radius_acct_server)
         if base is None and not auth:
-            if acct or args.radius_order:
-                raise RadiusConfigError("RADIUS needs --radius-server (or plugin radius.so)")
-            return None
-        settings = base if base is not None else RadiusSettings(auth_servers=auth)
+            if args.radius_order:
+                raise RadiusConfigError("--radius-order needs --radius-server (or plugin radius.so)")
+            if not acct:
+                return None
+        # --radius-acct-server alone: logins checked locally (chap-secrets), accounted by RADIUS
+        settings = base if base is not None else RadiusSettings(auth_servers=auth, acct_servers=acct)
         policy = settings.policy
         policy = ClientPolicy(
             timeout=args.radius_timeout if args.radius_timeout is not None else policy.timeout,

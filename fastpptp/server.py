@@ -84,6 +84,7 @@ from .privs import PrivilegeError, Privileges
 from .radius.accounting import AcctAuthentic, AcctSession, Nas, interim_interval, terminate_cause
 from .radius.aio import RadiusDriver
 from .radius.client import RadiusClient
+from .radius.framed import FramedRoute, parse_framed_route, session_mtu
 from .radius.settings import RadiusSettings
 from .radius.verifier import NasContext, RadiusVerdict, RadiusVerifier
 from .sdnotify import Notifier
@@ -751,6 +752,10 @@ class Server:
                     log.warning("call %d: IPv6 link-local %s: %s", call_id, local, f.exception())
             address.add_done_callback(link_local)
             return address
+        framed_mtu = session.attributes.framed_mtu
+        if session.attributes.framed_routes or (framed_mtu and framed_mtu < (self._ppp.mtu or 1400)):
+            log.info("call %d: Framed-Route / Framed-MTU need per-session interfaces: not applied",
+                     session.call_id)
         route: asyncio.Future[object] | None = None
         if self._configure_network:
             # off the event loop (~4 ms per route in a connect storm); the session holds its
@@ -791,12 +796,22 @@ class Server:
             self._own_interface_up(session, iface, ev)
             return None
         name, local = iface.name, f"{ev.local}/{32 if ipv4 else 128}"
+        mtu, routes = self._framed(session) if ipv4 else (None, ())
 
         def configure() -> None:
+            if mtu is not None:                 # the Access-Accept's Framed-MTU (radius/framed.py)
+                netlink_direct.set_mtu(name, mtu)
             # IPv6 with a peer: the kernel routes the peer only if the link is already up
             if link_down:
                 netlink_direct.set_link_up(name)
             netlink_direct.add_address(name, local, peer=str(ev.remote), nodad=not ipv4)
+            for r in routes:                    # its Framed-Routes, once the peer is routed
+                try:
+                    netlink_direct.add_route(str(r.destination), dev=name, metric=r.metric,
+                                             gateway=str(r.gateway) if r.gateway else None)
+                except Exception as exc:        # one bad route never fails the session
+                    log.warning("call %d: Framed-Route %s via %s: %s", session.call_id,
+                                r.destination, name, exc)
 
         def configured(f: asyncio.Future[object]) -> None:
             if not f.cancelled() and f.exception() is not None:
@@ -806,6 +821,22 @@ class Server:
         done = self._netlink_call(configure)
         done.add_done_callback(configured)
         return done
+
+    def _framed(self, session: CallSession) -> tuple[int | None, tuple[FramedRoute, ...]]:
+        """The verifier's Framed-MTU and Framed-Routes for the session's own interface
+        (radius/framed.py); a value that cannot be applied is logged and left out."""
+        attrs, routes = session.attributes, []
+        try:
+            mtu = session_mtu(self._ppp.mtu or 1400, attrs.framed_mtu)
+        except ValueError as exc:
+            mtu = None
+            log.warning("call %d: %s: ignored", session.call_id, exc)
+        for text in attrs.framed_routes:
+            try:
+                routes.append(parse_framed_route(text))
+            except ValueError as exc:
+                log.warning("call %d: %s: ignored", session.call_id, exc)
+        return mtu, tuple(routes)
 
     def _own_interface_up(self, session: CallSession, iface: SessionInterface, ev: NetworkUp) -> None:
         if ev.family not in (4, "ipv4"):

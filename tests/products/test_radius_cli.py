@@ -39,12 +39,21 @@ def test_radius_flags(tmp_path):
 
 @pytest.mark.parametrize("argv", [
     ["--radius-server", "192.0.2.1"],                       # no secret
-    ["--radius-acct-server", "192.0.2.1,s"],                # accounting without authentication
     ["--radius-order", "local,radius"],
 ])
 def test_bad_radius_flags_are_config_errors(tmp_path, argv):
     with pytest.raises(ConfigError):
         _config(tmp_path, *argv)
+
+
+def test_accounting_alone_keeps_local_logins(tmp_path):
+    """--radius-acct-server without --radius-server: chap-secrets checks the logins and
+    RADIUS accounts them (Acct-Authentic Local)."""
+    r = _config(tmp_path, "--radius-acct-server", "192.0.2.1,s", "--nas-identifier", "vpn-b",
+                "--acct-interim-interval", "120").radius
+    assert r is not None and not r.authenticates and r.auth_servers == ()
+    assert r.acct_servers == (RadiusServer(("192.0.2.1", 1813), b"s"),)
+    assert (r.nas_identifier, r.acct_interim_interval) == ("vpn-b", 120)
 
 
 def test_radius_so_options_file_and_flags_over_it(tmp_path):

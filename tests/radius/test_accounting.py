@@ -263,3 +263,19 @@ def test_every_record_fits_one_packet_with_many_classes():
     wire, _ = encode_request(Packet(Code.ACCOUNTING_REQUEST, 1, attributes=stop_attributes(
         NAS, many, Usage(1, 2, 3, 4), session_time=1, cause=C.USER_REQUEST, timestamp=TS)), b"k")
     assert len(wire) <= 4096 and struct.unpack_from("!H", wire, 2)[0] == len(wire)
+
+
+def test_acct_session_id_is_unique_across_restarts():
+    """Acct-Session-Id is the session ID: 64 bits from the system's CSPRNG (no counter that
+    starts again with the process), so two runs of the server never reuse one."""
+    import random
+
+    from fastpptp.server import ServerConfig
+
+    def ids(n):
+        server = Server(ServerConfig(control_socket=None), configure_network=False)
+        assert isinstance(server._rng, random.SystemRandom)     # os.urandom, not a seed
+        return [server._new_session_id() for _ in range(n)]
+    first, second = ids(500), ids(500)          # two "runs"
+    assert all(len(i) == 16 and int(i, 16) >= 0 for i in first + second)
+    assert len(set(first) | set(second)) == 1000

@@ -40,6 +40,7 @@ USERS = [
         "Session-Timeout": "3600",
         "Mikrotik-Rate-Limit": "512k/2M",
         "Class": "plan-carol",
+        "MS-Primary-DNS-Server": "192.0.2.53",      # our options name none: only RADIUS does
     }),
     RadiusUser("dave", "dave-pw"),
     RadiusUser("brief", "brief-pw", {"Session-Timeout": "2"}),
@@ -161,10 +162,11 @@ def test_login_through_freeradius_with_reply_attributes_and_traffic(radius_ns, t
         rig = Rig(tmp_path, server_opts, _settings(radius_ns))
         await rig.start()
         try:
-            c, t = rig.client("carol", PASSWORDS["carol"], client_opts)
+            c, t = rig.client("carol", PASSWORDS["carol"], client_opts + " usepeerdns")
             r = {"up": await rig.wait_up(c, t)}
             if r["up"]:
                 r["client"] = (c.session.info.auth, c.session.info.mppe, c.session.info.local_ip)
+                r["dns"] = c.session.info.dns
                 (s,) = rig.server.sessions.values()
                 r["engine_rate"] = engines.of(s.call_id)
                 r["session"] = (s.info.user, s.info.remote_ip, s.info.rate, s.info.rate_source,
@@ -178,6 +180,7 @@ def test_login_through_freeradius_with_reply_attributes_and_traffic(radius_ns, t
     r = asyncio.run(main())
     assert r["up"], "tunnel did not come up through FreeRADIUS"
     assert r["client"] == (auth, mppe, "198.51.100.77")       # Framed-IP-Address applied
+    assert tuple(r["dns"]) == ("192.0.2.53",)                  # MS-Primary-DNS-Server applied
     assert r["session"] == ("carol", "198.51.100.77", RateLimit(2000, 512), RateSource.RADIUS,
                             3600, (b"plan-carol",))
     # MPPE: the keys came from RADIUS; a swapped direction would garble both ways
@@ -397,3 +400,60 @@ def test_mppe_encryption_types_from_radius_against_our_policy(radius_ns, tmp_pat
         assert info == mppe and traffic == (True, True)
     else:
         assert rc == 19 and counters["policy_rejects"] == 1
+
+
+class _Silent(asyncio.DatagramProtocol):
+    """A RADIUS server that never answers; counts what it got."""
+
+    def __init__(self):
+        self.got = 0
+
+    def datagram_received(self, data, addr):
+        self.got += 1
+
+
+def test_a_silent_radius_server_holds_up_no_other_login(radius_ns, tmp_path):
+    """With the only RADIUS server silent, dave's login waits for it (2 tries 2 s apart)
+    while erin, whom chap-secrets knows (``local,radius``), negotiates LCP, MS-CHAPv2, MPPE and
+    IPCP and passes traffic meanwhile; then dave is refused cleanly (E=691)."""
+    (tmp_path / "no-chap-secrets").write_text('erin testsrv "erin-local-pw" *\n')
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        silent = _Silent()
+        transport, _ = await loop.create_datagram_endpoint(lambda: silent, local_addr=("127.0.0.1", 0))
+        radius = RadiusSettings(auth_servers=(RadiusServer(transport.get_extra_info("sockname")[:2],
+                                                           SECRET.encode()),),
+                                policy=ClientPolicy(timeout=2.0, tries=2), nas_identifier="silent",
+                                auth_order="local,radius")
+        rig = Rig(tmp_path, "require-mschap-v2 require-mppe-128", radius)
+        await rig.start()
+        r = {}
+        try:
+            d, dt = rig.client("dave", PASSWORDS["dave"], "require-mppe-128")
+            await asyncio.sleep(0.3)
+            began = loop.time()
+            e, et = rig.client("erin", "erin-local-pw", "require-mppe-128", source="127.0.0.3")
+            r["erin_up"] = await rig.wait_up(e, et, timeout=3.0)
+            r["erin_took"] = loop.time() - began
+            r["dave_pending"] = not dt.done() and not d.up.is_set()
+            r["traffic"] = await rig.ping_both_ways("erin", e.session.info.local_ip) if r["erin_up"] else None
+            r["dave_rc"] = await asyncio.wait_for(dt, 20)
+            r["dave_reason"] = d.exit_reason
+            r["dave_took"] = loop.time() - began
+            r["radius_got"] = silent.got
+            r["counters"] = dict(rig.server.radius_verifier.counters)
+            r["erin_alive"] = not et.done()
+            return r
+        finally:
+            await rig.close()
+            transport.close()
+
+    r = asyncio.run(main())
+    assert r["erin_up"] and r["erin_took"] < 2.5, r
+    assert r["dave_pending"]                      # still waiting for RADIUS when erin was up
+    assert r["traffic"] == (True, True)
+    assert r["dave_rc"] == 19 and "e=691" in (r["dave_reason"] or "").lower()
+    assert r["radius_got"] == 2                   # dave's Access-Request, sent twice
+    assert r["counters"]["no_response"] == 1 and r["counters"]["local"] == 1
+    assert r["erin_alive"]
