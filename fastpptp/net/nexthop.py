@@ -252,7 +252,7 @@ def parse_rtnl_events(data: bytes) -> list[RtEvent]:
         elif typ in (RTM_NEWROUTE, RTM_DELROUTE) and len(body) >= 12:
             prefix = None
             if body[0] == socket.AF_INET and body[1] <= 32:
-                raw = _attrs(body, 12).get(NDA_DST)            # RTA_DST, the same number
+                raw = _attrs(body, 12).get(RTA_DST)
                 if raw is not None and len(raw) == 4:
                     prefix = f"{socket.inet_ntoa(raw)}/{body[1]}"
                 elif raw is None and body[1] == 0:
