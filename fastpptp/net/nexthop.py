@@ -13,7 +13,7 @@ Layers:
   lookup, :class:`LinkInfo`, :class:`NeighInfo`) into a :class:`Nexthop` or a
   :class:`SlowPath` with the reason.  Pure, table-tested.
 * queries: :func:`query_route`, :func:`query_link`, :func:`query_neigh`, :func:`resolve`
-  through one pyroute2 ``IPRoute`` (never ``ip``).
+  through one :class:`Rtnl` request socket (never ``ip``; not pyroute2, see :class:`Rtnl`).
 * :class:`NexthopTracker`: the peers of one port; resolves a peer when added, then a thread
   listens to RTM_NEWNEIGH/DELNEIGH, RTM_NEWROUTE/DELROUTE and RTM_NEWLINK (MTU, MAC, down)
   and re-resolves the peers concerned, and retries slow peers every ``refresh`` seconds.
@@ -50,9 +50,9 @@ __all__ = [
     "ARPHRD_ETHER", "NUD_INCOMPLETE", "NUD_REACHABLE", "NUD_STALE", "NUD_DELAY", "NUD_PROBE",
     "NUD_FAILED", "NUD_NOARP", "NUD_PERMANENT", "RTN_UNICAST", "RTN_LOCAL",
     "RouteInfo", "LinkInfo", "NeighInfo", "Nexthop", "SlowPath", "Decision",
-    "nexthop_address", "neighbour_usable", "decide", "affected_by_neigh",
+    "nexthop_address", "neighbour_usable", "decide", "affected_by_neigh", "affected_by_route",
     "RtEvent", "parse_rtnl_events", "open_rtnl_events",
-    "query_route", "query_link", "query_neigh", "use_neighbour", "resolve",
+    "Rtnl", "query_route", "query_link", "query_neigh", "use_neighbour", "resolve",
     "NexthopTracker",
 ]
 
@@ -121,6 +121,9 @@ class Nexthop:
     mac: str
     src: str
     mtu: int
+    # a static (NUD_PERMANENT) entry: never "used" -- NTF_USE turns it into a fresh
+    # INCOMPLETE one on Linux 6.x (found on 6.18), losing the administrator's MAC
+    static: bool = False
 
 
 @dataclass(frozen=True)
@@ -181,7 +184,29 @@ def decide(peer: str, ifindex: int, route: RouteInfo | None, link: LinkInfo | No
     mtu = link.mtu if not route.mtu else min(link.mtu, route.mtu)
     if mtu < MIN_MTU:
         return SlowPath(peer, f"MTU {mtu} below {MIN_MTU}")
-    return Nexthop(peer, via, str(neigh.lladdr).lower(), src, min(mtu, 65535))
+    return Nexthop(peer, via, str(neigh.lladdr).lower(), src, min(mtu, 65535),
+                   static=bool(neigh.state & NUD_PERMANENT))
+
+
+def affected_by_route(decisions: dict[str, Decision], peers: Iterable[str],
+                      prefix: str | None) -> list[str]:
+    """The peers whose route lookup a route to ``prefix`` may change: those inside it, and
+    those whose next hop (a gateway) is inside it.  ``prefix`` None (not told): every peer.
+    A server's per-session routes (a /32 to each client's tunnel address on the TUN) thus
+    re-resolve nobody, where each used to re-resolve every peer (issue 9, churn)."""
+    if prefix is None:
+        return list(peers)
+    try:
+        net = ipaddress.IPv4Network(prefix, strict=False)
+    except ValueError:
+        return list(peers)
+    out = []
+    for p in peers:
+        d = decisions.get(p)
+        if ipaddress.IPv4Address(p) in net or (
+                d is not None and d.via is not None and ipaddress.IPv4Address(d.via) in net):
+            out.append(p)
+    return out
 
 
 def affected_by_neigh(decisions: dict[str, Decision], ifindex: int, neigh_dst: str,
@@ -199,7 +224,8 @@ class RtEvent:
     kind: str                   # "neigh", "route", "link"
     family: int
     ifindex: int                # neigh, link; 0 for route
-    dst: str | None = None      # neigh: NDA_DST (IPv4 only)
+    dst: str | None = None      # neigh: NDA_DST (IPv4 only); route: the prefix "a.b.c.d/len"
+                                # (IPv4; None when not told: then it may concern any peer)
 
 
 _NLMSG_HDR = struct.Struct("=IHHII")
@@ -224,7 +250,14 @@ def parse_rtnl_events(data: bytes) -> list[RtEvent]:
             fam, _pad, _typ, index = struct.unpack_from("=BBHi", body)
             out.append(RtEvent("link", fam, index))
         elif typ in (RTM_NEWROUTE, RTM_DELROUTE) and len(body) >= 12:
-            out.append(RtEvent("route", body[0], 0))
+            prefix = None
+            if body[0] == socket.AF_INET and body[1] <= 32:
+                raw = _attrs(body, 12).get(RTA_DST)
+                if raw is not None and len(raw) == 4:
+                    prefix = f"{socket.inet_ntoa(raw)}/{body[1]}"
+                elif raw is None and body[1] == 0:
+                    prefix = "0.0.0.0/0"                        # a default route
+            out.append(RtEvent("route", body[0], 0, prefix))
         elif typ in (RTM_NEWNEIGH, RTM_DELNEIGH) and len(body) >= 12:
             fam, _p1, _p2, index = struct.unpack_from("=BBHi", body)
             dst = None
@@ -258,6 +291,114 @@ def open_rtnl_events() -> socket.socket:
 
 # ------------------------------------------------------------------------------ queries
 
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_REPLACE, NLM_F_CREATE = 0x1, 0x4, 0x100, 0x400
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+RTM_GETLINK, RTM_GETROUTE, RTM_GETNEIGH = 18, 26, 30
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PREFSRC, RTA_METRICS = 1, 4, 5, 7, 8
+IFLA_ADDRESS, IFLA_MTU, IFLA_EXT_MASK = 1, 4, 29
+RTEXT_FILTER_SKIP_STATS = 1 << 3
+NDA_LLADDR = 2
+_RTMSG = struct.Struct("=BBBBBBBBI")        # rtmsg: family, dst_len, src_len, tos, table, ...
+_IFINFO = struct.Struct("=BxHiII")          # ifinfomsg: family, type, index, flags, change
+_NDMSG = struct.Struct("=BxxxiHBB")         # ndmsg: family, ifindex, state, flags, type
+
+
+def _attrs(body: bytes, off: int) -> dict[int, bytes]:
+    """The rtattrs of ``body`` from ``off`` (type -> payload; the nested flag cleared), every
+    length checked; a malformed one ends the list."""
+    out: dict[int, bytes] = {}
+    while off + _RTA.size <= len(body):
+        alen, atyp = _RTA.unpack_from(body, off)
+        if alen < _RTA.size or off + alen > len(body):
+            break
+        out[atyp & 0x3FFF] = body[off + _RTA.size: off + alen]
+        off += (alen + 3) & ~3
+    return out
+
+
+def _rta(atyp: int, data: bytes) -> bytes:
+    a = _RTA.pack(_RTA.size + len(data), atyp) + data
+    return a + b"\0" * (-len(a) % 4)
+
+
+def _u32(b: bytes | None) -> int | None:
+    return struct.unpack("=I", b)[0] if b is not None and len(b) == 4 else None
+
+
+def _ip4(b: bytes | None) -> str | None:
+    return socket.inet_ntoa(b) if b is not None and len(b) == 4 else None
+
+
+class Rtnl:
+    """One rtnetlink request socket (calling thread's namespace): a request, then its replies
+    up to the kernel's acknowledgement (NLM_F_ACK), nothing left unread.
+
+    Not pyroute2 on purpose (issue 9): pyroute2 0.9's synchronous ``IPRoute`` leaves the
+    acknowledgement of every single-message request (``route get``, ``get_links(i)``,
+    ``neigh get``) unread in its own queue forever -- one bytes object per request in the
+    reading thread's malloc arena, 75 kB of RSS per session in a churn -- and spends ~340 µs
+    of GIL per request.  Here a request is a few struct calls and two syscalls."""
+
+    RCVBUF = 1 << 16
+
+    def __init__(self, timeout: float = 2.0) -> None:
+        self.timeout = timeout
+        self._seq = 0
+        self._s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                                socket.NETLINK_ROUTE)
+        try:
+            self._s.bind((0, 0))
+            self._pid = self._s.getsockname()[0]
+        except BaseException:
+            self._s.close()
+            raise
+
+    def close(self) -> None:
+        self._s.close()
+
+    def __enter__(self) -> Rtnl:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(self, typ: int, body: bytes, flags: int = 0) -> list[tuple[int, bytes]]:
+        """Send one request; its reply messages as (type, body).  OSError with the kernel's
+        errno on an NLMSG_ERROR, ETIMEDOUT when no acknowledgement comes in ``timeout``.
+        Messages of an earlier request (one that timed out) are skipped by sequence number."""
+        self._seq = (self._seq + 1) & 0x7FFFFFFF or 1
+        seq = self._seq
+        self._s.send(_NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), typ,
+                                     NLM_F_REQUEST | NLM_F_ACK | flags, seq, 0) + body)
+        out: list[tuple[int, bytes]] = []
+        deadline = time.monotonic() + self.timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise OSError(errno.ETIMEDOUT, f"rtnetlink request {typ}: no answer")
+            self._s.settimeout(left)
+            try:
+                data = self._s.recv(self.RCVBUF)
+            except TimeoutError:
+                continue
+            off = 0
+            while off + _NLMSG_HDR.size <= len(data):
+                ln, mtyp, _flags, mseq, _pid = _NLMSG_HDR.unpack_from(data, off)
+                if ln < _NLMSG_HDR.size or off + ln > len(data):
+                    break
+                mbody = data[off + _NLMSG_HDR.size: off + ln]
+                off += (ln + 3) & ~3
+                if mseq != seq:
+                    continue
+                if mtyp == NLMSG_ERROR:
+                    err = -struct.unpack_from("=i", mbody)[0] if len(mbody) >= 4 else errno.EPROTO
+                    if err:
+                        raise OSError(err, os.strerror(err))
+                    return out
+                if mtyp == NLMSG_DONE:
+                    return out
+                out.append((mtyp, mbody))
+
 
 def _v4(addr: str) -> str:
     a = ipaddress.ip_address(addr)
@@ -266,77 +407,91 @@ def _v4(addr: str) -> str:
     return str(a)
 
 
-def query_route(ipr: Any, peer: str) -> RouteInfo | None:
+def query_route(rtnl: Rtnl, peer: str) -> RouteInfo | None:
     """``route get PEER`` (None when unreachable)."""
-    from pyroute2.netlink.exceptions import NetlinkError
+    body = _RTMSG.pack(socket.AF_INET, 32, 0, 0, 0, 0, 0, 0, 0) + \
+        _rta(RTA_DST, socket.inet_aton(_v4(peer)))
     try:
-        msgs = ipr.route("get", dst=_v4(peer))
-    except NetlinkError as exc:
-        if exc.code in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EINVAL, errno.ESRCH):
+        msgs = rtnl.request(RTM_GETROUTE, body)
+    except OSError as exc:
+        if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EINVAL, errno.ESRCH):
             return None
         raise
-    if not msgs:
-        return None
-    m = msgs[0]
-    mtu = None
-    metrics = m.get_attr("RTA_METRICS")
-    if metrics is not None:
-        mtu = metrics.get_attr("RTAX_MTU")
-    return RouteInfo(rtype=m["type"], oif=m.get_attr("RTA_OIF"), gateway=m.get_attr("RTA_GATEWAY"),
-                     prefsrc=m.get_attr("RTA_PREFSRC"), mtu=mtu or None)
+    for typ, m in msgs:
+        if typ != RTM_NEWROUTE or len(m) < _RTMSG.size:
+            continue
+        a = _attrs(m, _RTMSG.size)
+        mtu = None
+        if RTA_METRICS in a:
+            mtu = _u32(_attrs(a[RTA_METRICS], 0).get(RTAX_MTU))
+        return RouteInfo(rtype=m[7], oif=_u32(a.get(RTA_OIF)), gateway=_ip4(a.get(RTA_GATEWAY)),
+                         prefsrc=_ip4(a.get(RTA_PREFSRC)), mtu=mtu or None)
+    return None
 
 
-def _link_info(m: Any) -> LinkInfo:
-    return LinkInfo(index=m["index"], mtu=m.get_attr("IFLA_MTU") or 0,
-                    mac=m.get_attr("IFLA_ADDRESS"), arphrd=m["ifi_type"],
-                    up=bool(m["flags"] & IFF_UP))
+def _mac(b: bytes | None) -> str | None:
+    return ":".join(f"{x:02x}" for x in b) if b else None
 
 
-def query_link(ipr: Any, ifindex: int) -> LinkInfo | None:
-    from pyroute2.netlink.exceptions import NetlinkError
+def query_link(rtnl: Rtnl, ifindex: int) -> LinkInfo | None:
+    body = _IFINFO.pack(socket.AF_UNSPEC, 0, ifindex, 0, 0) + \
+        _rta(IFLA_EXT_MASK, struct.pack("=I", RTEXT_FILTER_SKIP_STATS))
     try:
-        msgs = ipr.get_links(ifindex)
-    except NetlinkError as exc:
-        if exc.code == errno.ENODEV:
+        msgs = rtnl.request(RTM_GETLINK, body)
+    except OSError as exc:
+        if exc.errno == errno.ENODEV:
             return None
         raise
-    return _link_info(msgs[0]) if msgs else None
+    for typ, m in msgs:
+        if typ != RTM_NEWLINK or len(m) < _IFINFO.size:
+            continue
+        _fam, arphrd, index, flags, _chg = _IFINFO.unpack_from(m)
+        a = _attrs(m, _IFINFO.size)
+        return LinkInfo(index=index, mtu=_u32(a.get(IFLA_MTU)) or 0, mac=_mac(a.get(IFLA_ADDRESS)),
+                        arphrd=arphrd, up=bool(flags & IFF_UP))
+    return None
 
 
-def _neigh_info(m: Any) -> NeighInfo:
-    return NeighInfo(ifindex=m["ifindex"], dst=m.get_attr("NDA_DST"),
-                     lladdr=m.get_attr("NDA_LLADDR"), state=m["state"])
-
-
-def query_neigh(ipr: Any, ifindex: int, addr: str) -> NeighInfo | None:
-    """The neighbour entry of ``addr`` on ``ifindex`` (RTM_GETNEIGH), or None."""
-    from pyroute2.netlink.exceptions import NetlinkError
+def query_neigh(rtnl: Rtnl, ifindex: int, addr: str) -> NeighInfo | None:
+    """The neighbour entry of ``addr`` on ``ifindex`` (RTM_GETNEIGH, Linux 5.0+), or None."""
+    body = _NDMSG.pack(socket.AF_INET, ifindex, 0, 0, 0) + \
+        _rta(NDA_DST, socket.inet_aton(_v4(addr)))
     try:
-        msgs = ipr.neigh("get", dst=_v4(addr), ifindex=ifindex)
-    except NetlinkError as exc:
-        if exc.code in (errno.ENOENT, errno.ENODEV):
+        msgs = rtnl.request(RTM_GETNEIGH, body)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENODEV):
             return None
         raise
-    return _neigh_info(msgs[0]) if msgs else None
+    for typ, m in msgs:
+        if typ != RTM_NEWNEIGH or len(m) < _NDMSG.size:
+            continue
+        _fam, index, state, _flags, _typ = _NDMSG.unpack_from(m)
+        a = _attrs(m, _NDMSG.size)
+        dst = _ip4(a.get(NDA_DST))
+        if dst is None:
+            continue
+        return NeighInfo(ifindex=index, dst=dst, lladdr=_mac(a.get(NDA_LLADDR)), state=state)
+    return None
 
 
-def use_neighbour(ipr: Any, ifindex: int, addr: str) -> None:
+def use_neighbour(rtnl: Rtnl, ifindex: int, addr: str) -> None:
     """Have the kernel resolve / re-validate ``addr`` on ``ifindex`` as if it were sending
     to it (RTM_NEWNEIGH with NTF_USE: neigh_event_send; creates the entry if absent)."""
-    from pyroute2.netlink.exceptions import NetlinkError
+    body = _NDMSG.pack(socket.AF_INET, ifindex, 0, NTF_USE, 0) + \
+        _rta(NDA_DST, socket.inet_aton(_v4(addr)))
     try:
-        ipr.neigh("replace", dst=_v4(addr), ifindex=ifindex, flags=NTF_USE, state=0)
-    except NetlinkError as exc:
-        log.debug("NTF_USE for %s on ifindex %d: %s", addr, ifindex, os.strerror(exc.code))
+        rtnl.request(RTM_NEWNEIGH, body, NLM_F_CREATE | NLM_F_REPLACE)
+    except OSError as exc:
+        log.debug("NTF_USE for %s on ifindex %d: %s", addr, ifindex, exc)
 
 
-def resolve(ipr: Any, peer: str, ifindex: int, local: str | None = None) -> Decision:
+def resolve(rtnl: Rtnl, peer: str, ifindex: int, local: str | None = None) -> Decision:
     """Ask the kernel (route, link, neighbour) and :func:`decide`."""
-    route = query_route(ipr, peer)
-    link = query_link(ipr, ifindex)
+    route = query_route(rtnl, peer)
+    link = query_link(rtnl, ifindex)
     neigh = None
     if route is not None and route.rtype == RTN_UNICAST and route.oif == ifindex:
-        neigh = query_neigh(ipr, ifindex, nexthop_address(peer, route))
+        neigh = query_neigh(rtnl, ifindex, nexthop_address(peer, route))
     return decide(peer, ifindex, route, link, neigh, local)
 
 
@@ -355,10 +510,9 @@ class NexthopTracker:
 
     Create it in the network namespace of the interface: its thread is started by the
     constructor, so it inherits the calling thread's namespace, and opens its two netlink
-    sockets there: pyroute2 for the queries, a plain one for the neighbour/IPv4 route/link
+    sockets there: an :class:`Rtnl` for the queries, one for the neighbour/IPv4 route/link
     notifications (:func:`open_rtnl_events`, parsed by :func:`parse_rtnl_events`).
-    pyroute2 0.9's synchronous API gives every thread its own socket, so all netlink work
-    happens on that one thread; ``add_peer``/``refresh_all`` from another thread (asyncio's,
+    All netlink work happens on that one thread; ``add_peer``/``refresh_all`` from another thread (asyncio's,
     the control plane's) are handed to it and waited for (a few netlink round trips: set-up
     time, never the packet path).  ``close()`` stops it (eventfd wake-up, joined).
 
@@ -467,11 +621,10 @@ class NexthopTracker:
     # -- on the thread (lock held)
 
     def _resolve(self, peer: str) -> Decision:
-        from pyroute2.netlink.exceptions import NetlinkError
         self.resolutions += 1
         try:
             d = resolve(self._q, peer, self.ifindex, self._peers.get(peer))
-        except (NetlinkError, OSError) as exc:
+        except OSError as exc:
             d = SlowPath(peer, f"netlink: {exc}")
         if isinstance(d, SlowPath) and d.kick and d.via is not None:
             # nobody sent to it yet, or the last try failed: have the kernel ARP now (the
@@ -504,7 +657,7 @@ class NexthopTracker:
                                                       e.ifindex))
                 elif e.kind == "route":
                     if e.family == socket.AF_INET:
-                        todo.update(self._peers)
+                        todo.update(affected_by_route(self._decisions, self._peers, e.dst))
                 elif e.ifindex == self.ifindex:     # link: MTU, MAC, up/down, gone
                     todo.update(self._peers)
             for peer in todo:
@@ -518,11 +671,14 @@ class NexthopTracker:
         shows but no notification announces."""
         self._ticks += 1
         full = self._ticks % self.FULL_EVERY == 0
+        used: set[str] = set()      # peers behind one gateway share its entry: one NTF_USE
         with self._lock:
             for peer in list(self._peers):
                 d = self._decisions.get(peer)
                 if isinstance(d, Nexthop) and not full:
-                    use_neighbour(self._q, self.ifindex, d.via)
+                    if d.via not in used and not d.static:
+                        used.add(d.via)
+                        use_neighbour(self._q, self.ifindex, d.via)
                 else:
                     self._resolve(peer)
 
@@ -558,9 +714,8 @@ class NexthopTracker:
                 fut.set_exception(exc)
 
     def _run(self, ready: Future[None]) -> None:
-        from pyroute2 import IPRoute
         try:
-            self._q = IPRoute()
+            self._q = Rtnl()
             self._ev = open_rtnl_events()
             evfd = self._ev.fileno()
         except BaseException as exc:

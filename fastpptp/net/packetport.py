@@ -17,7 +17,6 @@ with ICMP protocol-unreachable (no raw socket bound) or hand it to the raw socke
 """
 from __future__ import annotations
 
-import contextlib
 import errno
 import socket
 from collections.abc import Iterable
@@ -54,18 +53,16 @@ def ifindex_of(ifname_or_index: str | int) -> int:
 
 def interface_towards(peer: str) -> int | None:
     """The ifindex the kernel routes ``peer`` through (None when unreachable or local)."""
-    from pyroute2 import IPRoute
-    with contextlib.closing(IPRoute()) as ipr:
-        r = nexthop.query_route(ipr, peer)
+    with nexthop.Rtnl() as rtnl:
+        r = nexthop.query_route(rtnl, peer)
     if r is None or r.rtype != nexthop.RTN_UNICAST:
         return None
     return r.oif
 
 
 def _link(ifindex: int) -> nexthop.LinkInfo:
-    from pyroute2 import IPRoute
-    with contextlib.closing(IPRoute()) as ipr:
-        link = nexthop.query_link(ipr, ifindex)
+    with nexthop.Rtnl() as rtnl:
+        link = nexthop.query_link(rtnl, ifindex)
     if link is None:
         raise OSError(errno.ENODEV, f"no interface with index {ifindex}")
     return link

@@ -16,9 +16,10 @@ import pytest
 from fastpptp.net import netlink, netns
 from fastpptp.net.nexthop import (ARPHRD_ETHER, NUD_FAILED, NUD_INCOMPLETE, NUD_PERMANENT,
                                   NUD_REACHABLE, NUD_STALE, RTN_LOCAL, RTN_UNICAST, LinkInfo,
-                                  NeighInfo, Nexthop, NexthopTracker, RouteInfo, SlowPath,
-                                  RtEvent, affected_by_neigh, decide, nexthop_address,
-                                  parse_rtnl_events, resolve)
+                                  NeighInfo, Nexthop, NexthopTracker, RouteInfo, RtEvent, Rtnl,
+                                  SlowPath, affected_by_neigh, affected_by_route, decide,
+                                  nexthop_address, parse_rtnl_events, query_link, query_neigh,
+                                  query_route, resolve, use_neighbour)
 from fastpptp.tools.netrig import NsPair, rig_lifetime, run_in, unique_suffix, wait_for
 from support.grerig import ADDR_A, ADDR_B, drain, gre_pair, pptp_gre, raw_gre_socket
 
@@ -41,8 +42,8 @@ DECIDE_TABLE = [
     ("on-link, reachable", PEER, ONLINK, LINK, neigh(), None, (PEER, MAC, "198.51.100.1", 1500)),
     ("on-link, stale is still a MAC", PEER, ONLINK, LINK, neigh(state=NUD_STALE), None,
      (PEER, MAC, "198.51.100.1", 1500)),
-    ("permanent", PEER, ONLINK, LINK, neigh(state=NUD_PERMANENT), None,
-     (PEER, MAC, "198.51.100.1", 1500)),
+    ("permanent: static, never NTF_USEd", PEER, ONLINK, LINK, neigh(state=NUD_PERMANENT), None,
+     (PEER, MAC, "198.51.100.1", 1500, True)),
     ("forced local source", PEER, ONLINK, LINK, neigh(), "198.51.100.9",
      (PEER, MAC, "198.51.100.9", 1500)),
     ("behind a gateway: the gateway's MAC", FAR, VIA_GW, LINK,
@@ -224,12 +225,8 @@ def test_peer_behind_a_gateway_gets_the_gateways_mac_and_frames_arrive():
     with routed_rig() as (rig, r, ra):
         gw_mac = mac_of(r, ra)
         with netns.entered(rig.a):
-            from pyroute2 import IPRoute
-            ipr = IPRoute()
-            try:
-                d = resolve(ipr, FAR, socket.if_nametoindex(rig.veth_a))
-            finally:
-                ipr.close()
+            with Rtnl() as rtnl:
+                d = resolve(rtnl, FAR, socket.if_nametoindex(rig.veth_a))
         assert isinstance(d, SlowPath) and d.via == "198.51.100.254"
         with netns.entered(rig.a):
             reason = packet_unavailable_reason(rig.veth_a)
@@ -287,6 +284,52 @@ def test_parse_rtnl_events():
     bad_attr = neigh_v4[:12] + struct.pack("=HH", 200, 1) + b"\0" * 4
     assert parse_rtnl_events(_nlmsg(28, bad_attr)) == [RtEvent("neigh", socket.AF_INET, 3)]
     assert parse_rtnl_events(struct.pack("=IHHII", 8, 28, 0, 0, 0)) == []
+    # a route's prefix (RTA_DST + rtm_dst_len); a default route has no RTA_DST
+    host = struct.pack("=BBBBBBBBI", socket.AF_INET, 32, 0, 0, 254, 4, 0, 1, 0) \
+        + _rta(1, socket.inet_aton("198.18.0.7"))
+    default = struct.pack("=BBBBBBBBI", socket.AF_INET, 0, 0, 0, 254, 4, 0, 1, 0)
+    assert parse_rtnl_events(_nlmsg(24, host) + _nlmsg(25, default)) == [
+        RtEvent("route", socket.AF_INET, 0, "198.18.0.7/32"),
+        RtEvent("route", socket.AF_INET, 0, "0.0.0.0/0")]
+
+
+def test_affected_by_route():
+    """Only a route that covers a peer or its gateway re-resolves it: a server's per-session
+    /32 routes to the clients' tunnel addresses concern no peer (issue 9, churn)."""
+    decisions = {PEER: Nexthop(PEER, PEER, MAC, "198.51.100.1", 1500),
+                 FAR: Nexthop(FAR, "198.51.100.254", GW_MAC, "198.51.100.1", 1500)}
+    peers = list(decisions)
+    assert affected_by_route(decisions, peers, "198.18.0.7/32") == []
+    assert affected_by_route(decisions, peers, f"{FAR}/32") == [FAR]
+    assert affected_by_route(decisions, peers, "198.51.100.0/24") == peers     # FAR's gateway
+    assert affected_by_route(decisions, peers, "0.0.0.0/0") == peers
+    assert affected_by_route(decisions, peers, None) == peers
+
+
+@pytest.mark.netns
+def test_rtnl_queries_leave_nothing_unread():
+    """Every request reads up to its acknowledgement: after many queries (found and not
+    found) the socket holds nothing (pyroute2's IPRoute kept one unread message per request,
+    the churn RSS growth of issue 9), and the answers match the kernel's."""
+    with gre_pair(prefix="packetn") as rig, netns.entered(rig.a), Rtnl() as rtnl:
+        idx = socket.if_nametoindex(rig.veth_a)
+        run_in(rig.a, ["ip", "neigh", "replace", ADDR_B, "lladdr", MAC, "dev", rig.veth_a,
+                       "nud", "permanent"])
+        for _ in range(200):
+            r = query_route(rtnl, ADDR_B)
+            link = query_link(rtnl, idx)
+            nb = query_neigh(rtnl, idx, ADDR_B)
+            assert query_neigh(rtnl, idx, "198.51.100.99") is None
+            assert query_route(rtnl, "203.0.113.9") is None             # no route there
+            use_neighbour(rtnl, idx, "198.51.100.98")                   # ARPs, answered by ack
+        assert r == RouteInfo(RTN_UNICAST, idx, None, ADDR_A)
+        assert link is not None and (link.index, link.mac, link.mtu, link.up) == \
+            (idx, mac_of(rig.a, rig.veth_a), 1500, True)
+        assert nb == NeighInfo(idx, ADDR_B, MAC, NUD_PERMANENT)
+        assert query_link(rtnl, 99999) is None
+        rtnl._s.setblocking(False)
+        with pytest.raises(BlockingIOError):          # nothing left unread
+            rtnl._s.recv(1 << 16)
 
 
 @pytest.mark.netns
