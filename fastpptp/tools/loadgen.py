@@ -180,6 +180,7 @@ class SessionStat:
     user: str
     started: float = 0.0
     tcp_at: float | None = None          # TCP connected
+    control_at: float | None = None      # Start-Control-Connection-Reply: control connection up
     call_at: float | None = None         # Outgoing-Call-Reply: the call is established
     up_at: float | None = None           # IPCP up
     ended_at: float | None = None
@@ -198,6 +199,18 @@ class SessionStat:
     rx_first_seq: int | None = None      # the first packet that came back: the ones before it
                                          # were lost while the path was not open end to end yet
     traffic_until: float | None = None   # time the sending stopped
+
+    def phase(self) -> str:
+        """Where the set-up stands, for failure reasons: a server out of capacity (pptpd
+        with every pool address in use closes new connections at once) fails before the
+        Start-Control-Connection-Reply; a refused user or an MPPE mismatch during PPP."""
+        if self.tcp_at is None:
+            return "before TCP connected"
+        if self.control_at is None:
+            return "before Start-Control-Connection-Reply"
+        if self.call_at is None:
+            return "before Outgoing-Call-Reply"
+        return "during PPP set-up" if self.up_at is None else "after IPCP up"
 
     @property
     def setup_latency(self) -> float | None:
@@ -448,9 +461,7 @@ class LoadClient:
         try:
             await asyncio.wait_for(self._connect(), gen.config.setup_timeout)
         except asyncio.TimeoutError:
-            phase = ("ppp" if self.session is not None else
-                     "pptp" if self.stream is not None else "tcp")
-            self._fail(f"timeout ({phase})", f"not up after {gen.config.setup_timeout:.0f} s")
+            self._fail(f"timeout ({st.phase()})", f"not up after {gen.config.setup_timeout:.0f} s")
         except OSError as exc:
             self._fail(f"connect: {exc.strerror or exc}", str(exc))
         except Exception as exc:       # our bug: this client fails, the others go on
@@ -503,6 +514,7 @@ class LoadClient:
             now = loop.time()
             match ev:
                 case ControlConnected():
+                    st.control_at = now
                     call_id = conn.place_call(now=now)
                     st.call_id = call_id
                     dp.add_session(call_id, 0, server)
@@ -560,8 +572,8 @@ class LoadClient:
             done_wait.cancel()
         if st.up_at is None:
             kind = self.outcome.failure if self.outcome.done.is_set() else FailureKind.NEGOTIATION_FAILED
-            self._fail(f"{kind.name.lower()}: {_generic(self.outcome.reason or 'link down')}",
-                       self.outcome.reason)
+            self._fail(f"{kind.name.lower()}: {_generic(self.outcome.reason or 'link down')} "
+                       f"({st.phase()})", self.outcome.reason)
 
     async def _wait_up(self) -> None:
         while self.session is None:

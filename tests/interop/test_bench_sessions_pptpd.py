@@ -141,6 +141,46 @@ def test_bench_sessions_against_pptpd(net, tmp_path):
             vm.stop()
 
 
+@pytest.mark.interop
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_bench_sessions_pptpd_out_of_addresses(net, tmp_path):
+    """pptpd with a pool of 3 takes 3 connections (pptpmanager: "Maximum of 100 connections
+    reduced to 3, not enough IP addresses given") and closes further ones at once: the
+    generator reports those by reason and phase, exits 1, and ends the 3 that came up."""
+    vm = None
+    try:
+        vm = R.VmRun("server", net, ["--auth", "mschapv2", "--mppe", "require", "--user", USER,
+                                     "--password", PASSWORD, "--remoteip", "198.51.100.2-4",
+                                     "--sessions", "1", "--timeout", "150", "--no-pptpd-debug"],
+                     str(tmp_path / "vm.log"))
+        vm.wait_marker("SERVER-READY", UP_TIMEOUT)
+        rc, s, err = R.bench_sessions(
+            net.name, R.SERVER_VM_ADDR,
+            ["--clients", "5", "--source-range", R.BENCH_SOURCES, "--add-addresses", "br0",
+             "--user-template", USER, "--password-template", PASSWORD, "--duration", "1",
+             "--setup-timeout", "60"],
+            str(tmp_path / "bench.log"), timeout=150)
+        assert s is not None, f"no JSON summary (exit {rc}):\n{err[-3000:]}"
+        print(loadgen.format_summary(s))
+        assert rc == 1
+        assert (s["up"], s["failed"], s["dropped_after_up"]) == (3, 2, {}), s["failures"]
+        assert s["failures"] == {"connect_failed: peer closed the control connection "
+                                 "(before Start-Control-Connection-Reply)": 2}, s["failures"]
+        assert s["setup"]["time_to_all_up_s"] is None and s["setup"]["latency_p50_s"] > 0
+        assert vm.wait(90) == 0, vm.tail()
+        text = vm.text()
+        assert "MGR: Maximum of 100 connections reduced to 3" in text, vm.tail()
+        assert len(vm.all_markers("PPP-UP")) == len(vm.all_markers("PPP-DOWN")) == 3
+        up_sources = {x["source"] for x in s["sessions"] if x["up"]}
+        finished = set(re.findall(r"CTRL: Client (192\.0\.2\.\d+) control connection finished", text))
+        assert finished == up_sources, (finished, up_sources)
+        assert _sources_on_br0(net.name) == []
+    finally:
+        if vm is not None and vm.proc.poll() is None:
+            vm.stop()
+
+
 # ---------------------------------------------------------------------------- no VM needed
 def test_shared_datapath_peer_call_map_survives_reuse():
     """pptpd hands a freed slot's call ID out again: a late teardown of the old session must
