@@ -20,7 +20,10 @@ Flow:
    the address of its control connection.  So there is one raw GRE socket per source
    address, bound to it: receiving, it gets exactly that address's GRE (fed to
    ``process(gre_in=...)``); sending, the frames ``process`` returns go out on the socket of
-   the session whose peer call ID is in the GRE key field.  Control frames the sessions
+   the session whose peer call ID is in the GRE key field (so live sessions from different
+   sources need distinct peer call IDs: ours are random, pptpd's are its connection slot
+   times 128; a server reusing one at the same time fails that session with a reason,
+   ``SharedDataPath.map_peer_call``).  Control frames the sessions
    queue (``send_control``) are flushed by a ``process`` scheduled with ``call_soon``; the
    engine's timers (acks, reorder time-outs) by a deadline timer.
 3. Traffic (``--traffic 10`` packets/s, or ``--traffic 2Mbit/s``, per session): a fake TUN

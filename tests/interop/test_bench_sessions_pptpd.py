@@ -181,6 +181,42 @@ def test_bench_sessions_pptpd_out_of_addresses(net, tmp_path):
             vm.stop()
 
 
+@pytest.mark.interop
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_bench_sessions_churn_against_pptpd(net, tmp_path):
+    """``--churn``: 3 clients connecting and disconnecting until 6 sessions have been up.
+    pptpd gives a new connection the call ID of a freed slot while our previous session on
+    it may still be tearing down: each cycle comes up, none fails, and pppd sees each link
+    up, terminated by us and down."""
+    vm = None
+    try:
+        vm = R.VmRun("server", net, ["--auth", "mschapv2", "--mppe", "require", "--user", USER,
+                                     "--password", PASSWORD, "--sessions", "0", "--timeout", "150",
+                                     "--no-pptpd-debug"], str(tmp_path / "vm.log"))
+        vm.wait_marker("SERVER-READY", UP_TIMEOUT)
+        rc, s, err = R.bench_sessions(
+            net.name, R.SERVER_VM_ADDR,
+            ["--clients", "3", "--churn", "6", "--hold", "0.5", "--churn-limit", "120",
+             "--source-range", R.BENCH_SOURCES, "--add-addresses", "br0",
+             "--user-template", USER, "--password-template", PASSWORD, "--setup-timeout", "60"],
+            str(tmp_path / "bench.log"), timeout=170)
+        assert s is not None, f"no JSON summary (exit {rc}):\n{err[-3000:]}"
+        print(loadgen.format_summary(s))
+        c = s["churn"]
+        assert rc == 0 and c["cycles"] == 6 and c["failed"] == 0, c
+        assert c["endings"] == {"clean": 6} and c["dropped_after_up"] == {}, c
+        assert 0 < c["setup_p50_s"] <= c["setup_p99_s"]
+        R.wait_for(lambda: vm.count(r"CTRL: Client 192\.0\.2\.\d+ control connection finished") == 6,
+                   30, "pptpd: 6 control connections finished", [vm.proc])
+        assert len(vm.all_markers("PPP-UP")) == len(vm.all_markers("PPP-DOWN")) == 6, vm.tail()
+        assert vm.text().count("LCP terminated by peer (load test done)") == 6, vm.tail()
+        assert _sources_on_br0(net.name) == []
+    finally:
+        if vm is not None:
+            vm.stop()
+
+
 # ---------------------------------------------------------------------------- no VM needed
 def test_shared_datapath_peer_call_map_survives_reuse():
     """pptpd hands a freed slot's call ID out again: a late teardown of the old session must
