@@ -20,7 +20,10 @@ Flow:
    the address of its control connection.  So there is one raw GRE socket per source
    address, bound to it: receiving, it gets exactly that address's GRE (fed to
    ``process(gre_in=...)``); sending, the frames ``process`` returns go out on the socket of
-   the session whose peer call ID is in the GRE key field.  Control frames the sessions
+   the session whose peer call ID is in the GRE key field (so live sessions from different
+   sources need distinct peer call IDs: ours are random, pptpd's are its connection slot
+   times 128; a server reusing one at the same time fails that session with a reason,
+   ``SharedDataPath.map_peer_call``).  Control frames the sessions
    queue (``send_control``) are flushed by a ``process`` scheduled with ``call_soon``; the
    engine's timers (acks, reorder time-outs) by a deadline timer.
 3. Traffic (``--traffic 10`` packets/s, or ``--traffic 2Mbit/s``, per session): a fake TUN
@@ -180,6 +183,7 @@ class SessionStat:
     user: str
     started: float = 0.0
     tcp_at: float | None = None          # TCP connected
+    control_at: float | None = None      # Start-Control-Connection-Reply: control connection up
     call_at: float | None = None         # Outgoing-Call-Reply: the call is established
     up_at: float | None = None           # IPCP up
     ended_at: float | None = None
@@ -187,6 +191,7 @@ class SessionStat:
     detail: str | None = None
     local_ip: str | None = None
     call_id: int = 0
+    peer_call_id: int | None = None      # the server's call ID (Outgoing-Call-Reply)
     mppe: str | None = None
     tx_packets: int = 0
     tx_bytes: int = 0
@@ -197,6 +202,18 @@ class SessionStat:
     rx_first_seq: int | None = None      # the first packet that came back: the ones before it
                                          # were lost while the path was not open end to end yet
     traffic_until: float | None = None   # time the sending stopped
+
+    def phase(self) -> str:
+        """Where the set-up stands, for failure reasons: a server out of capacity (pptpd
+        with every pool address in use closes new connections at once) fails before the
+        Start-Control-Connection-Reply; a refused user or an MPPE mismatch during PPP."""
+        if self.tcp_at is None:
+            return "before TCP connected"
+        if self.control_at is None:
+            return "before Start-Control-Connection-Reply"
+        if self.call_at is None:
+            return "before Outgoing-Call-Reply"
+        return "during PPP set-up" if self.up_at is None else "after IPCP up"
 
     @property
     def setup_latency(self) -> float | None:
@@ -240,6 +257,23 @@ def parse_packet(pkt: bytes) -> tuple[int, int, float] | None:
     return index, seq, sent
 
 
+_ICMP_TYPES = {0: "echo reply", 3: "unreachable", 5: "redirect", 8: "echo request", 11: "time exceeded"}
+
+
+def foreign_kind(pkt: bytes) -> str:
+    """A short name for a packet the tunnel delivered that is not ours: ``icmp redirect``
+    (a server forwarding our packets back out of the link they came in on says so, RFC 792,
+    unless its send_redirects is off), ``udp``, ``ipv6``..."""
+    if len(pkt) < 20 or pkt[0] >> 4 != 4:
+        return "ipv6" if pkt and pkt[0] >> 4 == 6 else "not IPv4"
+    proto = pkt[9]
+    if proto == 1:
+        ihl = (pkt[0] & 15) * 4
+        t = pkt[ihl] if len(pkt) > ihl else -1
+        return "icmp " + _ICMP_TYPES.get(t, f"type {t}")
+    return {6: "tcp", 17: "udp"}.get(proto, f"ip proto {proto}")
+
+
 # ----------------------------------------------------------------------------- data path
 class SharedDataPath:
     """One engine for every session, run sans-I/O from the event loop (module doc, 2.).
@@ -254,7 +288,8 @@ class SharedDataPath:
         self._loop = loop
         self._on_packet = on_packet
         self._socks: dict[str | None, socket.socket] = {}
-        self._by_peer_call: dict[int, socket.socket] = {}
+        # peer call ID -> (socket of the session's source, our call ID owning the mapping)
+        self._by_peer_call: dict[int, tuple[socket.socket, int]] = {}
         self._flush_pending = False
         self._timer = DeadlineTimer(loop, lambda now: self.run())
         self.send_errors: Counter[str] = Counter()
@@ -269,11 +304,29 @@ class SharedDataPath:
             self._loop.add_reader(s.fileno(), self._readable, s)
         return s
 
-    def map_peer_call(self, peer_call_id: int, source: str | None) -> None:
-        self._by_peer_call[peer_call_id] = self.socket_for(source)
+    def map_peer_call(self, peer_call_id: int, source: str | None, call_id: int) -> int | None:
+        """Send frames keyed ``peer_call_id`` from ``source``; returns None, or our call ID
+        of a live session that already has this peer call ID from another source.
 
-    def unmap_peer_call(self, peer_call_id: int) -> None:
-        self._by_peer_call.pop(peer_call_id, None)
+        The engine's output names a frame's call only by the GRE key (the peer's call ID),
+        so the shared data path needs those distinct among the live sessions.  RFC 2637
+        makes a Call ID unique per control connection only (§2.7): pptpd 1.4.0 numbers by
+        connection slot (0, 1, 2... for concurrent connections; a slot's number comes back
+        when it frees), so a server reusing one Call ID across connections at the same time
+        is legal; with a different source address it cannot be served here."""
+        sock = self.socket_for(source)
+        held = self._by_peer_call.get(peer_call_id)
+        if held is not None and held[1] != call_id and held[0] is not sock:
+            return held[1]
+        self._by_peer_call[peer_call_id] = (sock, call_id)
+        return None
+
+    def unmap_peer_call(self, peer_call_id: int, call_id: int) -> None:
+        """Forget the mapping if ``call_id`` still owns it (a later session may have the
+        same peer call ID by now: pptpd hands a freed slot's number out again)."""
+        held = self._by_peer_call.get(peer_call_id)
+        if held is not None and held[1] == call_id:
+            del self._by_peer_call[peer_call_id]
 
     def close(self) -> None:
         self._timer.cancel()
@@ -305,10 +358,11 @@ class SharedDataPath:
         self._flush_pending = False
         out = self._engine.process(self._loop.time(), tun_in=tun_in or (), gre_in=gre_in or ())
         for addr, frame in out.gre_out:
-            sock = self._by_peer_call.get(int.from_bytes(frame[6:8], "big"))
-            if sock is None:
+            held = self._by_peer_call.get(int.from_bytes(frame[6:8], "big"))
+            if held is None:
                 self.unmapped += 1
                 continue
+            sock = held[0]
             try:
                 sock.sendto(frame, (addr, 0))
             except (BlockingIOError, InterruptedError):
@@ -410,9 +464,7 @@ class LoadClient:
         try:
             await asyncio.wait_for(self._connect(), gen.config.setup_timeout)
         except asyncio.TimeoutError:
-            phase = ("ppp" if self.session is not None else
-                     "pptp" if self.stream is not None else "tcp")
-            self._fail(f"timeout ({phase})", f"not up after {gen.config.setup_timeout:.0f} s")
+            self._fail(f"timeout ({st.phase()})", f"not up after {gen.config.setup_timeout:.0f} s")
         except OSError as exc:
             self._fail(f"connect: {exc.strerror or exc}", str(exc))
         except Exception as exc:       # our bug: this client fails, the others go on
@@ -465,6 +517,7 @@ class LoadClient:
             now = loop.time()
             match ev:
                 case ControlConnected():
+                    st.control_at = now
                     call_id = conn.place_call(now=now)
                     st.call_id = call_id
                     dp.add_session(call_id, 0, server)
@@ -473,8 +526,15 @@ class LoadClient:
                     st.call_at = now
                     link = PPPLink(gen.link_config(st.user, self.password), "client", None, gen.rng)
                     rwin = ev.peer_rwin or 64
+                    st.peer_call_id = ev.peer_call_id
+                    clash = dp.map_peer_call(ev.peer_call_id, st.source, ev.call_id)
+                    if clash is not None:
+                        self._fail("server reused a peer call ID across sources",
+                                   f"the server gave call ID {ev.peer_call_id} to our call {ev.call_id} "
+                                   f"while our call {clash} from another source has it")
+                        self.outcome.end("peer call ID clash")
+                        return
                     self.peer_call_id = ev.peer_call_id
-                    dp.map_peer_call(ev.peer_call_id, st.source)
                     dp.set_peer_call(ev.call_id, ev.peer_call_id, peer_rwin=rwin, peer_ppd=ev.peer_ppd)
                     self.session = CallSession(
                         gen.hub, link, call_id=ev.call_id, peer_call_id=ev.peer_call_id,
@@ -515,8 +575,8 @@ class LoadClient:
             done_wait.cancel()
         if st.up_at is None:
             kind = self.outcome.failure if self.outcome.done.is_set() else FailureKind.NEGOTIATION_FAILED
-            self._fail(f"{kind.name.lower()}: {_generic(self.outcome.reason or 'link down')}",
-                       self.outcome.reason)
+            self._fail(f"{kind.name.lower()}: {_generic(self.outcome.reason or 'link down')} "
+                       f"({st.phase()})", self.outcome.reason)
 
     async def _wait_up(self) -> None:
         while self.session is None:
@@ -543,7 +603,7 @@ class LoadClient:
             await asyncio.sleep(0.2)
             self.stream.close()
         if self.peer_call_id is not None:
-            self.gen.datapath.unmap_peer_call(self.peer_call_id)
+            self.gen.datapath.unmap_peer_call(self.peer_call_id, self.stat.call_id)
         if s is None and self.stat.call_id:
             self.gen.hub.forget(self.stat.call_id)
             with contextlib.suppress(KeyError):
@@ -569,7 +629,7 @@ class LoadClient:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             stream.transport.abort()
         if self.peer_call_id is not None:
-            self.gen.datapath.unmap_peer_call(self.peer_call_id)
+            self.gen.datapath.unmap_peer_call(self.peer_call_id, self.stat.call_id)
 
     async def _server_gave_up(self) -> None:
         assert self.stream is not None
@@ -612,6 +672,7 @@ class LoadGenerator:
         self.rtts: list[float] = []
         self.dropped: Counter[str] = Counter()     # sessions lost after they were up
         self.foreign_packets = 0
+        self.foreign_kinds: Counter[str] = Counter()   # what they were (foreign_kind)
         self._settled = 0
         self._all_settled = asyncio.Event()
         self._link_configs: dict[tuple[str, str], Any] = {}
@@ -633,6 +694,9 @@ class LoadGenerator:
         got = parse_packet(ip)
         if got is None or not 0 <= got[0] - self.config.first_index < len(self.stats):
             self.foreign_packets += 1
+            kind = foreign_kind(ip)
+            if len(self.foreign_kinds) < 64 or kind in self.foreign_kinds:   # bounded
+                self.foreign_kinds[kind] += 1
             return
         index, seq, sent = got
         st = self.stats[index - self.config.first_index]
@@ -890,12 +954,13 @@ class LoadGenerator:
                                         "max": max(per_rx, default=None)},
                 "sessions_without_traffic": sum(1 for s in ups if s.rx_packets == 0) if cfg.traffic.pps else None,
                 "rtt_p50_ms": _ms(_percentile(self.rtts, 50)), "rtt_p99_ms": _ms(_percentile(self.rtts, 99)),
-                "foreign_packets": self.foreign_packets,
+                "foreign_packets": self.foreign_packets, "foreign_kinds": dict(self.foreign_kinds),
                 "engine_drops": {k: v for k, v in totals.items() if k.startswith("drop_") and v},
                 "send_errors": dict(self.datapath.send_errors), "unmapped_frames": self.datapath.unmapped},
             "duration_s": window,
             "sessions": [{"index": s.index, "source": s.source, "user": s.user, "up": s.up_at is not None,
                           "setup_s": s.setup_latency, "local_ip": s.local_ip, "mppe": s.mppe,
+                          "call_id": s.call_id, "peer_call_id": s.peer_call_id,
                           "failure": s.failure, "detail": s.detail, "tx_packets": s.tx_packets,
                           "rx_packets": s.rx_packets, "tx_bytes": s.tx_bytes, "rx_bytes": s.rx_bytes,
                           "lost": max(0, s.tx_packets - s.rx_packets),
@@ -997,7 +1062,9 @@ def format_summary(s: dict[str, Any]) -> str:
             f"Mbit/s; per session rx min {f(ps['min'])} p50 {f(ps['p50'])} max {f(ps['max'])} Mbit/s",
             f"round trip: p50 {f(d['rtt_p50_ms'], '{:.2f}')} ms p99 {f(d['rtt_p99_ms'], '{:.2f}')} ms; "
             f"sessions without traffic: {d['sessions_without_traffic']}; other packets received "
-            f"{d['foreign_packets']}",
+            f"{d['foreign_packets']}" + (" (" + ", ".join(f"{k}: {v}" for k, v in
+                                                            d.get("foreign_kinds", {}).items()) + ")"
+                                         if d.get("foreign_kinds") else ""),
         ]
     lines.append(f"load generator: CPU {s['generator_cpu_s']:.2f} s, max RSS {s['generator_maxrss_kb']} kB")
     return "\n".join(lines)

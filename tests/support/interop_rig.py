@@ -569,3 +569,38 @@ def teardown_sequence(pcap: str, since_epoch: float) -> list[tuple[str, str]]:
         elif fin in ("1", "True"):
             seq.append((src, "TCP-FIN"))
     return seq
+
+
+# ----------------------------------------------------------------------------- bench sessions
+# The load generator's packets go to each session's own tunnel address and come back through
+# the server (fastpptp/tools/loadgen.py, module doc 3.), so the pptpd VM must forward IPv4 as
+# any concentrator does.  Forwarding a packet back out of the ppp link it came in on makes
+# the kernel send an ICMP redirect (RFC 792; its ppp address is on-link for the peer): off,
+# as on a concentrator, so that nothing but our own packets comes back down the tunnels.
+VM_FORWARD_BG = ("echo 1 > /proc/sys/net/ipv4/ip_forward; "
+                 "echo 0 > /proc/sys/net/ipv4/conf/all/send_redirects; "
+                 "echo 0 > /proc/sys/net/ipv4/conf/default/send_redirects")
+# One source address per load-generator client, added to br0 inside the harness namespace
+# by ``bench sessions --add-addresses br0`` (as /32s, removed afterwards); on-link for the VM.
+BENCH_SOURCES = "192.0.2.64/28"
+
+
+def bench_sessions(ns: str, server: str, args: Sequence[str], log_path: str,
+                   timeout: float) -> tuple[int, dict | None, str]:
+    """``fastpptp bench sessions SERVER --json ARGS`` inside ``ns``: (exit status, the JSON
+    summary or None, its stderr: the progress lines).  Stopped by PID after ``timeout`` s."""
+    argv = PY + ["bench", "sessions", server, "--json", *args]
+    with open(log_path, "w") as logf:
+        logf.write("$ " + " ".join(argv) + "\n")
+        logf.flush()
+        proc = netns.popen(ns, argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=logf, start_new_session=True)
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_pid(proc, signal.SIGTERM, grace=10)
+            raise AssertionError(f"bench sessions still running after {timeout} s; see {log_path}") from None
+    with open(log_path, errors="replace") as f:
+        err = f.read()
+    lines = [ln for ln in out.decode(errors="replace").splitlines() if ln.startswith("{")]
+    return proc.returncode, (json.loads(lines[-1]) if lines else None), err
