@@ -75,6 +75,7 @@ from .net import netlink as netlink_direct
 from .net.tun import TunLike
 from .net.units import UnitTable, unit_pattern
 from .ppp.auth.base import AuthBackend, StaticAddressBackend
+from .ppp.auth.secrets import Secret
 from .ppp.link import (NO_PEER_ADDRESS, Authenticated, AuthenticationFailed, LinkConfig, NetworkDown, NetworkUp,
                        PPPLink)
 from .pptp.control import (CallCleared, CallIdAllocator, CallIdsExhausted, CallRequested, ControlClosed,
@@ -701,7 +702,9 @@ class Server:
     def _link_config(self) -> LinkConfig:
         cfg = server_link_config(self._ppp, local_ip=self.config.local_ips[0],
                                  assign_address=self._allocate_address,
-                                 release_address=self.pool.release)
+                                 release_address=self.pool.release,
+                                 claim_address=self._claim_address,
+                                 peer_address_allowed=self._peer_address_allowed)
         if self._verify_timeout is not None:
             cfg = dataclasses.replace(cfg, auth_timers=dataclasses.replace(
                 cfg.auth_timers, verify_timeout=self._verify_timeout))
@@ -714,6 +717,21 @@ class Server:
         if isinstance(self._auth_backend, StaticAddressBackend):
             static = self._auth_backend.static_address(user, self._ppp.name or "*")
         return self.pool.allocate(static)
+
+    def _claim_address(self, user: str, addr: ipaddress.IPv4Address) -> str | None:
+        """LinkConfig.claim_address: a peer's own address (Framed-IP-Address 255.255.255.255
+        with ipcp-accept-remote) or the verifier's is held in the pool like a pool address,
+        so no two live sessions share one (the shared TUN routes by address)."""
+        if str(addr) in self.config.local_ips:
+            return "one of our tunnel addresses"
+        return None if self.pool.claim(str(addr)) else "in use by another session"
+
+    def _peer_address_allowed(self, user: str, addr: ipaddress.IPv4Address) -> bool:
+        """LinkConfig.peer_address_allowed: pppd's auth_ip_addr over the user's chap-secrets
+        address column, when the entry has one (``*``, subnets, ``!addr``, ``-``)."""
+        lookup = getattr(self._auth_backend, "lookup", None)
+        entry = lookup(user, self._ppp.name or "*") if callable(lookup) else None
+        return not (isinstance(entry, Secret) and entry.addresses) or entry.allows_address(str(addr))
 
     def _auth_event(self, session: CallSession, ev: Authenticated | AuthenticationFailed) -> None:
         if isinstance(ev, AuthenticationFailed):
