@@ -243,3 +243,10 @@ def test_ipcp_nak_adds_the_address_a_silent_peer_left_out():
 def test_peer_address_problem(addr, problem):
     got = peer_address_problem(IPv4Address(addr), IPv4Address(LOCAL_IP))
     assert (got is None) if problem is None else (problem in got)
+
+
+def test_ipcp_accept_remote_is_the_pppd_option_that_turns_it_on():
+    on = parse_ppp_options("ipcp-accept-remote")
+    assert on.ipcp_accept_remote and "ipcp-accept-remote" not in on.ignored
+    assert server_link_config(on, local_ip=LOCAL_IP).peer_may_choose_address
+    assert not server_link_config(parse_ppp_options(""), local_ip=LOCAL_IP).peer_may_choose_address

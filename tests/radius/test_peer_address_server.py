@@ -106,10 +106,10 @@ async def both_ask_for(tmp_path, opts):
         for c in clients:                        # one after the other: alice holds CHOSEN first
             tasks.append(asyncio.ensure_future(c.run()))
             ups.append(await wait_up(c, tasks[-1]))
-        addrs = [c.session.info.local_ip if up else None for c, up in zip(clients, ups)]
+        addrs = [c.session.info.local_ip if up else None for c, up in zip(clients, ups, strict=True)]
         sessions = sorted((s["user"], s["remote_ip"]) for s in server.snapshot()["sessions"])
         routed = []
-        for user, addr in zip(("alice", "bob"), addrs):
+        for user, addr in zip(("alice", "bob"), addrs, strict=True):
             if addr is None:
                 routed.append(False)
                 continue
@@ -118,7 +118,7 @@ async def both_ask_for(tmp_path, opts):
             routed.append(await recv_packet(tuns[user]) == down)
         return addrs, sessions, routed
     finally:
-        for c, t in zip(clients, tasks):
+        for c, t in zip(clients, tasks, strict=False):
             if not t.done():
                 c.stop()
                 await asyncio.wait_for(t, 15)
