@@ -484,6 +484,21 @@ def parse_pptpd_conf(text: str, path: str = "/etc/pptpd.conf") -> PptpdConfig:
                        ignored=tuple(dict.fromkeys(ignored)))
 
 
+def peer_route_problem(gateway: str | None, ifname: str | None,
+                       tunnels: Iterable[str]) -> str | None:
+    """Why a peer may not choose an address, from the kernel's route to it (``ip route get``):
+    the server adds a host route for every peer address (over the shared TUN), so a peer
+    choosing one of this host's addresses, or one the host reaches directly on a LAN -- its
+    gateway, a neighbour -- would take that traffic into its tunnel.  pppd refuses such
+    addresses to peers it did not authorise (auth.c ``have_route_to``); routed through a
+    gateway (the default route...) or over our own tunnels is fine.  None: no objection."""
+    if ifname == "lo":
+        return "an address of this host"
+    if gateway is None and ifname is not None and ifname not in set(tunnels):
+        return f"this host reaches it directly on {ifname}"
+    return None
+
+
 class AddressPool:
     """Tunnel addresses for peers: a pool (pptpd's ``remoteip``) plus per-user statics.
 

@@ -67,7 +67,7 @@ from .aio.dae import DaeListener
 from .aio.accounting import Accountant
 from .aio.driver import ControlStream
 from .aio.session import AsyncVerifier, CallSession, EngineHub, SessionEngine
-from .config import AddressPool, PppOptions, parse_ppp_options, server_link_config
+from .config import AddressPool, PppOptions, parse_ppp_options, peer_route_problem, server_link_config
 from .aio.offloop import netlink
 from .hooks import run_hook
 from .metrics import MetricsServer, ServerStats, parse_listen, teardown_reason
@@ -728,10 +728,30 @@ class Server:
 
     def _peer_address_allowed(self, user: str, addr: ipaddress.IPv4Address) -> bool:
         """LinkConfig.peer_address_allowed: pppd's auth_ip_addr over the user's chap-secrets
-        address column, when the entry has one (``*``, subnets, ``!addr``, ``-``)."""
+        address column, when the entry has one (``*``, subnets, ``!addr``, ``-``), and not an
+        address this host has or reaches directly."""
         lookup = getattr(self._auth_backend, "lookup", None)
         entry = lookup(user, self._ppp.name or "*") if callable(lookup) else None
-        return not (isinstance(entry, Secret) and entry.addresses) or entry.allows_address(str(addr))
+        if isinstance(entry, Secret) and entry.addresses and not entry.allows_address(str(addr)):
+            return False
+        if not self._configure_network:
+            return True
+        # The host's own and directly reached addresses are never a peer's (config.
+        # peer_route_problem).  One route lookup, on the loop: only for an address a peer
+        # chose (Framed-IP-Address 255.255.255.255 with ipcp-accept-remote).
+        try:
+            route = netlink_direct.route_to(str(addr))
+        except netlink_direct.NoRouteError:
+            return True                              # unreachable: nothing to take over
+        except OSError as e:
+            log.warning("peer %r chose %s: cannot check the host's route to it (%s): refused",
+                        user, addr, e)
+            return False
+        tunnels = {self._shared_ifname, *(i.name for i in self._ifaces.values())}
+        problem = peer_route_problem(route.gateway, route.ifname, tunnels)
+        if problem is not None:
+            log.warning("peer %r may not choose %s: %s", user, addr, problem)
+        return problem is None
 
     def _auth_event(self, session: CallSession, ev: Authenticated | AuthenticationFailed) -> None:
         if isinstance(ev, AuthenticationFailed):

@@ -137,3 +137,38 @@ def test_radius_255_without_ipcp_accept_remote_gives_pool_addresses(peer_ns, tmp
     assert addrs == list(POOL)
     assert sessions == [("alice", POOL[0]), ("bob", POOL[1])]
     assert routed == [True, True]
+
+
+def test_a_peer_may_not_choose_an_address_this_host_has_or_reaches_directly(peer_ns, tmp_path):
+    """With the server configuring the network: the kernel's route to a peer-chosen address
+    decides (fastpptp.config.peer_route_problem): one of ours or on a LAN -- the gateway, a
+    neighbour -- is refused (its host route over the tunnel would take that traffic); one
+    reached through the gateway is fine.  A veth pair, 192.0.2.1/24 on one end, and a default
+    route via 192.0.2.254, inside the test's own namespace (removed with it)."""
+    import ipaddress
+    import subprocess
+
+    for cmd in (["link", "add", "peerv0", "type", "veth", "peer", "name", "peerv1"],
+                ["addr", "add", "192.0.2.1/24", "dev", "peerv0"], ["link", "set", "peerv1", "up"],
+                ["link", "set", "peerv0", "up"],
+                ["route", "add", "default", "via", "192.0.2.254"]):
+        subprocess.run(["ip", "-n", peer_ns, *cmd], check=True)
+    server = Server(ServerConfig(local_ips=("198.51.100.1",), remote_ips=POOL, secrets_file=None,
+                                 control_socket=str(tmp_path / "ctl.sock"), ip_up=None, ip_down=None),
+                    auth_backend=StaticBackend(USERS), configure_network=True)
+
+    def allowed(addr: str) -> bool:
+        return server._peer_address_allowed("alice", ipaddress.IPv4Address(addr))
+
+    assert not allowed("192.0.2.1")          # this host's own address
+    assert not allowed("192.0.2.254")        # the gateway, on the LAN
+    assert not allowed("192.0.2.7")          # a neighbour on the LAN
+    assert allowed(CHOSEN)                   # through the gateway: the peer's host route wins
+
+
+def test_peer_route_problem():
+    from fastpptp.config import peer_route_problem
+    assert "this host" in peer_route_problem(None, "lo", ["fpptp0"])
+    assert "directly on eth0" in peer_route_problem(None, "eth0", ["fpptp0"])
+    assert peer_route_problem("192.0.2.254", "eth0", ["fpptp0"]) is None
+    assert peer_route_problem(None, "fpptp0", ["fpptp0"]) is None     # over our own TUN
