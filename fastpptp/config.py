@@ -87,12 +87,15 @@ BOOL_FLAGS = {
     "persist": ("persist", True), "nopersist": ("persist", False), "+ipv6": ("ipv6", True),
     "ipv6": ("ipv6", True), "noipv6": ("ipv6", False), "-ipv6": ("ipv6", False),
     "kdebug": ("debug", True),
+    # server: take the peer's own IPCP address when RADIUS says Framed-IP-Address
+    # 255.255.255.255 ("the user may choose"), as pppd + radius.so do with it
+    "ipcp-accept-remote": ("ipcp_accept_remote", True),
 }
 # pppd options that change behaviour we do not implement: warned about by name.
 UNSUPPORTED = frozenset({
     "callback", "mrru", "mp", "multilink",
     "endpoint", "proxyarp", "require-eap", "eap-restart", "demand", "active-filter", "pass-filter",
-    "ipx", "ktune", "noaccomp", "nopcomp", "noccp", "ipcp-accept-local", "ipcp-accept-remote",
+    "ipx", "ktune", "noaccomp", "nopcomp", "noccp", "ipcp-accept-local",
     "receive-all", "sync", "lcp-echo-adaptive", "map-to-ttyname", "map-to-ifname",
 })
 # pppd plugins fastpptp does itself (by file name; any directory): pppd's RADIUS client and
@@ -139,6 +142,7 @@ class PppOptions:
     linkname: str | None = None
     unit: int | None = None
     ipv6: bool = False
+    ipcp_accept_remote: bool = False     # server: see LinkConfig.peer_may_choose_address
     local_ip: str | None = None          # "a.b.c.d" from pppd's "a.b.c.d:" form
     remote_ip: str | None = None         # "w.x.y.z" from pppd's ":w.x.y.z" form
     plugins: tuple[str, ...] = ()        # the plugins fastpptp implements (KNOWN_PLUGINS), by file name
@@ -155,15 +159,23 @@ _N = TypeVar("_N", int, float)
 
 def server_link_config(ppp: PppOptions, *, local_ip: str | ipaddress.IPv4Address,
                        assign_address: Callable[[str], ipaddress.IPv4Address | str | None] | None = None,
-                       release_address: Callable[[str], None] | None = None) -> LinkConfig:
+                       release_address: Callable[[str], None] | None = None,
+                       claim_address: Callable[[str, ipaddress.IPv4Address], str | None] | None = None,
+                       peer_address_allowed: Callable[[str, ipaddress.IPv4Address], bool] | None = None,
+                       ) -> LinkConfig:
     """The server's PPP link configuration from its pppd options.
 
     ``auth`` is implied unless ``noauth`` or a ``require-*``/``+pap``-style option says
     otherwise (a PPTP server that lets anyone in is a mistake).  ``local_ip`` is our tunnel
     address; pppd's ``:remote`` half, if given, is the peer's fixed address.
     ``assign_address(user)`` gives the peer its address (pool, static); whatever it handed
-    out is given back through ``release_address(addr)`` when the link dies.  ``name``
-    defaults to "pptpd", the name pptpd's chap-secrets use for the server column."""
+    out is given back through ``release_address(addr)`` when the link dies;
+    ``claim_address(user, addr)`` reserves an address the peer or the verifier chose and
+    ``peer_address_allowed(user, addr)`` says whether the user may choose it (see
+    ``LinkConfig``).  pppd's ``ipcp-accept-remote`` lets the peer choose
+    when RADIUS says Framed-IP-Address 255.255.255.255 (off by default, as in pppd: the
+    peer then gets a pool address).  ``name`` defaults to "pptpd", the name pptpd's
+    chap-secrets use for the server column."""
     flags = ppp.auth_flags
     if not any(f in ("auth", "noauth") or f.startswith(("require-", "+")) and "mppe" not in f
                for f in flags):
@@ -177,6 +189,8 @@ def server_link_config(ppp: PppOptions, *, local_ip: str | ipaddress.IPv4Address
         name=ppp.name or "pptpd",
         remotename=ppp.remotename or "",
         assign_address=assign_address, release_address=release_address,
+        claim_address=claim_address, peer_address_allowed=peer_address_allowed,
+        peer_may_choose_address=ppp.ipcp_accept_remote,
         dns=tuple(ipaddress.IPv4Address(a) for a in ppp.ms_dns),
         nbns=tuple(ipaddress.IPv4Address(a) for a in ppp.ms_wins),
         auth_timers=_auth_timers(ppp))
@@ -470,6 +484,21 @@ def parse_pptpd_conf(text: str, path: str = "/etc/pptpd.conf") -> PptpdConfig:
                        ignored=tuple(dict.fromkeys(ignored)))
 
 
+def peer_route_problem(gateway: str | None, ifname: str | None,
+                       tunnels: Iterable[str]) -> str | None:
+    """Why a peer may not choose an address, from the kernel's route to it (``ip route get``):
+    the server adds a host route for every peer address (over the shared TUN), so a peer
+    choosing one of this host's addresses, or one the host reaches directly on a LAN -- its
+    gateway, a neighbour -- would take that traffic into its tunnel.  pppd refuses such
+    addresses to peers it did not authorise (auth.c ``have_route_to``); routed through a
+    gateway (the default route...) or over our own tunnels is fine.  None: no objection."""
+    if ifname == "lo":
+        return "an address of this host"
+    if gateway is None and ifname is not None and ifname not in set(tunnels):
+        return f"this host reaches it directly on {ifname}"
+    return None
+
+
 class AddressPool:
     """Tunnel addresses for peers: a pool (pptpd's ``remoteip``) plus per-user statics.
 
@@ -496,6 +525,13 @@ class AddressPool:
                 self._used.add(addr)
                 return addr
         return None
+
+    def claim(self, addr: str) -> bool:
+        """Reserve one given address -- a peer's own choice, a RADIUS Framed-IP-Address --
+        in or out of the pool: False when a live session holds it.  Every peer address goes
+        through this pool, so two sessions never share one (with the shared TUN the second
+        would take over the first's engine route and host route)."""
+        return self.allocate(str(ipaddress.IPv4Address(addr))) is not None
 
     def release(self, addr: str) -> None:
         if addr in self._used:

@@ -67,7 +67,7 @@ from .aio.dae import DaeListener
 from .aio.accounting import Accountant
 from .aio.driver import ControlStream
 from .aio.session import AsyncVerifier, CallSession, EngineHub, SessionEngine
-from .config import AddressPool, PppOptions, parse_ppp_options, server_link_config
+from .config import AddressPool, PppOptions, parse_ppp_options, peer_route_problem, server_link_config
 from .aio.offloop import netlink
 from .hooks import run_hook
 from .metrics import MetricsServer, ServerStats, parse_listen, teardown_reason
@@ -75,6 +75,7 @@ from .net import netlink as netlink_direct
 from .net.tun import TunLike
 from .net.units import UnitTable, unit_pattern
 from .ppp.auth.base import AuthBackend, StaticAddressBackend
+from .ppp.auth.secrets import Secret
 from .ppp.link import (NO_PEER_ADDRESS, Authenticated, AuthenticationFailed, LinkConfig, NetworkDown, NetworkUp,
                        PPPLink)
 from .pptp.control import (CallCleared, CallIdAllocator, CallIdsExhausted, CallRequested, ControlClosed,
@@ -701,7 +702,9 @@ class Server:
     def _link_config(self) -> LinkConfig:
         cfg = server_link_config(self._ppp, local_ip=self.config.local_ips[0],
                                  assign_address=self._allocate_address,
-                                 release_address=self.pool.release)
+                                 release_address=self.pool.release,
+                                 claim_address=self._claim_address,
+                                 peer_address_allowed=self._peer_address_allowed)
         if self._verify_timeout is not None:
             cfg = dataclasses.replace(cfg, auth_timers=dataclasses.replace(
                 cfg.auth_timers, verify_timeout=self._verify_timeout))
@@ -714,6 +717,41 @@ class Server:
         if isinstance(self._auth_backend, StaticAddressBackend):
             static = self._auth_backend.static_address(user, self._ppp.name or "*")
         return self.pool.allocate(static)
+
+    def _claim_address(self, user: str, addr: ipaddress.IPv4Address) -> str | None:
+        """LinkConfig.claim_address: a peer's own address (Framed-IP-Address 255.255.255.255
+        with ipcp-accept-remote) or the verifier's is held in the pool like a pool address,
+        so no two live sessions share one (the shared TUN routes by address)."""
+        if str(addr) in self.config.local_ips:
+            return "one of our tunnel addresses"
+        return None if self.pool.claim(str(addr)) else "in use by another session"
+
+    def _peer_address_allowed(self, user: str, addr: ipaddress.IPv4Address) -> bool:
+        """LinkConfig.peer_address_allowed: pppd's auth_ip_addr over the user's chap-secrets
+        address column, when the entry has one (``*``, subnets, ``!addr``, ``-``), and not an
+        address this host has or reaches directly."""
+        lookup = getattr(self._auth_backend, "lookup", None)
+        entry = lookup(user, self._ppp.name or "*") if callable(lookup) else None
+        if isinstance(entry, Secret) and entry.addresses and not entry.allows_address(str(addr)):
+            return False
+        if not self._configure_network:
+            return True
+        # The host's own and directly reached addresses are never a peer's (config.
+        # peer_route_problem).  One route lookup, on the loop: only for an address a peer
+        # chose (Framed-IP-Address 255.255.255.255 with ipcp-accept-remote).
+        try:
+            route = netlink_direct.route_to(str(addr))
+        except netlink_direct.NoRouteError:
+            return True                              # unreachable: nothing to take over
+        except OSError as e:
+            log.warning("peer %r chose %s: cannot check the host's route to it (%s): refused",
+                        user, addr, e)
+            return False
+        tunnels = {self._shared_ifname, *(i.name for i in self._ifaces.values())}
+        problem = peer_route_problem(route.gateway, route.ifname, tunnels)
+        if problem is not None:
+            log.warning("peer %r may not choose %s: %s", user, addr, problem)
+        return problem is None
 
     def _auth_event(self, session: CallSession, ev: Authenticated | AuthenticationFailed) -> None:
         if isinstance(ev, AuthenticationFailed):

@@ -62,7 +62,8 @@ class IpcpConfig(FsmConfig):
                     Client: None (accept the server's own address as it states it).
     assign_peer_address: optional callback(requested) -> address, consulted when
                     `peer_address` is None and the peer asks for `requested` (0.0.0.0
-                    included); return None to refuse (the option is rejected). It is
+                    included, and 0.0.0.0 when the peer names no address: the answer is
+                    Nak'd to it to add); return None to refuse (the option is rejected). It is
                     called for every Configure-Request, so it must be idempotent (return
                     the same lease for the same session).
     accept_local_address: client: take the address the server Naks us with (pppd
@@ -203,9 +204,15 @@ class IPCP(FSM):
                     out.append(nak(o, _opt(o.type, ours[idx])))
             else:
                 out.append(reject(o))
-        if OPT_IP_ADDRESS not in seen and self.config.peer_address is not None:
-            # RFC 1661 §5.3: Nak may list an option the peer did not include, to ask for it.
-            out.append(nak(None, _opt(OPT_IP_ADDRESS, IPv4Address(self.config.peer_address))))
+        if OPT_IP_ADDRESS not in seen:
+            # RFC 1661 §5.3: Nak may list an option the peer did not include, to ask for it
+            # (a server that lets the peer choose asks its callback, as for 0.0.0.0).
+            cfg = self.config
+            wanted = (IPv4Address(cfg.peer_address) if cfg.peer_address is not None
+                      else cfg.assign_peer_address(_ZERO) if cfg.assign_peer_address is not None
+                      else None)
+            if wanted is not None and wanted != _ZERO:
+                out.append(nak(None, _opt(OPT_IP_ADDRESS, wanted)))
         return out
 
     def request_acked(self, options: list[Option]) -> None:

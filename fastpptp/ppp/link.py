@@ -41,7 +41,7 @@ import dataclasses
 import enum
 import logging
 import random
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from typing import Callable, Literal, Protocol as _TypingProtocol
 
 from .auth.base import (
@@ -63,7 +63,7 @@ __all__ = [
     "PPPLink", "LinkConfig", "Phase", "LinkEvent", "LcpOpened", "VerifyPeer", "Authenticated",
     "AuthenticationFailed",
     "MppeUp", "MppeReset", "NetworkUp", "NetworkDown", "LinkDown", "EV_MPPE_RESET_NEEDED",
-    "EV_MPPE_LOST_SYNC", "NO_PEER_ADDRESS",
+    "EV_MPPE_LOST_SYNC", "NO_PEER_ADDRESS", "peer_address_problem",
     "MPPE_NOT_NEGOTIATED", "MPPE_LOST_SYNC",
 ]
 
@@ -221,8 +221,20 @@ class LinkConfig:
     dns / nbns: server: name servers to hand out (RFC 1877); client: see ipcp.request_dns.
     auth_timers: PAP/CHAP restart, max transmits, wait and verify timeout.  mschap_retries:
                 MS-CHAP Failure R=1 retries the authenticator allows (0 = pppd's behaviour).
-    peer_may_choose_address: server: a verifier's Framed-IP-Address 255.255.255.255 lets the
-                peer use the address it asks for; False: such a peer gets one from the pool.
+    peer_may_choose_address: server (pppd ``ipcp-accept-remote``): a verifier's
+                Framed-IP-Address 255.255.255.255 lets the peer use the address it asks for,
+                if :func:`peer_address_problem` and ``claim_address`` accept it; a refused
+                (or 0.0.0.0) request is Nak'd with a pool address.  False (pppd's default):
+                such a peer gets one from the pool.
+    claim_address: server: ``(user, address) -> None | reason`` reserves an address the
+                link did not take from ``assign_address`` (the peer's choice, the verifier's
+                Framed-IP-Address) for this session, or says why not (in use by another
+                session, outside the user's chap-secrets addresses...).  A claimed address
+                is given back through ``release_address`` like a pool one.  None: only the
+                link's own checks apply -- the owner then keeps addresses unique itself.
+    peer_address_allowed: server: ``(user, address) -> bool``, the user's own limits on an
+                address the peer chooses (pppd's auth_ip_addr over chap-secrets' address
+                column); None: no such limits.  Not asked about the verifier's own address.
     """
 
     lcp: LcpConfig = dataclasses.field(default_factory=LcpConfig)
@@ -241,6 +253,8 @@ class LinkConfig:
     mschap_retries: int = 0
     release_address: Callable[[str], None] | None = None
     peer_may_choose_address: bool = False
+    claim_address: Callable[[str, IPv4Address], str | None] | None = None
+    peer_address_allowed: Callable[[str, IPv4Address], bool] | None = None
 
 
 # --------------------------------------------------------------------------- the link
@@ -275,10 +289,28 @@ Authenticator = PapAuthenticator | ChapAuthenticator
 Authenticatee = PapPeer | ChapPeer
 
 
-def _peer_choice(requested: IPv4Address) -> IPv4Address | None:
-    """Framed-IP-Address 255.255.255.255 with the policy's consent: the peer's own
-    address, if it names one (0.0.0.0 asks us to choose: refused, there is nothing to give)."""
-    return requested if int(requested) != 0 else None
+_THIS_NETWORK = IPv4Network("0.0.0.0/8")      # RFC 1122 §3.2.1.3 (a): never a host's
+
+
+def peer_address_problem(addr: IPv4Address, local: IPv4Address | None) -> str | None:
+    """Why ``addr`` cannot be a peer's tunnel address, or None when it can.
+
+    pppd's ``bad_ip_adrs`` (auth.c: loopback, multicast, class E -- which holds the
+    limited broadcast 255.255.255.255), plus 0.0.0.0/8 ("this network", RFC 1122
+    §3.2.1.3; 0.0.0.0 itself is the peer asking us to choose, RFC 1332 §3.3) and our own
+    tunnel address (the point-to-point link's two ends must differ).  Whether another
+    session holds it is the owner's question (``LinkConfig.claim_address``)."""
+    if addr in _THIS_NETWORK:
+        return "unspecified (0.0.0.0/8)"
+    if addr.is_loopback:
+        return "loopback"
+    if addr.is_multicast:
+        return "multicast"
+    if addr.is_reserved:                # 240.0.0.0/4, 255.255.255.255 included
+        return "broadcast" if addr == IPv4Address("255.255.255.255") else "reserved (class E)"
+    if local is not None and addr == local:
+        return "our own tunnel address"
+    return None
 
 
 class PPPLink:
@@ -317,6 +349,7 @@ class PPPLink:
         self._down_reason: str | None = None
         self._network_up: set[Family] = set()
         self._assigned_address: str | None = None
+        self._chosen: IPv4Address | None = None       # _peer_choice's current answer
         self._now = 0.0
 
     def _new_lcp(self) -> "_LinkLCP":
@@ -572,6 +605,7 @@ class PPPLink:
         The link owns it from allocation; every way to Dead passes here (the owner of a call
         that ends without PPP goodbyes calls :meth:`lower_down`)."""
         addr, self._assigned_address = self._assigned_address, None
+        self._chosen = None
         if addr is not None and self.config.release_address is not None:
             self.config.release_address(addr)
 
@@ -725,28 +759,89 @@ class PPPLink:
             ipcp = dataclasses.replace(ipcp, dns=attrs.dns)
         if self.role == "server" and attrs.nbns:
             ipcp = dataclasses.replace(ipcp, nbns=attrs.nbns)
+        if self.role != "server" or self.peer_user is None:
+            return ipcp
+        # LCP renegotiated (and the peer authenticated again): the address this link holds
+        # goes back first -- the link owns at most one at a time
+        self._release_address()
         framed = attrs.framed_ip
-        if self.role == "server" and framed not in (None, FRAMED_IP_FROM_POOL):
+        if framed not in (None, FRAMED_IP_FROM_POOL):
             if framed != FRAMED_IP_PEER_CHOOSES:
-                return dataclasses.replace(ipcp, peer_address=framed)    # the verifier's
+                # the verifier's address, checked as a peer's choice would be: never another
+                # live session's (the shared TUN routes by address) and never the pool
+                # instead of what AAA said -- refused, the link ends with NO_PEER_ADDRESS
+                problem = self._claim(framed)
+                if problem is not None:
+                    log.warning("PPP: verifier's Framed-IP-Address %s for %r refused: %s",
+                                framed, self.peer_user, problem)
+                    return dataclasses.replace(ipcp, peer_address=None, assign_peer_address=None)
+                return dataclasses.replace(ipcp, peer_address=framed)
             if cfg.peer_may_choose_address:
+                # RFC 1332 §3.3: the peer states its address; _peer_choice checks it (the
+                # pool is touched only when it names none or one we refuse)
                 return dataclasses.replace(ipcp, peer_address=None,
-                                           assign_peer_address=_peer_choice)
-            log.info("verifier lets the peer choose its address, policy does not: pool")
-        if self.role == "server" and self.peer_user is not None:
-            addr: IPv4Address | str | None = None
-            if cfg.assign_address is not None:
-                # LCP renegotiated (and the peer authenticated again): the address this link
-                # holds goes back first -- the link owns at most one at a time
-                self._release_address()
-                addr = cfg.assign_address(self.peer_user)
-                if addr is not None:
-                    self._assigned_address = str(addr)
-            elif isinstance(self.backend, StaticAddressBackend):
-                addr = self.backend.static_address(self.peer_user, cfg.name or "*")
-            if addr is not None:
-                ipcp = dataclasses.replace(ipcp, peer_address=IPv4Address(addr))
+                                           assign_peer_address=self._peer_choice)
+            log.info("verifier lets the peer choose its address, policy does not "
+                     "(no ipcp-accept-remote): pool")
+        addr = self._pool_address()
+        if addr is not None:
+            ipcp = dataclasses.replace(ipcp, peer_address=addr)
         return ipcp
+
+    def _pool_address(self) -> IPv4Address | None:
+        """An address for the peer from ``assign_address`` (held by the link from now on),
+        else the backend's static one for the user."""
+        cfg = self.config
+        user = self.peer_user or ""
+        addr: IPv4Address | str | None = None
+        if cfg.assign_address is not None:
+            addr = cfg.assign_address(user)
+            if addr is not None:
+                self._assigned_address = str(addr)
+        elif isinstance(self.backend, StaticAddressBackend):
+            addr = self.backend.static_address(user, cfg.name or "*")
+        return None if addr is None else IPv4Address(addr)
+
+    def _claim(self, addr: IPv4Address, *, peer_chose: bool = False) -> str | None:
+        """Take ``addr`` for the peer if the link's checks, the user's limits (an address
+        the peer chose) and the owner's ``claim_address`` allow it (the link then holds it:
+        see :meth:`_release_address`); else why not."""
+        cfg = self.config
+        local = cfg.ipcp.local_address
+        problem = peer_address_problem(addr, None if local is None else IPv4Address(local))
+        if problem is None and peer_chose and cfg.peer_address_allowed is not None \
+                and not cfg.peer_address_allowed(self.peer_user or "", addr):
+            problem = "not among the user's allowed addresses"
+        if problem is None and cfg.claim_address is not None:
+            problem = cfg.claim_address(self.peer_user or "", addr)
+        if problem is None:
+            self._release_address()               # what it held before (a Nak'd offer)
+            self._assigned_address = str(addr) if cfg.claim_address is not None else None
+        return problem
+
+    def _peer_choice(self, requested: IPv4Address) -> IPv4Address | None:
+        """IPCP's ``assign_peer_address`` under Framed-IP-Address 255.255.255.255 with the
+        policy's consent (pppd ipcp-accept-remote).  Called for every Configure-Request
+        (with 0.0.0.0 when the peer names no address), so idempotent: the address the link
+        holds stays the answer while the peer asks for it.  A requested address that
+        :meth:`_claim` refuses, or 0.0.0.0, is answered with a pool address (the Nak's
+        hint, RFC 1661 §5.3); with none to give the link closes (NO_PEER_ADDRESS)."""
+        held = self._chosen
+        if held is not None and requested == held:
+            return held
+        if int(requested) != 0:
+            problem = self._claim(requested, peer_chose=True)
+            if problem is None:
+                log.info("IPCP: peer %r chose its address %s", self.peer_user, requested)
+                self._chosen = requested
+                return requested
+            self.counters["peer_address_refused"] += 1
+            log.info("IPCP: peer %r may not use %s: %s", self.peer_user, requested, problem)
+        if held is None:
+            held = self._chosen = self._pool_address()
+            if held is None:
+                self._fatal(NO_PEER_ADDRESS, self._now)
+        return held
 
     def _start_ncps(self, now: float) -> None:
         if self._ncps_started or self.phase is not Phase.NETWORK:
