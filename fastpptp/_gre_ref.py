@@ -730,6 +730,8 @@ class Engine:
             self._arm(s)
         c = s.c
         c["lost"] += o.lost
+        if o.lost and s.mppe_rx is not None:     # a stateless count may wrap over 4096+ lost
+            s.mppe_rx.add_lost(o.lost)
         c["drop_reorder_timeout"] += o.lost_timeout
         c["reordered"] += o.reordered
         if o.drop != _rxwin.TAKEN:
