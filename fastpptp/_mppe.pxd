@@ -39,8 +39,8 @@ cdef enum:
     # engine raises EV_MPPE_LOST_SYNC (== fastpptp/dataplane.py MPPE_LOST_SYNC_RUN).
     MPPE_LOST_SYNC_RUN = 32
     # Stateless: whole 4096-count wraps a gap may be followed over at most (each costs 4096
-    # rekeys, ~2 ms compiled), when the GRE receive window says that many were lost.
-    MPPE_MAX_WRAPS = 8
+    # rekeys, ~6 ms compiled), when the GRE receive window says that many were lost.
+    MPPE_MAX_WRAPS = 16
     MPPE_LOST_CAP = 0x7FFFFFFF     # mppe_state.seq_lost saturates here
 
 cdef struct rc4_state:

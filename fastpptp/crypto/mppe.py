@@ -75,7 +75,7 @@ _CCOUNT_MASK = CCOUNT_SPACE - 1
 MAX_CATCH_UP = CCOUNT_SPACE - 1
 # Stateless: whole 4096-count wraps a gap may be followed over, at most, when the GRE
 # window reports that many sequence numbers lost (== _mppe.pxd MPPE_MAX_WRAPS).
-MAX_WRAPS = 8
+MAX_WRAPS = 16
 LOST_CAP = 0x7FFFFFFF       # seq_lost saturates here (== _mppe.pxd MPPE_LOST_CAP)
 # RFC 3078 §1 / Linux ppp_generic: MPPE carries only PPP protocols 0x0021..0x00FA (network
 # data, never LCP/NCP/CCP); a decrypted inner protocol outside them means lost keys.

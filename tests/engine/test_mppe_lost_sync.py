@@ -107,7 +107,7 @@ def test_stateless_loss_up_to_4095_recovers(Engine, lost):
 
 
 # 4095 + the refused frame: exactly one wrap (the count alone says 0 ahead: a duplicate)
-@pytest.mark.parametrize("lost", [4095, 5000, 12952, 8 * 4096 - 2])
+@pytest.mark.parametrize("lost", [4095, 5000, 12952, 16 * 4096 - 2])
 def test_stateless_loss_beyond_4095_followed_through_the_gre_loss(Engine, lost):
     e, peer = make(Engine), Peer()
     e.process(0.0, gre_in=[peer.frame(i) for i in range(3)])
@@ -123,11 +123,11 @@ def test_stateless_loss_beyond_4095_followed_through_the_gre_loss(Engine, lost):
 
 
 def test_stateless_loss_beyond_the_wraps_followed_raises_lost_sync(Engine):
-    """More than MPPE_MAX_WRAPS (8) whole wraps: not followed (each costs 4096 rekeys on the
+    """More than MPPE_MAX_WRAPS (16) whole wraps: not followed (each costs 4096 rekeys on the
     I/O thread): lost sync, as before."""
     e, peer = make(Engine), Peer()
     e.process(0.0, gre_in=[peer.frame(i) for i in range(3)])
-    peer.lose(9 * 4096 + 5)
+    peer.lose(17 * 4096 + 5)
     out = e.process(1.0, gre_in=[peer.frame(100 + i) for i in range(3 * MPPE_LOST_SYNC_RUN)])
     assert out.tun_out == []
     assert [x for x in e.recv_control() if x[1] == EV_MPPE_LOST_SYNC] == [(CID, EV_MPPE_LOST_SYNC, b"")]
