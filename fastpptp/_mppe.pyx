@@ -594,21 +594,21 @@ cdef int _follow_wraps(mppe_state* st, int ahead, const uint8_t* data, size_t le
     4096 w for some w with that gap <= seq_lost + 1 (each lost sequence number carried at
     most one count).  Try w = 0, 1, .. (at most MPPE_MAX_WRAPS): rekey to each candidate
     and keep the first whose first octets decrypt to data (_sane_start); none: w = 0, as
-    before (the frame decrypts to garbage and the engine's lost-sync run counts it).
+    before (the frame decrypts to garbage and the engine's lost-sync run counts it), and
+    the loss budget is dropped (no retry on every later frame).
     Returns the rekeys the caller still owes (0 when a candidate matched: ``st`` already
     holds the frame's key; ``ahead`` otherwise, ``st`` untouched), or -1: a duplicate.
     Only the first 4 octets are trial-decrypted, on a copy of the RC4 state."""
-    cdef uint64_t bound = <uint64_t>st.seq_lost + 1
+    cdef uint32_t lost = st.seq_lost
+    cdef uint64_t bound = <uint64_t>lost + 1
     cdef uint64_t gap
     cdef mppe_state save
     cdef rc4_state trial
     cdef uint8_t head[4]
     cdef size_t hn = len if len < 4 else 4
     cdef int w, k, wmax
-    st.seq_lost = 0
-    if ahead == 0:
-        if bound < MPPE_CCOUNT_SPACE:
-            return -1
+    if ahead == 0 and bound < MPPE_CCOUNT_SPACE:
+        return -1
     wmax = <int>((bound - <uint64_t>ahead) // MPPE_CCOUNT_SPACE)
     if wmax > MPPE_MAX_WRAPS:
         wmax = MPPE_MAX_WRAPS
@@ -628,10 +628,16 @@ cdef int _follow_wraps(mppe_state* st, int ahead, const uint8_t* data, size_t le
         if _sane_start(head, hn):
             if w > 0:
                 st.wraps += 1
+            # the gap spent gap - 1 of the lost sequence numbers; the rest may still be
+            # ahead (one window call reports the loss before all the frames it delivers)
+            st.seq_lost = <uint32_t>(<uint64_t>lost - (gap - 1))
             return 0            # st is at the frame's key: nothing left for the caller
         w += 1
         gap += MPPE_CCOUNT_SPACE
     # no candidate decrypts to data: back to the plain 12-bit reading (ahead rekeys)
+    # The budget goes too: the keys are out of step for good (the engine's lost-sync run
+    # closes the link), and retrying up to MPPE_MAX_WRAPS x 4096 rekeys on every later
+    # frame would stall the I/O thread.
     memcpy(st, &save, sizeof(mppe_state))
     st.seq_lost = 0
     if ahead == 0:

@@ -234,8 +234,8 @@ class MppeDecryptor(_MppeKeys):
         keep the first whose first octets decrypt to data.  The rekeys the caller still owes
         (0: matched, the keys are the frame's; ``ahead``: none matched, state untouched), or
         -1 for a duplicate (the compiled twin: _mppe.pyx _follow_wraps)."""
-        bound = self.seq_lost + 1
-        self.seq_lost = 0
+        lost = self.seq_lost
+        bound = lost + 1
         if ahead == 0 and bound < CCOUNT_SPACE:
             return -1
         wmax = min(MAX_WRAPS, (bound - ahead) // CCOUNT_SPACE)
@@ -250,10 +250,16 @@ class MppeDecryptor(_MppeKeys):
                 k += 1
             if _sane_start(ARC4.new(self._session).decrypt(head)):
                 self.wraps += 1 if w > 0 else 0
+                # the gap spent gap - 1 of the lost sequence numbers; the rest may still be
+                # ahead (one window call reports the loss before all the frames it delivers)
+                self.seq_lost = lost - (gap - 1)
                 return 0
             w += 1
             gap += CCOUNT_SPACE
+        # the budget goes too: the keys are out of step for good (lost sync closes the
+        # link), and a retry on every later frame would stall the I/O thread
         self._session, self._rc4, self.rekeys = saved
+        self.seq_lost = 0
         return -1 if ahead == 0 else ahead
 
     def decrypt(self, pkt: bytes) -> bytes:
