@@ -33,7 +33,7 @@ from fastpptp._greport cimport GrePort, RawPort
 from fastpptp._sys cimport (pthread_mutex_lock, pthread_mutex_unlock, pthread_mutex_init,
                             pthread_mutex_destroy, mmsghdr, iovec, sockaddr_in, epoll_event,
                             timespec)
-from fastpptp._mppe cimport (mppe_state, mppe_init, mppe_encrypt, mppe_decrypt,
+from fastpptp._mppe cimport (mppe_state, mppe_init, mppe_encrypt, mppe_decrypt, mppe_add_lost,
                              mppe_request_flush, MPPE_OK, MPPE_ERR_NEED_RESET,
                              MPPE_PROTO_MIN, MPPE_PROTO_MAX, MPPE_LOST_SYNC_RUN)
 from fastpptp._offload cimport mss_clamp_mtu
@@ -1114,6 +1114,8 @@ cdef class Engine:
             self._arm(s, o.arm_dl)
         if o.counted:                           # not for an in-order packet: cold lines
             s.c[C_LOST] += o.lost
+            if s.mppe_on and o.lost:            # a stateless count may wrap over 4096+ lost
+                mppe_add_lost(&s.mppe_rx, o.lost)
             s.c[C_DROP_REORDER_TIMEOUT] += o.lost_timeout
             s.c[C_REORDERED] += o.reordered
             if o.drop == RXW_DUPLICATE:

@@ -98,6 +98,8 @@ PPP_IPV4 = int(Protocol.IPV4)       # plain ints (compared per packet), defined 
 PPP_IPV6 = int(Protocol.IPV6)
 PPP_COMP = int(Protocol.COMPRESSED)
 PPP_LCP = int(Protocol.LCP)
+PAUSED_POLL = 0.001             # s: while the GRE side is full the loop asks it this often
+                                # (the compiled twin: _ioloop.pyx PAUSED_POLL_MS)
 RL_EPS = 1e-6                   # bytes: a deadline computed for a packet lets it pass
 U32 = 0xFFFFFFFF
 serial_diff = _rxwin.serial_diff     # RFC 1982 signed 32-bit distance
@@ -301,6 +303,8 @@ class Engine:
         self._thread = None
         self._running = False
         self._port = None                           # the GRE port object, from start() to stop()
+        self._paused = False                        # back-pressure: TUNs not polled (_routine_io)
+        self._gre_fills = False                     # the raw GRE socket's send buffer filled once
         self._port_icmp_base = 0
         self._gre_sock = None
         self._max_frame = cfg.mru + FRAME_SLACK
@@ -730,6 +734,8 @@ class Engine:
             self._arm(s)
         c = s.c
         c["lost"] += o.lost
+        if o.lost and s.mppe_rx is not None:     # a stateless count may wrap over 4096+ lost
+            s.mppe_rx.add_lost(o.lost)
         c["drop_reorder_timeout"] += o.lost_timeout
         c["reordered"] += o.reordered
         if o.drop != _rxwin.TAKEN:
@@ -934,6 +940,7 @@ class Engine:
             if i < len(self._tun_owner) and self._tun_owner[i] is not None:
                 raise ValueError(f"TUN index {i} is taken (add_tun): start() fills 0..{len(fds) - 1}")
         self._port = port
+        self._paused = self._gre_fills = False
         self._port_icmp_base = port.counters()["icmp_errors"] if port is not None else 0
         dom = None
         if port is None:
@@ -1023,7 +1030,7 @@ class Engine:
             if idx >= MAX_TUN:
                 raise ValueError(f"no free TUN index (MAX_TUN = {MAX_TUN})")
             if self._running and self._ep is not None:
-                self._ep.register(fd, select.EPOLLIN)
+                self._ep.register(fd, 0 if self._paused else select.EPOLLIN)
             self._tun_set(idx, fd, v, "added")
         self._kick()
         return idx
@@ -1072,13 +1079,37 @@ class Engine:
                     self._gre_sock.sendto(frame, (addr, 0))
                 else:
                     self._gre_sock.send(frame)
-            except (BlockingIOError, InterruptedError):
+            except BlockingIOError:
+                self._gre_fills = True          # send buffer full: the rest would be too
+                break
+            except InterruptedError:
                 pass
             except OSError as e:
                 if e.errno in (errno.ENOPROTOOPT, errno.ECONNREFUSED, errno.EHOSTUNREACH,
                                errno.ENETUNREACH):
                     self._totals["icmp_errors"] += 1
                 # anything else (EMSGSIZE, ENOBUFS...): this frame is lost, the loop goes on
+
+    def _tx_room(self):
+        """Frames the GRE side can take now without dropping any (the compiled twin: the
+        port's tx_room): a port says; a raw socket that has filled once is asked poll(2)."""
+        if self._port is not None:
+            return self._port.room()
+        if self._gre_fills:
+            p = select.poll()
+            p.register(self._gre_fd, select.POLLOUT)
+            if not p.poll(0):
+                return 0
+        return 2 * self.config.batch
+
+    def _tun_events(self, ep, events):
+        """Poll every TUN for ``events`` (0 while the GRE side is full: see _routine_io)."""
+        for fd in self._tun_fds:
+            if fd >= 0:
+                try:
+                    ep.modify(fd, events)
+                except (OSError, ValueError):
+                    pass                        # EOF took it out of the set
 
     def _write_tun(self, tun_out):
         """Write what decapsulation produced; on a TUN with a virtio_net_hdr, runs of
@@ -1158,6 +1189,8 @@ class Engine:
                 dl = self._next_deadline()
             now = time.monotonic()
             timeout = -1 if dl is None else max(0.0, dl - now)
+            if self._paused and not 0 <= timeout <= PAUSED_POLL:
+                timeout = PAUSED_POLL
             ep.poll(timeout)
             try:
                 os.eventfd_read(self._wake)
@@ -1184,10 +1217,23 @@ class Engine:
                         raise
                     self._decap(d, now, tun_out)
                 self._flush_control(now, gre_out)
+                # back-pressure (the compiled twin: _ioloop.pyx, 4.): a GRE side with no room
+                # gets no more frames; the TUNs are not polled until it has room again
+                room = self._tx_room() - len(gre_out)
+                if self._paused and room > 0:
+                    self._paused = False
+                    self._tun_events(ep, select.EPOLLIN)
                 for t, fd in enumerate(self._tun_fds):
-                    if fd < 0:
+                    if fd < 0 or self._paused:
                         continue
-                    for _ in range(batch):
+                    if room <= 0:
+                        self._paused = True
+                        if self._port is not None:
+                            self._port.count_tun_paused()
+                        self._tun_events(ep, 0)
+                        continue
+                    n0 = len(gre_out)
+                    for _ in range(min(batch, room)):
                         try:
                             p = os.read(fd, 65535 + 12)
                         except (BlockingIOError, InterruptedError):
@@ -1199,6 +1245,7 @@ class Engine:
                                 pass
                             break
                         self._tun_read(t, p, now, gre_out)
+                    room -= len(gre_out) - n0
                 self._fire_timers(now, tun_out, gre_out)
                 # TUN writes under the lock, as the compiled loop does: once remove_tun has
                 # returned, its fd (which the caller may close and the OS reuse) is never used

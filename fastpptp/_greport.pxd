@@ -18,6 +18,13 @@ engine lock held, from that one thread:
   unchanged until the next ``tx_flush``.  The engine never queues more than ``tx_cap``
   frames between two flushes.
 * ``tx_flush()``: send what is queued; whatever cannot go is counted, never retried forever.
+* ``tx_room()``: how many frames ``tx_add``/``tx_flush`` can take now without dropping any
+  for lack of room (socket send buffer, transmit ring, free umem frames); may reap
+  completions and kick the kernel, at most one cheap syscall.  0 counts ``tx_full``.  The
+  I/O loop asks before reading a TUN and reads no more than this: when the port is full it
+  stops reading the TUNs (``tun_paused``), so the kernel's TUN queue drops packets before
+  they are encrypted (an MPPE coherency count spent on a frame that is then thrown away
+  is a gap the peer must follow), as any tunnel's does.
 
 Every port keeps the kernel's raw IPPROTO_GRE socket as its slow path: fragmented GRE (which
 the kernel reassembles), GRE arriving on another interface, and frames it cannot send itself
@@ -45,7 +52,13 @@ cdef enum:
     P_TX_SLOWPATH           # frames sent through the raw socket (no neighbour, too big, ...)
     P_ICMP_ERRORS           # ICMP errors about earlier packets (IP_RECVERR error queue)
     P_RX_NOT_OURS           # frames the fast path saw that were not PPTP GRE for us (ring only)
+    P_TX_FULL               # tx_room() calls that found no room (back-pressure on the TUN reads)
+    P_TUN_PAUSED            # times the I/O loop stopped reading its TUNs for a full port
     N_PORT_COUNTERS
+
+
+# poll(2) POLLOUT without waiting: the socket's send buffer has room (ports' tx_room)
+cdef bint fd_writable(int fd) noexcept nogil
 
 
 cdef class GrePort:
@@ -59,6 +72,7 @@ cdef class GrePort:
     cdef void rx_release(self) noexcept nogil
     cdef void tx_add(self, uint8_t* frame, uint32_t n, uint32_t dst_be) noexcept nogil
     cdef void tx_flush(self) noexcept nogil
+    cdef int tx_room(self) noexcept nogil
 
 
 cdef class L2Port(GrePort):
@@ -92,5 +106,9 @@ cdef class RawPort(GrePort):
     cdef void* out_iov          # iovec[tx_cap]
     cdef void* out_addr         # sockaddr_in[tx_cap]
     cdef int out_n
+    cdef int fills              # a flush met a full send buffer (EAGAIN) once: from then on
+                                # tx_room asks poll(2) whether it is writable (a port that never
+                                # fills, e.g. raw on a veth, pays no syscall for it)
 
     cdef void drain_errqueue(self) noexcept nogil
+    cdef bint full(self) noexcept nogil

@@ -27,6 +27,15 @@ cdef extern from * nogil:
         IP_RECVERR
     sys_.ssize_t recvmsg(int fd, sys_.msghdr* msg, int flags)
 
+cdef extern from "<poll.h>" nogil:
+    struct pollfd:
+        int fd
+        short events
+        short revents
+    enum:
+        POLLOUT
+    int poll(pollfd* fds, unsigned long nfds, int timeout)
+
 cdef enum:
     RAW_ROW = 65536 + 64    # one IPv4 datagram at most 65535 bytes
     RAW_OFF = 64            # rows start this far in (alignment, room in front)
@@ -36,7 +45,16 @@ cdef enum:
 PORT_COUNTER_NAMES = (
     "rx_packets", "rx_batches", "tx_packets", "tx_batches", "rx_ring_full", "tx_ring_full",
     "kernel_drops", "tx_errors", "rx_slowpath", "tx_slowpath", "icmp_errors", "rx_not_ours",
+    "tx_full", "tun_paused",
 )
+
+
+cdef bint fd_writable(int fd) noexcept nogil:
+    cdef pollfd pf
+    pf.fd = fd
+    pf.events = POLLOUT
+    pf.revents = 0
+    return poll(&pf, 1, 0) == 1 and (pf.revents & POLLOUT) != 0
 
 
 cdef class GrePort:
@@ -60,6 +78,21 @@ cdef class GrePort:
 
     cdef void tx_flush(self) noexcept nogil:
         pass
+
+    cdef int tx_room(self) noexcept nogil:
+        return self.tx_cap if self.tx_cap > 0 else 1 << 20
+
+    def room(self):
+        """tx_room(): frames the port can take now without dropping any (tests, diagnostics)."""
+        cdef int r
+        with nogil:
+            r = self.tx_room()
+        return r
+
+    def count_tun_paused(self):
+        """The reference engine's I/O loop stopped reading its TUNs for this full port
+        (the compiled loop counts ``tun_paused`` itself)."""
+        self.pc[P_TUN_PAUSED] += 1
 
     def poll_fds(self):
         """The fds the engine polls for this port (EPOLLIN)."""
@@ -160,6 +193,12 @@ cdef class L2Port(GrePort):
     def nexthops(self):
         """{peer: (mac "aa:bb:..", src, mtu)} of the live entries (diagnostics, tests)."""
         return {ip_str(d): (m.hex(":"), ip_str(s), mtu) for d, s, m, mtu in nh_dump(&self.nht)}
+
+    cdef int tx_room(self) noexcept nogil:
+        if self.qn >= self.tx_cap:
+            self.pc[P_TX_FULL] += 1
+            return 0
+        return self.tx_cap - self.qn
 
     cdef void tx_add(self, uint8_t* frame, uint32_t n, uint32_t dst_be) noexcept nogil:
         cdef int i = self.qn
@@ -335,7 +374,11 @@ cdef class RawPort(GrePort):
                 if e == sys_.ENOBUFS:
                     self.pc[P_KERNEL_DROPS] += 1      # qdisc/driver dropped it (IP_RECVERR)
                 elif e == sys_.EAGAIN:
-                    self.pc[P_TX_RING_FULL] += 1      # socket send buffer full
+                    # socket send buffer full: the rest of the batch would meet it too (one
+                    # syscall each for nothing); no room until poll(2) says writable
+                    self.pc[P_TX_RING_FULL] += self.out_n - done
+                    self.fills = 1
+                    break
                 else:
                     self.pc[P_TX_ERRORS] += 1         # EMSGSIZE, ...
                 done += 1                              # drop this one, go on with the rest
@@ -346,6 +389,18 @@ cdef class RawPort(GrePort):
             self.pc[P_TX_PACKETS] += sent
             self.pc[P_TX_BATCHES] += 1
         self.out_n = 0
+
+    cdef bint full(self) noexcept nogil:
+        """The send buffer has no room (only asked once it has filled: ``fills``).
+        Writable (POLLOUT) means at least half of SO_SNDBUF free for an inet socket (a
+        quarter used for AF_UNIX), far more than a batch at the engine's 4 MB default."""
+        return self.fills and not fd_writable(self.fd)
+
+    cdef int tx_room(self) noexcept nogil:
+        if self.full():
+            self.pc[P_TX_FULL] += 1
+            return 0
+        return self.tx_cap - self.out_n
 
 
 # ---------------------------------------------------------------------------- address helpers

@@ -42,6 +42,8 @@ cdef class IoLoop(Sink):
     cdef size_t scratch_used
     cdef size_t scratch_cap
     cdef int out_n                  # frames given to port.tx_add since its last tx_flush
+    cdef uint64_t* port_pc          # port.pc (the loop counts tun_paused there)
+    cdef int paused                 # back-pressure: the port had no room, TUNs not polled
 
     cdef bint to_tun(self, int tun, uint8_t* p, uint32_t n) noexcept nogil
     cdef void to_gre(self, int call_id, uint32_t dst_be, uint8_t* p, uint32_t n) noexcept nogil
@@ -50,4 +52,5 @@ cdef class IoLoop(Sink):
     cdef void flush_tun(self) noexcept nogil
     cdef void write_tun(self, int tun, uint8_t* p, uint32_t n) noexcept nogil
     cdef void tun_read(self, int t, uint8_t* row, uint32_t n, double now) noexcept nogil
+    cdef void tun_events(self, uint32_t events) noexcept nogil
     cdef void run(self) noexcept nogil

@@ -11,7 +11,11 @@
     segments of one flow go out as one GRO super-packet (_offload.gro_coalesce); then
     port.rx_release.  Control frames go to the engine's bounded queue + eventfd.
  3. Control frames Python queued with send_control: Engine.flush_control.
- 4. TUN side: read() up to ``batch`` packets per ready TUN straight into slab rows at
+ 4. TUN side (back-pressure first: port.tx_room() says how many frames the port can take
+    now; none, and the loop stops polling the TUNs until it has room again -- the
+    kernel's TUN queue then drops, before encryption, as any tunnel's does, instead of
+    this loop reading, encrypting and throwing away; see tun_events):
+    read() up to min(``batch``, room) packets per ready TUN straight into slab rows at
     HEADROOM (a virtio_net_hdr lands just before it; TSO super-packets are cut to the
     session MTU by _offload.tso_segment) -> Engine.encap_one each, which builds the frame
     in place in front of the packet and hands it to to_gre -> port.tx_add; tx_flush per TUN.
@@ -31,7 +35,7 @@ cimport fastpptp._sys as sys_
 from fastpptp._sys cimport pthread_mutex_lock, pthread_mutex_unlock, iovec, epoll_event, timespec
 from fastpptp._gre cimport (Engine, session, HEADROOM, MAX_TUN, IO_ROW, SEG_ROW, SEG_MAX,
                             GRO_MAX, C_DROP_MALFORMED)
-from fastpptp._greport cimport GrePort, PORT_HEADROOM, PORT_MAX_FDS, P_ICMP_ERRORS
+from fastpptp._greport cimport GrePort, PORT_HEADROOM, PORT_MAX_FDS, P_ICMP_ERRORS, P_TUN_PAUSED
 from fastpptp._offload cimport (vnet_hdr, tso_segment, gro_coalesce, csum_complete,
                                 VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_ECN,
                                 VIRTIO_NET_HDR_F_NEEDS_CSUM)
@@ -39,6 +43,14 @@ from fastpptp._offload cimport (vnet_hdr, tso_segment, gro_coalesce, csum_comple
 import threading
 
 import numpy as np
+
+cdef extern from "<sys/epoll.h>" nogil:
+    enum:
+        EPOLL_CTL_MOD
+
+# While the port is full the loop wakes at least this often (ms) to ask it again: a socket
+# port's room comes back with its send buffer, an AF_XDP port's only when it is kicked.
+cdef int PAUSED_POLL_MS = 1
 
 cdef uint32_t PORT_EV = 1000    # epoll data of the GRE port's fds: PORT_EV + index in port.fds
 cdef uint32_t WAKE_EV = 999     # epoll data of the wake eventfd; a TUN's is its index (< MAX_TUN)
@@ -64,6 +76,8 @@ cdef class IoLoop(Sink):
         self.eng = eng
         self.port = port
         self.icmp_base = port.pc[P_ICMP_ERRORS]
+        self.port_pc = &port.pc[0]
+        self.paused = 0
         self.batch = b
         self.offload = 1 if eng.config.offload else 0
         # the TUN slab is a numpy array (kept alive here); the loop uses its memory
@@ -142,7 +156,7 @@ cdef class IoLoop(Sink):
         cdef epoll_event ev
         if self.ep < 0:
             return
-        ev.events = sys_.EPOLLIN
+        ev.events = 0 if self.paused else sys_.EPOLLIN     # polled again when the port has room
         ev.data.u32 = index
         if sys_.epoll_ctl(self.ep, sys_.EPOLL_CTL_ADD, fd, &ev) != 0:
             raise OSError(sys_.errno, f"epoll_ctl ADD TUN fd {fd}")
@@ -308,6 +322,18 @@ cdef class IoLoop(Sink):
             i += k
         self.gro_n = 0
 
+    cdef void tun_events(self, uint32_t events) noexcept nogil:
+        """Poll every TUN for ``events`` (EPOLLIN, or 0 while the port is full: epoll is
+        level-triggered, so a TUN left readable but unread would wake the loop at once,
+        again and again).  An fd EOF took out of the set is left out (ENOENT)."""
+        cdef epoll_event ev
+        cdef int i
+        for i in range(self.eng.ntun):
+            if self.eng.tun_fds[i] >= 0:
+                ev.events = events
+                ev.data.u32 = i
+                sys_.epoll_ctl(self.ep, EPOLL_CTL_MOD, self.eng.tun_fds[i], &ev)
+
     cdef void flush_gre(self) noexcept nogil:
         """Send what the port holds; the scratch copies are free again afterwards."""
         if self.out_n > 0:
@@ -323,7 +349,7 @@ cdef class IoLoop(Sink):
         cdef bint gre_ready
         cdef uint32_t u
         cdef int ep = self.ep
-        cdef int i, t, r, k, timeout, got
+        cdef int i, t, r, k, timeout, got, room, lim
         cdef uint64_t v
         cdef double now, dl
         cdef sys_.ssize_t nr
@@ -343,6 +369,8 @@ cdef class IoLoop(Sink):
                 timeout = <int>((dl - now) * 1000.0) + 1
                 if timeout > 1000:
                     timeout = 1000
+            if self.paused and timeout > PAUSED_POLL_MS:
+                timeout = PAUSED_POLL_MS
             r = sys_.epoll_wait(ep, evs, MAX_TUN + 2 + PORT_MAX_FDS, timeout)
             if self.stopping:
                 break
@@ -383,13 +411,24 @@ cdef class IoLoop(Sink):
                 self.port.rx_release()
             # control frames from Python
             self.eng.flush_control(now)
+            # back-pressure: a full port gets no more frames from the TUNs (module doc, 4.)
+            if self.paused and self.port.tx_room() > 0:
+                self.paused = 0
+                self.tun_events(sys_.EPOLLIN)   # readable TUNs wake the next epoll_wait at once
             # TUN side: read a batch per TUN into the slab at HEADROOM, encapsulate in place
             for t in range(self.eng.ntun):
                 # a TUN removed since epoll reported it: slot free (-1) or reused (EAGAIN)
-                if not ready[t] or self.eng.tun_fds[t] < 0:
+                if self.paused or not ready[t] or self.eng.tun_fds[t] < 0:
                     continue
+                room = self.port.tx_room()
+                if room <= 0:
+                    self.paused = 1
+                    self.port_pc[P_TUN_PAUSED] += 1
+                    self.tun_events(0)
+                    continue
+                lim = self.batch if self.batch < room else room
                 k = 0
-                while k < self.batch:
+                while k < lim:
                     row = self.tun_slab + <size_t>k * IO_ROW + HEADROOM
                     # the virtio_net_hdr (if any) lands just before HEADROOM, the packet at it
                     nr = sys_.read(self.eng.tun_fds[t], row - self.eng.tun_vnet[t],

@@ -38,6 +38,10 @@ cdef enum:
     # Stateless frames in a row whose decrypted inner protocol is not data before the
     # engine raises EV_MPPE_LOST_SYNC (== fastpptp/dataplane.py MPPE_LOST_SYNC_RUN).
     MPPE_LOST_SYNC_RUN = 32
+    # Stateless: whole 4096-count wraps a gap may be followed over at most (each costs 4096
+    # rekeys, ~6 ms compiled), when the GRE receive window says that many were lost.
+    MPPE_MAX_WRAPS = 16
+    MPPE_LOST_CAP = 0x7FFFFFFF     # mppe_state.seq_lost saturates here
 
 cdef struct rc4_state:
     uint8_t s[256]
@@ -62,6 +66,9 @@ cdef struct mppe_state:
     uint8_t initialized
     uint32_t rekeys                # statistics: number of rekeys done
     uint32_t lost_run              # engine deliver path: non-data frames in a row (stateless)
+    uint32_t seq_lost              # decryptor, stateless: GRE sequence numbers given up since
+                                   # the last frame decrypted (mppe_add_lost); bounds the gap
+    uint32_t wraps                 # statistics: gaps of 4096+ counts followed (stateless)
     rc4_state rc4
 
 # SHA-1 (FIPS 180-4) and RC4, self-contained (no OpenSSL: RC4 is legacy-only there).
@@ -83,6 +90,10 @@ cdef int mppe_encrypt(mppe_state* st, uint8_t* hdr2, uint8_t* data, size_t len) 
 # resyncs (a gap revealed by an A packet resyncs at once).
 cdef int mppe_decrypt(mppe_state* st, const uint8_t* hdr2, uint8_t* data,
                       size_t len) noexcept nogil
+# The GRE receive window gave ``n`` sequence numbers up (lost): each may have carried one
+# coherency count, so a stateless gap of 4096 counts or more can still be followed
+# (mppe_decrypt, RFC 3078 §8.1); the engine calls this before delivering the frames.
+cdef void mppe_add_lost(mppe_state* st, uint64_t n) noexcept nogil
 # The peer sent CCP Reset-Request: the next encrypted packet is flushed (A) and rekeyed.
 # Not atomic: call it from the thread that encrypts (e.g. via the engine's control queue).
 cdef void mppe_request_flush(mppe_state* st) noexcept nogil

@@ -10,6 +10,8 @@ Per packet (all ``noexcept nogil``, no allocation):
   2. decrypt: sanity checks (D set, C clear, A where required) leave the state untouched;
      stateless: rekey once per count advanced (1..4095 ahead: the GRE window has
      dropped late frames, so far ahead is a loss; the same count is MPPE_ERR_TOO_OLD);
+     after the window gave 4095+ sequence numbers up (mppe_add_lost) the count may have
+     wrapped: _follow_wraps tries ahead + 4096 w and keeps the one that decrypts to data;
      stateful: gap -> discard state (MPPE_ERR_NEED_RESET once, then _DISCARDING) until an
      A packet resyncs (one rekey per missed flag packet); every A packet rekeys; then RC4.
 Rekey (RFC 3078 §7.3) = SHA-1(start | pad1 | session | pad2) -> interim, session =
@@ -28,6 +30,9 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
 from fastpptp.crypto import mppe as _py_mppe
+
+if MPPE_MAX_WRAPS != _py_mppe.MAX_WRAPS or MPPE_LOST_CAP != _py_mppe.LOST_CAP:
+    raise ImportError("fastpptp/_mppe.pxd MPPE_MAX_WRAPS/MPPE_LOST_CAP differ from crypto/mppe.py: rebuild")
 
 # --- SHA-1 (FIPS 180-4 §6.1) -----------------------------------------------------------
 #
@@ -559,6 +564,87 @@ cdef int mppe_encrypt(mppe_state* st, uint8_t* hdr2, uint8_t* data, size_t len) 
     return MPPE_OK
 
 
+cdef void mppe_add_lost(mppe_state* st, uint64_t n) noexcept nogil:
+    if n >= <uint64_t>(MPPE_LOST_CAP - st.seq_lost):
+        st.seq_lost = MPPE_LOST_CAP
+    else:
+        st.seq_lost += <uint32_t>n
+
+
+cdef inline bint _sane_start(const uint8_t* p, size_t len) noexcept nogil:
+    """The first octets of a decrypted stateless frame look like data: PPP protocol IPv4
+    (0x0021, or 0x21 with PFC) before a version-4 header, or IPv6 (0x0057) before version 6.
+    A wrong key passes this with probability ~2^-20 (fastpptp/crypto/mppe.py: _sane_start)."""
+    cdef size_t o = 2
+    cdef int proto
+    if len >= 1 and (p[0] & 1):         # PFC: a 1-octet protocol field (RFC 1661 §6.5)
+        proto = p[0]
+        o = 1
+    elif len >= 2:
+        proto = (<int>p[0] << 8) | p[1]
+    else:
+        return 0
+    if len <= o:
+        return 0
+    return ((proto == 0x21 and (p[o] >> 4) == 4) or (proto == 0x57 and (p[o] >> 4) == 6))
+
+
+cdef int _follow_wraps(mppe_state* st, int ahead, const uint8_t* data, size_t len) noexcept nogil:
+    """Stateless, after a loss of 4095+ GRE sequence numbers: the gap in counts is ahead +
+    4096 w for some w with that gap <= seq_lost + 1 (each lost sequence number carried at
+    most one count).  Try w = 0, 1, .. (at most MPPE_MAX_WRAPS): rekey to each candidate
+    and keep the first whose first octets decrypt to data (_sane_start); none: w = 0, as
+    before (the frame decrypts to garbage and the engine's lost-sync run counts it), and
+    the loss budget is dropped (no retry on every later frame).
+    Returns the rekeys the caller still owes (0 when a candidate matched: ``st`` already
+    holds the frame's key; ``ahead`` otherwise, ``st`` untouched), or -1: a duplicate.
+    Only the first 4 octets are trial-decrypted, on a copy of the RC4 state."""
+    cdef uint32_t lost = st.seq_lost
+    cdef uint64_t bound = <uint64_t>lost + 1
+    cdef uint64_t gap
+    cdef mppe_state save
+    cdef rc4_state trial
+    cdef uint8_t head[4]
+    cdef size_t hn = len if len < 4 else 4
+    cdef int w, k, wmax
+    if ahead == 0 and bound < MPPE_CCOUNT_SPACE:
+        return -1
+    wmax = <int>((bound - <uint64_t>ahead) // MPPE_CCOUNT_SPACE)
+    if wmax > MPPE_MAX_WRAPS:
+        wmax = MPPE_MAX_WRAPS
+    memcpy(&save, st, sizeof(mppe_state))
+    gap = <uint64_t>ahead
+    w = 0 if ahead > 0 else 1
+    if w == 1:
+        gap = MPPE_CCOUNT_SPACE
+    k = 0                       # rekeys done on st so far
+    while w <= wmax:
+        while <uint64_t>k < gap:
+            _rekey(st)
+            k += 1
+        memcpy(&trial, &st.rc4, sizeof(rc4_state))
+        memcpy(head, data, hn)
+        rc4_crypt(&trial, head, hn)
+        if _sane_start(head, hn):
+            if w > 0:
+                st.wraps += 1
+            # the gap spent gap - 1 of the lost sequence numbers; the rest may still be
+            # ahead (one window call reports the loss before all the frames it delivers)
+            st.seq_lost = <uint32_t>(<uint64_t>lost - (gap - 1))
+            return 0            # st is at the frame's key: nothing left for the caller
+        w += 1
+        gap += MPPE_CCOUNT_SPACE
+    # no candidate decrypts to data: back to the plain 12-bit reading (ahead rekeys)
+    # The budget goes too: the keys are out of step for good (the engine's lost-sync run
+    # closes the link), and retrying up to MPPE_MAX_WRAPS x 4096 rekeys on every later
+    # frame would stall the I/O thread.
+    memcpy(st, &save, sizeof(mppe_state))
+    st.seq_lost = 0
+    if ahead == 0:
+        return -1
+    return ahead
+
+
 cdef int mppe_decrypt(mppe_state* st, const uint8_t* hdr2, uint8_t* data,
                       size_t len) noexcept nogil:
     cdef uint8_t flags = hdr2[0] & 0xF0
@@ -577,8 +663,16 @@ cdef int mppe_decrypt(mppe_state* st, const uint8_t* hdr2, uint8_t* data,
         return MPPE_ERR_NOT_FLUSHED
     if not st.stateful:
         ahead = (<int>ccount - <int>st.ccount) & (MPPE_CCOUNT_SPACE - 1)
-        if ahead == 0:              # a duplicate; 1..4095 ahead is that many lost
+        if st.seq_lost + 1 >= MPPE_CCOUNT_SPACE:
+            # The window gave 4095+ sequence numbers up since the last frame: the count may
+            # have wrapped (ahead + 4096 w), which the 12 bits alone cannot tell (_follow_wraps)
+            ahead = _follow_wraps(st, ahead, data, len)
+            if ahead < 0:
+                return MPPE_ERR_TOO_OLD
+        elif ahead == 0:            # a duplicate; 1..4095 ahead is that many lost
             return MPPE_ERR_TOO_OLD
+        else:
+            st.seq_lost = st.seq_lost - <uint32_t>(ahead - 1) if st.seq_lost > <uint32_t>(ahead - 1) else 0
         while ahead > 0:            # RFC 3078 §8.1: one rekey per count
             _rekey(st)
             ahead -= 1
@@ -727,6 +821,20 @@ cdef class Mppe:
 
     def request_flush(self):
         mppe_request_flush(&self.st)
+
+    def add_lost(self, n):
+        """The GRE receive window gave ``n`` sequence numbers up (mppe_add_lost)."""
+        if n < 0:
+            raise ValueError("lost count is >= 0")
+        mppe_add_lost(&self.st, min(int(n), 1 << 63))
+
+    @property
+    def seq_lost(self) -> int:
+        return self.st.seq_lost
+
+    @property
+    def wraps(self) -> int:
+        return self.st.wraps
 
     @property
     def ccount(self) -> int:

@@ -49,6 +49,7 @@ from fastpptp._greport cimport (GrePort, L2Port, RawPort, PORT_HEADROOM, PORT_MA
                                 P_RX_PACKETS, P_RX_BATCHES, P_TX_PACKETS, P_TX_BATCHES,
                                 P_RX_RING_FULL, P_TX_RING_FULL, P_KERNEL_DROPS, P_TX_ERRORS,
                                 P_RX_SLOWPATH, P_TX_SLOWPATH, P_ICMP_ERRORS, P_RX_NOT_OURS,
+                                P_TX_FULL, fd_writable,
                                 N_PORT_COUNTERS)
 
 import ipaddress
@@ -298,6 +299,7 @@ cdef class PacketPort(L2Port):
     cdef iovec* out_iov
     cdef sockaddr_ll tx_addr
     cdef uint16_t ip_id
+    cdef int fills              # a flush met a full send buffer (EAGAIN): tx_room polls from then on
     # nexthop table
     cdef public object owned
     cdef public object tracker      # the NexthopTracker keeping the table (packetport.py)
@@ -610,6 +612,12 @@ cdef class PacketPort(L2Port):
 
     # ------------------------------------------------------------------ transmit
 
+    cdef int tx_room(self) noexcept nogil:
+        if (self.fills and not fd_writable(self.tx_fd)) or (self.slow is not None and self.slow.full()):
+            self.pc[P_TX_FULL] += 1
+            return 0
+        return L2Port.tx_room(self)
+
     cdef void tx_flush(self) noexcept nogil:
         cdef int i, k = 0, nslow = 0, done = 0, r, e, sent = 0
         cdef nh_entry* ent
@@ -645,7 +653,11 @@ cdef class PacketPort(L2Port):
                 if e == sys_.ENOBUFS:
                     self.pc[P_KERNEL_DROPS] += 1      # the driver refused it (qdisc bypassed)
                 elif e == sys_.EAGAIN:
-                    self.pc[P_TX_RING_FULL] += 1      # socket send buffer full
+                    # socket send buffer full: the rest would meet it too; no room until
+                    # poll(2) says writable (tx_room)
+                    self.pc[P_TX_RING_FULL] += k - done
+                    self.fills = 1
+                    break
                 else:
                     self.pc[P_TX_ERRORS] += 1         # ENETDOWN, EMSGSIZE, ...
                 done += 1

@@ -51,7 +51,7 @@ from fastpptp._l2 cimport (nh_entry, nh_init, nh_find, nh_set, l2l3_write, ETH_H
 from fastpptp._greport cimport (GrePort, L2Port, RawPort, PORT_MAX_FDS, P_RX_PACKETS, P_RX_BATCHES,
                                 P_TX_PACKETS, P_TX_BATCHES, P_RX_RING_FULL, P_TX_RING_FULL,
                                 P_KERNEL_DROPS, P_TX_ERRORS, P_RX_SLOWPATH, P_TX_SLOWPATH,
-                                P_RX_NOT_OURS, P_ICMP_ERRORS, N_PORT_COUNTERS)
+                                P_RX_NOT_OURS, P_ICMP_ERRORS, P_TX_FULL, N_PORT_COUNTERS)
 
 import ipaddress
 import os
@@ -654,6 +654,29 @@ cdef class XdpPort(L2Port):
         x.comp.cached_cons = prod
         fp_store_release(x.comp.consumer, prod)
         return n
+
+    cdef int tx_room(self) noexcept nogil:
+        """Free transmit buffers and ring slots (after reaping completions), at most what the
+        queue takes: frames still on the ring from an earlier flush are kicked once first
+        (copy mode transmits only in sendmsg)."""
+        cdef xsk_t* x
+        cdef uint32_t cons, free_slots, room
+        cdef int q = L2Port.tx_room(self)
+        if q <= 0 or self.xs == NULL:
+            return q
+        x = &self.xs[0]
+        self.reap(x)
+        cons = fp_load_acquire(x.tx.consumer)
+        if cons != x.tx.cached_prod:
+            sendto(x.fd, NULL, 0, sys_.MSG_DONTWAIT, NULL, 0)
+            self.reap(x)
+            cons = fp_load_acquire(x.tx.consumer)
+        free_slots = x.tx.size - (x.tx.cached_prod - cons)
+        room = x.tx_nfree if x.tx_nfree < free_slots else free_slots
+        if room == 0:
+            self.pc[P_TX_FULL] += 1
+            return 0
+        return <int>room if room < <uint32_t>q else q
 
     cdef void tx_flush(self) noexcept nogil:
         cdef xsk_t* x

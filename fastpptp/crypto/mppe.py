@@ -31,7 +31,11 @@ from RFC 3078 we follow Linux, since interop beats the RFC):
      which after a burst of 2048+ losses rejects every later packet (a stuck session).
      Only the same count again (0 ahead) is dropped, without rekeying (MppeTooOld; Linux
      lets it through and decrypts it with a spent RC4 stream).  After 4096 or more losses
-     the count has wrapped and the keys are out of step for good: the engine sees inner
+     the count has wrapped, which its 12 bits cannot show; the engine tells the decryptor
+     how many GRE sequence numbers its receive window gave up (``add_lost``: each carried at
+     most one count), and after 4095+ of them the decryptor tries ahead + 4096 w (w = 0,
+     1, .. MAX_WRAPS, within that bound) and keeps the first whose first octets decrypt to
+     data (``_sane_start``).  When none does, the keys are out of step for good: the engine sees inner
      protocols MPPE never carries (outside 0x0021..0x00FA) and, after a run of them,
      raises EV_MPPE_LOST_SYNC so the PPP link closes (docs/DESIGN.md, "Engine API").
   4. Stateful (RFC 3078 §7.1/§8.2): RC4 runs on across packets.  The sender rekeys and
@@ -57,7 +61,7 @@ __all__ = [
     "MppeError", "MppeTruncated", "MppeNotEncrypted", "MppeNotFlushed", "MppeTooOld",
     "MppeNeedReset", "MppeDiscarding", "MppeEncryptor", "MppeDecryptor",
     "MPPE_BIT_FLUSHED", "MPPE_BIT_COMPRESSED", "MPPE_BIT_ENCRYPTED", "MPPE_OVERHEAD",
-    "CCOUNT_SPACE", "MAX_CATCH_UP", "MPPE_PROTO_MIN", "MPPE_PROTO_MAX", "parse_header",
+    "CCOUNT_SPACE", "MAX_CATCH_UP", "MAX_WRAPS", "MPPE_PROTO_MIN", "MPPE_PROTO_MAX", "parse_header",
 ]
 
 MPPE_BIT_FLUSHED = 0x80     # A
@@ -69,6 +73,10 @@ _CCOUNT_MASK = CCOUNT_SPACE - 1
 # Stateless: how far ahead a packet may be and still be caught up with: the whole space
 # but the current count (item 3 of the module doc; older Linux ppp_mppe.c).
 MAX_CATCH_UP = CCOUNT_SPACE - 1
+# Stateless: whole 4096-count wraps a gap may be followed over, at most, when the GRE
+# window reports that many sequence numbers lost (== _mppe.pxd MPPE_MAX_WRAPS).
+MAX_WRAPS = 16
+LOST_CAP = 0x7FFFFFFF       # seq_lost saturates here (== _mppe.pxd MPPE_LOST_CAP)
 # RFC 3078 §1 / Linux ppp_generic: MPPE carries only PPP protocols 0x0021..0x00FA (network
 # data, never LCP/NCP/CCP); a decrypted inner protocol outside them means lost keys.
 MPPE_PROTO_MIN = 0x0021
@@ -123,6 +131,21 @@ class MppeDiscarding(MppeError):
 ERRORS_BY_CODE = {cls.code: cls for cls in (
     MppeTruncated, MppeNotEncrypted, MppeNotFlushed, MppeTooOld, MppeNeedReset,
     MppeDiscarding)}
+
+
+def _sane_start(p: bytes) -> bool:
+    """The first octets of a decrypted stateless frame look like data: PPP protocol IPv4
+    (0x0021, or 0x21 with PFC) before a version-4 header, or IPv6 (0x0057) before version 6
+    (a wrong key passes with probability ~2^-20)."""
+    if len(p) >= 1 and p[0] & 1:        # PFC: a 1-octet protocol field (RFC 1661 §6.5)
+        proto, o = p[0], 1
+    elif len(p) >= 2:
+        proto, o = (p[0] << 8) | p[1], 2
+    else:
+        return False
+    if len(p) <= o:
+        return False
+    return (proto == 0x21 and p[o] >> 4 == 4) or (proto == 0x57 and p[o] >> 4 == 6)
 
 
 def parse_header(pkt: bytes) -> tuple[int, int]:
@@ -197,6 +220,47 @@ class MppeDecryptor(_MppeKeys):
         # Kept by the engine's deliver path, not here: stateless frames in a row whose
         # decrypted inner protocol was not data (the compiled twin: mppe_state.lost_run).
         self.lost_run = 0
+        self.seq_lost = 0       # GRE sequence numbers given up since the last decrypt
+        self.wraps = 0          # gaps of 4096+ counts followed (statistics)
+
+    def add_lost(self, n: int) -> None:
+        """The GRE receive window gave ``n`` sequence numbers up (item 3 of the module doc)."""
+        if n < 0:
+            raise ValueError("lost count is >= 0")
+        self.seq_lost = min(LOST_CAP, self.seq_lost + n)
+
+    def _follow_wraps(self, ahead: int, data: bytes) -> int:
+        """The count gap is ahead + 4096 w, at most seq_lost + 1: rekey to each candidate and
+        keep the first whose first octets decrypt to data.  The rekeys the caller still owes
+        (0: matched, the keys are the frame's; ``ahead``: none matched, state untouched), or
+        -1 for a duplicate (the compiled twin: _mppe.pyx _follow_wraps)."""
+        lost = self.seq_lost
+        bound = lost + 1
+        if ahead == 0 and bound < CCOUNT_SPACE:
+            return -1
+        wmax = min(MAX_WRAPS, (bound - ahead) // CCOUNT_SPACE)
+        saved = (self._session, self._rc4, self.rekeys)
+        w = 0 if ahead > 0 else 1
+        gap = ahead + CCOUNT_SPACE * w
+        k = 0
+        head = bytes(data[:4])
+        while w <= wmax:
+            while k < gap:
+                self._rekey()
+                k += 1
+            if _sane_start(ARC4.new(self._session).decrypt(head)):
+                self.wraps += 1 if w > 0 else 0
+                # the gap spent gap - 1 of the lost sequence numbers; the rest may still be
+                # ahead (one window call reports the loss before all the frames it delivers)
+                self.seq_lost = lost - (gap - 1)
+                return 0
+            w += 1
+            gap += CCOUNT_SPACE
+        # the budget goes too: the keys are out of step for good (lost sync closes the
+        # link), and a retry on every later frame would stall the I/O thread
+        self._session, self._rc4, self.rekeys = saved
+        self.seq_lost = 0
+        return -1 if ahead == 0 else ahead
 
     def decrypt(self, pkt: bytes) -> bytes:
         if len(pkt) < MPPE_OVERHEAD + 1:
@@ -210,8 +274,16 @@ class MppeDecryptor(_MppeKeys):
             raise MppeNotFlushed(f"coherency count {ccount} without the flushed bit")
         if not self.stateful:
             ahead = (ccount - self.ccount) & _CCOUNT_MASK
-            if ahead == 0:      # a duplicate; 1..MAX_CATCH_UP ahead is that many lost
+            if self.seq_lost + 1 >= CCOUNT_SPACE:
+                # 4095+ sequence numbers given up since the last frame: the count may have
+                # wrapped (ahead + 4096 w), which its 12 bits alone cannot tell
+                ahead = self._follow_wraps(ahead, pkt[MPPE_OVERHEAD:])
+                if ahead < 0:
+                    raise MppeTooOld(f"coherency count {ccount}, expected after {self.ccount}")
+            elif ahead == 0:    # a duplicate; 1..MAX_CATCH_UP ahead is that many lost
                 raise MppeTooOld(f"coherency count {ccount}, expected after {self.ccount}")
+            else:
+                self.seq_lost = max(0, self.seq_lost - (ahead - 1))
             # RFC 3078 §8.1: one rekey per count, catching up over lost packets.
             for _ in range(ahead):
                 self._rekey()

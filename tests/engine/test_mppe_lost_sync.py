@@ -3,9 +3,13 @@
 The defect (UDP flood benchmark): after 2048+ packets lost in a row the receiver took every
 later coherency count as "late" and dropped it, and once the peer's count wrapped past ours
 every packet decrypted to garbage while LCP echoes (never encrypted) kept the session up: a
-stuck session.  Now a loss of up to 4095 is caught up with (one rekey per count), and past
-that the engine sees inner protocols MPPE never carries, drops them (``drop_mppe``) and
-queues EV_MPPE_LOST_SYNC once, so the PPP link closes (tests/ppp/test_link_mppe_lost_sync.py).
+stuck session.  Now a loss of up to 4095 is caught up with (one rekey per count); a longer
+one is followed too when the GRE receive window gave that many sequence numbers up (issue 9:
+a UDP flood through an MPPE tunnel lost 4096+ in a row at the receiver's window jump and the
+session went down), up to MPPE_MAX_WRAPS whole wraps.  Past that, or when the count jumped
+without a GRE loss to show for it, the engine sees inner protocols MPPE never carries, drops
+them (``drop_mppe``) and queues EV_MPPE_LOST_SYNC once, so the PPP link closes
+(tests/ppp/test_link_mppe_lost_sync.py).
 """
 from __future__ import annotations
 
@@ -52,10 +56,13 @@ class Peer:
         self.seq += 1
         return f
 
-    def lose(self, n):
+    def lose(self, n, gre=True):
+        """``n`` frames encrypted and lost; ``gre=False``: counts spent without GRE sequence
+        numbers (keys out of step with nothing the receive window can see)."""
         for _ in range(n):
             self.enc.encrypt(b"\x00\x21lost")
-        self.seq += n
+        if gre:
+            self.seq += n
 
 
 def events(e):
@@ -99,11 +106,39 @@ def test_stateless_loss_up_to_4095_recovers(Engine, lost):
     e.close()
 
 
-def test_stateless_loss_of_5000_raises_lost_sync_once(Engine):
+# 4095 + the refused frame: exactly one wrap (the count alone says 0 ahead: a duplicate)
+@pytest.mark.parametrize("lost", [4095, 5000, 12952, 16 * 4096 - 2])
+def test_stateless_loss_beyond_4095_followed_through_the_gre_loss(Engine, lost):
+    e, peer = make(Engine), Peer()
+    e.process(0.0, gre_in=[peer.frame(i) for i in range(3)])
+    peer.lose(lost)
+    out = e.process(1.0, gre_in=[peer.frame(100 + i) for i in range(10)])
+    got = [p for _, p in out.tun_out]
+    assert got == [ip(100 + i) for i in range(1, 10)]     # the first: refused by the jump
+    c = e.counters(CID)
+    assert c["drop_mppe"] == 0 and c["drop_malformed"] == 0 and c["drop_seq_jump"] == 1
+    assert c["lost"] == lost + 1
+    assert events(e) == []
+    e.close()
+
+
+def test_stateless_loss_beyond_the_wraps_followed_raises_lost_sync(Engine):
+    """More than MPPE_MAX_WRAPS (16) whole wraps: not followed (each costs 4096 rekeys on the
+    I/O thread): lost sync, as before."""
+    e, peer = make(Engine), Peer()
+    e.process(0.0, gre_in=[peer.frame(i) for i in range(3)])
+    peer.lose(17 * 4096 + 5)
+    out = e.process(1.0, gre_in=[peer.frame(100 + i) for i in range(3 * MPPE_LOST_SYNC_RUN)])
+    assert out.tun_out == []
+    assert [x for x in e.recv_control() if x[1] == EV_MPPE_LOST_SYNC] == [(CID, EV_MPPE_LOST_SYNC, b"")]
+    e.close()
+
+
+def test_stateless_count_jump_without_gre_loss_raises_lost_sync_once(Engine):
     e, peer = make(Engine), Peer()
     e.process(0.0, gre_in=[peer.frame(i) for i in range(3)])
     assert e.counters(CID)["rx_packets"] == 3
-    peer.lose(5000)
+    peer.lose(5000, gre=False)
     n = 3 * MPPE_LOST_SYNC_RUN
     out = e.process(1.0, gre_in=[peer.frame(100 + i) for i in range(n)])
     assert out.tun_out == []                       # nothing decrypted with stale keys
@@ -116,7 +151,7 @@ def test_stateless_loss_of_5000_raises_lost_sync_once(Engine):
     assert all(0x21 <= p <= 0xFA for _, p, _ in ctl if p < 0x10000)
     ev_at = [x[1] for x in ctl].index(EV_MPPE_LOST_SYNC)
     assert ev_at == len(ctl) - 1
-    assert c["drop_mppe"] + c["drop_malformed"] + len(ctl) - 1 == n - 1  # 1: GRE jump
+    assert c["drop_mppe"] + c["drop_malformed"] + len(ctl) - 1 == n       # no GRE jump
     # after the event, all of it is drop_mppe
     assert c["drop_mppe"] >= n - MPPE_LOST_SYNC_RUN
     # more garbage: still counted, no second event
