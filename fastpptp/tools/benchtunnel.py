@@ -101,7 +101,7 @@ PING_MAX_LOSS = 0.2
 SNMP_FLAT = ("IpInUnknownProtos", "IcmpOutDestUnreachs", "IcmpMsgOutType3")
 SNMP_INFO = ("IpInReceives", "IpInDelivers", "IcmpOutRateLimitHost", "IcmpOutRateLimitGlobal")
 PORT_SHOWN = ("rx_packets", "tx_packets", "rx_ring_full", "tx_ring_full", "kernel_drops",
-              "rx_slowpath", "tx_slowpath")
+              "rx_slowpath", "tx_slowpath", "tx_full", "tun_paused")
 # the directory holding the fastpptp package, for the tunnels' PYTHONPATH
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
