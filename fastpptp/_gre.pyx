@@ -66,8 +66,8 @@ import os
 from fastpptp import engine_args as _args
 from fastpptp._rxwin_ref import pool_frames
 from fastpptp import dataplane as _dp
-from fastpptp.dataplane import (COUNTER_NAMES, EV_MPPE_LOST_SYNC, EV_MPPE_RESET_NEEDED, TOTAL_NAMES,
-                                EngineConfig, vnet_lengths)
+from fastpptp.dataplane import (COUNTER_NAMES, ENGINE_EVENT_BASE, EV_MPPE_LOST_SYNC, EV_MPPE_RESET_NEEDED,
+                                TOTAL_NAMES, EngineConfig, vnet_lengths)
 
 # The limits are declared twice (the .pxd enum for C, dataplane for Python and the reference
 # twin): refuse to load if they drifted apart.
@@ -76,6 +76,7 @@ if (HEADROOM, MAX_TUN, TXQ_DEPTH, TXQ_SLOT, FRAME_SLACK) != (
     raise ImportError("fastpptp/_gre.pxd limits differ from fastpptp/dataplane.py: rebuild")
 
 DEF_HEADROOM = HEADROOM
+cdef uint32_t EV_BASE = ENGINE_EVENT_BASE      # pseudo-protocols >= this are engine events
 cdef uint32_t EV_RESET = EV_MPPE_RESET_NEEDED    # from ppp/constants.py, via dataplane
 #: The value the compiled code queues (tests pin it to ppp.constants.EV_MPPE_RESET_NEEDED).
 COMPILED_EV_MPPE_RESET_NEEDED = EV_RESET
@@ -747,7 +748,7 @@ cdef class Engine:
         cdef ctl_entry* e
         cdef uint64_t one = 1
         if self.ctlq_count >= self.ctlq_cap or n > self.max_frame:
-            self._ctl_full(s, C_QFULL_EVENT if proto >= 0x10000 else C_QFULL_RX_CONTROL)
+            self._ctl_full(s, C_QFULL_EVENT if proto >= EV_BASE else C_QFULL_RX_CONTROL)
             return
         e = &self.ctlq[(self.ctlq_head + self.ctlq_count) % self.ctlq_cap]
         self.ctlq_count += 1
@@ -756,7 +757,7 @@ cdef class Engine:
         e.len = n
         if n:
             memcpy(e.data, p, n)
-        if proto < 0x10000:
+        if proto < EV_BASE:
             s.c[C_RX_CONTROL] += 1
         if self.efd >= 0:
             sys_.write(self.efd, &one, 8)

@@ -14,10 +14,10 @@ import struct
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from .ppp.constants import EV_MPPE_LOST_SYNC, EV_MPPE_RESET_NEEDED
+from .ppp.constants import ENGINE_EVENT_BASE, EV_MPPE_LOST_SYNC, EV_MPPE_RESET_NEEDED
 
 __all__ = ["EngineConfig", "EngineUnavailable", "load_engine", "Engine", "vnet_lengths",  # noqa: F822 (__getattr__)
-           "EV_MPPE_RESET_NEEDED", "EV_MPPE_LOST_SYNC", "COUNTER_NAMES", "HEADROOM"]
+           "ENGINE_EVENT_BASE", "EV_MPPE_RESET_NEEDED", "EV_MPPE_LOST_SYNC", "COUNTER_NAMES", "HEADROOM"]
 
 # Engine events ride the control queue with pseudo-protocol numbers >= 0x10000; they are
 # defined once, in ppp/constants.py (the PPP link consumes them and may not import us).

@@ -75,7 +75,7 @@ from .net import netlink as netlink_direct
 from .net.tun import TunLike
 from .net.units import UnitTable, unit_pattern
 from .ppp.auth.base import AuthBackend, StaticAddressBackend
-from .ppp.auth.secrets import Secret
+from .ppp.auth.secrets import Secret, SecretsFileBackend
 from .ppp.link import (NO_PEER_ADDRESS, Authenticated, AuthenticationFailed, LinkConfig, NetworkDown, NetworkUp,
                        PPPLink)
 from .pptp.control import (CallCleared, CallIdAllocator, CallIdsExhausted, CallRequested, ControlClosed,
@@ -281,7 +281,7 @@ class Server:
         return ",".join(flags) or "default"
 
     def _load_secrets(self) -> AuthBackend:
-        from .ppp.auth.secrets import SecretsFile, SecretsFileBackend
+        from .ppp.auth.secrets import SecretsFile
         path = self.config.secrets_file
         if path and os.path.exists(path):
             return SecretsFileBackend(SecretsFile.load(path))
@@ -730,8 +730,9 @@ class Server:
         """LinkConfig.peer_address_allowed: pppd's auth_ip_addr over the user's chap-secrets
         address column, when the entry has one (``*``, subnets, ``!addr``, ``-``), and not an
         address this host has or reaches directly."""
-        lookup = getattr(self._auth_backend, "lookup", None)
-        entry = lookup(user, self._ppp.name or "*") if callable(lookup) else None
+        backend = self._auth_backend
+        entry = (backend.lookup(user, self._ppp.name or "*")
+                 if isinstance(backend, SecretsFileBackend) else None)   # chap-secrets only
         if isinstance(entry, Secret) and entry.addresses and not entry.allows_address(str(addr)):
             return False
         if not self._configure_network:

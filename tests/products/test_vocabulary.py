@@ -137,9 +137,7 @@ def test_engine_event_numbers_are_written_once():
         if path == ROOT / "ppp" / "constants.py":
             continue
         for lineno, code in _code_lines(path):
-            # Cython files: the event numbers only (the compiled queue-full check still spells
-            # the base, 0x10000: to be replaced by ENGINE_EVENT_BASE)
-            if events.search(code) or (path.suffix == ".py" and base.search(code)):
+            if events.search(code) or base.search(code):
                 offenders.append(f"{_rel(path)}:{lineno} {code.strip()}")
     assert offenders == []
 
