@@ -75,7 +75,7 @@ from .net import netlink as netlink_direct
 from .net.tun import TunLike
 from .net.units import UnitTable, unit_pattern
 from .ppp.auth.base import AuthBackend, StaticAddressBackend
-from .ppp.link import (NO_PEER_ADDRESS, Authenticated, AuthenticationFailed, LinkConfig, NetworkDown, NetworkUp,
+from .ppp.link import (Authenticated, AuthenticationFailed, LinkConfig, NetworkDown, NetworkUp,
                        PPPLink)
 from .pptp.control import (CallCleared, CallIdAllocator, CallIdsExhausted, CallRequested, ControlClosed,
                            ControlConnected, EchoTimeout, Event)
@@ -896,7 +896,7 @@ class Server:
                 self._release_interface(session.call_id)
         if stream in self._streams:
             with contextlib.suppress(Exception):
-                if session.link.down_reason == NO_PEER_ADDRESS:
+                if cause is Teardown.NO_ADDRESS:
                     # a resource error, not an administrative one (RFC 2637 §2.13, §2.16)
                     stream.conn.clear_call(session.call_id, reason, now=now,
                                            result=CallDisconnectResult.GENERAL_ERROR,

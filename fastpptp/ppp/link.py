@@ -574,9 +574,10 @@ class PPPLink:
             self._note_reason(ev.reason, _lcp_cause(ev.trigger))
             self._stop_upper(now)
             if self.phase is not Phase.DEAD:
-                # LCP left Opened: renegotiating (Establish) or terminating.
+                # LCP left Opened: renegotiating (Establish) or terminating (a Terminate-
+                # Request or -Ack from the peer; our own closes set Terminate first).
                 self.phase = (Phase.TERMINATE if self.phase is Phase.TERMINATE
-                              or "terminated" in ev.reason else Phase.ESTABLISH)
+                              or ev.trigger in (Event.RTR, Event.RTA) else Phase.ESTABLISH)
         elif isinstance(ev, ThisLayerFinished):
             self._note_reason(ev.reason, _lcp_cause(ev.trigger))
             self._stop_upper(now)
