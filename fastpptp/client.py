@@ -45,6 +45,7 @@ from .pptp.control import (CallCleared, CallEstablished, ControlClosed, ControlC
                            EchoTimeout, Event)
 from .pptp.messages import PPTP_PORT
 from .sdnotify import Notifier
+from .teardown import Teardown
 
 log = logging.getLogger("fastpptp.client")
 
@@ -343,14 +344,14 @@ class Client:
                     self.session.start(registered=True)
                 case CallCleared():
                     if self.session is not None:
-                        self.session.abort(f"server cleared the call ({ev.reason})")
+                        self.session.abort(f"server cleared the call ({ev.reason})", Teardown.PEER_CALL_CLEAR)
             # after the session saw it: its own reason (e.g. PPP's) is the one kept
             outcome.on_control_event(ev)
 
         def on_lost(exc: Exception | None) -> None:
             outcome.end("control connection closed")
             if self.session is not None:
-                self.session.abort("control connection closed")
+                self.session.abort("control connection closed", Teardown.CONTROL_LOST)
 
         try:
             try:

@@ -27,7 +27,7 @@ Theory of operation:
    (:class:`RadiusSnapshot`) in the same loop callback; their HELP texts are the modules'
    COUNTERS meanings.
 5. Labels are bounded: states, reasons and methods come from small fixed sets; a teardown
-   reason (free text from PPP/PPTP) is mapped to a few classes by :func:`teardown_reason`.
+   cause (:class:`~fastpptp.teardown.Teardown`) is mapped to a few labels by :func:`teardown_reason`.
    Per-session series (``session``, ``user`` labels) only with ``--metrics-per-session``.
 
 prometheus_client is imported only when metrics are served or collected, so the server runs
@@ -43,6 +43,7 @@ import operator
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol
 
 from .aio.accounting import COUNTERS as ACCT_COUNTERS
@@ -52,6 +53,7 @@ from .radius.aio import RadiusDriver
 from .radius.client import DROP_REASONS, LATENCY_BUCKETS, SERVER_COUNTERS, RadiusClient
 from .radius.dae import COUNTERS as DAE_COUNTERS
 from .radius.verifier import COUNTERS as AUTH_COUNTERS
+from .teardown import Teardown
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -67,7 +69,7 @@ if TYPE_CHECKING:
     from .server import ServerConfig
 
 __all__ = ["ServerStats", "MetricsSnapshot", "SessionSample", "ServerCollector", "MetricsServer",
-           "take_snapshot", "teardown_reason", "parse_listen", "SESSION_STATES", "TEARDOWN_REASONS",
+           "take_snapshot", "teardown_reason", "parse_listen", "SESSION_STATES", "TEARDOWN_LABELS",
            "RadiusSnapshot", "RadiusServerSample", "radius_snapshot"]
 
 log = logging.getLogger("fastpptp.metrics")
@@ -76,44 +78,42 @@ log = logging.getLogger("fastpptp.metrics")
 #: Network split into "network" (NCPs negotiating) and "up" (IPCP opened: traffic flows).
 SESSION_STATES = ("establish", "authenticate", "network", "up", "terminate")
 
-#: Teardown reason classes, first match wins (case-insensitive substring of the reason text).
-#: The PPP reason is looked at before the PPTP one: "control connection closed; PPP: peer
-#: terminated" is the peer's LCP Terminate, the control connection closing is its consequence.
-TEARDOWN_REASONS: tuple[tuple[str, str], ...] = (
-    ("authentication failed", "auth_failed"),              # pppd's Terminate text, we checked
-    ("failed to authenticate", "auth_failed"),
-    ("not responding", "echo_timeout"),                    # LCP Echo-Requests unanswered
-    ("loopback detected", "loopback"),
-    ("peer terminated", "peer_terminate"),                 # LCP Terminate-Request from the peer
-    ("mppe lost synchronisation", "mppe_lost_sync"),       # stateless MPPE, >= 4096 lost
-    ("mppe", "negotiation_failed"),
-    ("rejected by peer", "negotiation_failed"),
-    ("code-rejected", "negotiation_failed"),
-    ("internal error", "error"),
-    ("peer cleared the call", "peer_call_clear"),          # PPTP Call-Clear-Request
-    ("control connection closed", "control_connection_lost"),
-)
-#: An operator ended the session (``fastpptp terminate``, the embedding API): checked after
-#: the protocol reasons and after ``shutdown``.
-TEARDOWN_ADMIN_WORDS = ("admin", "operator", "terminated by")
 TEARDOWN_OTHER = "other"
 TEARDOWN_SHUTDOWN = "shutdown"
 TEARDOWN_ADMIN = "admin"
 
+#: ``fastpptp_sessions_teardown_total{reason}``: the label of each
+#: :class:`~fastpptp.teardown.Teardown` cause (every member: a test checks).  The protocol's
+#: causes name themselves; our limits and anything not listed are ``other``.
+TEARDOWN_LABELS: Mapping[Teardown, str] = MappingProxyType({
+    Teardown.AUTH_FAILED: "auth_failed",
+    Teardown.ECHO_TIMEOUT: "echo_timeout",                  # LCP Echo-Requests unanswered
+    Teardown.LOOPBACK: "loopback",
+    Teardown.PEER_TERMINATE: "peer_terminate",              # LCP Terminate-Request from the peer
+    Teardown.MPPE_LOST_SYNC: "mppe_lost_sync",              # stateless MPPE, >= 4096 lost
+    Teardown.NEGOTIATION_FAILED: "negotiation_failed",
+    Teardown.INTERNAL_ERROR: "error",
+    Teardown.PEER_CALL_CLEAR: "peer_call_clear",            # PPTP Call-Clear-Request
+    Teardown.CONTROL_LOST: "control_connection_lost",
+    Teardown.SHUTDOWN: TEARDOWN_SHUTDOWN,
+    Teardown.ADMIN: TEARDOWN_ADMIN,                         # fastpptp terminate, the API
+    Teardown.DISCONNECT_REQUEST: TEARDOWN_ADMIN,            # RADIUS Disconnect-Request
+    Teardown.SESSION_TIMEOUT: TEARDOWN_OTHER,
+    Teardown.IDLE_TIMEOUT: TEARDOWN_OTHER,
+    Teardown.NO_ADDRESS: TEARDOWN_OTHER,
+    Teardown.LOCAL_CLOSE: TEARDOWN_OTHER,
+})
 
-def teardown_reason(text: str, *, shutdown: bool = False) -> str:
-    """The label class of a session's teardown reason (bounded set: the values of
-    :data:`TEARDOWN_REASONS`, then ``shutdown`` while the server stops, then ``admin``, else
-    ``other``)."""
-    low = text.lower()
-    for needle, label in TEARDOWN_REASONS:
-        if needle in low:
-            return label
-    if shutdown:
+
+def teardown_reason(cause: Teardown, *, shutdown: bool = False) -> str:
+    """The label of a session's teardown cause (bounded set: the values of
+    :data:`TEARDOWN_LABELS`).  While the server stops (``shutdown``), a session that ended
+    for no protocol cause of its own (the operator's, ours, none listed) counts as
+    ``shutdown``; a protocol cause (the peer's Terminate...) keeps its label."""
+    label = TEARDOWN_LABELS[cause]
+    if shutdown and label in (TEARDOWN_OTHER, TEARDOWN_ADMIN):
         return TEARDOWN_SHUTDOWN
-    if any(word in low for word in TEARDOWN_ADMIN_WORDS):
-        return TEARDOWN_ADMIN
-    return TEARDOWN_OTHER
+    return label
 
 
 @dataclasses.dataclass
@@ -347,6 +347,8 @@ GRE_PORT_SERIES: dict[str, str] = {
     "tx_slowpath": "GRE packets sent through the raw socket (no next hop yet, too big, other egress)",
     "icmp_errors": "ICMP errors the kernel reported about sent GRE packets",
     "rx_not_ours": "Frames the fast path received that were not PPTP GRE for us, or were truncated",
+    "tx_full": "Times the port had no room to send: back-pressure, the TUNs are not read",
+    "tun_paused": "Times the I/O loop stopped reading the TUNs because the port was full",
 }
 PER_SESSION_WARNING = ("one series per session and user: cardinality grows with the sessions; "
                        "only with --metrics-per-session")

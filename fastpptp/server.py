@@ -76,7 +76,7 @@ from .net.tun import TunLike
 from .net.units import UnitTable, unit_pattern
 from .ppp.auth.base import AuthBackend, StaticAddressBackend
 from .ppp.auth.secrets import Secret, SecretsFileBackend
-from .ppp.link import (NO_PEER_ADDRESS, Authenticated, AuthenticationFailed, LinkConfig, NetworkDown, NetworkUp,
+from .ppp.link import (Authenticated, AuthenticationFailed, LinkConfig, NetworkDown, NetworkUp,
                        PPPLink)
 from .pptp.control import (CallCleared, CallIdAllocator, CallIdsExhausted, CallRequested, ControlClosed,
                            ControlConnected, EchoTimeout, Event)
@@ -91,6 +91,7 @@ from .radius.verifier import NasContext, RadiusVerdict, RadiusVerifier
 from .sdnotify import Notifier
 from .shaping import UNLIMITED, RateLimit, RateLimitBackend, RateSource
 from .status import DEFAULT_CONTROL_SOCKET, SessionMatch, StatusServer
+from .teardown import Teardown
 
 if TYPE_CHECKING:
     from .net.greport import GreIo
@@ -337,13 +338,13 @@ class Server:
             self._tcp_server.close()
         self._stop_dae()
         for s in list(self.sessions.values()):
-            s.close(reason)
+            s.close(reason, Teardown.SHUTDOWN)
         loop = asyncio.get_running_loop()      # the one clock of the server: the loop's
         deadline = loop.time() + 3.0
         while any(not s.closed for s in self.sessions.values()) and loop.time() < deadline:
             await asyncio.sleep(0.05)
         for s in list(self.sessions.values()):
-            s.abort(reason)
+            s.abort(reason, Teardown.SHUTDOWN)
         for stream in list(self._streams):
             with contextlib.suppress(Exception):
                 stream.conn.stop("admin-shutdown", loop.time())
@@ -503,7 +504,12 @@ class Server:
         elif isinstance(ev, CallCleared):
             s = self.sessions.get(ev.call_id)
             if s is not None:
-                s.abort(f"peer cleared the call ({ev.reason or 'Call-Clear-Request'})")
+                # the control connection's end clears its calls with General Error (pptp/
+                # control.py _close): the carrier went; else the peer asked (Call-Clear-
+                # Request, Stop-Control-Connection-Request)
+                lost = ev.result == CallDisconnectResult.GENERAL_ERROR
+                s.abort(f"peer cleared the call ({ev.reason or 'Call-Clear-Request'})",
+                        Teardown.CONTROL_LOST if lost else Teardown.PEER_CALL_CLEAR)
         elif isinstance(ev, (ControlClosed, EchoTimeout)):
             failed = isinstance(ev, EchoTimeout) or ev.error is not None or "timeout" in ev.reason
             log.log(logging.WARNING if failed else logging.INFO, "control connection from %s closing: %s",
@@ -524,7 +530,7 @@ class Server:
         for call_id in self._calls_of.pop(stream, set()):
             s = self.sessions.get(call_id)
             if s is not None:
-                s.abort("control connection closed")
+                s.abort("control connection closed", Teardown.CONTROL_LOST)
 
     # ------------------------------------------------------------------ calls
     def _start_call(self, stream: ControlStream, call_id: int, req: CallRequested) -> None:
@@ -909,12 +915,13 @@ class Server:
     def _call_closed(self, stream: ControlStream, session: CallSession, reason: str) -> None:
         now = asyncio.get_running_loop().time()
         self.sessions.pop(session.call_id, None)
-        self.stats.session_closed(teardown_reason(reason, shutdown=self._stopping), session.final_counters)
-        self._acct_session_closed(session, reason)
+        cause = session.info.cause or Teardown.LOCAL_CLOSE
+        self.stats.session_closed(teardown_reason(cause, shutdown=self._stopping), session.final_counters)
+        self._acct_session_closed(session, cause)
         self._calls_of.get(stream, set()).discard(session.call_id)
         self._notify.status(self._status_line())
         # the pool address went back when the link reached Dead (PPPLink owns it)
-        self._emit("down", {**self._session_doc(session), "reason": reason})
+        self._emit("down", {**self._session_doc(session), "reason": reason, "cause": cause.value})
         self._radattr_remove(session.call_id)
         if session.call_id in self._ifaces:
             hook = self._down_hooks.get(session.call_id)
@@ -928,7 +935,7 @@ class Server:
                 self._release_interface(session.call_id)
         if stream in self._streams:
             with contextlib.suppress(Exception):
-                if session.link.down_reason == NO_PEER_ADDRESS:
+                if cause is Teardown.NO_ADDRESS:
                     # a resource error, not an administrative one (RFC 2637 §2.13, §2.16)
                     stream.conn.clear_call(session.call_id, reason, now=now,
                                            result=CallDisconnectResult.GENERAL_ERROR,
@@ -969,7 +976,8 @@ class Server:
             session_id=s.info.session_id, user=s.info.user, ip=s.info.remote_ip, peer=s.info.peer)]
 
     def terminate(self, match: SessionMatch, *, soft: bool = False,
-                  reason: str = "administratively terminated") -> list[str]:
+                  reason: str = "administratively terminated",
+                  cause: Teardown = Teardown.ADMIN) -> list[str]:
         """End the sessions ``match`` selects; returns their session IDs (none matched: []).
 
         Hard (default): LCP Terminate-Request with ``reason`` goes out once, and the call is
@@ -978,14 +986,14 @@ class Server:
         the peer's Terminate-Ack (or the LCP terminate timer runs out, at most
         SOFT_TERMINATE_LIMIT), then the call is cleared.  Either way the call is cleared like
         any other: Call-Disconnect-Notify, counters logged, the address back to the pool,
-        ip-down."""
+        ip-down.  ``cause``: the type of ``reason`` (a RADIUS Disconnect-Request gives its own)."""
         hits = self.find_sessions(match)
         loop = asyncio.get_running_loop()
         for s in hits:
             log.info("call %d session %s user %s peer %s: %sterminate: %s", s.call_id, s.info.session_id,
                      s.info.user or "-", s.info.peer, "soft " if soft else "", reason)
-            s.close(reason)
-            loop.call_later(SOFT_TERMINATE_LIMIT if soft else HARD_TERMINATE_GRACE, s.abort, reason)
+            s.close(reason, cause)
+            loop.call_later(SOFT_TERMINATE_LIMIT if soft else HARD_TERMINATE_GRACE, s.abort, reason, cause)
         return [s.info.session_id for s in hits]
 
     def limit_session(self, session_id: str, rate: RateLimit, *,
@@ -1111,7 +1119,7 @@ class Server:
 
     def _dae_disconnect(self, session_ids: Sequence[str], reason: str) -> None:
         for sid in session_ids:
-            self.terminate(SessionMatch(session=sid), reason=reason)
+            self.terminate(SessionMatch(session=sid), reason=reason, cause=Teardown.DISCONNECT_REQUEST)
 
     def _dae_change(self, session_ids: Sequence[str], change: CoaChange) -> None:
         wanted = set(session_ids)
@@ -1168,11 +1176,11 @@ class Server:
         call_id = session.call_id
         self._accounting.session_up(acct, lambda: self.engine.counters(call_id), interval=interval)
 
-    def _acct_session_closed(self, session: CallSession, reason: str) -> None:
+    def _acct_session_closed(self, session: CallSession, cause: Teardown) -> None:
         """However the session ended: Stop with its final counters and the mapped cause."""
         if self._accounting is not None:
             self._accounting.session_closed(session.info.session_id, session.final_counters,
-                                            terminate_cause(reason, shutdown=self._stopping))
+                                            terminate_cause(cause, shutdown=self._stopping))
 
     def _acct_called_station(self, call_id: int) -> str | None:
         """Called-Station-Id: our address the call's control connection came to."""

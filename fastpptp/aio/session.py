@@ -26,6 +26,10 @@ Flow of a call (both roles):
    Session-Timeout and Idle-Timeout end the session with ``SESSION_TIMEOUT`` /
    ``IDLE_TIMEOUT`` as the reason; ``set_session_timeout`` / ``set_idle_timeout`` replace
    them live (a RADIUS CoA-Request), counted from then.
+7. Why it ended: the human text (``info.reason``, logged) and its type (``info.cause``, a
+   :class:`~fastpptp.teardown.Teardown`) travel together.  ``close``/``abort`` take the
+   owner's cause; the link's own cause, if it has one, wins (it says who began the end: the
+   peer's LCP Terminate, our session timeout, an echo failure...).
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ from typing import Awaitable, Callable, Protocol
 from ..ppp.auth.base import NO_REPLY_ATTRIBUTES, ReplyAttributes, VerifyRequest, VerifyResult
 from ..ppp.constants import ENGINE_EVENT_BASE
 from ..shaping import RateLimit, RateSource
+from ..teardown import Teardown
 from ..ppp.link import (Authenticated, AuthenticationFailed, LcpOpened, LinkDown, LinkEvent,
                         MppeReset, MppeUp, NetworkDown, NetworkUp, Phase, PPPLink, VerifyPeer)
 from .driver import DeadlineTimer
@@ -80,7 +85,8 @@ AuthHook = Callable[["CallSession", Authenticated | AuthenticationFailed], None]
 #: It may take its time; an exception counts as a rejection.
 AsyncVerifier = Callable[[VerifyRequest], Awaitable[VerifyResult]]
 
-SESSION_TIMEOUT = "session timeout"      # the close reasons of the verifier's limits
+SESSION_TIMEOUT = "session timeout"      # the close texts of the verifier's limits (their
+                                         # causes: Teardown.SESSION_TIMEOUT / IDLE_TIMEOUT)
 IDLE_TIMEOUT = "idle timeout"
 IDLE_CHECK_MAX = 30.0                    # seconds between idle checks, at most
 
@@ -133,7 +139,7 @@ class EngineHub:
                     session.on_frame(protocol, payload)
                 except Exception:  # one session's bug must not disturb the others
                     log.exception("call %d: error handling PPP frame 0x%04x", call_id, protocol)
-                    session.abort("internal error")
+                    session.abort("internal error", Teardown.INTERNAL_ERROR)
 
     def close(self) -> None:
         try:
@@ -157,7 +163,8 @@ class SessionInfo:
     remote_ip: str | None = None
     dns: tuple[str, ...] = ()
     up: bool = False
-    reason: str | None = None
+    reason: str | None = None          # why it ended, for people (logs, the ``down`` event)
+    cause: Teardown | None = None      # ... and for code (accounting, metrics)
     # set by the server: its session ID (``fastpptp sessions``, Acct-Session-Id) and the rate
     # limit (shaping.RateLimit) with its source (shaping.RateSource)
     session_id: str = ""
@@ -261,22 +268,24 @@ class CallSession:
             self.link.receive(protocol, payload, self.now)
         self.pump()
 
-    def close(self, reason: str) -> None:
+    def close(self, reason: str, cause: Teardown = Teardown.LOCAL_CLOSE) -> None:
         """Administrative close: LCP Terminate, then teardown when the link reports down."""
         if self.closed:
             return
-        self.link.close(self.now, reason)
+        self.link.close(self.now, reason, cause)
         self.pump()
 
-    def abort(self, reason: str) -> None:
+    def abort(self, reason: str, cause: Teardown = Teardown.LOCAL_CLOSE) -> None:
         """Tear down now, without PPP goodbyes (control connection gone, internal error)."""
         # A peer that ends the link often closes the control connection before our LCP has
         # finished (pptpd exits with its pppd): keep the PPP reason, e.g. pppd's
-        # Terminate-Request text "MPPE required but peer negotiation failed".
+        # Terminate-Request text "MPPE required but peer negotiation failed".  Its cause
+        # wins: it says who began the end ("control connection closed; PPP: session
+        # timeout" is our Session-Timeout, the peer closing TCP its consequence).
         ppp = self.link.down_reason
         if ppp and ppp not in reason:
             reason = f"{reason}; PPP: {ppp}"
-        self._teardown(reason)
+        self._teardown(reason, self.link.down_cause or cause)
 
     # ------------------------------------------------------------------------------------
     def pump(self) -> None:
@@ -368,7 +377,7 @@ class CallSession:
                 if self._on_network_down is not None:
                     self._on_network_down(self, ev)
             case LinkDown():
-                self._teardown(ev.reason)
+                self._teardown(ev.reason, ev.cause or Teardown.LOCAL_CLOSE)
             case _:
                 log.debug("call %d: event %s", self.call_id, ev)
 
@@ -397,7 +406,7 @@ class CallSession:
             self.pump()
         except Exception:    # our bug: end this session, never the loop or other sessions
             log.exception("call %d: error handling the verdict", self.call_id)
-            self.abort("internal error")
+            self.abort("internal error", Teardown.INTERNAL_ERROR)
 
     def _apply_attributes(self, attrs: ReplyAttributes) -> None:
         self.attributes = attrs
@@ -414,7 +423,8 @@ class CallSession:
             self._session_timer.cancel()
             self._session_timer = None
         if seconds > 0 and not self.closed:
-            self._session_timer = self.hub.loop.call_later(seconds, self._limit_reached, SESSION_TIMEOUT)
+            self._session_timer = self.hub.loop.call_later(seconds, self._limit_reached, SESSION_TIMEOUT,
+                                                           Teardown.SESSION_TIMEOUT)
 
     def set_idle_timeout(self, seconds: int) -> None:
         """End the session after ``seconds`` without data packets, counted from now (0: no
@@ -443,14 +453,14 @@ class CallSession:
         if packets != self._idle_packets:
             self._idle_packets, self._idle_since = packets, self.now
         elif self.now - self._idle_since >= idle:
-            self._limit_reached(IDLE_TIMEOUT)
+            self._limit_reached(IDLE_TIMEOUT, Teardown.IDLE_TIMEOUT)
             return
         self._schedule_idle_check(idle)
 
-    def _limit_reached(self, reason: str) -> None:
+    def _limit_reached(self, reason: str, cause: Teardown) -> None:
         if not self.closed:
             log.info("call %d peer %s: %s", self.call_id, self.info.peer, reason)
-            self.close(reason)
+            self.close(reason, cause)
 
     def _network_up(self, ev: NetworkUp) -> None:
         if ev.family == 4:
@@ -478,11 +488,11 @@ class CallSession:
                 if gate is not None and not gate.done():
                     self._hold_frames_until(gate)
 
-    def _teardown(self, reason: str) -> None:
+    def _teardown(self, reason: str, cause: Teardown) -> None:
         if self.closed:
             return
         self.closed = True
-        self.info.reason = reason
+        self.info.reason, self.info.cause = reason, cause
         self._timer.cancel()
         for task in self._verifications:
             task.cancel()                 # a verdict now would be for a dead link

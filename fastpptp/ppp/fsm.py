@@ -203,9 +203,11 @@ class ThisLayerUp(ProtoEvent):
 
 @dataclasses.dataclass(frozen=True)
 class ThisLayerDown(ProtoEvent):
-    """tld: the automaton left Opened; `reason` says why (peer's Terminate text, ...)."""
+    """tld: the automaton left Opened; `reason` says why (peer's Terminate text, ...),
+    `trigger` which RFC 1661 event did it (RTR: the peer's Terminate-Request)."""
 
     reason: str = ""
+    trigger: Event | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,9 +217,11 @@ class ThisLayerStarted(ProtoEvent):
 
 @dataclasses.dataclass(frozen=True)
 class ThisLayerFinished(ProtoEvent):
-    """tlf: this layer no longer needs the lower layer (closed, failed or terminated)."""
+    """tlf: this layer no longer needs the lower layer (closed, failed or terminated);
+    `trigger`: the RFC 1661 event that did it."""
 
     reason: str = ""
+    trigger: Event | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,6 +308,7 @@ class FSM:
         self._rx: Packet | None = None
         self._reply: Packet | None = None
         self._reason = ""
+        self._trigger: Event | None = None
         self._rx_options: list[Option] | None = None
         self._from_state = State.Initial
         self._deferred_close: str | None = None
@@ -620,7 +625,7 @@ class FSM:
             return
         actions, new_state = cell
         old = self._state
-        self._rx, self._reply, self._reason = pkt, reply, reason
+        self._rx, self._reply, self._reason, self._trigger = pkt, reply, reason, event
         self._rx_options = options
         self._from_state = old
         self._state = new_state
@@ -657,14 +662,14 @@ class FSM:
         self.this_layer_up(self._now)
 
     def _a_tld(self, rest: tuple[str, ...]) -> None:
-        self.emit(ThisLayerDown(self._reason))
+        self.emit(ThisLayerDown(self._reason, self._trigger))
         self.this_layer_down(self._now)
 
     def _a_tls(self, rest: tuple[str, ...]) -> None:
         self.emit(ThisLayerStarted())
 
     def _a_tlf(self, rest: tuple[str, ...]) -> None:
-        self.emit(ThisLayerFinished(self._reason))
+        self.emit(ThisLayerFinished(self._reason, self._trigger))
 
     def _a_irc(self, rest: tuple[str, ...]) -> None:
         # Max-Terminate before a Terminate-Request, Max-Configure otherwise (§4.6).

@@ -54,7 +54,8 @@ from .auth.pap import PapAuthenticator, PapPeer
 from .auth.policy import MS_CHAP_METHODS, AuthPolicy
 from .ccp import CCP, CcpConfig, CcpResult, MppeFailed, ResetRequested
 from .constants import EV_MPPE_LOST_SYNC, EV_MPPE_RESET_NEEDED, AuthMethod, Protocol
-from .fsm import ThisLayerDown, ThisLayerFinished, ThisLayerUp
+from ..teardown import Teardown
+from .fsm import Event, ProtoEvent, ThisLayerDown, ThisLayerFinished, ThisLayerUp
 from .ipcp import IPCP, IpcpConfig, IpcpResult
 from .ipv6cp import IPV6CP, Ipv6cpConfig, Ipv6cpResult
 from .lcp import LCP, EchoFailure, LcpConfig, LcpResult, LoopbackDetected, ProtocolRejected
@@ -76,6 +77,21 @@ MPPE_LOST_SYNC = "MPPE lost synchronisation (stateless, >= 4096 packets lost)"
 #: the down reason of a server link with no address for its peer (pool exhausted): the owner
 #: tells the PNS with a resource error (RFC 2637 §2.13/§2.16: General Error, No-Resource)
 NO_PEER_ADDRESS = "no IP address available for the peer"
+#: the cause LCP's end gives the link by the RFC 1661 event behind it (§4.3), when nothing
+#: typed was noted before: the peer's Terminate-Request; the peer rejecting LCP itself or a
+#: catastrophic code; LCP's Max-Configure running out.  Down (the owner's cause), Close (its
+#: closer noted the cause: see _LinkLCP.close) and RTA (after a close) give none.
+_LCP_CAUSES: dict[Event, Teardown] = {
+    Event.RTR: Teardown.PEER_TERMINATE,
+    Event.RXJ_minus: Teardown.NEGOTIATION_FAILED,
+    Event.TO_minus: Teardown.NEGOTIATION_FAILED,
+}
+
+
+def _lcp_cause(trigger: Event | None) -> Teardown | None:
+    return _LCP_CAUSES.get(trigger) if trigger is not None else None
+
+
 MAX_HELD_FRAMES = 8                  # NCP frames held while CCP settles (bounded)
 MAX_EVENTS = 256
 MAX_FRAMES = 1024                    # frames queued for an owner that does not drain
@@ -191,9 +207,12 @@ class NetworkDown(LinkEvent):
 
 @dataclasses.dataclass(frozen=True)
 class LinkDown(LinkEvent):
-    """The link is dead (phase Dead); ``reason`` is the first cause recorded."""
+    """The link is dead (phase Dead); ``reason`` is the first cause recorded, ``cause`` its
+    type (None: nothing typed ended the link, e.g. its lower layer went down: the owner's
+    cause applies)."""
 
     reason: str
+    cause: Teardown | None = None
 
 
 # --------------------------------------------------------------------------- config
@@ -261,15 +280,28 @@ class LinkConfig:
 
 class _LinkLCP(LCP):
     """LCP that tells the link why it closes itself (no common auth method, loopback,
-    echo failure...): those reasons never reach ThisLayerFinished otherwise."""
+    echo failure...): those reasons never reach ThisLayerFinished otherwise.
+
+    The cause comes with the text: LCP emits EchoFailure / LoopbackDetected just before it
+    closes for them; without such an event LCP closes itself only for a hopeless negotiation
+    (the peer refused to authenticate).  The link's own closes (``PPPLink.close``, ``_fatal``,
+    an authentication failure) noted their cause before calling this: the first one stays."""
 
     def __init__(self, config: LcpConfig, rng: random.Random,
-                 on_close: Callable[[str], None]) -> None:
+                 on_close: Callable[[str, Teardown], None]) -> None:
         super().__init__(config, rng)
         self._on_close = on_close
+        self._typed_cause: Teardown | None = None
+
+    def emit(self, event: ProtoEvent) -> None:
+        if isinstance(event, EchoFailure):
+            self._typed_cause = Teardown.ECHO_TIMEOUT
+        elif isinstance(event, LoopbackDetected):
+            self._typed_cause = Teardown.LOOPBACK
+        super().emit(event)
 
     def close(self, now: float, reason: str = "") -> None:
-        self._on_close(reason)
+        self._on_close(reason, self._typed_cause or Teardown.NEGOTIATION_FAILED)
         super().close(now, reason)
 
 
@@ -347,6 +379,7 @@ class PPPLink:
         self._held: list[tuple[int, bytes]] = []     # NCP frames waiting for CCP
         self._ncps_started = False
         self._down_reason: str | None = None
+        self._down_cause: Teardown | None = None
         self._network_up: set[Family] = set()
         self._assigned_address: str | None = None
         self._chosen: IPv4Address | None = None       # _peer_choice's current answer
@@ -368,13 +401,14 @@ class PPPLink:
         if self.lcp.state.name not in ("Initial", "Starting"):
             self.lcp = self._new_lcp()          # a finished LCP: start from scratch
         self.phase = Phase.ESTABLISH
-        self._down_reason = None
+        self._down_reason = self._down_cause = None
         self.lcp.open(now)
         self.lcp.up(now)
         self._pump(now)
 
     def lower_down(self, now: float) -> None:
-        """The PPTP call is gone: everything stops without Terminate (RFC 1661 'Down')."""
+        """The PPTP call is gone: everything stops without Terminate (RFC 1661 'Down').
+        No cause of its own: the owner knows why the call went (``CallSession.abort``)."""
         self._note_reason("lower layer down")
         if self.lcp.state.name not in ("Initial", "Starting"):
             self.lcp.down(now)
@@ -382,9 +416,9 @@ class PPPLink:
         if self.phase is not Phase.DEAD:
             self._to_dead()
 
-    def close(self, now: float, reason: str = "") -> None:
-        """Administrative close: LCP Terminate-Request with ``reason``."""
-        self._note_reason(reason or "closed by us")
+    def close(self, now: float, reason: str = "", cause: Teardown = Teardown.LOCAL_CLOSE) -> None:
+        """Administrative close: LCP Terminate-Request with ``reason``; ``cause`` is its type."""
+        self._note_reason(reason or "closed by us", cause)
         if self.phase in (Phase.ESTABLISH, Phase.AUTHENTICATE, Phase.NETWORK):
             self.phase = Phase.TERMINATE
         self.lcp.close(now, reason)
@@ -439,7 +473,7 @@ class PPPLink:
         elif event == EV_MPPE_LOST_SYNC:
             self.counters["mppe_lost_sync"] += 1
             if self.mppe is not None and self.phase not in (Phase.TERMINATE, Phase.DEAD):
-                self._fatal(MPPE_LOST_SYNC, now)
+                self._fatal(MPPE_LOST_SYNC, now, Teardown.MPPE_LOST_SYNC)
         else:
             self.counters["unknown_engine_event"] += 1
         self._pump(now)
@@ -504,9 +538,18 @@ class PPPLink:
         LCP Terminate-Request.  None while nothing has ended it."""
         return self._down_reason
 
-    def _note_reason(self, reason: str) -> None:
+    @property
+    def down_cause(self) -> Teardown | None:
+        """The type of :attr:`down_reason`, as first noted (None: nothing typed ended the link
+        yet).  Noted apart from the text: LCP closing itself tells its text at once and its
+        cause by a typed event just after (EchoFailure, LoopbackDetected)."""
+        return self._down_cause
+
+    def _note_reason(self, reason: str, cause: Teardown | None = None) -> None:
         if self._down_reason is None and reason:
             self._down_reason = reason
+        if self._down_cause is None and cause is not None:
+            self._down_cause = cause
 
     def _receive_auth(self, protocol: int, payload: bytes, now: float) -> None:
         delivered = False
@@ -561,14 +604,15 @@ class PPPLink:
             self._emit(LcpOpened(ev.result))
             self._start_auth(ev.result, now)
         elif isinstance(ev, ThisLayerDown):
-            self._note_reason(ev.reason)
+            self._note_reason(ev.reason, _lcp_cause(ev.trigger))
             self._stop_upper(now)
             if self.phase is not Phase.DEAD:
-                # LCP left Opened: renegotiating (Establish) or terminating.
+                # LCP left Opened: renegotiating (Establish) or terminating (a Terminate-
+                # Request or -Ack from the peer; our own closes set Terminate first).
                 self.phase = (Phase.TERMINATE if self.phase is Phase.TERMINATE
-                              or "terminated" in ev.reason else Phase.ESTABLISH)
+                              or ev.trigger in (Event.RTR, Event.RTA) else Phase.ESTABLISH)
         elif isinstance(ev, ThisLayerFinished):
-            self._note_reason(ev.reason)
+            self._note_reason(ev.reason, _lcp_cause(ev.trigger))
             self._stop_upper(now)
             # close() on a link already Dead (lower_down first) still finishes LCP
             # (Starting -> Initial, tlf): the link went down once, LinkDown was given then
@@ -576,9 +620,9 @@ class PPPLink:
                 self._to_dead()
         elif isinstance(ev, EchoFailure):
             self._note_reason(f"peer not responding ({ev.missed} LCP Echo-Requests "
-                              "unanswered)")
+                              "unanswered)", Teardown.ECHO_TIMEOUT)
         elif isinstance(ev, LoopbackDetected):
-            self._note_reason(f"loopback detected ({ev.where})")
+            self._note_reason(f"loopback detected ({ev.where})", Teardown.LOOPBACK)
         elif isinstance(ev, ProtocolRejected):
             self._on_protocol_rejected(ev.protocol, now)
 
@@ -589,7 +633,7 @@ class PPPLink:
         if ncp is not None:
             ncp.protocol_rejected(now)
         elif protocol == Protocol.CCP and self.config.policy.mppe.required:
-            self._fatal(MPPE_NOT_NEGOTIATED, now)
+            self._fatal(MPPE_NOT_NEGOTIATED, now, Teardown.NEGOTIATION_FAILED)
 
     def _to_dead(self) -> None:
         self.phase = Phase.DEAD
@@ -598,7 +642,7 @@ class PPPLink:
         self._held.clear()
         self._ncps_started = False
         self._release_address()
-        self._emit(LinkDown(self._down_reason or "link terminated"))
+        self._emit(LinkDown(self._down_reason or "link terminated", self._down_cause))
 
     def _release_address(self) -> None:
         """Give back the address ``assign_address`` handed this link (once: it is forgotten).
@@ -631,9 +675,9 @@ class PPPLink:
         self._held.clear()
         self._ncps_started = False
 
-    def _fatal(self, reason: str, now: float) -> None:
+    def _fatal(self, reason: str, now: float, cause: Teardown) -> None:
         log.warning("PPP link closing: %s", reason)
-        self._note_reason(reason)
+        self._note_reason(reason, cause)
         self.phase = Phase.TERMINATE
         self.lcp.close(now, reason)
 
@@ -657,11 +701,11 @@ class PPPLink:
         cfg = self.config
         theirs, ours = result.authenticate_peer, result.authenticate_self
         if cfg.policy.auth_required and theirs is None:
-            self._fatal("peer refused to authenticate", now)
+            self._fatal("peer refused to authenticate", now, Teardown.NEGOTIATION_FAILED)
             return
         if theirs is not None:
             if self.backend is None and not self.external_verifier:
-                self._fatal("no authentication backend to check the peer", now)
+                self._fatal("no authentication backend to check the peer", now, Teardown.INTERNAL_ERROR)
                 return
             # external verification: an authenticator without backend emits VerifyRequest
             backend = None if self.external_verifier else self.backend
@@ -701,7 +745,7 @@ class PPPLink:
             # pppd's Terminate-Request texts
             text = ("Authentication failed" if direction == "peer"
                     else "Failed to authenticate ourselves to peer")
-            self._note_reason(f"{text}: {ev.reason}")
+            self._note_reason(f"{text}: {ev.reason}", Teardown.AUTH_FAILED)
             self.phase = Phase.TERMINATE
             self.lcp.close(now, text)
 
@@ -734,7 +778,7 @@ class PPPLink:
         self.auth_result = self._ms_result()
         if mppe.required and self.auth_result is None:
             log.info("MPPE required but authentication was not MS-CHAP")
-            self._fatal(MPPE_NOT_NEGOTIATED, now)
+            self._fatal(MPPE_NOT_NEGOTIATED, now, Teardown.NEGOTIATION_FAILED)
             return
         if mppe.allowed and mppe.bits and self.auth_result is not None:
             base = self.config.ccp or CcpConfig()
@@ -840,7 +884,7 @@ class PPPLink:
         if held is None:
             held = self._chosen = self._pool_address()
             if held is None:
-                self._fatal(NO_PEER_ADDRESS, self._now)
+                self._fatal(NO_PEER_ADDRESS, self._now, Teardown.NO_ADDRESS)
         return held
 
     def _start_ncps(self, now: float) -> None:
@@ -852,7 +896,7 @@ class PPPLink:
                 and ipcp_config.assign_peer_address is None:
             # Never let a client pick its own address on a server (pppd: "Peer is not
             # authorized to use remote address").
-            self._fatal(NO_PEER_ADDRESS, now)
+            self._fatal(NO_PEER_ADDRESS, now, Teardown.NO_ADDRESS)
             return
         self.ipcp = IPCP(ipcp_config, self.rng)
         self.ipcp.open(now)
@@ -878,20 +922,20 @@ class PPPLink:
                                        res.mppe_bits, res.tx_stateful, res.rx_stateful)
                     self._emit(self.mppe)
             elif self.config.policy.mppe.required:
-                self._fatal(MPPE_NOT_NEGOTIATED, now)
+                self._fatal(MPPE_NOT_NEGOTIATED, now, Teardown.NEGOTIATION_FAILED)
                 return
             self._start_ncps(now)
         elif isinstance(ev, MppeFailed):
             log.info("MPPE failed: %s", ev.reason)
-            self._fatal(MPPE_NOT_NEGOTIATED, now)
+            self._fatal(MPPE_NOT_NEGOTIATED, now, Teardown.NEGOTIATION_FAILED)
         elif isinstance(ev, ResetRequested):
             self._emit(MppeReset())
         elif isinstance(ev, ThisLayerDown):
             if self.mppe is not None and self.config.policy.mppe.required:
-                self._fatal("MPPE disabled: CCP went down", now)
+                self._fatal("MPPE disabled: CCP went down", now, Teardown.NEGOTIATION_FAILED)
         elif isinstance(ev, ThisLayerFinished):
             if self.config.policy.mppe.required:
-                self._fatal(MPPE_NOT_NEGOTIATED, now)
+                self._fatal(MPPE_NOT_NEGOTIATED, now, Teardown.NEGOTIATION_FAILED)
             else:
                 self._start_ncps(now)      # no compression then; IP may flow in clear
 
@@ -916,4 +960,5 @@ class PPPLink:
             others = [n for n in (self.ipcp, self.ipv6cp) if n is not None and n is not ncp
                       and n.state.name not in ("Initial", "Starting", "Closed", "Stopped")]
             if not others and self.phase is Phase.NETWORK:
-                self._fatal(f"No network protocols running ({ncp.name}: {ev.reason})", now)
+                self._fatal(f"No network protocols running ({ncp.name}: {ev.reason})", now,
+                            Teardown.NEGOTIATION_FAILED)

@@ -11,7 +11,7 @@ Theory of operation
   1. A session is accounted from the moment its network is up (IPCP opened: the user has
      service) until it ends: one **Start**, an **Interim-Update** every
      :func:`interim_interval` seconds, one **Stop** with the final counters and the
-     Acct-Terminate-Cause :func:`terminate_cause` maps from the session's end reason.  A
+     Acct-Terminate-Cause :func:`terminate_cause` maps from the session's typed end cause.  A
      session that never came up (failed login, failed negotiation) has no records.
   2. The NAS itself sends **Accounting-On** when it starts (so the server closes what a
      crashed predecessor left open) and **Accounting-Off** when it stops cleanly.
@@ -32,11 +32,13 @@ import enum
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from fastpptp.radius.dictionary import (
     AcctStatusType, AcctTerminateCause, Attr, FramedProtocol, NasPortType, ServiceType,
 )
 from fastpptp.radius.packet import Attribute
+from fastpptp.teardown import Teardown
 
 __all__ = [
     "AcctAuthentic", "Nas", "AcctSession", "Usage", "RequestKind", "start_attributes",
@@ -199,61 +201,44 @@ def accounting_off_attributes(nas: Nas, session_id: str, *, timestamp: int) -> l
 
 # --- why a session ended -----------------------------------------------------------------------
 
-#: The end reasons of fastpptp's sessions (free text from PPP, PPTP and the server) and their
-#: Acct-Terminate-Cause (RFC 2866 §5.10): a case-insensitive substring, first match wins.
-#: The texts come from ppp/link.py (pppd's Terminate texts, "peer terminated: ..."),
-#: aio/session.py (SESSION_TIMEOUT, IDLE_TIMEOUT, "internal error"), server.py ("peer cleared
-#: the call", "control connection closed", Server.terminate's "administratively terminated")
-#: and Dynamic Authorization (a Disconnect-Request); metrics.TEARDOWN_REASONS classifies the
-#: same texts for the teardown metric.
-TERMINATE_CAUSES: tuple[tuple[str, AcctTerminateCause], ...] = (
-    # the peer's LCP Terminate-Request: the user hung up (its text is the peer's: not read)
-    ("peer terminated", AcctTerminateCause.USER_REQUEST),
-    ("session timeout", AcctTerminateCause.SESSION_TIMEOUT),
-    ("idle timeout", AcctTerminateCause.IDLE_TIMEOUT),
-    ("not responding", AcctTerminateCause.LOST_CARRIER),          # LCP Echo-Requests unanswered
-    ("authentication failed", AcctTerminateCause.USER_ERROR),
-    ("failed to authenticate", AcctTerminateCause.USER_ERROR),
-    ("loopback detected", AcctTerminateCause.PORT_ERROR),
-    # stateless MPPE keys out of step for good (ppp/link.py MPPE_LOST_SYNC): no data flows
-    ("mppe lost synchronisation", AcctTerminateCause.LOST_CARRIER),
-    ("mppe", AcctTerminateCause.SERVICE_UNAVAILABLE),             # required but not negotiated
-    ("rejected by peer", AcctTerminateCause.SERVICE_UNAVAILABLE),
-    ("code-rejected", AcctTerminateCause.SERVICE_UNAVAILABLE),
-    ("internal error", AcctTerminateCause.NAS_ERROR),
-    # TCP gone, PPTP echo unanswered (also when the control connection clears the call for
-    # it: "peer cleared the call (control connection closed: ...)")
-    ("control connection closed", AcctTerminateCause.LOST_CARRIER),
-    ("peer cleared the call", AcctTerminateCause.USER_REQUEST),   # PPTP Call-Clear-Request
-    ("disconnect", AcctTerminateCause.ADMIN_RESET),               # RFC 5176 Disconnect-Request
-    ("admin", AcctTerminateCause.ADMIN_RESET),                    # fastpptp terminate, the API
-    ("operator", AcctTerminateCause.ADMIN_RESET),
-    ("terminated by", AcctTerminateCause.ADMIN_RESET),
-)
-_PPP_PART = "; ppp: "       # CallSession.abort: "<PPTP reason>; PPP: <the link's reason>"
+#: Acct-Terminate-Cause (RFC 2866 §5.10) of each :class:`~fastpptp.teardown.Teardown` cause
+#: (every member: a test checks).  The producers (ppp/link.py, aio/session.py, server.py)
+#: type the end where it happens; metrics.TEARDOWN_LABELS maps the same causes for the metric.
+TERMINATE_CAUSES: Mapping[Teardown, AcctTerminateCause] = MappingProxyType({
+    # the peer's LCP Terminate-Request or PPTP Call-Clear-Request: the user hung up
+    Teardown.PEER_TERMINATE: AcctTerminateCause.USER_REQUEST,
+    Teardown.PEER_CALL_CLEAR: AcctTerminateCause.USER_REQUEST,
+    # carrier lost: TCP gone or PPTP echo unanswered, LCP echo unanswered, stateless MPPE
+    # keys out of step for good (no data flows)
+    Teardown.CONTROL_LOST: AcctTerminateCause.LOST_CARRIER,
+    Teardown.ECHO_TIMEOUT: AcctTerminateCause.LOST_CARRIER,
+    Teardown.MPPE_LOST_SYNC: AcctTerminateCause.LOST_CARRIER,
+    Teardown.AUTH_FAILED: AcctTerminateCause.USER_ERROR,
+    Teardown.NEGOTIATION_FAILED: AcctTerminateCause.SERVICE_UNAVAILABLE,   # e.g. MPPE required
+    Teardown.LOOPBACK: AcctTerminateCause.PORT_ERROR,
+    Teardown.INTERNAL_ERROR: AcctTerminateCause.NAS_ERROR,
+    Teardown.SESSION_TIMEOUT: AcctTerminateCause.SESSION_TIMEOUT,
+    Teardown.IDLE_TIMEOUT: AcctTerminateCause.IDLE_TIMEOUT,
+    # the operator: `fastpptp terminate`, the embedding API, a RFC 5176 Disconnect-Request
+    Teardown.ADMIN: AcctTerminateCause.ADMIN_RESET,
+    Teardown.DISCONNECT_REQUEST: AcctTerminateCause.ADMIN_RESET,
+    Teardown.SHUTDOWN: AcctTerminateCause.ADMIN_REBOOT,
+    # ended for a non-error reason not otherwise listed (a session without an address never
+    # came up: it has no Stop)
+    Teardown.NO_ADDRESS: AcctTerminateCause.NAS_REQUEST,
+    Teardown.LOCAL_CLOSE: AcctTerminateCause.NAS_REQUEST,
+})
 
 
-def _match(text: str) -> AcctTerminateCause | None:
-    for needle, cause in TERMINATE_CAUSES:
-        if needle in text:
-            return cause
-    return None
+def terminate_cause(cause: Teardown, *, shutdown: bool = False) -> AcctTerminateCause:
+    """The Acct-Terminate-Cause of a session that ended for ``cause`` (the session's: its
+    link's own cause if it had one, see ``CallSession.abort``).
 
-
-def terminate_cause(reason: str, *, shutdown: bool = False) -> AcctTerminateCause:
-    """The Acct-Terminate-Cause of a session that ended with ``reason``.
-
-    ``shutdown``: the server is stopping (SIGTERM...): Admin-Reboot, whatever the text.
-    Else the link's own reason (after "; PPP: ") is read before the PPTP one: it says who
-    began the end ("control connection closed; PPP: session timeout" is our Session-Timeout,
-    the peer closing TCP its consequence).  No match: NAS-Request ("ended for a non-error
-    reason not otherwise listed")."""
+    ``shutdown``: the server is stopping (SIGTERM...): Admin-Reboot, whatever the cause (a
+    peer closing TCP after our shutdown Terminate-Request ends for our shutdown)."""
     if shutdown:
         return AcctTerminateCause.ADMIN_REBOOT
-    low = reason.lower()
-    outer, sep, ppp = low.partition(_PPP_PART)
-    cause = _match(ppp) if sep else None
-    return cause or _match(outer) or AcctTerminateCause.NAS_REQUEST
+    return TERMINATE_CAUSES[cause]
 
 
 def interim_interval(reply: int | None, configured: int, floor: int = DEFAULT_INTERIM_FLOOR) -> int:

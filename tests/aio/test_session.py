@@ -10,11 +10,12 @@ import random
 
 import pytest
 
-from fastpptp.aio.session import CallSession, EngineHub
+from fastpptp.aio.session import SESSION_TIMEOUT, CallSession, EngineHub
 from fastpptp.config import AddressPool, client_link_config, parse_ppp_options, server_link_config
 from fastpptp.ppp.auth.secrets import StaticBackend
 from fastpptp.ppp.constants import Code, Protocol
 from fastpptp.ppp.link import NetworkUp, PPPLink
+from fastpptp.teardown import Teardown
 
 USERS = {"alice": "alice-secret"}
 CALL = 0x1234
@@ -247,3 +248,87 @@ def test_hub_drains_the_whole_control_queue_on_one_wake_up():
 
     left, routed = asyncio.run(main())
     assert left == [] and routed == 3000
+
+
+# --------------------------------------------------------------------------- why it ended
+# The text and the typed cause travel together (fastpptp/teardown.py); the link's own cause,
+# if it has one, wins over the owner's: it says who began the end.
+
+@pytest.mark.parametrize("link_end,owner_cause,text,cause", [
+    # nothing ended the link: the owner's cause
+    (None, Teardown.CONTROL_LOST, "control connection closed", Teardown.CONTROL_LOST),
+    (None, Teardown.PEER_CALL_CLEAR, "peer cleared the call (Call-Clear-Request)", Teardown.PEER_CALL_CLEAR),
+    # our Session-Timeout Terminate-Request, answered by the peer closing TCP: a Session-Timeout
+    (("session timeout", Teardown.SESSION_TIMEOUT), Teardown.CONTROL_LOST,
+     "control connection closed; PPP: session timeout", Teardown.SESSION_TIMEOUT),
+    (("administratively terminated", Teardown.ADMIN), Teardown.CONTROL_LOST,
+     "control connection closed; PPP: administratively terminated", Teardown.ADMIN),
+    # the hard terminate's own abort: the same text is not repeated
+    (("administratively terminated", Teardown.ADMIN), Teardown.ADMIN,
+     "administratively terminated", Teardown.ADMIN),
+])
+def test_abort_keeps_the_links_cause(link_end, owner_cause, text, cause):
+    async def main():
+        pool = AddressPool(["198.51.100.10"])
+        rig = Rig(pool)
+        rig.start()
+        assert rig.session.info.up and rig.session.info.cause is None
+        if link_end is not None:
+            rig.session.close(*link_end)                 # Terminate-Request, never acked
+        rig.session.abort(text.split(";")[0], owner_cause)
+        rig.close()
+        return rig.session.info.reason, rig.session.info.cause, rig.closed
+
+    reason, got, closed = asyncio.run(main())
+    assert (reason, got) == (text, cause) and closed == [text]
+
+
+def test_the_peers_terminate_request_ends_the_session_as_peer_terminate():
+    async def main():
+        rig = Rig(AddressPool(["198.51.100.10"]))
+        rig.start()
+        rig.client.close(rig.loop.time(), "User request")
+        rig.shuttle()                                    # Terminate-Request / -Ack
+        for _ in range(3):
+            await asyncio.sleep(0)
+        # pptpd closes TCP at once: the owner's abort finds the link's cause
+        rig.session.abort("control connection closed", Teardown.CONTROL_LOST)
+        rig.close()
+        return rig.session.info.reason, rig.session.info.cause
+
+    reason, cause = asyncio.run(main())
+    assert "peer terminated: User request" in reason and cause is Teardown.PEER_TERMINATE
+
+
+def test_the_verifiers_session_timeout_closes_with_its_cause():
+    async def main():
+        rig = Rig(AddressPool(["198.51.100.10"]))
+        rig.start()
+        rig.session.set_session_timeout(1)
+        await asyncio.sleep(1.05)
+        rig.shuttle()                                    # our Terminate-Request, the peer's Ack
+        await asyncio.sleep(0)
+        rig.close()
+        return rig.session.closed, rig.session.info.reason, rig.session.info.cause
+
+    closed, reason, cause = asyncio.run(main())
+    assert closed and reason == SESSION_TIMEOUT and cause is Teardown.SESSION_TIMEOUT
+
+
+def test_an_internal_error_ends_the_session_with_its_cause():
+    async def main():
+        rig = Rig(AddressPool(["198.51.100.10"]))
+        rig.start()
+
+        def boom(protocol, payload, now):
+            raise RuntimeError("a bug")
+        rig.session.link.receive = boom
+        os.write(rig.engine._w, b"x")                  # wake the hub: its queue holds a frame
+        rig.engine.recv_control = lambda max=64, q=[[(CALL, Protocol.LCP, b"\x09\x01\x00\x08abcd")]]: \
+            q.pop() if q else []
+        await asyncio.sleep(0.05)
+        rig.close()
+        return rig.session.info.reason, rig.session.info.cause
+
+    reason, cause = asyncio.run(main())
+    assert reason.startswith("internal error") and cause is Teardown.INTERNAL_ERROR

@@ -14,6 +14,7 @@ from fastpptp.ppp.auth.secrets import StaticBackend
 from fastpptp.ppp.constants import EV_MPPE_LOST_SYNC, Code, Protocol
 from fastpptp.ppp.link import MPPE_LOST_SYNC, PPPLink
 from fastpptp.radius.accounting import AcctTerminateCause, terminate_cause
+from fastpptp.teardown import Teardown
 
 USERS = {"alice": "alice-secret"}
 
@@ -93,13 +94,15 @@ def test_lost_sync_event_ends_the_session():
         assert terms and MPPE_LOST_SYNC.encode() in terms[0]
         for _ in range(3):
             await asyncio.sleep(0)
-        result = session.closed, closed, released, len(pool), link.counters["mppe_lost_sync"]
+        result = (session.closed, closed, released, len(pool), link.counters["mppe_lost_sync"],
+                  session.info.cause)
         session.abort("again")                           # idempotent
         hub.close()
         engine.close()
         return result
 
-    is_closed, closed, released, free, counted = asyncio.run(main())
+    is_closed, closed, released, free, counted, cause = asyncio.run(main())
     assert is_closed and closed == [MPPE_LOST_SYNC]
     assert released == ["198.51.100.10"] and free == 2 and counted == 1
-    assert terminate_cause(closed[0]) is AcctTerminateCause.LOST_CARRIER
+    assert cause is Teardown.MPPE_LOST_SYNC
+    assert terminate_cause(cause) is AcctTerminateCause.LOST_CARRIER

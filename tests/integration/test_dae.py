@@ -22,6 +22,7 @@ from fastpptp.ppp.auth.secrets import CallableBackend
 from fastpptp.radius.settings import DAE_PORT, DaeSettings, RadiusSettings
 from fastpptp.server import Server, ServerConfig
 from fastpptp.status import SessionMatch
+from fastpptp.teardown import Teardown
 from support.inproc import FakeTun, recv_packet, udp_packet
 from support.peers import PASSWORDS, SERVER_PPP, Peer, free_port
 
@@ -84,6 +85,7 @@ def test_disconnect_ends_the_session_cleanly(loopback_ns, tmp_path, engines):
             rc_nak, out_nak = await radclient("disconnect", f'Acct-Session-Id = "{alice.sid}"\n')
             assert server.dae is not None
             return {"rc": rc, "out": out, "client_rc": client_rc, "reason": alice.client.exit_reason,
+                    "server_cause": alice.session.info.cause,
                     "live": [s.info.user for s in server.find_sessions(SessionMatch(all=True))],
                     "bob_ok": bob_ok, "rc_nak": rc_nak, "out_nak": out_nak,
                     "counters": dict(server.dae.core.counters)}
@@ -98,6 +100,7 @@ def test_disconnect_ends_the_session_cleanly(loopback_ns, tmp_path, engines):
     # Terminate-Request with the reason, then Call-Disconnect-Notify
     assert r["client_rc"] == 16, r["reason"]
     assert "peer terminated: administratively terminated" in r["reason"] and "Call-Disconnect-Notify" in r["reason"]
+    assert r["server_cause"] is Teardown.DISCONNECT_REQUEST      # accounted Admin-Reset
     assert r["live"] == ["bob"] and r["bob_ok"]
     assert "Disconnect-NAK" in r["out_nak"] and "Session-Context-Not-Found" in r["out_nak"], r["out_nak"]
     assert r["counters"]["tx_disconnect_ack"] == 1 and r["counters"]["tx_disconnect_nak"] == 1
@@ -112,12 +115,13 @@ def test_coa_session_timeout_takes_effect(loopback_ns, tmp_path, engines):
             sent = loop.time()
             client_rc = await alice.ended(10)
             return {"rc": rc, "out": out, "after": loop.time() - sent, "client_rc": client_rc,
-                    "reason": alice.client.exit_reason, "server_reason": alice.session.info.reason}
+                    "reason": alice.client.exit_reason, "server_reason": alice.session.info.reason,
+                    "server_cause": alice.session.info.cause}
 
     r = asyncio.run(main())
     assert r["rc"] == 0 and "CoA-ACK" in r["out"], r["out"]
     assert 1.5 <= r["after"] <= 4.0, r
-    assert r["server_reason"] == "session timeout"
+    assert r["server_reason"] == "session timeout" and r["server_cause"] is Teardown.SESSION_TIMEOUT
     assert r["client_rc"] == 16 and "session timeout" in r["reason"], r["reason"]
 
 
@@ -134,13 +138,15 @@ def test_coa_idle_timeout_takes_effect_and_zero_lifts_a_limit(loopback_ns, tmp_p
             sent = loop.time()
             client_rc = await alice.ended(10)
             return {"rcs": (rc_set, rc_lift, rc), "out": out, "alive": alive, "after": loop.time() - sent,
-                    "client_rc": client_rc, "server_reason": alice.session.info.reason}
+                    "client_rc": client_rc, "server_reason": alice.session.info.reason,
+                    "server_cause": alice.session.info.cause}
 
     r = asyncio.run(main())
     assert r["rcs"] == (0, 0, 0) and "CoA-ACK" in r["out"], r["out"]
     assert r["alive"]
     assert 0.9 <= r["after"] <= 3.0, r
     assert r["server_reason"] == "idle timeout" and r["client_rc"] == 16
+    assert r["server_cause"] is Teardown.IDLE_TIMEOUT
 
 
 def test_coa_rate_limit_reaches_the_engine(loopback_ns, tmp_path, engines):

@@ -97,11 +97,17 @@ def test_calls_dropped_after_ipcp_started_leak_no_pool_address(loopback_ns, tmp_
                 client.stop()
                 await asyncio.gather(task, return_exceptions=True)
                 assert await until(lambda: not server._streams)
-            return len(server.pool), server.pool.in_use
+            return len(server.pool), server.pool.in_use, dict(server.stats.teardowns)
         finally:
             await server.stop("test over")
 
-    assert asyncio.run(main()) == (5, frozenset())
+    free, in_use, teardowns = asyncio.run(main())
+    assert (free, in_use) == (5, frozenset())
+    # typed where the call ended: the control connection's end clears its calls with General
+    # Error (the carrier went), the peer's Call-Clear-Request is the peer's
+    want = {"tcp-reset": "control_connection_lost", "call-clear-request": "peer_call_clear"}.get(how)
+    if want is not None:
+        assert teardowns == {want: 3}, teardowns
 
 
 def test_first_packet_after_ipcp_up_is_delivered(loopback_ns, tmp_path):

@@ -226,6 +226,7 @@ def test_reply_attributes_address_rate_limit_and_session_timeout(loopback_ns, tm
     assert "session timeout" in reason
     downs = [i for k, i in events if k == "down"]
     assert len(downs) == 1 and "session timeout" in downs[0]["reason"]
+    assert downs[0]["cause"] == "session_timeout"               # the typed cause beside the text
     assert rc != 19                               # the client was logged in, then hung up on
 
 

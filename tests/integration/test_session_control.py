@@ -25,6 +25,7 @@ from fastpptp.ppp.auth.secrets import CallableBackend, UserSecret
 from fastpptp.server import HARD_TERMINATE_GRACE, SOFT_TERMINATE_LIMIT, Server, ServerConfig
 from fastpptp.shaping import RateLimit
 from fastpptp.status import SessionMatch, control_request
+from fastpptp.teardown import Teardown
 from support.inproc import FakeTun, recv_packet, udp_packet
 from support.peers import PASSWORDS, SERVER_PPP, SOURCES, Peer, free_port
 
@@ -87,6 +88,7 @@ def test_terminate_by_each_selector(loopback_ns, tmp_path, engines, capsys, capl
             result = {
                 "rc": rc, "ids": ids, "client_rcs": rcs, "gone": gone,
                 "reasons": [p.client.exit_reason for p in ended],
+                "causes": [p.session.info.cause for p in ended],        # the server's sessions
                 "pool_in_use": set(server.pool.in_use), "alice_ip": alice.ip, "bob_ip": bob.ip,
                 "bob_up": bob.client.up.is_set() and not bob.task.done(),
             }
@@ -111,6 +113,7 @@ def test_terminate_by_each_selector(loopback_ns, tmp_path, engines, capsys, capl
     assert r["client_rcs"] == [16] * len(r["client_rcs"])
     assert all("peer terminated: administratively terminated" in (why or "") and "Call-Disconnect-Notify" in why
                for why in r["reasons"]), r["reasons"]
+    assert r["causes"] == [Teardown.ADMIN] * len(r["causes"])        # accounted Admin-Reset
     # the address went back to the pool; the other session is untouched
     assert r["alice_ip"] not in r["pool_in_use"]
     if selector == "all":

@@ -18,6 +18,7 @@ from fastpptp.ppp.link import (
 )
 from fastpptp.ppp.packet import Option, Packet
 from fastpptp.radius.accounting import AcctTerminateCause, terminate_cause
+from fastpptp.teardown import Teardown
 
 SERVER_IP, CLIENT_IP = "198.51.100.1", "198.51.100.2"
 USERS = {"fastpptp": "fastpptp-secret"}
@@ -171,6 +172,7 @@ def test_wrong_password_server_side_events_and_messages():
     (sd,), (cd,) = w.of(s, LinkDown), w.of(c, LinkDown)
     assert sd.reason.startswith("Authentication failed")
     assert "E=691" in cd.reason or "Authentication failed" in cd.reason
+    assert sd.cause is cd.cause is Teardown.AUTH_FAILED
     assert s.phase is Phase.DEAD and c.phase is Phase.DEAD
     assert not w.of(s, NetworkUp) and not w.of(s, MppeUp)
 
@@ -197,6 +199,7 @@ def test_authenticator_response_mismatch_fails_client():
     assert not w.of(c, MppeUp) and not w.of(c, NetworkUp)
     (cd,) = w.of(c, LinkDown)                  # the server acked our Terminate-Request
     assert cd.reason.startswith("Failed to authenticate ourselves to peer")
+    assert cd.cause is Teardown.AUTH_FAILED
 
 
 def test_mppe_required_client_only_accepts_mschap():
@@ -208,6 +211,7 @@ def test_mppe_required_client_only_accepts_mschap():
     w.advance(3.1)
     (sd,) = w.of(s, LinkDown)
     assert "refused to authenticate" in sd.reason
+    assert sd.cause is Teardown.NEGOTIATION_FAILED           # LCP closed itself: no common method
     assert not w.of(c, Authenticated) and not w.of(c, NetworkUp)
 
 
@@ -218,7 +222,7 @@ def test_mppe_required_but_no_mschap_authentication():
     w = connect(s, c)
     w.advance(3.1)
     (cd,) = w.of(c, LinkDown)
-    assert cd.reason == MPPE_NOT_NEGOTIATED
+    assert cd.reason == MPPE_NOT_NEGOTIATED and cd.cause is Teardown.NEGOTIATION_FAILED
     assert not w.of(c, NetworkUp) and not w.of(s, NetworkUp)
 
 
@@ -229,7 +233,7 @@ def test_mppe_required_server_client_refuses_mppe():
     for _ in range(6):
         w.advance(3.1)
     (sd,) = w.of(s, LinkDown)
-    assert sd.reason == MPPE_NOT_NEGOTIATED
+    assert sd.reason == MPPE_NOT_NEGOTIATED and sd.cause is Teardown.NEGOTIATION_FAILED
     assert not w.of(s, NetworkUp)
 
 
@@ -265,7 +269,7 @@ def test_lost_sync_terminates_the_link_with_its_reason():
     assert s.phase is Phase.NETWORK and c.mppe is not None
     c.engine_event(EV_MPPE_LOST_SYNC, w.now)
     assert c.counters["mppe_lost_sync"] == 1
-    assert c.down_reason == MPPE_LOST_SYNC
+    assert c.down_reason == MPPE_LOST_SYNC and c.down_cause is Teardown.MPPE_LOST_SYNC
     w.run()
     terms = [p for src, proto, p in w.log if src is c and proto == Protocol.LCP
              and p[0] == Code.TERMINATE_REQUEST]
@@ -275,9 +279,10 @@ def test_lost_sync_terminates_the_link_with_its_reason():
     c.engine_event(EV_MPPE_LOST_SYNC, w.now)
     w.advance(3.1)
     (cd,) = w.of(c, LinkDown)
-    assert cd.reason == MPPE_LOST_SYNC
+    assert cd.reason == MPPE_LOST_SYNC and cd.cause is Teardown.MPPE_LOST_SYNC
     (sd,) = w.of(s, LinkDown)
     assert MPPE_LOST_SYNC in sd.reason           # "peer terminated: ..." with our text
+    assert sd.cause is Teardown.PEER_TERMINATE   # typed by the RFC 1661 event, not the text
     assert s.phase is Phase.DEAD and c.phase is Phase.DEAD
     assert c.counters["mppe_lost_sync"] == 2
 
@@ -288,7 +293,7 @@ def test_lost_sync_on_the_server_side_too():
     s.engine_event(EV_MPPE_LOST_SYNC, w.now)
     w.advance(3.1)
     (sd,) = w.of(s, LinkDown)
-    assert sd.reason == MPPE_LOST_SYNC
+    assert sd.reason == MPPE_LOST_SYNC and sd.cause is Teardown.MPPE_LOST_SYNC
 
 
 def test_lost_sync_without_mppe_is_only_counted():
@@ -297,15 +302,14 @@ def test_lost_sync_without_mppe_is_only_counted():
                 random.Random(3))
     c.lower_up(0.0)
     c.engine_event(EV_MPPE_LOST_SYNC, 0.0)
-    assert c.counters["mppe_lost_sync"] == 1 and c.down_reason is None
+    assert c.counters["mppe_lost_sync"] == 1 and c.down_reason is None and c.down_cause is None
     assert c.phase is Phase.ESTABLISH
 
 
 def test_accounting_calls_it_a_lost_carrier():
     """RFC 2866 §5.10: the tunnel stopped carrying data, as with unanswered echoes."""
-    assert terminate_cause(MPPE_LOST_SYNC) is AcctTerminateCause.LOST_CARRIER
-    assert terminate_cause(f"peer cleared the call; PPP: {MPPE_LOST_SYNC}") \
-        is AcctTerminateCause.LOST_CARRIER
+    assert terminate_cause(Teardown.MPPE_LOST_SYNC) is AcctTerminateCause.LOST_CARRIER
+    assert terminate_cause(Teardown.ECHO_TIMEOUT) is AcctTerminateCause.LOST_CARRIER
 
 
 def test_client_close_terminates_both():
@@ -316,9 +320,9 @@ def test_client_close_terminates_both():
     assert w.of(s, NetworkDown) and w.of(c, NetworkDown)
     w.advance(3.1)
     (cd,) = w.of(c, LinkDown)
-    assert cd.reason == "User request"
+    assert cd.reason == "User request" and cd.cause is Teardown.LOCAL_CLOSE     # close()'s default
     (sd,) = w.of(s, LinkDown)
-    assert "User request" in sd.reason
+    assert "User request" in sd.reason and sd.cause is Teardown.PEER_TERMINATE
     assert s.phase is Phase.DEAD and c.phase is Phase.DEAD
 
 
@@ -327,11 +331,13 @@ def test_down_reason_has_the_peers_terminate_text_at_once():
     LinkDown: the session reads link.down_reason to keep pppd's reason in its log."""
     s, c = server_link(), client_link()
     w = connect(s, c)
-    assert c.down_reason is None
-    s.close(w.now, "MPPE required but peer negotiation failed")
+    assert c.down_reason is None and c.down_cause is None
+    s.close(w.now, "MPPE required but peer negotiation failed", Teardown.NEGOTIATION_FAILED)
     w.run()
     assert not w.of(c, LinkDown)                        # still Stopping
     assert c.down_reason == "peer terminated: MPPE required but peer negotiation failed"
+    # the peer's words are its own: what we know is that it sent a Terminate-Request
+    assert c.down_cause is Teardown.PEER_TERMINATE and s.down_cause is Teardown.NEGOTIATION_FAILED
 
 
 def test_lcp_echo_failure_brings_link_down():
@@ -352,6 +358,7 @@ def test_lcp_echo_failure_brings_link_down():
             break
     ev = [e for e in s.events() if isinstance(e, LinkDown)]
     assert ev and "not responding" in ev[0].reason
+    assert ev[0].cause is Teardown.ECHO_TIMEOUT
 
 
 def test_static_address_from_secrets_file():
@@ -486,7 +493,8 @@ def test_server_auth_timeout_brings_link_down():
         w.run(drop=drop_chap)
     (sf,) = w.of(s, AuthenticationFailed)
     assert "Challenges" in sf.reason
-    assert w.of(s, LinkDown)
+    (sd,) = w.of(s, LinkDown)
+    assert sd.cause is Teardown.AUTH_FAILED
 
 
 # --------------------------------------------------------------------------- from pppd options
@@ -540,7 +548,7 @@ def test_server_without_an_address_for_the_peer_closes():
     w = connect(s, c)
     w.advance(3.1)
     (sd,) = w.of(s, LinkDown)
-    assert sd.reason == "no IP address available for the peer"
+    assert sd.reason == "no IP address available for the peer" and sd.cause is Teardown.NO_ADDRESS
     assert not w.of(c, NetworkUp)
 
 
@@ -584,6 +592,7 @@ def test_lower_down_ends_the_link_without_terminate():
     evs = s.events()
     assert [type(e).__name__ for e in evs] == ["NetworkDown", "LinkDown"]
     assert evs[-1].reason == "lower layer down" and s.phase is Phase.DEAD
+    assert evs[-1].cause is None              # no cause of its own: the owner's applies
 
 
 def test_lcp_renegotiation_restarts_authentication_and_network():

@@ -22,6 +22,7 @@ from fastpptp.ppp.auth.local import LocalVerifier
 from fastpptp.ppp.auth.secrets import SecretsFile, StaticBackend
 from fastpptp.ppp.constants import Code, Protocol
 from fastpptp.ppp.ipcp import IPCP, OPT_IP_ADDRESS, IpcpConfig
+from fastpptp.teardown import Teardown
 from fastpptp.ppp.link import (
     NO_PEER_ADDRESS, LinkDown, NetworkUp, PPPLink, VerifyPeer, peer_address_problem,
 )
@@ -186,7 +187,7 @@ def test_refused_with_an_empty_pool_the_link_ends_no_peer_address():
     s = server(owner)
     r = Run(s, client(wants="127.0.0.1"))
     assert r.client_up is None and s.down_reason == NO_PEER_ADDRESS
-    assert [e for e in r.s_events if isinstance(e, LinkDown)] == [LinkDown(NO_PEER_ADDRESS)]
+    assert [e for e in r.s_events if isinstance(e, LinkDown)] == [LinkDown(NO_PEER_ADDRESS, Teardown.NO_ADDRESS)]
     assert owner.pool.in_use == frozenset()
 
 

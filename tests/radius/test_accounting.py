@@ -1,22 +1,20 @@
 """fastpptp.radius.accounting: the Accounting-Request attributes of Start, Interim-Update, Stop,
 Accounting-On/-Off (RFC 2866 §5, RFC 2869 §5.1/§5.2 gigawords), the Acct-Terminate-Cause of
-each end reason, the interim interval and the bound on outstanding requests."""
-import inspect
+each typed end cause, the interim interval and the bound on outstanding requests."""
 import ipaddress
 import struct
 
 import pytest
 
-from fastpptp.aio.session import IDLE_TIMEOUT, SESSION_TIMEOUT
-from fastpptp.metrics import TEARDOWN_REASONS
 from fastpptp.radius.accounting import (
     AccountingBacklog, AcctAuthentic, AcctSession, Nas, RequestKind, Usage, accounting_off_attributes,
     accounting_on_attributes, interim_attributes, interim_interval, start_attributes, stop_attributes,
-    terminate_cause,
+    TERMINATE_CAUSES, terminate_cause,
 )
 from fastpptp.radius.dictionary import AcctStatusType, AcctTerminateCause, Attr, Code
 from fastpptp.radius.packet import Packet, decode_packet, encode_request
 from fastpptp.server import Server
+from fastpptp.teardown import Teardown
 
 C = AcctTerminateCause
 NAS = Nas("fastpptp-nas", ipaddress.IPv4Address("192.0.2.1"))
@@ -143,51 +141,50 @@ def test_accounting_on_and_off_name_the_nas_only():
 
 # --- Acct-Terminate-Cause ----------------------------------------------------------------------
 
-ADMIN_TERMINATE = inspect.signature(Server.terminate).parameters["reason"].default
-
-
-@pytest.mark.parametrize("reason,shutdown,cause", [
-    # the peer's LCP Terminate-Request (ppp/fsm.py's text, with the peer's own words)
-    ("peer terminated: User request", False, C.USER_REQUEST),
-    ("peer terminated: admin says idle timeout", False, C.USER_REQUEST),   # the peer's text is not read
-    ("peer cleared the call (Call-Clear-Request)", False, C.USER_REQUEST),  # PPTP Call-Clear-Request
+T = Teardown
+#: the specification of terminate_cause: every Teardown cause with its Acct-Terminate-Cause
+CAUSE_TABLE = [
+    # the peer hung up: its LCP Terminate-Request (whatever its text says), its PPTP
+    # Call-Clear-Request
+    (T.PEER_TERMINATE, C.USER_REQUEST),
+    (T.PEER_CALL_CLEAR, C.USER_REQUEST),
     # the verifier's limits (aio/session.py)
-    (SESSION_TIMEOUT, False, C.SESSION_TIMEOUT),
-    (IDLE_TIMEOUT, False, C.IDLE_TIMEOUT),
-    # the peer closed TCP after our Terminate-Request: the link's reason says who began
-    (f"control connection closed; PPP: {SESSION_TIMEOUT}", False, C.SESSION_TIMEOUT),
-    (f"control connection closed; PPP: {ADMIN_TERMINATE}", False, C.ADMIN_RESET),
-    ("control connection closed; PPP: peer terminated: bye", False, C.USER_REQUEST),
-    # carrier lost: TCP gone, PPTP or LCP echo unanswered
-    ("control connection closed", False, C.LOST_CARRIER),
-    ("peer cleared the call (control connection closed: peer closed the control connection)", False,
-     C.LOST_CARRIER),
-    ("peer not responding (3 LCP Echo-Requests unanswered)", False, C.LOST_CARRIER),
+    (T.SESSION_TIMEOUT, C.SESSION_TIMEOUT),
+    (T.IDLE_TIMEOUT, C.IDLE_TIMEOUT),
+    # carrier lost: TCP gone, PPTP or LCP echo unanswered, stateless MPPE out of step
+    (T.CONTROL_LOST, C.LOST_CARRIER),
+    (T.ECHO_TIMEOUT, C.LOST_CARRIER),
+    (T.MPPE_LOST_SYNC, C.LOST_CARRIER),
     # the operator: `fastpptp terminate`, the embedding API, a RADIUS Disconnect-Request
-    (ADMIN_TERMINATE, False, C.ADMIN_RESET),
-    ("RADIUS Disconnect-Request", False, C.ADMIN_RESET),
-    ("terminated by operator", False, C.ADMIN_RESET),
-    # the server stopping (SIGTERM, SIGINT, stop()): whatever the text
-    ("SIGTERM", True, C.ADMIN_REBOOT),
-    ("control connection closed", True, C.ADMIN_REBOOT),
+    (T.ADMIN, C.ADMIN_RESET),
+    (T.DISCONNECT_REQUEST, C.ADMIN_RESET),
+    (T.SHUTDOWN, C.ADMIN_REBOOT),
     # failures
-    ("Authentication failed: bad password", False, C.USER_ERROR),
-    ("MPPE required but peer negotiation failed", False, C.SERVICE_UNAVAILABLE),
-    ("IPCP protocol rejected by peer", False, C.SERVICE_UNAVAILABLE),
-    ("loopback detected (Magic-Number in Configure-Request)", False, C.PORT_ERROR),
-    ("internal error", False, C.NAS_ERROR),
-    # nothing known: the NAS ended it for a reason not listed
-    ("closed by us", False, C.NAS_REQUEST),
-    ("", False, C.NAS_REQUEST),
-])
-def test_terminate_cause_table(reason, shutdown, cause):
-    assert terminate_cause(reason, shutdown=shutdown) is cause
+    (T.AUTH_FAILED, C.USER_ERROR),
+    (T.NEGOTIATION_FAILED, C.SERVICE_UNAVAILABLE),
+    (T.LOOPBACK, C.PORT_ERROR),
+    (T.INTERNAL_ERROR, C.NAS_ERROR),
+    # the NAS ended it for a reason not listed
+    (T.LOCAL_CLOSE, C.NAS_REQUEST),
+    (T.NO_ADDRESS, C.NAS_REQUEST),
+]
 
 
-@pytest.mark.parametrize("needle,label", TEARDOWN_REASONS)
-def test_every_teardown_class_of_the_metrics_has_a_cause(needle, label):
-    # the metrics classify the same texts (metrics.TEARDOWN_REASONS): none may fall through
-    assert terminate_cause(f"x {needle} y") is not C.NAS_REQUEST, label
+@pytest.mark.parametrize("cause,acct", CAUSE_TABLE)
+def test_terminate_cause_table(cause, acct):
+    assert terminate_cause(cause) is acct
+
+
+def test_terminate_cause_table_lists_every_teardown_cause():
+    # the table above is the specification: a new cause must be given its Acct-Terminate-Cause
+    listed = [c for c, _ in CAUSE_TABLE]
+    assert len(listed) == len(set(listed)) and set(listed) == set(Teardown) == set(TERMINATE_CAUSES)
+
+
+@pytest.mark.parametrize("cause", list(Teardown))
+def test_a_server_shutting_down_reboots_every_session(cause):
+    # SIGTERM, SIGINT, stop(): Admin-Reboot, whatever ended the session meanwhile
+    assert terminate_cause(cause, shutdown=True) is C.ADMIN_REBOOT
 
 
 # --- Acct-Interim-Interval -----------------------------------------------------------------------
