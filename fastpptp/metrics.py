@@ -83,8 +83,8 @@ TEARDOWN_SHUTDOWN = "shutdown"
 TEARDOWN_ADMIN = "admin"
 
 #: ``fastpptp_sessions_teardown_total{reason}``: the label of each
-#: :class:`~fastpptp.teardown.Teardown` cause (every member: a test checks).  The protocol's
-#: causes name themselves; our limits and anything not listed are ``other``.
+#: :class:`~fastpptp.teardown.Teardown` cause (every member: a test checks).  Each cause
+#: names itself; a local close for no listed cause is ``other``.
 TEARDOWN_LABELS: Mapping[Teardown, str] = MappingProxyType({
     Teardown.AUTH_FAILED: "auth_failed",
     Teardown.ECHO_TIMEOUT: "echo_timeout",                  # LCP Echo-Requests unanswered
@@ -98,9 +98,9 @@ TEARDOWN_LABELS: Mapping[Teardown, str] = MappingProxyType({
     Teardown.SHUTDOWN: TEARDOWN_SHUTDOWN,
     Teardown.ADMIN: TEARDOWN_ADMIN,                         # fastpptp terminate, the API
     Teardown.DISCONNECT_REQUEST: TEARDOWN_ADMIN,            # RADIUS Disconnect-Request
-    Teardown.SESSION_TIMEOUT: TEARDOWN_OTHER,
-    Teardown.IDLE_TIMEOUT: TEARDOWN_OTHER,
-    Teardown.NO_ADDRESS: TEARDOWN_OTHER,
+    Teardown.SESSION_TIMEOUT: "session_timeout",            # Session-Timeout / maxconnect
+    Teardown.IDLE_TIMEOUT: "idle_timeout",                  # Idle-Timeout / idle
+    Teardown.NO_ADDRESS: "no_address",                      # pool empty, address refused
     Teardown.LOCAL_CLOSE: TEARDOWN_OTHER,
 })
 

@@ -138,9 +138,9 @@ LABEL_TABLE = [
     (T.SHUTDOWN, "shutdown", "shutdown"),
     (T.ADMIN, "admin", "shutdown"),
     (T.DISCONNECT_REQUEST, "admin", "shutdown"),
-    (T.SESSION_TIMEOUT, "other", "shutdown"),
-    (T.IDLE_TIMEOUT, "other", "shutdown"),
-    (T.NO_ADDRESS, "other", "shutdown"),
+    (T.SESSION_TIMEOUT, "session_timeout", "session_timeout"),
+    (T.IDLE_TIMEOUT, "idle_timeout", "idle_timeout"),
+    (T.NO_ADDRESS, "no_address", "no_address"),
     (T.LOCAL_CLOSE, "other", "shutdown"),
 ]
 
@@ -157,7 +157,8 @@ def test_teardown_label_table_lists_every_teardown_cause():
     # bounded: the README's labels, plus loopback, mppe_lost_sync and error
     assert set(TEARDOWN_LABELS.values()) == {
         "auth_failed", "echo_timeout", "peer_terminate", "peer_call_clear", "control_connection_lost",
-        "negotiation_failed", "shutdown", "admin", "other", "loopback", "mppe_lost_sync", "error"}
+        "negotiation_failed", "shutdown", "admin", "other", "loopback", "mppe_lost_sync", "error",
+        "session_timeout", "idle_timeout", "no_address"}
 
 
 @pytest.mark.parametrize("text,want", [
