@@ -71,7 +71,9 @@ ATTACKER_ADDR = "198.18.255.3"
 ATTACKER_SOURCES = "198.18.255.10-109"      # full TCP connections (idle, loris)
 SPOOF_NET = "198.18.200.0/24"               # not a host anywhere: routed to the attacker
 METRICS = "127.0.0.1:9464"
-FLOODS = tuple(os.environ.get("FASTPPTP_FLOODS", "gre,syn,idle,loris").split(","))
+# which floods, in order (``none``: a window without a flood, for comparison)
+FLOODS = tuple(f for f in os.environ.get("FASTPPTP_FLOODS", "gre,syn,idle,loris").split(",") if f)
+GRE_IO = os.environ.get("FASTPPTP_FLOOD_GRE_IO", "auto")
 PHASES = FLOODS + ("after",)
 # the control-connection limit is 2 x connections (server.py); a TCP flood that fills it
 # holds this many connections at most -- the RSS bound is per held connection
@@ -251,7 +253,7 @@ def test_floods_with_many_live_sessions(tmp_path):
         netns.create(attacker)
         try:
             br = join_attacker(lab, attacker)
-            lab.start_server("--metrics-listen", METRICS, connections=SLOTS, echo=ECHO)
+            lab.start_server("--metrics-listen", METRICS, "--gre-io", GRE_IO, connections=SLOTS, echo=ECHO)
             result: dict[str, Any] = {}
 
             def load() -> None:
@@ -295,16 +297,17 @@ def run_floods(lab, attacker: str, br: str, load: threading.Thread) -> None:
         tcp0, raw0, m_a, ld0 = tcp_ext(lab), raw_gre_drops(lab), metrics(lab), link_drops(lab, attacker)
         pre = status(lab)                             # counters before the flood's first packet
         t_start = time.monotonic()
-        fl = flood(lab, attacker, phase, FLOOD_S, live_calls) if phase != "after" else None
-        time.sleep(1.0 if fl is not None else 0.0)   # the flood at full strength (connections held)
+        fl = flood(lab, attacker, phase, FLOOD_S, live_calls) if phase not in ("after", "none") else None
+        flooding = phase != "after"
+        time.sleep(1.0 if flooding else 0.0)   # the flood at full strength (connections held)
         a = status(lab)
         # the newcomers once the flood's connections are older than the idle grace
         # (admission.IDLE_EVICT_AFTER): before that, at the connection limit, a login is
         # refused as any surplus connection is (a real client retries)
-        if fl is not None:
+        if flooding:
             time.sleep(max(0.0, t_start + NEWCOMERS_AT - time.monotonic()))
         nc = newcomers(lab, br, j)
-        end = t_start + (FLOOD_S if fl is not None else BASE_S)
+        end = t_start + (FLOOD_S if flooding else BASE_S)
         while time.monotonic() < end - 0.5:
             rss_peak = max(rss_peak, proc_status(pid, "VmRSS"))
             time.sleep(0.25)
@@ -313,7 +316,7 @@ def run_floods(lab, attacker: str, br: str, load: threading.Thread) -> None:
         fres = flood_result(lab, fl, phase) if fl is not None else {}
         ncs = newcomers_result(lab, nc)
         rss_peak = max(rss_peak, proc_status(pid, "VmRSS"))
-        time.sleep(GAP_S if fl is not None else 0.0)
+        time.sleep(GAP_S if flooding else 0.0)
         c = status(lab)
         tcp1, raw1, m_b, ld1 = tcp_ext(lab), raw_gre_drops(lab), metrics(lab), link_drops(lab, attacker)
         w.update(flood=fres, newcomers={"up": ncs["up"], "failed": ncs["failures"],
