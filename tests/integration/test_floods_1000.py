@@ -62,7 +62,7 @@ N = int(os.environ.get("FASTPPTP_FLOOD_SESSIONS", "200"))
 FLOOD_S = float(os.environ.get("FASTPPTP_FLOOD_SECONDS", "5"))
 K = 10                      # new clients brought up during each flood (and after)
 PPS = 5                     # traffic per live session, packets/s (256-octet IP packets)
-BASE_S = 4.0                # baseline and "after" windows
+BASE_S = 3.0                # baseline and "after" windows
 NEWCOMERS_AT = IDLE_EVICT_AFTER + 1.0   # seconds into a flood the K new clients connect
 GAP_S = 2.0                 # between floods (the held connections go away)
 ECHO = (2, 5)               # the server's LCP echo: a keepalive stalled 10 s clears calls
@@ -257,7 +257,7 @@ def test_floods_with_many_live_sessions(tmp_path, gre_io):
     # keeps its sessions up (with traffic) that long and a margin more
     # (a flood phase: FLOOD_S, GAP_S, ~2 s of counter reads and the newcomers' teardown);
     # if the schedule ever overran it, run_floods fails on "ended before the schedule did"
-    hold = BASE_S + len(FLOODS) * (FLOOD_S + GAP_S + 3.5) + BASE_S + 15
+    hold = BASE_S + len(FLOODS) * (FLOOD_S + GAP_S + 3) + BASE_S + 5
     with load_lab(str(tmp_path), SLOTS) as lab:
         netns.create(attacker)
         try:
