@@ -49,7 +49,10 @@ PPTP_PORT = 1723
 
 
 def address_range(spec: str) -> list[str]:
-    """``A-B`` (last octets or full addresses), ``CIDR`` or one address -> addresses."""
+    """``A-B`` (last octets or full addresses), ``CIDR`` or one address -> addresses; several
+    such specs separated by commas -> all their addresses, in order."""
+    if "," in spec:
+        return [a for part in spec.split(",") if part.strip() for a in address_range(part.strip())]
     if "/" in spec:
         net = ipaddress.IPv4Network(spec, strict=False)
         return [str(a) for a in net.hosts()]
@@ -127,8 +130,10 @@ def gre_packets(server: str, source: str, spoof: Sequence[str], live: Sequence[i
     return out
 
 
-def syn_packets(server: str, spoof: Sequence[str], rng: random.Random, n: int = 3000) -> list[bytes]:
-    """TCP SYNs (MSS option) from spoofed sources to port 1723, each with its own port/ISN."""
+def syn_packets(server: str, spoof: Sequence[str], rng: random.Random, n: int = 65536) -> list[bytes]:
+    """TCP SYNs (MSS option) from spoofed sources to port 1723, each with its own port/ISN.
+    Many distinct ones: a SYN repeating the 4-tuple of a pending request only makes the
+    kernel resend its SYN-ACK, so a small set cycled would never fill the SYN queue."""
     out = []
     for _ in range(n):
         src = rng.choice(spoof)
@@ -184,6 +189,7 @@ def hold_connections(server: str, port: int, sources: Sequence[str], connections
     """Open ``connections`` TCP connections (round-robin over ``sources``) and hold them for
     ``seconds``: silent (``idle``), or sending an SCCRQ one octet per ``interval`` s
     (``loris``); note when and how the server ends each."""
+    _raise_nofile(connections + 64)
     sel = selectors.DefaultSelector()
     msg = sccrq()
     t0 = time.monotonic()
@@ -245,13 +251,27 @@ def hold_connections(server: str, port: int, sources: Sequence[str], connections
             "seconds": round(time.monotonic() - t0, 2)}
 
 
+def _raise_nofile(need: int) -> None:
+    """One fd per held connection: raise the soft RLIMIT_NOFILE towards ``need`` (the default
+    soft limit, 1024, is below what a flood at 1 000 live sessions holds)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < need:
+        want = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
+        except (ValueError, OSError):
+            pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python3 -m fastpptp.tools.flood", description=__doc__.split("\n")[0])
     p.add_argument("kind", choices=("gre", "syn", "idle", "loris"))
     p.add_argument("server")
     p.add_argument("--source", help="our own address (gre: the source of random-call-ID packets)")
-    p.add_argument("--spoof", default="", help="spoofed source addresses: A-B, CIDR or one address")
+    p.add_argument("--spoof", default="", help="spoofed source addresses: A-B, CIDR or one address; several, comma-separated")
     p.add_argument("--live-call", type=int, action="append", default=[], help="gre: a live call ID")
+    p.add_argument("--live-calls", default="", help="gre: live call IDs, comma-separated (many sessions)")
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--count", type=int, default=50_000_000, help="packet floods: at most this many")
     p.add_argument("--pps", type=float, default=0.0, help="packet floods: pace (0: flat out)")
@@ -265,7 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.kind == "gre":
         if not a.source:
             p.error("gre needs --source")
-        pkts = gre_packets(a.server, a.source, spoof, a.live_call, rng)
+        live = a.live_call + [int(x) for x in a.live_calls.split(",") if x.strip()]
+        pkts = gre_packets(a.server, a.source, spoof, live, rng)
         out = send_raw(pkts, a.server, a.seconds, a.count, a.pps)
     elif a.kind == "syn":
         if not spoof:
