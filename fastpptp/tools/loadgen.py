@@ -72,6 +72,7 @@ from ..aio.driver import ControlStream, DeadlineTimer
 from ..aio.session import CallSession, EngineHub
 from ..client import AttemptOutcome, FailureKind
 from ..config import client_link_config, parse_ppp_options
+from ..errors import LocalProtocolError
 from ..net import rawgre
 from ..ppp.link import Authenticated, AuthenticationFailed, NetworkUp, PPPLink
 from ..pptp.control import (CallCleared, CallEstablished, CallIdAllocator, ControlClosed,
@@ -564,8 +565,14 @@ class LoadClient:
             gen.config.connect_timeout)
         self.stream = stream
         st.tcp_at = loop.time()
-        conn.start(now=loop.time())
-        stream.pump()
+        try:
+            conn.start(now=loop.time())
+            stream.pump()
+        except LocalProtocolError:
+            # the server closed the connection as soon as it accepted it (an admission
+            # refusal: connection limit, per-source rate): a failure with that reason below
+            if not self.outcome.done.is_set():
+                raise
         up_wait = asyncio.ensure_future(self._wait_up())
         done_wait = asyncio.ensure_future(self.outcome.done.wait())
         try:

@@ -129,3 +129,50 @@ def test_failures_are_counted_by_reason(tmp_path):
     assert all(x["detail"] and not x["up"] for x in s["sessions"])
     assert s["setup"]["latency_p50_s"] is None and s["server"]["rss_kb_per_session"] is None
     assert "warning" not in err.lower()          # failures go to the summary, not the log
+
+
+@pytest.mark.netns
+@pytest.mark.timeout(60)
+def test_a_server_closing_at_accept_is_a_failure_with_its_reason(request):
+    """A server that accepts the control connection and closes it at once (what an admission
+    refusal looks like to a client) fails each client with the phase and reason, never as
+    "internal error"."""
+    import asyncio
+    import socket
+    import threading
+
+    from fastpptp.tools.loadgen import LoadConfig, LoadGenerator
+    from support.loopns import private_netns
+
+    netns, name = private_netns(request, prefix="fpt-lgrefuse")
+    with netns.entered(name):
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(16)
+    port = lsock.getsockname()[1]
+    stop = threading.Event()
+
+    def refuse() -> None:
+        lsock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                c, _ = lsock.accept()
+            except OSError:
+                continue
+            c.close()
+
+    t = threading.Thread(target=refuse, daemon=True)
+    t.start()
+    try:
+        cfg = LoadConfig(server="127.0.0.1", clients=3, port=port, duration=0.0, setup_timeout=15.0,
+                         connect_timeout=5.0, progress=False)
+        with netns.entered(name):
+            summary = asyncio.run(LoadGenerator(cfg).run())
+    finally:
+        stop.set()
+        t.join(2)
+        lsock.close()
+    assert (summary["up"], summary["failed"]) == (0, 3), summary["failures"]
+    reasons = list(summary["failures"])
+    assert not any("internal error" in r for r in reasons), reasons
+    assert all("control connection" in r or "connect:" in r for r in reasons), reasons
