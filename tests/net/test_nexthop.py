@@ -365,6 +365,10 @@ def test_per_session_routes_leave_peers_behind_a_gateway_alone(tmp_path):
         run_in(rig.a, ["ip", "tuntap", "add", "memtun0", "mode", "tun"])      # a session's
         run_in(rig.a, ["ip", "link", "set", "memtun0", "up"])
         with tracker_in(rig.a, rig.veth_a, refresh=60.0) as (t, table):
+            # its thread has a name /proc shows (which thread burns CPU or grows an arena)
+            assert t._thread is not None
+            with open(f"/proc/self/task/{t._thread.native_id}/comm") as f:
+                assert f.read().strip() == "fp-nexthop"
             for p in peers:
                 t.add_peer(p)
             assert all(table.entries.get(p, ("",))[0] == gw_mac for p in peers)
