@@ -75,7 +75,10 @@ class GreIo:
         if self._closed:
             return
         if self._worker is None:
-            self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="greio-nexthop")
+            from .nexthop import name_os_thread
+            self._worker = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="greio-nexthop", initializer=name_os_thread,
+                initargs=("fp-greio-peers",))
         self._worker.submit(fn, peer)
 
     def _track(self, peer: str) -> None:

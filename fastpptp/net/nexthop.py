@@ -29,7 +29,9 @@ kernel then confirms it or notices it changed or died, and the events bring the 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import functools
 import ipaddress
 import logging
 import os
@@ -53,7 +55,7 @@ __all__ = [
     "nexthop_address", "neighbour_usable", "decide", "affected_by_neigh", "affected_by_route",
     "RtEvent", "parse_rtnl_events", "open_rtnl_events",
     "Rtnl", "query_route", "query_link", "query_neigh", "use_neighbour", "resolve",
-    "NexthopTracker",
+    "NexthopTracker", "name_os_thread",
 ]
 
 # linux/neighbour.h (NUD_*), linux/if_arp.h, linux/rtnetlink.h
@@ -498,6 +500,21 @@ def resolve(rtnl: Rtnl, peer: str, ifindex: int, local: str | None = None) -> De
 # ------------------------------------------------------------------------------ tracker
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def name_os_thread(name: str) -> None:
+    """Name the calling thread where ``/proc/PID/task/TID/comm`` and ``top -H`` show it
+    (prctl PR_SET_NAME, 15 bytes kept).  Python before 3.14 leaves every thread "python";
+    telling the tracker's thread (its CPU, its malloc arena) from the engine's I/O thread is
+    how issue 9's fast-port RSS growth was pinned down.  Best effort: never raises."""
+    with contextlib.suppress(Exception):
+        _libc().prctl(15, name.encode()[:15], 0, 0, 0)      # PR_SET_NAME
+
+
+
 class NexthopTable(Protocol):
     """What the tracker drives: the port's nexthop table (PacketPort, XdpPort)."""
 
@@ -714,6 +731,7 @@ class NexthopTracker:
                 fut.set_exception(exc)
 
     def _run(self, ready: Future[None]) -> None:
+        name_os_thread("fp-nexthop")
         try:
             self._q = Rtnl()
             self._ev = open_rtnl_events()

@@ -346,3 +346,39 @@ def test_unanswered_peer_stays_slow_and_turns_fast_when_it_appears():
         netlink.add_address(rig.veth_b, f"{late}/24", netns=rig.b)
         wait_for(lambda: table.entries.get(late, ("",))[0] == mac_of(rig.b, rig.veth_b), 10,
                  what="the peer resolved once it answers")
+
+
+@pytest.mark.netns
+def test_per_session_routes_leave_peers_behind_a_gateway_alone(tmp_path):
+    """A server's peers mostly sit behind one gateway, and each session adds and removes a /32
+    route to its client's tunnel address.  Those route events re-resolve no peer: they used
+    to re-resolve every peer each (N x N netlink queries through pyroute2, the tracker's
+    thread busy for minutes and the server's RSS growing ~2 MB/s with 200 sessions on the
+    fast GRE ports, issue 9)."""
+    n = 100
+    peers = [f"203.0.113.{10 + i}" for i in range(n)]
+    with routed_rig() as (rig, r, ra):
+        gw_mac = mac_of(r, ra)
+        # a static gateway entry: no neighbour events of its own while we count
+        run_in(rig.a, ["ip", "neigh", "replace", "198.51.100.254", "lladdr", gw_mac, "dev",
+                       rig.veth_a, "nud", "permanent"])
+        run_in(rig.a, ["ip", "tuntap", "add", "memtun0", "mode", "tun"])      # a session's
+        run_in(rig.a, ["ip", "link", "set", "memtun0", "up"])
+        with tracker_in(rig.a, rig.veth_a, refresh=60.0) as (t, table):
+            # its thread has a name /proc shows (which thread burns CPU or grows an arena)
+            assert t._thread is not None
+            with open(f"/proc/self/task/{t._thread.native_id}/comm") as f:
+                assert f.read().strip() == "fp-nexthop"
+            for p in peers:
+                t.add_peer(p)
+            assert all(table.entries.get(p, ("",))[0] == gw_mac for p in peers)
+            time.sleep(0.3)                 # the link events of the set-up, handled
+            ev0, res0, calls0 = t.events, t.resolutions, table.calls
+            cmds = "".join(f"route add 198.18.0.{i}/32 dev memtun0\n" for i in range(1, n + 1))
+            cmds += "".join(f"route del 198.18.0.{i}/32 dev memtun0\n" for i in range(1, n + 1))
+            (tmp_path / "routes").write_text(cmds)
+            run_in(rig.a, ["ip", "-batch", str(tmp_path / "routes")])
+            wait_for(lambda: t.events - ev0 >= 2 * n, 10, what="the route events seen")
+            t.refresh_all()                 # a round trip through the tracker's thread
+            assert t.resolutions - res0 == n, "route events re-resolved peers"
+            assert table.calls - calls0 == n
