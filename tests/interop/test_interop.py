@@ -378,7 +378,9 @@ def _capture_checks(pcap: str, ours: str, theirs: str, idle: tuple[float, float]
             for a in pptp_echo_from}
     art.note(pptp_echo_requests={a: n for a, n in reqs.items()})
     assert sum(reqs.values()) >= rounds, reqs
-    win_reply = f"frame.time_epoch >= {idle[0]:.3f} && frame.time_epoch <= {idle[1] + 1.5:.3f}"
+    # a reply may leave a TCG VM seconds late on a loaded host (CI once: the 4th of 4 not
+    # within 1 s of the window's end); it travels on TCP, so late is not lost: wait longer
+    win_reply = f"frame.time_epoch >= {idle[0]:.3f} && frame.time_epoch <= {idle[1] + 5.5:.3f}"
     for a, n in reqs.items():
         b = theirs if a == ours else ours
         assert R.tshark_count(pcap, f"{win_reply} && ip.src=={b} && pptp.control_message_type==6") >= n, (a, reqs)
