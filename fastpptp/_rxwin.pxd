@@ -41,6 +41,10 @@ from libc.string cimport memcpy
 cdef enum:
     RXW_JUMP_SLACK = 64     # one packet moves the window by at most max(depth, 64)
     RXW_HIST = 64           # sequence numbers behind the window remembered as delivered
+    RXW_GAP_K = 8           # fast jump: the new region seen for RXW_GAP_K mean gaps ...
+    RXW_JUMP_FAST_N = 4     # ... and holding this many packets near each other
+    RXW_JUMP_FLOOR_US = 1000    # ... and for at least 1 ms whatever the stream's rate:
+                                # the peer's own pauses (scheduling) are not a burst loss
 
 # rx_out.drop: why rxw_receive did not take the packet (at most one reason per packet)
 cdef enum:
@@ -78,6 +82,7 @@ cdef struct rx_window:
     uint32_t ack_sent       # last ack we sent (piggybacked or alone)
     uint64_t hist           # bit k: seq_recv - k was delivered
     double last             # arrival of the last packet taken into the window
+    double gap              # EWMA (1/8) of the gaps between arrival instants (batches)
     double ack_dl           # when a pending ack goes out alone
     int started             # a first packet arrived (peers start at 0 or at 1)
     int has_ack_dl
@@ -86,6 +91,9 @@ cdef struct rx_window:
     int has_reorder_dl
     int jump_n              # refused packets near each other (>= 2: a confirmed region)
     uint32_t jump_seq       # the latest refused far-ahead sequence number
+    double jump_t0          # when the candidate region's first packet was refused
+    double jump_tp          # when its latest packet was refused (a batch fully processed
+                            # by the next, later instant)
     double reorder_dl       # oldest buffered arrival + timeout
     rx_slot* ring           # ring_mask + 1 slots, from rxw_init
 
@@ -229,6 +237,32 @@ cdef inline double rxw_jump_due(const rx_window* w, const rx_params* p) noexcept
         return w.last + p.timeout
     return 1e300
 
+cdef inline double rxw_jump_silence(const rx_window* w, const rx_params* p) noexcept nogil:
+    """How long a far-ahead region must be seen, the window taking nothing meanwhile, before
+    the window follows it at once (_rxw_jump): RXW_GAP_K mean gaps of this stream, at least
+    RXW_JUMP_FLOOR_US, at most ``timeout`` (then it is the idle rule of today)."""
+    cdef double s = RXW_GAP_K * w.gap
+    if s < RXW_JUMP_FLOOR_US * 1e-6:
+        s = RXW_JUMP_FLOOR_US * 1e-6
+    if s > p.timeout:
+        s = p.timeout
+    return s
+
+cdef inline void _rxw_taken(rx_window* w, const rx_params* p, double now) noexcept nogil:
+    """A packet taken into the window at ``now``: the gap EWMA (1/8, as RFC 6298's SRTT)
+    learns the gap since the previous arrival instant -- an instant, not a packet: the I/O
+    loop gives one ``now`` to a whole batch, and what matters is how long the stream is ever
+    silent between batches.  A sample is capped at ``timeout`` (an idle minute is not 8
+    times worse evidence than an idle 0.1 s).  The candidate region is forgotten."""
+    cdef double g
+    if now > w.last:
+        g = now - w.last
+        if g > p.timeout:
+            g = p.timeout
+        w.gap += (g - w.gap) * 0.125
+        w.last = now
+    w.has_jump = 0
+
 cdef inline void _rxw_advance(rx_window* w, const rx_params* p, uint32_t seq, bint delivered,
                               double now, rx_out* o) noexcept nogil:
     """seq_recv moves forward to ``seq``; the history remembers what was delivered and an
@@ -321,22 +355,44 @@ cdef inline bint _rxw_jump(rx_window* w, const rx_params* p, rx_pool* pool, uint
                            double now, rx_out* o) noexcept nogil:
     """``seq`` is ``jump_at`` or more ahead of the window. RFC 2637 §4.4: the peer never
     retransmits, so after a burst loss larger than the window the window must follow the
-    peer -- but one packet (a blind spoof with a live call ID and the peer's address) must
-    not drag it away from the real stream. So a far-ahead packet is refused (drop_seq_jump)
-    and remembered as the candidate of a new region. A second one within max(depth,
-    JUMP_SLACK) of the candidate confirms the region; the window jumps there once it has
-    itself had no packet for ``timeout`` (a spoofer can add packets but cannot silence the
-    peer's): at once, to a confirming packet arriving when the window is already silent, or
-    by rxw_fire (to just past the candidate) when it falls silent later. A packet taken into
-    the window forgets the candidate. Returns 1 when ``seq`` is now the next expected (the
-    gaps before it given up: lost), 0 when the packet is refused."""
+    peer -- but a blind spoof (a live call ID, the peer's address, a sequence number far
+    ahead: issue 10) must not drag it away from the real stream. So a far-ahead packet is
+    refused (drop_seq_jump) and remembered as the candidate of a new region; a packet taken
+    into the window forgets it. The window follows the region only on proof that the old
+    region went silent *while the new one was live* -- a spoofer can add packets but cannot
+    silence the peer's:
+
+    * idle rule (as before): a second packet near the candidate (within max(depth,
+      JUMP_SLACK)) when the window has had no packet for ``timeout`` -- at once, or by
+      rxw_fire (to just past the candidate) when the window falls silent later;
+    * fast rule (issue 9: a receiver's kernel drops runs of hundreds of datagrams under a
+      flood; waiting ``timeout`` refused ~90k genuine frames in 3 s): the region holds
+      RXW_JUMP_FAST_N packets near each other, and between its first packet (jump_t0) and
+      an earlier instant at which it was seen again (jump_tp) at least S =
+      rxw_jump_silence passed -- RXW_GAP_K times this stream's own mean gap between arrival
+      instants (w.gap), at least 1 ms, at most ``timeout``. At 100k packets/s that is 1 ms,
+      ~100 packets. jump_tp must be an *earlier* instant than now: the I/O loop gives one
+      ``now`` to a batch, so a genuine packet later in the batch that held jump_tp would
+      have forgotten the candidate before now; a batch is evidence only once processed.
+      A live stream puts a packet into the window every ~gap, so a spoofed run of any
+      length, in order or not, interleaved with it never lasts S; what it takes to move the
+      window is the peer silent for K mean gaps (>= 1 ms) while the spoofer sends, i.e. a
+      real pause of the stream, the same exposure as the idle rule at a shorter pause for
+      a busy stream. A young window (gap starts at ``timeout``) and a slow one are capped
+      at ``timeout``, never weaker than the idle rule's silence measured from the window's
+      last packet (now - last > now - jump_t0).
+
+    Returns 1 when ``seq`` is now the next expected (the gaps before it given up: lost), 0
+    when the packet is refused."""
     cdef int32_t k
     cdef bint near
     if w.has_jump:
         k = rxw_sdiff(seq, w.jump_seq)
         # near: the region's own reordering may reach what makes room in the window
         near = k != 0 and k > p.depth - p.jump_at and k < p.jump_at - p.depth
-        if near and now - w.last >= p.timeout:
+        if near and (now - w.last >= p.timeout
+                     or (w.jump_n + 1 >= RXW_JUMP_FAST_N and now > w.jump_tp
+                         and w.jump_tp - w.jump_t0 >= rxw_jump_silence(w, p))):
             w.has_jump = 0
             _rxw_skip_to(w, p, pool, seq, now, 0, o)
             return 1
@@ -344,13 +400,19 @@ cdef inline bint _rxw_jump(rx_window* w, const rx_params* p, rx_pool* pool, uint
         o.counted = 1
         if k == 0:
             return 0                        # the candidate again: confirms nothing
-        w.jump_n = w.jump_n + 1 if near else 1
+        if near:
+            w.jump_n += 1
+        else:
+            w.jump_n = 1                    # another region: its own evidence from now
+            w.jump_t0 = now
     else:
         o.drop = RXW_SEQ_JUMP
         o.counted = 1
         w.jump_n = 1
+        w.jump_t0 = now
     w.has_jump = 1
     w.jump_seq = seq
+    w.jump_tp = now
     if w.jump_n >= 2:                       # confirmed: the timer takes it if the window stays silent
         _rxw_arm(o, w.last + p.timeout)
     return 0
@@ -375,6 +437,7 @@ cdef inline void rxw_receive(rx_window* w, const rx_params* p, rx_pool* pool, ui
         w.seq_recv = seq - 1
         w.ack_sent = seq - 1                # nothing acked yet, whatever seq is
         w.last = now
+        w.gap = p.timeout                   # nothing learnt yet: the fast jump waits timeout
         _rxw_advance(w, p, seq, 1, now, o)
         _rxw_emit(o, f, n, -1)
         return
@@ -383,6 +446,7 @@ cdef inline void rxw_receive(rx_window* w, const rx_params* p, rx_pool* pool, ui
         # far beyond the window: a new region, or a blind spoof (see _rxw_jump)
         if not _rxw_jump(w, p, pool, seq, now, o):
             return
+        w.last = now                        # the silence crossed is the loss, not a gap
         d = 0                               # the jump made seq the next expected
     elif d >= p.depth:
         # just beyond (a gap held open filled the buffer): give up the oldest gaps (lost)
@@ -390,8 +454,7 @@ cdef inline void rxw_receive(rx_window* w, const rx_params* p, rx_pool* pool, ui
         _rxw_skip_to(w, p, pool, seq - <uint32_t>p.depth + 1, now, 0, o)
         d = rxw_sdiff(seq, w.seq_recv + 1)
     if d == 0:
-        w.last = now
-        w.has_jump = 0
+        _rxw_taken(w, p, now)
         _rxw_advance(w, p, seq, 1, now, o)
         _rxw_emit(o, f, n, -1)
         _rxw_drain(w, p, pool, now, o)
@@ -421,8 +484,7 @@ cdef inline void rxw_receive(rx_window* w, const rx_params* p, rx_pool* pool, ui
             o.drop = RXW_NO_ROOM
             o.counted = 1
             return
-    w.last = now
-    w.has_jump = 0
+    _rxw_taken(w, p, now)
     if echo:
         _rxw_emit(o, f, n, -1)              # delivered now; its slot is a placeholder
     sl.used = 1
