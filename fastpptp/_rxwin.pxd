@@ -10,7 +10,9 @@ delivered (duplicate detection behind the window); packets up to ``depth`` ahead
 ``ring`` (slot ``seq & ring_mask``: a power of two divides 2^32, so the index stays
 continuous across the wrap); a gap is given up after ``timeout``.  A packet ``d`` ahead
 with depth <= d < jump_at makes room at once (the oldest gaps are lost); further ahead is a
-jump candidate, taken only when confirmed and the window is silent (see rxw_receive).
+jump candidate, taken only when the old region fell silent while the new one was live: for
+``timeout`` (idle), or for 32 mean gaps of the stream, >= 1 ms (fast, after a burst loss
+under a flood: issue 9); see _rxw_jump for why neither lets a spoofer move a live window.
 
 The functions never call the engine.  They fill an ``rx_out`` the caller acts on, in this
 order: arm its timer list once at ``arm_dl`` when ``arm`` is set; count ``lost``,
@@ -41,7 +43,7 @@ from libc.string cimport memcpy
 cdef enum:
     RXW_JUMP_SLACK = 64     # one packet moves the window by at most max(depth, 64)
     RXW_HIST = 64           # sequence numbers behind the window remembered as delivered
-    RXW_GAP_K = 8           # fast jump: the new region seen for RXW_GAP_K mean gaps ...
+    RXW_GAP_K = 32          # fast jump: the new region seen for RXW_GAP_K mean gaps ...
     RXW_JUMP_FAST_N = 4     # ... and holding this many packets near each other
     RXW_JUMP_FLOOR_US = 1000    # ... and for at least 1 ms whatever the stream's rate:
                                 # the peer's own pauses (scheduling) are not a burst loss
@@ -83,6 +85,8 @@ cdef struct rx_window:
     uint64_t hist           # bit k: seq_recv - k was delivered
     double last             # arrival of the last packet taken into the window
     double gap              # EWMA (1/8) of the gaps between arrival instants (batches)
+    double pkts             # EWMA (1/8) of the packets taken per instant
+    int inst_n              # packets taken at the instant ``last``
     double ack_dl           # when a pending ack goes out alone
     int started             # a first packet arrived (peers start at 0 or at 1)
     int has_ack_dl
@@ -239,9 +243,10 @@ cdef inline double rxw_jump_due(const rx_window* w, const rx_params* p) noexcept
 
 cdef inline double rxw_jump_silence(const rx_window* w, const rx_params* p) noexcept nogil:
     """How long a far-ahead region must be seen, the window taking nothing meanwhile, before
-    the window follows it at once (_rxw_jump): RXW_GAP_K mean gaps of this stream, at least
-    RXW_JUMP_FLOOR_US, at most ``timeout`` (then it is the idle rule of today)."""
-    cdef double s = RXW_GAP_K * w.gap
+    the window follows it at once (_rxw_jump): RXW_GAP_K mean gaps between this stream's
+    packets (gap / pkts: time per instant over packets per instant, i.e. 1 / its rate), at
+    least RXW_JUMP_FLOOR_US, at most ``timeout`` (then it is the idle rule of today)."""
+    cdef double s = RXW_GAP_K * w.gap / w.pkts
     if s < RXW_JUMP_FLOOR_US * 1e-6:
         s = RXW_JUMP_FLOOR_US * 1e-6
     if s > p.timeout:
@@ -249,18 +254,24 @@ cdef inline double rxw_jump_silence(const rx_window* w, const rx_params* p) noex
     return s
 
 cdef inline void _rxw_taken(rx_window* w, const rx_params* p, double now) noexcept nogil:
-    """A packet taken into the window at ``now``: the gap EWMA (1/8, as RFC 6298's SRTT)
-    learns the gap since the previous arrival instant -- an instant, not a packet: the I/O
-    loop gives one ``now`` to a whole batch, and what matters is how long the stream is ever
-    silent between batches.  A sample is capped at ``timeout`` (an idle minute is not 8
-    times worse evidence than an idle 0.1 s).  The candidate region is forgotten."""
+    """A packet taken into the window at ``now``; the candidate region is forgotten.  The
+    stream's rate is learnt per arrival *instant* (the I/O loop gives a whole batch one
+    ``now``): at each new instant the EWMAs (1/8, as RFC 6298's SRTT) learn the time since
+    the previous one (capped at ``timeout``: an idle minute is no stronger evidence than
+    an idle 0.1 s) and how many packets that one took; their ratio is the mean gap between
+    packets, whatever the batching -- a receiver stall shows a long gap *and* a large
+    backlog batch, not a slow stream."""
     cdef double g
     if now > w.last:
         g = now - w.last
         if g > p.timeout:
             g = p.timeout
         w.gap += (g - w.gap) * 0.125
+        w.pkts += (<double>w.inst_n - w.pkts) * 0.125
+        w.inst_n = 1
         w.last = now
+    else:
+        w.inst_n += 1
     w.has_jump = 0
 
 cdef inline void _rxw_advance(rx_window* w, const rx_params* p, uint32_t seq, bint delivered,
@@ -369,18 +380,22 @@ cdef inline bint _rxw_jump(rx_window* w, const rx_params* p, rx_pool* pool, uint
       flood; waiting ``timeout`` refused ~90k genuine frames in 3 s): the region holds
       RXW_JUMP_FAST_N packets near each other, and between its first packet (jump_t0) and
       an earlier instant at which it was seen again (jump_tp) at least S =
-      rxw_jump_silence passed -- RXW_GAP_K times this stream's own mean gap between arrival
-      instants (w.gap), at least 1 ms, at most ``timeout``. At 100k packets/s that is 1 ms,
-      ~100 packets. jump_tp must be an *earlier* instant than now: the I/O loop gives one
-      ``now`` to a batch, so a genuine packet later in the batch that held jump_tp would
-      have forgotten the candidate before now; a batch is evidence only once processed.
-      A live stream puts a packet into the window every ~gap, so a spoofed run of any
-      length, in order or not, interleaved with it never lasts S; what it takes to move the
-      window is the peer silent for K mean gaps (>= 1 ms) while the spoofer sends, i.e. a
-      real pause of the stream, the same exposure as the idle rule at a shorter pause for
-      a busy stream. A young window (gap starts at ``timeout``) and a slow one are capped
-      at ``timeout``, never weaker than the idle rule's silence measured from the window's
-      last packet (now - last > now - jump_t0).
+      rxw_jump_silence passed: RXW_GAP_K (32) times this stream's own mean gap between
+      packets, at least 1 ms, at most ``timeout``. At 50k-200k packets/s S is the 1 ms floor.
+
+    Why a spoofer cannot use the fast rule against a live stream. (1) Any packet taken into
+    the window forgets the candidate, so the region's evidence must span S with *no*
+    genuine packet processed meanwhile. (2) jump_tp must be an instant *earlier* than now:
+    the I/O loop gives one ``now`` to a batch, so a spoofed run leading a batch that also
+    holds genuine packets (a receiver that stalled, with both queued) proves nothing until
+    that batch has been processed -- and its genuine packets forget the run. (3) S is 32
+    mean gaps: a live stream, regular or Poisson (P(no packet for 32 mean gaps) = e^-32),
+    delivers a packet within S, and the floor covers the peer's own scheduling pauses.
+    What moves the window is a real pause of the stream longer than S while the spoofer
+    sends -- the idle rule's exposure, at a shorter pause for a busy stream; a session idle
+    for ``timeout`` was exposed before, too. A young window (gap starts at ``timeout``) or a
+    slow stream is capped at ``timeout``: then the fast rule, measured from the region's
+    first packet, is no weaker than the idle rule, measured from the window's last.
 
     Returns 1 when ``seq`` is now the next expected (the gaps before it given up: lost), 0
     when the packet is refused."""
@@ -438,6 +453,8 @@ cdef inline void rxw_receive(rx_window* w, const rx_params* p, rx_pool* pool, ui
         w.ack_sent = seq - 1                # nothing acked yet, whatever seq is
         w.last = now
         w.gap = p.timeout                   # nothing learnt yet: the fast jump waits timeout
+        w.pkts = 1
+        w.inst_n = 1
         _rxw_advance(w, p, seq, 1, now, o)
         _rxw_emit(o, f, n, -1)
         return
@@ -447,6 +464,7 @@ cdef inline void rxw_receive(rx_window* w, const rx_params* p, rx_pool* pool, ui
         if not _rxw_jump(w, p, pool, seq, now, o):
             return
         w.last = now                        # the silence crossed is the loss, not a gap
+        w.inst_n = 0
         d = 0                               # the jump made seq the next expected
     elif d >= p.depth:
         # just beyond (a gap held open filled the buffer): give up the oldest gaps (lost)

@@ -40,7 +40,7 @@ JUMP_SLACK = 64
 HIST = 64           # sequence numbers behind the window remembered as delivered
 #: Fast jump (RxWindow._jump): the new region seen for GAP_K mean gaps of the stream, at
 #: least JUMP_FLOOR seconds and at most the reorder timeout, holding JUMP_FAST_N packets.
-GAP_K = 8
+GAP_K = 32
 JUMP_FAST_N = 4
 JUMP_FLOOR = 1000 * 1e-6        # the compiled RXW_JUMP_FLOOR_US * 1e-6, the same double
 #: The automatic reorder pool (EngineConfig.reorder_pool = 0): this many frames, and at least
@@ -124,7 +124,7 @@ class RxOut:
 class RxWindow:
     """The receive window of one call; field names as the compiled rx_window's."""
 
-    __slots__ = ("p", "pool", "seq_recv", "ack_sent", "started", "hist", "last", "gap", "jump",
+    __slots__ = ("p", "pool", "seq_recv", "ack_sent", "started", "hist", "last", "gap", "pkts", "inst_n", "jump",
                  "jump_n", "jump_t0", "jump_tp", "reorder", "reorder_dl", "ack_dl")
 
     def __init__(self, params: RxParams, pool: RxPool):
@@ -136,6 +136,8 @@ class RxWindow:
         self.hist = 0               # bit k: seq_recv - k was delivered
         self.last = 0.0             # arrival of the last packet taken into the window
         self.gap = 0.0              # EWMA (1/8) of the gaps between arrival instants (batches)
+        self.pkts = 1.0             # EWMA (1/8) of the packets taken per instant
+        self.inst_n = 0             # packets taken at the instant ``last``
         self.jump: int | None = None    # the latest refused far-ahead sequence number
         self.jump_n = 0             # refused packets near each other (>= 2: a confirmed region)
         self.jump_t0 = 0.0          # when the candidate region's first packet was refused
@@ -154,6 +156,8 @@ class RxWindow:
             self.seq_recv = self.ack_sent = (seq - 1) & U32   # nothing acked yet, whatever seq is
             self.last = now
             self.gap = p.timeout            # nothing learnt yet: the fast jump waits timeout
+            self.pkts = 1.0
+            self.inst_n = 1
             self._advance(seq, True, now, o)
             o.frames.append((frame, True))
             return o
@@ -163,6 +167,7 @@ class RxWindow:
             if not self._jump(seq, now, o):
                 return o
             self.last = now                 # the silence crossed is the loss, not a gap
+            self.inst_n = 0
             d = 0                           # the jump made seq the next expected
         elif d >= p.depth:
             # just beyond (a gap held open filled the buffer): give up the oldest gaps (lost)
@@ -226,8 +231,9 @@ class RxWindow:
 
     def jump_silence(self) -> float:
         """How long a far-ahead region must be seen, the window taking nothing meanwhile,
-        before the window follows it at once: GAP_K mean gaps, within [JUMP_FLOOR, timeout]."""
-        s = GAP_K * self.gap
+        before the window follows it at once: GAP_K mean gaps between packets (gap / pkts),
+        within [JUMP_FLOOR, timeout]."""
+        s = GAP_K * self.gap / self.pkts
         if s < JUMP_FLOOR:
             s = JUMP_FLOOR
         if s > self.p.timeout:
@@ -284,15 +290,20 @@ class RxWindow:
             o.arm = True
 
     def _taken(self, now):
-        """A packet taken into the window: the gap EWMA (1/8, as RFC 6298's SRTT) learns the
-        gap since the previous arrival *instant* (the I/O loop gives a batch one ``now``),
-        capped at the timeout; the candidate region is forgotten."""
+        """A packet taken into the window; the candidate is forgotten.  At each new arrival
+        *instant* (the I/O loop gives a batch one ``now``) the EWMAs (1/8, as RFC 6298's
+        SRTT) learn the time since the previous one (capped at the timeout) and how many
+        packets that one took: gap / pkts is the mean gap between packets."""
         if now > self.last:
             g = now - self.last
             if g > self.p.timeout:
                 g = self.p.timeout
             self.gap += (g - self.gap) * 0.125
+            self.pkts += (float(self.inst_n) - self.pkts) * 0.125
+            self.inst_n = 1
             self.last = now
+        else:
+            self.inst_n += 1
         self.jump = None
 
     def _release(self, fr, o):
