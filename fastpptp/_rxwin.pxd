@@ -86,6 +86,7 @@ cdef struct rx_window:
     double last             # arrival of the last packet taken into the window
     double gap              # EWMA (1/8) of the gaps between arrival instants (batches)
     double pkts             # EWMA (1/8) of the packets taken per instant
+    double pend             # the gap that ended at ``last``, learnt when its count is known
     int inst_n              # packets taken at the instant ``last``
     double ack_dl           # when a pending ack goes out alone
     int started             # a first packet arrived (peers start at 0 or at 1)
@@ -256,18 +257,19 @@ cdef inline double rxw_jump_silence(const rx_window* w, const rx_params* p) noex
 cdef inline void _rxw_taken(rx_window* w, const rx_params* p, double now) noexcept nogil:
     """A packet taken into the window at ``now``; the candidate region is forgotten.  The
     stream's rate is learnt per arrival *instant* (the I/O loop gives a whole batch one
-    ``now``): at each new instant the EWMAs (1/8, as RFC 6298's SRTT) learn the time since
-    the previous one (capped at ``timeout``: an idle minute is no stronger evidence than
-    an idle 0.1 s) and how many packets that one took; their ratio is the mean gap between
-    packets, whatever the batching -- a receiver stall shows a long gap *and* a large
-    backlog batch, not a slow stream."""
+    ``now``): when an instant is over (the next one begins) the EWMAs (1/8, as RFC 6298's
+    SRTT) learn the gap that ended at it (capped at ``timeout``: an idle minute is no
+    stronger evidence than an idle 0.1 s) and the packets it took; their ratio is the mean
+    gap between packets whatever the batching -- a receiver stall ends in a long gap *and*
+    a large backlog batch, read as the rate it is, not as a stream falling silent."""
     cdef double g
     if now > w.last:
+        w.gap += (w.pend - w.gap) * 0.125
+        w.pkts += (<double>w.inst_n - w.pkts) * 0.125
         g = now - w.last
         if g > p.timeout:
             g = p.timeout
-        w.gap += (g - w.gap) * 0.125
-        w.pkts += (<double>w.inst_n - w.pkts) * 0.125
+        w.pend = g
         w.inst_n = 1
         w.last = now
     else:
@@ -454,6 +456,7 @@ cdef inline void rxw_receive(rx_window* w, const rx_params* p, rx_pool* pool, ui
         w.last = now
         w.gap = p.timeout                   # nothing learnt yet: the fast jump waits timeout
         w.pkts = 1
+        w.pend = p.timeout
         w.inst_n = 1
         _rxw_advance(w, p, seq, 1, now, o)
         _rxw_emit(o, f, n, -1)
@@ -464,6 +467,7 @@ cdef inline void rxw_receive(rx_window* w, const rx_params* p, rx_pool* pool, ui
         if not _rxw_jump(w, p, pool, seq, now, o):
             return
         w.last = now                        # the silence crossed is the loss, not a gap
+        w.pend = w.gap
         w.inst_n = 0
         d = 0                               # the jump made seq the next expected
     elif d >= p.depth:

@@ -124,7 +124,8 @@ class RxOut:
 class RxWindow:
     """The receive window of one call; field names as the compiled rx_window's."""
 
-    __slots__ = ("p", "pool", "seq_recv", "ack_sent", "started", "hist", "last", "gap", "pkts", "inst_n", "jump",
+    __slots__ = ("p", "pool", "seq_recv", "ack_sent", "started", "hist", "last", "gap", "pkts", "pend", "inst_n",
+                 "jump",
                  "jump_n", "jump_t0", "jump_tp", "reorder", "reorder_dl", "ack_dl")
 
     def __init__(self, params: RxParams, pool: RxPool):
@@ -137,6 +138,7 @@ class RxWindow:
         self.last = 0.0             # arrival of the last packet taken into the window
         self.gap = 0.0              # EWMA (1/8) of the gaps between arrival instants (batches)
         self.pkts = 1.0             # EWMA (1/8) of the packets taken per instant
+        self.pend = 0.0             # the gap that ended at ``last``, learnt with its count
         self.inst_n = 0             # packets taken at the instant ``last``
         self.jump: int | None = None    # the latest refused far-ahead sequence number
         self.jump_n = 0             # refused packets near each other (>= 2: a confirmed region)
@@ -157,6 +159,7 @@ class RxWindow:
             self.last = now
             self.gap = p.timeout            # nothing learnt yet: the fast jump waits timeout
             self.pkts = 1.0
+            self.pend = p.timeout
             self.inst_n = 1
             self._advance(seq, True, now, o)
             o.frames.append((frame, True))
@@ -167,6 +170,7 @@ class RxWindow:
             if not self._jump(seq, now, o):
                 return o
             self.last = now                 # the silence crossed is the loss, not a gap
+            self.pend = self.gap
             self.inst_n = 0
             d = 0                           # the jump made seq the next expected
         elif d >= p.depth:
@@ -290,16 +294,18 @@ class RxWindow:
             o.arm = True
 
     def _taken(self, now):
-        """A packet taken into the window; the candidate is forgotten.  At each new arrival
-        *instant* (the I/O loop gives a batch one ``now``) the EWMAs (1/8, as RFC 6298's
-        SRTT) learn the time since the previous one (capped at the timeout) and how many
-        packets that one took: gap / pkts is the mean gap between packets."""
+        """A packet taken into the window; the candidate is forgotten.  When an arrival
+        *instant* is over (the I/O loop gives a batch one ``now``) the EWMAs (1/8, as RFC
+        6298's SRTT) learn the gap that ended at it (capped at the timeout) and the packets
+        it took: gap / pkts is the mean gap between packets (a receiver stall ends in a long
+        gap and a large backlog batch: its rate, not a silence)."""
         if now > self.last:
+            self.gap += (self.pend - self.gap) * 0.125
+            self.pkts += (float(self.inst_n) - self.pkts) * 0.125
             g = now - self.last
             if g > self.p.timeout:
                 g = self.p.timeout
-            self.gap += (g - self.gap) * 0.125
-            self.pkts += (float(self.inst_n) - self.pkts) * 0.125
+            self.pend = g
             self.inst_n = 1
             self.last = now
         else:
