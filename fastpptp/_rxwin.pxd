@@ -254,6 +254,17 @@ cdef inline double rxw_jump_silence(const rx_window* w, const rx_params* p) noex
         s = p.timeout
     return s
 
+cdef inline double _rxw_jump_stride(const rx_window* w, const rx_params* p) noexcept nogil:
+    """The longest step between two instants at which the region is seen that still counts
+    as seeing it continuously: half of S, or two of this stream's instant gaps when its
+    batches are slower.  A longer step is most likely the receiver off the CPU -- spoofed
+    packets queued before it and genuine ones queued behind them have not been read yet,
+    so the step proves no silence and the region's evidence starts again."""
+    cdef double g = rxw_jump_silence(w, p) * 0.5
+    if 2 * w.gap > g:
+        g = 2 * w.gap
+    return g
+
 cdef inline void _rxw_taken(rx_window* w, const rx_params* p, double now) noexcept nogil:
     """A packet taken into the window at ``now``; the candidate region is forgotten.  The
     stream's rate is learnt per arrival *instant* (the I/O loop gives a whole batch one
@@ -384,13 +395,17 @@ cdef inline bint _rxw_jump(rx_window* w, const rx_params* p, rx_pool* pool, uint
       an earlier instant at which it was seen again (jump_tp) at least S =
       rxw_jump_silence passed: RXW_GAP_K (32) times this stream's own mean gap between
       packets, at least 1 ms, at most ``timeout``. At 50k-200k packets/s S is the 1 ms floor.
+      The region must be seen continuously: a step between its instants longer than
+      _rxw_jump_stride restarts jump_t0.
 
     Why a spoofer cannot use the fast rule against a live stream. (1) Any packet taken into
     the window forgets the candidate, so the region's evidence must span S with *no*
     genuine packet processed meanwhile. (2) jump_tp must be an instant *earlier* than now:
     the I/O loop gives one ``now`` to a batch, so a spoofed run leading a batch that also
     holds genuine packets (a receiver that stalled, with both queued) proves nothing until
-    that batch has been processed -- and its genuine packets forget the run. (3) S is 32
+    that batch has been processed -- and its genuine packets forget the run; and a receiver
+    stall between two instants of the run is not counted as silence (_rxw_jump_stride):
+    the spoofs read after it were queued before the genuine packets not read yet. (3) S is 32
     mean gaps: a live stream, regular or Poisson (P(no packet for 32 mean gaps) = e^-32),
     delivers a packet within S, and the floor covers the peer's own scheduling pauses.
     What moves the window is a real pause of the stream longer than S while the spoofer
@@ -419,6 +434,8 @@ cdef inline bint _rxw_jump(rx_window* w, const rx_params* p, rx_pool* pool, uint
             return 0                        # the candidate again: confirms nothing
         if near:
             w.jump_n += 1
+            if now - w.jump_tp > _rxw_jump_stride(w, p):
+                w.jump_t0 = now             # a stall inside the evidence: it starts again
         else:
             w.jump_n = 1                    # another region: its own evidence from now
             w.jump_t0 = now

@@ -244,6 +244,15 @@ class RxWindow:
             s = self.p.timeout
         return s
 
+    def jump_stride(self) -> float:
+        """The longest step between instants at which the region is seen that still counts
+        as continuous: S / 2, or two instant gaps of the stream; a longer one (most likely
+        the receiver off the CPU) restarts the region's evidence."""
+        g = self.jump_silence() * 0.5
+        if 2 * self.gap > g:
+            g = 2 * self.gap
+        return g
+
     def jump_due(self) -> float | None:
         """When a confirmed candidate is taken by the timer (None: not armed)."""
         if self.jump is not None and self.jump_n >= 2:
@@ -369,7 +378,9 @@ class RxWindow:
           the candidate, needing jump_n >= 2) once the window falls silent;
         * fast rule (issue 9): a near packet makes JUMP_FAST_N and the region was seen at an
           earlier instant ``jump_tp`` at least ``jump_silence()`` after its first packet
-          ``jump_t0`` -- the window took nothing while the region was live that long.
+          ``jump_t0`` -- the window took nothing while the region was live that long; a
+          step between the region's instants longer than ``jump_stride()`` restarts
+          ``jump_t0`` (a receiver stall proves no silence).
 
         True when ``seq`` is now the next expected (gaps before it ``lost``), else False."""
         p = self.p
@@ -389,6 +400,8 @@ class RxWindow:
                 return False                # the candidate again: confirms nothing
             if near:
                 self.jump_n += 1
+                if now - self.jump_tp > self.jump_stride():
+                    self.jump_t0 = now      # a stall inside the evidence: it starts again
             else:
                 self.jump_n = 1             # another region: its own evidence from now
                 self.jump_t0 = now

@@ -112,17 +112,44 @@ def test_a_young_window_waits_the_timeout(RxWindow):
 
 
 def test_fast_rule_needs_four_packets_and_an_earlier_instant(RxWindow):
+    """1 000 packets/s in batches of 20 (an instant every 20 ms): S = 32 ms, and a step of
+    up to 40 ms (two instant gaps) between the region's instants counts as continuous."""
     w = RxWindow(timeout=TIMEOUT)
-    feed(w, stream(1000, 200))              # S = 32 ms
-    t = 0.2
-    # three region packets, the second 40 ms after the first: not enough packets
-    feed(w, [(t, 1000, False), (t + 0.04, 1001, False), (t + 0.05, 1002, False)])
-    assert w.seq_recv == 199
+    feed(w, stream(1000, 2000, 0, 0.0, 20))
+    t = 2.0 + 0.005
+    # two region packets 35 ms apart (>= S), a third at a later instant: not enough packets
+    feed(w, [(t, 5000, False), (t + 0.035, 5001, False), (t + 0.036, 5002, False)])
+    assert w.seq_recv == 1999
     # the fourth, at the same instant as the evidence packet: refused (its batch may still
     # hold a genuine packet); the fifth, at a later instant: taken
-    feed(w, [(t + 0.05, 1003, False), (t + 0.051, 1004, False)])
-    assert w.seq_recv == 1004
+    feed(w, [(t + 0.036, 5003, False), (t + 0.037, 5004, False)])
+    assert w.seq_recv == 5004
     assert w.counters["drop_seq_jump"] == 4
+
+
+def test_a_receiver_stall_inside_the_evidence_restarts_it(RxWindow):
+    """100 000 packets/s in batches of 32 (S = 1 ms, a step of up to 0.64 ms continuous).
+    A spoofed burst ends one batch; the receiver is off the CPU 5 ms; the next batch is
+    spoofs only (the rest of the burst, queued before the genuine packets of those 5 ms),
+    and the one after starts with spoofs too.  Seen across the stall the run spans 5 ms,
+    but the stall proves no silence: the evidence starts again after it, and the genuine
+    packets behind the run forget it."""
+    w = RxWindow(timeout=TIMEOUT)
+    rate, batch = 100_000, 32
+    feed(w, stream(rate, 3200, 0, 0.0, batch))
+    t, seq, sp = 0.032, 3200, 50_000_000
+    feed(w, [(t, seq + k, False) for k in range(batch)] + [(t, sp + k, True) for k in range(40)])
+    seq, sp = seq + batch, sp + 40
+    t += 0.005                                          # the stall
+    feed(w, [(t, sp + k, True) for k in range(64)])     # a batch of spoofs only
+    sp += 64
+    t += 0.00001
+    queued = 500                                        # the genuine packets of the stall
+    feed(w, [(t, sp + k, True) for k in range(8)] + [(t, seq + k, False) for k in range(queued)])
+    seq += queued
+    feed(w, stream(rate, 320, seq, t + 0.0001, batch))
+    assert labels(w) == list(range(seq + 320))
+    assert w.counters["drop_seq_jump"] == 40 + 64 + 8 and w.counters["lost"] == 0
 
 
 def test_the_region_restarts_its_evidence_when_another_region_appears(RxWindow):
