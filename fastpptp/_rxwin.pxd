@@ -84,9 +84,6 @@ cdef struct rx_window:
     uint32_t ack_sent       # last ack we sent (piggybacked or alone)
     uint64_t hist           # bit k: seq_recv - k was delivered
     double last             # arrival of the last packet taken into the window
-    double gap              # EWMA (1/8) of the gaps between arrival instants (batches)
-    double pkts             # EWMA (1/8) of the packets taken per instant
-    double pend             # the gap that ended at ``last``, learnt when its count is known
     int inst_n              # packets taken at the instant ``last``
     double ack_dl           # when a pending ack goes out alone
     int started             # a first packet arrived (peers start at 0 or at 1)
@@ -96,6 +93,10 @@ cdef struct rx_window:
     int has_reorder_dl
     int jump_n              # refused packets near each other (>= 2: a confirmed region)
     uint32_t jump_seq       # the latest refused far-ahead sequence number
+    # the stream's rate, learnt once per arrival instant (_rxw_taken): off the first line
+    double gap              # EWMA (1/8) of the gaps between arrival instants (batches)
+    double pkts             # EWMA (1/8) of the packets taken per instant
+    double pend             # the gap that ended at ``last``, learnt when its count is known
     double jump_t0          # when the candidate region's first packet was refused
     double jump_tp          # when its latest packet was refused (a batch fully processed
                             # by the next, later instant)
