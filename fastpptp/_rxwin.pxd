@@ -10,7 +10,9 @@ delivered (duplicate detection behind the window); packets up to ``depth`` ahead
 ``ring`` (slot ``seq & ring_mask``: a power of two divides 2^32, so the index stays
 continuous across the wrap); a gap is given up after ``timeout``.  A packet ``d`` ahead
 with depth <= d < jump_at makes room at once (the oldest gaps are lost); further ahead is a
-jump candidate, taken only when confirmed and the window is silent (see rxw_receive).
+jump candidate, taken only when the old region fell silent while the new one was live: for
+``timeout`` (idle), or for 32 mean gaps of the stream, >= 1 ms (fast, after a burst loss
+under a flood: issue 9); see _rxw_jump for why neither lets a spoofer move a live window.
 
 The functions never call the engine.  They fill an ``rx_out`` the caller acts on, in this
 order: arm its timer list once at ``arm_dl`` when ``arm`` is set; count ``lost``,
@@ -41,6 +43,10 @@ from libc.string cimport memcpy
 cdef enum:
     RXW_JUMP_SLACK = 64     # one packet moves the window by at most max(depth, 64)
     RXW_HIST = 64           # sequence numbers behind the window remembered as delivered
+    RXW_GAP_K = 32          # fast jump: the new region seen for RXW_GAP_K mean gaps ...
+    RXW_JUMP_FAST_N = 4     # ... and holding this many packets near each other
+    RXW_JUMP_FLOOR_US = 1000    # ... and for at least 1 ms whatever the stream's rate:
+                                # the peer's own pauses (scheduling) are not a burst loss
 
 # rx_out.drop: why rxw_receive did not take the packet (at most one reason per packet)
 cdef enum:
@@ -78,6 +84,7 @@ cdef struct rx_window:
     uint32_t ack_sent       # last ack we sent (piggybacked or alone)
     uint64_t hist           # bit k: seq_recv - k was delivered
     double last             # arrival of the last packet taken into the window
+    int inst_n              # packets taken at the instant ``last``
     double ack_dl           # when a pending ack goes out alone
     int started             # a first packet arrived (peers start at 0 or at 1)
     int has_ack_dl
@@ -86,6 +93,13 @@ cdef struct rx_window:
     int has_reorder_dl
     int jump_n              # refused packets near each other (>= 2: a confirmed region)
     uint32_t jump_seq       # the latest refused far-ahead sequence number
+    # the stream's rate, learnt once per arrival instant (_rxw_taken): off the first line
+    double gap              # EWMA (1/8) of the gaps between arrival instants (batches)
+    double pkts             # EWMA (1/8) of the packets taken per instant
+    double pend             # the gap that ended at ``last``, learnt when its count is known
+    double jump_t0          # when the candidate region's first packet was refused
+    double jump_tp          # when its latest packet was refused (a batch fully processed
+                            # by the next, later instant)
     double reorder_dl       # oldest buffered arrival + timeout
     rx_slot* ring           # ring_mask + 1 slots, from rxw_init
 
@@ -229,6 +243,51 @@ cdef inline double rxw_jump_due(const rx_window* w, const rx_params* p) noexcept
         return w.last + p.timeout
     return 1e300
 
+cdef inline double rxw_jump_silence(const rx_window* w, const rx_params* p) noexcept nogil:
+    """How long a far-ahead region must be seen, the window taking nothing meanwhile, before
+    the window follows it at once (_rxw_jump): RXW_GAP_K mean gaps between this stream's
+    packets (gap / pkts: time per instant over packets per instant, i.e. 1 / its rate), at
+    least RXW_JUMP_FLOOR_US, at most ``timeout`` (then it is the idle rule of today)."""
+    cdef double s = RXW_GAP_K * w.gap / w.pkts
+    if s < RXW_JUMP_FLOOR_US * 1e-6:
+        s = RXW_JUMP_FLOOR_US * 1e-6
+    if s > p.timeout:
+        s = p.timeout
+    return s
+
+cdef inline double _rxw_jump_stride(const rx_window* w, const rx_params* p) noexcept nogil:
+    """The longest step between two instants at which the region is seen that still counts
+    as seeing it continuously: half of S, or two of this stream's instant gaps when its
+    batches are slower.  A longer step is most likely the receiver off the CPU -- spoofed
+    packets queued before it and genuine ones queued behind them have not been read yet,
+    so the step proves no silence and the region's evidence starts again."""
+    cdef double g = rxw_jump_silence(w, p) * 0.5
+    if 2 * w.gap > g:
+        g = 2 * w.gap
+    return g
+
+cdef inline void _rxw_taken(rx_window* w, const rx_params* p, double now) noexcept nogil:
+    """A packet taken into the window at ``now``; the candidate region is forgotten.  The
+    stream's rate is learnt per arrival *instant* (the I/O loop gives a whole batch one
+    ``now``): when an instant is over (the next one begins) the EWMAs (1/8, as RFC 6298's
+    SRTT) learn the gap that ended at it (capped at ``timeout``: an idle minute is no
+    stronger evidence than an idle 0.1 s) and the packets it took; their ratio is the mean
+    gap between packets whatever the batching -- a receiver stall ends in a long gap *and*
+    a large backlog batch, read as the rate it is, not as a stream falling silent."""
+    cdef double g
+    if now > w.last:
+        w.gap += (w.pend - w.gap) * 0.125
+        w.pkts += (<double>w.inst_n - w.pkts) * 0.125
+        g = now - w.last
+        if g > p.timeout:
+            g = p.timeout
+        w.pend = g
+        w.inst_n = 1
+        w.last = now
+    else:
+        w.inst_n += 1
+    w.has_jump = 0
+
 cdef inline void _rxw_advance(rx_window* w, const rx_params* p, uint32_t seq, bint delivered,
                               double now, rx_out* o) noexcept nogil:
     """seq_recv moves forward to ``seq``; the history remembers what was delivered and an
@@ -321,22 +380,52 @@ cdef inline bint _rxw_jump(rx_window* w, const rx_params* p, rx_pool* pool, uint
                            double now, rx_out* o) noexcept nogil:
     """``seq`` is ``jump_at`` or more ahead of the window. RFC 2637 §4.4: the peer never
     retransmits, so after a burst loss larger than the window the window must follow the
-    peer -- but one packet (a blind spoof with a live call ID and the peer's address) must
-    not drag it away from the real stream. So a far-ahead packet is refused (drop_seq_jump)
-    and remembered as the candidate of a new region. A second one within max(depth,
-    JUMP_SLACK) of the candidate confirms the region; the window jumps there once it has
-    itself had no packet for ``timeout`` (a spoofer can add packets but cannot silence the
-    peer's): at once, to a confirming packet arriving when the window is already silent, or
-    by rxw_fire (to just past the candidate) when it falls silent later. A packet taken into
-    the window forgets the candidate. Returns 1 when ``seq`` is now the next expected (the
-    gaps before it given up: lost), 0 when the packet is refused."""
+    peer -- but a blind spoof (a live call ID, the peer's address, a sequence number far
+    ahead: issue 10) must not drag it away from the real stream. So a far-ahead packet is
+    refused (drop_seq_jump) and remembered as the candidate of a new region; a packet taken
+    into the window forgets it. The window follows the region only on proof that the old
+    region went silent *while the new one was live* -- a spoofer can add packets but cannot
+    silence the peer's:
+
+    * idle rule (as before): a second packet near the candidate (within max(depth,
+      JUMP_SLACK)) when the window has had no packet for ``timeout`` -- at once, or by
+      rxw_fire (to just past the candidate) when the window falls silent later;
+    * fast rule (issue 9: a receiver's kernel drops runs of hundreds of datagrams under a
+      flood; waiting ``timeout`` refused ~90k genuine frames in 3 s): the region holds
+      RXW_JUMP_FAST_N packets near each other, and between its first packet (jump_t0) and
+      an earlier instant at which it was seen again (jump_tp) at least S =
+      rxw_jump_silence passed: RXW_GAP_K (32) times this stream's own mean gap between
+      packets, at least 1 ms, at most ``timeout``. At 50k-200k packets/s S is the 1 ms floor.
+      The region must be seen continuously: a step between its instants longer than
+      _rxw_jump_stride restarts jump_t0.
+
+    Why a spoofer cannot use the fast rule against a live stream. (1) Any packet taken into
+    the window forgets the candidate, so the region's evidence must span S with *no*
+    genuine packet processed meanwhile. (2) jump_tp must be an instant *earlier* than now:
+    the I/O loop gives one ``now`` to a batch, so a spoofed run leading a batch that also
+    holds genuine packets (a receiver that stalled, with both queued) proves nothing until
+    that batch has been processed -- and its genuine packets forget the run; and a receiver
+    stall between two instants of the run is not counted as silence (_rxw_jump_stride):
+    the spoofs read after it were queued before the genuine packets not read yet. (3) S is 32
+    mean gaps: a live stream, regular or Poisson (P(no packet for 32 mean gaps) = e^-32),
+    delivers a packet within S, and the floor covers the peer's own scheduling pauses.
+    What moves the window is a real pause of the stream longer than S while the spoofer
+    sends -- the idle rule's exposure, at a shorter pause for a busy stream; a session idle
+    for ``timeout`` was exposed before, too. A young window (gap starts at ``timeout``) or a
+    slow stream is capped at ``timeout``: then the fast rule, measured from the region's
+    first packet, is no weaker than the idle rule, measured from the window's last.
+
+    Returns 1 when ``seq`` is now the next expected (the gaps before it given up: lost), 0
+    when the packet is refused."""
     cdef int32_t k
     cdef bint near
     if w.has_jump:
         k = rxw_sdiff(seq, w.jump_seq)
         # near: the region's own reordering may reach what makes room in the window
         near = k != 0 and k > p.depth - p.jump_at and k < p.jump_at - p.depth
-        if near and now - w.last >= p.timeout:
+        if near and (now - w.last >= p.timeout
+                     or (w.jump_n + 1 >= RXW_JUMP_FAST_N and now > w.jump_tp
+                         and w.jump_tp - w.jump_t0 >= rxw_jump_silence(w, p))):
             w.has_jump = 0
             _rxw_skip_to(w, p, pool, seq, now, 0, o)
             return 1
@@ -344,13 +433,21 @@ cdef inline bint _rxw_jump(rx_window* w, const rx_params* p, rx_pool* pool, uint
         o.counted = 1
         if k == 0:
             return 0                        # the candidate again: confirms nothing
-        w.jump_n = w.jump_n + 1 if near else 1
+        if near:
+            w.jump_n += 1
+            if now - w.jump_tp > _rxw_jump_stride(w, p):
+                w.jump_t0 = now             # a stall inside the evidence: it starts again
+        else:
+            w.jump_n = 1                    # another region: its own evidence from now
+            w.jump_t0 = now
     else:
         o.drop = RXW_SEQ_JUMP
         o.counted = 1
         w.jump_n = 1
+        w.jump_t0 = now
     w.has_jump = 1
     w.jump_seq = seq
+    w.jump_tp = now
     if w.jump_n >= 2:                       # confirmed: the timer takes it if the window stays silent
         _rxw_arm(o, w.last + p.timeout)
     return 0
@@ -375,6 +472,10 @@ cdef inline void rxw_receive(rx_window* w, const rx_params* p, rx_pool* pool, ui
         w.seq_recv = seq - 1
         w.ack_sent = seq - 1                # nothing acked yet, whatever seq is
         w.last = now
+        w.gap = p.timeout                   # nothing learnt yet: the fast jump waits timeout
+        w.pkts = 1
+        w.pend = p.timeout
+        w.inst_n = 1
         _rxw_advance(w, p, seq, 1, now, o)
         _rxw_emit(o, f, n, -1)
         return
@@ -383,6 +484,9 @@ cdef inline void rxw_receive(rx_window* w, const rx_params* p, rx_pool* pool, ui
         # far beyond the window: a new region, or a blind spoof (see _rxw_jump)
         if not _rxw_jump(w, p, pool, seq, now, o):
             return
+        w.last = now                        # the silence crossed is the loss, not a gap
+        w.pend = w.gap
+        w.inst_n = 0
         d = 0                               # the jump made seq the next expected
     elif d >= p.depth:
         # just beyond (a gap held open filled the buffer): give up the oldest gaps (lost)
@@ -390,8 +494,7 @@ cdef inline void rxw_receive(rx_window* w, const rx_params* p, rx_pool* pool, ui
         _rxw_skip_to(w, p, pool, seq - <uint32_t>p.depth + 1, now, 0, o)
         d = rxw_sdiff(seq, w.seq_recv + 1)
     if d == 0:
-        w.last = now
-        w.has_jump = 0
+        _rxw_taken(w, p, now)
         _rxw_advance(w, p, seq, 1, now, o)
         _rxw_emit(o, f, n, -1)
         _rxw_drain(w, p, pool, now, o)
@@ -421,8 +524,7 @@ cdef inline void rxw_receive(rx_window* w, const rx_params* p, rx_pool* pool, ui
             o.drop = RXW_NO_ROOM
             o.counted = 1
             return
-    w.last = now
-    w.has_jump = 0
+    _rxw_taken(w, p, now)
     if echo:
         _rxw_emit(o, f, n, -1)              # delivered now; its slot is a placeholder
     sl.used = 1

@@ -13,7 +13,9 @@ receiver only orders, drops duplicates and gives gaps up.
 * ``depth`` <= d < ``jump_at`` (= depth + max(depth, 64)) ahead: the oldest gaps are given
   up at once (``lost``) to make room.
 * Further ahead: a jump (RxWindow._jump): refused (``drop_seq_jump``) until a second packet
-  near the candidate confirms the region and the window has been silent for ``timeout``.
+  near the candidate confirms the region and the window has been silent for ``timeout``,
+  or (fast, issue 9) the region, with JUMP_FAST_N packets, has been seen for GAP_K mean
+  gaps of the stream (at least JUMP_FLOOR) with the window taking nothing meanwhile.
 * Behind: ``drop_duplicate`` when that number was delivered (64-entry history) or is
   buffered, else ``drop_too_old``; an LCP Echo-Request/Reply is delivered out of order
   (keepalives survive reordering) only inside the window or behind it within the history,
@@ -36,6 +38,11 @@ M64 = (1 << 64) - 1
 #: further ahead is a jump.
 JUMP_SLACK = 64
 HIST = 64           # sequence numbers behind the window remembered as delivered
+#: Fast jump (RxWindow._jump): the new region seen for GAP_K mean gaps of the stream, at
+#: least JUMP_FLOOR seconds and at most the reorder timeout, holding JUMP_FAST_N packets.
+GAP_K = 32
+JUMP_FAST_N = 4
+JUMP_FLOOR = 1000 * 1e-6        # the compiled RXW_JUMP_FLOOR_US * 1e-6, the same double
 #: The automatic reorder pool (EngineConfig.reorder_pool = 0): this many frames, and at least
 #: four full windows.
 POOL_MIN = 1024
@@ -117,8 +124,9 @@ class RxOut:
 class RxWindow:
     """The receive window of one call; field names as the compiled rx_window's."""
 
-    __slots__ = ("p", "pool", "seq_recv", "ack_sent", "started", "hist", "last", "jump",
-                 "jump_n", "reorder", "reorder_dl", "ack_dl")
+    __slots__ = ("p", "pool", "seq_recv", "ack_sent", "started", "hist", "last", "gap", "pkts", "pend", "inst_n",
+                 "jump",
+                 "jump_n", "jump_t0", "jump_tp", "reorder", "reorder_dl", "ack_dl")
 
     def __init__(self, params: RxParams, pool: RxPool):
         self.p = params
@@ -128,8 +136,14 @@ class RxWindow:
         self.started = False
         self.hist = 0               # bit k: seq_recv - k was delivered
         self.last = 0.0             # arrival of the last packet taken into the window
+        self.gap = 0.0              # EWMA (1/8) of the gaps between arrival instants (batches)
+        self.pkts = 1.0             # EWMA (1/8) of the packets taken per instant
+        self.pend = 0.0             # the gap that ended at ``last``, learnt with its count
+        self.inst_n = 0             # packets taken at the instant ``last``
         self.jump: int | None = None    # the latest refused far-ahead sequence number
         self.jump_n = 0             # refused packets near each other (>= 2: a confirmed region)
+        self.jump_t0 = 0.0          # when the candidate region's first packet was refused
+        self.jump_tp = 0.0          # when its latest was (a batch, processed by a later instant)
         self.reorder: dict[int, tuple[float, bytes]] = {}   # seq -> (arrival, frame or b"" = done)
         self.reorder_dl: float | None = None
         self.ack_dl: float | None = None
@@ -143,6 +157,10 @@ class RxWindow:
             self.started = True
             self.seq_recv = self.ack_sent = (seq - 1) & U32   # nothing acked yet, whatever seq is
             self.last = now
+            self.gap = p.timeout            # nothing learnt yet: the fast jump waits timeout
+            self.pkts = 1.0
+            self.pend = p.timeout
+            self.inst_n = 1
             self._advance(seq, True, now, o)
             o.frames.append((frame, True))
             return o
@@ -151,6 +169,9 @@ class RxWindow:
             # far beyond the window: a new region, or a blind spoof (see _jump)
             if not self._jump(seq, now, o):
                 return o
+            self.last = now                 # the silence crossed is the loss, not a gap
+            self.pend = self.gap
+            self.inst_n = 0
             d = 0                           # the jump made seq the next expected
         elif d >= p.depth:
             # just beyond (a gap held open filled the buffer): give up the oldest gaps (lost)
@@ -158,8 +179,7 @@ class RxWindow:
             self._skip_to((seq - p.depth + 1) & U32, now, False, o)
             d = serial_diff(seq, (self.seq_recv + 1) & U32)
         if d == 0:
-            self.last = now
-            self.jump = None
+            self._taken(now)
             self._advance(seq, True, now, o)
             o.frames.append((frame, True))
             self._drain(now, o)
@@ -182,8 +202,7 @@ class RxWindow:
         if not echo and not self.pool.get():
             o.drop = NO_ROOM
             return o
-        self.last = now
-        self.jump = None
+        self._taken(now)
         if echo:
             o.frames.append((frame, True))
             frame = b""                     # placeholder: counts as delivered when reached
@@ -213,6 +232,26 @@ class RxWindow:
         """The call ends: its buffered frames go back to the pool."""
         self.pool.put(sum(1 for _, fr in self.reorder.values() if fr))
         self.reorder.clear()
+
+    def jump_silence(self) -> float:
+        """How long a far-ahead region must be seen, the window taking nothing meanwhile,
+        before the window follows it at once: GAP_K mean gaps between packets (gap / pkts),
+        within [JUMP_FLOOR, timeout]."""
+        s = GAP_K * self.gap / self.pkts
+        if s < JUMP_FLOOR:
+            s = JUMP_FLOOR
+        if s > self.p.timeout:
+            s = self.p.timeout
+        return s
+
+    def jump_stride(self) -> float:
+        """The longest step between instants at which the region is seen that still counts
+        as continuous: S / 2, or two instant gaps of the stream; a longer one (most likely
+        the receiver off the CPU) restarts the region's evidence."""
+        g = self.jump_silence() * 0.5
+        if 2 * self.gap > g:
+            g = 2 * self.gap
+        return g
 
     def jump_due(self) -> float | None:
         """When a confirmed candidate is taken by the timer (None: not armed)."""
@@ -263,6 +302,25 @@ class RxWindow:
             self.ack_dl = now + self.p.ack_delay
             o.arm = True
 
+    def _taken(self, now):
+        """A packet taken into the window; the candidate is forgotten.  When an arrival
+        *instant* is over (the I/O loop gives a batch one ``now``) the EWMAs (1/8, as RFC
+        6298's SRTT) learn the gap that ended at it (capped at the timeout) and the packets
+        it took: gap / pkts is the mean gap between packets (a receiver stall ends in a long
+        gap and a large backlog batch: its rate, not a silence)."""
+        if now > self.last:
+            self.gap += (self.pend - self.gap) * 0.125
+            self.pkts += (float(self.inst_n) - self.pkts) * 0.125
+            g = now - self.last
+            if g > self.p.timeout:
+                g = self.p.timeout
+            self.pend = g
+            self.inst_n = 1
+            self.last = now
+        else:
+            self.inst_n += 1
+        self.jump = None
+
     def _release(self, fr, o):
         if fr:
             o.frames.append((fr, False))
@@ -308,35 +366,51 @@ class RxWindow:
             o.lost_timeout += gap
 
     def _jump(self, seq, now, o) -> bool:
-        """``seq`` is ``jump_at`` or more ahead of the window. RFC 2637 §4.4: the peer never
-        retransmits, so after a burst loss larger than the window the window must follow the
-        peer -- but one packet (a blind spoof with a live call ID and the peer's address)
-        must not drag it away from the real stream. So a far-ahead packet is refused
-        (``drop_seq_jump``) and remembered as the candidate of a new region. A second one
-        within max(depth, JUMP_SLACK) of the candidate confirms the region; the window jumps
-        there once it has itself had no packet for the timeout (a spoofer can add packets but
-        cannot silence the peer's): at once, to a confirming packet arriving when the window
-        is already silent, or by ``fire`` (to just past the candidate) when it falls silent
-        later. A packet taken into the window forgets the candidate. True when ``seq`` is now
-        the next expected (the gaps before it given up: ``lost``), False when refused."""
+        """``seq`` is ``jump_at`` or more ahead of the window (RFC 2637 §4.4: nothing is
+        retransmitted, so after a burst loss the window must follow the peer; issue 10: a
+        blind spoof far ahead must not drag it away). Refused (``drop_seq_jump``) and
+        remembered as the candidate of a new region; a packet taken into the window forgets
+        it. The window follows the region when (the compiled _rxw_jump explains why each is
+        spoof-safe):
+
+        * idle rule: a packet near the candidate (within max(depth, JUMP_SLACK)) when the
+          window has had no packet for the timeout -- at once, or by ``fire`` (to just past
+          the candidate, needing jump_n >= 2) once the window falls silent;
+        * fast rule (issue 9): a near packet makes JUMP_FAST_N and the region was seen at an
+          earlier instant ``jump_tp`` at least ``jump_silence()`` after its first packet
+          ``jump_t0`` -- the window took nothing while the region was live that long; a
+          step between the region's instants longer than ``jump_stride()`` restarts
+          ``jump_t0`` (a receiver stall proves no silence).
+
+        True when ``seq`` is now the next expected (gaps before it ``lost``), else False."""
         p = self.p
         if self.jump is not None:
             k = serial_diff(seq, self.jump)
             # near: the region's own reordering may reach what makes room in the window
             slack = max(p.depth, JUMP_SLACK)
             near = k != 0 and -slack < k < slack
-            if near and now - self.last >= p.timeout:
+            if near and (now - self.last >= p.timeout
+                         or (self.jump_n + 1 >= JUMP_FAST_N and now > self.jump_tp
+                             and self.jump_tp - self.jump_t0 >= self.jump_silence())):
                 self.jump = None
                 self._skip_to(seq, now, False, o)
                 return True
             o.drop = SEQ_JUMP
             if k == 0:
                 return False                # the candidate again: confirms nothing
-            self.jump_n = self.jump_n + 1 if near else 1
+            if near:
+                self.jump_n += 1
+                if now - self.jump_tp > self.jump_stride():
+                    self.jump_t0 = now      # a stall inside the evidence: it starts again
+            else:
+                self.jump_n = 1             # another region: its own evidence from now
+                self.jump_t0 = now
         else:
             o.drop = SEQ_JUMP
             self.jump_n = 1
+            self.jump_t0 = now
         self.jump = seq
+        self.jump_tp = now
         if self.jump_n >= 2:                # confirmed: the timer takes it if the window stays silent
             o.arm = True
         return False
