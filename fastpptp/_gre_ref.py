@@ -45,7 +45,8 @@ Decapsulation (IPv4 datagram from the raw GRE socket):
     ``reorder_depth`` ahead; up to reorder_depth + max(reorder_depth, JUMP_SLACK) ahead
     forces older gaps to be given up (``lost``); further ahead is a jump (``_jump``:
     refused, ``drop_seq_jump``, until a second packet confirms the new region and the
-    window has been silent for ``reorder_timeout``).  A gap held longer than
+    window has been silent for ``reorder_timeout``, or four confirm it and the window has
+    been silent for 32 of the stream's mean packet gaps, at least 1 ms: _rxwin_ref.py).  A gap held longer than
     ``reorder_timeout`` is given up (``lost`` and ``drop_reorder_timeout`` count the
     sequence numbers skipped).  The frames buffered by all calls come from one pool of
     ``reorder_pool`` frames; when it is empty, ``drop_no_room``.  Behind ->
