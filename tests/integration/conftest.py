@@ -14,20 +14,15 @@ import os
 
 import pytest
 
-from fastpptp.net import netlink, netns
+from fastpptp.net import netns
 from support.lab import GRE_IO_FORCED, Lab
+from support.loopns import lo_namespace
 
 
 @pytest.fixture
 def loopback_ns():
-    name = f"fpinp{os.getpid()}"
-    netns.create(name)
-    try:
-        netlink.set_link_up("lo", netns=name)
-        with netns.entered(name):
-            yield name
-    finally:
-        netns.remove(name, missing_ok=True)
+    with lo_namespace("fpinp") as name, netns.entered(name):
+        yield name
 
 
 @pytest.fixture

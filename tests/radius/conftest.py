@@ -1,11 +1,10 @@
 """Fixtures of the RADIUS tests: one real FreeRADIUS per module (tests/support/freeradius.py),
 skipped with the reason only when FreeRADIUS is not installed."""
-import os
 
 import pytest
 
-from fastpptp.net import netlink, netns
 from support.freeradius import FreeRadius, RadiusUser, freeradius_missing
+from support.loopns import lo_namespace
 
 ALICE_REPLY = {
     "Framed-IP-Address": "203.0.113.7",
@@ -44,11 +43,6 @@ def radius_ns():
     reason = freeradius_missing()
     if reason is not None:
         pytest.skip(reason)
-    name = f"fpacct{os.getpid()}"
-    netns.create(name)
-    try:
-        netlink.set_link_up("lo", netns=name)
-        with FreeRadius(USERS, secret="Fr33-radius-s3cret", netns=name) as server:
-            yield server
-    finally:
-        netns.remove(name, missing_ok=True)
+    with lo_namespace("fpacct") as name, \
+            FreeRadius(USERS, secret="Fr33-radius-s3cret", netns=name) as server:
+        yield server

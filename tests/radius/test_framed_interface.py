@@ -25,6 +25,7 @@ from fastpptp.radius.settings import RadiusSettings
 from fastpptp.server import Server, ServerConfig
 from support.freeradius import FreeRadius, RadiusUser, freeradius_missing
 from support.inproc import FakeTun, free_port
+from support.loopns import lo_namespace
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns]
 
@@ -48,14 +49,8 @@ def framed_ns():
         pytest.skip(reason)
     if os.geteuid() != 0:
         pytest.skip("needs root (network namespaces, TUN devices)")
-    name = f"fpfrm{os.getpid()}"
-    netns.create(name)
-    try:
-        netlink.set_link_up("lo", netns=name)
-        with FreeRadius(USERS, secret=SECRET, netns=name) as fr:
-            yield name, fr
-    finally:
-        netns.remove(name, missing_ok=True)
+    with lo_namespace("fpfrm") as name, FreeRadius(USERS, secret=SECRET, netns=name) as fr:
+        yield name, fr
 
 
 async def nl(fn, *args):

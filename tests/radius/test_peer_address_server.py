@@ -13,18 +13,18 @@ test_inprocess_verifier.py: a fresh network namespace, FakeTun socketpairs as TU
 from __future__ import annotations
 
 import asyncio
-import os
 
 import pytest
 
 from fastpptp.client import Client, ClientConfig
 from fastpptp.config import parse_ppp_options
-from fastpptp.net import netlink, netns
+from fastpptp.net import netns
 from fastpptp.ppp.auth.base import FRAMED_IP_PEER_CHOOSES, ReplyAttributes, VerifyRequest, VerifyResult
 from fastpptp.ppp.auth.local import LocalVerifier
 from fastpptp.ppp.auth.secrets import StaticBackend
 from fastpptp.server import Server, ServerConfig
 from support.inproc import FakeTun, free_port, recv_packet, udp_packet
+from support.loopns import lo_namespace
 
 pytestmark = pytest.mark.netns
 
@@ -35,14 +35,8 @@ POOL = ("198.51.100.2", "198.51.100.3")
 
 @pytest.fixture
 def peer_ns():
-    name = f"peeraddr{os.getpid()}"
-    netns.create(name)
-    try:
-        netlink.set_link_up("lo", netns=name)
-        with netns.entered(name):
-            yield name
-    finally:
-        netns.remove(name, missing_ok=True)
+    with lo_namespace("peeraddr") as name, netns.entered(name):
+        yield name
 
 
 class PeerChoosesVerifier:

@@ -22,7 +22,7 @@ import pytest
 from fastpptp.cli import build_server_config, server_parser
 from fastpptp.client import Client, ClientConfig
 from fastpptp.config import parse_ppp_options
-from fastpptp.net import netlink, netns
+from fastpptp.net import netns
 from fastpptp.radius.client import ClientPolicy, RadiusServer
 from fastpptp.radius.settings import RadiusSettings
 from fastpptp.server import Server, ServerConfig
@@ -30,6 +30,7 @@ from fastpptp.shaping import RateLimit, RateSource
 from support.freeradius import FreeRadius, RadiusUser, freeradius_missing
 from support.inproc import FakeTun, recv_packet, udp_packet
 from support.inproc import free_port
+from support.loopns import lo_namespace
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns]
 
@@ -59,15 +60,8 @@ def radius_ns():
         pytest.skip(reason)
     if os.geteuid() != 0:
         pytest.skip("needs root (network namespaces)")
-    name = f"fprad{os.getpid()}"
-    netns.create(name)
-    try:
-        netlink.set_link_up("lo", netns=name)
-        with netns.entered(name):
-            with FreeRadius(USERS, secret=SECRET) as fr:
-                yield fr
-    finally:
-        netns.remove(name, missing_ok=True)
+    with lo_namespace("fprad") as name, netns.entered(name), FreeRadius(USERS, secret=SECRET) as fr:
+        yield fr
 
 
 @pytest.fixture(autouse=True)
