@@ -45,13 +45,7 @@ EARLY_PACKETS = 4         # before pppd's ip-up: 0.2 s at PPS
 
 @pytest.fixture(scope="module")
 def net():
-    assert os.path.exists(R.PPTP_VM), f"the interop harness is missing: {R.PPTP_VM}"
-    ok, out = R.prepare()
-    if not ok:
-        reason = "pptp-vm prepare failed (qemu, an accelerator or packages unavailable): " + out[-400:]
-        print(reason)
-        pytest.skip(reason)
-    with R.InteropNet() as n:
+    with R.prepared_net() as n:
         yield n
 
 

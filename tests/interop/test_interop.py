@@ -143,14 +143,7 @@ COMMON_OURS = ("lcp-echo-interval 2", "lcp-echo-failure 4")
 
 @pytest.fixture(scope="module")
 def net():
-    assert os.path.exists(R.PPTP_VM), f"the interop harness is missing: {R.PPTP_VM}"
-    ok, out = R.prepare()
-    if not ok:
-        reason = "pptp-vm prepare failed (qemu, an accelerator or packages unavailable): " + out[-400:]
-        print(reason)
-        pytest.skip(reason)
-    assert R.have_tshark(), "pptp-vm prepare installs tshark; it is missing"
-    with R.InteropNet() as n:
+    with R.prepared_net(tshark=True) as n:
         yield n
 
 

@@ -26,10 +26,7 @@ pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def net():
-    ok, why = interop_rig.prepare()
-    if not ok:
-        pytest.skip(f"interop harness unavailable: {why}")
-    with interop_rig.InteropNet() as n:
+    with interop_rig.prepared_net() as n:
         # A GRE sink on our side: without a taker for protocol 47 the kernel answers the
         # peer's GRE with ICMP protocol-unreachable, and pptpd/pptp-linux give up the call
         # (their connected GRE socket reads ENOPROTOOPT).  We never read it: no PPP here.

@@ -134,6 +134,23 @@ def prepare(timeout: float = 600) -> tuple[bool, str]:
     return p.returncode == 0, "\n".join(out[-15:])
 
 
+@contextlib.contextmanager
+def prepared_net(*, tshark: bool = False):
+    """The module fixture of the interop tests: the harness prepared (VM image, packages),
+    else the test is skipped with the reason printed; then an :class:`InteropNet`."""
+    import pytest
+    assert os.path.exists(PPTP_VM), f"the interop harness is missing: {PPTP_VM}"
+    ok, out = prepare()
+    if not ok:
+        reason = "pptp-vm prepare failed (qemu, an accelerator or packages unavailable): " + out[-400:]
+        print(reason)
+        pytest.skip(reason)
+    if tshark:
+        assert have_tshark(), "pptp-vm prepare installs tshark; it is missing"
+    with InteropNet() as n:
+        yield n
+
+
 class InteropNet:
     """The harness namespace (bridge br0, 192.0.2.1/24), created and removed by us."""
 
