@@ -195,7 +195,12 @@ def affected_by_route(decisions: dict[str, Decision], peers: Iterable[str],
     """The peers whose route lookup a route to ``prefix`` may change: those inside it, and
     those whose next hop (a gateway) is inside it.  ``prefix`` None (not told): every peer.
     A server's per-session routes (a /32 to each client's tunnel address on the TUN) thus
-    re-resolve nobody, where each used to re-resolve every peer (issue 9, churn)."""
+    re-resolve nobody, where each used to re-resolve every peer (issue 9, churn).
+
+    Called once per route event, so a /32 (one per session) costs string compares only, and
+    shorter prefixes integer masks: with ipaddress objects per peer and event, a 1 000-session
+    connect storm cost the tracker thread 3.7 s of GIL-holding CPU (1 000 events x 1 000
+    peers) -- time the server's event loop could not negotiate in (issue 10, first packets)."""
     if prefix is None:
         return list(peers)
     try:
@@ -203,12 +208,26 @@ def affected_by_route(decisions: dict[str, Decision], peers: Iterable[str],
     except ValueError:
         return list(peers)
     out = []
+    if net.prefixlen == 32:
+        a = str(net.network_address)
+        for p in peers:
+            d = decisions.get(p)
+            if p == a or (d is not None and d.via == a):
+                out.append(p)
+        return out
+    base, mask = int(net.network_address), int(net.netmask)
     for p in peers:
         d = decisions.get(p)
-        if ipaddress.IPv4Address(p) in net or (
-                d is not None and d.via is not None and ipaddress.IPv4Address(d.via) in net):
+        if _ip_int(p) & mask == base or (
+                d is not None and d.via is not None and _ip_int(d.via) & mask == base):
             out.append(p)
     return out
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _ip_int(addr: str) -> int:
+    """A dotted-quad IPv4 address (as the tracker keeps them) as an integer."""
+    return int.from_bytes(socket.inet_aton(addr), "big")
 
 
 def affected_by_neigh(decisions: dict[str, Decision], ifindex: int, neigh_dst: str,
@@ -487,14 +506,30 @@ def use_neighbour(rtnl: Rtnl, ifindex: int, addr: str) -> None:
         log.debug("NTF_USE for %s on ifindex %d: %s", addr, ifindex, exc)
 
 
-def resolve(rtnl: Rtnl, peer: str, ifindex: int, local: str | None = None) -> Decision:
-    """Ask the kernel (route, link, neighbour) and :func:`decide`."""
-    route = query_route(rtnl, peer)
-    link = query_link(rtnl, ifindex)
+_ASK: Any = object()         # resolve(route=...): not known, ask the kernel
+
+
+def resolve(rtnl: Rtnl, peer: str, ifindex: int, local: str | None = None, *,
+            cache: dict[Any, Any] | None = None, route: RouteInfo | None = _ASK) -> Decision:
+    """Ask the kernel (route, link, neighbour) and :func:`decide`.
+
+    ``cache``: a dict shared by the resolutions of one pass (one batch of events, one tick):
+    the link and each next hop's neighbour entry are then asked once per pass, not once per
+    peer -- 1 000 peers behind one gateway cost 1 000 route lookups + 2 queries, not 3 000.
+    ``route``: the peer's route when already known (a neighbour event changes no route)."""
+    if route is _ASK:
+        route = query_route(rtnl, peer)
+    c: dict[Any, Any] = cache if cache is not None else {}
+    if "link" not in c:
+        c["link"] = query_link(rtnl, ifindex)
     neigh = None
     if route is not None and route.rtype == RTN_UNICAST and route.oif == ifindex:
-        neigh = query_neigh(rtnl, ifindex, nexthop_address(peer, route))
-    return decide(peer, ifindex, route, link, neigh, local)
+        via = nexthop_address(peer, route)
+        key = ("neigh", via)
+        if key not in c:
+            c[key] = query_neigh(rtnl, ifindex, via)
+        neigh = c[key]
+    return decide(peer, ifindex, route, c["link"], neigh, local)
 
 
 # ------------------------------------------------------------------------------ tracker
@@ -553,6 +588,7 @@ class NexthopTracker:
         self._peers: dict[str, str | None] = {}         # peer -> forced local address
         self._refs: dict[str, int] = {}                   # peer -> add_peer calls not removed
         self._decisions: dict[str, Decision] = {}
+        self._routes: dict[str, RouteInfo | None] = {}    # peer -> its route when last resolved
         self._requests: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...], Future[Any]]]
         self._requests = queue.SimpleQueue()
         self._stop = False
@@ -598,6 +634,7 @@ class NexthopTracker:
             del self._refs[peer]
             del self._peers[peer]
             self._decisions.pop(peer, None)
+            self._routes.pop(peer, None)
             self.port.clear_nexthop(peer)
 
     def decision(self, peer: str) -> Decision | None:
@@ -631,21 +668,36 @@ class NexthopTracker:
             return self._resolve(peer)
 
     def _refresh_all(self) -> None:
+        cache: dict[Any, Any] = {}
         with self._lock:
             for peer in list(self._peers):
-                self._resolve(peer)
+                self._resolve(peer, cache)
 
     # -- on the thread (lock held)
 
-    def _resolve(self, peer: str) -> Decision:
+    def _resolve(self, peer: str, cache: dict[Any, Any] | None = None, *,
+                 same_route: bool = False) -> Decision:
+        """Decide ``peer`` again.  ``cache``: shared by the peers of one pass (see
+        :func:`resolve`); ``same_route``: only a neighbour entry changed, the peer's route
+        is the one found last time (no route lookup).  This thread holds the GIL while it
+        parses, so its cost per session matters: at 1 000 sessions a per-peer x per-event
+        cost starved the server's event loop for seconds (issue 10)."""
         self.resolutions += 1
+        c: dict[Any, Any] = cache if cache is not None else {}
         try:
-            d = resolve(self._q, peer, self.ifindex, self._peers.get(peer))
+            if same_route and peer in self._routes:
+                route = self._routes[peer]
+            else:
+                route = self._routes[peer] = query_route(self._q, peer)
+            d = resolve(self._q, peer, self.ifindex, self._peers.get(peer), cache=c, route=route)
         except OSError as exc:
+            self._routes.pop(peer, None)
             d = SlowPath(peer, f"netlink: {exc}")
-        if isinstance(d, SlowPath) and d.kick and d.via is not None:
+        if isinstance(d, SlowPath) and d.kick and d.via is not None and ("kicked", d.via) not in c:
             # nobody sent to it yet, or the last try failed: have the kernel ARP now (the
-            # neighbour event brings the answer); with FAILED this repeats every tick
+            # neighbour event brings the answer); with FAILED this repeats every tick.  Once
+            # per next hop and pass: the peers behind it share its entry
+            c[("kicked", d.via)] = True
             use_neighbour(self._q, self.ifindex, d.via)
         old = self._decisions.get(peer)
         self._decisions[peer] = d
@@ -664,22 +716,28 @@ class NexthopTracker:
         return d
 
     def _on_events(self, events: Iterable[RtEvent]) -> None:
-        todo: set[str] = set()
+        todo: set[str] = set()              # a route or the link may have changed: resolve
+        neigh_only: set[str] = set()        # only their next hop's entry changed
         with self._lock:
             for e in events:
                 self.events += 1
                 if e.kind == "neigh":
                     if e.dst is not None:
-                        todo.update(affected_by_neigh(self._decisions, self.ifindex, e.dst,
-                                                      e.ifindex))
+                        neigh_only.update(affected_by_neigh(self._decisions, self.ifindex, e.dst,
+                                                            e.ifindex))
                 elif e.kind == "route":
                     if e.family == socket.AF_INET:
                         todo.update(affected_by_route(self._decisions, self._peers, e.dst))
                 elif e.ifindex == self.ifindex:     # link: MTU, MAC, up/down, gone
                     todo.update(self._peers)
+            # one pass: the link and each next hop's entry asked once for all its peers
+            cache: dict[Any, Any] = {}
             for peer in todo:
                 if peer in self._peers:
-                    self._resolve(peer)
+                    self._resolve(peer, cache)
+            for peer in neigh_only - todo:
+                if peer in self._peers:
+                    self._resolve(peer, cache, same_route=True)
 
     def _tick(self) -> None:
         """Every ``refresh``: retry slow peers, have the kernel re-validate fast ones; every
@@ -689,6 +747,7 @@ class NexthopTracker:
         self._ticks += 1
         full = self._ticks % self.FULL_EVERY == 0
         used: set[str] = set()      # peers behind one gateway share its entry: one NTF_USE
+        cache: dict[Any, Any] = {}
         with self._lock:
             for peer in list(self._peers):
                 d = self._decisions.get(peer)
@@ -697,7 +756,7 @@ class NexthopTracker:
                         used.add(d.via)
                         use_neighbour(self._q, self.ifindex, d.via)
                 else:
-                    self._resolve(peer)
+                    self._resolve(peer, cache)
 
     def _drain_events(self) -> None:
         for _ in range(256):        # bounded: what is queued now, then the loop goes on
