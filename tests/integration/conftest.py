@@ -16,7 +16,7 @@ import pytest
 
 from fastpptp.net import netns
 from support.lab import GRE_IO_FORCED, Lab
-from support.loopns import lo_namespace
+from fastpptp.tools.netrig import namespace as lo_namespace
 
 
 @pytest.fixture

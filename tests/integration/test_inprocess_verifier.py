@@ -22,6 +22,7 @@ from fastpptp.server import Server, ServerConfig
 from fastpptp.shaping import RateLimit, RateSource
 from support.inproc import FakeTun, recv_packet, udp_packet
 from support.inproc import free_port
+from support.inproc import wait_up
 
 pytestmark = pytest.mark.netns
 
@@ -78,12 +79,6 @@ def make_client(port, user, password, client_opts, tuns, source="127.0.0.2"):
                                ppp=parse_ppp_options(client_opts + " remotename testsrv"),
                                local_address=source, ip_up=None, ip_down=None),
                   tun_factory=make, configure_network=False)
-
-
-async def wait_up(client, task, timeout=20.0) -> bool:
-    await asyncio.wait({task, asyncio.ensure_future(client.up.wait())}, timeout=timeout,
-                       return_when=asyncio.FIRST_COMPLETED)
-    return client.up.is_set()
 
 
 async def stop_client(client, task) -> int:

@@ -4,7 +4,7 @@ skipped with the reason only when FreeRADIUS is not installed."""
 import pytest
 
 from support.freeradius import FreeRadius, RadiusUser, freeradius_missing
-from support.loopns import lo_namespace
+from fastpptp.tools.netrig import namespace as lo_namespace
 
 ALICE_REPLY = {
     "Framed-IP-Address": "203.0.113.7",

@@ -25,7 +25,7 @@ from fastpptp.radius.settings import RadiusSettings
 from fastpptp.server import Server, ServerConfig
 from support.freeradius import FreeRadius, RadiusUser, freeradius_missing
 from support.inproc import FakeTun, free_port
-from support.loopns import lo_namespace
+from fastpptp.tools.netrig import namespace as lo_namespace
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns]
 

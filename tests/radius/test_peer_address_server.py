@@ -24,7 +24,8 @@ from fastpptp.ppp.auth.local import LocalVerifier
 from fastpptp.ppp.auth.secrets import StaticBackend
 from fastpptp.server import Server, ServerConfig
 from support.inproc import FakeTun, free_port, recv_packet, udp_packet
-from support.loopns import lo_namespace
+from support.inproc import wait_up
+from fastpptp.tools.netrig import namespace as lo_namespace
 
 pytestmark = pytest.mark.netns
 
@@ -79,12 +80,6 @@ def make_client(port, user, wants, tuns, source):
                                ppp=parse_ppp_options(f"{wants}: require-mppe-128 remotename testsrv"),
                                local_address=source, ip_up=None, ip_down=None),
                   tun_factory=make, configure_network=False)
-
-
-async def wait_up(client, task, timeout=20.0) -> bool:
-    await asyncio.wait({task, asyncio.ensure_future(client.up.wait())}, timeout=timeout,
-                       return_when=asyncio.FIRST_COMPLETED)
-    return client.up.is_set()
 
 
 async def both_ask_for(tmp_path, opts):

@@ -30,7 +30,7 @@ from fastpptp.shaping import RateLimit, RateSource
 from support.freeradius import FreeRadius, RadiusUser, freeradius_missing
 from support.inproc import FakeTun, recv_packet, udp_packet
 from support.inproc import free_port
-from support.loopns import lo_namespace
+from fastpptp.tools.netrig import namespace as lo_namespace
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns]
 

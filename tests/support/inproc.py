@@ -48,3 +48,10 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+async def wait_up(client, task, timeout=20.0) -> bool:
+    """True once an in-process ``Client`` is up; False when its task ended or ``timeout``."""
+    await asyncio.wait({task, asyncio.ensure_future(client.up.wait())}, timeout=timeout,
+                       return_when=asyncio.FIRST_COMPLETED)
+    return client.up.is_set()

@@ -2,10 +2,8 @@
 GRE-port tests that need real raw sockets on loopback without touching the root namespace."""
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
-from collections.abc import Iterator
 
 
 def private_netns(request, prefix: str = "fpt-engine"):
@@ -29,16 +27,3 @@ def raw_gre(netns, name: str, local: str, peer: str | None = None) -> socket.soc
     with netns.entered(name):
         return rawgre.open_gre_socket(local, peer=peer)
 
-
-@contextlib.contextmanager
-def lo_namespace(prefix: str) -> Iterator[str]:
-    """A fresh namespace ``<prefix><pid>`` with only ``lo`` up, removed on exit (even after a
-    failure); yields its name.  The caller decides whether to enter it."""
-    from fastpptp.net import netlink, netns
-    name = f"{prefix}{os.getpid()}"
-    netns.create(name)
-    try:
-        netlink.set_link_up("lo", netns=name)
-        yield name
-    finally:
-        netns.remove(name, missing_ok=True)
