@@ -41,7 +41,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -255,18 +255,24 @@ RTM_NEWLINK, RTM_DELLINK, RTM_NEWROUTE, RTM_DELROUTE, RTM_NEWNEIGH, RTM_DELNEIGH
 NDA_DST = 1
 
 
+def _nlmsgs(data: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """(type, sequence number, body) of each netlink message in one datagram; every length
+    checked, a malformed header ends the datagram."""
+    off = 0
+    while off + _NLMSG_HDR.size <= len(data):
+        ln, typ, _flags, seq, _pid = _NLMSG_HDR.unpack_from(data, off)
+        if ln < _NLMSG_HDR.size or off + ln > len(data):
+            return
+        yield typ, seq, data[off + _NLMSG_HDR.size: off + ln]
+        off += (ln + 3) & ~3
+
+
 def parse_rtnl_events(data: bytes) -> list[RtEvent]:
     """The notifications in one rtnetlink datagram (linux/rtnetlink.h layouts: nlmsghdr,
     then ifinfomsg / rtmsg / ndmsg and rtattrs).  Malformed or foreign messages are
     skipped; every length is checked before use."""
     out: list[RtEvent] = []
-    off = 0
-    while off + _NLMSG_HDR.size <= len(data):
-        ln, typ, _flags, _seq, _pid = _NLMSG_HDR.unpack_from(data, off)
-        if ln < _NLMSG_HDR.size or off + ln > len(data):
-            break
-        body = data[off + _NLMSG_HDR.size: off + ln]
-        off += (ln + 3) & ~3
+    for typ, _seq, body in _nlmsgs(data):
         if typ in (RTM_NEWLINK, RTM_DELLINK) and len(body) >= 16:
             fam, _pad, _typ, index = struct.unpack_from("=BBHi", body)
             out.append(RtEvent("link", fam, index))
@@ -281,15 +287,8 @@ def parse_rtnl_events(data: bytes) -> list[RtEvent]:
             out.append(RtEvent("route", body[0], 0, prefix))
         elif typ in (RTM_NEWNEIGH, RTM_DELNEIGH) and len(body) >= 12:
             fam, _p1, _p2, index = struct.unpack_from("=BBHi", body)
-            dst = None
-            a = 12
-            while a + _RTA.size <= len(body):
-                alen, atyp = _RTA.unpack_from(body, a)
-                if alen < _RTA.size or a + alen > len(body):
-                    break
-                if atyp == NDA_DST and fam == socket.AF_INET and alen == _RTA.size + 4:
-                    dst = socket.inet_ntoa(body[a + 4: a + 8])
-                a += (alen + 3) & ~3
+            raw = _attrs(body, 12).get(NDA_DST) if fam == socket.AF_INET else None
+            dst = socket.inet_ntoa(raw) if raw is not None and len(raw) == 4 else None
             out.append(RtEvent("neigh", fam, index, dst))
     return out
 
@@ -402,13 +401,7 @@ class Rtnl:
                 data = self._s.recv(self.RCVBUF)
             except TimeoutError:
                 continue
-            off = 0
-            while off + _NLMSG_HDR.size <= len(data):
-                ln, mtyp, _flags, mseq, _pid = _NLMSG_HDR.unpack_from(data, off)
-                if ln < _NLMSG_HDR.size or off + ln > len(data):
-                    break
-                mbody = data[off + _NLMSG_HDR.size: off + ln]
-                off += (ln + 3) & ~3
+            for mtyp, mseq, mbody in _nlmsgs(data):
                 if mseq != seq:
                     continue
                 if mtyp == NLMSG_ERROR:
