@@ -108,6 +108,16 @@ cdef extern from * nogil:
         uint32_t tp_status
         uint16_t tp_mac
         uint16_t tp_net
+    struct tpacket2_hdr:
+        uint32_t tp_status
+        uint32_t tp_len
+        uint32_t tp_snaplen
+        uint16_t tp_mac
+        uint16_t tp_net
+        uint32_t tp_sec
+        uint32_t tp_nsec
+        uint16_t tp_vlan_tci
+        uint16_t tp_vlan_tpid
     struct tpacket_stats_v3:
         unsigned int tp_packets
         unsigned int tp_drops
@@ -136,6 +146,7 @@ cdef extern from * nogil:
         SOL_PACKET
         PACKET_RX_RING
         PACKET_VERSION
+        TPACKET_V2
         TPACKET_V3
         PACKET_QDISC_BYPASS
         PACKET_IGNORE_OUTGOING
@@ -282,7 +293,7 @@ cdef class PacketPort(L2Port):
     cdef int rx_fd, tx_fd
     cdef readonly int ifindex
     cdef readonly bytes mac
-    cdef readonly int block_size, block_nr, frame_size, retire_ms
+    cdef readonly int block_size, block_nr, frame_size, retire_ms, tpacket_version
     cdef RawPort slow
     cdef uint8_t* ring
     cdef size_t ring_len
@@ -293,6 +304,10 @@ cdef class PacketPort(L2Port):
     cdef bint in_block
     cdef uint32_t pkt_left
     cdef uint32_t pkt_off
+    # TPACKET_V2: frame slots, walked in order
+    cdef uint32_t frame_nr, frames_per_block
+    cdef uint32_t cur_frame     # next frame to look at
+    cdef uint32_t rel_frame     # first frame walked but not yet handed back
     cdef uint64_t freezes, ring_packets
     # transmit
     cdef mmsghdr* out_msgs
@@ -313,10 +328,10 @@ cdef class PacketPort(L2Port):
 
     def __init__(self, int ifindex, mac, local_addrs, raw_socket=None, *, int batch=64,
                  int block_size=1 << 18, int block_nr=64, int frame_size=2048,
-                 int retire_ms=1, int nexthops=1024):
+                 int retire_ms=1, int nexthops=1024, int tpacket_version=2):
         cdef tpacket_req3 req
         cdef sockaddr_ll sll
-        cdef int one = 1, v3 = TPACKET_V3, sndbuf = 4 << 20, i
+        cdef int one = 1, ver, sndbuf = 4 << 20, i
         cdef uint32_t cap
         if batch < 1 or batch > 1024:
             raise ValueError(f"batch {batch} out of 1..1024")
@@ -328,6 +343,8 @@ cdef class PacketPort(L2Port):
             raise ValueError(f"block_nr {block_nr} out of 2..65536 (ring at most 2 GiB)")
         if retire_ms < 1 or retire_ms > 1000:
             raise ValueError(f"retire_ms {retire_ms} out of 1..1000")
+        if tpacket_version != 2 and tpacket_version != 3:
+            raise ValueError(f"tpacket_version {tpacket_version}: 2 or 3")
         if nexthops < 1 or nexthops > (1 << 20):
             raise ValueError(f"nexthops {nexthops} out of 1..{1 << 20}")
         self.kind = "packet"
@@ -336,6 +353,9 @@ cdef class PacketPort(L2Port):
         memcpy(self.own_mac, <char*>self.mac, 6)
         self.block_size, self.block_nr = block_size, block_nr
         self.frame_size, self.retire_ms = frame_size, retire_ms
+        self.tpacket_version = tpacket_version
+        self.frames_per_block = block_size // frame_size
+        self.frame_nr = self.frames_per_block * block_nr
         self.tx_cap = batch * 2
         self.owned = []
         self.local_addrs = [str(ipaddress.IPv4Address(a)) for a in local_addrs]
@@ -360,14 +380,17 @@ cdef class PacketPort(L2Port):
         attach_filter(self.rx_fd, prog)
         # our own transmissions never need the tap (kernel >= 4.20); the filter checks too
         c_setsockopt(self.rx_fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof(one))
-        if c_setsockopt(self.rx_fd, SOL_PACKET, PACKET_VERSION, &v3, sizeof(v3)) != 0:
-            raise OSError(sys_.errno, f"PACKET_VERSION TPACKET_V3: {os.strerror(sys_.errno)}")
+        ver = TPACKET_V2 if tpacket_version == 2 else TPACKET_V3
+        if c_setsockopt(self.rx_fd, SOL_PACKET, PACKET_VERSION, &ver, sizeof(ver)) != 0:
+            raise OSError(sys_.errno, f"PACKET_VERSION TPACKET_V{tpacket_version}: "
+                                      f"{os.strerror(sys_.errno)}")
         memset(&req, 0, sizeof(req))
         req.tp_block_size = block_size
         req.tp_block_nr = block_nr
         req.tp_frame_size = frame_size
-        req.tp_frame_nr = (block_size // frame_size) * block_nr
-        req.tp_retire_blk_tov = retire_ms
+        req.tp_frame_nr = self.frame_nr
+        if tpacket_version == 3:
+            req.tp_retire_blk_tov = retire_ms     # V2 reads only the first four fields
         if c_setsockopt(self.rx_fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof(req)) != 0:
             raise OSError(sys_.errno, f"PACKET_RX_RING: {os.strerror(sys_.errno)}")
         self.ring_len = <size_t>block_size * block_nr
@@ -445,8 +468,12 @@ cdef class PacketPort(L2Port):
         self.nfds = 0
 
     def describe(self):
-        s = (f"packet (AF_PACKET TPACKET_V3 ring {self.block_nr}x{self.block_size // 1024} KiB, "
-             f"qdisc bypass) on ifindex {self.ifindex}")
+        if self.tpacket_version == 2:
+            ring = f"TPACKET_V2 ring {self.frame_nr}x{self.frame_size} B"
+        else:
+            ring = (f"TPACKET_V3 ring {self.block_nr}x{self.block_size // 1024} KiB, "
+                    f"retire {self.retire_ms} ms")
+        s = f"packet (AF_PACKET {ring}, qdisc bypass) on ifindex {self.ifindex}"
         if self.slow is not None:
             s += f", slow path {self.slow.describe()}"
         for o in self.owned:
@@ -501,6 +528,7 @@ cdef class PacketPort(L2Port):
         cdef sys_.socklen_t sl = sizeof(st)
         if self.rx_fd < 0:
             return
+        memset(&st, 0, sizeof(st))      # V2 fills only tpacket_stats (no tp_freeze_q_cnt)
         if sys_.getsockopt(self.rx_fd, SOL_PACKET, PACKET_STATISTICS, &st, &sl) == 0:
             # atomic: the I/O thread (TP_STATUS_LOSING) and counters() may both fold
             fp_add_u64(&self.pc[P_RX_RING_FULL], st.tp_drops)
@@ -522,8 +550,20 @@ cdef class PacketPort(L2Port):
 
     # ------------------------------------------------------------------ receive
 
+    cdef inline tpacket2_hdr* frame_v2(self, uint32_t i) noexcept nogil:
+        return <tpacket2_hdr*>(self.ring + <size_t>(i // self.frames_per_block) * self.block_size
+                               + <size_t>(i % self.frames_per_block) * self.frame_size)
+
     cdef inline void hand_back(self) noexcept nogil:
         cdef tpacket_block_desc* bd
+        if self.tpacket_version == 2:
+            while self.walked > 0:
+                fp_store_release(&self.frame_v2(self.rel_frame).tp_status, TP_STATUS_KERNEL)
+                self.rel_frame += 1
+                if self.rel_frame == self.frame_nr:
+                    self.rel_frame = 0
+                self.walked -= 1
+            return
         while self.walked > 0:
             bd = <tpacket_block_desc*>(self.ring + <size_t>self.rel_block * self.block_size)
             fp_store_release(&bd.hdr.bh1.block_status, TP_STATUS_KERNEL)
@@ -532,65 +572,113 @@ cdef class PacketPort(L2Port):
                 self.rel_block = 0
             self.walked -= 1
 
-    cdef int rx_burst(self, const uint32_t* ev, uint8_t** pkts, uint32_t* lens, int max) noexcept nogil:
-        cdef int n = 0, got
-        cdef uint32_t st, bs = self.block_size, snap, off, tot, ihl, sum_
+    cdef inline uint8_t* accept_frame(self, uint8_t* f, uint32_t room, uint32_t snap,
+                                      uint32_t wire_len, uint32_t* ip_len) noexcept nogil:
+        """The IPv4 header of the frame at f (``snap`` bytes captured of ``wire_len``, ``room``
+        bytes of ring memory from f), or NULL (counted) when it is not ours to hand out."""
+        cdef uint8_t* ip
+        cdef uint32_t ihl, tot
+        if snap > room or snap < L2L3 or snap < wire_len:
+            self.pc[P_RX_NOT_OURS] += 1           # truncated or out of bounds
+            return NULL
+        ip = f + ETH_HLEN
+        ihl = (ip[0] & 0x0F) * 4
+        tot = (<uint32_t>ip[2] << 8) | ip[3]
+        # the filter checked the rest; the IPv4 header is ours to check now that the
+        # kernel's ip_rcv never sees it (RFC 1122 §3.2.1.2)
+        if (f[12] != 0x08 or f[13] != 0x00 or (ip[0] >> 4) != 4 or ihl < IP_HLEN
+                or tot < ihl + 8 or tot > snap - ETH_HLEN
+                or csum_fold(sum16(ip, ihl)) != 0):
+            self.pc[P_RX_NOT_OURS] += 1
+            return NULL
+        ip_len[0] = tot                           # not snaplen: Ethernet pads short frames
+        return ip
+
+    cdef int walk_v2(self, uint8_t** pkts, uint32_t* lens, int max) noexcept nogil:
+        """TPACKET_V2: each frame is ours as soon as the kernel sets TP_STATUS_USER on it
+        (and the socket is readable at once): no block to wait for, so a lone packet -- a
+        TCP ACK, a ping -- is not held back the way a TPACKET_V3 block holds it until it
+        fills or its retire timer fires (docs/DESIGN.md "GRE port")."""
+        cdef int n = 0
+        cdef uint32_t st, fs = self.frame_size
+        cdef tpacket2_hdr* h
+        cdef uint8_t* ip
+        while n < max and self.walked < self.frame_nr:
+            h = self.frame_v2(self.cur_frame)
+            st = fp_load_acquire(&h.tp_status)
+            if not (st & TP_STATUS_USER):
+                break
+            if st & TP_STATUS_LOSING:
+                self.fold_stats()
+            self.walked += 1
+            self.cur_frame += 1
+            if self.cur_frame == self.frame_nr:
+                self.cur_frame = 0
+            if h.tp_mac >= fs:
+                self.pc[P_RX_NOT_OURS] += 1
+                continue
+            ip = self.accept_frame(<uint8_t*>h + h.tp_mac, fs - h.tp_mac, h.tp_snaplen,
+                                   h.tp_len, &lens[n])
+            if ip != NULL:
+                pkts[n] = ip
+                n += 1
+        return n
+
+    cdef int walk_v3(self, uint8_t** pkts, uint32_t* lens, int max) noexcept nogil:
+        cdef int n = 0
+        cdef uint32_t st, bs = self.block_size, off
         cdef tpacket_block_desc* bd
         cdef tpacket3_hdr* h
-        cdef uint8_t* f
         cdef uint8_t* ip
+        while n < max:
+            bd = <tpacket_block_desc*>(self.ring + <size_t>self.cur_block * bs)
+            if not self.in_block:
+                # the kernel fills blocks in order; stop at the first one still its own
+                st = fp_load_acquire(&bd.hdr.bh1.block_status)
+                if not (st & TP_STATUS_USER):
+                    break
+                if st & TP_STATUS_LOSING:
+                    self.fold_stats()
+                self.in_block = True
+                self.pkt_left = bd.hdr.bh1.num_pkts
+                self.pkt_off = bd.hdr.bh1.offset_to_first_pkt
+            if self.pkt_left > 0:
+                off = self.pkt_off
+                if off < sizeof(tpacket_block_desc) or off > bs - sizeof(tpacket3_hdr):
+                    self.pc[P_RX_NOT_OURS] += self.pkt_left      # corrupt walk: skip the block
+                    self.pkt_left = 0
+                else:
+                    h = <tpacket3_hdr*>(<uint8_t*>bd + off)
+                    self.pkt_left -= 1
+                    self.pkt_off = off + h.tp_next_offset
+                    if h.tp_mac > bs - off:
+                        self.pc[P_RX_NOT_OURS] += 1
+                    else:
+                        ip = self.accept_frame(<uint8_t*>h + h.tp_mac, bs - off - h.tp_mac,
+                                               h.tp_snaplen, h.tp_len, &lens[n])
+                        if ip != NULL:
+                            pkts[n] = ip
+                            n += 1
+            if self.pkt_left == 0:
+                self.in_block = False
+                self.walked += 1
+                self.cur_block += 1
+                if self.cur_block == <uint32_t>self.block_nr:
+                    self.cur_block = 0
+                if self.walked == <uint32_t>self.block_nr:
+                    break       # every block is ours until rx_release
+        return n
+
+    cdef int rx_burst(self, const uint32_t* ev, uint8_t** pkts, uint32_t* lens, int max) noexcept nogil:
+        cdef int n = 0, got
         cdef uint64_t icmp0
         if self.ring != NULL:
-            while n < max:
-                bd = <tpacket_block_desc*>(self.ring + <size_t>self.cur_block * bs)
-                if not self.in_block:
-                    # the kernel fills blocks in order; stop at the first one still its own
-                    st = fp_load_acquire(&bd.hdr.bh1.block_status)
-                    if not (st & TP_STATUS_USER):
-                        break
-                    if st & TP_STATUS_LOSING:
-                        self.fold_stats()
-                    self.in_block = True
-                    self.pkt_left = bd.hdr.bh1.num_pkts
-                    self.pkt_off = bd.hdr.bh1.offset_to_first_pkt
-                if self.pkt_left > 0:
-                    off = self.pkt_off
-                    if off < sizeof(tpacket_block_desc) or off > bs - sizeof(tpacket3_hdr):
-                        self.pc[P_RX_NOT_OURS] += self.pkt_left      # corrupt walk: skip the block
-                        self.pkt_left = 0
-                    else:
-                        h = <tpacket3_hdr*>(<uint8_t*>bd + off)
-                        snap = h.tp_snaplen
-                        self.pkt_left -= 1
-                        self.pkt_off = off + h.tp_next_offset
-                        if (h.tp_mac > bs - off or snap > bs - off - h.tp_mac
-                                or snap < L2L3 or snap < h.tp_len):
-                            self.pc[P_RX_NOT_OURS] += 1               # truncated or out of bounds
-                        else:
-                            f = <uint8_t*>h + h.tp_mac
-                            ip = f + ETH_HLEN
-                            ihl = (ip[0] & 0x0F) * 4
-                            tot = (<uint32_t>ip[2] << 8) | ip[3]
-                            # the filter checked the rest; the IPv4 header is ours to check
-                            # now that the kernel's ip_rcv never sees it (RFC 1122 §3.2.1.2)
-                            if (f[12] != 0x08 or f[13] != 0x00 or (ip[0] >> 4) != 4 or ihl < IP_HLEN
-                                    or tot < ihl + 8 or tot > snap - ETH_HLEN
-                                    or csum_fold(sum16(ip, ihl)) != 0):
-                                self.pc[P_RX_NOT_OURS] += 1
-                            else:
-                                pkts[n] = ip
-                                lens[n] = tot       # not snaplen: Ethernet pads short frames
-                                n += 1
-                if self.pkt_left == 0:
-                    self.in_block = False
-                    self.walked += 1
-                    self.cur_block += 1
-                    if self.cur_block == <uint32_t>self.block_nr:
-                        self.cur_block = 0
-                    if self.walked == <uint32_t>self.block_nr:
-                        break       # every block is ours until rx_release
+            if self.tpacket_version == 2:
+                n = self.walk_v2(pkts, lens, max)
+            else:
+                n = self.walk_v3(pkts, lens, max)
             if n == 0:
-                self.hand_back()    # nothing handed out: give the walked blocks back now
+                self.hand_back()    # nothing handed out: give the walked frames back now
         if n > 0:
             self.pc[P_RX_PACKETS] += n
         if self.slow is not None and n < max and ev[1] != 0:

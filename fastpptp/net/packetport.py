@@ -1,5 +1,5 @@
 """Opening the ``packet`` GRE port (fastpptp/_port_packet.pyx) on an interface: the
-TPACKET_V3 ring and its cBPF filter, the AF_PACKET sender, the TCX ingress program that
+TPACKET_V2 receive ring (V3 on request) and its cBPF filter, the AF_PACKET sender, the TCX ingress program that
 stops the kernel's own processing of the PPTP GRE the ring takes (fastpptp.net.bpf), and
 the nexthop tracker (fastpptp.net.nexthop) that fills the port's table.
 
@@ -9,7 +9,7 @@ the nexthop tracker (fastpptp.net.nexthop) that fills the port's table.
     port.close()                                  # tracker, TCX program, ring, sockets
 
 ``packet_unavailable_reason(ifname)`` says why ``--gre-io auto`` must not pick this port
-(None when it can): no CAP_NET_RAW, not an Ethernet interface, no TPACKET_V3, no TCX
+(None when it can): no CAP_NET_RAW, not an Ethernet interface, no TPACKET ring, no TCX
 (kernel < 6.6) or no CAP_BPF.  Everything is opened in the calling thread's network
 namespace.  Without the TCX program the kernel would answer every GRE packet the ring took
 with ICMP protocol-unreachable (no raw socket bound) or hand it to the raw socket as well
@@ -30,11 +30,21 @@ __all__ = ["open_packet_port", "packet_unavailable_reason", "ifindex_of",
 AF_PACKET = 17
 SOL_PACKET = 263
 PACKET_VERSION = 10
+TPACKET_V2 = 1
 TPACKET_V3 = 2
 
-# 64 blocks of 256 KiB (16 MiB): ~11k full-size GRE packets of slack; a block is handed to
-# us when full or 1 ms after its first packet (the latency floor at low rates).
-DEFAULT_RING = {"block_size": 1 << 18, "block_nr": 64, "frame_size": 2048, "retire_ms": 1}
+# 64 blocks of 256 KiB (16 MiB): 8 192 frames of 2 KiB, each a full-size GRE packet.
+# TPACKET_V2 by default: every frame is ours the moment the kernel fills it.  TPACKET_V3
+# packs frames tighter but hands a block over only when it is full or ``retire_ms`` after
+# its first packet: at low rates every packet waits up to that long, and a TCP ACK stream
+# is a low rate.  Measured (docs/BENCHMARKS.md "TPACKET_V2 against V3"): ping through the
+# tunnel 1.16 ms median / 5.0 ms max on V3 against 0.32 / 1.2 on V2, and single-stream TCP
+# faster on V2.  V3 stays selectable (``tpacket_version=3``) for comparison.
+DEFAULT_RING = {"block_size": 1 << 18, "block_nr": 64, "frame_size": 2048, "retire_ms": 1,
+                "tpacket_version": 2}
+# Bytes of a TPACKET_V2 frame before the Ethernet header's end: TPACKET_ALIGN(tpacket2_hdr +
+# sockaddr_ll + 16) = 80 (net/packet/af_packet.c tpacket_rcv: netoff); with margin.
+V2_FRAME_OVERHEAD = 96
 
 
 def ifindex_of(ifname_or_index: str | int) -> int:
@@ -121,10 +131,19 @@ def open_packet_port(ifname_or_index: str | int, local_addrs: Iterable[str],
     if unknown:
         raise TypeError(f"unknown ring parameters: {sorted(unknown)}")
     params = {**DEFAULT_RING, **ring}
-    if params["block_size"] < link.mtu + 14 + 256:
-        # a frame longer than a block is truncated in the ring (and the TCX program has
+    if params["tpacket_version"] == 2 and "frame_size" not in ring:
+        # a V2 frame holds one packet: size the slots to the link (jumbo frames included)
+        need = link.mtu + V2_FRAME_OVERHEAD
+        while params["frame_size"] < need:
+            params["frame_size"] *= 2
+        params["block_size"] = max(params["block_size"], params["frame_size"])
+    room = params["frame_size"] - V2_FRAME_OVERHEAD if params["tpacket_version"] == 2 \
+        else params["block_size"] - 256
+    if room < link.mtu:
+        # a frame longer than its slot is truncated in the ring (and the TCX program has
         # dropped it from the stack): it would only ever be counted, never delivered
-        raise ValueError(f"block_size {params['block_size']} too small for MTU {link.mtu}")
+        what = "frame_size" if params["tpacket_version"] == 2 else "block_size"
+        raise ValueError(f"{what} {params[what]} too small for MTU {link.mtu}")
     addrs = [str(a) for a in local_addrs]
     # ring first, drop program second: in between the kernel may also see a packet (a
     # duplicate the engine's sequence window absorbs), never a packet neither sees

@@ -7,7 +7,9 @@ comes out of ``recv_batch`` and *not* also out of the kernel (no raw-socket copy
 IpInUnknownProtos, no ICMP protocol-unreachable); ping, TCP 1723 and non-PPTP GRE keep
 working; fragments come in through the slow path; no nexthop -> slow path, counted; a burst
 larger than the ring is counted as ring-full; the cBPF filter agrees with the TCX drop
-program on what is PPTP GRE for us (same frame table).
+program on what is PPTP GRE for us (same frame table).  Every test runs on both receive
+rings, TPACKET_V2 (the default) and TPACKET_V3 (the ``ring`` fixture); a lone frame is
+handed over at once on V2 (no block retire timer to wait for).
 """
 from __future__ import annotations
 
@@ -47,9 +49,21 @@ def _need_packet_port():
         pytest.skip(reason)
 
 
+RING = {"tpacket_version": 2}
+
+
+@pytest.fixture(autouse=True, params=[2, 3], ids=["tpacket_v2", "tpacket_v3"])
+def ring(request):
+    """The receive ring version every port of the test opens with."""
+    RING["tpacket_version"] = request.param
+    yield request.param
+    RING["tpacket_version"] = 2
+
+
 @contextlib.contextmanager
 def port_in_a(rig, *, raw=True, drop=True, track=False, **kw):
     """A PacketPort on A's veth (slow path: a raw GRE socket in A unless ``raw`` is False)."""
+    kw.setdefault("tpacket_version", RING["tpacket_version"])
     rs = raw_gre_socket(rig.a) if raw else None
     with netns.entered(rig.a):
         port = open_packet_port(rig.veth_a, [ADDR_A], rs, drop=drop, track=track, **kw)
@@ -236,6 +250,24 @@ def test_without_the_drop_program_the_kernel_also_answers():
         rb.close()
 
 
+def test_a_lone_frame_is_handed_over_at_once_on_v2(ring):
+    # V3 would hold it in an unfilled block until the retire timer (here 1 s) fires;
+    # V2 marks the frame ours and wakes the socket as it lands
+    with gre_pair(prefix="packet") as rig, port_in_a(rig, raw=False, retire_ms=1000) as (port, _):
+        rb = raw_gre_socket(rig.b)
+        for i in range(3):
+            t0 = time.monotonic()
+            rb.sendto(pptp_gre(seq=i), (ADDR_A, 0))
+            readable = select.select(port.poll_fds(), [], [], 3.0)[0]
+            waited = time.monotonic() - t0
+            got = port.recv_batch(8)
+            assert [g[20:] for g in got] == [pptp_gre(seq=i)]
+            if ring == 2:
+                assert readable and waited < 0.2, waited
+            time.sleep(0.05)
+        rb.close()
+
+
 def test_partial_block_walks_and_releases_across_bursts():
     with gre_pair(prefix="packet") as rig, port_in_a(rig, raw=False) as (port, _):
         rb = raw_gre_socket(rig.b)
@@ -378,10 +410,10 @@ def test_ring_takes_exactly_pptp_gre_for_us():
         inj.close()
 
 
-def test_describe_and_fds():
+def test_describe_and_fds(ring):
     with gre_pair(prefix="packet") as rig, port_in_a(rig) as (port, rs):
         d = port.describe()
-        assert "TPACKET_V3" in d and "raw IPPROTO_GRE" in d and "TCX" in d
+        assert f"TPACKET_V{ring}" in d and "raw IPPROTO_GRE" in d and "TCX" in d
         assert len(port.poll_fds()) == 2 and port.poll_fds()[1] == rs.fileno()
         assert port.kind == "packet" and port.tx_cap == 128
 
@@ -455,5 +487,7 @@ def test_jumbo_frames_both_ways_and_a_ring_too_small_for_the_mtu_is_refused():
         assert [g[20:] for g in recv_raw(rb, 1)] == [big]
         assert port.counters()["tx_slowpath"] == 0
         rb.close()
+        small = {"block_size": 8192} if RING["tpacket_version"] == 3 else {"frame_size": 8192}
         with netns.entered(rig.a), pytest.raises(ValueError, match="too small for MTU 9000"):
-            open_packet_port(rig.veth_a, [ADDR_A], None, block_size=8192, track=False)
+            open_packet_port(rig.veth_a, [ADDR_A], None, track=False,
+                             tpacket_version=RING["tpacket_version"], **small)
