@@ -52,7 +52,7 @@ import statistics
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -282,26 +282,32 @@ def parse_script(text: str) -> Iterable[Sample]:
         yield Sample(head[0], head[1], head[2], tuple(frames))
 
 
-def breakdown(text: str, own_pids: Iterable[int] | None = None,
-              kthreads: Iterable[int] | None = None, top: int = 8) -> dict[str, Any]:
-    """Counts per category of the samples in ``perf script`` text.
+def classify_samples(text: str, own_pids: Iterable[int] | None = None,
+                     kthreads: Iterable[int] | None = None) -> Iterator[tuple[Sample, str]]:
+    """Each sample of ``perf script`` text with its category.
 
     ``own_pids``: the bench's processes (the tunnel ends; iperf3 is known by its name); when
     given, the process-context samples of any other user process are ``foreign``.  Kernel
-    threads (``kthreads``, PIDs; without it, no kernel thread is foreign) and the idle task
-    are never foreign.  Returns {"samples": total, "counts": {category: n} (every category,
-    summing to the total), "other_top": [[leaf symbol, n], ...] (what stayed ``other``, most
-    first), "foreign_top": [[comm, n], ...]}."""
+    threads (``kthreads``, PIDs) and the idle task (PID 0) are never foreign."""
     own = None if own_pids is None else set(own_pids)
     kth = set(kthreads or ())
+    for smp in parse_script(text):
+        not_ours = (own is not None and smp.pid is not None and smp.pid != 0
+                    and smp.pid not in own and smp.pid not in kth and smp.comm != "iperf3")
+        yield smp, classify(smp.comm, smp.frames, foreign=not_ours)
+
+
+def breakdown(text: str, own_pids: Iterable[int] | None = None,
+              kthreads: Iterable[int] | None = None, top: int = 8) -> dict[str, Any]:
+    """Counts per category of the samples in ``perf script`` text (``own_pids``, ``kthreads``:
+    see classify_samples).  Returns {"samples": total, "counts": {category: n} (every
+    category, summing to the total), "other_top": [[leaf symbol, n], ...] (what stayed
+    ``other``, most first), "foreign_top": [[comm, n], ...]}."""
     counts = dict.fromkeys(CATEGORIES, 0)
     other: collections.Counter[str] = collections.Counter()
     foreign: collections.Counter[str] = collections.Counter()
     total = 0
-    for smp in parse_script(text):
-        not_ours = (own is not None and smp.pid is not None and smp.pid != 0
-                    and smp.pid not in own and smp.pid not in kth and smp.comm != "iperf3")
-        cat = classify(smp.comm, smp.frames, foreign=not_ours)
+    for smp, cat in classify_samples(text, own_pids, kthreads):
         counts[cat] += 1
         total += 1
         if cat == "other":
