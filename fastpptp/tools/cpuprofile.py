@@ -23,16 +23,19 @@ How a sample is classified (the rules in order; first match wins):
 
 * the callchain is cut at a hardware interrupt's entry (``asm_sysvec_*``,
   ``asm_common_interrupt``): what was interrupted is not the work being sampled;
+* ``foreign``: a process outside the bench (when the bench's own PIDs are given), with the
+  softirqs its own ``local_bh_enable`` runs (its packets: another tunnel, when someone else
+  runs one), but not the interrupts it suffers;
 * softirq work (frames leafward of ``handle_softirqs``) is classified by what it does:
   the veth backlog / NAPI, AF_PACKET's tpacket_rcv, the XDP/TC programs and AF_XDP are the
   GRE transport; TCP timers are TCP.  When the softirq's own frames say nothing (the sample
   landed on ``handle_softirqs`` itself, where interrupts are re-enabled: a cpu-clock sample
   pending while they were off is taken there), a softirq run from ``local_bh_enable`` is
   charged to the code that raised it (a GRE send: its veth backlog), and one run on an
-  interrupt's exit is ``irq_unattributed``;
+  interrupt's exit is ``irq_unattributed``, like an interrupt's own work;
 * idle: the idle task in its idle loop;
-* ``foreign``: process context of a process outside the bench (when the bench's own PIDs
-  are given) or of perf itself;
+* ``tracing``: someone else's BPF tracing program (kprobe/fentry) on the send path;
+* perf itself is ``foreign``;
 * then by process and kernel path: iperf3 (all of it: its code and its TCP in the kernel),
   TUN write (and the inner receive stack it drives: IP, TCP, the ACK it sends back), TUN
   read, the GRE transport's syscalls (raw socket, AF_PACKET, AF_XDP), and the engine's
@@ -200,6 +203,9 @@ def classify(comm: str, frames: Sequence[str], *, foreign: bool = False) -> str:
     cut = next((i for i, f in enumerate(frames) if f.startswith(_IRQ_ENTRY)), None)
     work = frames if cut is None else frames[:cut]
     interrupted = cut is not None
+    if foreign and not interrupted:
+        # its own work, and the softirqs its local_bh_enable runs (its own packets, mostly)
+        return "foreign"
     s = next((i for i, f in enumerate(work) if f in _SOFTIRQ), None)
     if s is not None:
         got = _softirq_work(work[:s])
@@ -215,7 +221,7 @@ def classify(comm: str, frames: Sequence[str], *, foreign: bool = False) -> str:
         return "idle"
     if _is_tracing(work):
         return "tracing"
-    if foreign or comm in _PROFILER_COMMS:
+    if comm in _PROFILER_COMMS:
         return "foreign"
     if comm == "iperf3":
         return "iperf3_tcp"
@@ -302,7 +308,7 @@ def breakdown(text: str, own_pids: Iterable[int] | None = None,
     """Counts per category of the samples in ``perf script`` text (``own_pids``, ``kthreads``:
     see classify_samples).  Returns {"samples": total, "counts": {category: n} (every
     category, summing to the total), "other_top": [[leaf symbol, n], ...] (what stayed
-    ``other``, most first), "foreign_top": [[comm, n], ...]}."""
+    ``other``, most first), "foreign_top": [["comm/pid", n], ...]}."""
     counts = dict.fromkeys(CATEGORIES, 0)
     other: collections.Counter[str] = collections.Counter()
     foreign: collections.Counter[str] = collections.Counter()
@@ -313,7 +319,7 @@ def breakdown(text: str, own_pids: Iterable[int] | None = None,
         if cat == "other":
             other[smp.frames[0] if smp.frames else "[no callchain]"] += 1
         elif cat == "foreign":
-            foreign[smp.comm] += 1
+            foreign[smp.comm if smp.pid is None else f"{smp.comm}/{smp.pid}"] += 1
     return {"samples": total, "counts": counts,
             "other_top": [[k, v] for k, v in other.most_common(top)],
             "foreign_top": [[k, v] for k, v in foreign.most_common(top)]}

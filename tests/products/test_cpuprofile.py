@@ -117,7 +117,8 @@ def test_breakdown_counts_sum_to_the_total():
     assert bd["counts"]["gre_transport"] == sum(1 for c, _ in EXPECTED if c == "gre_transport")
     assert dict(map(tuple, bd["other_top"])) == {"__memcmp_evex_movbe": 1, "damon_pa_batch_lock": 1,
                                                  "smpboot_thread_fn": 1}
-    assert dict(map(tuple, bd["foreign_top"])) == {"python": 3, "perf-exec": 1, "sleep": 1}
+    assert dict(map(tuple, bd["foreign_top"])) == {"python/19999": 1, "python/20049": 1, "python/23532": 1,
+                                                   "perf-exec/20036": 1, "sleep/23572": 1}
 
 
 def test_rules_on_built_chains():
@@ -128,6 +129,11 @@ def test_rules_on_built_chains():
              "_copy_to_iter", "tun_do_read", "tun_chr_read_iter", "vfs_read")
     assert cp.classify("python", chain) == "gre_transport"
     assert cp.classify("python", chain, foreign=True) == "gre_transport"   # whoever was interrupted
+    # a softirq run by local_bh_enable in another process's send is its own traffic
+    bh = ("raw_local_deliver", "process_backlog", "net_rx_action", "handle_softirqs", "do_softirq.part.0",
+          "__local_bh_enable_ip", "__dev_queue_xmit", "ip_output", "raw_sendmsg", "__sys_sendmmsg")
+    assert cp.classify("python", bh) == "gre_transport"
+    assert cp.classify("python", bh, foreign=True) == "foreign"
     # ... the same without the softirq: the interrupt itself
     assert cp.classify("python", chain[6:]) == "irq_unattributed"
     # TCP timers in a softirq; a Cython runtime helper; no callchain
@@ -207,6 +213,15 @@ def test_recorder_without_perf_says_why():
     assert rec.start().finish() == {"error": "perf is not installed (Debian package linux-perf)"}
     assert not os.path.exists(tmp)                      # the data's directory is gone
     assert cp.Recorder(0.5).finish() == {"error": "perf record was not started"}
+
+
+def test_recorder_when_perf_record_fails():
+    # a "perf" that exits 1 at once, as perf does when perf_event_paranoid refuses it
+    rec = cp.Recorder(0.5, perf="false")
+    tmp = rec._tmp
+    got = rec.start().finish()
+    assert got["error"].startswith("perf record failed (rc 1)"), got
+    assert not os.path.exists(tmp)
 
 
 def _bench_result(profile: dict | None) -> dict:
