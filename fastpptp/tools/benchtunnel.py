@@ -109,6 +109,7 @@ SNMP_FLAT = ("IpInUnknownProtos", "IcmpOutDestUnreachs", "IcmpMsgOutType3")
 SNMP_INFO = ("IpInReceives", "IpInDelivers", "IcmpOutRateLimitHost", "IcmpOutRateLimitGlobal")
 PROFILED_TEST = "tcp1"     # the test --cpu-profile records (issue 9's 1.8x is on it)
 PROFILE_NEED = 1.8         # the speed-up the Amdahl lines are about (TARGETS' TCP target)
+PROFILE_FOREIGN_WARN = 0.05  # other processes' share of the machine above which the table says so
 # short column names of cpuprofile.CATEGORIES in the table
 PROFILE_SHORT = {"gre_transport": "GRE", "port_user": "port", "tun_read": "tunRd", "tun_write": "tunWr",
                  "iperf3_tcp": "iperf3", "engine_checksum": "csum", "engine_other": "engine",
@@ -478,7 +479,8 @@ def iperf(pair: NsPair, target: str, test: str, seconds: int,
     processes used meanwhile (percent of one CPU, ``cpu_a``/``cpu_b``), their sum ``cpu``
     and ``cpu_per_gbps`` (percent of one CPU per delivered Gbit/s).  With ``cpu_profile``,
     ``cpu_profile``: where the whole machine's CPU went meanwhile (cpuprofile.rates; the
-    tunnel processes are the bench's own, the rest ``foreign``), or {"error": why}."""
+    tunnels and iperf3s, our children, are the bench's, other processes ``foreign``), or
+    {"error": why}."""
     pids = pids or {}
     rec = None
     if cpu_profile:
@@ -816,6 +818,10 @@ def format_profile(result: dict) -> list[str]:
         lines.append(row)
         if prof.get("other_top"):
             lines.append(f"{'':24}other, top leaves: " + ", ".join(f"{k} {v}" for k, v in prof["other_top"][:5]))
+        if share.get("foreign", 0.0) > PROFILE_FOREIGN_WARN:
+            top = ", ".join(f"{k} {v}" for k, v in prof.get("per_round", [{}])[0].get("foreign_top", [])[:4])
+            lines.append(f"{'':24}NOTE: {100 * share['foreign']:.0f}% of the machine went to other processes "
+                         f"(not quiet: {top})")
     for a in cp.get("amdahl", []):
         bb, bf = a["busy_per_gbps"]["base"], a["busy_per_gbps"]["fast"]
         tb, tf = a["transport_per_gbps"]["base"], a["transport_per_gbps"]["fast"]

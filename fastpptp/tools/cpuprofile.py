@@ -292,14 +292,14 @@ def classify_samples(text: str, own_pids: Iterable[int] | None = None,
                      kthreads: Iterable[int] | None = None) -> Iterator[tuple[Sample, str]]:
     """Each sample of ``perf script`` text with its category.
 
-    ``own_pids``: the bench's processes (the tunnel ends; iperf3 is known by its name); when
-    given, the process-context samples of any other user process are ``foreign``.  Kernel
+    ``own_pids``: the bench's processes (the tunnel ends, iperf3's client and servers); when
+    given, the samples of any other user process are ``foreign`` (see classify).  Kernel
     threads (``kthreads``, PIDs) and the idle task (PID 0) are never foreign."""
     own = None if own_pids is None else set(own_pids)
     kth = set(kthreads or ())
     for smp in parse_script(text):
         not_ours = (own is not None and smp.pid is not None and smp.pid != 0
-                    and smp.pid not in own and smp.pid not in kth and smp.comm != "iperf3")
+                    and smp.pid not in own and smp.pid not in kth)
         yield smp, classify(smp.comm, smp.frames, foreign=not_ours)
 
 
@@ -414,20 +414,38 @@ def amdahl(base: Mapping[str, Any], fast: Mapping[str, Any], need: float = 1.8) 
 # --------------------------------------------------------------------------- running perf
 
 
-def _kernel_threads() -> set[int]:
-    """PIDs of the kernel threads now (PF_KTHREAD in /proc/PID/stat's flags)."""
-    out = set()
+def _processes() -> tuple[set[int], dict[int, int]]:
+    """(PIDs of the kernel threads, {pid: ppid} of the others) now, from /proc/PID/stat
+    (PF_KTHREAD in its flags, include/linux/sched.h)."""
+    kthreads, parent = set(), {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
             with open(f"/proc/{name}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+            flags, ppid = int(fields[6]), int(fields[1])
+        except (OSError, IndexError, ValueError):
             continue
-        with contextlib.suppress(ValueError, IndexError):
-            if int(fields[6]) & 0x00200000:          # PF_KTHREAD (include/linux/sched.h)
-                out.add(int(name))
+        if flags & 0x00200000:
+            kthreads.add(int(name))
+        else:
+            parent[int(name)] = ppid
+    return kthreads, parent
+
+
+def descendants(root: int, parent: Mapping[int, int], prune: Iterable[int] = ()) -> set[int]:
+    """The PIDs under ``root`` in a {pid: ppid} map (``root`` itself not included), leaving
+    out the subtrees of ``prune``."""
+    children: dict[int, list[int]] = collections.defaultdict(list)
+    for pid, ppid in parent.items():
+        children[ppid].append(pid)
+    out, todo, skip = set(), [root], set(prune)
+    while todo:
+        for c in children.get(todo.pop(), ()):
+            if c not in skip and c not in out:
+                out.add(c)
+                todo.append(c)
     return out
 
 
@@ -443,7 +461,12 @@ class Recorder:
     """``perf record -a -g -F freq`` for ``seconds``, starting ``delay`` s after start(), in a
     thread; finish() waits for it and returns the breakdown ({"error": reason} when perf is
     missing, refused or found nothing).  At most one perf process, bounded by ``seconds`` +
-    ``grace``; on a timeout or an error its process group (ours, by its PID) is killed."""
+    ``grace``; on a timeout or an error its process group (ours, by its PID) is killed.
+
+    ``own_pids`` (the tunnel ends): when given, the processes this one started that are
+    alive at the end of the recording (iperf3's client and servers, the tunnels) are the
+    bench's too, and every other user process is ``foreign``: this process itself (the
+    bench's ping and bookkeeping), perf, whatever else runs on the machine."""
 
     def __init__(self, seconds: float, *, delay: float = 0.0, freq: int = FREQ,
                  own_pids: Iterable[int] | None = None, perf: str = "perf", grace: float = 20.0) -> None:
@@ -477,6 +500,12 @@ class Recorder:
             self._error = f"perf record: {exc}"
             return
         try:
+            if self.own_pids is not None:
+                # who is the bench's, taken while the recording ends (iperf3's client exits
+                # soon after; perf and its sleep are not the bench's)
+                self._cancel.wait(self.seconds)
+                _, parent = _processes()
+                self.own_pids |= descendants(os.getpid(), parent, prune=(p.pid,))
             _, err = p.communicate(timeout=self.seconds + self.grace)
         except subprocess.TimeoutExpired:
             self._killpg(p)
@@ -485,7 +514,7 @@ class Recorder:
         except BaseException:
             self._killpg(p)
             raise
-        self._kthreads = _kernel_threads()
+        self._kthreads = _processes()[0]
         if p.returncode != 0:
             self._error = f"perf record failed (rc {p.returncode}): {_last_error(err) or 'no message'}"
         elif not os.path.exists(self.data):

@@ -16,8 +16,9 @@ from fastpptp.tools import cpuprofile as cp
 from support.paths import DATA
 
 FIXTURE = (DATA / "perf-script-bench-tunnel.txt").read_text()
-# the tunnel ends of the three captures (raw, packet, xdp); kdamond.0, ksoftirqd/0, /1
-OWN = {20021, 20022, 20071, 20072, 23552, 23553}
+# the bench's processes in the three captures (raw, packet, xdp): the tunnel ends and the
+# iperf3s; kdamond.0, ksoftirqd/0, /1
+OWN = {20021, 20022, 20071, 20072, 23552, 23553, 20030, 20032, 20033, 20086, 20087, 23567, 23578}
 KTHREADS = {81, 14, 24}
 
 # the fixture's samples in order: (category, why)
@@ -119,6 +120,19 @@ def test_breakdown_counts_sum_to_the_total():
                                                  "smpboot_thread_fn": 1}
     assert dict(map(tuple, bd["foreign_top"])) == {"python/19999": 1, "python/20049": 1, "python/23532": 1,
                                                    "perf-exec/20036": 1, "sleep/23572": 1}
+
+
+def test_iperf3_by_pid_when_pids_are_given():
+    cats = [cat for smp, cat in cp.classify_samples(FIXTURE, own_pids=OWN - {20033}, kthreads=KTHREADS)]
+    assert cats[4] == "foreign"                 # someone else's iperf3
+    assert cats[5] == "iperf3_tcp"
+
+
+def test_descendants():
+    parent = {10: 1, 11: 10, 12: 11, 13: 10, 14: 13, 20: 1}
+    assert cp.descendants(10, parent) == {11, 12, 13, 14}
+    assert cp.descendants(10, parent, prune=(13,)) == {11, 12}
+    assert cp.descendants(99, parent) == set()
 
 
 def test_rules_on_built_chains():
@@ -255,6 +269,11 @@ def test_bench_report_of_the_profile():
     assert row.split()[1:5] == ["5.00", "1000", "30.0", "12.0"]      # Gbit/s, samples, busy, GRE
     assert "amdahl fastpptp-packet vs fastpptp-raw" in text and "= 2.22x" in text
     assert "needs the rest <= 3.0 %/Gbit/s" in text
+    assert "NOTE" not in text
+    prof = r["paths"]["fastpptp-raw"]["tcp1"]["cpu_profile"]
+    prof["share"]["foreign"] = 0.2
+    prof["per_round"][0]["foreign_top"] = [["python/4242", 200]]
+    assert "NOTE: 20% of the machine went to other processes (not quiet: python/4242 200)" in bt.format_table(r)
 
     none = _bench_result({"test": "tcp1"})
     for e in none["paths"].values():
