@@ -490,8 +490,12 @@ def iperf(pair: NsPair, target: str, test: str, seconds: int,
     t0 = time.monotonic()
     try:
         out = _iperf(pair, target, test, seconds, recorder=rec)
-    finally:
-        prof = rec.finish() if rec is not None else None
+    except BaseException:
+        if rec is not None:            # e.g. Ctrl-C: perf stopped now, its data removed
+            rec.cancel()
+            rec.finish()
+        raise
+    prof = rec.finish() if rec is not None else None
     wall = time.monotonic() - t0
     for k, v in pids.items():
         after = _cpu_seconds(v)

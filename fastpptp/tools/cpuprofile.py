@@ -478,6 +478,7 @@ class Recorder:
         self._cancel = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-perf", daemon=True)
         self._error: str | None = None
+        self._proc: subprocess.Popen[str] | None = None
         self._kthreads: set[int] = set()
 
     def start(self) -> Recorder:
@@ -499,6 +500,9 @@ class Recorder:
         except OSError as exc:
             self._error = f"perf record: {exc}"
             return
+        self._proc = p
+        if self._cancel.is_set():          # cancel() came between the wait and Popen
+            self._killpg(p)
         try:
             if self.own_pids is not None:
                 # who is the bench's, taken while the recording ends (iperf3's client exits
@@ -515,7 +519,9 @@ class Recorder:
             self._killpg(p)
             raise
         self._kthreads = _processes()[0]
-        if p.returncode != 0:
+        if self._cancel.is_set():
+            self._error = "cancelled"
+        elif p.returncode != 0:
             self._error = f"perf record failed (rc {p.returncode}): {_last_error(err) or 'no message'}"
         elif not os.path.exists(self.data):
             self._error = "perf record wrote no data"
@@ -529,7 +535,12 @@ class Recorder:
             p.wait(5)
 
     def cancel(self) -> None:
+        """Stop now (the caller is failing): no recording, or perf killed; finish() still
+        has to be called to clean up."""
         self._cancel.set()
+        p = self._proc
+        if p is not None and p.poll() is None:
+            self._killpg(p)
 
     def finish(self) -> dict[str, Any]:
         """Wait for the recording (bounded), read it with ``perf script``, classify; the

@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,37 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def _profile_dirs() -> set[str]:
     return set(glob.glob(os.path.join(tempfile.gettempdir(), "fpprof*")))
+
+
+def _perf_usable() -> str | None:
+    """Why perf cannot record system-wide here, or None."""
+    if shutil.which("perf") is None:
+        return "perf is not installed (Debian package linux-perf)"
+    with open("/proc/sys/kernel/perf_event_paranoid") as f:
+        paranoid = int(f.read())
+    if os.geteuid() != 0 and paranoid > 0:
+        return f"not root and kernel.perf_event_paranoid = {paranoid}"
+    return None
+
+
+@pytest.mark.timeout(60)
+def test_recorder_for_real():
+    why = _perf_usable()
+    if why:
+        pytest.skip(why)
+    before = _profile_dirs()
+    got = cp.record(0.5, own_pids=[])
+    assert "error" not in got, got
+    assert got["samples"] > 100 and sum(got["counts"].values()) == got["samples"]
+    assert got["counts"]["idle"] + got["counts"]["foreign"] > 0
+    # cancelled while perf runs: perf killed by PID, at once, its data removed
+    rec = cp.Recorder(20.0, own_pids=[]).start()
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    rec.cancel()
+    assert rec.finish() == {"error": "cancelled"}
+    assert time.monotonic() - t0 < 10
+    assert _profile_dirs() <= before
 
 
 @pytest.mark.netns

@@ -229,6 +229,12 @@ def test_recorder_without_perf_says_why():
     assert cp.Recorder(0.5).finish() == {"error": "perf record was not started"}
 
 
+def test_recorder_cancelled_in_its_delay():
+    rec = cp.Recorder(0.5, delay=30.0, perf="true").start()
+    rec.cancel()
+    assert rec.finish() == {"error": "cancelled"}       # at once, not after the delay
+
+
 def test_recorder_when_perf_record_fails():
     # a "perf" that exits 1 at once, as perf does when perf_event_paranoid refuses it
     rec = cp.Recorder(0.5, perf="false")
