@@ -199,7 +199,8 @@ def _engine_user(leaf: str) -> str | None:
 def classify(comm: str, frames: Sequence[str], *, foreign: bool = False) -> str:
     """One of CATEGORIES for a sample: ``comm`` of its thread, ``frames`` its callchain's
     symbol names, leaf first.  ``foreign``: the process is not one of the bench's (the caller
-    knows the PIDs); its interrupts and softirqs are still classified by what they do."""
+    knows the PIDs): all of its samples are ``foreign`` but for the interrupts it suffers
+    (and the softirqs run on their exit), classified by what they do."""
     cut = next((i for i, f in enumerate(frames) if f.startswith(_IRQ_ENTRY)), None)
     work = frames if cut is None else frames[:cut]
     interrupted = cut is not None
@@ -396,7 +397,7 @@ def amdahl(base: Mapping[str, Any], fast: Mapping[str, Any], need: float = 1.8) 
         bf, tf = float(fast["busy_per_gbps"]), float(fast["transport_per_gbps"])
     except (KeyError, TypeError, ValueError):
         return None
-    if bf <= 0 or bb <= 0:
+    if bf <= 0 or bb <= 0 or need <= 1:
         return None
     n_needed = (tb - need * tf) / (need - 1)
     return {
