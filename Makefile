@@ -37,7 +37,7 @@ LINT_PATHS := fastpptp tests bench fuzz
 # ../shared/interop/pptp-vm would install qemu and tshark itself; listing them here gives one
 # apt-get update and the full line for a non-root user.
 TEST_TOOLS := ip:iproute2 iperf3:iperf3 tshark:tshark qemu-system-x86_64:qemu-system-x86 \
-              freeradius:freeradius radclient:freeradius-utils
+              freeradius:freeradius radclient:freeradius-utils perf:linux-perf
 ifneq ($(filter test,$(MAKECMDGOALS)),)
 WANT_TEST_PKGS := 1
 endif

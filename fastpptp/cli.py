@@ -590,6 +590,8 @@ def main(argv: list[str] | None = None) -> int:
                    "fastpptp-mppe128-{raw,packet,xdp}, openvpn")
     g.add_argument("--gre-io", dest="gre_io_modes", metavar="MODE,...",
                    help="only the fastpptp paths on these GRE ports (raw,packet,xdp)")
+    g.add_argument("--cpu-profile", action="store_true",
+                   help="perf record -a during each tcp1 test: where the CPU goes per Gbit/s (needs perf)")
     if argv and argv[0] == "server":
         return server_main(argv[1:])
     if argv and argv[0] == "client":
@@ -611,7 +613,8 @@ def main(argv: list[str] | None = None) -> int:
             seconds, rounds, paths = parse_options(args)
         except ValueError as exc:
             p.error(f"bench tunnel: {exc}")
-        return run_tunnel_bench(json=args.json, seconds=seconds, paths=paths, rounds=rounds, plot=args.plot)
+        return run_tunnel_bench(json=args.json, seconds=seconds, paths=paths, rounds=rounds, plot=args.plot,
+                                cpu_profile=args.cpu_profile)
     return 2
 
 

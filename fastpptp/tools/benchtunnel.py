@@ -1,7 +1,7 @@
 """`fastpptp bench tunnel`: iperf3 through veth, fastpptp on each GRE port, and OpenVPN, in one run.
 
     fastpptp bench tunnel [--json] [--time 5] [--rounds 3] [--only PATH,...]
-                          [--gre-io raw,packet,xdp] [--plot FILE.png]
+                          [--gre-io raw,packet,xdp] [--plot FILE.png] [--cpu-profile]
     python3 -m fastpptp.tools.benchtunnel  (the same options)
 
 1. make two namespaces joined by a veth pair (192.0.2.1/24 <-> 192.0.2.2/24), lo up
@@ -21,7 +21,14 @@
 4. report per test the rate, the tunnel processes' CPU (both ends, percent of one CPU, from
    /proc/PID/stat over the iperf3 run) and CPU per Gbit/s; ratios to ``fastpptp-raw`` (the
    same build on the raw socket), to OpenVPN and to veth; the issue-9 targets (TARGETS);
-   each end's GRE port counters (statictunnel's stats JSON, summed over the rounds).
+   each end's GRE port counters (statictunnel's stats JSON, summed over the rounds);
+5. ``--cpu-profile``: during each path's ``tcp1`` test, ``perf record -a -g`` system-wide
+   (from ~1 s after iperf3 starts until before it ends), classified by
+   fastpptp.tools.cpuprofile into where the CPU went (GRE transport, TUN read/write,
+   iperf3 + TCP, engine checksums, ...), per category as CPU-% per delivered Gbit/s; and per
+   fast port, the Amdahl bounds against raw (what the fast port's speed-up can be on this
+   machine when everything else a Gbit/s costs stays).  Without perf, or when the kernel
+   refuses it, the bench goes on and says "cpu profile: not available: <reason>".
 
 A fastpptp path must run on the GRE port it names: right after the tunnel is up, each end's
 counters snapshot (statictunnel SIGUSR1) must say ``gre_io`` == MODE, and so must the final
@@ -69,7 +76,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..net import netns
-from . import statictunnel
+from . import cpuprofile, statictunnel
 from .netrig import ADDR_A, ADDR_B, NsPair, two_namespaces
 
 TUN_A, TUN_B = "198.51.100.1", "198.51.100.2"
@@ -100,6 +107,14 @@ PING_MAX = 1000            # echo requests per test at most
 PING_MAX_LOSS = 0.2
 SNMP_FLAT = ("IpInUnknownProtos", "IcmpOutDestUnreachs", "IcmpMsgOutType3")
 SNMP_INFO = ("IpInReceives", "IpInDelivers", "IcmpOutRateLimitHost", "IcmpOutRateLimitGlobal")
+PROFILED_TEST = "tcp1"     # the test --cpu-profile records (issue 9's 1.8x is on it)
+PROFILE_NEED = 1.8         # the speed-up the Amdahl lines are about (TARGETS' TCP target)
+PROFILE_FOREIGN_WARN = 0.05  # other processes' share of the machine above which the table says so
+# short column names of cpuprofile.CATEGORIES in the table
+PROFILE_SHORT = {"gre_transport": "GRE", "port_user": "port", "tun_read": "tunRd", "tun_write": "tunWr",
+                 "iperf3_tcp": "iperf3", "engine_checksum": "csum", "engine_other": "engine",
+                 "memcpy": "memcpy", "poll_sched": "poll", "irq_unattributed": "irq?", "other": "other",
+                 "tracing": "trace", "foreign": "foreign", "idle": "idle"}
 PORT_SHOWN = ("rx_packets", "tx_packets", "rx_ring_full", "tx_ring_full", "kernel_drops",
               "rx_slowpath", "tx_slowpath", "tx_full", "tun_paused")
 # the directory holding the fastpptp package, for the tunnels' PYTHONPATH
@@ -449,15 +464,38 @@ def check_verdicts(checks: dict) -> dict:
     }
 
 
+def profile_window(seconds: int) -> tuple[float, float]:
+    """(delay after iperf3's client starts, duration) of --cpu-profile's recording: past
+    TCP's slow start and the connection set-up, and over before the test ends (the last
+    half second or more is left out, so is the client's exit)."""
+    delay = min(1.0, 0.25 * seconds)
+    # perf's own start (it walks every process's mappings first): ~0.1 s here, 0.3 s allowed
+    return delay, max(0.5, seconds - delay - min(1.0, 0.25 * seconds) - 0.3)
+
+
 def iperf(pair: NsPair, target: str, test: str, seconds: int,
-          pids: dict[str, int] | None = None) -> dict:
+          pids: dict[str, int] | None = None, cpu_profile: bool = False) -> dict:
     """One iperf3 test A -> ``target``; with ``pids``, also the CPU each of those tunnel
     processes used meanwhile (percent of one CPU, ``cpu_a``/``cpu_b``), their sum ``cpu``
-    and ``cpu_per_gbps`` (percent of one CPU per delivered Gbit/s)."""
+    and ``cpu_per_gbps`` (percent of one CPU per delivered Gbit/s).  With ``cpu_profile``,
+    ``cpu_profile``: where the whole machine's CPU went meanwhile (cpuprofile.rates; the
+    tunnels and iperf3s, our children, are the bench's, other processes ``foreign``), or
+    {"error": why}."""
     pids = pids or {}
+    rec = None
+    if cpu_profile:
+        delay, dur = profile_window(seconds)
+        rec = cpuprofile.Recorder(dur, delay=delay, own_pids=pids.values())
     before = {k: _cpu_seconds(v) for k, v in pids.items()}
     t0 = time.monotonic()
-    out = _iperf(pair, target, test, seconds)
+    try:
+        out = _iperf(pair, target, test, seconds, recorder=rec)
+    except BaseException:
+        if rec is not None:            # e.g. Ctrl-C: perf stopped now, its data removed
+            rec.cancel()
+            rec.finish()
+        raise
+    prof = rec.finish() if rec is not None else None
     wall = time.monotonic() - t0
     for k, v in pids.items():
         after = _cpu_seconds(v)
@@ -467,10 +505,15 @@ def iperf(pair: NsPair, target: str, test: str, seconds: int,
         out["cpu"] = round(sum(out[f"cpu_{k}"] for k in pids), 1)
         if out.get("gbps"):
             out["cpu_per_gbps"] = round(out["cpu"] / out["gbps"], 1)
+    if prof is not None and "error" not in out:
+        out["cpu_profile"] = prof if "error" in prof else \
+            cpuprofile.rates(prof, out.get("gbps"), os.cpu_count() or 1)
     return out
 
 
-def _iperf(pair: NsPair, target: str, test: str, seconds: int) -> dict:
+def _iperf(pair: NsPair, target: str, test: str, seconds: int,
+           recorder: cpuprofile.Recorder | None = None) -> dict:
+    """``recorder`` (not started) is started as the client is, so its delay counts from there."""
     argv = ["iperf3", "-c", target, "-t", str(seconds), "-J", "--connect-timeout", "3000"]
     if test == "tcp4":
         argv += ["-P", "4"]
@@ -478,6 +521,8 @@ def _iperf(pair: NsPair, target: str, test: str, seconds: int) -> dict:
         argv += ["-u", "-b", "0", "-l", str(UDP_LEN), "-w", "4M"]
     srv = _iperf_server(pair)
     try:
+        if recorder is not None:
+            recorder.start()
         r = pair.run(pair.a, argv, timeout=seconds + 20, check=False)
     except subprocess.TimeoutExpired:
         return {"error": f"iperf3 client timed out after {seconds + 20}s"}
@@ -547,17 +592,21 @@ def _sum_checks(tests: list[dict], kernel_required: bool = True) -> dict:
 
 
 def run_bench(seconds: int = 5, paths: tuple[str, ...] = PATHS, rounds: int = 3,
-              tests: tuple[str, ...] = TESTS) -> dict:
+              tests: tuple[str, ...] = TESTS, cpu_profile: bool = False) -> dict:
     """Measure every path ``rounds`` times (paths interleaved, so a busy moment on the
-    machine hits all of them alike) and keep the median run of each test."""
+    machine hits all of them alike) and keep the median run of each test.  ``cpu_profile``:
+    see the module doc (5.)."""
     missing = ensure_tools(["iperf3", "openvpn"] if "openvpn" in paths else ["iperf3"])
     result: dict = {"seconds": seconds, "rounds": rounds, "tun_mtu": TUN_MTU, "tests": list(tests),
                     "udp_payload": UDP_LEN, "cpus": os.cpu_count(), "paths": {},
                     "skipped": {}, "time": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
                     "load_average": [round(x, 2) for x in os.getloadavg()]}
+    if cpu_profile:
+        result["cpu_profile"] = {"test": PROFILED_TEST}
     if "iperf3" in missing:
         result["skipped"] = {p: missing["iperf3"] for p in paths}
         _ratios(result)
+        _cpu_amdahl(result)
         return result
     runs: dict[str, dict[str, list[dict]]] = {}
     extra: dict[str, dict] = {}
@@ -588,7 +637,8 @@ def run_bench(seconds: int = 5, paths: tuple[str, ...] = PATHS, rounds: int = 3,
                             pids = info.get("pids")
                             for attempt in range(2):  # one retry: a busy machine, a wedged iperf3
                                 with (side_checks(pair, seconds) if kind else contextlib.nullcontext({})) as ck:
-                                    m = iperf(pair, info["target"], test, seconds, pids)
+                                    m = iperf(pair, info["target"], test, seconds, pids,
+                                              cpu_profile=cpu_profile and test == PROFILED_TEST)
                                 if "error" not in m or attempt:
                                     break
                                 _log(f"{path} {test}: {m['error']}; retrying")
@@ -637,12 +687,16 @@ def run_bench(seconds: int = 5, paths: tuple[str, ...] = PATHS, rounds: int = 3,
                 entry[test] = dict(good[len(good) // 2], samples=[m[key] for m in ms if key in m])
             else:
                 entry[test] = ms[-1]
+            profs = [m["cpu_profile"] for m in ms if "cpu_profile" in m]
+            if profs:            # the median over rounds, each round's under "per_round"
+                entry[test]["cpu_profile"] = cpuprofile.median_profile(profs)
         entry.update(extra.get(path, {}))
         if path in checks:
             kind = path_kind(path)
             entry["checks"] = _sum_checks(checks[path], kernel_required=kind is not None and kind[1] != "raw")
         result["paths"][path] = entry
     _ratios(result)
+    _cpu_amdahl(result)
     return result
 
 
@@ -708,6 +762,91 @@ def _ratios(result: dict) -> None:
     result["targets"] = targets
 
 
+def _cpu_amdahl(result: dict) -> None:
+    """``result["cpu_profile"]`` (when --cpu-profile was given): ``available`` and, if not,
+    ``reason`` (the first round's error); ``amdahl``: per fast port measured beside its raw
+    counterpart (same MPPE setting), cpuprofile.amdahl of their PROFILED_TEST profiles and
+    the throughput ratio measured."""
+    cp = result.get("cpu_profile")
+    if cp is None:
+        return
+    profs = {p: e.get(PROFILED_TEST, {}).get("cpu_profile") for p, e in result["paths"].items()}
+    profs = {p: v for p, v in profs.items() if isinstance(v, dict)}
+    ok = {p: v for p, v in profs.items() if "error" not in v}
+    cp["available"] = bool(ok)
+    if not ok:
+        cp["reason"] = next((v["error"] for v in profs.values()), "no path was profiled")
+    amd = []
+    for path in result["paths"]:
+        kind = path_kind(path)
+        if kind is None or kind[1] == "raw":
+            continue
+        base = "fastpptp-mppe128-raw" if kind[0] else "fastpptp-raw"
+        if path not in ok or base not in ok:
+            continue
+        a = cpuprofile.amdahl(ok[base], ok[path], PROFILE_NEED)
+        if a is None:
+            continue
+        g, gb = _value(result, path, PROFILED_TEST), _value(result, base, PROFILED_TEST)
+        amd.append(dict(a, path=path, base=base, test=PROFILED_TEST,
+                        measured_ratio=round(g / gb, 3) if g and gb else None,
+                        busy_share={"base": ok[base].get("busy_share"), "fast": ok[path].get("busy_share")}))
+    cp["amdahl"] = amd
+
+
+def format_profile(result: dict) -> list[str]:
+    """The --cpu-profile section of the table: per path, CPU-% per Gbit/s by category; the
+    Amdahl lines."""
+    cp = result.get("cpu_profile")
+    if cp is None:
+        return []
+    if not cp.get("available"):
+        return [f"cpu profile: not available: {cp.get('reason', 'not measured')}"]
+    cats = [c for c in cpuprofile.CATEGORIES if c not in cpuprofile.NOT_BUSY]
+    lines = [f"cpu profile ({cp['test']}; perf -a, all CPUs; CPU-% of one CPU per delivered Gbit/s; "
+             "busy = all but idle, tracing, foreign; idle/tracing/foreign as % of the machine):"]
+    head = f"{'path':24}{'Gbit/s':>7}{'smpl':>6}{'busy':>7}" + "".join(f"{PROFILE_SHORT[c]:>7}" for c in cats) \
+        + "".join(f"{PROFILE_SHORT[c] + '%':>9}" for c in cpuprofile.NOT_BUSY)
+    lines.append(head)
+    for path in sorted(result["paths"], key=lambda p: PATHS.index(p) if p in PATHS else 99):
+        prof = result["paths"][path].get(cp["test"], {}).get("cpu_profile")
+        if not isinstance(prof, dict):
+            continue
+        if "error" in prof:
+            lines.append(f"{path:24} not available: {prof['error']}")
+            continue
+        per, share = prof.get("cpu_per_gbps", {}), prof.get("share", {})
+        row = f"{path:24}{prof.get('gbps', 0.0):7.2f}{prof['samples']:6d}{prof.get('busy_per_gbps', 0.0):7.1f}"
+        row += "".join(f"{per.get(c, 0.0):7.1f}" for c in cats)
+        row += "".join(f"{100 * share.get(c, 0.0):9.1f}" for c in cpuprofile.NOT_BUSY)
+        lines.append(row)
+        if prof.get("other_top"):
+            lines.append(f"{'':24}other, top leaves: " + ", ".join(f"{k} {v}" for k, v in prof["other_top"][:5]))
+        if share.get("foreign", 0.0) > PROFILE_FOREIGN_WARN:
+            top = ", ".join(f"{k} {v}" for k, v in prof.get("per_round", [{}])[0].get("foreign_top", [])[:4])
+            lines.append(f"{'':24}NOTE: {100 * share['foreign']:.0f}% of the machine went to other processes "
+                         f"(not quiet: {top})")
+    for a in cp.get("amdahl", []):
+        bb, bf = a["busy_per_gbps"]["base"], a["busy_per_gbps"]["fast"]
+        tb, tf = a["transport_per_gbps"]["base"], a["transport_per_gbps"]["fast"]
+        nb, nf = a["nontransport"]["base"], a["nontransport"]["fast"]
+        ceil = f"{a['ceiling_free_transport']:.2f}x" if a["ceiling_free_transport"] else "-"
+        meas = f"{a['measured_ratio']:.2f}x" if a.get("measured_ratio") else "-"
+        lines.append(f"amdahl {a['path']} vs {a['base']} ({a['test']}, CPU-%/Gbit/s): busy {bb:.1f} vs {bf:.1f} "
+                     f"-> {a['ratio_cpu_bound']:.2f}x if both filled the CPUs (measured {meas}); "
+                     f"GRE transport {tb:.1f} ({100 * a['transport_share_of_busy']['base']:.0f}% of busy) vs "
+                     f"{tf:.1f} ({100 * a['transport_share_of_busy']['fast']:.0f}%); "
+                     f"with a free transport at most {bb:.1f}/({bf:.1f}-{tf:.1f}) = {ceil}")
+        need = a["need"]
+        if a["nontransport_needed"] is None:
+            tail = f"out of reach whatever the rest costs (transport {tb:.1f} < {need} x {tf:.1f})"
+        else:
+            tail = f"needs the rest <= {a['nontransport_needed']:.1f} %/Gbit/s"
+        lines.append(f"{'':7}{need}x from the transport alone, (N + {tb:.1f}) / (N + {tf:.1f}) = {need}: {tail}; "
+                     f"measured rest N: {nb:.1f} ({a['base']}), {nf:.1f} ({a['path']})")
+    return lines
+
+
 def format_table(result: dict) -> str:
     tests = result.get("tests", TESTS)
     lines = [f"iperf3 A -> B, {result['seconds']} s per test, median of {result['rounds']} "
@@ -764,6 +903,7 @@ def format_table(result: dict) -> str:
                          f"(min {ck['side_flow']['gbps_min'] * 1000:.1f} Mbit/s of {SIDE_RATE})")
     for path, why in result["skipped"].items():
         lines.append(f"skipped {path}: {why}")
+    lines.extend(format_profile(result))
     for t in result.get("targets", []):
         if t["ratio"] is None:
             lines.append(f"target {t['path']} {t['what']} >= {t['need']}x: not measured ({t.get('why')})")
@@ -806,12 +946,12 @@ def write_plot(result: dict, path: str) -> None:
 
 
 def run_tunnel_bench(json: bool = False, seconds: int = 5, paths: tuple[str, ...] = PATHS,
-                     rounds: int = 3, plot: str | None = None) -> int:
+                     rounds: int = 3, plot: str | None = None, cpu_profile: bool = False) -> int:
     """Entry point of `fastpptp bench tunnel`; returns the exit status."""
     if os.geteuid() != 0:
         print("bench tunnel: needs root (network namespaces, TUN)", file=sys.stderr)
         return 2
-    result = run_bench(seconds, paths, rounds)
+    result = run_bench(seconds, paths, rounds, cpu_profile=cpu_profile)
     if plot and result["paths"]:
         try:
             write_plot(result, plot)
@@ -835,6 +975,9 @@ def add_arguments(p: argparse.ArgumentParser | Any, plot: bool = True) -> None:
                    help=f"bench tunnel: only the fastpptp paths on these GRE ports ({','.join(GRE_MODES)})")
     if plot:
         p.add_argument("--plot", metavar="FILE.png", help="bar chart per path (matplotlib)")
+    p.add_argument("--cpu-profile", action="store_true",
+                   help="bench tunnel: perf record -a during each tcp1 test: where the CPU goes, "
+                        "per Gbit/s, and the Amdahl bounds of each fast port vs raw (needs perf)")
 
 
 def parse_options(args: argparse.Namespace) -> tuple[int, int, tuple[str, ...]]:
@@ -855,7 +998,8 @@ def main(argv: list[str] | None = None) -> int:
         seconds, rounds, paths = parse_options(args)
     except ValueError as exc:
         p.error(str(exc))
-    return run_tunnel_bench(json=args.json, seconds=seconds, paths=paths, rounds=rounds, plot=args.plot)
+    return run_tunnel_bench(json=args.json, seconds=seconds, paths=paths, rounds=rounds, plot=args.plot,
+                            cpu_profile=args.cpu_profile)
 
 
 if __name__ == "__main__":
