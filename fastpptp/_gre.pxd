@@ -178,6 +178,7 @@ cdef class Engine:
     cdef int tun_vnet[MAX_TUN]      # virtio_net_hdr length on each TUN (0, 10 or 12)
     cdef uint8_t tun_owner[MAX_TUN] # TUN_FREE, TUN_FROM_START (freed by stop), TUN_ADDED
     cdef uint64_t io_loops          # the I/O loop's wake-ups, over every run (Engine.loops)
+    cdef uint64_t io_coalesced      # receive-coalescing waits, over every run (Engine.coalesced)
 
     cdef void _free_session(self, session* s) noexcept nogil
     cdef void _lock(self) noexcept

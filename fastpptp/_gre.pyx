@@ -1508,6 +1508,11 @@ cdef class Engine:
         """Wake-ups of the I/O thread so far (tests, diagnostics)."""
         return self.io_loops
 
+    @property
+    def coalesced(self):
+        """Times the I/O thread waited ``rx_coalesce_us`` after a busy GRE burst."""
+        return self.io_coalesced
+
 
 
 cdef inline void send_data(Engine self, session* s, uint16_t proto, uint8_t* pkt, uint32_t n,

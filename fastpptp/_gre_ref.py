@@ -100,6 +100,7 @@ PPP_IPV6 = int(Protocol.IPV6)
 PPP_COMP = int(Protocol.COMPRESSED)
 PPP_LCP = int(Protocol.LCP)
 PAUSED_POLL = 0.001             # s: while the GRE side is full the loop asks it this often
+RX_COALESCE_MIN = 8             # a GRE burst this busy makes the next idle moment a coalescing wait
                                 # (the compiled twin: _ioloop.pyx PAUSED_POLL_MS)
 RL_EPS = 1e-6                   # bytes: a deadline computed for a packet lets it pass
 U32 = 0xFFFFFFFF
@@ -319,6 +320,7 @@ class Engine:
         self._tun_owner: list[str | None] = []
         self._ep = None
         self._loops = 0
+        self._coalesced = 0
 
     @property
     def config(self):
@@ -1065,6 +1067,11 @@ class Engine:
         """Wake-ups of the I/O thread so far (tests, diagnostics)."""
         return self._loops
 
+    @property
+    def coalesced(self):
+        """Times the I/O thread waited ``rx_coalesce_us`` after a busy GRE burst."""
+        return self._coalesced
+
     def _kick(self):
         if self._wake >= 0:                     # after close(): nothing to wake
             os.eventfd_write(self._wake, 1)
@@ -1185,6 +1192,8 @@ class Engine:
     def _routine_io(self):
         ep = self._ep                   # built by start(), changed by add_tun/remove_tun
         batch = self.config.batch
+        coalesce = self.config.rx_coalesce_us / 1e6
+        last_got = 0
         while not self._stop:
             with self._lock:
                 dl = self._next_deadline()
@@ -1192,6 +1201,11 @@ class Engine:
             timeout = -1 if dl is None else max(0.0, dl - now)
             if self._paused and not 0 <= timeout <= PAUSED_POLL:
                 timeout = PAUSED_POLL
+            # receive coalescing, as the compiled loop (_ioloop.pyx): after a busy GRE burst
+            # with nothing ready, wait rx_coalesce_us for more before sleeping in epoll
+            if coalesce > 0 and last_got >= RX_COALESCE_MIN and timeout != 0 and not ep.poll(0):
+                self._coalesced += 1
+                time.sleep(coalesce)
             ep.poll(timeout)
             try:
                 os.eventfd_read(self._wake)
@@ -1202,12 +1216,15 @@ class Engine:
             self._loops += 1
             now = time.monotonic()
             tun_out, gre_out = [], []
+            last_got = 0
             with self._lock:
                 for d in (self._port.recv_batch(batch) if self._port is not None else ()):
                     self._decap(d, now, tun_out)
+                    last_got += 1
                 for _ in range(batch if self._port is None else 0):
                     try:
                         d = self._gre_sock.recv(65535)
+                        last_got += 1
                     except (BlockingIOError, InterruptedError):
                         break
                     except OSError as e:

@@ -44,6 +44,7 @@ cdef class IoLoop(Sink):
     cdef int out_n                  # frames given to port.tx_add since its last tx_flush
     cdef uint64_t* port_pc          # port.pc (the loop counts tun_paused there)
     cdef int paused                 # back-pressure: the port had no room, TUNs not polled
+    cdef int coalesce_us            # EngineConfig.rx_coalesce_us
 
     cdef bint to_tun(self, int tun, uint8_t* p, uint32_t n) noexcept nogil
     cdef void to_gre(self, int call_id, uint32_t dst_be, uint8_t* p, uint32_t n) noexcept nogil

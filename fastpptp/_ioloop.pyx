@@ -51,6 +51,12 @@ cdef extern from "<sys/epoll.h>" nogil:
 # While the port is full the loop wakes at least this often (ms) to ask it again: a socket
 # port's room comes back with its send buffer, an AF_XDP port's only when it is kicked.
 cdef int PAUSED_POLL_MS = 1
+# a GRE burst of at least this many datagrams makes the next idle moment a coalescing wait
+# (EngineConfig.rx_coalesce_us); fewer is a trickle, whose packets are not to be held
+cdef int RX_COALESCE_MIN = 8
+
+cdef extern from "<unistd.h>" nogil:
+    int usleep(unsigned int usec)
 
 cdef uint32_t PORT_EV = 1000    # epoll data of the GRE port's fds: PORT_EV + index in port.fds
 cdef uint32_t WAKE_EV = 999     # epoll data of the wake eventfd; a TUN's is its index (< MAX_TUN)
@@ -79,6 +85,7 @@ cdef class IoLoop(Sink):
         self.port_pc = &port.pc[0]
         self.paused = 0
         self.batch = b
+        self.coalesce_us = eng.config.rx_coalesce_us
         self.offload = 1 if eng.config.offload else 0
         # the TUN slab is a numpy array (kept alive here); the loop uses its memory
         self.tun_np = np.zeros((b, IO_ROW), np.uint8)
@@ -354,6 +361,7 @@ cdef class IoLoop(Sink):
         cdef double now, dl
         cdef sys_.ssize_t nr
         cdef uint8_t* row
+        cdef int last_got = 0
         if ep < 0:
             return
         while not self.stopping:
@@ -371,7 +379,17 @@ cdef class IoLoop(Sink):
                     timeout = 1000
             if self.paused and timeout > PAUSED_POLL_MS:
                 timeout = PAUSED_POLL_MS
-            r = sys_.epoll_wait(ep, evs, MAX_TUN + 2 + PORT_MAX_FDS, timeout)
+            if self.coalesce_us > 0 and last_got >= RX_COALESCE_MIN and timeout != 0:
+                # receive coalescing: the last GRE burst was busy; if nothing is ready now,
+                # let more arrive for coalesce_us instead of being woken per packet (on a
+                # TPACKET_V2 ring or AF_XDP each frame wakes a sleeping epoll_wait)
+                r = sys_.epoll_wait(ep, evs, MAX_TUN + 2 + PORT_MAX_FDS, 0)
+                if r == 0:
+                    self.eng.io_coalesced += 1
+                    usleep(self.coalesce_us)
+                    r = sys_.epoll_wait(ep, evs, MAX_TUN + 2 + PORT_MAX_FDS, timeout)
+            else:
+                r = sys_.epoll_wait(ep, evs, MAX_TUN + 2 + PORT_MAX_FDS, timeout)
             if self.stopping:
                 break
             # only what epoll reported is read (no syscall just to hear EAGAIN); level-
@@ -409,6 +427,7 @@ cdef class IoLoop(Sink):
             self.flush_tun()
             if got > 0:
                 self.port.rx_release()
+            last_got = got
             # control frames from Python
             self.eng.flush_control(now)
             # back-pressure: a full port gets no more frames from the TUNs (module doc, 4.)

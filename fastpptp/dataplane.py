@@ -83,6 +83,11 @@ class EngineConfig:
     offload: bool = True            # TUN virtio_net_hdr / TSO / GRO when the TUN has them
     rate_limit_queue: int = 64      # packets held per session and direction over its rate limit (0: drop)
     reorder_pool: int = 0           # reorder frames all calls share (0: max(1024, 4 x reorder_depth))
+    # receive coalescing (interrupt moderation, as ethtool's rx-usecs): after a busy GRE
+    # burst (>= RX_COALESCE_MIN datagrams) with nothing else ready, the I/O thread waits this
+    # many microseconds for more before it sleeps in epoll, instead of being woken for each
+    # next packet.  Only ever after a busy burst: a lone packet is never held.  0: off.
+    rx_coalesce_us: int = 30
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch <= 1024:
@@ -101,6 +106,8 @@ class EngineConfig:
             raise ValueError("rate_limit_queue must be 0..1024")
         if not 0 <= self.reorder_pool <= 1 << 20:
             raise ValueError("reorder_pool must be 0..1048576")
+        if not 0 <= self.rx_coalesce_us <= 1000:
+            raise ValueError("rx_coalesce_us must be 0..1000 microseconds")
 
 
 class EngineUnavailable(ImportError):

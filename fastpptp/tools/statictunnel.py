@@ -6,6 +6,7 @@ runner.
         [--mppe-key HEX[:HEX]] [--mtu 1400] [--impl compiled|reference] [--no-offload] \\
         [--stats-json FILE] [--tun-name NAME] [--tun-addr6 A6 --tun-peer6 B6]
         [--rate-limit DOWN/UP] [--rate-limit-burst BYTES] [--rate-limit-queue N]
+        [--rx-coalesce-us US]
 
 Run one in each of two namespaces (call IDs crossed) and they carry IP between their TUNs as
 two PPTP peers would after IPCP (and CCP, with a key) opened, with no control connection:
@@ -124,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="token bucket size in bytes (0: the engine's automatic burst)")
     p.add_argument("--rate-limit-queue", type=int, default=None,
                    help="packets held per direction over the limit (0: drop at once)")
+    p.add_argument("--rx-coalesce-us", type=int, default=None,
+                   help="receive coalescing after a busy GRE burst, microseconds "
+                        "(EngineConfig.rx_coalesce_us; 0: off)")
     p.add_argument("--gre-io", choices=GRE_IO_MODES, default="auto",
                    help="GRE port: xdp, packet, raw, or auto (fastest available; logged)")
     p.add_argument("--stats-json", help="write counters here at exit (default: stdout)")
@@ -186,6 +190,8 @@ def run(args: argparse.Namespace) -> int:
         cfg_kw["batch"] = args.batch
     if args.rate_limit_queue is not None:
         cfg_kw["rate_limit_queue"] = args.rate_limit_queue
+    if args.rx_coalesce_us is not None:
+        cfg_kw["rx_coalesce_us"] = args.rx_coalesce_us
     cfg = EngineConfig(**cfg_kw)
     Engine = load_engine(args.impl)
 
