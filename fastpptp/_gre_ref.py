@@ -100,8 +100,8 @@ PPP_IPV6 = int(Protocol.IPV6)
 PPP_COMP = int(Protocol.COMPRESSED)
 PPP_LCP = int(Protocol.LCP)
 PAUSED_POLL = 0.001             # s: while the GRE side is full the loop asks it this often
-RX_COALESCE_MIN = 8             # a GRE burst this busy makes the next idle moment a coalescing wait
                                 # (the compiled twin: _ioloop.pyx PAUSED_POLL_MS)
+RX_COALESCE_MIN = 8             # a GRE burst this busy makes the next idle moment a coalescing wait
 RL_EPS = 1e-6                   # bytes: a deadline computed for a packet lets it pass
 U32 = 0xFFFFFFFF
 serial_diff = _rxwin.serial_diff     # RFC 1982 signed 32-bit distance

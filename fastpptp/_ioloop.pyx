@@ -379,6 +379,7 @@ cdef class IoLoop(Sink):
                     timeout = 1000
             if self.paused and timeout > PAUSED_POLL_MS:
                 timeout = PAUSED_POLL_MS
+            r = 0
             if self.coalesce_us > 0 and last_got >= RX_COALESCE_MIN and timeout != 0:
                 # receive coalescing: the last GRE burst was busy; if nothing is ready now,
                 # let more arrive for coalesce_us instead of being woken per packet (on a
@@ -387,8 +388,7 @@ cdef class IoLoop(Sink):
                 if r == 0:
                     self.eng.io_coalesced += 1
                     usleep(self.coalesce_us)
-                    r = sys_.epoll_wait(ep, evs, MAX_TUN + 2 + PORT_MAX_FDS, timeout)
-            else:
+            if r <= 0:
                 r = sys_.epoll_wait(ep, evs, MAX_TUN + 2 + PORT_MAX_FDS, timeout)
             if self.stopping:
                 break
